@@ -1,0 +1,83 @@
+"""taskq: typed asyncio tasks over raw AMQP (RabbitMQ).
+
+::
+
+    app = App("shop", broker="amqp://guest:guest@127.0.0.1:5672/")
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    async with app:
+        handle = await add.delay(4, 6)
+        assert await handle.result(timeout=10) == 10
+"""
+
+from .app import App
+from .context import TaskContext, current
+from .exceptions import (
+    BrokerError,
+    BrokerUnavailable,
+    ConfigurationError,
+    DecodeError,
+    EncodeError,
+    InvalidArguments,
+    LifecycleError,
+    PublishError,
+    Reject,
+    ResultError,
+    ResultTimeout,
+    ResultUnavailable,
+    Retry,
+    TaskControl,
+    TaskFailed,
+    TaskqError,
+    TaskRegistrationError,
+    TaskTimeout,
+    TopologyMismatch,
+)
+from .handle import TaskHandle
+from .results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
+from .retry import RetryPolicy
+from .settings import Settings
+from .task import SendOptions, Task, TaskCall
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "DecodeError",
+    "EncodeError",
+    "ErrorInfo",
+    "InvalidArguments",
+    "LifecycleError",
+    "PublishError",
+    "Reject",
+    "ResultError",
+    "ResultStore",
+    "ResultTimeout",
+    "ResultUnavailable",
+    "Retry",
+    "RetryPolicy",
+    "SendOptions",
+    "Settings",
+    "Task",
+    "TaskCall",
+    "TaskContext",
+    "TaskControl",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskRegistrationError",
+    "TaskState",
+    "TaskStatus",
+    "TaskTimeout",
+    "TaskqError",
+    "TopologyMismatch",
+    "Worker",
+    "__version__",
+    "current",
+]

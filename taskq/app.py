@@ -1,0 +1,375 @@
+"""App: settings, the task registry, and the client lifecycle (``async with app:``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import inspect
+import math
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from . import codec, topology
+from .context import current_or_none
+from .exceptions import ConfigurationError, LifecycleError, TaskRegistrationError
+from .handle import TaskHandle
+from .message import Envelope
+from .results.amqp import AmqpResultStore
+from .results.base import ResultStore
+from .retry import RetryPolicy
+from .settings import Settings, check_queue_name, load_settings
+from .task import SendOptions, Task, TaskCall, TaskConfig
+from .transport import Transport
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _TaskDecorator(Protocol):
+    @overload
+    def __call__(self, func: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class App:
+    """A taskq application: its settings and tasks. Declaring it does no I/O.
+
+    ``async with app:`` connects (and declares the topology of the queues it sends to);
+    ``taskq-worker module:app`` runs its tasks. Settings come from keyword arguments, which
+    win over ``TASKQ_*`` environment variables, which win over the defaults.
+    """
+
+    def __init__(self, name: str, *, broker: str | None = None, **settings: Any) -> None:
+        self.name = name
+        self.settings: Settings = load_settings(broker=broker, **settings)
+        self.names = topology.Names(self.settings.prefix)
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._transport: Transport | None = None
+        self._store: ResultStore | None = None
+        self.default_retry: RetryPolicy | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<App {self.name!r} broker={self.settings.redacted_broker()} tasks={len(self._tasks)}>"
+        )
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def configure(self, **overrides: Any) -> None:
+        """Replace settings (e.g. from CLI flags) before the app is opened."""
+        if self._transport is not None:
+            raise LifecycleError("cannot change settings of an open App")
+        merged = {
+            **self.settings.model_dump(),
+            **{k: v for k, v in overrides.items() if v is not None},
+        }
+        self.settings = load_settings(**merged)
+        self.names = topology.Names(self.settings.prefix)
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """The registered tasks by name."""
+        return self._tasks
+
+    @overload
+    def task(self, func: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> _TaskDecorator: ...
+
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        """Register ``func`` (``async def`` runs on the worker's loop; ``def`` in its thread pool).
+
+        The task name defaults to the function's ``__name__``. Fails at once, with
+        TaskRegistrationError, on lambdas, generators, non-functions (partials, callable
+        objects: they have no name of their own) and names already registered.
+        """
+
+        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+            config = self._task_config(fn, name, queue, priority, timeout, retry)
+            task: Task[Any, Any] = Task(self, fn, config)
+            self._tasks[config.name] = task
+            return task
+
+        return register if func is None else register(func)
+
+    def _task_config(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        queue: str | None,
+        priority: int | None,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+    ) -> TaskConfig:
+        task_name = _task_name(fn, name)
+        if task_name in self._tasks:
+            raise TaskRegistrationError(
+                f"a task named {task_name!r} is already registered "
+                f"({self._tasks[task_name].func!r}); pass name= to register another"
+            )
+        queue_name = check_queue_name(queue or self.settings.default_queue)
+        if priority is not None:
+            self._check_priority(priority)
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout of task {task_name!r} must be > 0")
+        return TaskConfig(
+            name=task_name,
+            queue=queue_name,
+            priority=priority,
+            timeout=timeout,
+            retry=retry,
+            is_async=inspect.iscoroutinefunction(fn),
+        )
+
+    def _check_priority(self, priority: int) -> int:
+        if not 0 <= priority <= self.settings.max_priority:
+            raise ConfigurationError(
+                f"priority must be between 0 and {self.settings.max_priority}, got {priority}"
+            )
+        return priority
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self, *, connection_name: str | None = None) -> None:
+        """Connect to the broker and open the result store (``async with app:`` calls this)."""
+        if self._transport is not None:
+            raise LifecycleError(f"App {self.name!r} is already open")
+        self.attach(*await self.connect(connection_name or f"taskq:{self.name}"))
+
+    async def connect(self, connection_name: str) -> tuple[Transport, ResultStore]:
+        """A new connected transport and open result store, owned by the caller.
+
+        A worker uses its own, so that one App can send and run tasks in one process.
+        """
+        transport = Transport(self.settings, connection_name=connection_name)
+        await transport.connect()
+        try:
+            store = self._make_store(transport)
+            await store.open()
+        except BaseException:
+            await transport.close()
+            raise
+        return transport, store
+
+    def attach(self, transport: Transport, store: ResultStore) -> None:
+        """Use ``transport`` and ``store`` for sending (what ``open`` does with new ones)."""
+        self._transport, self._store = transport, store
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the App can send tasks now."""
+        return self._transport is not None
+
+    def _make_store(self, transport: Transport) -> ResultStore:
+        spec = self.settings.results
+        if spec == "amqp":
+            return AmqpResultStore(transport)
+        if spec.startswith(("redis://", "rediss://", "unix://")):
+            from .results.redis import RedisResultStore
+
+            store: ResultStore = RedisResultStore(spec, transport)
+            return store
+        raise ConfigurationError(f"unknown result store {spec!r}: use 'amqp' or a redis:// URL")
+
+    async def close(self) -> None:
+        """Close the result store and the connections (idempotent)."""
+        transport, store = self._transport, self._store
+        self._transport = self._store = None
+        if store is not None:
+            await store.close()
+        if transport is not None:
+            await transport.close()
+
+    def detach(self) -> None:
+        """Stop using the attached transport and store without closing them."""
+        self._transport = self._store = None
+
+    @property
+    def transport(self) -> Transport:
+        """The open transport; LifecycleError outside ``async with app:``."""
+        if self._transport is None:
+            raise LifecycleError(f"App {self.name!r} is not open: use `async with app:`")
+        return self._transport
+
+    @property
+    def store(self) -> ResultStore:
+        """The open result store; LifecycleError outside ``async with app:``."""
+        if self._store is None:
+            raise LifecycleError(f"App {self.name!r} is not open: use `async with app:`")
+        return self._store
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def named(self, name: str) -> TaskCall[..., Any]:
+        """A sendable view of the task called ``name``, registered here or not.
+
+        An unregistered name goes to the default queue with no argument checks; the worker
+        that knows the task validates them.
+        """
+        task = self._tasks.get(name)
+        if task is None:
+            config = TaskConfig(name, self.settings.default_queue, None, None, None, True)
+            task = Task(self, _unknown_signature, config)
+            task.signature = codec.Signature(_unknown_signature)
+        return TaskCall(task, SendOptions())
+
+    async def send(self, name: str, /, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
+        """Send the task called ``name`` (see ``named`` for options)."""
+        return await self.named(name).delay(*args, **kwargs)
+
+    def handle(self, task_id: str, task_name: str = "") -> TaskHandle[Any]:
+        """A handle for a task sent earlier (by ID). Needs a durable store to see other
+        processes' tasks; results come back untyped unless ``task_name`` is registered here."""
+        task = self._tasks.get(task_name)
+        validate = task.validate_result if task is not None else None
+        return TaskHandle(task_id, task_name, self.store, validate, owned=False)
+
+    async def _send_task(
+        self,
+        task: Task[Any, Any],
+        options: SendOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> TaskHandle[Any]:
+        transport, store = self.transport, self.store
+        envelope, delay_ms = self._envelope(task, options, args, kwargs, store.reply_to())
+        body = codec.pack([envelope.args, envelope.kwargs])
+        message = envelope.to_message(body)
+        if options.expires is not None and delay_ms == 0 and envelope.expires is not None:
+            remaining = max(1, int((envelope.expires - _now()).total_seconds() * 1000))
+            message = dataclasses.replace(message, expiration_ms=remaining)
+        store.track(envelope.task_id, task.name)
+        handle: TaskHandle[Any] = TaskHandle(
+            envelope.task_id, task.name, store, task.validate_result
+        )
+        await transport.declare_work_queue(envelope.queue)
+        if delay_ms > 0:
+            await transport.declare_delay_levels()
+            key = topology.delay_routing_key(delay_ms, envelope.queue)
+            await transport.publish(self.names.delay_entry, key, message)
+        else:
+            await transport.publish(self.names.exchange, envelope.queue, message)
+        return handle
+
+    def _envelope(
+        self,
+        task: Task[Any, Any],
+        options: SendOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        reply_to: str | None,
+    ) -> tuple[Envelope, int]:
+        bound_args, bound_kwargs = task.signature.bind(args, kwargs)
+        cfg = task.config
+        priority = options.priority if options.priority is not None else cfg.priority
+        if priority is None:
+            priority = self.settings.default_priority
+        eta, delay_ms = _schedule(options)
+        parent = current_or_none()
+        return (
+            Envelope(
+                task_id=options.task_id or str(uuid.uuid4()),
+                task_name=cfg.name,
+                queue=check_queue_name(options.queue or cfg.queue),
+                args=bound_args,
+                kwargs=bound_kwargs,
+                priority=self._check_priority(priority),
+                sent_at=time.time(),
+                eta=eta,
+                expires=_absolute(options.expires),
+                reply_to=reply_to,
+                parent_id=parent.task_id if parent else None,
+                root_id=(parent.root_id or parent.task_id) if parent else None,
+            ),
+            delay_ms,
+        )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _absolute(when: float | dt.datetime | None) -> dt.datetime | None:
+    if when is None:
+        return None
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            raise ConfigurationError("expires must be a timezone-aware datetime (or seconds)")
+        return when
+    return _now() + dt.timedelta(seconds=when)
+
+
+def _schedule(options: SendOptions) -> tuple[dt.datetime | None, int]:
+    """The ETA and the delay in milliseconds of a send (a past ETA means now)."""
+    if options.countdown is not None and options.eta is not None:
+        raise ConfigurationError("give countdown or eta, not both")
+    if options.eta is not None:
+        if options.eta.tzinfo is None:
+            raise ConfigurationError(
+                "eta must be timezone-aware (e.g. datetime.now(timezone.utc) + timedelta(...))"
+            )
+        eta = options.eta
+    elif options.countdown is not None:
+        if options.countdown < 0 or not math.isfinite(options.countdown):
+            raise ConfigurationError("countdown must be a finite number of seconds >= 0")
+        eta = _now() + dt.timedelta(seconds=options.countdown)
+    else:
+        return None, 0
+    delay_ms = max(0, math.ceil((eta - _now()).total_seconds() * 1000))
+    if delay_ms > topology.MAX_DELAY_MS:
+        raise ConfigurationError(
+            f"delay of {delay_ms / 1000:.0f} s is longer than the longest supported "
+            f"({topology.MAX_DELAY_SECONDS:.0f} s, about 795 days)"
+        )
+    return eta, delay_ms
+
+
+def _task_name(fn: Callable[..., Any], explicit: str | None) -> str:
+    """The name to register ``fn`` under; TaskRegistrationError if it cannot be a task."""
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        raise TaskRegistrationError(f"@app.task needs a function, got {fn!r}")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TaskRegistrationError(f"{fn.__qualname__} is a generator; a task must return a value")
+    name = fn.__name__
+    if name == "<lambda>":
+        raise TaskRegistrationError(
+            "a lambda cannot be a task: workers find tasks by name in an imported module; use a def"
+        )
+    if explicit is not None:
+        if not explicit or not explicit.isprintable() or len(explicit) > 200:
+            raise TaskRegistrationError(f"invalid task name {explicit!r}")
+        return explicit
+    return name
+
+
+def _unknown_signature(*args: Any, **kwargs: Any) -> Any:
+    """Stands in for a task this process does not have: any arguments bind."""

@@ -1,0 +1,87 @@
+"""``taskq-worker module:app``: run an App's tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from ..exceptions import BrokerUnavailable, ConfigurationError, TopologyMismatch
+from ..worker import Worker
+from .common import ExitCode, UsageError, load_app, run_loop, setup_logging
+
+log = logging.getLogger("taskq.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskq-worker",
+        description="Run the tasks of a taskq App. SIGTERM/SIGINT stop it gracefully; a "
+        "second signal forces the stop (running tasks go back to their queue).",
+        epilog="exit codes: 0 ok, 1 crashed, 2 usage or import error, 3 broker unreachable",
+    )
+    parser.add_argument("app", help="the App to run, as module:attribute (e.g. tasks:app)")
+    parser.add_argument("--queues", "-Q", help="comma-separated queues (default: the app's)")
+    parser.add_argument("--concurrency", "-c", type=int, help="tasks run at once")
+    parser.add_argument(
+        "--prefetch", type=int, help="deliveries held at once (default: concurrency)"
+    )
+    parser.add_argument("--shutdown-timeout", type=float, help="seconds to finish running tasks")
+    parser.add_argument("--name", help="worker name (default: app@host.pid)")
+    parser.add_argument(
+        "--log-level", "-l", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    return parser
+
+
+async def _serve(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, worker, sig)
+    await worker.run()
+
+
+def _on_signal(worker: Worker, sig: signal.Signals) -> None:
+    log.info(
+        "received %s: %s",
+        sig.name,
+        "stopping now" if worker.stopping else "stopping gracefully",
+    )
+    worker.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        app = load_app(args.app)
+        app.configure(
+            concurrency=args.concurrency,
+            prefetch=args.prefetch,
+            shutdown_timeout=args.shutdown_timeout,
+        )
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+        worker = Worker(app, queues=queues, name=args.name)
+    except (UsageError, ConfigurationError) as exc:
+        print(f"taskq-worker: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        run_loop(_serve(worker))
+    except BrokerUnavailable as exc:
+        log.error("%s", exc)
+        return ExitCode.BROKER_UNREACHABLE
+    except (TopologyMismatch, ConfigurationError) as exc:
+        log.error("%s", exc)
+        return ExitCode.USAGE
+    except Exception:
+        log.exception("worker crashed")
+        return ExitCode.CRASHED
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""msgpack encoding with extension types, and pydantic validation from signatures.
+
+Extension codes (stable: they are part of the wire format, schema version 1):
+
+==== ================ ==========================================
+code type             payload
+==== ================ ==========================================
+1    datetime         ISO 8601 text (keeps the offset; naive stays naive)
+2    date             ISO 8601 text
+3    UUID             16 raw bytes
+4    Decimal          text
+5    pydantic model   msgpack of ``model_dump()`` (arrives as a dict; the
+                      receiving signature validates it back into the model)
+6    time             ISO 8601 text
+==== ================ ==========================================
+
+``bytes`` travel as msgpack's native bin type; tuples arrive as lists and are validated
+back into tuples by the signature.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from functools import cached_property
+from typing import Any, get_type_hints
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from .exceptions import DecodeError, EncodeError, InvalidArguments
+
+EXT_DATETIME = 1
+EXT_DATE = 2
+EXT_UUID = 3
+EXT_DECIMAL = 4
+EXT_MODEL = 5
+EXT_TIME = 6
+
+
+def _default(value: Any) -> msgpack.ExtType:
+    # datetime before date: datetime is a subclass of date.
+    if isinstance(value, dt.datetime):
+        return msgpack.ExtType(EXT_DATETIME, value.isoformat().encode())
+    if isinstance(value, dt.date):
+        return msgpack.ExtType(EXT_DATE, value.isoformat().encode())
+    if isinstance(value, dt.time):
+        return msgpack.ExtType(EXT_TIME, value.isoformat().encode())
+    if isinstance(value, uuid.UUID):
+        return msgpack.ExtType(EXT_UUID, value.bytes)
+    if isinstance(value, Decimal):
+        return msgpack.ExtType(EXT_DECIMAL, str(value).encode())
+    if isinstance(value, BaseModel):
+        return msgpack.ExtType(EXT_MODEL, _pack(value.model_dump(mode="python")))
+    if isinstance(value, set | frozenset):
+        return list(value)
+    raise TypeError(f"cannot serialise a value of type {type(value).__qualname__}")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == EXT_DATETIME:
+        return dt.datetime.fromisoformat(data.decode())
+    if code == EXT_DATE:
+        return dt.date.fromisoformat(data.decode())
+    if code == EXT_TIME:
+        return dt.time.fromisoformat(data.decode())
+    if code == EXT_UUID:
+        return uuid.UUID(bytes=data)
+    if code == EXT_DECIMAL:
+        return Decimal(data.decode())
+    if code == EXT_MODEL:
+        return unpack(data)
+    raise DecodeError(f"unknown msgpack extension type {code}")
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, default=_default, use_bin_type=True, datetime=False)  # type: ignore[no-any-return]
+
+
+def pack(value: Any) -> bytes:
+    """Serialise ``value`` to msgpack; raise EncodeError naming the type that cannot be carried."""
+    try:
+        return _pack(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(str(exc)) from exc
+
+
+def unpack(data: bytes) -> Any:
+    """Deserialise msgpack bytes; raise DecodeError on anything malformed."""
+    try:
+        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises a zoo of types on garbage
+        raise DecodeError(f"malformed msgpack body: {exc}") from exc
+
+
+class Signature:
+    """A task function's signature: binds calls at the sender, validates arguments at the worker.
+
+    Built once per task; the pydantic validator is built lazily on first use so that
+    forward references in annotations can resolve after the module has finished importing.
+    """
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.inspected = inspect.signature(func)
+
+    def bind(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Check a call against the signature; return the positional and keyword parts to send."""
+        try:
+            bound = self.inspected.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"{self.func.__qualname__}(): {exc}") from None
+        return list(bound.args), dict(bound.kwargs)
+
+    @cached_property
+    def _hints(self) -> dict[str, Any]:
+        return get_type_hints(self.func, include_extras=True)
+
+    @cached_property
+    def _model(self) -> type[BaseModel] | None:
+        # Fields are named p0, p1... with the parameter name as alias, so that a parameter
+        # called e.g. `json` or `model_x` cannot clash with BaseModel's own attributes.
+        fields: dict[str, Any] = {}
+        for index, (name, param) in enumerate(self.inspected.parameters.items()):
+            hint = self._hints.get(name, Any)
+            if param.kind is param.VAR_POSITIONAL:
+                hint = tuple[hint, ...]  # type: ignore[valid-type]
+            elif param.kind is param.VAR_KEYWORD:
+                hint = dict[str, hint]  # type: ignore[valid-type]
+            required = param.default is param.empty or param.kind in (
+                param.VAR_POSITIONAL,
+                param.VAR_KEYWORD,
+            )
+            default = ... if required else param.default
+            fields[f"p{index}"] = (hint, Field(default, alias=name))
+        if all(spec[0] is Any for spec in fields.values()):
+            return None  # nothing to validate: skip pydantic on the hot path
+        return create_model(
+            f"{self.func.__qualname__}Args",
+            __config__=ConfigDict(arbitrary_types_allowed=True, protected_namespaces=()),
+            **fields,
+        )
+
+    def validate(
+        self, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Bind and validate received arguments; return what to call the function with.
+
+        Raises InvalidArguments with pydantic's explanation when they do not fit.
+        """
+        try:
+            bound = self.inspected.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(str(exc)) from None
+        model = self._model
+        if model is None:
+            return bound.args, bound.kwargs
+        try:
+            validated = model.model_validate(bound.arguments)
+        except ValidationError as exc:
+            raise InvalidArguments(str(exc)) from None
+        for index, name in enumerate(self.inspected.parameters):
+            if name in bound.arguments:
+                bound.arguments[name] = getattr(validated, f"p{index}")
+        return bound.args, bound.kwargs
+
+    @cached_property
+    def return_adapter(self) -> TypeAdapter[Any] | None:
+        """Validator for results, or None when the return is unannotated or Any."""
+        hint = self._hints.get("return", Any)
+        if hint is Any or hint is None or hint is type(None):
+            return None
+        try:
+            return TypeAdapter(hint)
+        except Exception:  # a type pydantic cannot validate: hand back the raw value
+            return None
+
+    def validate_result(self, value: Any) -> Any:
+        """Turn a received result back into the annotated return type."""
+        adapter = self.return_adapter
+        return value if adapter is None else adapter.validate_python(value)

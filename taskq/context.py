@@ -1,0 +1,55 @@
+"""The running task's context, reachable from inside the task with ``taskq.current()``."""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+from .exceptions import LifecycleError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskContext:
+    """Facts about the task running now, and a way to report its progress."""
+
+    task_id: str
+    task_name: str
+    queue: str
+    attempt: int
+    root_id: str | None
+    _report: Callable[[float, str | None], Awaitable[None]] = dataclasses.field(repr=False)
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress (0.0 to 1.0, and an optional message), visible through the handle."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("progress fraction must be between 0.0 and 1.0")
+        await self._report(fraction, message)
+
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "taskq_current", default=None
+)
+
+
+def current() -> TaskContext:
+    """The context of the task running now; LifecycleError outside a task."""
+    ctx = _current.get()
+    if ctx is None:
+        raise LifecycleError("taskq.current() is only available inside a running task")
+    return ctx
+
+
+def current_or_none() -> TaskContext | None:
+    """The context of the task running now, or None."""
+    return _current.get()
+
+
+def set_current(ctx: TaskContext | None) -> contextvars.Token[TaskContext | None]:
+    """Make ``ctx`` the current task context (the worker does this around each run)."""
+    return _current.set(ctx)
+
+
+def reset_current(token: contextvars.Token[TaskContext | None]) -> None:
+    """Undo the ``set_current`` that returned ``token``."""
+    _current.reset(token)

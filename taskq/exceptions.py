@@ -1,0 +1,133 @@
+"""The one exception tree of taskq.
+
+::
+
+    TaskqError
+    ├── ConfigurationError (ValueError)      bad settings, a bad queue name, an unknown setting
+    ├── TaskRegistrationError (TypeError)    @app.task on something that cannot be a task
+    ├── InvalidArguments (TypeError)         a call that does not fit the task's signature
+    ├── EncodeError (TypeError)              a value msgpack cannot carry
+    ├── DecodeError (ValueError)             a body that is not taskq's format
+    ├── LifecycleError (RuntimeError)        an App used outside `async with app:`, or reopened
+    ├── BrokerError
+    │   ├── BrokerUnavailable (ConnectionError)   the broker cannot be reached
+    │   ├── PublishError                          the broker refused or could not route a publish
+    │   └── TopologyMismatch                      a queue exists with other arguments
+    ├── ResultError
+    │   ├── ResultTimeout (TimeoutError)     no outcome within the wait
+    │   ├── ResultUnavailable                the store cannot answer for this task
+    │   └── TaskFailed                       the task failed remotely (type, message, traceback)
+    └── TaskTimeout (TimeoutError)           a task ran past its timeout (raised in the worker)
+
+Control flow raised inside a task is not an error and does not derive from TaskqError:
+
+    TaskControl
+    ├── Retry     run the task again later
+    └── Reject    dead-letter the task now, without retrying
+"""
+
+from __future__ import annotations
+
+
+class TaskqError(Exception):
+    """Root of every error taskq raises."""
+
+
+class ConfigurationError(TaskqError, ValueError):
+    """A setting, queue name or option is invalid."""
+
+
+class TaskRegistrationError(TaskqError, TypeError):
+    """A function cannot be registered as a task (lambda, duplicate name, not nameable)."""
+
+
+class InvalidArguments(TaskqError, TypeError):
+    """The arguments do not fit the task's signature; raised before anything is published."""
+
+
+class EncodeError(TaskqError, TypeError):
+    """A value cannot be serialised to msgpack."""
+
+
+class DecodeError(TaskqError, ValueError):
+    """A message body or header is not in taskq's format."""
+
+
+class LifecycleError(TaskqError, RuntimeError):
+    """An object was used in a state that does not allow it."""
+
+
+class BrokerError(TaskqError):
+    """Something went wrong talking to RabbitMQ."""
+
+
+class BrokerUnavailable(BrokerError, ConnectionError):
+    """The broker cannot be reached (refused, unknown host, bad credentials, timed out)."""
+
+
+class PublishError(BrokerError):
+    """The broker did not accept a publish: it was returned as unroutable or nacked."""
+
+
+class TopologyMismatch(BrokerError):
+    """An exchange or queue already exists with arguments other than the ones taskq declares."""
+
+
+class ResultError(TaskqError):
+    """The outcome of a task cannot be given."""
+
+
+class ResultTimeout(ResultError, TimeoutError):
+    """No outcome arrived within the time waited. The task may still run."""
+
+
+class ResultUnavailable(ResultError):
+    """The result store cannot answer for this task (not sent from here, or expired)."""
+
+
+class TaskFailed(ResultError):
+    """The task failed on the worker. Carries the remote exception as text, never as an object.
+
+    Attributes:
+        task_id: the failed task's ID.
+        remote_type: the qualified name of the exception class raised in the task.
+        remote_message: ``str()`` of that exception.
+        remote_traceback: the formatted traceback from the worker.
+    """
+
+    def __init__(
+        self, task_id: str, remote_type: str, remote_message: str, remote_traceback: str
+    ) -> None:
+        super().__init__(f"task {task_id} failed: {remote_type}: {remote_message}")
+        self.task_id = task_id
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+class TaskTimeout(TaskqError, TimeoutError):
+    """A task ran longer than its timeout and was stopped (recorded as its failure)."""
+
+
+class TaskControl(Exception):
+    """Base of the exceptions a task raises to steer its own execution."""
+
+
+class Retry(TaskControl):
+    """Raise inside a task to run it again after ``delay`` seconds (or its retry policy's).
+
+    The attempt counter goes up; past the policy's ``max_attempts`` the task fails for good.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        super().__init__(reason or "retry requested")
+        self.delay = delay
+        self.reason = reason
+
+
+class Reject(TaskControl):
+    """Raise inside a task to send it to the dead-letter queue now, with ``reason``."""
+
+    def __init__(self, reason: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = reason

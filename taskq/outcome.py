@@ -1,0 +1,116 @@
+"""What became of a delivery, as a value; and how an exception becomes one. Pure.
+
+Running a delivery yields exactly one Outcome; one function in the worker turns it into
+broker actions (record, then publish where needed, then ack).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from typing import Any
+
+from .exceptions import Reject, Retry
+from .results.base import ErrorInfo
+from .retry import RetryPolicy
+
+# Reasons written to x-taskq-reason on the dead-letter queue.
+INVALID_MESSAGE = "invalid-message"
+UNKNOWN_TASK = "unknown-task"
+INVALID_ARGS = "invalid-args"
+MAX_ATTEMPTS = "max-attempts"
+REJECTED = "rejected"
+CRASH_LOOP = "crash-loop"
+EXPIRED = "expired"
+
+DEFAULT_EXPLICIT_RETRY = RetryPolicy()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Succeeded:
+    """The task returned ``value``: record SUCCESS, then ack."""
+
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Run again after ``delay`` seconds: record RETRYING, publish attempt+1 to the delay
+    levels (confirmed), then ack."""
+
+    delay: float
+    error: ErrorInfo
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failed:
+    """The last attempt failed: record FAILURE, keep a copy in ``.dead`` (max-attempts), ack."""
+
+    error: ErrorInfo
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Never run (or rejected): publish to ``.dead`` with ``reason``, record FAILURE if the
+    task is known, then ack."""
+
+    reason: str
+    error: ErrorInfo
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CountRedelivery:
+    """A redelivery (the last holder died before acking): republish with the deliveries
+    header raised, then ack, so that a message that kills workers is eventually caught."""
+
+    deliveries: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Requeue:
+    """Give the delivery back to the broker unfinished (shutdown): reject with requeue."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Skip:
+    """Already done (a durable store shows SUCCESS): ack without running."""
+
+
+Outcome = Succeeded | RetryLater | Failed | DeadLetter | CountRedelivery | Requeue | Skip
+
+
+def qualified_name(exc_type: type[BaseException]) -> str:
+    """``module.QualName`` of an exception type (builtins without the module)."""
+    module = exc_type.__module__
+    if module in ("builtins", "__main__"):
+        return exc_type.__qualname__
+    return f"{module}.{exc_type.__qualname__}"
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """The exception as text: qualified type, message, formatted traceback."""
+    return ErrorInfo(
+        type=qualified_name(type(exc)),
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def from_exception(exc: Exception, attempt: int, policy: RetryPolicy | None) -> Outcome:
+    """The outcome of attempt ``attempt`` ending with ``exc``.
+
+    ``Reject`` dead-letters at once; ``Retry`` retries (with the task's policy, or the default
+    one, bounding attempts); any other exception retries only if the policy says so.
+    """
+    if isinstance(exc, Reject):
+        return DeadLetter(REJECTED, ErrorInfo("taskq.Reject", exc.reason, ""))
+    info = error_info(exc)
+    if isinstance(exc, Retry):
+        explicit = policy or DEFAULT_EXPLICIT_RETRY
+        if attempt < explicit.max_attempts:
+            delay = exc.delay if exc.delay is not None else explicit.backoff_delay(attempt)
+            return RetryLater(max(0.0, delay), info)
+        return Failed(info)
+    if policy is not None and policy.should_retry(exc, attempt):
+        return RetryLater(policy.backoff_delay(attempt), info)
+    return Failed(info)

@@ -1,0 +1,39 @@
+"""Keep credentials out of reprs and log lines."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+# scheme://user:password@host -> scheme://user:***@host; also catches URLs inside longer text.
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@"
+)
+
+
+def redact_url(text: str) -> str:
+    """Return ``text`` with the password of every URL in it replaced by ``***``."""
+    return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts URL passwords in the final message of every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_url(message)
+        if redacted != message:
+            record.msg = redacted
+            record.args = None
+        return True
+
+
+def install_redaction(*handlers: logging.Handler) -> None:
+    """Add the redacting filter to ``handlers`` and to the loggers of taskq and its AMQP stack."""
+    flt = RedactingFilter()
+    for handler in handlers:
+        handler.addFilter(flt)
+    for name in ("taskq", "aio_pika", "aiormq"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(flt)

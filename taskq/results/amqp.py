@@ -1,0 +1,110 @@
+"""The default result store: states flow back over RabbitMQ to the sender's reply queue.
+
+No extra server. Only the process that sent a task can learn its outcome, and only while it
+is connected: a reply that arrives while the sender is reconnecting, or after it has exited,
+is dropped by the broker (reply queues are exclusive). Use the Redis store for lookups by ID
+from other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from ..exceptions import DecodeError, ResultTimeout, ResultUnavailable
+from ..message import OutgoingMessage
+from ..transport import Transport
+from .base import TaskState, TaskStatus
+
+log = logging.getLogger("taskq.results")
+
+STATUS_TYPE = "taskq.status"
+
+
+class AmqpResultStore:
+    """Results over AMQP: workers publish states to ``reply_to``; the sender keeps them."""
+
+    durable = False
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._queue = f"{transport.names.prefix}.reply.{uuid.uuid4().hex}"
+        self._states: dict[str, TaskState] = {}
+        self._done: dict[str, asyncio.Event] = {}
+        self._opened = False
+
+    async def open(self) -> None:
+        await self._transport.consume_replies(self._queue, self._on_reply)
+        self._opened = True
+
+    async def close(self) -> None:
+        for event in self._done.values():
+            event.set()  # wake waiters; they will find no terminal state and say so
+
+    def reply_to(self) -> str | None:
+        return self._queue if self._opened else None
+
+    def track(self, task_id: str, task_name: str) -> None:
+        self._states.setdefault(task_id, TaskState(task_id, TaskStatus.PENDING, task_name, 0))
+
+    def forget(self, task_id: str) -> None:
+        self._states.pop(task_id, None)
+        self._done.pop(task_id, None)
+
+    def _on_reply(self, correlation_id: str | None, body: bytes, kind: str | None) -> None:
+        if kind != STATUS_TYPE or correlation_id is None:
+            log.warning("ignoring a message on the reply queue that is not a task status")
+            return
+        try:
+            state = TaskState.decode(body)
+        except DecodeError as exc:
+            log.warning("ignoring a malformed status for %s: %s", correlation_id, exc)
+            return
+        if state.task_id not in self._states:
+            return  # a task this process no longer tracks (its handle was dropped)
+        if state.supersedes(self._states.get(state.task_id)):
+            self._states[state.task_id] = state
+            if state.status.terminal and state.task_id in self._done:
+                self._done[state.task_id].set()
+
+    async def record(self, state: TaskState, *, reply_to: str | None) -> None:
+        if not reply_to:
+            return  # nobody listens for this task's outcome: cost nothing
+        message = OutgoingMessage(
+            body=state.encode(),
+            type=STATUS_TYPE,
+            correlation_id=state.task_id,
+            persistent=False,
+        )
+        if state.status.terminal:
+            # Confirmed, but not mandatory: RabbitMQ 3.10 returns mandatory publishes to a
+            # vanished reply queue, and a sender that has gone cannot be helped.
+            await self._transport.publish("", reply_to, message, mandatory=False)
+        else:
+            await self._transport.notify(reply_to, message)
+
+    async def get(self, task_id: str) -> TaskState | None:
+        return self._states.get(task_id)
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskState:
+        state = self._states.get(task_id)
+        if state is None:
+            raise ResultUnavailable(
+                f"task {task_id} was not sent by this process; the AMQP result store only "
+                "answers the sender (use a durable store to look tasks up by ID)"
+            )
+        if not state.status.terminal:
+            event = self._done.setdefault(task_id, asyncio.Event())
+            try:
+                async with asyncio.timeout(timeout):
+                    await event.wait()
+            except TimeoutError:
+                raise ResultTimeout(
+                    f"task {task_id} gave no outcome within {timeout} s "
+                    f"(last status {self._states[task_id].status.value})"
+                ) from None
+            state = self._states.get(task_id, state)
+            if not state.status.terminal:
+                raise ResultUnavailable(f"the app closed before task {task_id} finished")
+        return state

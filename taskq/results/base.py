@@ -1,0 +1,151 @@
+"""What a result store is: task statuses, the recorded state of a task, and the protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from typing import Any, Protocol, runtime_checkable
+
+from .. import codec
+from ..exceptions import DecodeError
+
+
+class TaskStatus(enum.StrEnum):
+    """Where a task is. PENDING -> STARTED -> (RETRYING -> STARTED)* -> SUCCESS | FAILURE."""
+
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    RETRYING = "RETRYING"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether no later status can follow this one."""
+        return self in (TaskStatus.SUCCESS, TaskStatus.FAILURE)
+
+
+_RANK = {
+    TaskStatus.PENDING: 0,
+    TaskStatus.STARTED: 1,
+    TaskStatus.RETRYING: 2,
+    TaskStatus.SUCCESS: 3,
+    TaskStatus.FAILURE: 3,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A remote exception as text: never pickled, never re-raised as its own type."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskState:
+    """The recorded state of one task."""
+
+    task_id: str
+    status: TaskStatus
+    task_name: str = ""
+    attempt: int = 1
+    result: Any = None
+    error: ErrorInfo | None = None
+    worker: str | None = None
+    updated_at: float = dataclasses.field(default_factory=time.time)
+    progress: float | None = None
+    progress_message: str | None = None
+
+    def supersedes(self, older: TaskState | None) -> bool:
+        """Whether this state may replace ``older``: a status never moves backwards.
+
+        A terminal state is final; otherwise a later attempt wins, and within one attempt
+        PENDING < STARTED < RETRYING < SUCCESS | FAILURE. A late or duplicated update is ignored.
+        """
+        if older is None:
+            return True
+        if older.status.terminal:
+            return False
+        if self.status.terminal:
+            return True
+        if self.attempt != older.attempt:
+            return self.attempt > older.attempt
+        return _RANK[self.status] >= _RANK[older.status]
+
+    def encode(self) -> bytes:
+        """msgpack bytes of this state (raises EncodeError if the result cannot be carried)."""
+        error = self.error
+        return codec.pack(
+            {
+                "id": self.task_id,
+                "status": self.status.value,
+                "name": self.task_name,
+                "attempt": self.attempt,
+                "result": self.result,
+                "error": None if error is None else [error.type, error.message, error.traceback],
+                "worker": self.worker,
+                "at": self.updated_at,
+                "progress": self.progress,
+                "progress_message": self.progress_message,
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> TaskState:
+        """The inverse of :meth:`encode`; raises DecodeError on anything malformed."""
+        raw = codec.unpack(data)
+        try:
+            error = raw["error"]
+            return cls(
+                task_id=raw["id"],
+                status=TaskStatus(raw["status"]),
+                task_name=raw.get("name", ""),
+                attempt=raw.get("attempt", 1),
+                result=raw.get("result"),
+                error=None if error is None else ErrorInfo(*error),
+                worker=raw.get("worker"),
+                updated_at=raw.get("at", 0.0),
+                progress=raw.get("progress"),
+                progress_message=raw.get("progress_message"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"malformed task state: {exc}") from exc
+
+
+@runtime_checkable
+class ResultStore(Protocol):
+    """Where task states are recorded (by workers) and read (by callers).
+
+    ``record`` must not return before the state is safely stored: the worker acks the task
+    message only after it returns.
+    """
+
+    durable: bool
+    """Whether states can be looked up by ID from any process (False: only by the sender)."""
+
+    async def open(self) -> None:
+        """Connect; raise a TaskqError subclass if the store cannot be reached."""
+
+    async def close(self) -> None:
+        """Release connections (idempotent)."""
+
+    def reply_to(self) -> str | None:
+        """The AMQP reply address to put on sent tasks, or None."""
+
+    def track(self, task_id: str, task_name: str) -> None:
+        """Note that this process sent ``task_id`` (so it is PENDING and awaited here)."""
+
+    def forget(self, task_id: str) -> None:
+        """Drop what this process keeps for ``task_id`` (its handle is gone)."""
+
+    async def record(self, state: TaskState, *, reply_to: str | None) -> None:
+        """Store ``state`` unless a newer one is stored (see TaskState.supersedes)."""
+
+    async def get(self, task_id: str) -> TaskState | None:
+        """The latest known state of ``task_id``, or None if unknown here."""
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskState:
+        """Wait until ``task_id`` is SUCCESS or FAILURE; raise ResultTimeout past ``timeout``."""

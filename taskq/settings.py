@@ -1,0 +1,100 @@
+"""Settings: frozen data with a visible precedence.
+
+defaults < environment (``TASKQ_*``) < keyword arguments in code < CLI flags.
+Unknown settings fail loudly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .exceptions import ConfigurationError
+from .redact import redact_url
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,120}$")
+
+
+def check_queue_name(name: str) -> str:
+    """Return ``name`` if it is a valid taskq queue name, else raise ConfigurationError.
+
+    Dots and ``*``/``#`` would break the topic routing of the delay levels, so only letters,
+    digits, ``_`` and ``-`` are allowed.
+    """
+    if not QUEUE_NAME.match(name):
+        raise ConfigurationError(
+            f"invalid queue name {name!r}: use 1-120 letters, digits, '_' or '-'"
+        )
+    return name
+
+
+class Settings(BaseSettings):
+    """Everything an App needs to know, validated once and frozen."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TASKQ_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    broker: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/", description="AMQP URL of RabbitMQ"
+    )
+    prefix: str = Field(default="taskq", description="prefix of every exchange and queue name")
+    default_queue: str = "default"
+    max_priority: int = Field(default=10, ge=1, le=255, description="x-max-priority of work queues")
+    default_priority: int = Field(default=0, ge=0, le=255)
+    concurrency: int = Field(default=16, ge=1, description="tasks run at once per worker process")
+    prefetch: int | None = Field(
+        default=None, ge=1, description="deliveries held per worker (default: concurrency)"
+    )
+    threads: int = Field(default=8, ge=1, description="thread pool size for plain `def` tasks")
+    task_timeout: float | None = Field(default=None, gt=0, description="default task timeout (s)")
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    max_deliveries: int = Field(
+        default=5, ge=1, description="deliveries that did not finish before crash-loop DLQ"
+    )
+    publish_timeout: float = Field(
+        default=30.0, gt=0, description="how long a publish may wait for a reconnect and confirm"
+    )
+    connect_timeout: float = Field(default=10.0, gt=0)
+    queue_type: Literal["classic", "quorum"] = "classic"
+    results: str = Field(default="amqp", description="'amqp', or a redis:// URL")
+
+    @field_validator("default_queue")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        return check_queue_name(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.-]{1,80}$", value):
+            raise ValueError("prefix: use 1-80 letters, digits, '_', '-' or '.'")
+        return value
+
+    @property
+    def effective_prefetch(self) -> int:
+        """Deliveries a worker holds unacked at once."""
+        return self.prefetch or self.concurrency
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            if key in ("broker", "results") and isinstance(value, str):
+                yield key, redact_url(value)
+            else:
+                yield key, value
+
+    def redacted_broker(self) -> str:
+        """The broker URL with its password replaced, for logs and output."""
+        return redact_url(self.broker)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and ``overrides`` (which win); ConfigurationError if bad."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        raise ConfigurationError(redact_url(str(exc))) from None

@@ -1,0 +1,131 @@
+"""Task[P, R]: a registered function, how to send it, and per-call options."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from .codec import Signature
+from .handle import TaskHandle
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SendOptions:
+    """Per-call options. They never share a namespace with the task's own arguments.
+
+    - ``task_id``: the ID to use (default: a new UUID). With a durable result store, a task
+      whose ID already succeeded is not run again.
+    - ``priority``: 0 (lowest) to the queue's max priority.
+    - ``queue``: send to this queue instead of the task's own.
+    - ``countdown``: seconds to wait before the task may start.
+    - ``eta``: a timezone-aware datetime before which the task may not start.
+    - ``expires``: seconds from now, or an aware datetime; a task not started by then is
+      dead-lettered as ``expired`` instead of running.
+    """
+
+    task_id: str | None = None
+    priority: int | None = None
+    queue: str | None = None
+    countdown: float | None = None
+    eta: dt.datetime | None = None
+    expires: float | dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskConfig:
+    """How a task is declared: name, queue, default priority, timeout, retry policy."""
+
+    name: str
+    queue: str
+    priority: int | None
+    timeout: float | None
+    retry: RetryPolicy | None
+    is_async: bool
+
+
+class Task(Generic[P, R]):
+    """A function registered with ``@app.task``.
+
+    ``await task.delay(*args, **kwargs)`` sends it and returns a ``TaskHandle[R]``;
+    ``task.options(...)`` gives a frozen view with per-call options; calling the task object
+    runs the function directly, in this process.
+    """
+
+    def __init__(self, app: App, func: Callable[P, Any], config: TaskConfig) -> None:
+        self.app = app
+        self.func = func
+        self.config = config
+        self.signature = Signature(func)
+        self.__doc__ = func.__doc__
+        self.__name__ = getattr(func, "__name__", config.name)
+        self.__wrapped__ = func
+
+    @property
+    def name(self) -> str:
+        """The registered task name (the AMQP ``type`` of its messages)."""
+        return self.config.name
+
+    def __repr__(self) -> str:
+        return f"<Task {self.config.name} queue={self.config.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return self.func(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[TaskHandle[R]]:
+        """Send the task; the handle is returned once the broker has confirmed the message.
+
+        A call that does not fit the signature raises InvalidArguments before anything is sent.
+        """
+        return self.app._send_task(self, SendOptions(), args, kwargs)
+
+    def options(
+        self,
+        *,
+        task_id: str | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        countdown: float | None = None,
+        eta: dt.datetime | None = None,
+        expires: float | dt.datetime | None = None,
+    ) -> TaskCall[P, R]:
+        """A frozen view of this task with per-call options (see SendOptions)."""
+        return TaskCall(
+            self,
+            SendOptions(
+                task_id=task_id,
+                priority=priority,
+                queue=queue,
+                countdown=countdown,
+                eta=eta,
+                expires=expires,
+            ),
+        )
+
+    def validate_result(self, value: Any) -> R:
+        """Turn a received result into the annotated return type."""
+        return self.signature.validate_result(value)  # type: ignore[no-any-return]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskCall(Generic[P, R]):
+    """A task with per-call options fixed; ``.delay(...)`` sends it, ``.options(...)`` refines."""
+
+    task: Task[P, R]
+    send_options: SendOptions
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[TaskHandle[R]]:
+        """Send the task with these options (see Task.delay)."""
+        return self.task.app._send_task(self.task, self.send_options, args, kwargs)
+
+    def options(self, **changes: Any) -> TaskCall[P, R]:
+        """A new view with ``changes`` applied on top of these options."""
+        return TaskCall(self.task, dataclasses.replace(self.send_options, **changes))

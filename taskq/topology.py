@@ -1,0 +1,154 @@
+"""Names and arguments of every exchange and queue taskq declares. Pure: no I/O.
+
+============================ ============== ================================================
+name                          kind           purpose
+============================ ============== ================================================
+``{p}``                       direct         task routing; routing key = queue name
+``{p}.q.{queue}``             queue          work queue (classic priority, or quorum)
+``{p}.dlx``                   direct         dead-letter exchange of every work queue
+``{p}.q.{queue}.dead``        queue          what finally failed, reason in headers
+``{p}.delay.{L}``             topic + queue  delay level L, TTL 2**L ms, dead-letters to L-1
+``{p}.delivery``              topic          routes what leaves level 0 to its work queue
+``{p}.events``                topic          task and worker events
+``{p}.control``               fanout         inspect / ping broadcast
+============================ ============== ================================================
+
+Delays are written in binary into the routing key: ``b35.b34. ... .b0.{queue}``. A message
+passes through level queue L only if bit L is set; each level queue has one fixed TTL, so
+RabbitMQ's head-first expiry is exact and a long delay never holds back a short one.
+The unit is one millisecond and there are 36 levels: the longest delay is 2**36 - 1 ms
+(about 795 days).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+DELAY_LEVELS = 36
+DELAY_UNIT_SECONDS = 0.001
+MAX_DELAY_MS = 2**DELAY_LEVELS - 1
+MAX_DELAY_SECONDS = MAX_DELAY_MS * DELAY_UNIT_SECONDS
+
+QueueType = Literal["classic", "quorum"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Names:
+    """Every entity name for one prefix."""
+
+    prefix: str
+
+    @property
+    def exchange(self) -> str:
+        return self.prefix
+
+    @property
+    def dlx(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def delivery(self) -> str:
+        return f"{self.prefix}.delivery"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}.control"
+
+    def work_queue(self, queue: str) -> str:
+        return f"{self.prefix}.q.{queue}"
+
+    def dead_queue(self, queue: str) -> str:
+        return f"{self.prefix}.q.{queue}.dead"
+
+    def delay_level(self, level: int) -> str:
+        """Name of the exchange and of the queue of delay level ``level``."""
+        return f"{self.prefix}.delay.{level}"
+
+    @property
+    def delay_entry(self) -> str:
+        """The exchange a delayed message is published to: the top level."""
+        return self.delay_level(DELAY_LEVELS - 1)
+
+
+def work_queue_arguments(
+    names: Names, queue: str, *, max_priority: int, queue_type: QueueType
+) -> dict[str, Any]:
+    """Arguments of a work queue. Every queue gets a dead-letter exchange: on RabbitMQ 4.x a
+    quorum queue without one drops a message after 20 redeliveries."""
+    args: dict[str, Any] = {
+        "x-dead-letter-exchange": names.dlx,
+        "x-dead-letter-routing-key": queue,
+    }
+    if queue_type == "quorum":
+        args["x-queue-type"] = "quorum"
+    else:
+        args["x-max-priority"] = max_priority
+    return args
+
+
+def dead_queue_arguments() -> dict[str, Any]:
+    """Arguments of a ``.dead`` queue: a plain classic durable queue, nothing dead-letters out."""
+    return {"x-queue-type": "classic"}
+
+
+def delay_level_arguments(names: Names, level: int, *, quorum: bool) -> dict[str, Any]:
+    """Arguments of delay level queue ``level``: fixed TTL 2**level ms, dead-letter one level down.
+
+    No dead-letter routing key is set, so the message keeps its binary routing key. With quorum
+    work queues the levels are quorum queues with at-least-once dead-lettering (which needs
+    ``x-overflow: reject-publish``), so a message cannot be lost between levels.
+    """
+    target = names.delay_level(level - 1) if level > 0 else names.delivery
+    args: dict[str, Any] = {
+        "x-message-ttl": 2**level,
+        "x-dead-letter-exchange": target,
+    }
+    if quorum:
+        args.update(
+            {
+                "x-queue-type": "quorum",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            }
+        )
+    else:
+        args["x-queue-type"] = "classic"
+    return args
+
+
+def _bit_pattern(level: int, bit: str) -> str:
+    # The routing key lists bits from level DELAY_LEVELS-1 down to 0, then the queue name.
+    return "*." * (DELAY_LEVELS - 1 - level) + bit + ".#"
+
+
+def delay_level_bindings(names: Names, level: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    """``(queue binding pattern, (next exchange, pattern))`` of delay exchange ``level``.
+
+    A key with bit ``level`` set goes into the level's queue; with it clear, on to the next
+    exchange down (``{p}.delivery`` below level 0).
+    """
+    below = names.delay_level(level - 1) if level > 0 else names.delivery
+    return (names.delay_level(level), _bit_pattern(level, "1")), (below, _bit_pattern(level, "0"))
+
+
+def delivery_binding(queue: str) -> str:
+    """The ``{p}.delivery`` binding pattern of a work queue: the key's last word."""
+    return f"#.{queue}"
+
+
+def delay_routing_key(delay_ms: int, queue: str) -> str:
+    """The routing key that carries ``delay_ms`` in binary, then the target queue."""
+    if not 0 <= delay_ms <= MAX_DELAY_MS:
+        raise ValueError(f"delay must be between 0 and {MAX_DELAY_MS} ms, got {delay_ms}")
+    bits = format(delay_ms, f"0{DELAY_LEVELS}b")
+    return ".".join(bits) + "." + queue
+
+
+def queue_from_delay_key(routing_key: str) -> str:
+    """The target queue written at the end of a delay routing key."""
+    return routing_key.rsplit(".", 1)[-1]

@@ -1,0 +1,458 @@
+"""The one seam to RabbitMQ: the only module that imports aio-pika.
+
+Two robust connections: one publishes (publisher confirms, mandatory publishes whose returns
+raise), one consumes. A blocked publisher (RabbitMQ's memory alarm blocks publishing
+connections) then never stalls the acks of the consumer. Robust connections reconnect and
+re-declare the queues and consumers of their channels; a publish that fails because the
+connection dropped is retried after the reconnect, up to ``publish_timeout`` (so it may be
+duplicated, never lost: at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    ExchangeType,
+)
+
+from . import topology
+from .exceptions import BrokerUnavailable, LifecycleError, PublishError, TopologyMismatch
+from .message import OutgoingMessage
+from .redact import redact_url
+from .settings import Settings
+
+log = logging.getLogger("taskq.transport")
+
+_CONNECTION_ERRORS = (
+    ConnectionError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    asyncio.TimeoutError,
+    RuntimeError,  # aiormq: "Connection closed" / "writer is None" while reconnecting
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """Ready messages and consumers of one queue, from a passive declare."""
+
+    name: str
+    messages: int
+    consumers: int
+
+
+class Delivery:
+    """One received message, with the two ways to end it: ``ack`` and ``reject``."""
+
+    __slots__ = ("_message", "queue")
+
+    def __init__(self, message: AbstractIncomingMessage, queue: str) -> None:
+        self._message = message
+        self.queue = queue
+
+    @property
+    def body(self) -> bytes:
+        return self._message.body
+
+    @property
+    def headers(self) -> Mapping[str, Any]:
+        return self._message.headers or {}
+
+    @property
+    def content_type(self) -> str | None:
+        return self._message.content_type
+
+    @property
+    def message_id(self) -> str | None:
+        return self._message.message_id
+
+    @property
+    def type(self) -> str | None:
+        return self._message.type
+
+    @property
+    def priority(self) -> int | None:
+        return self._message.priority
+
+    @property
+    def reply_to(self) -> str | None:
+        return self._message.reply_to
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self._message.correlation_id
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(self._message.redelivered)
+
+    @property
+    def routing_key(self) -> str | None:
+        return self._message.routing_key
+
+    def as_outgoing(self, **changes: Any) -> OutgoingMessage:
+        """This message as an OutgoingMessage (to republish it), with ``changes`` applied."""
+        msg = self._message
+        fields: dict[str, Any] = {
+            "body": msg.body,
+            "message_id": msg.message_id,
+            "type": msg.type,
+            "headers": dict(msg.headers or {}),
+            "priority": msg.priority,
+            "reply_to": msg.reply_to,
+            "correlation_id": msg.correlation_id,
+            "timestamp": msg.timestamp,
+            "content_type": msg.content_type or "",
+        }
+        fields.update(changes)
+        return OutgoingMessage(**fields)
+
+    async def ack(self) -> None:
+        await self._message.ack()
+
+    async def reject(self, requeue: bool) -> None:
+        await self._message.reject(requeue=requeue)
+
+
+def _to_aio_pika(msg: OutgoingMessage) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=msg.body,
+        headers=dict(msg.headers),
+        content_type=msg.content_type or None,
+        delivery_mode=(
+            aio_pika.DeliveryMode.PERSISTENT
+            if msg.persistent
+            else aio_pika.DeliveryMode.NOT_PERSISTENT
+        ),
+        priority=msg.priority,
+        correlation_id=msg.correlation_id,
+        reply_to=msg.reply_to,
+        expiration=msg.expiration_ms / 1000 if msg.expiration_ms is not None else None,
+        message_id=msg.message_id,
+        timestamp=msg.timestamp,
+        type=msg.type,
+        app_id="taskq",
+    )
+
+
+class Transport:
+    """Connections, channels, topology and publishing for one App (client or worker)."""
+
+    def __init__(self, settings: Settings, *, connection_name: str = "taskq") -> None:
+        self.settings = settings
+        self.names = topology.Names(settings.prefix)
+        self._connection_name = connection_name
+        self._publisher: AbstractRobustConnection | None = None
+        self._consumer: AbstractRobustConnection | None = None
+        self._confirm_channel: AbstractRobustChannel | None = None
+        self._notify_channel: AbstractRobustChannel | None = None
+        self._topology_channel: AbstractRobustChannel | None = None
+        self._consume_channel: AbstractRobustChannel | None = None
+        self._declared: set[str] = set()
+        self._declare_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Transport {redact_url(self.settings.broker)} prefix={self.settings.prefix!r}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _connect_one(self, role: str) -> AbstractRobustConnection:
+        try:
+            return await aio_pika.connect_robust(
+                self.settings.broker,
+                timeout=self.settings.connect_timeout,
+                client_properties={"connection_name": f"{self._connection_name}:{role}"},
+                reconnect_interval=1,
+            )
+        except Exception as exc:
+            raise BrokerUnavailable(
+                f"cannot connect to RabbitMQ at {redact_url(self.settings.broker)}: {exc}"
+            ) from None
+
+    async def connect(self) -> None:
+        """Open both connections and the channels; raise BrokerUnavailable if the broker is down."""
+        if self._publisher is not None:
+            raise LifecycleError("transport already connected")
+        self._publisher = await self._connect_one("publish")
+        try:
+            self._consumer = await self._connect_one("consume")
+            self._confirm_channel = await self._publisher.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            self._notify_channel = await self._publisher.channel(publisher_confirms=False)
+            self._topology_channel = await self._publisher.channel()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close both connections (idempotent)."""
+        for conn in (self._consumer, self._publisher):
+            if conn is not None and not conn.is_closed:
+                try:
+                    await conn.close()
+                except Exception:  # closing a broken connection: nothing more to do
+                    log.debug("error while closing a connection", exc_info=True)
+        self._consumer = self._publisher = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether both connections are currently up."""
+        return all(
+            c is not None and not c.is_closed and c.connected.is_set()
+            for c in (self._publisher, self._consumer)
+        )
+
+    def _require(self, value: Any, what: str) -> Any:
+        if value is None:
+            raise LifecycleError(f"{what}: the transport is not connected (use `async with app:`)")
+        return value
+
+    # -- topology ----------------------------------------------------------------------------
+
+    async def _declare(self, action: Callable[[AbstractRobustChannel], Awaitable[Any]]) -> Any:
+        channel: AbstractRobustChannel = self._require(self._topology_channel, "declare")
+        try:
+            return await action(channel)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            await self._reopen_topology_channel()
+            raise TopologyMismatch(
+                f"an existing exchange or queue has other arguments than taskq declares: {exc}. "
+                "Delete it (rabbitmqctl delete_queue NAME) or use another prefix."
+            ) from None
+
+    async def _reopen_topology_channel(self) -> None:
+        old = self._topology_channel
+        publisher = self._require(self._publisher, "declare")
+        self._topology_channel = await publisher.channel()
+        if old is not None:
+            try:
+                await old.close()
+            except Exception:
+                log.debug("closing a failed topology channel", exc_info=True)
+
+    async def _declare_exchange(
+        self, ch: AbstractRobustChannel, name: str, kind: ExchangeType
+    ) -> Any:
+        return await ch.declare_exchange(name, kind, durable=True)
+
+    async def declare_work_queue(self, queue: str) -> None:
+        """Declare (idempotently) everything a work queue needs: its exchange, dead-letter
+        exchange and ``.dead`` queue, and its binding from the delay levels' delivery exchange."""
+        if queue in self._declared:
+            return
+        async with self._declare_lock:
+            if queue in self._declared:
+                return
+            await self._declare(lambda ch: self._declare_queue_set(ch, queue))
+            self._declared.add(queue)
+
+    async def _declare_queue_set(self, ch: AbstractRobustChannel, queue: str) -> None:
+        names, s = self.names, self.settings
+        exchange = await self._declare_exchange(ch, names.exchange, ExchangeType.DIRECT)
+        dlx = await self._declare_exchange(ch, names.dlx, ExchangeType.DIRECT)
+        delivery = await self._declare_exchange(ch, names.delivery, ExchangeType.TOPIC)
+        work = await ch.declare_queue(
+            names.work_queue(queue),
+            durable=True,
+            arguments=topology.work_queue_arguments(
+                names, queue, max_priority=s.max_priority, queue_type=s.queue_type
+            ),
+        )
+        dead = await ch.declare_queue(
+            names.dead_queue(queue), durable=True, arguments=topology.dead_queue_arguments()
+        )
+        await work.bind(exchange, routing_key=queue)
+        await work.bind(delivery, routing_key=topology.delivery_binding(queue))
+        await dead.bind(dlx, routing_key=queue)
+
+    async def declare_delay_levels(self) -> None:
+        """Declare the delay level exchanges, queues and bindings (idempotent)."""
+        if "::delay" in self._declared:
+            return
+        async with self._declare_lock:
+            if "::delay" in self._declared:
+                return
+            await self._declare(self._declare_levels)
+            self._declared.add("::delay")
+
+    async def _declare_levels(self, ch: AbstractRobustChannel) -> None:
+        names = self.names
+        quorum = self.settings.queue_type == "quorum"
+        below = await self._declare_exchange(ch, names.delivery, ExchangeType.TOPIC)
+        for level in range(topology.DELAY_LEVELS):
+            exchange = await self._declare_exchange(
+                ch, names.delay_level(level), ExchangeType.TOPIC
+            )
+            queue = await ch.declare_queue(
+                names.delay_level(level),
+                durable=True,
+                arguments=topology.delay_level_arguments(names, level, quorum=quorum),
+            )
+            (_, into_queue), (_, onward) = topology.delay_level_bindings(names, level)
+            await queue.bind(exchange, routing_key=into_queue)
+            await below.bind(exchange, routing_key=onward)
+            below = exchange
+
+    async def declare_exchange(self, name: str, kind: str) -> None:
+        """Declare one durable exchange of ``kind`` ('direct', 'topic' or 'fanout')."""
+        await self._declare(lambda ch: self._declare_exchange(ch, name, ExchangeType(kind)))
+
+    async def queue_depth(self, queue_name: str) -> QueueDepth | None:
+        """Ready messages and consumers of a queue (full name), or None if it does not exist."""
+        publisher = self._require(self._publisher, "queue_depth")
+        channel = await publisher.channel()
+        try:
+            declared = await channel.declare_queue(queue_name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        result = declared.declaration_result
+        return QueueDepth(queue_name, result.message_count or 0, result.consumer_count or 0)
+
+    async def purge(self, queue_name: str) -> int:
+        """Remove every ready message from a queue by its full name; return how many."""
+        channel: AbstractRobustChannel = self._require(self._topology_channel, "purge")
+        queue = await channel.declare_queue(queue_name, passive=True)
+        result = await queue.purge()
+        return int(result.message_count or 0)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(
+        self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool = True
+    ) -> None:
+        """Publish and wait for the broker's confirm. An unroutable or nacked publish raises
+        PublishError; a dropped connection is waited out and the publish retried until
+        ``publish_timeout``, then BrokerUnavailable."""
+        channel: AbstractRobustChannel = self._require(self._confirm_channel, "publish")
+        wire = _to_aio_pika(message)
+        deadline = time.monotonic() + self.settings.publish_timeout
+        while True:
+            try:
+                target = (
+                    await channel.get_exchange(exchange, ensure=False)
+                    if exchange
+                    else (channel.default_exchange)
+                )
+                await target.publish(
+                    wire, routing_key, mandatory=mandatory, timeout=self.settings.publish_timeout
+                )
+                return
+            except aio_pika.exceptions.DeliveryError as exc:
+                raise PublishError(
+                    f"broker refused message {message.message_id} to {exchange!r}/{routing_key!r}: "
+                    f"{_describe_refusal(exc)}"
+                ) from None
+            except _CONNECTION_ERRORS as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BrokerUnavailable(
+                        f"publish failed and the broker did not come back: {exc}"
+                    ) from None
+                log.warning("publish interrupted (%s); retrying after reconnect", exc)
+                await _wait_ready(channel, remaining)
+
+    async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
+        """Publish a transient, unconfirmed, non-mandatory message on the default exchange
+        (status updates to a reply queue). Replies to a queue that is gone are dropped by design."""
+        channel: AbstractRobustChannel = self._require(self._notify_channel, "notify")
+        try:
+            await channel.default_exchange.publish(
+                _to_aio_pika(message), routing_key, mandatory=False
+            )
+        except _CONNECTION_ERRORS as exc:
+            log.warning("status update for %s not sent: %s", message.correlation_id, exc)
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def _consume_channel_for(self, prefetch: int) -> AbstractRobustChannel:
+        if self._consume_channel is None:
+            consumer = self._require(self._consumer, "consume")
+            self._consume_channel = await consumer.channel()
+            await self._consume_channel.set_qos(prefetch_count=prefetch)
+        return self._consume_channel
+
+    async def consume(
+        self, queue: str, on_delivery: Callable[[Delivery], None], *, prefetch: int
+    ) -> Callable[[], Awaitable[None]]:
+        """Consume work queue ``queue`` (short name) with manual acks; return a cancel function.
+
+        ``on_delivery`` is called synchronously and must not block: it hands the delivery to
+        its owner. aiormq cancels callbacks still running when their channel closes, so no
+        task runs inside the callback.
+        """
+        channel = await self._consume_channel_for(prefetch)
+        declared: AbstractQueue = await channel.declare_queue(
+            self.names.work_queue(queue), passive=True
+        )
+
+        async def callback(message: AbstractIncomingMessage) -> None:
+            on_delivery(Delivery(message, queue))
+
+        tag = await declared.consume(callback, no_ack=False)
+
+        async def cancel() -> None:
+            try:
+                await declared.cancel(tag)
+            except _CONNECTION_ERRORS:
+                log.debug("cancel of consumer %s failed: connection already gone", tag)
+
+        return cancel
+
+    async def consume_replies(
+        self, queue_name: str, on_reply: Callable[[str | None, bytes, str | None], None]
+    ) -> None:
+        """Declare an exclusive reply queue and consume it without acks.
+
+        The name is chosen by the caller so that a robust reconnect re-declares the same queue
+        and replies addressed to it keep arriving.
+        """
+        consumer = self._require(self._consumer, "consume_replies")
+        channel = await consumer.channel()
+        queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
+
+        async def callback(message: AbstractIncomingMessage) -> None:
+            on_reply(message.correlation_id, message.body, message.type)
+
+        await queue.consume(callback, no_ack=True)
+
+    async def get(self, queue_name: str) -> Delivery | None:
+        """Fetch one message from a queue by its full name (basic.get), or None if empty.
+
+        The delivery stays unacked on a channel of the consuming connection until acked or
+        rejected (used by the dead-letter tools).
+        """
+        channel = await self._consume_channel_for(1)
+        queue = await channel.declare_queue(queue_name, passive=True)
+        message = await queue.get(no_ack=False, fail=False)
+        return None if message is None else Delivery(message, queue_name)
+
+
+async def _wait_ready(channel: AbstractRobustChannel, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(channel.ready(), timeout=min(timeout, 5.0))
+    except (TimeoutError, Exception):
+        await asyncio.sleep(0.2)
+
+
+def _describe_refusal(exc: aiormq.exceptions.DeliveryError) -> str:
+    delivery = getattr(exc.message, "delivery", None)
+    if delivery is not None and hasattr(delivery, "reply_text"):
+        return f"returned: {delivery.reply_code} {delivery.reply_text} (no queue bound for it)"
+    return f"nacked by the broker ({type(exc.frame).__name__})"
