@@ -260,8 +260,9 @@ class App:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> TaskHandle[Any]:
+        bound = task.signature.bind(args, kwargs)  # a wrong call fails here, open or not
         transport, store = self.transport, self.store
-        envelope, delay_ms = self._envelope(task, options, args, kwargs, store.reply_to())
+        envelope, delay_ms = self._envelope(task, options, bound, store.reply_to())
         body = codec.pack([envelope.args, envelope.kwargs])
         message = envelope.to_message(body)
         if options.expires is not None and delay_ms == 0 and envelope.expires is not None:
@@ -284,11 +285,10 @@ class App:
         self,
         task: Task[Any, Any],
         options: SendOptions,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        bound: tuple[list[Any], dict[str, Any]],
         reply_to: str | None,
     ) -> tuple[Envelope, int]:
-        bound_args, bound_kwargs = task.signature.bind(args, kwargs)
+        bound_args, bound_kwargs = bound
         cfg = task.config
         priority = options.priority if options.priority is not None else cfg.priority
         if priority is None:
