@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from ..exceptions import BrokerUnavailable, ConfigurationError, TopologyMismatch
 from ..worker import Worker
 from .common import ExitCode, UsageError, load_app, run_loop, setup_logging
+from .supervisor import PARENT_PID_ENV, Supervisor
 
 log = logging.getLogger("taskq.cli")
 
@@ -32,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shutdown-timeout", type=float, help="seconds to finish running tasks")
     parser.add_argument("--name", help="worker name (default: app@host.pid)")
     parser.add_argument(
+        "--processes", "-p", type=int, default=1,
+        help="run N worker processes under a supervisor that restarts them (default 1)",
+    )
+    parser.add_argument(
         "--log-level", "-l", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -42,7 +48,23 @@ async def _serve(worker: Worker) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, worker, sig)
-    await worker.run()
+    supervisor = os.environ.get(PARENT_PID_ENV)
+    watchdog = None
+    if supervisor:
+        watchdog = asyncio.ensure_future(_stop_if_orphaned(worker, int(supervisor)))
+    try:
+        await worker.run()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+async def _stop_if_orphaned(worker: Worker, supervisor_pid: int) -> None:
+    """A supervised worker stops gracefully if its supervisor dies (e.g. SIGKILL)."""
+    while os.getppid() == supervisor_pid:
+        await asyncio.sleep(1.0)
+    log.warning("supervisor %d is gone; stopping", supervisor_pid)
+    worker.stop()
 
 
 def _on_signal(worker: Worker, sig: signal.Signals) -> None:
@@ -54,9 +76,26 @@ def _on_signal(worker: Worker, sig: signal.Signals) -> None:
     worker.stop()
 
 
+def _without_supervisor_flags(argv: Sequence[str]) -> list[str]:
+    """The arguments for a child worker: everything but --processes and --name."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--processes", "--name"):
+            skip = True
+        elif not arg.startswith(("--processes=", "--name=")):
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw)
     setup_logging(args.log_level, args.log_format)
+    if args.processes > 1:
+        return Supervisor(_without_supervisor_flags(raw), args.processes, args.name).run()
     try:
         app = load_app(args.app)
         app.configure(

@@ -1,0 +1,119 @@
+"""``taskq-worker --processes N``: a supervisor that runs N worker processes.
+
+It starts N ``taskq-worker`` children with the same arguments, restarts one that dies (with
+exponential backoff, reset once a child has lived a minute), forwards SIGTERM/SIGINT so that
+every child stops gracefully (a second signal is forwarded too, forcing them), and exits 0
+when every child stopped cleanly, or with the first meaningful failure code otherwise. A child
+that exits with a usage/import error or cannot reach the broker at its first start stops the
+whole group: restarting would not help.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from .common import ExitCode
+
+log = logging.getLogger("taskq.supervisor")
+
+PARENT_PID_ENV = "TASKQ_SUPERVISOR_PID"
+POLL_INTERVAL = 0.1
+MAX_BACKOFF = 30.0
+STABLE_AFTER = 60.0
+
+
+@dataclasses.dataclass(slots=True)
+class Child:
+    """One worker process and its restart state."""
+
+    index: int
+    process: subprocess.Popen[bytes]
+    started_at: float
+    restarts: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    """Runs and watches N worker processes (see the module docstring)."""
+
+    def __init__(self, worker_args: Sequence[str], processes: int, name: str | None) -> None:
+        self.worker_args = list(worker_args)
+        self.processes = processes
+        self.name = name
+        self.children: list[Child] = []
+        self.signals_received = 0
+        self.exit_code = ExitCode.OK
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "taskq.cli.worker", *self.worker_args]
+        if self.name:
+            args += ["--name", f"{self.name}-{index}"]
+        # Own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards it
+        # once (children in the terminal's group would see it twice and force-stop).
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+        return subprocess.Popen(args, process_group=0, env=env)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals_received += 1
+        for child in self.children:
+            if child.process.poll() is None:
+                child.process.send_signal(signum)
+
+    def run(self) -> int:
+        """Start the children and watch them until all have stopped; return the exit code."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        now = time.monotonic()
+        self.children = [Child(i, self._spawn(i), now) for i in range(self.processes)]
+        log.info("supervising %d worker processes", self.processes)
+        while any(self._alive_or_pending(child) for child in self.children):
+            for child in self.children:
+                self._watch(child)
+            time.sleep(POLL_INTERVAL)
+        return int(self.exit_code)
+
+    def _alive_or_pending(self, child: Child) -> bool:
+        return child.process.poll() is None or (
+            child.restart_at is not None and not self.signals_received
+        )
+
+    def _watch(self, child: Child) -> None:
+        now = time.monotonic()
+        if child.restart_at is not None:
+            if self.signals_received:
+                child.restart_at = None
+            elif now >= child.restart_at:
+                child.process = self._spawn(child.index)
+                child.started_at, child.restart_at = now, None
+            return
+        code = child.process.poll()
+        if code is None or self.signals_received:
+            if code not in (None, 0) and self.exit_code == ExitCode.OK:
+                known = code in {c.value for c in ExitCode}
+                self.exit_code = ExitCode(code) if known else ExitCode.CRASHED
+            return
+        self._on_child_died(child, code, now)
+
+    def _on_child_died(self, child: Child, code: int, now: float) -> None:
+        if code in (ExitCode.USAGE, ExitCode.BROKER_UNREACHABLE) and child.restarts == 0:
+            log.error("worker process %d exited with %d at start; stopping all", child.index, code)
+            self.exit_code = ExitCode(code)
+            self._on_signal(signal.SIGTERM, None)
+            return
+        if now - child.started_at > STABLE_AFTER:
+            child.restarts = 0
+        delay = min(MAX_BACKOFF, 2.0**child.restarts)
+        child.restarts += 1
+        child.restart_at = now + delay
+        log.warning(
+            "worker process %d (pid %d) exited with %d; restarting in %.0f s",
+            child.index, child.process.pid, code, delay,
+        )
