@@ -1,0 +1,62 @@
+"""The typed public API, checked by mypy (strict, with the repo's pyproject configuration)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKED = "tests/typing/check_api.py"
+
+
+def test_check_api_passes_mypy_strict() -> None:
+    # check_api.py holds assert_type()s and calls that must be errors (marked with ignores
+    # that warn_unused_ignores would report): exit 0 means every expectation held.
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", CHECKED],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    print(output)
+    assert proc.returncode == 0, f"mypy failed on {CHECKED}:\n{output}"
+    assert "Success" in proc.stdout
+
+
+def test_strictness_is_configured() -> None:
+    # Without strict (hence warn_unused_ignores), the expected-error lines would prove nothing.
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert config["strict"] is True
+    assert config.get("warn_unused_ignores", True) is True
+
+
+def test_mypy_does_flag_a_wrong_call(tmp_path: Path) -> None:
+    # Guards against a vacuous pass (e.g. a config that silently skips the file).
+    program = (
+        "from taskq import App\n"
+        "app = App('x')\n"
+        "@app.task\n"
+        "async def add(x: int, y: int) -> int:\n"
+        "    return x + y\n"
+        "async def main() -> None:\n"
+        "    await add.delay('x', 1)\n"
+    )
+    checked = tmp_path / "wrong_call.py"
+    checked.write_text(program)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", str(checked)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "wrong_call.py:7: error:" in proc.stdout
+    assert "[arg-type]" in proc.stdout
