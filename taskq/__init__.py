@@ -37,6 +37,7 @@ from .exceptions import (
     TopologyMismatch,
 )
 from .handle import TaskHandle
+from .redact import install_redaction
 from .results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
 from .retry import RetryPolicy
 from .settings import Settings
@@ -44,6 +45,8 @@ from .task import SendOptions, Task, TaskCall
 from .worker import Worker
 
 __version__ = "0.1.0"
+
+install_redaction()
 
 __all__ = [
     "App",

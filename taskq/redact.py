@@ -29,11 +29,22 @@ class RedactingFilter(logging.Filter):
 
 
 def install_redaction(*handlers: logging.Handler) -> None:
-    """Add the redacting filter to ``handlers`` and to the loggers of taskq and its AMQP stack."""
+    """Add the redacting filter to ``handlers``, and to the loggers of taskq and its AMQP stack.
+
+    A filter on a logger applies only to records logged on that very logger, so it goes on
+    every existing logger under ``taskq``, ``aio_pika`` and ``aiormq`` (they are created when
+    their modules are imported, before this runs from ``taskq/__init__``).
+    """
     flt = RedactingFilter()
     for handler in handlers:
         handler.addFilter(flt)
-    for name in ("taskq", "aio_pika", "aiormq"):
+    roots = ("taskq", "aio_pika", "aiormq")
+    names = [
+        name
+        for name in list(logging.Logger.manager.loggerDict)
+        if name in roots or name.startswith(tuple(f"{root}." for root in roots))
+    ]
+    for name in {*roots, *names}:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(flt)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support import BROKER, delete_topology, unique_prefix
+from tests.support import delete_topology, unique_prefix
 
 
 @pytest.fixture

@@ -30,7 +30,10 @@ def unique_prefix() -> str:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.02,
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.02,
     what: str = "condition",
 ) -> T:
     """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout`` s."""
@@ -40,7 +43,9 @@ async def eventually(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what} (last: {value!r})"
+            )
         await asyncio.sleep(interval)
 
 
@@ -62,7 +67,9 @@ async def delete_topology(prefix: str, queues: Iterable[str]) -> None:
         await connection.close()
 
 
-async def queue_messages(prefix: str, queue_name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+async def queue_messages(
+    prefix: str, queue_name: str
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Read every message of a queue (full name) and put them back (for assertions)."""
     connection = await aio_pika.connect(BROKER)
     try:
@@ -110,16 +117,29 @@ async def running_worker(app: App, **options: Any) -> AsyncIterator[Worker]:
 class WorkerProcess:
     """A real ``taskq-worker`` subprocess, for signal and crash tests."""
 
-    def __init__(self, app_spec: str, prefix: str, *args: str, cwd: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        full_env = {**os.environ, "TASKQ_PREFIX": prefix, "TASKQ_BROKER": BROKER,
-                    "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd or REPO)])}
+    def __init__(
+        self,
+        app_spec: str,
+        prefix: str,
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        full_env = {
+            **os.environ,
+            "TASKQ_PREFIX": prefix,
+            "TASKQ_BROKER": BROKER,
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd or REPO)]),
+        }
         full_env.update(env or {})
         self.log_path = Path(f"/tmp/{prefix}-worker-{uuid.uuid4().hex[:6]}.log")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "taskq.cli.worker", app_spec, "--log-level", "info", *args],
-            cwd=cwd or REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=cwd or REPO,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def output(self) -> str:
@@ -129,8 +149,11 @@ class WorkerProcess:
     async def wait_ready(self, timeout: float = 30) -> None:
         async def consuming() -> bool:
             if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.output()}")
+                raise AssertionError(
+                    f"worker exited with {self.process.returncode}:\n{self.output()}"
+                )
             return "consuming" in self.output()
+
         await eventually(consuming, timeout=timeout, what="worker to start consuming")
 
     def signal(self, sig: signal.Signals) -> None:
@@ -139,6 +162,7 @@ class WorkerProcess:
     async def wait_exit(self, timeout: float = 60) -> int:
         async def exited() -> bool:
             return self.process.poll() is not None
+
         await eventually(exited, timeout=timeout, interval=0.05, what="worker to exit")
         return self.process.returncode
 
@@ -147,3 +171,4 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+        self.log_path.unlink(missing_ok=True)
