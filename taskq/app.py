@@ -8,23 +8,30 @@ import inspect
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from . import codec, topology
+from . import codec, events, topology
 from .context import current_or_none
 from .exceptions import ConfigurationError, LifecycleError, TaskRegistrationError
 from .handle import TaskHandle
-from .message import Envelope
+from .message import Envelope, OutgoingMessage
 from .results.amqp import AmqpResultStore
 from .results.base import ResultStore
 from .retry import RetryPolicy
 from .settings import Settings, check_queue_name, load_settings
+from .sync import SyncClient
 from .task import SendOptions, Task, TaskCall, TaskConfig
 from .transport import Transport
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+SendItem = (
+    tuple[Task[Any, Any] | TaskCall[..., Any] | str, Iterable[Any]]
+    | tuple[Task[Any, Any] | TaskCall[..., Any] | str, Iterable[Any], dict[str, Any]]
+)
+"""One call for ``App.send_many``: (task, args) or (task, args, kwargs)."""
 
 
 class _TaskDecorator(Protocol):
@@ -46,6 +53,7 @@ class App:
         self.name = name
         self.settings: Settings = load_settings(broker=broker, **settings)
         self.names = topology.Names(self.settings.prefix)
+        self._sync: SyncClient | None = None
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._transport: Transport | None = None
         self._store: ResultStore | None = None
@@ -129,9 +137,9 @@ class App:
                 f"a task named {task_name!r} is already registered "
                 f"({self._tasks[task_name].func!r}); pass name= to register another"
             )
-        queue_name = check_queue_name(queue or self.settings.default_queue)
+        queue_name = check_queue_name(self.settings.default_queue if queue is None else queue)
         if priority is not None:
-            self._check_priority(priority)
+            self._check_priority(priority, explicit=True)
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"timeout of task {task_name!r} must be > 0")
         return TaskConfig(
@@ -143,7 +151,13 @@ class App:
             is_async=inspect.iscoroutinefunction(fn),
         )
 
-    def _check_priority(self, priority: int) -> int:
+    def _check_priority(self, priority: int, *, explicit: bool = False) -> int:
+        if explicit and self.settings.queue_type == "quorum":
+            # RabbitMQ 3.10 quorum queues ignore message priority; refuse rather than mislead.
+            raise ConfigurationError(
+                "priority needs classic work queues: quorum queues have no priorities on "
+                "RabbitMQ 3.10 (use queue_type='classic' where priority matters)"
+            )
         if not 0 <= priority <= self.settings.max_priority:
             raise ConfigurationError(
                 f"priority must be between 0 and {self.settings.max_priority}, got {priority}"
@@ -188,6 +202,13 @@ class App:
     def is_open(self) -> bool:
         """Whether the App can send tasks now."""
         return self._transport is not None
+
+    @property
+    def sync(self) -> SyncClient:
+        """A blocking facade for code without an event loop (``app.sync.send(...)``; see
+        taskq.sync). Opens the App on its own loop thread at first use."""
+        self._sync = SyncClient.of(self, self._sync)
+        return self._sync
 
     def _make_store(self, transport: Transport) -> ResultStore:
         spec = self.settings.results
@@ -260,6 +281,40 @@ class App:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> TaskHandle[Any]:
+        handle, exchange, key, message = await self._prepare(task, options, args, kwargs)
+        await events.sent(self, message)  # first, so that it comes before task.received
+        await self.transport.publish(exchange, key, message)
+        return handle
+
+    async def send_many(self, calls: Iterable[SendItem]) -> list[TaskHandle[Any]]:
+        """Send many tasks with pipelined publisher confirms; return their handles in order.
+
+        Each call is ``(task, args)`` or ``(task, args, kwargs)``, where ``task`` is a Task,
+        a TaskCall (with options) or a task name. Every call is checked before anything is
+        sent. All or error: if a publish fails, the rest still finish and PublishError names
+        the task IDs not confirmed.
+        """
+        prepared = []
+        for call in calls:
+            target, args, kwargs = call if len(call) == 3 else (*call, {})
+            view = self.named(target) if isinstance(target, str) else target
+            if isinstance(view, TaskCall):
+                view_task, view_options = view.task, view.send_options
+            else:
+                view_task, view_options = view, SendOptions()
+            prepared.append(await self._prepare(view_task, view_options, tuple(args), kwargs))
+        await events.sent(self, *(msg for *_, msg in prepared))
+        await self.transport.publish_many([(ex, key, msg) for _, ex, key, msg in prepared])
+        return [handle for handle, *_ in prepared]
+
+    async def _prepare(
+        self,
+        task: Task[Any, Any],
+        options: SendOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[TaskHandle[Any], str, str, OutgoingMessage]:
+        """Check a call, declare its queue, and build its message: (handle, exchange, key, msg)."""
         bound = task.signature.bind(args, kwargs)  # a wrong call fails here, open or not
         transport, store = self.transport, self.store
         envelope, delay_ms = self._envelope(task, options, bound, store.reply_to())
@@ -276,10 +331,8 @@ class App:
         if delay_ms > 0:
             await transport.declare_delay_levels()
             key = topology.delay_routing_key(delay_ms, envelope.queue)
-            await transport.publish(self.names.delay_entry, key, message)
-        else:
-            await transport.publish(self.names.exchange, envelope.queue, message)
-        return handle
+            return handle, self.names.delay_exchange(delay_ms), key, message
+        return handle, self.names.exchange, envelope.queue, message
 
     def _envelope(
         self,
@@ -290,6 +343,8 @@ class App:
     ) -> tuple[Envelope, int]:
         bound_args, bound_kwargs = bound
         cfg = task.config
+        if options.priority is not None:
+            self._check_priority(options.priority, explicit=True)
         priority = options.priority if options.priority is not None else cfg.priority
         if priority is None:
             priority = self.settings.default_priority
@@ -299,7 +354,7 @@ class App:
             Envelope(
                 task_id=options.task_id or str(uuid.uuid4()),
                 task_name=cfg.name,
-                queue=check_queue_name(options.queue or cfg.queue),
+                queue=check_queue_name(cfg.queue if options.queue is None else options.queue),
                 args=bound_args,
                 kwargs=bound_kwargs,
                 priority=self._check_priority(priority),

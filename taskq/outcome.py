@@ -68,7 +68,7 @@ class CountRedelivery:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Requeue:
-    """Give the delivery back to the broker unfinished (shutdown): reject with requeue."""
+    """Give a delivery that never started back to its queue (shutdown): republish, then ack."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

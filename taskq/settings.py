@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .exceptions import ConfigurationError
 from .redact import redact_url
 
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,120}$")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,120}")
 
 
 def check_queue_name(name: str) -> str:
@@ -24,7 +24,7 @@ def check_queue_name(name: str) -> str:
     Dots and ``*``/``#`` would break the topic routing of the delay levels, so only letters,
     digits, ``_`` and ``-`` are allowed.
     """
-    if not QUEUE_NAME.match(name):
+    if not QUEUE_NAME.fullmatch(name):
         raise ConfigurationError(
             f"invalid queue name {name!r}: use 1-120 letters, digits, '_' or '-'"
         )
@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=10.0, gt=0)
     queue_type: Literal["classic", "quorum"] = "classic"
     results: str = Field(default="amqp", description="'amqp', or a redis:// URL")
+    events: bool = Field(default=False, description="publish task and worker events")
+    result_ttl: float | None = Field(
+        default=86400.0, gt=0, description="seconds a durable store keeps a result (None: keep)"
+    )
 
     @field_validator("default_queue")
     @classmethod
@@ -70,7 +74,7 @@ class Settings(BaseSettings):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_.-]{1,80}$", value):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", value):
             raise ValueError("prefix: use 1-80 letters, digits, '_', '-' or '.'")
         return value
 
@@ -91,9 +95,15 @@ class Settings(BaseSettings):
         return redact_url(self.broker)
 
 
+_NONE_IS_A_VALUE = frozenset({"result_ttl"})  # result_ttl=None: keep results forever
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment and ``overrides`` (which win); ConfigurationError if bad."""
-    clean = {k: v for k, v in overrides.items() if v is not None}
+    """Settings from the environment and ``overrides`` (which win); ConfigurationError if bad.
+
+    An override of None means "not given", except for the settings where None is a value.
+    """
+    clean = {k: v for k, v in overrides.items() if v is not None or k in _NONE_IS_A_VALUE}
     try:
         return Settings(**clean)
     except ValidationError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .codec import Signature
@@ -87,6 +87,14 @@ class Task(Generic[P, R]):
         """
         return self.app._send_task(self, SendOptions(), args, kwargs)
 
+    async def map(self, iterable_of_args: Iterable[Any]) -> list[TaskHandle[R]]:
+        """Send one task per item, with pipelined confirms (see ``App.send_many``).
+
+        An item is a tuple of positional arguments, a dict of keyword arguments, or a single
+        other value taken as the only argument. Returns the handles in order.
+        """
+        return await _map(self, iterable_of_args)
+
     def options(
         self,
         *,
@@ -126,6 +134,43 @@ class TaskCall(Generic[P, R]):
         """Send the task with these options (see Task.delay)."""
         return self.task.app._send_task(self.task, self.send_options, args, kwargs)
 
-    def options(self, **changes: Any) -> TaskCall[P, R]:
-        """A new view with ``changes`` applied on top of these options."""
-        return TaskCall(self.task, dataclasses.replace(self.send_options, **changes))
+    async def map(self, iterable_of_args: Iterable[Any]) -> list[TaskHandle[R]]:
+        """Send one task per item with these options (see Task.map)."""
+        return await _map(self, iterable_of_args)
+
+    def options(
+        self,
+        *,
+        task_id: str | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        countdown: float | None = None,
+        eta: dt.datetime | None = None,
+        expires: float | dt.datetime | None = None,
+    ) -> TaskCall[P, R]:
+        """A new view with the given options set on top of these (None keeps the current)."""
+        current = self.send_options
+        changes = SendOptions(
+            task_id=current.task_id if task_id is None else task_id,
+            priority=current.priority if priority is None else priority,
+            queue=current.queue if queue is None else queue,
+            countdown=current.countdown if countdown is None else countdown,
+            eta=current.eta if eta is None else eta,
+            expires=current.expires if expires is None else expires,
+        )
+        return TaskCall(self.task, changes)
+
+
+async def _map(
+    target: Task[Any, R] | TaskCall[Any, R], items: Iterable[Any]
+) -> list[TaskHandle[R]]:
+    app = target.task.app if isinstance(target, TaskCall) else target.app
+    calls: list[Any] = []
+    for item in items:
+        if isinstance(item, tuple):
+            calls.append((target, item))
+        elif isinstance(item, dict):
+            calls.append((target, (), item))
+        else:
+            calls.append((target, (item,)))
+    return await app.send_many(calls)

@@ -14,12 +14,13 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import (
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
@@ -162,6 +163,7 @@ class Transport:
         self._topology_channel: AbstractRobustChannel | None = None
         self._consume_channel: AbstractRobustChannel | None = None
         self._declared: set[str] = set()
+        self._exchanges: dict[str, AbstractExchange] = {}
         self._declare_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -345,11 +347,10 @@ class Transport:
         deadline = time.monotonic() + self.settings.publish_timeout
         while True:
             try:
-                target = (
-                    await channel.get_exchange(exchange, ensure=False)
-                    if exchange
-                    else (channel.default_exchange)
-                )
+                target = self._exchanges.get(exchange)
+                if target is None:
+                    target = await channel.get_exchange(exchange, ensure=False)
+                    self._exchanges[exchange] = target
                 await target.publish(
                     wire, routing_key, mandatory=mandatory, timeout=self.settings.publish_timeout
                 )
@@ -367,6 +368,30 @@ class Transport:
                     ) from None
                 log.warning("publish interrupted (%s); retrying after reconnect", exc)
                 await _wait_ready(channel, remaining)
+
+    async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
+        """Publish ``(exchange, routing_key, message)`` items with pipelined confirms.
+
+        Everything is published first, then every confirm awaited (aiormq pipelines confirms on
+        one channel), so a batch costs about one round trip instead of one per message. All or
+        error: if any publish fails, the others still finish, then PublishError names the
+        message IDs that were not confirmed (the rest were; resend only the ones named).
+        """
+        results = await asyncio.gather(
+            *(self.publish(exchange, key, message) for exchange, key, message in items),
+            return_exceptions=True,
+        )
+        failed = [
+            (message.message_id, result)
+            for (_, _, message), result in zip(items, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        if failed:
+            ids = ", ".join(str(message_id) for message_id, _ in failed)
+            raise PublishError(
+                f"{len(failed)} of {len(items)} messages not confirmed: {ids} "
+                f"(first error: {failed[0][1]})"
+            ) from failed[0][1]
 
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         """Publish a transient, unconfirmed, non-mandatory message on the default exchange
@@ -442,6 +467,40 @@ class Transport:
         queue = await channel.declare_queue(queue_name, passive=True)
         message = await queue.get(no_ack=False, fail=False)
         return None if message is None else Delivery(message, queue_name)
+
+    # -- control plane and events (see taskq.control, taskq.events) ----------------------------
+
+    async def consume_bound(
+        self,
+        queue_name: str,
+        exchange: str,
+        routing_key: str,
+        on_message: Callable[[str | None, bytes], Awaitable[None]],
+    ) -> None:
+        """Declare an exclusive queue bound to ``exchange`` with ``routing_key`` and consume it
+        without acks, calling ``on_message(type, body)``. The queue goes with the connection;
+        a robust reconnect re-declares it and its binding."""
+        consumer = self._require(self._consumer, "consume_bound")
+        channel = await consumer.channel()
+        queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key=routing_key)
+
+        async def callback(message: AbstractIncomingMessage) -> None:
+            await on_message(message.type, message.body)
+
+        await queue.consume(callback, no_ack=True)
+
+    async def emit(self, exchange: str, messages: Sequence[tuple[str, OutgoingMessage]]) -> None:
+        """Publish ``(routing_key, message)`` items unconfirmed and non-mandatory to
+        ``exchange`` (events: telemetry that may be dropped, never waited for). Lost while the
+        connection is down, with a warning."""
+        channel: AbstractRobustChannel = self._require(self._notify_channel, "emit")
+        try:
+            target = await channel.get_exchange(exchange, ensure=False)
+            for routing_key, message in messages:
+                await target.publish(_to_aio_pika(message), routing_key, mandatory=False)
+        except _CONNECTION_ERRORS as exc:
+            log.warning("%d event(s) not published: %s", len(messages), exc)
 
 
 async def _wait_ready(channel: AbstractRobustChannel, timeout: float) -> None:

@@ -20,13 +20,21 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
+from . import control, events
 from . import outcome as oc
 from .app import App
 from .context import TaskContext, reset_current, set_current
-from .exceptions import DecodeError, EncodeError, InvalidArguments, TaskqError, TaskTimeout
+from .exceptions import (
+    DecodeError,
+    EncodeError,
+    InvalidArguments,
+    ResultUnavailable,
+    TaskqError,
+    TaskTimeout,
+)
 from .message import (
     H_DEAD_AT,
     H_DELIVERIES,
@@ -45,6 +53,7 @@ from .topology import MAX_DELAY_MS, delay_routing_key
 from .transport import Delivery, Transport
 
 log = logging.getLogger("taskq.worker")
+T = TypeVar("T")
 
 # RabbitMQ's default consumer_timeout (30 min on 3.10): a delivery held unacked longer closes
 # the channel. A task allowed to run longer would be redelivered while it still runs.
@@ -100,6 +109,7 @@ class Worker:
         self.active: dict[str, ActiveTask] = {}
         self.reserved = 0
         self.counters = Counters()
+        self.events = events.WorkerEvents(self.name, publish=settings.events)
         self.started_at = time.time()
         self._slots = asyncio.Semaphore(self.concurrency)
         self.transport: Transport
@@ -161,6 +171,7 @@ class Worker:
                 await transport.consume(q, self._on_delivery, prefetch=self.prefetch)
                 for q in self.queues
             ]
+            tg.create_task(control.serve(self, self._stop))
             log.info(
                 "worker %s consuming %s (concurrency %d) from %s",
                 self.name,
@@ -221,10 +232,12 @@ class Worker:
     async def _handle(self, delivery: Delivery) -> None:
         try:
             self.reserved += 1
+            self.events.reserve(delivery)
             try:
                 await self._slots.acquire()
             finally:
                 self.reserved -= 1
+                self.events.unreserve(delivery)
             try:
                 self.counters.received += 1
                 envelope: Envelope | None = None
@@ -272,7 +285,7 @@ class Worker:
                 return envelope, oc.DeadLetter(
                     oc.CRASH_LOOP,
                     ErrorInfo(
-                        "taskq.CrashLoop", f"delivered {deliveries + 1} times without finishing"
+                        "taskq.CrashLoop", f"delivered {deliveries} times without finishing"
                     ),
                 )
             return envelope, oc.CountRedelivery(deliveries)
@@ -297,7 +310,7 @@ class Worker:
             return oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc))
         store = self.store
         if store.durable:
-            done = await store.get(envelope.task_id)
+            done = await self._until_stored(lambda: store.get(envelope.task_id))
             if done is not None and done.status is TaskStatus.SUCCESS:
                 return oc.Skip()
         await self._record(envelope, TaskStatus.STARTED)
@@ -310,6 +323,7 @@ class Worker:
             envelope.kwargs,
             time.time(),
         )
+        self.events.started(envelope)
         ctx = TaskContext(
             envelope.task_id,
             envelope.task_name,
@@ -326,6 +340,16 @@ class Worker:
         except Exception as exc:
             return oc.from_exception(
                 exc, envelope.attempt, task.config.retry or self.app.default_retry
+            )
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if self._stopping or (current is not None and current.cancelling()):
+                raise  # the worker is stopping: the delivery goes back to its queue
+            # The task's own code raised CancelledError (e.g. an inner operation was
+            # cancelled): that is the task failing, not the worker stopping.
+            return oc.from_exception(
+                RuntimeError(f"task raised CancelledError: {exc}"), envelope.attempt,
+                task.config.retry or self.app.default_retry,
             )
         finally:
             reset_current(token)
@@ -351,7 +375,9 @@ class Worker:
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            if future.done() and future.exception() is not None:
+            # wait_for cancels the future on timeout, and exception() of a cancelled future
+            # raises CancelledError (which would requeue the task as if the worker stopped).
+            if future.done() and not future.cancelled() and future.exception() is not None:
                 raise
             # A thread cannot be stopped: it runs on, but its outcome no longer counts.
             raise TaskTimeout(
@@ -380,7 +406,19 @@ class Worker:
             progress=progress[0] if progress else None,
             progress_message=progress[1] if progress else None,
         )
-        await self.store.record(state, reply_to=envelope.reply_to)
+        await self._until_stored(lambda: self.store.record(state, reply_to=envelope.reply_to))
+
+    async def _until_stored(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a store call; while the store is unreachable (ResultUnavailable), retry with
+        backoff. The delivery stays unacked meanwhile; a stop cancels this and requeues it."""
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except ResultUnavailable as exc:
+                log.warning("result store unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _act(
         self, delivery: Delivery, envelope: Envelope | None, outcome: oc.Outcome
@@ -396,6 +434,7 @@ class Worker:
                     return
                 self.counters.succeeded += 1
                 self._log_outcome(envelope, "succeeded")
+                self.events.finished("succeeded", envelope)
             case oc.Failed(error):
                 assert envelope is not None
                 await self._record(envelope, TaskStatus.FAILURE, error=error)
@@ -404,11 +443,12 @@ class Worker:
                 self._log_outcome(
                     envelope, f"failed: {error.type}: {error.message}", logging.WARNING
                 )
+                self.events.finished("failed", envelope, error=error.type)
             case oc.RetryLater(delay, error):
                 assert envelope is not None
                 await self._retry(delivery, envelope, delay, error)
             case oc.DeadLetter(reason, error):
-                if envelope is not None and envelope.task_name in self.app.tasks:
+                if envelope is not None:  # the caller learns why instead of timing out
                     await self._record(envelope, TaskStatus.FAILURE, error=error)
                 await self._dead_letter(delivery, reason, error)
             case oc.CountRedelivery(deliveries):
@@ -417,8 +457,13 @@ class Worker:
                     self.app.names.exchange, delivery.queue, delivery.as_outgoing(headers=headers)
                 )
             case oc.Requeue():
-                await self._give_back(delivery, "the worker is stopping")
-                return
+                # Never started: republish it as it came, then ack. A reject would set the
+                # broker's redelivered flag, and the next worker would count a crash for a
+                # task that never ran (a few restarts would dead-letter it as crash-loop).
+                await self.transport.publish(
+                    self.app.names.exchange, delivery.queue, delivery.as_outgoing()
+                )
+                self.counters.requeued += 1
             case oc.Skip():
                 log.info("task %s already succeeded; not running it again", delivery.message_id)
         await self._ack(delivery)
@@ -427,23 +472,23 @@ class Worker:
         self, delivery: Delivery, envelope: Envelope, delay: float, error: ErrorInfo
     ) -> None:
         retried = dataclasses.replace(envelope, attempt=envelope.attempt + 1, deliveries=0)
-        await self.store.record(
-            TaskState(
-                envelope.task_id,
-                TaskStatus.RETRYING,
-                envelope.task_name,
-                envelope.attempt,
-                error=error,
-                worker=self.name,
-            ),
-            reply_to=envelope.reply_to,
+        retrying = TaskState(
+            envelope.task_id,
+            TaskStatus.RETRYING,
+            envelope.task_name,
+            envelope.attempt,
+            error=error,
+            worker=self.name,
         )
+        await self._until_stored(lambda: self.store.record(retrying, reply_to=envelope.reply_to))
         message = retried.to_message(None)
         delay_ms = min(MAX_DELAY_MS, int(delay * 1000))
         transport, names = self.transport, self.app.names
         if delay_ms > 0:
             await transport.publish(
-                names.delay_entry, delay_routing_key(delay_ms, envelope.queue), message
+                names.delay_exchange(delay_ms),
+                delay_routing_key(delay_ms, envelope.queue),
+                message,
             )
         else:
             await transport.publish(names.exchange, envelope.queue, message)
@@ -451,6 +496,7 @@ class Worker:
         self._log_outcome(
             envelope, f"retrying in {delay:.3f} s after {error.type}: {error.message}"
         )
+        self.events.finished("retried", envelope, delay=delay, error=error.type)
 
     async def _dead_letter(self, delivery: Delivery, reason: str, error: ErrorInfo) -> None:
         headers = {
@@ -466,6 +512,7 @@ class Worker:
             self.app.names.dlx, delivery.queue, delivery.as_outgoing(headers=headers)
         )
         self.counters.dead_lettered += 1
+        self.events.dead_lettered(delivery, reason)
         log.warning(
             "message %s (%s) dead-lettered to %s: %s: %s",
             delivery.message_id,
@@ -480,17 +527,17 @@ class Worker:
             await delivery.ack()
         except Exception as exc:
             log.warning(
-                "ack of %s failed (%s): its channel is gone, so the broker will redeliver it",
+                "ack of %s failed (%r): its channel is gone, so the broker will redeliver it",
                 delivery.message_id,
                 exc,
             )
 
     def _log_outcome(self, envelope: Envelope, what: str, level: int = logging.INFO) -> None:
         if log.isEnabledFor(level):
-            active_for = time.time() - envelope.sent_at if envelope.sent_at else 0.0
+            active_for = self.events.runtime(envelope.task_id)
             log.log(
                 level,
-                "task %s[%s] %s (queue=%s attempt=%d, %.3f s since sent)",
+                "task %s[%s] %s (queue=%s attempt=%d, ran %.3f s)",
                 envelope.task_name,
                 envelope.task_id,
                 what,

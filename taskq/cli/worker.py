@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from .. import metrics
 from ..exceptions import BrokerUnavailable, ConfigurationError, TopologyMismatch
 from ..worker import Worker
 from .common import ExitCode, UsageError, load_app, run_loop, setup_logging
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", "-l", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument("--events", action="store_true", help="publish task and worker events")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1")
     return parser
 
 
@@ -102,9 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             concurrency=args.concurrency,
             prefetch=args.prefetch,
             shutdown_timeout=args.shutdown_timeout,
+            events=args.events or None,
         )
         queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
         worker = Worker(app, queues=queues, name=args.name)
+        if args.metrics_port:
+            metrics.serve(worker, args.metrics_port)
     except (UsageError, ConfigurationError) as exc:
         print(f"taskq-worker: {exc}", file=sys.stderr)
         return ExitCode.USAGE

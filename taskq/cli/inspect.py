@@ -1,0 +1,198 @@
+"""``taskq inspect ping|active|reserved|scheduled|stats`` and ``taskq control shutdown``.
+
+Workers answer over the control plane (see :mod:`taskq.control` for how missing workers are
+found). ``scheduled`` asks the broker instead: workers never hold delayed tasks (they wait in
+the delay level queues), so it shows how many messages each level queue holds and, with
+``--peek N``, reads up to N messages per level (basic.get, then requeued) to show their
+task and ETA. Peeking holds those messages for a moment; it does not change when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from .. import control
+from ..app import App
+from ..message import H_ETA, H_QUEUE
+from ..topology import DELAY_LEVELS
+from ..transport import Delivery
+from . import tables
+from .common import ExitCode, UsageError
+
+WORKER_COMMANDS = ("ping", "active", "reserved", "stats")
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "inspect", help="ask running workers what they are doing"
+    )
+    parser.add_argument("what", choices=[*WORKER_COMMANDS, "scheduled"])
+    _common_options(parser)
+    parser.add_argument(
+        "--peek", type=int, default=0, metavar="N",
+        help="scheduled: read up to N messages per delay level to show their ETA",
+    )
+    parser.set_defaults(run=run_inspect)
+    ctl: argparse.ArgumentParser = sub.add_parser(
+        "control", help="commands that change workers: shutdown (graceful stop)"
+    )
+    ctl.add_argument("action", choices=["shutdown"])
+    _common_options(ctl)
+    ctl.set_defaults(run=run_control)
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for replies")
+    parser.add_argument("--worker", help="ask only this worker")
+    parser.add_argument(
+        "--expect", default="", help="comma-separated workers that should answer"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+async def _broadcast(app: App, command: str, args: argparse.Namespace) -> control.Result:
+    expect = [w.strip() for w in args.expect.split(",") if w.strip()]
+    return await control.broadcast(
+        app, command, timeout=args.timeout, worker=args.worker, expect=expect
+    )
+
+
+async def run_inspect(app: App, args: argparse.Namespace) -> int:
+    if args.what == "scheduled":
+        return await _scheduled(app, args)
+    result = await _broadcast(app, args.what, args)
+    if args.json:
+        print(json.dumps(_as_json(result), indent=2, default=str))
+    else:
+        if result.replies:
+            print(_RENDER[args.what](result.replies))
+        _print_missing(result)
+    if args.what == "ping" and (result.missing or not result.replies):
+        return ExitCode.CRASHED
+    return ExitCode.OK
+
+
+async def run_control(app: App, args: argparse.Namespace) -> int:
+    if not args.worker:
+        raise UsageError("control shutdown needs --worker NAME (it never stops every worker)")
+    result = await _broadcast(app, args.action, args)
+    if args.json:
+        print(json.dumps(_as_json(result), indent=2, default=str))
+    elif result.replies:
+        print(f"{args.worker}: stopping gracefully (running tasks finish first)")
+    _print_missing(result)
+    return ExitCode.OK if result.replies else ExitCode.CRASHED
+
+
+def _as_json(result: control.Result) -> dict[str, Any]:
+    return {
+        "replies": [
+            {"worker": r.worker, "latency": round(r.latency, 6), "answer": r.answer}
+            for r in result.replies
+        ],
+        "missing": [
+            {"worker": m.worker, "state": m.state, "last_seen": m.last_seen}
+            for m in result.missing
+        ],
+    }
+
+
+def _print_missing(result: control.Result) -> None:
+    if not result.replies and not result.missing:
+        print("no worker answered")
+    now = time.time()
+    for m in result.missing:
+        seen = f", last seen {tables.duration(now - m.last_seen)} ago" if m.last_seen else ""
+        print(f"missing: {m.worker} ({m.state}{seen})")
+
+
+def _ping(replies: list[control.Reply]) -> str:
+    return tables.render(
+        ["WORKER", "REPLY", "LATENCY"],
+        [(r.worker, r.answer, tables.duration(r.latency)) for r in replies],
+    )
+
+
+def _active(replies: list[control.Reply]) -> str:
+    rows = [
+        (r.worker, t["task_id"], t["task"], t["attempt"], tables.clock(t["started_at"]),
+         tables.duration(t["runtime"]), t["args"])
+        for r in replies for t in r.answer
+    ]
+    heads = ["WORKER", "TASK ID", "NAME", "ATTEMPT", "STARTED (UTC)", "RUNTIME", "ARGS"]
+    return tables.render(heads, rows) + f"\n{len(rows)} active task(s)"
+
+
+def _reserved(replies: list[control.Reply]) -> str:
+    rows = [
+        (r.worker, t["task_id"], t["task"], t["queue"], t["attempt"], t["args"])
+        for r in replies for t in r.answer
+    ]
+    heads = ["WORKER", "TASK ID", "NAME", "QUEUE", "ATTEMPT", "ARGS"]
+    return tables.render(heads, rows) + f"\n{len(rows)} reserved task(s)"
+
+
+def _stats(replies: list[control.Reply]) -> str:
+    rows = [
+        (s["worker"], s["hostname"], s["pid"], tables.duration(s["uptime"]), s["concurrency"],
+         s["processed"], s["succeeded"], s["failed"], s["retried"], s["dead_lettered"],
+         s["active"], s["reserved"], f"{s['load']:.0%}",
+         "connected" if s["broker_connected"] else "DISCONNECTED")
+        for s in (r.answer for r in replies)
+    ]
+    heads = ["WORKER", "HOST", "PID", "UPTIME", "CONC", "PROCESSED", "OK", "FAILED", "RETRIED",
+             "DEAD", "ACTIVE", "RESERVED", "LOAD", "BROKER"]
+    return tables.render(heads, rows)
+
+
+_RENDER = {"ping": _ping, "active": _active, "reserved": _reserved, "stats": _stats}
+
+
+async def _scheduled(app: App, args: argparse.Namespace) -> int:
+    transport, names = app.transport, app.names
+    levels = []
+    for level in range(DELAY_LEVELS):
+        depth = await transport.queue_depth(names.delay_level(level))
+        if depth is not None and depth.messages:
+            levels.append({"level": level, "queue": depth.name, "messages": depth.messages,
+                           "ttl_ms": 2**level})
+    peeked = await _peek(app, [lv["queue"] for lv in levels], args.peek) if args.peek else []
+    if args.json:
+        print(json.dumps({"levels": levels, "peeked": peeked}, indent=2))
+        return ExitCode.OK
+    print(tables.render(["DELAY QUEUE", "MESSAGES", "LEVEL TTL"],
+                        [(lv["queue"], lv["messages"], tables.duration(lv["ttl_ms"] / 1000))
+                         for lv in levels]))
+    total = sum(lv["messages"] for lv in levels)
+    print(f"{total} delayed message(s) (a message passes through several levels)")
+    if peeked:
+        print()
+        print(tables.render(["TASK ID", "NAME", "QUEUE", "ETA (UTC)", "IN"],
+                            [(p["task_id"], p["task"], p["queue"], tables.clock(p["eta"]),
+                              p["delay_queue"]) for p in peeked]))
+    return ExitCode.OK
+
+
+async def _peek(app: App, queues: list[str], limit: int) -> list[dict[str, Any]]:
+    """Read up to ``limit`` messages of each queue, then requeue them all."""
+    found: list[dict[str, Any]] = []
+    for queue in queues:
+        held: list[Delivery] = []
+        try:
+            while len(held) < limit and (delivery := await app.transport.get(queue)) is not None:
+                held.append(delivery)
+                eta = delivery.headers.get(H_ETA)
+                target = delivery.headers.get(H_QUEUE)
+                found.append({
+                    "task_id": delivery.message_id, "task": delivery.type,
+                    "queue": target.decode() if isinstance(target, bytes) else target,
+                    "eta": eta.decode() if isinstance(eta, bytes) else eta,
+                    "delay_queue": queue,
+                })
+        finally:
+            for delivery in held:
+                await delivery.reject(requeue=True)
+    return found

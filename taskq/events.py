@@ -1,0 +1,229 @@
+"""Task and worker events: what happened, published to the ``{prefix}.events`` topic exchange.
+
+Routing key = event type: ``task.sent``, ``task.received``, ``task.started``,
+``task.succeeded``, ``task.failed``, ``task.retried``, ``task.dead-lettered``,
+``worker.online``, ``worker.heartbeat``, ``worker.offline``. The body is a JSON object
+(readable by any language) with at least ``type``, ``time`` and, for task events,
+``task_id``, ``task``, ``queue`` and ``attempt``.
+
+Events are telemetry, not records: published unconfirmed, non-persistent and non-mandatory
+(an event nobody listens to is dropped by the exchange). The worker's hot path only appends to
+a bounded buffer; a flusher task publishes it. When the buffer is full the oldest events are
+dropped and counted, so a blocked broker connection never slows tasks down.
+
+Publishing is opt-in (``events=True`` setting, ``taskq-worker --events``): it costs a few
+publishes per task (see the README for the measured cost). The observation points themselves
+(the reserved registry, run times, listeners such as Prometheus metrics) are always on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import socket
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .message import H_ATTEMPT, H_ETA, H_QUEUE, OutgoingMessage
+
+if TYPE_CHECKING:
+    from .app import App
+    from .message import Envelope
+    from .transport import Delivery, Transport
+
+log = logging.getLogger("taskq.events")
+
+CONTENT_TYPE = "application/json"
+HEARTBEAT_INTERVAL = 5.0
+BUFFER_SIZE = 10_000
+
+Listener = Callable[[str, Mapping[str, Any]], None]
+"""Called with ``(event type, fields)`` for every event, published or not (e.g. metrics)."""
+
+
+def encode(kind: str, fields: Mapping[str, Any]) -> OutgoingMessage:
+    """The wire form of one event."""
+    body = json.dumps({"type": kind, **fields}, default=str, separators=(",", ":")).encode()
+    return OutgoingMessage(body=body, type=kind, persistent=False, content_type=CONTENT_TYPE)
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """An event's fields from its body; ValueError if it is not a JSON object."""
+    value = json.loads(body)
+    if not isinstance(value, dict):
+        raise ValueError("an event body must be a JSON object")
+    return value
+
+
+def _header_int(headers: Mapping[str, Any], name: str) -> int:
+    value = headers.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
+def delivery_fields(delivery: Delivery) -> dict[str, Any]:
+    """Task fields read from a delivery's properties and headers (no body decoding)."""
+    queue = delivery.headers.get(H_QUEUE)
+    return {
+        "task_id": delivery.message_id,
+        "task": delivery.type,
+        "queue": queue.decode() if isinstance(queue, bytes) else (queue or delivery.queue),
+        "attempt": _header_int(delivery.headers, H_ATTEMPT),
+    }
+
+
+def envelope_fields(envelope: Envelope) -> dict[str, Any]:
+    """Task fields of a decoded envelope."""
+    return {
+        "task_id": envelope.task_id,
+        "task": envelope.task_name,
+        "queue": envelope.queue,
+        "attempt": envelope.attempt,
+    }
+
+
+class WorkerEvents:
+    """A worker's observation points.
+
+    Keeps the deliveries waiting for a slot (``inspect reserved``) and the start time of every
+    running task (run times in logs and metrics), tells listeners, and, when ``publish`` is on,
+    buffers events for :meth:`run` to publish.
+    """
+
+    def __init__(self, worker: str, *, publish: bool) -> None:
+        self.worker = worker
+        self.publish = publish
+        self.listeners: list[Listener] = []
+        self.reserved: dict[int, Delivery] = {}
+        self.dropped = 0
+        self._started: dict[str, float] = {}
+        self._buffer: collections.deque[OutgoingMessage] = collections.deque(maxlen=BUFFER_SIZE)
+        self._wake = asyncio.Event()
+        self._origin = {"worker": worker, "hostname": socket.gethostname(), "pid": os.getpid()}
+
+    # -- the worker's hooks (synchronous, never block) ---------------------------------------
+
+    def emit(self, kind: str, fields: Mapping[str, Any]) -> None:
+        """Tell the listeners and, if publishing, buffer the event."""
+        for listener in self.listeners:
+            try:
+                listener(kind, fields)
+            except Exception:  # an observer must never break the worker
+                log.exception("event listener failed on %s", kind)
+        if self.publish:
+            if len(self._buffer) == self._buffer.maxlen:
+                self.dropped += 1
+            self._buffer.append(encode(kind, {"time": time.time(), **self._origin, **fields}))
+            self._wake.set()
+
+    def reserve(self, delivery: Delivery) -> None:
+        """A delivery arrived and waits for a slot: ``task.received``."""
+        self.reserved[id(delivery)] = delivery
+        if self.publish or self.listeners:
+            self.emit("task.received", delivery_fields(delivery))
+
+    def unreserve(self, delivery: Delivery) -> None:
+        """The delivery got a slot (or the worker is stopping)."""
+        self.reserved.pop(id(delivery), None)
+
+    def started(self, envelope: Envelope) -> None:
+        """The task's function is about to run: ``task.started``."""
+        self._started[envelope.task_id] = time.monotonic()
+        if self.publish or self.listeners:
+            self.emit("task.started", envelope_fields(envelope))
+
+    def runtime(self, task_id: str) -> float:
+        """Seconds the task has run (0 if it never started here)."""
+        started = self._started.get(task_id)
+        return 0.0 if started is None else time.monotonic() - started
+
+    def finished(self, kind: str, envelope: Envelope, **extra: Any) -> None:
+        """A task ended as ``kind`` (``succeeded``, ``failed`` or ``retried``)."""
+        runtime = self.runtime(envelope.task_id)
+        self._started.pop(envelope.task_id, None)
+        if self.publish or self.listeners:
+            self.emit(f"task.{kind}", {**envelope_fields(envelope), "runtime": runtime, **extra})
+
+    def dead_lettered(self, delivery: Delivery, reason: str) -> None:
+        """A message went to its queue's ``.dead`` queue: ``task.dead-lettered``."""
+        if self.publish or self.listeners:
+            self.emit("task.dead-lettered", {**delivery_fields(delivery), "reason": reason})
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def run(
+        self,
+        transport: Transport,
+        stopped: asyncio.Event,
+        idle: Callable[[], bool],
+        stats: Callable[[], Mapping[str, Any]],
+    ) -> None:
+        """Publish buffered events and heartbeats until ``stopped`` is set and ``idle()`` says
+        no task is left running; then publish ``worker.offline``."""
+        if not self.publish:
+            return
+        exchange = transport.names.events
+        await transport.declare_exchange(exchange, "topic")
+        self.emit("worker.online", stats())
+        next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+        while not (stopped.is_set() and idle()):
+            await self._flush(transport, exchange)
+            if time.monotonic() >= next_beat:
+                self.emit("worker.heartbeat", stats())
+                next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+                continue
+            # While stopping, look again soon: running tasks still emit their outcomes.
+            wait = 0.05 if stopped.is_set() else next_beat - time.monotonic()
+            await _wait_any(self._wake, stopped, timeout=wait)
+        self.emit("worker.offline", stats())
+        await self._flush(transport, exchange)
+
+    async def _flush(self, transport: Transport, exchange: str) -> None:
+        self._wake.clear()
+        while self._buffer:
+            batch = [(m.type or "", m) for m in self._buffer]
+            self._buffer.clear()
+            await transport.emit(exchange, batch)
+
+
+async def _wait_any(first: asyncio.Event, second: asyncio.Event, *, timeout: float) -> None:
+    waiters = {asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+# Transports on which the events exchange is known to exist (a publish to a missing exchange
+# would close the channel).
+_declared: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+async def sent(app: App, *messages: OutgoingMessage) -> None:
+    """Publish ``task.sent`` for task messages the App just published, if it has events on."""
+    if not app.settings.events:
+        return
+    transport = app.transport
+    exchange = app.names.events
+    if transport not in _declared:
+        await transport.declare_exchange(exchange, "topic")
+        _declared.add(transport)
+    batch = []
+    for message in messages:
+        headers = message.headers
+        fields: dict[str, Any] = {
+            "time": time.time(),
+            "task_id": message.message_id,
+            "task": message.type,
+            "queue": headers.get(H_QUEUE),
+            "attempt": _header_int(headers, H_ATTEMPT),
+        }
+        if headers.get(H_ETA) is not None:
+            fields["eta"] = headers[H_ETA]
+        batch.append(("task.sent", encode("task.sent", fields)))
+    await transport.emit(exchange, batch)

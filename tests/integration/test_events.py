@@ -1,0 +1,87 @@
+"""``taskq events`` receives the events of one task, in order, from a real worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from taskq import App
+from taskq.cli.events import format_event
+from tests.support import BROKER, REPO, WorkerProcess, eventually
+
+APP = "tests.apps.ops_app:app"
+
+
+async def test_events_of_one_task_in_order(
+    prefix: str, topology_cleanup: set[str], tmp_path: Path
+) -> None:
+    worker = WorkerProcess(APP, prefix, "--name", "ev1", "--events")
+    env = {**os.environ, "TASKQ_PREFIX": prefix, "TASKQ_BROKER": BROKER, "PYTHONPATH": str(REPO)}
+    err_path = tmp_path / "tail.err"
+    with err_path.open("wb") as err:
+        tail = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "taskq.cli.admin", "events", "--json", "--filter", "task.*",
+            "--count", "4", cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=err,
+        )
+    app = App("ops-client", broker=BROKER, prefix=prefix, events=True)
+    try:
+        await worker.wait_ready()
+
+        async def listening() -> bool:
+            assert tail.returncode is None, err_path.read_text()
+            return "listening" in err_path.read_text()
+
+        await eventually(listening, what="the events tail to bind its queue")
+        async with app:
+            handle = await app.send("add", 2, 3)
+            assert await handle.result(timeout=30) == 5
+        assert tail.stdout is not None
+        out = await asyncio.wait_for(tail.stdout.read(), timeout=30)
+        assert await asyncio.wait_for(tail.wait(), timeout=10) == 0
+        events = [json.loads(line) for line in out.decode().splitlines()]
+        assert [e["type"] for e in events] == [
+            "task.sent", "task.received", "task.started", "task.succeeded"
+        ]
+        assert {e["task_id"] for e in events} == {handle.id}
+        assert {e["task"] for e in events} == {"add"}
+        assert events[-1]["worker"] == "ev1" and events[-1]["runtime"] >= 0
+        assert "task.succeeded" in format_event(events[-1])
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()
+        worker.kill()
+
+
+async def test_events_tail_stops_cleanly_on_sigterm(
+    prefix: str, topology_cleanup: set[str], tmp_path: Path
+) -> None:
+    env = {**os.environ, "TASKQ_PREFIX": prefix, "TASKQ_BROKER": BROKER, "PYTHONPATH": str(REPO)}
+    err_path = tmp_path / "tail.err"
+    with err_path.open("wb") as err:
+        tail = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "taskq.cli.admin", "events", cwd=REPO, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        async def listening() -> bool:
+            assert tail.returncode is None, err_path.read_text()
+            return "listening" in err_path.read_text()
+
+        await eventually(listening, what="the events tail to start")
+        tail.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(tail.wait(), timeout=30) == 0
+        assert "Traceback" not in err_path.read_text()
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()
+
+
+async def test_events_are_off_by_default(prefix: str, topology_cleanup: set[str]) -> None:
+    app = App("ops-client", broker=BROKER, prefix=prefix)
+    assert app.settings.events is False
