@@ -47,6 +47,10 @@ def load_app(spec: str) -> App:
     return app
 
 
+# Structured fields the worker attaches to its per-task log lines (``extra=``).
+LOG_FIELDS = ("task_id", "task_name", "queue", "attempt", "duration")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per log line."""
 
@@ -58,6 +62,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact_url(record.getMessage()),
         }
+        for key in LOG_FIELDS:
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exc"] = redact_url(self.formatException(record.exc_info))
         return json.dumps(entry)

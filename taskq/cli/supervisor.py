@@ -1,6 +1,7 @@
 """``taskq-worker --processes N``: a supervisor that runs N worker processes.
 
-It starts N ``taskq-worker`` children with the same arguments, restarts one that dies (with
+It starts N ``taskq-worker`` children with the same arguments (child i serves metrics on
+``--metrics-port`` + i), restarts one that dies (with
 exponential backoff, reset once a child has lived a minute), forwards SIGTERM/SIGINT so that
 every child stops gracefully (a second signal is forwarded too, forcing them), and exits 0
 when every child stopped cleanly, or with the first meaningful failure code otherwise. A child
@@ -44,8 +45,15 @@ class Child:
 class Supervisor:
     """Runs and watches N worker processes (see the module docstring)."""
 
-    def __init__(self, worker_args: Sequence[str], processes: int, name: str | None) -> None:
+    def __init__(
+        self,
+        worker_args: Sequence[str],
+        processes: int,
+        name: str | None,
+        metrics_port: int | None = None,
+    ) -> None:
         self.worker_args = list(worker_args)
+        self.metrics_port = metrics_port
         self.processes = processes
         self.name = name
         self.children: list[Child] = []
@@ -56,6 +64,8 @@ class Supervisor:
         args = [sys.executable, "-m", "taskq.cli.worker", *self.worker_args]
         if self.name:
             args += ["--name", f"{self.name}-{index}"]
+        if self.metrics_port:
+            args += ["--metrics-port", str(self.metrics_port + index)]  # one port per child
         # Own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards it
         # once (children in the terminal's group would see it twice and force-stop).
         env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}

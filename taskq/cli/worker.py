@@ -79,16 +79,20 @@ def _on_signal(worker: Worker, sig: signal.Signals) -> None:
     worker.stop()
 
 
+SUPERVISOR_FLAGS = ("--processes", "-p", "--name", "--metrics-port")
+
+
 def _without_supervisor_flags(argv: Sequence[str]) -> list[str]:
-    """The arguments for a child worker: everything but --processes and --name."""
+    """The arguments for a child worker: all but --processes, --name and --metrics-port
+    (the supervisor gives each child its own name and port)."""
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--processes", "--name"):
+        elif arg in SUPERVISOR_FLAGS:
             skip = True
-        elif not arg.startswith(("--processes=", "--name=")):
+        elif not arg.startswith(tuple(f"{flag}=" for flag in SUPERVISOR_FLAGS)):
             out.append(arg)
     return out
 
@@ -98,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(raw)
     setup_logging(args.log_level, args.log_format)
     if args.processes > 1:
-        return Supervisor(_without_supervisor_flags(raw), args.processes, args.name).run()
+        child_args = _without_supervisor_flags(raw)
+        return Supervisor(child_args, args.processes, args.name, args.metrics_port).run()
     try:
         app = load_app(args.app)
         app.configure(
