@@ -41,6 +41,7 @@ from .redact import install_redaction
 from .results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
 from .retry import RetryPolicy
 from .settings import Settings
+from .sync import SyncClient, SyncHandle
 from .task import SendOptions, Task, TaskCall
 from .worker import Worker
 
@@ -68,6 +69,8 @@ __all__ = [
     "RetryPolicy",
     "SendOptions",
     "Settings",
+    "SyncClient",
+    "SyncHandle",
     "Task",
     "TaskCall",
     "TaskContext",

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-from .exceptions import TaskFailed
+from .exceptions import LifecycleError, TaskFailed
 from .results.base import ResultStore, TaskState, TaskStatus
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class TaskHandle(Generic[R]):
     """A sent task. ``await h.result()`` gives its return value, validated against the task's
     return annotation (a pydantic model comes back as the model)."""
 
-    __slots__ = ("__weakref__", "_store", "_validate", "id", "task_name")
+    __slots__ = ("__weakref__", "_loop", "_runner", "_store", "_validate", "id", "task_name")
 
     def __init__(
         self,
@@ -31,6 +34,12 @@ class TaskHandle(Generic[R]):
         self.task_name = task_name
         self._store = store
         self._validate = validate
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._runner: Callable[[Coroutine[Any, Any, Any]], Any] | None = None
+        """Set by the sync facade: runs the *_sync calls so that its close() can cancel them."""
         if owned:
             # The store keeps states only while a handle can still ask for them.
             weakref.finalize(self, store.forget, task_id)
@@ -68,3 +77,43 @@ class TaskHandle(Generic[R]):
             )
         value = state.result
         return self._validate(value) if self._validate is not None else value
+
+    def result_sync(self, timeout: float | None = None) -> R:
+        """``result()`` for a thread without an event loop (e.g. a handle from ``app.sync``).
+
+        Runs the wait on the loop this handle belongs to, which must be running in another
+        thread. Raises LifecycleError when called on that loop's own thread (it would block
+        the loop it waits on) or when that loop is closed, plus what ``result()`` raises.
+        """
+        return self._run_sync(self.result(timeout))
+
+    def status_sync(self) -> TaskStatus:
+        """``status()`` for a thread without an event loop (see ``result_sync``)."""
+        return self._run_sync(self.status())
+
+    def info_sync(self) -> TaskState:
+        """``info()`` for a thread without an event loop (see ``result_sync``)."""
+        return self._run_sync(self.info())
+
+    def _run_sync(self, call: Coroutine[Any, Any, T]) -> T:
+        if self._runner is not None:
+            value: T = self._runner(call)
+            return value
+        loop = self._loop
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        problem = None
+        if loop is None or loop.is_closed() or not loop.is_running():
+            problem = f"the event loop of {self!r} is not running (was its app closed?)"
+        elif here is loop:
+            problem = "a *_sync() call on the handle's own event loop would block it: use await"
+        if problem is not None:
+            call.close()
+            raise LifecycleError(problem)
+        assert loop is not None
+        try:
+            return asyncio.run_coroutine_threadsafe(call, loop).result()
+        except concurrent.futures.CancelledError:
+            raise LifecycleError(f"the app was closed while waiting on {self!r}") from None

@@ -58,6 +58,10 @@ class TaskState:
     updated_at: float = dataclasses.field(default_factory=time.time)
     progress: float | None = None
     progress_message: str | None = None
+    sent_at: float | None = None
+    """When the task was sent, started (first), finished: filled by durable stores only."""
+    started_at: float | None = None
+    finished_at: float | None = None
 
     def supersedes(self, older: TaskState | None) -> bool:
         """Whether this state may replace ``older``: a status never moves backwards.

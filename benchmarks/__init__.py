@@ -1,0 +1,1 @@
+"""Benchmarks of taskq (run as python -m benchmarks...)."""
