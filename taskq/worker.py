@@ -534,7 +534,7 @@ class Worker:
 
     def _log_outcome(self, envelope: Envelope, what: str, level: int = logging.INFO) -> None:
         if log.isEnabledFor(level):
-            active_for = self.events.runtime(envelope.task_id)
+            duration = self.events.runtime(envelope.task_id)
             log.log(
                 level,
                 "task %s[%s] %s (queue=%s attempt=%d, ran %.3f s)",
@@ -543,7 +543,14 @@ class Worker:
                 what,
                 envelope.queue,
                 envelope.attempt,
-                active_for,
+                duration,
+                extra={
+                    "task_id": envelope.task_id,
+                    "task_name": envelope.task_name,
+                    "queue": envelope.queue,
+                    "attempt": envelope.attempt,
+                    "duration": round(duration, 6),
+                },
             )
 
 

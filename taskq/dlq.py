@@ -1,0 +1,257 @@
+"""The dead-letter queue tools: list, replay and purge a work queue's ``.dead`` queue.
+
+A ``.dead`` queue holds two kinds of messages:
+
+- those the worker put there, with the ``x-taskq-reason`` and error headers
+  (``max-attempts``, ``rejected``, ``expired``, ``crash-loop``, ...);
+- those RabbitMQ dead-lettered itself through the work queue's dead-letter exchange (a task
+  sent with ``expires`` whose per-message TTL ran out while it waited): they carry no taskq
+  reason, only the broker's ``x-death`` header, whose newest entry says why (``expired``).
+
+Listing reads every message with basic.get (no ack) and then rejects them all with requeue,
+in the order read: RabbitMQ puts a requeued message back at its old position, so the queue
+is left as it was. Replaying publishes a copy to the work queue (confirmed) before acking the
+dead copy: a crash in between duplicates a task, never loses one.
+
+The pure part (:func:`describe`, :func:`replay_headers`) decodes and rewrites headers; the
+functions below it do the broker I/O through :class:`taskq.transport.Transport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from .exceptions import ConfigurationError
+from .message import (
+    H_ATTEMPT,
+    H_DEAD_AT,
+    H_DELIVERIES,
+    H_ERROR_MESSAGE,
+    H_ERROR_TYPE,
+    H_EXPIRES,
+    H_REASON,
+    H_TRACEBACK,
+    H_WORKER,
+)
+from .transport import Delivery, Transport
+
+# Headers that describe a death; a replayed message loses them. H_EXPIRES goes too: an
+# operator who replays an expired task wants it to run, not to expire again at once.
+DEATH_HEADERS = frozenset(
+    {
+        H_REASON,
+        H_ERROR_TYPE,
+        H_ERROR_MESSAGE,
+        H_TRACEBACK,
+        H_WORKER,
+        H_DEAD_AT,
+        H_EXPIRES,
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadMessage:
+    """What an operator needs to know about one dead-lettered message."""
+
+    task_id: str
+    task_name: str
+    reason: str
+    error_type: str
+    error_message: str
+    traceback: str
+    attempts: int | None
+    dead_at: dt.datetime | None
+    worker: str | None
+
+    @property
+    def error(self) -> str:
+        """``type: message`` (or whichever of the two is known)."""
+        return ": ".join(part for part in (self.error_type, self.error_message) if part)
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601 UTC)."""
+        data = dataclasses.asdict(self)
+        data["dead_at"] = self.dead_at.isoformat() if self.dead_at else None
+        data["error"] = self.error
+        return data
+
+
+# -- pure: headers ---------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return "" if value is None else str(value)
+
+
+def _latest_death(headers: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    # RabbitMQ keeps the newest x-death entry first.
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list | tuple) and deaths and isinstance(deaths[0], Mapping):
+        return deaths[0]
+    return None
+
+
+def _time_of(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value / 1000, dt.UTC)
+    return None
+
+
+def _broker_reason(headers: Mapping[str, Any]) -> tuple[str, str, str, dt.datetime | None]:
+    """Reason, error type, message and time of a message RabbitMQ dead-lettered itself."""
+    death = _latest_death(headers)
+    if death is None:
+        return "unknown", "", "no x-taskq-reason and no x-death header", None
+    reason = _text(death.get("reason")) or "unknown"
+    queue = _text(death.get("queue"))
+    if reason == "expired":
+        expires = _text(headers.get(H_EXPIRES))
+        message = f"not started before {expires}" if expires else f"expired in {queue}"
+        return "expired", "taskq.Expired", message, _time_of(death.get("time"))
+    return reason, "x-death", f"{reason} in {queue}", _time_of(death.get("time"))
+
+
+def _taskq_reason(headers: Mapping[str, Any]) -> tuple[str, str, str, dt.datetime | None]:
+    """Reason, error type, message and time written by the worker that dead-lettered it."""
+    return (
+        _text(headers[H_REASON]),
+        _text(headers.get(H_ERROR_TYPE)),
+        _text(headers.get(H_ERROR_MESSAGE)),
+        _time_of(headers.get(H_DEAD_AT)),
+    )
+
+
+def describe(
+    message_id: str | None, task_name: str | None, headers: Mapping[str, Any]
+) -> DeadMessage:
+    """The DeadMessage of a message in a ``.dead`` queue, from its ID, type and headers."""
+    attempt = headers.get(H_ATTEMPT)
+    reason, error_type, error_message, dead_at = (
+        _taskq_reason(headers) if H_REASON in headers else _broker_reason(headers)
+    )
+    return DeadMessage(
+        task_id=message_id or "",
+        task_name=task_name or "",
+        reason=reason,
+        error_type=error_type,
+        error_message=error_message,
+        traceback=_text(headers.get(H_TRACEBACK)),
+        attempts=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        dead_at=dead_at,
+        worker=_text(headers.get(H_WORKER)) or None,
+    )
+
+
+def replay_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The headers of a replayed copy: death headers removed, attempt 1, deliveries 0."""
+    kept = {k: v for k, v in headers.items() if k not in DEATH_HEADERS}
+    kept[H_ATTEMPT] = 1
+    kept[H_DELIVERIES] = 0
+    return kept
+
+
+def selector(
+    ids: Collection[str] = (), reason: str | None = None, *, everything: bool = False
+) -> Callable[[DeadMessage], bool]:
+    """Which dead messages to replay: by ID and/or reason, or all of them.
+
+    Raises ConfigurationError when nothing was asked for (replaying everything must be said).
+    """
+    if not (ids or reason or everything):
+        raise ConfigurationError("say which messages to replay: --id, --reason or --all")
+    wanted = frozenset(ids)
+
+    def select(dead: DeadMessage) -> bool:
+        if wanted and dead.task_id not in wanted:
+            return False
+        return reason is None or dead.reason == reason
+
+    return select
+
+
+# -- broker I/O ------------------------------------------------------------------------------
+
+
+async def _fetch_all(transport: Transport, queue_name: str, limit: int | None) -> list[Delivery]:
+    fetched: list[Delivery] = []
+    while limit is None or len(fetched) < limit:
+        delivery = await transport.get(queue_name)
+        if delivery is None:
+            break
+        fetched.append(delivery)
+    return fetched
+
+
+async def _requeue(deliveries: list[Delivery]) -> None:
+    # In the order read: RabbitMQ puts each back at its old position.
+    for delivery in deliveries:
+        await delivery.reject(requeue=True)
+
+
+def _describe(delivery: Delivery) -> DeadMessage:
+    return describe(delivery.message_id, delivery.type, delivery.headers)
+
+
+async def list_dead(
+    transport: Transport, queue: str, *, limit: int | None = None
+) -> list[DeadMessage]:
+    """The messages in the ``.dead`` queue of work queue ``queue``, oldest first, left in place.
+
+    Every message read is rejected with requeue, even if describing one fails; if this process
+    dies, closing its channel returns them too.
+    """
+    fetched: list[Delivery] = []
+    try:
+        fetched = await _fetch_all(transport, transport.names.dead_queue(queue), limit)
+        return [_describe(delivery) for delivery in fetched]
+    finally:
+        await _requeue(fetched)
+
+
+async def replay(
+    transport: Transport, queue: str, select: Callable[[DeadMessage], bool]
+) -> list[DeadMessage]:
+    """Send the selected dead messages of ``queue`` back to the work queue; return them.
+
+    Each copy goes to the work exchange with the attempt reset and the death headers removed,
+    and is confirmed by the broker before the dead copy is acked. Messages not selected go
+    back to the ``.dead`` queue untouched.
+    """
+    fetched: list[Delivery] = []
+    replayed: list[DeadMessage] = []
+    acked: set[int] = set()
+    try:
+        fetched = await _fetch_all(transport, transport.names.dead_queue(queue), None)
+        for delivery in fetched:
+            dead = _describe(delivery)
+            if not select(dead):
+                continue
+            copy = delivery.as_outgoing(headers=replay_headers(delivery.headers))
+            await transport.publish(transport.names.exchange, queue, copy)
+            await delivery.ack()
+            acked.add(id(delivery))
+            replayed.append(dead)
+    finally:
+        # What was not replayed (not selected, or an error stopped the loop) goes back.
+        await _requeue([d for d in fetched if id(d) not in acked])
+    return replayed
+
+
+async def purge_dead(transport: Transport, queue: str) -> int:
+    """Delete every message of the ``.dead`` queue of ``queue``; return how many."""
+    return await transport.purge(transport.names.dead_queue(queue))

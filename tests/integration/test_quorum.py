@@ -1,0 +1,76 @@
+"""Quorum work queues and quorum delay levels (RabbitMQ 3.10 runs them on a single node)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from taskq import App, ConfigurationError
+from tests.support import BROKER, running_worker
+
+
+async def queues_of(prefix: str) -> dict[str, dict[str, Any]]:
+    """Type and arguments of every queue whose name starts with ``prefix.``, by rabbitmqctl."""
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "list_queues", "name", "type", "arguments", "--formatter", "json", "-q",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, err.decode()
+    return {
+        q["name"]: {"type": q["type"], "args": {a[0]: a[2] for a in q["arguments"]}}
+        for q in json.loads(out)
+        if q["name"].startswith(prefix + ".")
+    }
+
+
+@pytest.fixture
+def app(prefix: str, topology_cleanup: set[str]) -> App:
+    app = App("quorum", broker=BROKER, prefix=prefix, queue_type="quorum")
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task
+    async def arrive() -> float:
+        return time.time()
+
+    return app
+
+
+async def test_round_trip_and_delay_on_quorum_queues(app: App) -> None:
+    async with app, running_worker(app):
+        assert await (await app.tasks["add"].delay(2, 3)).result(timeout=15) == 5
+        sent = time.time()
+        handle = await app.tasks["arrive"].options(countdown=0.5).delay()
+        assert await handle.result(timeout=15) >= sent + 0.5 - 0.005
+
+    names = app.names
+    queues = await queues_of(app.settings.prefix)
+    work = queues[names.work_queue("default")]
+    assert work["type"] == "quorum"
+    assert "x-max-priority" not in work["args"]
+    assert work["args"]["x-dead-letter-exchange"] == names.dlx
+    assert queues[names.dead_queue("default")]["type"] == "classic"
+    for level in (0, 9, 35):
+        delay = queues[names.delay_level(level)]
+        assert delay["type"] == "quorum"
+        assert delay["args"]["x-message-ttl"] == 2**level
+        assert delay["args"]["x-dead-letter-strategy"] == "at-least-once"
+        assert delay["args"]["x-overflow"] == "reject-publish"
+
+
+async def test_priority_is_refused_on_quorum_queues(app: App) -> None:
+    with pytest.raises(ConfigurationError, match="quorum"):
+
+        @app.task(priority=5)
+        async def urgent() -> None: ...
+
+    async with app:
+        with pytest.raises(ConfigurationError, match="quorum"):
+            await app.tasks["add"].options(priority=3).delay(1, 2)

@@ -1,0 +1,180 @@
+"""Retries through the delay levels, final failures kept in .dead, Reject, give_up_on, expiry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from taskq import App, Reject, Retry, RetryPolicy, TaskFailed, TaskStatus, current
+from taskq.message import H_ATTEMPT, H_ERROR_MESSAGE, H_ERROR_TYPE, H_REASON, H_TRACEBACK
+from tests.support import BROKER, eventually, queue_messages, running_worker
+
+FAST = RetryPolicy(max_attempts=5, delay=0.3, backoff=1.5, jitter=False)
+
+
+@pytest.fixture
+def calls() -> list[tuple[str, int]]:
+    """(task name, attempt) of every run, in order."""
+    return []
+
+
+@pytest.fixture
+def app(prefix: str, topology_cleanup: set[str], calls: list[tuple[str, int]]) -> App:
+    app = App("retries", broker=BROKER, prefix=prefix)
+
+    @app.task(retry=FAST)
+    async def flaky(x: int) -> int:
+        attempt = current().attempt
+        calls.append(("flaky", attempt))
+        if attempt == 1:
+            raise ConnectionError("broker hiccup")
+        if attempt == 2:
+            raise Retry(delay=0.3, reason="not yet")
+        return x * 2
+
+    @app.task(retry=RetryPolicy(max_attempts=2, delay=0.1, jitter=False))
+    async def hopeless() -> None:
+        calls.append(("hopeless", current().attempt))
+        raise ValueError(f"still broken on attempt {current().attempt}")
+
+    @app.task
+    async def once() -> None:
+        calls.append(("once", current().attempt))
+        raise RuntimeError("no policy, one attempt")
+
+    @app.task(retry=FAST)
+    async def refuse() -> None:
+        calls.append(("refuse", current().attempt))
+        raise Reject("bad input")
+
+    @app.task(retry=RetryPolicy(max_attempts=5, delay=0.1, give_up_on=(KeyError,)))
+    async def lookup() -> None:
+        calls.append(("lookup", current().attempt))
+        raise KeyError("missing")
+
+    @app.task
+    async def quick() -> str:
+        calls.append(("quick", current().attempt))
+        return "ran"
+
+    return app
+
+
+async def dead_messages(app: App, count: int) -> list[Any]:
+    """Wait until the default .dead queue holds ``count`` messages; return them (left there)."""
+    dead_queue = app.names.dead_queue("default")
+
+    async def enough() -> list[Any] | None:
+        messages = await queue_messages(app.settings.prefix, dead_queue)
+        return messages if len(messages) >= count else None
+
+    found = await eventually(enough, timeout=15, what=f"{count} message(s) in {dead_queue}")
+    assert len(found) == count
+    return found
+
+
+async def test_retried_task_succeeds_on_attempt_3_showing_retrying(
+    app: App, calls: list[tuple[str, int]]
+) -> None:
+    async with app, running_worker(app):
+        handle = await app.tasks["flaky"].delay(21)
+        seen: list[tuple[TaskStatus, int, str | None]] = []
+
+        async def finished() -> bool:
+            info = await handle.info()
+            entry = (info.status, info.attempt, info.error.type if info.error else None)
+            if not seen or seen[-1] != entry:
+                seen.append(entry)
+            return info.status.terminal
+
+        await eventually(finished, timeout=15, interval=0.01, what="flaky to finish")
+        assert await handle.result(timeout=1) == 42
+    assert calls == [("flaky", 1), ("flaky", 2), ("flaky", 3)]
+    retrying = [entry for entry in seen if entry[0] is TaskStatus.RETRYING]
+    assert (TaskStatus.RETRYING, 1, "ConnectionError") in retrying, seen
+    assert (TaskStatus.RETRYING, 2, "taskq.exceptions.Retry") in retrying, seen
+    info = await handle.info()
+    assert (info.status, info.attempt) == (TaskStatus.SUCCESS, 3)
+
+
+async def test_exhausted_retries_land_in_dead_with_the_last_traceback(
+    app: App, calls: list[tuple[str, int]]
+) -> None:
+    async with app, running_worker(app):
+        handle = await app.tasks["hopeless"].delay()
+        with pytest.raises(TaskFailed, match="attempt 2"):
+            await handle.result(timeout=15)
+        [dead] = await dead_messages(app, 1)
+    assert calls == [("hopeless", 1), ("hopeless", 2)]
+    assert dead.message_id == handle.id
+    assert dead.headers[H_REASON] == "max-attempts"
+    assert dead.headers[H_ATTEMPT] == 2
+    assert dead.headers[H_ERROR_TYPE] == "ValueError"
+    assert dead.headers[H_ERROR_MESSAGE] == "still broken on attempt 2"
+    assert "raise ValueError" in dead.headers[H_TRACEBACK]
+
+
+async def test_task_without_policy_fails_once_and_is_kept(
+    app: App, calls: list[tuple[str, int]]
+) -> None:
+    async with app, running_worker(app):
+        handle = await app.tasks["once"].delay()
+        with pytest.raises(TaskFailed):
+            await handle.result(timeout=10)
+        [dead] = await dead_messages(app, 1)
+    assert calls == [("once", 1)]
+    assert (dead.headers[H_REASON], dead.headers[H_ATTEMPT]) == ("max-attempts", 1)
+
+
+async def test_reject_dead_letters_at_once(app: App, calls: list[tuple[str, int]]) -> None:
+    async with app, running_worker(app):
+        handle = await app.tasks["refuse"].delay()
+        with pytest.raises(TaskFailed, match="bad input"):
+            await handle.result(timeout=10)
+        [dead] = await dead_messages(app, 1)
+    assert calls == [("refuse", 1)]
+    assert dead.headers[H_REASON] == "rejected"
+    assert dead.headers[H_ERROR_MESSAGE] == "bad input"
+
+
+async def test_give_up_on_does_not_retry(app: App, calls: list[tuple[str, int]]) -> None:
+    async with app, running_worker(app):
+        handle = await app.tasks["lookup"].delay()
+        with pytest.raises(TaskFailed) as failed:
+            await handle.result(timeout=10)
+        [dead] = await dead_messages(app, 1)
+    assert failed.value.remote_type == "KeyError"
+    assert calls == [("lookup", 1)]
+    assert dead.headers[H_REASON] == "max-attempts"
+
+
+async def test_expired_while_waiting_in_the_work_queue(
+    app: App, calls: list[tuple[str, int]]
+) -> None:
+    async with app:  # no worker: RabbitMQ expires it and dead-letters it itself
+        handle = await app.tasks["quick"].options(expires=0.2).delay()
+        [dead] = await dead_messages(app, 1)
+        async with running_worker(app) as worker:
+            # A task sent after it runs: the worker consumed the queue, and the expired one
+            # was not in it.
+            assert await (await app.tasks["quick"].delay()).result(timeout=10) == "ran"
+            assert worker.counters.received == 1
+    assert calls == [("quick", 1)]
+    assert dead.message_id == handle.id
+    assert H_REASON not in dead.headers  # the broker put it there, not taskq
+    assert dead.headers["x-death"][0]["reason"] == "expired"
+
+
+async def test_delayed_task_expired_before_arrival_is_dead_lettered(
+    app: App, calls: list[tuple[str, int]]
+) -> None:
+    async with app, running_worker(app):
+        handle = await app.tasks["quick"].options(countdown=0.5, expires=0.1).delay()
+        with pytest.raises(TaskFailed) as failed:
+            await handle.result(timeout=10)
+        [dead] = await dead_messages(app, 1)
+    assert failed.value.remote_type == "taskq.Expired"
+    assert calls == []
+    assert dead.headers[H_REASON] == "expired"
+    assert await handle.status() is TaskStatus.FAILURE
