@@ -45,11 +45,19 @@ class App:
     """A taskq application: its settings and tasks. Declaring it does no I/O.
 
     ``async with app:`` connects (and declares the topology of the queues it sends to);
-    ``taskq-worker module:app`` runs its tasks. Settings come from keyword arguments, which
-    win over ``TASKQ_*`` environment variables, which win over the defaults.
+    ``taskq-worker module:app`` runs its tasks. Settings (see Settings) come from keyword
+    arguments, which win over ``TASKQ_*`` environment variables, which win over the defaults.
+    ``retry`` is the RetryPolicy of tasks that declare none.
     """
 
-    def __init__(self, name: str, *, broker: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        broker: str | None = None,
+        retry: RetryPolicy | None = None,
+        **settings: Any,
+    ) -> None:
         self.name = name
         self.settings: Settings = load_settings(broker=broker, **settings)
         self.names = topology.Names(self.settings.prefix)
@@ -57,7 +65,8 @@ class App:
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._transport: Transport | None = None
         self._store: ResultStore | None = None
-        self.default_retry: RetryPolicy | None = None
+        self.default_retry = retry
+        """The retry policy of tasks that declare none (None: one attempt)."""
 
     def __repr__(self) -> str:
         return (
@@ -139,7 +148,7 @@ class App:
             )
         queue_name = check_queue_name(self.settings.default_queue if queue is None else queue)
         if priority is not None:
-            self._check_priority(priority, explicit=True)
+            self._check_priority(priority, queue_name, explicit=True)
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"timeout of task {task_name!r} must be > 0")
         return TaskConfig(
@@ -151,12 +160,12 @@ class App:
             is_async=inspect.iscoroutinefunction(fn),
         )
 
-    def _check_priority(self, priority: int, *, explicit: bool = False) -> int:
-        if explicit and self.settings.queue_type == "quorum":
+    def _check_priority(self, priority: int, queue: str, *, explicit: bool = False) -> int:
+        if explicit and self.settings.queue_type_of(queue) == "quorum":
             # RabbitMQ 3.10 quorum queues ignore message priority; refuse rather than mislead.
             raise ConfigurationError(
-                "priority needs classic work queues: quorum queues have no priorities on "
-                "RabbitMQ 3.10 (use queue_type='classic' where priority matters)"
+                f"priority needs a classic work queue, and {queue!r} is a quorum queue: quorum "
+                "queues have no priorities on RabbitMQ 3.10"
             )
         if not 0 <= priority <= self.settings.max_priority:
             raise ConfigurationError(
@@ -343,8 +352,9 @@ class App:
     ) -> tuple[Envelope, int]:
         bound_args, bound_kwargs = bound
         cfg = task.config
+        queue = check_queue_name(cfg.queue if options.queue is None else options.queue)
         if options.priority is not None:
-            self._check_priority(options.priority, explicit=True)
+            self._check_priority(options.priority, queue, explicit=True)
         priority = options.priority if options.priority is not None else cfg.priority
         if priority is None:
             priority = self.settings.default_priority
@@ -354,10 +364,10 @@ class App:
             Envelope(
                 task_id=options.task_id or str(uuid.uuid4()),
                 task_name=cfg.name,
-                queue=check_queue_name(cfg.queue if options.queue is None else options.queue),
+                queue=queue,
                 args=bound_args,
                 kwargs=bound_kwargs,
-                priority=self._check_priority(priority),
+                priority=self._check_priority(priority, queue),
                 sent_at=time.time(),
                 eta=eta,
                 expires=_absolute(options.expires),

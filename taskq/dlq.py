@@ -36,6 +36,7 @@ from .message import (
     H_TRACEBACK,
     H_WORKER,
 )
+from .results.base import ResultStore
 from .transport import Delivery, Transport
 
 # Headers that describe a death; a replayed message loses them. H_EXPIRES goes too: an
@@ -224,13 +225,17 @@ async def list_dead(
 
 
 async def replay(
-    transport: Transport, queue: str, select: Callable[[DeadMessage], bool]
+    transport: Transport,
+    queue: str,
+    select: Callable[[DeadMessage], bool],
+    store: ResultStore | None = None,
 ) -> list[DeadMessage]:
     """Send the selected dead messages of ``queue`` back to the work queue; return them.
 
     Each copy goes to the work exchange with the attempt reset and the death headers removed,
     and is confirmed by the broker before the dead copy is acked. Messages not selected go
-    back to the ``.dead`` queue untouched.
+    back to the ``.dead`` queue untouched. With a durable ``store``, the task's recorded
+    FAILURE is dropped first, so that the replay's outcome is recorded.
     """
     fetched: list[Delivery] = []
     replayed: list[DeadMessage] = []
@@ -241,6 +246,8 @@ async def replay(
             dead = _describe(delivery)
             if not select(dead):
                 continue
+            if store is not None and store.durable and dead.task_id:
+                await store.reset(dead.task_id)
             copy = delivery.as_outgoing(headers=replay_headers(delivery.headers))
             await transport.publish(transport.names.exchange, queue, copy)
             await delivery.ack()

@@ -59,7 +59,12 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="how long a publish may wait for a reconnect and confirm"
     )
     connect_timeout: float = Field(default=10.0, gt=0)
-    queue_type: Literal["classic", "quorum"] = "classic"
+    queue_type: Literal["classic", "quorum"] = Field(
+        default="classic", description="type of every work queue"
+    )
+    quorum_queues: frozenset[str] = Field(
+        default=frozenset(), description="work queues that are quorum when queue_type is classic"
+    )
     results: str = Field(default="amqp", description="'amqp', or a redis:// URL")
     events: bool = Field(default=False, description="publish task and worker events")
     result_ttl: float | None = Field(
@@ -77,6 +82,15 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", value):
             raise ValueError("prefix: use 1-80 letters, digits, '_', '-' or '.'")
         return value
+
+    def queue_type_of(self, queue: str) -> Literal["classic", "quorum"]:
+        """The type of work queue ``queue``."""
+        return "quorum" if queue in self.quorum_queues else self.queue_type
+
+    @property
+    def any_quorum(self) -> bool:
+        """Whether some work queue is quorum (the delay levels then are too)."""
+        return self.queue_type == "quorum" or bool(self.quorum_queues)
 
     @property
     def effective_prefetch(self) -> int:

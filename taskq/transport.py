@@ -271,7 +271,7 @@ class Transport:
             names.work_queue(queue),
             durable=True,
             arguments=topology.work_queue_arguments(
-                names, queue, max_priority=s.max_priority, queue_type=s.queue_type
+                names, queue, max_priority=s.max_priority, queue_type=s.queue_type_of(queue)
             ),
         )
         dead = await ch.declare_queue(
@@ -293,7 +293,7 @@ class Transport:
 
     async def _declare_levels(self, ch: AbstractRobustChannel) -> None:
         names = self.names
-        quorum = self.settings.queue_type == "quorum"
+        quorum = self.settings.any_quorum
         below = await self._declare_exchange(ch, names.delivery, ExchangeType.TOPIC)
         for level in range(topology.DELAY_LEVELS):
             exchange = await self._declare_exchange(

@@ -52,6 +52,12 @@ class AmqpResultStore:
         self._states.pop(task_id, None)
         self._done.pop(task_id, None)
 
+    async def reset(self, task_id: str) -> None:
+        if task_id in self._states:
+            self._states[task_id] = TaskState(
+                task_id, TaskStatus.PENDING, self._states[task_id].task_name, 0
+            )
+
     def _on_reply(self, correlation_id: str | None, body: bytes, kind: str | None) -> None:
         if kind != STATUS_TYPE or correlation_id is None:
             log.warning("ignoring a message on the reply queue that is not a task status")

@@ -145,6 +145,10 @@ class ResultStore(Protocol):
     def forget(self, task_id: str) -> None:
         """Drop what this process keeps for ``task_id`` (its handle is gone)."""
 
+    async def reset(self, task_id: str) -> None:
+        """Drop the recorded state of ``task_id`` so that a replay of it is recorded afresh
+        (a terminal state is otherwise final)."""
+
     async def record(self, state: TaskState, *, reply_to: str | None) -> None:
         """Store ``state`` unless a newer one is stored (see TaskState.supersedes)."""
 

@@ -179,6 +179,14 @@ class RedisResultStore:
     def forget(self, task_id: str) -> None:
         """Nothing to drop: states live in Redis until their TTL."""
 
+    async def reset(self, task_id: str) -> None:
+        try:
+            await self._redis.delete(self.key(task_id))
+        except self._errors as exc:
+            raise ResultUnavailable(
+                f"could not reset task {task_id} in Redis at {self._url}: {exc}"
+            ) from None
+
     async def record(self, state: TaskState, *, reply_to: str | None) -> None:
         fields = _fields(state)  # EncodeError here, before anything is written
         terminal = "1" if state.status.terminal else "0"

@@ -74,3 +74,33 @@ async def test_priority_is_refused_on_quorum_queues(app: App) -> None:
     async with app:
         with pytest.raises(ConfigurationError, match="quorum"):
             await app.tasks["add"].options(priority=3).delay(1, 2)
+
+
+async def test_one_queue_quorum_next_to_classic_priority_queues(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    topology_cleanup.add("ledger")
+    app = App("mixed", broker=BROKER, prefix=prefix, quorum_queues={"ledger"})
+
+    @app.task(queue="ledger")
+    async def book(amount: int) -> int:
+        return amount
+
+    @app.task(priority=5)
+    async def urgent() -> str:
+        return "ok"
+
+    with pytest.raises(ConfigurationError, match="quorum"):
+        app.task(name="bad", queue="ledger", priority=3)(book.func)
+
+    async with app, running_worker(app):
+        assert await (await book.delay(7)).result(timeout=15) == 7
+        assert await (await urgent.delay()).result(timeout=15) == "ok"
+        with pytest.raises(ConfigurationError, match="quorum"):
+            await book.options(priority=1).delay(1)
+
+    queues = await queues_of(prefix)
+    assert queues[app.names.work_queue("ledger")]["type"] == "quorum"
+    default = queues[app.names.work_queue("default")]
+    assert default["type"] == "classic"
+    assert default["args"]["x-max-priority"] == 10

@@ -178,3 +178,30 @@ async def test_delayed_task_expired_before_arrival_is_dead_lettered(
     assert calls == []
     assert dead.headers[H_REASON] == "expired"
     assert await handle.status() is TaskStatus.FAILURE
+
+
+async def test_app_default_retry_applies_to_tasks_without_a_policy(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    app = App(
+        "default-retry", broker=BROKER, prefix=prefix,
+        retry=RetryPolicy(max_attempts=3, delay=0.05, jitter=False),
+    )  # fmt: skip
+    attempts: list[int] = []
+
+    @app.task
+    async def wobbly() -> int:
+        attempts.append(current().attempt)
+        if current().attempt < 3:
+            raise ConnectionError("again")
+        return current().attempt
+
+    @app.task(retry=RetryPolicy(max_attempts=1))
+    async def strict() -> None:
+        raise ConnectionError("no retries here")
+
+    async with app, running_worker(app):
+        assert await (await wobbly.delay()).result(timeout=20) == 3
+        with pytest.raises(TaskFailed):
+            await (await strict.delay()).result(timeout=20)
+    assert attempts == [1, 2, 3]
