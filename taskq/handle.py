@@ -113,7 +113,24 @@ class TaskHandle(Generic[R]):
             call.close()
             raise LifecycleError(problem)
         assert loop is not None
+        future = asyncio.run_coroutine_threadsafe(call, loop)
+        return block_on(future, loop, f"the app was closed while waiting on {self!r}")
+
+
+def block_on(
+    future: concurrent.futures.Future[T], loop: asyncio.AbstractEventLoop, closed_message: str
+) -> T:
+    """Block the calling thread for ``future``, which runs on ``loop`` in another thread.
+
+    If the loop stops before the call even started (a close racing with the call), the future
+    would never settle: the wait wakes twice a second to notice, and raises LifecycleError.
+    """
+    while True:
         try:
-            return asyncio.run_coroutine_threadsafe(call, loop).result()
+            return future.result(timeout=0.5)
+        except concurrent.futures.TimeoutError:
+            if loop.is_closed() or not loop.is_running():
+                future.cancel()
+                raise LifecycleError(closed_message) from None
         except concurrent.futures.CancelledError:
-            raise LifecycleError(f"the app was closed while waiting on {self!r}") from None
+            raise LifecycleError(closed_message) from None

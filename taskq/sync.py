@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from .exceptions import LifecycleError
-from .handle import TaskHandle
+from .handle import TaskHandle, block_on
 from .results.base import TaskState, TaskStatus
 from .task import Task, TaskCall
 
@@ -146,10 +145,8 @@ class SyncClient:
         except BaseException:
             coro.close()
             raise
-        try:
-            return asyncio.run_coroutine_threadsafe(self._tracked(coro), loop).result()
-        except concurrent.futures.CancelledError:
-            raise LifecycleError("the sync client was closed while this call waited") from None
+        future = asyncio.run_coroutine_threadsafe(self._tracked(coro), loop)
+        return block_on(future, loop, "the sync client was closed while this call waited")
 
     def close(self) -> None:
         """Close the App, cancel waiting calls, stop the loop thread (idempotent)."""

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from ..app import App
-from ..exceptions import BrokerUnavailable, ConfigurationError, TaskqError
+from ..exceptions import BrokerUnavailable, ConfigurationError, InvalidArguments, TaskqError
 from . import dlq, events, inspect, queues, send
 from .common import ExitCode, UsageError, load_app, run_loop
 
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.OK
     try:
         return run_loop(_run(_app_from(args), args))
-    except (UsageError, ConfigurationError) as exc:
+    except (UsageError, ConfigurationError, InvalidArguments) as exc:
         print(f"taskq: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except BrokerUnavailable as exc:
