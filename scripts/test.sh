@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Run every check: `bash scripts/test.sh` from a fresh clone (CI runs exactly this).
+#
+# 1. creates .venv with taskq installed (pip install -e '.[dev]'), if not done already;
+# 2. makes sure RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379) run: starts them, or
+#    installs them with apt-get;
+# 3. ruff check on taskq, tests, examples and benchmarks (those that exist);
+# 4. mypy --strict (pyproject.toml) on taskq, then on each example directory on its own (every
+#    example has a tasks.py: one mypy run cannot hold two modules named `tasks`);
+# 5. pytest on tests/ (the typing tests run mypy on tests/typing themselves).
+#
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -x -k priority`). Setting up the
+# environment stops at the first error; the checks all run, then the script exits 1 if any
+# failed (pytest's "no tests collected", exit 5, is a failure too) and lists them. pytest is
+# stopped after TESTS_TIMEOUT seconds (default 1800), which counts as a failure (exit 124).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+bash "$ROOT/scripts/ensure-venv.sh"
+bash "$ROOT/scripts/ensure-services.sh" rabbitmq redis
+
+cd "$ROOT"
+
+failed=()
+
+# Run one check; remember it if it fails, and go on, so that one run reports every problem.
+check() {
+    local name="$1"
+    shift
+    local status=0
+    run "$@" || status=$?
+    if [ "$status" -ne 0 ]; then
+        failed+=("$name (exit $status)")
+        info "FAILED: $name (exit $status)"
+    fi
+    return 0
+}
+
+lint_dirs=()
+for dir in taskq tests examples benchmarks; do
+    if [ -d "$dir" ]; then lint_dirs+=("$dir"); fi
+done
+step "ruff"
+check "ruff check" "$VENV/bin/ruff" check "${lint_dirs[@]}"
+
+step "mypy"
+check "mypy taskq" "$VENV/bin/mypy" taskq
+for example in examples/*/; do
+    if [ -d "$example" ]; then check "mypy ${example%/}" "$VENV/bin/mypy" "${example%/}"; fi
+done
+
+step "pytest"
+# pytest exits 5 when it collected no tests: check() counts that as a failure like any other.
+# Each test has its own timeout (pyproject.toml); this cap catches a run that hangs anyway,
+# e.g. on a thread a test left blocked, which keeps the interpreter from exiting.
+check "pytest" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" "$VENV/bin/pytest" "$@"
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    printf '\nFAILED checks:\n' >&2
+    printf '  - %s\n' "${failed[@]}" >&2
+    exit 1
+fi
+step "all checks passed"
