@@ -114,10 +114,10 @@ class TaskHandle(Generic[R]):
             raise LifecycleError(problem)
         assert loop is not None
         future = asyncio.run_coroutine_threadsafe(call, loop)
-        return block_on(future, loop, f"the app was closed while waiting on {self!r}")
+        return _block_on(future, loop, f"the app was closed while waiting on {self!r}")
 
 
-def block_on(
+def _block_on(
     future: concurrent.futures.Future[T], loop: asyncio.AbstractEventLoop, closed_message: str
 ) -> T:
     """Block the calling thread for ``future``, which runs on ``loop`` in another thread.

@@ -26,7 +26,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from .exceptions import LifecycleError
-from .handle import TaskHandle, block_on
+from .handle import TaskHandle, _block_on
 from .results.base import TaskState, TaskStatus
 from .task import Task, TaskCall
 
@@ -146,7 +146,7 @@ class SyncClient:
             coro.close()
             raise
         future = asyncio.run_coroutine_threadsafe(self._tracked(coro), loop)
-        return block_on(future, loop, "the sync client was closed while this call waited")
+        return _block_on(future, loop, "the sync client was closed while this call waited")
 
     def close(self) -> None:
         """Close the App, cancel waiting calls, stop the loop thread (idempotent)."""
