@@ -1,0 +1,1 @@
+"""Task modules that benchmark worker subprocesses import (one per system measured)."""

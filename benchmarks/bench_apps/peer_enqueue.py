@@ -1,0 +1,69 @@
+"""Enqueue N no-op tasks through a peer's own client, in a process of its own (each peer's
+module-level configuration comes from the environment). Prints the seconds taken.
+
+Usage: python -m benchmarks.bench_apps.peer_enqueue SYSTEM N [gather|warm]
+With ``warm``, one extra task (argument -1) is sent first, outside the measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+WARM = "warm" in sys.argv[3:] or "gather" in sys.argv[3:]
+
+
+def celery(n: int) -> float:
+    from .celery_app import noop
+
+    if WARM:
+        noop.delay(-1)  # connect and declare outside the measurement
+    start = time.perf_counter()
+    for i in range(n):
+        noop.delay(i)
+    return time.perf_counter() - start
+
+
+def dramatiq(n: int) -> float:
+    from .dramatiq_app import noop
+
+    if WARM:
+        noop.send(-1)
+    start = time.perf_counter()
+    for i in range(n):
+        noop.send(i)
+    return time.perf_counter() - start
+
+
+async def taskiq(n: int, gather: bool) -> float:
+    from .taskiq_app import broker, noop
+
+    await broker.startup()
+    try:
+        if WARM:
+            await noop.kiq(-1)
+        start = time.perf_counter()
+        if gather:
+            await asyncio.gather(*(noop.kiq(i) for i in range(n)))
+        else:
+            for i in range(n):
+                await noop.kiq(i)
+        return time.perf_counter() - start
+    finally:
+        await broker.shutdown()
+
+
+def main() -> None:
+    system, n = sys.argv[1], int(sys.argv[2])
+    if system == "celery":
+        seconds = celery(n)
+    elif system == "dramatiq":
+        seconds = dramatiq(n)
+    else:
+        seconds = asyncio.run(taskiq(n, "gather" in sys.argv[3:]))
+    print(f"SECONDS {seconds}")
+
+
+if __name__ == "__main__":
+    main()
