@@ -291,7 +291,7 @@ class App:
         kwargs: dict[str, Any],
     ) -> TaskHandle[Any]:
         handle, exchange, key, message = await self._prepare(task, options, args, kwargs)
-        await events.sent(self, message)  # first, so that it comes before task.received
+        await events.sent(self, (key, message))  # first: it must come before task.received
         await self.transport.publish(exchange, key, message)
         return handle
 
@@ -312,7 +312,7 @@ class App:
             else:
                 view_task, view_options = view, SendOptions()
             prepared.append(await self._prepare(view_task, view_options, tuple(args), kwargs))
-        await events.sent(self, *(msg for *_, msg in prepared))
+        await events.sent(self, *((key, msg) for _, _, key, msg in prepared))
         await self.transport.publish_many([(ex, key, msg) for _, ex, key, msg in prepared])
         return [handle for handle, *_ in prepared]
 

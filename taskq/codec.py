@@ -108,11 +108,17 @@ class Signature:
     def __init__(self, func: Callable[..., Any]) -> None:
         self.func = func
         self.inspected = inspect.signature(func)
+        params = self.inspected.parameters.values()
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        # A call with exactly this many positional arguments and no keywords always binds.
+        self._simple_arity = len(self.inspected.parameters) if plain else -1
 
     def bind(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[list[Any], dict[str, Any]]:
         """Check a call against the signature; return the positional and keyword parts to send."""
+        if not kwargs and len(args) == self._simple_arity:
+            return list(args), {}  # every parameter given positionally: nothing to check
         try:
             bound = self.inspected.bind(*args, **kwargs)
         except TypeError as exc:

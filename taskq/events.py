@@ -29,7 +29,8 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .message import H_ATTEMPT, H_ETA, H_QUEUE, OutgoingMessage
+from .message import H_ATTEMPT, H_ETA, OutgoingMessage
+from .topology import queue_from_delay_key
 
 if TYPE_CHECKING:
     from .app import App
@@ -67,11 +68,10 @@ def _header_int(headers: Mapping[str, Any], name: str) -> int:
 
 def delivery_fields(delivery: Delivery) -> dict[str, Any]:
     """Task fields read from a delivery's properties and headers (no body decoding)."""
-    queue = delivery.headers.get(H_QUEUE)
     return {
         "task_id": delivery.message_id,
         "task": delivery.type,
-        "queue": queue.decode() if isinstance(queue, bytes) else (queue or delivery.queue),
+        "queue": delivery.queue,
         "attempt": _header_int(delivery.headers, H_ATTEMPT),
     }
 
@@ -204,8 +204,8 @@ async def _wait_any(first: asyncio.Event, second: asyncio.Event, *, timeout: flo
 _declared: weakref.WeakSet[Transport] = weakref.WeakSet()
 
 
-async def sent(app: App, *messages: OutgoingMessage) -> None:
-    """Publish ``task.sent`` for task messages the App just published, if it has events on."""
+async def sent(app: App, *sends: tuple[str, OutgoingMessage]) -> None:
+    """Publish ``task.sent`` for ``(routing key, message)`` task sends, if events are on."""
     if not app.settings.events:
         return
     transport = app.transport
@@ -214,13 +214,13 @@ async def sent(app: App, *messages: OutgoingMessage) -> None:
         await transport.declare_exchange(exchange, "topic")
         _declared.add(transport)
     batch = []
-    for message in messages:
+    for routing_key, message in sends:
         headers = message.headers
         fields: dict[str, Any] = {
             "time": time.time(),
             "task_id": message.message_id,
             "task": message.type,
-            "queue": headers.get(H_QUEUE),
+            "queue": queue_from_delay_key(routing_key),
             "attempt": _header_int(headers, H_ATTEMPT),
         }
         if headers.get(H_ETA) is not None:

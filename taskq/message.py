@@ -85,14 +85,16 @@ class Envelope:
 
     def headers(self) -> dict[str, Any]:
         """The ``x-taskq-*`` headers of this envelope."""
+        # Only what differs from the defaults travels: every header costs marshalling time on
+        # the hot path. The queue is known from where the message is consumed.
         headers: dict[str, Any] = {
             H_SCHEMA: SCHEMA_VERSION,
             H_ATTEMPT: self.attempt,
-            H_DELIVERIES: self.deliveries,
-            H_QUEUE: self.queue,
             # Milliseconds as an integer: AMQP table floats may travel as 32-bit.
             H_SENT_AT: int(self.sent_at * 1000),
         }
+        if self.deliveries:
+            headers[H_DELIVERIES] = self.deliveries
         if self.eta is not None:
             headers[H_ETA] = self.eta.isoformat()
         if self.expires is not None:

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         default=5, ge=1, description="deliveries that did not finish before crash-loop DLQ"
     )
     publish_timeout: float = Field(
-        default=30.0, gt=0, description="how long a publish may wait for a reconnect and confirm"
+        default=30.0, gt=0, description="how long a publish may wait for the broker to come back"
     )
     connect_timeout: float = Field(default=10.0, gt=0)
     queue_type: Literal["classic", "quorum"] = Field(

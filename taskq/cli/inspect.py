@@ -16,8 +16,8 @@ from typing import Any
 
 from .. import control
 from ..app import App
-from ..message import H_ETA, H_QUEUE
-from ..topology import DELAY_LEVELS
+from ..message import H_ETA
+from ..topology import DELAY_LEVELS, queue_from_delay_key
 from ..transport import Delivery
 from . import tables
 from .common import ExitCode, UsageError
@@ -185,10 +185,9 @@ async def _peek(app: App, queues: list[str], limit: int) -> list[dict[str, Any]]
             while len(held) < limit and (delivery := await app.transport.get(queue)) is not None:
                 held.append(delivery)
                 eta = delivery.headers.get(H_ETA)
-                target = delivery.headers.get(H_QUEUE)
                 found.append({
                     "task_id": delivery.message_id, "task": delivery.type,
-                    "queue": target.decode() if isinstance(target, bytes) else target,
+                    "queue": queue_from_delay_key(delivery.routing_key or ""),
                     "eta": eta.decode() if isinstance(eta, bytes) else eta,
                     "delay_queue": queue,
                 })

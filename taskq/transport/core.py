@@ -14,25 +14,20 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import (
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-    ExchangeType,
-)
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, ExchangeType
+from aiormq.abc import DeliveredMessage
 
-from . import topology
-from .exceptions import BrokerUnavailable, LifecycleError, PublishError, TopologyMismatch
-from .message import OutgoingMessage
-from .redact import redact_url
-from .settings import Settings
+from .. import topology
+from ..exceptions import BrokerUnavailable, LifecycleError, PublishError, TopologyMismatch
+from ..message import OutgoingMessage
+from ..redact import redact_url
+from ..settings import Settings
+from .wire import Acker, Delivery, properties
 
 log = logging.getLogger("taskq.transport")
 
@@ -45,6 +40,10 @@ _CONNECTION_ERRORS = (
     RuntimeError,  # aiormq: "Connection closed" / "writer is None" while reconnecting
 )
 
+# Publishes awaiting their confirm at once, per transport. aiormq scans every pending confirm on
+# each multiple-ack frame, so an unbounded burst costs quadratic time.
+MAX_IN_FLIGHT = 300
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class QueueDepth:
@@ -53,100 +52,6 @@ class QueueDepth:
     name: str
     messages: int
     consumers: int
-
-
-class Delivery:
-    """One received message, with the two ways to end it: ``ack`` and ``reject``."""
-
-    __slots__ = ("_message", "queue")
-
-    def __init__(self, message: AbstractIncomingMessage, queue: str) -> None:
-        self._message = message
-        self.queue = queue
-
-    @property
-    def body(self) -> bytes:
-        return self._message.body
-
-    @property
-    def headers(self) -> Mapping[str, Any]:
-        return self._message.headers or {}
-
-    @property
-    def content_type(self) -> str | None:
-        return self._message.content_type
-
-    @property
-    def message_id(self) -> str | None:
-        return self._message.message_id
-
-    @property
-    def type(self) -> str | None:
-        return self._message.type
-
-    @property
-    def priority(self) -> int | None:
-        return self._message.priority
-
-    @property
-    def reply_to(self) -> str | None:
-        return self._message.reply_to
-
-    @property
-    def correlation_id(self) -> str | None:
-        return self._message.correlation_id
-
-    @property
-    def redelivered(self) -> bool:
-        return bool(self._message.redelivered)
-
-    @property
-    def routing_key(self) -> str | None:
-        return self._message.routing_key
-
-    def as_outgoing(self, **changes: Any) -> OutgoingMessage:
-        """This message as an OutgoingMessage (to republish it), with ``changes`` applied."""
-        msg = self._message
-        fields: dict[str, Any] = {
-            "body": msg.body,
-            "message_id": msg.message_id,
-            "type": msg.type,
-            "headers": dict(msg.headers or {}),
-            "priority": msg.priority,
-            "reply_to": msg.reply_to,
-            "correlation_id": msg.correlation_id,
-            "timestamp": msg.timestamp,
-            "content_type": msg.content_type or "",
-        }
-        fields.update(changes)
-        return OutgoingMessage(**fields)
-
-    async def ack(self) -> None:
-        await self._message.ack()
-
-    async def reject(self, requeue: bool) -> None:
-        await self._message.reject(requeue=requeue)
-
-
-def _to_aio_pika(msg: OutgoingMessage) -> aio_pika.Message:
-    return aio_pika.Message(
-        body=msg.body,
-        headers=dict(msg.headers),
-        content_type=msg.content_type or None,
-        delivery_mode=(
-            aio_pika.DeliveryMode.PERSISTENT
-            if msg.persistent
-            else aio_pika.DeliveryMode.NOT_PERSISTENT
-        ),
-        priority=msg.priority,
-        correlation_id=msg.correlation_id,
-        reply_to=msg.reply_to,
-        expiration=msg.expiration_ms / 1000 if msg.expiration_ms is not None else None,
-        message_id=msg.message_id,
-        timestamp=msg.timestamp,
-        type=msg.type,
-        app_id="taskq",
-    )
 
 
 class Transport:
@@ -162,8 +67,9 @@ class Transport:
         self._notify_channel: AbstractRobustChannel | None = None
         self._topology_channel: AbstractRobustChannel | None = None
         self._consume_channel: AbstractRobustChannel | None = None
+        self._get_channel: AbstractRobustChannel | None = None
+        self._confirm_underlay: aiormq.abc.AbstractChannel | None = None
         self._declared: set[str] = set()
-        self._exchanges: dict[str, AbstractExchange] = {}
         self._declare_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -343,30 +249,40 @@ class Transport:
         PublishError; a dropped connection is waited out and the publish retried until
         ``publish_timeout``, then BrokerUnavailable."""
         channel: AbstractRobustChannel = self._require(self._confirm_channel, "publish")
-        wire = _to_aio_pika(message)
-        deadline = time.monotonic() + self.settings.publish_timeout
+        props = properties(message)
+        deadline = 0.0
         while True:
             try:
-                target = self._exchanges.get(exchange)
-                if target is None:
-                    target = await channel.get_exchange(exchange, ensure=False)
-                    self._exchanges[exchange] = target
-                await target.publish(
-                    wire, routing_key, mandatory=mandatory, timeout=self.settings.publish_timeout
+                underlay = self._confirm_underlay
+                if underlay is None or underlay.is_closed:
+                    underlay = self._confirm_underlay = await channel.get_underlay_channel()
+                # wait=False: release aiormq's channel lock once the frame is queued rather
+                # than when it is written, so concurrent publishes pipeline; the confirm is
+                # still awaited. No per-publish timer: a dead connection is found by AMQP
+                # heartbeats, which fail the pending confirms, and the publish is retried.
+                await underlay.basic_publish(
+                    message.body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=props,
+                    mandatory=mandatory,
+                    wait=False,  # type: ignore[call-arg]  # aiormq's Channel has it
                 )
                 return
-            except aio_pika.exceptions.DeliveryError as exc:
+            except aiormq.exceptions.DeliveryError as exc:
                 raise PublishError(
-                    f"broker refused message {message.message_id} to {exchange!r}/{routing_key!r}: "
-                    f"{_describe_refusal(exc)}"
+                    f"broker refused message {message.message_id} to "
+                    f"{exchange!r}/{routing_key!r}: {_describe_refusal(exc)}"
                 ) from None
             except _CONNECTION_ERRORS as exc:
+                self._confirm_underlay = None
+                deadline = deadline or time.monotonic() + self.settings.publish_timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BrokerUnavailable(
                         f"publish failed and the broker did not come back: {exc}"
                     ) from None
-                log.warning("publish interrupted (%s); retrying after reconnect", exc)
+                log.warning("publish interrupted (%r); retrying after reconnect", exc)
                 await _wait_ready(channel, remaining)
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
@@ -396,13 +312,25 @@ class Transport:
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         """Publish a transient, unconfirmed, non-mandatory message on the default exchange
         (status updates to a reply queue). Replies to a queue that is gone are dropped by design."""
+        await self._unconfirmed("", [(routing_key, message)])
+
+    async def _unconfirmed(
+        self, exchange: str, messages: Sequence[tuple[str, OutgoingMessage]]
+    ) -> None:
         channel: AbstractRobustChannel = self._require(self._notify_channel, "notify")
         try:
-            await channel.default_exchange.publish(
-                _to_aio_pika(message), routing_key, mandatory=False
-            )
+            underlay = await channel.get_underlay_channel()
+            for routing_key, message in messages:
+                await underlay.basic_publish(
+                    message.body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties(message),
+                    mandatory=False,
+                    wait=False,  # type: ignore[call-arg]  # aiormq's Channel has it
+                )
         except _CONNECTION_ERRORS as exc:
-            log.warning("status update for %s not sent: %s", message.correlation_id, exc)
+            log.warning("%d unconfirmed message(s) not sent: %r", len(messages), exc)
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -413,6 +341,35 @@ class Transport:
             await self._consume_channel.set_qos(prefetch_count=prefetch)
         return self._consume_channel
 
+    async def _consume_raw(
+        self,
+        channel: AbstractRobustChannel,
+        queue_name: str,
+        on_message: Callable[[DeliveredMessage], Any],
+        *,
+        no_ack: bool,
+    ) -> Callable[[], Awaitable[None]]:
+        """basic.consume on the channel's aiormq channel, again after every reopen (aio-pika
+        restores only the consumers it created itself); return a cancel function."""
+        current: dict[str, Any] = {}
+
+        async def start(*_: Any) -> None:
+            underlay = await channel.get_underlay_channel()
+            ok = await underlay.basic_consume(queue_name, on_message, no_ack=no_ack)
+            current["underlay"], current["tag"] = underlay, ok.consumer_tag
+
+        await start()
+        channel.reopen_callbacks.add(start)
+
+        async def cancel() -> None:
+            channel.reopen_callbacks.discard(start)
+            try:
+                await current["underlay"].basic_cancel(current["tag"])
+            except _CONNECTION_ERRORS:
+                log.debug("cancel of consumer %s failed: connection gone", current["tag"])
+
+        return cancel
+
     async def consume(
         self, queue: str, on_delivery: Callable[[Delivery], None], *, prefetch: int
     ) -> Callable[[], Awaitable[None]]:
@@ -420,25 +377,21 @@ class Transport:
 
         ``on_delivery`` is called synchronously and must not block: it hands the delivery to
         its owner. aiormq cancels callbacks still running when their channel closes, so no
-        task runs inside the callback.
+        task runs inside the callback. Acks are coalesced per channel (see wire.Acker).
         """
         channel = await self._consume_channel_for(prefetch)
-        declared: AbstractQueue = await channel.declare_queue(
-            self.names.work_queue(queue), passive=True
-        )
+        queue_name = self.names.work_queue(queue)
+        await channel.declare_queue(queue_name, passive=True)
+        ackers: dict[int, Acker] = {}
 
-        async def callback(message: AbstractIncomingMessage) -> None:
-            on_delivery(Delivery(message, queue))
+        def callback(message: DeliveredMessage) -> None:
+            acker = ackers.get(id(message.channel))
+            if acker is None or acker.channel is not message.channel:
+                ackers.clear()  # a reopened channel: the old one's tags are void
+                acker = ackers[id(message.channel)] = Acker(message.channel)
+            on_delivery(Delivery(message, queue, acker))
 
-        tag = await declared.consume(callback, no_ack=False)
-
-        async def cancel() -> None:
-            try:
-                await declared.cancel(tag)
-            except _CONNECTION_ERRORS:
-                log.debug("cancel of consumer %s failed: connection already gone", tag)
-
-        return cancel
+        return await self._consume_raw(channel, queue_name, callback, no_ack=False)
 
     async def consume_replies(
         self, queue_name: str, on_reply: Callable[[str | None, bytes, str | None], None]
@@ -450,23 +403,29 @@ class Transport:
         """
         consumer = self._require(self._consumer, "consume_replies")
         channel = await consumer.channel()
-        queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
+        await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
 
-        async def callback(message: AbstractIncomingMessage) -> None:
-            on_reply(message.correlation_id, message.body, message.type)
+        def callback(message: DeliveredMessage) -> None:
+            props = message.header.properties
+            on_reply(props.correlation_id, message.body, props.message_type)
 
-        await queue.consume(callback, no_ack=True)
+        await self._consume_raw(channel, queue_name, callback, no_ack=True)
 
     async def get(self, queue_name: str) -> Delivery | None:
         """Fetch one message from a queue by its full name (basic.get), or None if empty.
 
-        The delivery stays unacked on a channel of the consuming connection until acked or
-        rejected (used by the dead-letter tools).
+        The delivery stays unacked until acked or rejected (used by the dead-letter tools), on
+        a channel of its own: the consumers' coalesced acks must never cover it.
         """
-        channel = await self._consume_channel_for(1)
-        queue = await channel.declare_queue(queue_name, passive=True)
-        message = await queue.get(no_ack=False, fail=False)
-        return None if message is None else Delivery(message, queue_name)
+        if self._get_channel is None:
+            consumer = self._require(self._consumer, "get")
+            self._get_channel = await consumer.channel()
+        queue = await self._get_channel.declare_queue(queue_name, passive=True)
+        underlay = await self._get_channel.get_underlay_channel()
+        message = await underlay.basic_get(queue.name, no_ack=False)
+        if not isinstance(message.delivery, aiormq.spec.Basic.GetOk):
+            return None
+        return Delivery(message, queue_name, None)
 
     # -- control plane and events (see taskq.control, taskq.events) ----------------------------
 
@@ -485,22 +444,16 @@ class Transport:
         queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
         await queue.bind(exchange, routing_key=routing_key)
 
-        async def callback(message: AbstractIncomingMessage) -> None:
-            await on_message(message.type, message.body)
+        async def callback(message: DeliveredMessage) -> None:
+            await on_message(message.header.properties.message_type, message.body)
 
-        await queue.consume(callback, no_ack=True)
+        await self._consume_raw(channel, queue_name, callback, no_ack=True)
 
     async def emit(self, exchange: str, messages: Sequence[tuple[str, OutgoingMessage]]) -> None:
         """Publish ``(routing_key, message)`` items unconfirmed and non-mandatory to
         ``exchange`` (events: telemetry that may be dropped, never waited for). Lost while the
         connection is down, with a warning."""
-        channel: AbstractRobustChannel = self._require(self._notify_channel, "emit")
-        try:
-            target = await channel.get_exchange(exchange, ensure=False)
-            for routing_key, message in messages:
-                await target.publish(_to_aio_pika(message), routing_key, mandatory=False)
-        except _CONNECTION_ERRORS as exc:
-            log.warning("%d event(s) not published: %s", len(messages), exc)
+        await self._unconfirmed(exchange, messages)
 
 
 async def _wait_ready(channel: AbstractRobustChannel, timeout: float) -> None:
