@@ -161,11 +161,20 @@ class Signature:
 
         Raises InvalidArguments with pydantic's explanation when they do not fit.
         """
+        model = self._model
+        if not kwargs and len(args) == self._simple_arity:  # all positional: no bind needed
+            if model is None:
+                return tuple(args), {}
+            named = dict(zip(self.inspected.parameters, args, strict=True))
+            try:
+                values = model.model_validate(named)
+            except ValidationError as exc:
+                raise InvalidArguments(str(exc)) from None
+            return tuple(getattr(values, f"p{i}") for i in range(len(args))), {}
         try:
             bound = self.inspected.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArguments(str(exc)) from None
-        model = self._model
         if model is None:
             return bound.args, bound.kwargs
         try:

@@ -150,6 +150,7 @@ class WorkerEvents:
 
     def dead_lettered(self, delivery: Delivery, reason: str) -> None:
         """A message went to its queue's ``.dead`` queue: ``task.dead-lettered``."""
+        self._started.pop(delivery.message_id or "", None)  # e.g. a task that raised Reject
         if self.publish or self.listeners:
             self.emit("task.dead-lettered", {**delivery_fields(delivery), "reason": reason})
 

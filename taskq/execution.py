@@ -1,0 +1,179 @@
+"""Decide: what becomes of one delivery (decode, checks, run the task) as an Outcome.
+
+delivery -> decode -> crash-loop and expiry checks -> look up -> validate -> (skip if a
+durable store shows SUCCESS) -> STARTED -> run under timeout -> Outcome. Nothing here talks to
+the broker except through the record callback; turning the Outcome into broker actions is
+:mod:`taskq.actions`' job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from . import outcome as oc
+from .context import TaskContext, reset_current, set_current
+from .exceptions import DecodeError, InvalidArguments, TaskTimeout
+from .message import Envelope, decode_envelope
+from .results.base import ErrorInfo, TaskStatus
+from .task import Task
+from .transport import Delivery
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+Record = Callable[..., Awaitable[None]]
+
+
+@dataclasses.dataclass(slots=True)
+class ActiveTask:
+    """A task running now (what `inspect active` shows)."""
+
+    task_id: str
+    task_name: str
+    queue: str
+    attempt: int
+    args: list[Any]
+    kwargs: dict[str, Any]
+    started_at: float
+
+
+class Executor:
+    """Runs deliveries for one worker and says what became of each."""
+
+    def __init__(self, worker: Worker, record: Record) -> None:
+        self.worker = worker
+        self.app = worker.app
+        self.record = record
+        self.active: dict[str, ActiveTask] = {}
+        self.threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=worker.app.settings.threads, thread_name_prefix="taskq-task"
+        )
+
+    async def decide(self, delivery: Delivery) -> tuple[Envelope | None, oc.Outcome]:
+        """The outcome of ``delivery`` (and its envelope, if it could be decoded)."""
+        try:
+            envelope = decode_envelope(
+                body=delivery.body,
+                content_type=delivery.content_type,
+                message_id=delivery.message_id,
+                task_name=delivery.type,
+                headers=delivery.headers,
+                priority=delivery.priority,
+                reply_to=delivery.reply_to,
+                queue=delivery.queue,
+            )
+        except DecodeError as exc:
+            return None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc))
+        if delivery.redelivered:
+            return envelope, self._redelivered(envelope)
+        if envelope.expires is not None and envelope.expires < dt.datetime.now(dt.UTC):
+            return envelope, oc.DeadLetter(
+                oc.EXPIRED, ErrorInfo("taskq.Expired", f"not started before {envelope.expires}")
+            )
+        task = self.app.tasks.get(envelope.task_name)
+        if task is None:
+            return envelope, oc.DeadLetter(
+                oc.UNKNOWN_TASK,
+                ErrorInfo(
+                    "taskq.UnknownTask", f"no task named {envelope.task_name!r} in this worker"
+                ),
+            )
+        return envelope, await self._run(task, envelope)
+
+    def _redelivered(self, envelope: Envelope) -> oc.Outcome:
+        # The last holder died before acking: count it, so that a message that kills workers
+        # is caught instead of killing them forever.
+        deliveries = envelope.deliveries + 1
+        if deliveries >= self.app.settings.max_deliveries:
+            return oc.DeadLetter(
+                oc.CRASH_LOOP,
+                ErrorInfo("taskq.CrashLoop", f"delivered {deliveries} times without finishing"),
+            )
+        return oc.CountRedelivery(deliveries)
+
+    async def _run(self, task: Task[Any, Any], envelope: Envelope) -> oc.Outcome:
+        try:
+            args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
+        except InvalidArguments as exc:
+            return oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc))
+        if await self._already_succeeded(envelope):
+            return oc.Skip()
+        await self.record(envelope, TaskStatus.STARTED)
+        self.active[envelope.task_id] = ActiveTask(
+            envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
+            envelope.args, envelope.kwargs, time.time(),
+        )  # fmt: skip
+        self.worker.events.started(envelope)
+        token = set_current(self._context(envelope))
+        policy = task.config.retry or self.app.default_retry
+        try:
+            value = await self._call(task, args, kwargs)
+        except Exception as exc:
+            return oc.from_exception(exc, envelope.attempt, policy)
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if self.worker.stopping or (current is not None and current.cancelling()):
+                raise  # the worker is stopping: the delivery goes back to its queue
+            # The task's own code raised CancelledError (e.g. an inner operation was
+            # cancelled): that is the task failing, not the worker stopping.
+            error = RuntimeError(f"task raised CancelledError: {exc}")
+            return oc.from_exception(error, envelope.attempt, policy)
+        finally:
+            reset_current(token)
+            self.active.pop(envelope.task_id, None)
+        return oc.Succeeded(value)
+
+    async def _already_succeeded(self, envelope: Envelope) -> bool:
+        store = self.worker.store
+        if not store.durable:
+            return False
+        done = await self.worker.actions.until_stored(lambda: store.get(envelope.task_id))
+        return done is not None and done.status is TaskStatus.SUCCESS
+
+    def _context(self, envelope: Envelope) -> TaskContext:
+        async def report(fraction: float, message: str | None) -> None:
+            await self.record(envelope, TaskStatus.STARTED, progress=(fraction, message))
+
+        return TaskContext(
+            envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
+            envelope.root_id or envelope.task_id, report,
+        )  # fmt: skip
+
+    async def _call(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        timeout = task.config.timeout or self.app.settings.task_timeout
+        if task.config.is_async:
+            try:
+                async with asyncio.timeout(timeout) as cm:
+                    return await task.func(*args, **kwargs)
+            except TimeoutError:
+                if cm.expired():
+                    raise TaskTimeout(f"task {task.name} ran longer than {timeout} s") from None
+                raise
+        ctx = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(
+            self.threads, lambda: ctx.run(task.func, *args, **kwargs)
+        )
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            # wait_for cancels the future on timeout, and exception() of a cancelled future
+            # raises CancelledError (which would requeue the task as if the worker stopped).
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise
+            # A thread cannot be stopped: it runs on, but its outcome no longer counts.
+            raise TaskTimeout(
+                f"task {task.name} ran longer than {timeout} s (its thread runs on)"
+            ) from None
+
+    def close(self) -> None:
+        """Stop the thread pool (threads still running a timed-out task run on)."""
+        self.threads.shutdown(wait=False, cancel_futures=True)
