@@ -103,9 +103,11 @@ class Executor:
             args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
         except InvalidArguments as exc:
             return oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc))
-        if await self._already_succeeded(envelope):
+        store = self.worker.store
+        if store.durable and await self._already_succeeded(envelope):
             return oc.Skip()
-        await self.record(envelope, TaskStatus.STARTED)
+        if envelope.reply_to is not None or store.durable:  # else nobody can ask
+            await self.record(envelope, TaskStatus.STARTED)
         self.active[envelope.task_id] = ActiveTask(
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.args, envelope.kwargs, time.time(),
@@ -132,8 +134,6 @@ class Executor:
 
     async def _already_succeeded(self, envelope: Envelope) -> bool:
         store = self.worker.store
-        if not store.durable:
-            return False
         done = await self.worker.actions.until_stored(lambda: store.get(envelope.task_id))
         return done is not None and done.status is TaskStatus.SUCCESS
 
@@ -151,6 +151,8 @@ class Executor:
     ) -> Any:
         timeout = task.config.timeout or self.app.settings.task_timeout
         if task.config.is_async:
+            if timeout is None:
+                return await task.func(*args, **kwargs)
             try:
                 async with asyncio.timeout(timeout) as cm:
                     return await task.func(*args, **kwargs)
