@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:  # a broken peer must not lose the rest of the run
                 notes.append(f"{system}: failed: {type(exc).__name__}: {str(exc)[:500]}")
                 h.progress(notes[-1])
-    peers_skipped = {"roundtrip", "fanout", "memory"} & set(args.scenarios)
+    peers_skipped = {"memory"} & set(args.scenarios)
     if peers_skipped and {"celery", "dramatiq", "taskiq"} & set(args.systems):
         notes.append(f"peers are not measured for: {', '.join(sorted(peers_skipped))}")
     h.add_fractions(results)

@@ -105,12 +105,15 @@ async def drain(app: App, opts: Options, processes: int) -> Result:
     scenario = "drain" if processes == 1 else f"drain{processes}"
     h.progress(f"taskq {scenario}: queueing {opts.tasks} tasks")
     await prequeue(app, opts.tasks)
-    workers = h.Workers([worker_command(opts)] * processes, worker_env(app.settings.prefix))
-    h.progress(f"taskq {scenario}: {processes} taskq-worker process(es) started")
+    command = worker_command(opts)
+    if processes > 1:  # one supervisor running N worker processes, as a user would
+        command += ["--processes", str(processes)]
+    workers = h.Workers([command], worker_env(app.settings.prefix))
+    h.progress(f"taskq {scenario}: taskq-worker --processes {processes} started")
     timing = await h.drain(f"taskq {scenario}", workers, opts.tasks,
                            app.names.work_queue("default"))
     seconds = timing.pop("seconds")
-    return h.rate("taskq", scenario, f"{processes} x taskq-worker",
+    return h.rate("taskq", scenario, f"taskq-worker --processes {processes}",
                   f"--concurrency {opts.concurrency}, uvloop, no reply_to", opts.tasks,
                   seconds, **timing)
 

@@ -1,4 +1,8 @@
-"""Celery benchmark app: BENCH_QUEUE names the queue and exchange; results ignored.
+"""Celery benchmark app: BENCH_QUEUE names the queue and exchange.
+
+Results are ignored unless BENCH_REDIS_PREFIX is set: then they go to the Redis result
+backend at BENCH_REDIS (default redis://127.0.0.1:6379/0), every key and pub/sub channel
+prefixed with ``$BENCH_REDIS_PREFIX:`` (``global_keyprefix``) so the harness can delete them.
 
 Run: celery -A benchmarks.bench_apps.celery_app worker -P solo --without-gossip
 --without-mingle --without-heartbeat -Q $BENCH_QUEUE
@@ -13,18 +17,26 @@ from celery import Celery
 from .counter import hit
 
 QUEUE = os.environ.get("BENCH_QUEUE", "bench.celery")
+REDIS_PREFIX = os.environ.get("BENCH_REDIS_PREFIX")
 app = Celery("bench", broker=os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672//"))
 app.conf.update(
     task_default_queue=QUEUE,
     task_default_exchange=QUEUE,
     task_default_routing_key=QUEUE,
-    task_ignore_result=True,
+    task_ignore_result=REDIS_PREFIX is None,
     worker_prefetch_multiplier=int(os.environ.get("BENCH_CELERY_PREFETCH", "64")),
     worker_enable_remote_control=False,
     worker_send_task_events=False,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+if REDIS_PREFIX is not None:
+    app.conf.update(
+        result_backend=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"),
+        result_backend_transport_options={"global_keyprefix": f"{REDIS_PREFIX}:"},
+        result_expires=600,
+        result_extended=False,
+    )
 if os.environ.get("BENCH_CONFIRMS") == "1":
     app.conf.broker_transport_options = {"confirm_publish": True}
 

@@ -1,11 +1,16 @@
 """Dramatiq benchmark app: BENCH_QUEUE names the actor's queue; BENCH_CONFIRMS=1 confirms.
 
+With BENCH_REDIS_PREFIX set, the Results middleware stores every result in a RedisBackend at
+BENCH_REDIS (default redis://127.0.0.1:6379/0) under keys prefixed with BENCH_REDIS_PREFIX
+(``namespace`` with ``use_namespace_prefix_keys``), so the harness can delete them.
+
 Run: dramatiq benchmarks.bench_apps.dramatiq_app --processes 1 --threads 8 -Q $BENCH_QUEUE
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -13,13 +18,25 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from .counter import hit
 
 QUEUE = os.environ.get("BENCH_QUEUE", "bench_dramatiq")
+REDIS_PREFIX = os.environ.get("BENCH_REDIS_PREFIX")
 broker = RabbitmqBroker(
     url=os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/"),
     confirm_delivery=os.environ.get("BENCH_CONFIRMS") == "1",
 )
+backend = None
+actor_options: dict[str, Any] = {}
+if REDIS_PREFIX is not None:
+    from dramatiq.results import Results
+    from dramatiq.results.backends import RedisBackend
+
+    backend = RedisBackend(namespace=REDIS_PREFIX, use_namespace_prefix_keys=True,
+                           url=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"))
+    broker.add_middleware(Results(backend=backend, result_ttl=600_000))
+    actor_options["store_results"] = True
 dramatiq.set_broker(broker)
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=0)
-def noop(i: int) -> None:
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, **actor_options)
+def noop(i: int) -> int:
     hit()
+    return i

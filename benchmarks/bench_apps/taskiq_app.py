@@ -2,6 +2,9 @@
 
 Best configuration found: classic queue (the default is quorum, slower on 3.10), qos 64,
 persistent messages and publisher confirms (taskiq-aio-pika's defaults).
+With BENCH_REDIS_PREFIX set, results go to taskiq-redis's RedisAsyncResultBackend at
+BENCH_REDIS (default redis://127.0.0.1:6379/0), keys prefixed with BENCH_REDIS_PREFIX, JSON
+(its default serializer is pickle).
 Run: taskiq worker benchmarks.bench_apps.taskiq_app:broker --workers 1
 """
 
@@ -16,6 +19,7 @@ from taskiq_aio_pika.queue import Queue, QueueType
 from .counter import hit
 
 QUEUE = os.environ.get("BENCH_QUEUE", "bench_taskiq")
+REDIS_PREFIX = os.environ.get("BENCH_REDIS_PREFIX")
 broker = AioPikaBroker(
     os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/"),
     qos=64,
@@ -23,8 +27,18 @@ broker = AioPikaBroker(
     task_queues=[Queue(name=QUEUE, type=QueueType.CLASSIC)],
     dead_letter_queue=Queue(name=f"{QUEUE}.dead", type=QueueType.CLASSIC),
 )
+if REDIS_PREFIX is not None:
+    from taskiq.serializers import JSONSerializer
+    from taskiq_redis import RedisAsyncResultBackend
+
+    broker = broker.with_result_backend(RedisAsyncResultBackend(
+        os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"), prefix_str=REDIS_PREFIX,
+        serializer=JSONSerializer(), result_ex_time=600,
+        # a bounded pool: concurrent waiters share connections instead of opening one each
+        max_connection_pool_size=16))
 
 
 @broker.task(task_name="noop")
-async def noop(i: int) -> None:
+async def noop(i: int) -> int:
     hit()
+    return i
