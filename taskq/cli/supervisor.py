@@ -29,6 +29,7 @@ PARENT_PID_ENV = "TASKQ_SUPERVISOR_PID"
 POLL_INTERVAL = 0.1
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0
+_CLEAN_STOP = (None, 0, -signal.SIGTERM, -signal.SIGINT)
 
 
 @dataclasses.dataclass(slots=True)
@@ -84,11 +85,14 @@ class Supervisor:
         now = time.monotonic()
         self.children = [Child(i, self._spawn(i), now) for i in range(self.processes)]
         log.info("supervising %d worker processes", self.processes)
-        while any(self._alive_or_pending(child) for child in self.children):
+        while True:
+            # Watch before checking liveness: children that died in the same interval must
+            # still have their exit codes seen (and restarts scheduled) before the loop ends.
             for child in self.children:
                 self._watch(child)
+            if not any(self._alive_or_pending(child) for child in self.children):
+                return int(self.exit_code)
             time.sleep(POLL_INTERVAL)
-        return int(self.exit_code)
 
     def _alive_or_pending(self, child: Child) -> bool:
         return child.process.poll() is None or (
@@ -106,7 +110,8 @@ class Supervisor:
             return
         code = child.process.poll()
         if code is None or self.signals_received:
-            if code not in (None, 0) and self.exit_code == ExitCode.OK:
+            # A child still starting dies of the forwarded signal itself: a clean stop.
+            if code not in _CLEAN_STOP and self.exit_code == ExitCode.OK:
                 known = code in {c.value for c in ExitCode}
                 self.exit_code = ExitCode(code) if known else ExitCode.CRASHED
             return
