@@ -92,7 +92,9 @@ def _without_supervisor_flags(argv: Sequence[str]) -> list[str]:
             skip = False
         elif arg in SUPERVISOR_FLAGS:
             skip = True
-        elif not arg.startswith(tuple(f"{flag}=" for flag in SUPERVISOR_FLAGS)):
+        elif not arg.startswith(tuple(f"{flag}=" for flag in SUPERVISOR_FLAGS)) and not (
+            arg.startswith("-p") and arg[2:].isdigit()  # -p2
+        ):
             out.append(arg)
     return out
 

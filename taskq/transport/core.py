@@ -40,10 +40,6 @@ _CONNECTION_ERRORS = (
     RuntimeError,  # aiormq: "Connection closed" / "writer is None" while reconnecting
 )
 
-# Publishes awaiting their confirm at once, per transport. aiormq scans every pending confirm on
-# each multiple-ack frame, so an unbounded burst costs quadratic time.
-MAX_IN_FLIGHT = 300
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class QueueDepth:
@@ -273,6 +269,17 @@ class Transport:
                 raise PublishError(
                     f"broker refused message {message.message_id} to "
                     f"{exchange!r}/{routing_key!r}: {_describe_refusal(exc)}"
+                ) from None
+            except (
+                aiormq.exceptions.ChannelNotFoundEntity,
+                aiormq.exceptions.ChannelAccessRefused,
+            ) as exc:
+                # A missing exchange closes the channel: retrying would only repeat it (and
+                # republish the batch's other messages on every reopen).
+                self._confirm_underlay = None
+                raise PublishError(
+                    f"broker refused message {message.message_id} to "
+                    f"{exchange!r}/{routing_key!r}: {exc}"
                 ) from None
             except _CONNECTION_ERRORS as exc:
                 self._confirm_underlay = None
