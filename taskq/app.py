@@ -352,7 +352,8 @@ class App:
     ) -> tuple[Envelope, int]:
         bound_args, bound_kwargs = bound
         cfg = task.config
-        queue = check_queue_name(cfg.queue if options.queue is None else options.queue)
+        # The task's own queue was checked when it was registered.
+        queue = cfg.queue if options.queue is None else check_queue_name(options.queue)
         if options.priority is not None:
             self._check_priority(options.priority, queue, explicit=True)
         priority = options.priority if options.priority is not None else cfg.priority
