@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import DecodeError
-from .message import OutgoingMessage, decode_envelope
+from .message import OutgoingMessage, envelope_of
 from .transport import Delivery, Transport
 
 if TYPE_CHECKING:
@@ -158,16 +158,7 @@ def active_tasks(worker: Worker) -> list[dict[str, Any]]:
 def reserved_task(delivery: Delivery) -> dict[str, Any]:
     """What a delivery waiting for a slot is (its body is decoded only now, for display)."""
     try:
-        envelope = decode_envelope(
-            body=delivery.body,
-            content_type=delivery.content_type,
-            message_id=delivery.message_id,
-            task_name=delivery.type,
-            headers=delivery.headers,
-            priority=delivery.priority,
-            reply_to=delivery.reply_to,
-            queue=delivery.queue,
-        )
+        envelope = envelope_of(delivery)
     except DecodeError as exc:
         return {"task_id": delivery.message_id, "task": delivery.type, "queue": delivery.queue,
                 "attempt": None, "args": f"<not a taskq message: {exc}>"}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import outcome as oc
 from .context import TaskContext, reset_current, set_current
 from .exceptions import DecodeError, InvalidArguments, TaskTimeout
-from .message import Envelope, decode_envelope
+from .message import Envelope, envelope_of
 from .results.base import ErrorInfo, TaskStatus
 from .task import Task
 from .transport import Delivery
@@ -64,16 +64,7 @@ class Executor:
     async def decide(self, delivery: Delivery) -> tuple[Envelope | None, oc.Outcome]:
         """The outcome of ``delivery`` (and its envelope, if it could be decoded)."""
         try:
-            envelope = decode_envelope(
-                body=delivery.body,
-                content_type=delivery.content_type,
-                message_id=delivery.message_id,
-                task_name=delivery.type,
-                headers=delivery.headers,
-                priority=delivery.priority,
-                reply_to=delivery.reply_to,
-                queue=delivery.queue,
-            )
+            envelope = envelope_of(delivery)
         except DecodeError as exc:
             return None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc))
         if delivery.redelivered:

@@ -18,7 +18,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from . import codec
 from .exceptions import DecodeError
@@ -195,3 +195,30 @@ def decode_envelope(
 def truncate(text: str, limit: int = MAX_HEADER_TEXT) -> str:
     """Cut ``text`` to ``limit`` characters, keeping the end (where a traceback says most)."""
     return text if len(text) <= limit else "...[truncated]...\n" + text[-limit:]
+
+
+class ReceivedMessage(Protocol):
+    """What decoding needs of a received message (taskq.transport.Delivery has it)."""
+
+    body: bytes
+    content_type: str | None
+    message_id: str | None
+    type: str | None
+    headers: Mapping[str, Any]
+    priority: int | None
+    reply_to: str | None
+    queue: str
+
+
+def envelope_of(delivery: ReceivedMessage) -> Envelope:
+    """Decode a received task message; DecodeError says what is wrong with it."""
+    return decode_envelope(
+        body=delivery.body,
+        content_type=delivery.content_type,
+        message_id=delivery.message_id,
+        task_name=delivery.type,
+        headers=delivery.headers,
+        priority=delivery.priority,
+        reply_to=delivery.reply_to,
+        queue=delivery.queue,
+    )

@@ -106,17 +106,10 @@ class Task(Generic[P, R]):
         expires: float | dt.datetime | None = None,
     ) -> TaskCall[P, R]:
         """A frozen view of this task with per-call options (see SendOptions)."""
-        return TaskCall(
-            self,
-            SendOptions(
-                task_id=task_id,
-                priority=priority,
-                queue=queue,
-                countdown=countdown,
-                eta=eta,
-                expires=expires,
-            ),
-        )
+        return TaskCall(self, SendOptions()).options(
+            task_id=task_id, priority=priority, queue=queue,
+            countdown=countdown, eta=eta, expires=expires,
+        )  # fmt: skip
 
     def validate_result(self, value: Any) -> R:
         """Turn a received result into the annotated return type."""

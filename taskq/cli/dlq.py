@@ -18,6 +18,7 @@ from typing import Any
 from .. import dlq
 from ..app import App
 from ..settings import check_queue_name
+from . import tables
 from .common import ExitCode, UsageError
 
 COLUMNS = ("TASK ID", "NAME", "REASON", "ATTEMPTS", "DEAD AT (UTC)", "ERROR")
@@ -82,12 +83,7 @@ def table_rows(entries: Sequence[dlq.DeadMessage]) -> list[tuple[str, ...]]:
 
 def format_table(entries: Sequence[dlq.DeadMessage]) -> str:
     """An aligned table of dead messages, with a header line."""
-    rows = [COLUMNS, *table_rows(entries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return tables.render(COLUMNS, table_rows(entries))
 
 
 # -- confirmation ----------------------------------------------------------------------------
