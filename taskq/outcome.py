@@ -88,10 +88,18 @@ def qualified_name(exc_type: type[BaseException]) -> str:
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
-    """The exception as text: qualified type, message, formatted traceback."""
+    """The exception as text: qualified type, message, formatted traceback.
+
+    Never raises: a task's exception whose ``__str__`` fails must still become a FAILURE,
+    not crash the worker's handling of the delivery.
+    """
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{type(exc).__qualname__}: str() failed>"
     return ErrorInfo(
         type=qualified_name(type(exc)),
-        message=str(exc),
+        message=message,
         traceback="".join(traceback.format_exception(exc)),
     )
 

@@ -310,3 +310,17 @@ def test_state_decode_unknown_status() -> None:
 def test_state_with_unserialisable_result() -> None:
     with pytest.raises(EncodeError):
         TaskState("t3", S.SUCCESS, result=object()).encode()
+
+
+def test_error_info_survives_an_exception_whose_str_fails() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    try:
+        raise Unprintable()
+    except Unprintable as exc:
+        info = outcome.error_info(exc)
+    assert info.type.endswith("Unprintable")
+    assert "str() failed" in info.message
+    assert "Unprintable" in info.traceback
