@@ -30,7 +30,13 @@ import aio_pika
 
 from taskq import App, Worker
 from taskq.cli.common import run_loop
-from taskq.topology import DELAY_LEVELS, DELAY_UNIT_SECONDS, MAX_DELAY_SECONDS, Names
+from taskq.topology import (
+    DELAY_LEVELS,
+    DELAY_UNIT_SECONDS,
+    MAX_DELAY_SECONDS,
+    Names,
+    every_name,
+)
 
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 FULL = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -117,12 +123,10 @@ async def delete_topology(prefix: str) -> None:
     connection = await aio_pika.connect(BROKER)
     try:
         channel = await connection.channel()
-        for queue in (names.work_queue("default"), names.dead_queue("default")):
+        queue_names, exchanges = every_name(names, ["default"])
+        for queue in queue_names:
             await channel.queue_delete(queue)
-        for level in range(DELAY_LEVELS):
-            await channel.queue_delete(names.delay_level(level))
-            await channel.exchange_delete(names.delay_level(level))
-        for exchange in (names.exchange, names.dlx, names.delivery, names.events, names.control):
+        for exchange in exchanges:
             await channel.exchange_delete(exchange)
     finally:
         await connection.close()

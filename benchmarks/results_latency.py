@@ -27,7 +27,7 @@ import redis.asyncio
 
 from taskq import App, Worker
 from taskq.cli.common import run_loop
-from taskq.topology import DELAY_LEVELS, Names
+from taskq.topology import Names, every_name
 
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -82,12 +82,10 @@ async def cleanup(prefix: str, results: str) -> None:
     connection = await aio_pika.connect(BROKER)
     try:
         channel = await connection.channel()
-        for queue in (names.work_queue("default"), names.dead_queue("default")):
+        queue_names, exchanges = every_name(names, ["default"])
+        for queue in queue_names:
             await channel.queue_delete(queue)
-        for level in range(DELAY_LEVELS):
-            await channel.queue_delete(names.delay_level(level))
-            await channel.exchange_delete(names.delay_level(level))
-        for exchange in (names.exchange, names.dlx, names.delivery, names.events, names.control):
+        for exchange in exchanges:
             await channel.exchange_delete(exchange)
     finally:
         await connection.close()

@@ -23,6 +23,7 @@ The unit is one millisecond and there are 36 levels: the longest delay is 2**36 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any, Literal
 
 DELAY_LEVELS = 36
@@ -80,6 +81,15 @@ class Names:
         each exchange-to-exchange hop is routing work for the broker on every publish
         (entering at the top made delayed publishes 5-9x slower than direct ones)."""
         return self.delay_level(max(0, delay_ms.bit_length() - 1))
+
+
+def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``(queues, exchanges)``: every entity taskq may declare for ``queues`` under one prefix
+    (what to delete to remove a prefix's topology)."""
+    queue_names = [n for q in queues for n in (names.work_queue(q), names.dead_queue(q))]
+    levels = [names.delay_level(level) for level in range(DELAY_LEVELS)]
+    fixed = [names.exchange, names.dlx, names.delivery, names.events, names.control]
+    return queue_names + levels, levels + fixed
 
 
 def work_queue_arguments(

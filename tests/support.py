@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import aio_pika
 
 from taskq import App, Worker
-from taskq.topology import DELAY_LEVELS, Names
+from taskq.topology import Names, every_name
 
 BROKER = os.environ.get("TASKQ_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 REPO = Path(__file__).resolve().parent.parent
@@ -55,13 +55,10 @@ async def delete_topology(prefix: str, queues: Iterable[str]) -> None:
     connection = await aio_pika.connect(BROKER)
     try:
         channel = await connection.channel()
-        for queue in queues:
-            await channel.queue_delete(names.work_queue(queue))
-            await channel.queue_delete(names.dead_queue(queue))
-        for level in range(DELAY_LEVELS):
-            await channel.queue_delete(names.delay_level(level))
-            await channel.exchange_delete(names.delay_level(level))
-        for exchange in (names.exchange, names.dlx, names.delivery, names.events, names.control):
+        queue_names, exchanges = every_name(names, queues)
+        for queue in queue_names:
+            await channel.queue_delete(queue)
+        for exchange in exchanges:
             await channel.exchange_delete(exchange)
     finally:
         await connection.close()

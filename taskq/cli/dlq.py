@@ -159,17 +159,16 @@ async def run_replay(app: App, args: argparse.Namespace) -> int:
 
 async def run_purge_dead(app: App, args: argparse.Namespace) -> int:
     """``taskq dlq purge QUEUE [--yes]``."""
-    full_name = app.names.dead_queue(check_queue_name(args.queue))
-    count = await _depth(app, full_name)
-    await confirm(f"delete {count} message(s) from {full_name}?", args.yes)
-    print(f"purged {await app.transport.purge(full_name)} message(s) from {full_name}")
-    return ExitCode.OK
+    return await _purge(app, app.names.dead_queue(check_queue_name(args.queue)), args.yes)
 
 
 async def run_purge(app: App, args: argparse.Namespace) -> int:
     """``taskq purge QUEUE [--yes]``: the work queue (unacked deliveries are not touched)."""
-    full_name = app.names.work_queue(check_queue_name(args.queue))
+    return await _purge(app, app.names.work_queue(check_queue_name(args.queue)), args.yes)
+
+
+async def _purge(app: App, full_name: str, yes: bool) -> int:
     count = await _depth(app, full_name)
-    await confirm(f"delete {count} ready message(s) from {full_name}?", args.yes)
+    await confirm(f"delete {count} ready message(s) from {full_name}?", yes)
     print(f"purged {await app.transport.purge(full_name)} message(s) from {full_name}")
     return ExitCode.OK

@@ -224,3 +224,11 @@ def test_levels_are_visited_longest_first() -> None:
     # A message waits out its long levels first: the top level is entered first.
     levels, _ = walk(0b1010_0000_0001, "q")
     assert levels == [11, 9, 0]
+
+
+def test_every_name_covers_what_a_prefix_declares() -> None:
+    names = topology.Names("p")
+    queues, exchanges = topology.every_name(names, ["default", "emails"])
+    assert {"p.q.default", "p.q.default.dead", "p.q.emails", "p.q.emails.dead"} <= set(queues)
+    assert {names.delay_level(level) for level in range(topology.DELAY_LEVELS)} <= set(queues)
+    assert {"p", "p.dlx", "p.delivery", "p.events", "p.control", "p.delay.0"} <= set(exchanges)
