@@ -43,7 +43,7 @@ from .retry import RetryPolicy
 from .settings import Settings
 from .sync import SyncClient, SyncHandle
 from .task import SendOptions, Task, TaskCall
-from .worker import Worker
+from .worker import Worker, WorkerState
 
 __version__ = "0.1.0"
 
@@ -84,6 +84,7 @@ __all__ = [
     "TaskqError",
     "TopologyMismatch",
     "Worker",
+    "WorkerState",
     "__version__",
     "current",
 ]

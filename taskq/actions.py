@@ -6,15 +6,14 @@ queue) and acks last, so that every delivery ends in exactly one recorded place.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from . import outcome as oc
-from .exceptions import EncodeError, ResultUnavailable
+from .events import WorkerEvents
+from .exceptions import EncodeError
 from .message import (
     H_DEAD_AT,
     H_DELIVERIES,
@@ -26,38 +25,61 @@ from .message import (
     Envelope,
     truncate,
 )
-from .results.base import ErrorInfo, TaskState, TaskStatus
-from .topology import MAX_DELAY_MS, delay_routing_key
-from .transport import Delivery
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from .recorder import Recorder
+from .results.base import ErrorInfo, TaskStatus
+from .topology import MAX_DELAY_MS, Names, delay_routing_key
+from .transport import Delivery, Transport
 
 log = logging.getLogger("taskq.worker")
-T = TypeVar("T")
+
+
+@dataclasses.dataclass(slots=True)
+class Counters:
+    """What a worker has done since it started."""
+
+    received: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    requeued: int = 0
 
 
 class Actions:
     """Records outcomes and acts on the broker for one worker."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        names: Names,
+        recorder: Recorder,
+        counters: Counters,
+        events: WorkerEvents,
+        worker: str,
+    ) -> None:
+        self.transport = transport
+        self.names = names
+        self.recorder = recorder
+        self.counters = counters
+        self.events = events
         self.worker = worker
-        self.names = worker.app.names
 
     async def act(self, delivery: Delivery, envelope: Envelope | None, outcome: oc.Outcome) -> None:
         """Turn ``outcome`` into broker actions. Every branch records, then acks last."""
+        record = self.recorder.record
         match outcome:
             case oc.Succeeded(value):
                 assert envelope is not None
                 try:
-                    await self.record(envelope, TaskStatus.SUCCESS, result=value)
+                    await record(envelope, TaskStatus.SUCCESS, result=value)
                 except EncodeError as exc:
                     await self.act(delivery, envelope, oc.Failed(oc.error_info(exc)))
                     return
                 self._finished(envelope, "succeeded")
             case oc.Failed(error):
                 assert envelope is not None
-                await self.record(envelope, TaskStatus.FAILURE, error=error)
+                await record(envelope, TaskStatus.FAILURE, error=error)
                 await self._dead_letter(delivery, oc.MAX_ATTEMPTS, error)
                 self._finished(envelope, "failed", error)
             case oc.RetryLater(delay, error):
@@ -65,7 +87,7 @@ class Actions:
                 await self._retry(envelope, delay, error)
             case oc.DeadLetter(reason, error):
                 if envelope is not None:  # the caller learns why instead of timing out
-                    await self.record(envelope, TaskStatus.FAILURE, error=error)
+                    await record(envelope, TaskStatus.FAILURE, error=error)
                 await self._dead_letter(delivery, reason, error)
             case oc.CountRedelivery(deliveries):
                 headers = {**delivery.headers, H_DELIVERIES: deliveries}
@@ -75,50 +97,10 @@ class Actions:
                 # broker's redelivered flag, and the next worker would count a crash for a
                 # task that never ran (a few restarts would dead-letter it as crash-loop).
                 await self._republish(delivery, None)
-                self.worker.counters.requeued += 1
+                self.counters.requeued += 1
             case oc.Skip():
                 log.info("task %s already succeeded; not running it again", delivery.message_id)
         await delivery.ack()
-
-    # -- recording ---------------------------------------------------------------------------
-
-    async def record(
-        self,
-        envelope: Envelope,
-        status: TaskStatus,
-        *,
-        result: Any = None,
-        error: ErrorInfo | None = None,
-        progress: tuple[float, str | None] | None = None,
-    ) -> None:
-        """Record a state of ``envelope``'s task (retrying while the store is unreachable)."""
-        store = self.worker.store
-        if envelope.reply_to is None and not store.durable:
-            return  # nobody can ever ask: record nothing (the AMQP store only has the sender)
-        state = TaskState(
-            task_id=envelope.task_id,
-            status=status,
-            task_name=envelope.task_name,
-            attempt=envelope.attempt,
-            result=result,
-            error=error,
-            worker=self.worker.name,
-            progress=progress[0] if progress else None,
-            progress_message=progress[1] if progress else None,
-        )
-        await self.until_stored(lambda: store.record(state, reply_to=envelope.reply_to))
-
-    async def until_stored(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run a store call; while the store is unreachable (ResultUnavailable), retry with
-        backoff. The delivery stays unacked meanwhile; a stop cancels this and requeues it."""
-        delay = 0.1
-        while True:
-            try:
-                return await call()
-            except ResultUnavailable as exc:
-                log.warning("result store unavailable (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     # -- broker actions ----------------------------------------------------------------------
 
@@ -126,23 +108,23 @@ class Actions:
         message = (
             delivery.as_outgoing() if headers is None else delivery.as_outgoing(headers=headers)
         )
-        await self.worker.transport.publish(self.names.exchange, delivery.queue, message)
+        await self.transport.publish(self.names.exchange, delivery.queue, message)
 
     async def _retry(self, envelope: Envelope, delay: float, error: ErrorInfo) -> None:
-        await self.record(envelope, TaskStatus.RETRYING, error=error)
+        await self.recorder.record(envelope, TaskStatus.RETRYING, error=error)
         message = dataclasses.replace(
             envelope, attempt=envelope.attempt + 1, deliveries=0
         ).to_message(None)
         delay_ms = min(MAX_DELAY_MS, int(delay * 1000))
-        transport = self.worker.transport
+        transport = self.transport
         if delay_ms > 0:
             key = delay_routing_key(delay_ms, envelope.queue)
             await transport.publish(self.names.delay_exchange(delay_ms), key, message)
         else:
             await transport.publish(self.names.exchange, envelope.queue, message)
-        self.worker.counters.retried += 1
+        self.counters.retried += 1
         self._log(envelope, f"retrying in {delay:.3f} s after {error.type}: {error.message}")
-        self.worker.events.finished("retried", envelope, delay=delay, error=error.type)
+        self.events.finished("retried", envelope, delay=delay, error=error.type)
 
     async def _dead_letter(self, delivery: Delivery, reason: str, error: ErrorInfo) -> None:
         headers = {
@@ -151,14 +133,14 @@ class Actions:
             H_ERROR_TYPE: truncate(error.type, 500),
             H_ERROR_MESSAGE: truncate(error.message),
             H_TRACEBACK: truncate(error.traceback),
-            H_WORKER: self.worker.name,
+            H_WORKER: self.worker,
             H_DEAD_AT: int(time.time() * 1000),
         }
-        await self.worker.transport.publish(
+        await self.transport.publish(
             self.names.dlx, delivery.queue, delivery.as_outgoing(headers=headers)
         )
-        self.worker.counters.dead_lettered += 1
-        self.worker.events.dead_lettered(delivery, reason)
+        self.counters.dead_lettered += 1
+        self.events.dead_lettered(delivery, reason)
         log.warning(
             "message %s (%s) dead-lettered to %s: %s: %s",
             delivery.message_id, delivery.type, self.names.dead_queue(delivery.queue),
@@ -167,7 +149,7 @@ class Actions:
 
     async def give_back(self, delivery: Delivery, why: str) -> None:
         """Return a delivery to its queue unfinished (reject with requeue)."""
-        self.worker.counters.requeued += 1
+        self.counters.requeued += 1
         try:
             await delivery.reject(requeue=True)
         except Exception as exc:
@@ -179,7 +161,7 @@ class Actions:
     # -- logs and counters -------------------------------------------------------------------
 
     def _finished(self, envelope: Envelope, what: str, error: ErrorInfo | None = None) -> None:
-        counters, events = self.worker.counters, self.worker.events
+        counters, events = self.counters, self.events
         if error is None:
             counters.succeeded += 1
             self._log(envelope, what)
@@ -192,7 +174,7 @@ class Actions:
     def _log(self, envelope: Envelope, what: str, level: int = logging.INFO) -> None:
         if not log.isEnabledFor(level):
             return
-        duration = self.worker.events.runtime(envelope.task_id)
+        duration = self.events.runtime(envelope.task_id)
         log.log(
             level,
             "task %s[%s] %s (queue=%s attempt=%d, ran %.3f s)",

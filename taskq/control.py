@@ -25,20 +25,20 @@ import datetime as dt
 import json
 import logging
 import os
-import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .exceptions import DecodeError
+from .execution import ActiveTask
 from .message import OutgoingMessage, envelope_of
+from .topology import Names
 from .transport import Delivery, Transport
 
 if TYPE_CHECKING:
     from .app import App
-    from .worker import Worker
 
 log = logging.getLogger("taskq.control")
 
@@ -74,30 +74,43 @@ def short_repr(args: list[Any], kwargs: dict[str, Any], width: int = ARGS_WIDTH)
 # -- the worker side -------------------------------------------------------------------------
 
 
-async def serve(worker: Worker, stopped: asyncio.Event) -> None:
-    """Answer control requests and publish the worker's events until it has stopped.
+class WorkerView(Protocol):
+    """What the control plane needs of a worker (taskq.Worker has it)."""
 
-    Runs in the worker's TaskGroup; returns once ``stopped`` is set and no task is left.
-    """
-    transport, names = worker.transport, worker.app.names
+    @property
+    def name(self) -> str:
+        """The worker's name."""
+
+    @property
+    def active(self) -> Mapping[str, ActiveTask]:
+        """The tasks running now, by ID."""
+
+    def reserved_deliveries(self) -> list[Delivery]:
+        """The deliveries received and waiting for a slot."""
+
+    def stats(self) -> dict[str, Any]:
+        """Who the worker is, what it has done, and how busy it is."""
+
+    def stop(self) -> None:
+        """Ask the worker to stop gracefully."""
+
+
+async def serve(worker: WorkerView, transport: Transport, names: Names) -> None:
+    """Consume ``worker``'s control queue and answer requests on ``transport`` until the
+    connection closes (the exclusive queue goes with it)."""
     await transport.declare_exchange(names.control, "fanout")
-    responder = Responder(worker)
+    responder = Responder(worker, transport)
     await transport.consume_bound(
         control_queue(names.prefix, worker.name), names.control, "", responder.on_request
-    )
-    await worker.events.run(
-        transport,
-        stopped,
-        idle=lambda: not worker.active and not worker.events.reserved,
-        stats=lambda: worker_stats(worker),
     )
 
 
 class Responder:
     """Answers one worker's control requests."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: WorkerView, transport: Transport) -> None:
         self.worker = worker
+        self.transport = transport
 
     async def on_request(self, kind: str | None, body: bytes) -> None:
         """Handle one request; malformed ones are logged and ignored."""
@@ -113,7 +126,7 @@ class Responder:
         answer = self.answer(command)
         payload = {"worker": self.worker.name, "command": command, "answer": answer}
         reply = _message(payload, REPLY_TYPE, request.get("id"))
-        await self.worker.transport.notify(reply_to, reply)
+        await self.transport.notify(reply_to, reply)
         if command == "shutdown":
             log.info("shutdown requested over the control plane")
             self.worker.stop()
@@ -124,21 +137,22 @@ class Responder:
         if command == "ping":
             return "pong"
         if command == "active":
-            return active_tasks(worker)
+            return active_tasks(worker.active)
         if command == "reserved":
-            return [reserved_task(d) for d in list(worker.events.reserved.values())]
+            return [reserved_task(d) for d in worker.reserved_deliveries()]
         if command == "stats":
-            return worker_stats(worker)
+            return worker.stats()
         if command == "shutdown":
             return "stopping"
         return {"error": f"unknown command {command!r}"}
 
 
-def _iso(timestamp: float) -> str:
+def iso_time(timestamp: float) -> str:
+    """A Unix time as ISO 8601 UTC with milliseconds."""
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def active_tasks(worker: Worker) -> list[dict[str, Any]]:
+def active_tasks(active: Mapping[str, ActiveTask]) -> list[dict[str, Any]]:
     """The tasks running now, oldest first."""
     now = time.time()
     return [
@@ -148,10 +162,10 @@ def active_tasks(worker: Worker) -> list[dict[str, Any]]:
             "queue": a.queue,
             "attempt": a.attempt,
             "args": short_repr(a.args, a.kwargs),
-            "started_at": _iso(a.started_at),
+            "started_at": iso_time(a.started_at),
             "runtime": round(now - a.started_at, 3),
         }
-        for a in sorted(worker.active.values(), key=lambda a: a.started_at)
+        for a in sorted(active.values(), key=lambda a: a.started_at)
     ]
 
 
@@ -168,29 +182,6 @@ def reserved_task(delivery: Delivery) -> dict[str, Any]:
         "queue": envelope.queue,
         "attempt": envelope.attempt,
         "args": short_repr(envelope.args, envelope.kwargs),
-    }
-
-
-def worker_stats(worker: Worker) -> dict[str, Any]:
-    """Who the worker is, what it has done, and how busy it is."""
-    counters = dataclasses.asdict(worker.counters)
-    done = counters["succeeded"] + counters["failed"] + counters["retried"]
-    return {
-        "worker": worker.name,
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
-        "uptime": round(time.time() - worker.started_at, 1),
-        "queues": worker.queues,
-        "concurrency": worker.concurrency,
-        "prefetch": worker.prefetch,
-        "processed": done,
-        **counters,
-        "active": len(worker.active),
-        "reserved": len(worker.events.reserved),
-        "load": round(len(worker.active) / worker.concurrency, 3),
-        "broker_connected": worker.transport.connected,
-        "events": worker.events.publish,
-        "events_dropped": worker.events.dropped,
     }
 
 
@@ -292,7 +283,6 @@ async def _collect(
     expected: set[str],
 ) -> list[Reply]:
     request_id = str(uuid.uuid4())
-    reply_queue = f"{app.names.prefix}.control-reply.{uuid.uuid4().hex}"
     replies: list[Reply] = []
     done = asyncio.Event()
     started = time.monotonic()
@@ -309,15 +299,15 @@ async def _collect(
         if expected and expected <= {r.worker for r in replies}:
             done.set()
 
-    await transport.consume_replies(reply_queue, on_reply)
     await transport.declare_exchange(app.names.control, "fanout")
-    request = {"id": request_id, "command": command, "reply_to": reply_queue, "worker": worker}
-    started = time.monotonic()
-    await transport.publish(
-        app.names.control, "", _message(request, REQUEST_TYPE, None), mandatory=False
-    )
-    with contextlib.suppress(TimeoutError):  # whoever has not answered by now is missing
-        await asyncio.wait_for(done.wait(), timeout)
+    async with transport.reply_inbox(on_reply) as reply_queue:
+        request = {"id": request_id, "command": command, "reply_to": reply_queue, "worker": worker}
+        started = time.monotonic()
+        await transport.publish(
+            app.names.control, "", _message(request, REQUEST_TYPE, None), mandatory=False
+        )
+        with contextlib.suppress(TimeoutError):  # whoever has not answered by now is missing
+            await asyncio.wait_for(done.wait(), timeout)
     return list(replies)
 
 

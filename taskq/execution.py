@@ -2,7 +2,7 @@
 
 delivery -> decode -> crash-loop and expiry checks -> look up -> validate -> (skip if a
 durable store shows SUCCESS) -> STARTED -> run under timeout -> Outcome. Nothing here talks to
-the broker except through the record callback; turning the Outcome into broker actions is
+the broker except through the Recorder; turning the Outcome into broker actions is
 :mod:`taskq.actions`' job.
 """
 
@@ -14,21 +14,20 @@ import contextvars
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any
 
 from . import outcome as oc
 from .context import TaskContext, reset_current, set_current
+from .events import WorkerEvents
 from .exceptions import DecodeError, InvalidArguments, TaskTimeout
 from .message import Envelope, envelope_of
+from .recorder import Recorder
 from .results.base import ErrorInfo, TaskStatus
+from .retry import RetryPolicy
+from .settings import Settings
 from .task import Task
 from .transport import Delivery
-
-if TYPE_CHECKING:
-    from .worker import Worker
-
-Record = Callable[..., Awaitable[None]]
 
 # With the AMQP store, STARTED is sent only for a task still running after this long: most
 # tasks finish sooner, and their callers then get one message (the outcome) instead of two.
@@ -51,14 +50,28 @@ class ActiveTask:
 class Executor:
     """Runs deliveries for one worker and says what became of each."""
 
-    def __init__(self, worker: Worker, record: Record) -> None:
-        self.worker = worker
-        self.app = worker.app
-        self.record = record
-        self.active: dict[str, ActiveTask] = {}
+    def __init__(
+        self,
+        *,
+        tasks: Mapping[str, Task[Any, Any]],
+        settings: Settings,
+        default_retry: RetryPolicy | None,
+        recorder: Recorder,
+        events: WorkerEvents,
+        active: MutableMapping[str, ActiveTask],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.tasks = tasks
+        self.settings = settings
+        self.default_retry = default_retry
+        self.recorder = recorder
+        self.events = events
+        self.active = active
+        """The tasks running now, by ID (owned by the worker, filled here)."""
+        self.stopping = stopping
         self._notices: set[asyncio.Future[None]] = set()
         self.threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=worker.app.settings.threads, thread_name_prefix="taskq-task"
+            max_workers=settings.threads, thread_name_prefix="taskq-task"
         )
 
     async def decide(self, delivery: Delivery) -> tuple[Envelope | None, oc.Outcome]:
@@ -73,7 +86,7 @@ class Executor:
             return envelope, oc.DeadLetter(
                 oc.EXPIRED, ErrorInfo("taskq.Expired", f"not started before {envelope.expires}")
             )
-        task = self.app.tasks.get(envelope.task_name)
+        task = self.tasks.get(envelope.task_name)
         if task is None:
             return envelope, oc.DeadLetter(
                 oc.UNKNOWN_TASK,
@@ -87,7 +100,7 @@ class Executor:
         # The last holder died before acking: count it, so that a message that kills workers
         # is caught instead of killing them forever.
         deliveries = envelope.deliveries + 1
-        if deliveries >= self.app.settings.max_deliveries:
+        if deliveries >= self.settings.max_deliveries:
             return oc.DeadLetter(
                 oc.CRASH_LOOP,
                 ErrorInfo("taskq.CrashLoop", f"delivered {deliveries} times without finishing"),
@@ -99,12 +112,13 @@ class Executor:
             args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
         except InvalidArguments as exc:
             return oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc))
-        store = self.worker.store
-        if store.durable and await self._already_succeeded(envelope):
+        recorder = self.recorder
+        durable = recorder.store.durable
+        if durable and await recorder.succeeded_before(envelope):
             return oc.Skip()
         started = None
-        if store.durable:
-            await self.record(envelope, TaskStatus.STARTED)
+        if durable:
+            await recorder.record(envelope, TaskStatus.STARTED)
         elif envelope.reply_to is not None:  # else nobody can ask
             started = asyncio.get_running_loop().call_later(
                 STARTED_AFTER, self._report_started, envelope
@@ -113,16 +127,16 @@ class Executor:
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.args, envelope.kwargs, time.time(),
         )  # fmt: skip
-        self.worker.events.started(envelope)
+        self.events.started(envelope)
         token = set_current(self._context(envelope))
-        policy = task.config.retry or self.app.default_retry
+        policy = task.config.retry or self.default_retry
         try:
             value = await self._call(task, args, kwargs)
         except Exception as exc:
             return oc.from_exception(exc, envelope.attempt, policy)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
-            if self.worker.stopping or (current is not None and current.cancelling()):
+            if self.stopping() or (current is not None and current.cancelling()):
                 raise  # the worker is stopping: the delivery goes back to its queue
             # The task's own code raised CancelledError (e.g. an inner operation was
             # cancelled): that is the task failing, not the worker stopping.
@@ -138,18 +152,13 @@ class Executor:
     def _report_started(self, envelope: Envelope) -> None:
         # Best effort, like every non-terminal AMQP status: a STARTED that arrives after the
         # outcome is ignored by the receiver (statuses never move backwards).
-        notice = asyncio.ensure_future(self.record(envelope, TaskStatus.STARTED))
+        notice = asyncio.ensure_future(self.recorder.record(envelope, TaskStatus.STARTED))
         self._notices.add(notice)
         notice.add_done_callback(self._notices.discard)
 
-    async def _already_succeeded(self, envelope: Envelope) -> bool:
-        store = self.worker.store
-        done = await self.worker.actions.until_stored(lambda: store.get(envelope.task_id))
-        return done is not None and done.status is TaskStatus.SUCCESS
-
     def _context(self, envelope: Envelope) -> TaskContext:
         async def report(fraction: float, message: str | None) -> None:
-            await self.record(envelope, TaskStatus.STARTED, progress=(fraction, message))
+            await self.recorder.record(envelope, TaskStatus.STARTED, progress=(fraction, message))
 
         return TaskContext(
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
@@ -159,7 +168,7 @@ class Executor:
     async def _call(
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        timeout = task.config.timeout or self.app.settings.task_timeout
+        timeout = task.config.timeout or self.settings.task_timeout
         if task.config.is_async:
             if timeout is None:
                 return await task.func(*args, **kwargs)

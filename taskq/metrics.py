@@ -64,13 +64,13 @@ class WorkerMetrics:
         )
         gauges = {
             "taskq_tasks_in_flight": ("Tasks running now", lambda: len(worker.active)),
-            "taskq_tasks_reserved": (
-                "Deliveries waiting for a slot",
-                lambda: len(worker.events.reserved),
-            ),
-            "taskq_prefetch": ("Deliveries held at most", lambda: worker.prefetch),
+            "taskq_tasks_reserved": ("Deliveries waiting for a slot", lambda: worker.reserved),
+            "taskq_prefetch": ("Deliveries held at most per queue", lambda: worker.prefetch),
             "taskq_concurrency": ("Tasks run at once at most", lambda: worker.concurrency),
-            "taskq_broker_connected": ("1 while connected to the broker", _connected(worker)),
+            "taskq_broker_connected": (
+                "1 while connected to the broker",
+                lambda: 1.0 if worker.connected else 0.0,
+            ),
         }
         for name, (doc, read) in gauges.items():
             prom.Gauge(name, doc, registry=reg).set_function(read)
@@ -93,14 +93,6 @@ class WorkerMetrics:
         """The metrics in Prometheus text format."""
         data: bytes = _client().generate_latest(self.registry)
         return data
-
-
-def _connected(worker: Worker) -> Any:
-    def read() -> float:
-        transport = getattr(worker, "transport", None)
-        return 1.0 if transport is not None and transport.connected else 0.0
-
-    return read
 
 
 def serve(worker: Worker, port: int, host: str = "127.0.0.1") -> Any:

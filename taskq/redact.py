@@ -16,8 +16,12 @@ def redact_url(text: str) -> str:
     return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
 
 
+_TRACEBACKS = logging.Formatter()
+
+
 class RedactingFilter(logging.Filter):
-    """A logging filter that redacts URL passwords in the final message of every record."""
+    """A logging filter that redacts URL passwords in the final message of every record, and
+    in its traceback (an exception's cause may print a URL)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -25,6 +29,9 @@ class RedactingFilter(logging.Filter):
         if redacted != message:
             record.msg = redacted
             record.args = None
+        if record.exc_info and not record.exc_text:
+            # Formatters use exc_text when it is set, so the redacted text is what is shown.
+            record.exc_text = redact_url(_TRACEBACKS.formatException(record.exc_info))
         return True
 
 

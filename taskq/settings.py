@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     )
     results: str = Field(default="amqp", description="'amqp', or a redis:// URL")
     events: bool = Field(default=False, description="publish task and worker events")
+    reply_queue_ttl: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds an unused reply queue outlives its client (AMQP results)",
+    )
     result_ttl: float | None = Field(
         default=86400.0, gt=0, description="seconds a durable store keeps a result (None: keep)"
     )

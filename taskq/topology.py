@@ -26,12 +26,28 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from .exceptions import ConfigurationError
+
 DELAY_LEVELS = 36
 DELAY_UNIT_SECONDS = 0.001
 MAX_DELAY_MS = 2**DELAY_LEVELS - 1
 MAX_DELAY_SECONDS = MAX_DELAY_MS * DELAY_UNIT_SECONDS
 
 QueueType = Literal["classic", "quorum"]
+
+MAX_NAME_BYTES = 255
+"""AMQP short strings (names, routing keys, message IDs, types) hold 255 bytes of UTF-8."""
+
+
+def check_amqp_name(name: str, what: str) -> str:
+    """Return ``name`` if it fits an AMQP short string, else raise ConfigurationError."""
+    size = len(name.encode())
+    if size > MAX_NAME_BYTES:
+        raise ConfigurationError(
+            f"{what} is {size} bytes of UTF-8, longer than AMQP allows ({MAX_NAME_BYTES}): "
+            f"{name[:40]!r}..."
+        )
+    return name
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +81,10 @@ class Names:
 
     def dead_queue(self, queue: str) -> str:
         return f"{self.prefix}.q.{queue}.dead"
+
+    def reply_queue(self, client: str) -> str:
+        """The reply queue of one client (the AMQP result store of one open App)."""
+        return f"{self.prefix}.reply.{client}"
 
     def delay_level(self, level: int) -> str:
         """Name of the exchange and of the queue of delay level ``level``."""
@@ -136,6 +156,12 @@ def delay_level_arguments(names: Names, level: int, *, quorum: bool) -> dict[str
     else:
         args["x-queue-type"] = "classic"
     return args
+
+
+def reply_queue_arguments(expires: float) -> dict[str, Any]:
+    """Arguments of a client's reply queue: classic, removed by the broker once unused for
+    ``expires`` seconds (durable, so that it outlives a reconnect of its client)."""
+    return {"x-queue-type": "classic", "x-expires": max(1, int(expires * 1000))}
 
 
 def _bit_pattern(level: int, bit: str) -> str:

@@ -5,30 +5,37 @@ delivery -> :mod:`taskq.execution` (decode, checks, run: an Outcome) -> :mod:`ta
 result, a delay level, the dead-letter queue, or back in its queue) before it is acked.
 
 ``concurrency`` runner tasks, owned by the worker's TaskGroup, take deliveries from an inbox
-that the consumer callback fills (what is waiting there is "reserved"). Tasks never run inside
+that the consumer callbacks fill (what is waiting there is "reserved"). Tasks never run inside
 aiormq's consumer callback: aiormq cancels callbacks still running when their channel closes,
 and a dropped connection must not interrupt a task mid-way. A task whose channel died while it
 ran still finishes and records its outcome; its ack then fails and the broker redelivers it,
 so it runs again (at-least-once; a durable result store skips it).
+
+The parts that do the work (Recorder, Executor, Actions, the control responder) are built
+once the worker is connected, from what each needs; none of them holds the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import logging
 import os
 import socket
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from . import control, events
 from . import outcome as oc
-from .actions import Actions
+from .actions import Actions, Counters
 from .app import App
+from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
 from .message import Envelope
-from .results.base import ResultStore
+from .recorder import Recorder
+from .topology import check_amqp_name
 from .transport import Delivery, Transport
 
 log = logging.getLogger("taskq.worker")
@@ -38,20 +45,31 @@ log = logging.getLogger("taskq.worker")
 BROKER_CONSUMER_TIMEOUT = 1800.0
 
 
-@dataclasses.dataclass(slots=True)
-class Counters:
-    """What this worker has done since it started."""
+class WorkerState(enum.StrEnum):
+    """Where a Worker is in its life: NEW -> STARTING -> RUNNING -> STOPPING -> STOPPED."""
 
-    received: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    requeued: int = 0
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Parts:
+    """What a running worker is made of, built once it is connected."""
+
+    transport: Transport
+    actions: Actions
+    executor: Executor
 
 
 class Worker:
-    """Consumes an App's queues and runs its tasks until ``stop()``."""
+    """Consumes an App's queues and runs its tasks until ``stop()``.
+
+    ``run()`` may be called once. Every other method and property works in every state:
+    before ``run()`` there is simply nothing active, reserved or connected yet.
+    """
 
     def __init__(
         self,
@@ -64,42 +82,90 @@ class Worker:
     ) -> None:
         self.app = app
         settings = app.settings
-        self.queues = list(queues) if queues else _queues_of(app)
+        self.queues = list(dict.fromkeys(queues)) if queues else _queues_of(app)
         self.concurrency = concurrency or settings.concurrency
+        if self.concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
         self.prefetch = settings.prefetch or self.concurrency
+        """Unacked deliveries held at most per consumed queue."""
         self.shutdown_timeout = (
             settings.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
         )
         self.name = name or f"{app.name}@{socket.gethostname()}.{os.getpid()}"
+        check_amqp_name(app.names.prefix + ".control." + self.name, "worker name")
         self.counters = Counters()
         self.events = events.WorkerEvents(self.name, publish=settings.events)
         self.started_at = time.time()
-        self.transport: Transport
-        self.store: ResultStore
-        self.actions = Actions(self)
-        self.executor = Executor(self, self.actions.record)
         self.ready = asyncio.Event()
         """Set once the worker consumes its queues."""
+        self._state = WorkerState.NEW
+        self._active: dict[str, ActiveTask] = {}
+        self._parts: _Parts | None = None
         self._inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._runners: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
-        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name} {self._state.value} queues={','.join(self.queues)}>"
+
+    # -- observation (every state) -----------------------------------------------------------
+
+    @property
+    def state(self) -> WorkerState:
+        """Where the worker is in its life."""
+        return self._state
 
     @property
     def active(self) -> dict[str, ActiveTask]:
         """The tasks running now, by task ID."""
-        return self.executor.active
+        return self._active
 
     @property
     def reserved(self) -> int:
         """Deliveries received and waiting for a runner."""
-        return self._inbox.qsize()
+        return len(self.events.reserved)
+
+    def reserved_deliveries(self) -> list[Delivery]:
+        """The deliveries received and waiting for a runner."""
+        return list(self.events.reserved.values())
+
+    @property
+    def connected(self) -> bool:
+        """Whether the worker's broker connections are up now."""
+        return self._parts is not None and self._parts.transport.connected
+
+    def stats(self) -> dict[str, Any]:
+        """Who the worker is, what it has done, and how busy it is."""
+        counters = dataclasses.asdict(self.counters)
+        done = counters["succeeded"] + counters["failed"] + counters["retried"]
+        return {
+            "worker": self.name,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "state": self._state.value,
+            "uptime": round(time.time() - self.started_at, 1),
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "prefetch": self.prefetch,
+            "prefetch_total": self.prefetch * len(self.queues),
+            "processed": done,
+            **counters,
+            "active": len(self._active),
+            "reserved": self.reserved,
+            "load": round(len(self._active) / self.concurrency, 3),
+            "broker_connected": self.connected,
+            "events": self.events.publish,
+            "events_dropped": self.events.dropped,
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask for a graceful stop; a second call forces it (running tasks are requeued now)."""
+        """Ask for a graceful stop; a second call forces it (running tasks are requeued now).
+
+        Before ``run()``, a stop makes ``run()`` return as soon as it has connected.
+        """
         if self._stop.is_set():
             self._force.set()
         self._stop.set()
@@ -113,48 +179,84 @@ class Worker:
         """Connect, declare the topology, consume until stopped, drain, close.
 
         The worker has its own connections. If its App is not open, the worker lends them to
-        the App for the run, so that tasks can send tasks.
+        the App for the run, so that tasks can send tasks. LifecycleError on a second call.
         """
+        if self._state is not WorkerState.NEW:
+            raise LifecycleError(f"worker {self.name} already ran: a Worker runs once")
+        self._state = WorkerState.STARTING
         self._warn_long_timeouts()
-        self.transport, self.store = await self.app.connect(f"taskq-worker:{self.name}")
+        try:
+            transport, store = await self.app.connect(f"taskq-worker:{self.name}")
+        except BaseException:
+            self._state = WorkerState.STOPPED
+            raise
         lent = not self.app.is_open
         if lent:
-            self.app.attach(self.transport, self.store)
+            self.app.attach(transport, store)
+        recorder = Recorder(store, self.name)
+        executor = Executor(
+            tasks=self.app.tasks,
+            settings=self.app.settings,
+            default_retry=self.app.default_retry,
+            recorder=recorder,
+            events=self.events,
+            active=self._active,
+            stopping=lambda: self._state is WorkerState.STOPPING,
+        )
+        actions = Actions(
+            transport=transport,
+            names=self.app.names,
+            recorder=recorder,
+            counters=self.counters,
+            events=self.events,
+            worker=self.name,
+        )
+        self._parts = _Parts(transport, actions, executor)
         try:
-            await self._consume_until_stopped()
+            await self._consume_until_stopped(self._parts)
         finally:
-            self.executor.close()
+            executor.close()
             if lent:
                 self.app.detach()
-            await self.store.close()
-            await self.transport.close()
+            await store.close()
+            await transport.close()
+            self._state = WorkerState.STOPPED
             log.info("worker %s stopped", self.name)
 
-    async def _consume_until_stopped(self) -> None:
-        transport = self.transport
+    async def _consume_until_stopped(self, parts: _Parts) -> None:
+        transport = parts.transport
         for queue in self.queues:
             await transport.declare_work_queue(queue)
         await transport.declare_delay_levels()
         async with asyncio.TaskGroup() as tg:
-            self._runners = [tg.create_task(self._runner()) for _ in range(self.concurrency)]
+            self._runners = [tg.create_task(self._runner(parts)) for _ in range(self.concurrency)]
             cancels = [
                 await transport.consume(q, self._on_delivery, prefetch=self.prefetch)
                 for q in self.queues
             ]
-            tg.create_task(control.serve(self, self._stop))
+            await control.serve(self, transport, self.app.names)
+            tg.create_task(
+                self.events.run(
+                    transport,
+                    self._stop,
+                    idle=lambda: not self._active and not self.events.reserved,
+                    stats=self.stats,
+                )
+            )
+            self._state = WorkerState.RUNNING
             log.info(
-                "worker %s consuming %s (concurrency %d) from %s",
-                self.name, ",".join(self.queues), self.concurrency,
+                "worker %s consuming %s (concurrency %d, prefetch %d per queue) from %s",
+                self.name, ",".join(self.queues), self.concurrency, self.prefetch,
                 self.app.settings.redacted_broker(),
             )  # fmt: skip
             self.ready.set()
             await self._stop.wait()
-            self._stopping = True
+            self._state = WorkerState.STOPPING
             for cancel in cancels:
                 await cancel()
-            await self._drain()
+            await self._drain(parts)
 
-    async def _drain(self) -> None:
+    async def _drain(self, parts: _Parts) -> None:
         """Let running tasks finish within the shutdown timeout (or until a forced stop), and
         give back what never started; then cancel what still runs (it goes back to its queue)."""
         for _ in self._runners:
@@ -177,7 +279,8 @@ class Worker:
         while not self._inbox.empty():
             leftover = self._inbox.get_nowait()
             if leftover is not None:
-                await self.actions.give_back(leftover, "the worker is stopping")
+                self.events.unreserve(leftover)
+                await parts.actions.give_back(leftover, "the worker is stopping")
 
     def _warn_long_timeouts(self) -> None:
         for task in self.app.tasks.values():
@@ -196,26 +299,26 @@ class Worker:
         self.events.reserve(delivery)
         self._inbox.put_nowait(delivery)
 
-    async def _runner(self) -> None:
+    async def _runner(self, parts: _Parts) -> None:
         inbox = self._inbox
         while (delivery := await inbox.get()) is not None:
             self.events.unreserve(delivery)
-            await self._handle(delivery)
+            await self._handle(parts, delivery)
 
-    async def _handle(self, delivery: Delivery) -> None:
+    async def _handle(self, parts: _Parts, delivery: Delivery) -> None:
         try:
             self.counters.received += 1
             envelope: Envelope | None = None
             outcome: oc.Outcome = oc.Requeue()
-            if not self._stopping:
-                envelope, outcome = await self.executor.decide(delivery)
-            await self.actions.act(delivery, envelope, outcome)
+            if self._state is not WorkerState.STOPPING:
+                envelope, outcome = await parts.executor.decide(delivery)
+            await parts.actions.act(delivery, envelope, outcome)
         except asyncio.CancelledError:
-            await self.actions.give_back(delivery, "the worker is stopping")
+            await parts.actions.give_back(delivery, "the worker is stopping")
             raise
         except Exception:
             log.exception("unexpected error handling a delivery; returning it to the queue")
-            await self.actions.give_back(delivery, "unexpected worker error")
+            await parts.actions.give_back(delivery, "unexpected worker error")
 
 
 def _queues_of(app: App) -> list[str]:
@@ -224,4 +327,4 @@ def _queues_of(app: App) -> list[str]:
     return sorted(queues)
 
 
-__all__ = ["ActiveTask", "Counters", "Worker"]
+__all__ = ["ActiveTask", "Counters", "Worker", "WorkerState"]

@@ -1,9 +1,16 @@
 """The default result store: states flow back over RabbitMQ to the sender's reply queue.
 
-No extra server. Only the process that sent a task can learn its outcome, and only while it
-is connected: a reply that arrives while the sender is reconnecting, or after it has exited,
-is dropped by the broker (reply queues are exclusive). Use the Redis store for lookups by ID
-from other processes.
+No extra server. Only the process that sent a task can learn its outcome. Each open App has a
+reply queue of its own (``{prefix}.reply.{id}``): durable and not exclusive, so it outlives a
+reconnect of the client or of the worker, and replies published meanwhile wait in it; the
+broker deletes it once it has been unused for ``reply_queue_ttl`` seconds (a client that
+died), and a client that closes deletes it at once. Terminal states are published persistent
+and confirmed before the worker acks the task, so they also survive a broker restart.
+
+If the queue expired while the client was away (longer than ``reply_queue_ttl``), replies
+sent meanwhile are lost: the client notices when it reconnects, and every caller still waiting
+gets ResultUnavailable at once instead of waiting out its timeout. Use a durable store (Redis)
+for lookups by ID from other processes.
 """
 
 from __future__ import annotations
@@ -29,18 +36,32 @@ class AmqpResultStore:
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
-        self._queue = f"{transport.names.prefix}.reply.{uuid.uuid4().hex}"
+        self._queue = transport.names.reply_queue(uuid.uuid4().hex)
         self._states: dict[str, TaskState] = {}
         self._done: dict[str, asyncio.Event] = {}
+        self._lost: dict[str, str] = {}
         self._opened = False
+        self._closed = False
 
     async def open(self) -> None:
-        await self._transport.consume_replies(self._queue, self._on_reply)
+        await self._transport.consume_replies(
+            self._queue,
+            self._on_reply,
+            expires=self._transport.settings.reply_queue_ttl,
+            on_lost=self._on_queue_lost,
+        )
         self._opened = True
 
     async def close(self) -> None:
+        self._closed = True
         for event in self._done.values():
             event.set()  # wake waiters; they will find no terminal state and say so
+        if self._opened:
+            self._opened = False
+            try:
+                await self._transport.delete_queue(self._queue)
+            except Exception as exc:  # the broker drops it after reply_queue_ttl anyway
+                log.debug("could not delete reply queue %s: %r", self._queue, exc)
 
     def reply_to(self) -> str | None:
         return self._queue if self._opened else None
@@ -51,12 +72,34 @@ class AmqpResultStore:
     def forget(self, task_id: str) -> None:
         self._states.pop(task_id, None)
         self._done.pop(task_id, None)
+        self._lost.pop(task_id, None)
 
     async def reset(self, task_id: str) -> None:
         if task_id in self._states:
+            self._lost.pop(task_id, None)
             self._states[task_id] = TaskState(
                 task_id, TaskStatus.PENDING, self._states[task_id].task_name, 0
             )
+
+    def _on_queue_lost(self) -> None:
+        pending = [
+            task_id
+            for task_id, state in self._states.items()
+            if not state.status.terminal and task_id not in self._lost
+        ]
+        log.warning(
+            "reply queue %s expired while this client was disconnected; the outcomes of %d "
+            "task(s) may have been lost",
+            self._queue, len(pending),
+        )  # fmt: skip
+        reason = (
+            f"the reply queue {self._queue} expired while this client was disconnected "
+            "(longer than reply_queue_ttl); the outcome may have been lost"
+        )
+        for task_id in pending:
+            self._lost[task_id] = reason
+            if task_id in self._done:
+                self._done[task_id].set()
 
     def _on_reply(self, correlation_id: str | None, body: bytes, kind: str | None) -> None:
         if kind != STATUS_TYPE or correlation_id is None:
@@ -77,15 +120,16 @@ class AmqpResultStore:
     async def record(self, state: TaskState, *, reply_to: str | None) -> None:
         if not reply_to:
             return  # nobody listens for this task's outcome: cost nothing
+        terminal = state.status.terminal
         message = OutgoingMessage(
             body=state.encode(),
             type=STATUS_TYPE,
             correlation_id=state.task_id,
-            persistent=False,
+            persistent=terminal,
         )
-        if state.status.terminal:
-            # Confirmed, but not mandatory: RabbitMQ 3.10 returns mandatory publishes to a
-            # vanished reply queue, and a sender that has gone cannot be helped.
+        if terminal:
+            # Confirmed before the task is acked. Not mandatory: a reply queue that is gone
+            # belongs to a sender that has gone, and cannot be helped.
             await self._transport.publish("", reply_to, message, mandatory=False)
         else:
             await self._transport.notify(reply_to, message)
@@ -100,7 +144,7 @@ class AmqpResultStore:
                 f"task {task_id} was not sent by this process; the AMQP result store only "
                 "answers the sender (use a durable store to look tasks up by ID)"
             )
-        if not state.status.terminal:
+        if not state.status.terminal and task_id not in self._lost and not self._closed:
             event = self._done.setdefault(task_id, asyncio.Event())
             try:
                 async with asyncio.timeout(timeout):
@@ -111,6 +155,8 @@ class AmqpResultStore:
                     f"(last status {self._states[task_id].status.value})"
                 ) from None
             state = self._states.get(task_id, state)
-            if not state.status.terminal:
-                raise ResultUnavailable(f"the app closed before task {task_id} finished")
-        return state
+        if state.status.terminal:
+            return state
+        if task_id in self._lost:
+            raise ResultUnavailable(f"task {task_id}: {self._lost[task_id]}")
+        raise ResultUnavailable(f"the app closed before task {task_id} finished")

@@ -11,10 +11,11 @@ duplicated, never lost: at-least-once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aio_pika
@@ -27,17 +28,17 @@ from ..exceptions import BrokerUnavailable, LifecycleError, PublishError, Topolo
 from ..message import OutgoingMessage
 from ..redact import redact_url
 from ..settings import Settings
-from .wire import Acker, Delivery, properties
+from .wire import Delivery, acker_of, properties
 
 log = logging.getLogger("taskq.transport")
 
+# What a dropped or reconnecting connection raises. Not RuntimeError in general: a bug must
+# fail at once, not be retried for publish_timeout.
 _CONNECTION_ERRORS = (
-    ConnectionError,
-    aiormq.exceptions.AMQPConnectionError,
+    ConnectionError,  # aiormq.exceptions.AMQPConnectionError is one
     aiormq.exceptions.ChannelInvalidStateError,
     aiormq.exceptions.ChannelClosed,
     asyncio.TimeoutError,
-    RuntimeError,  # aiormq: "Connection closed" / "writer is None" while reconnecting
 )
 
 
@@ -62,7 +63,6 @@ class Transport:
         self._confirm_channel: AbstractRobustChannel | None = None
         self._notify_channel: AbstractRobustChannel | None = None
         self._topology_channel: AbstractRobustChannel | None = None
-        self._consume_channel: AbstractRobustChannel | None = None
         self._get_channel: AbstractRobustChannel | None = None
         self._confirm_underlay: aiormq.abc.AbstractChannel | None = None
         self._declared: set[str] = set()
@@ -83,8 +83,9 @@ class Transport:
             )
         except Exception as exc:
             raise BrokerUnavailable(
-                f"cannot connect to RabbitMQ at {redact_url(self.settings.broker)}: {exc}"
-            ) from None
+                f"cannot connect to RabbitMQ at {redact_url(self.settings.broker)}: "
+                f"{redact_url(str(exc))}"
+            ) from exc
 
     async def connect(self) -> None:
         """Open both connections and the channels; raise BrokerUnavailable if the broker is down."""
@@ -136,7 +137,7 @@ class Transport:
             raise TopologyMismatch(
                 f"an existing exchange or queue has other arguments than taskq declares: {exc}. "
                 "Delete it (rabbitmqctl delete_queue NAME) or use another prefix."
-            ) from None
+            ) from exc
 
     async def _reopen_topology_channel(self) -> None:
         old = self._topology_channel
@@ -269,7 +270,7 @@ class Transport:
                 raise PublishError(
                     f"broker refused message {message.message_id} to "
                     f"{exchange!r}/{routing_key!r}: {_describe_refusal(exc)}"
-                ) from None
+                ) from exc
             except (
                 aiormq.exceptions.ChannelNotFoundEntity,
                 aiormq.exceptions.ChannelAccessRefused,
@@ -280,7 +281,7 @@ class Transport:
                 raise PublishError(
                     f"broker refused message {message.message_id} to "
                     f"{exchange!r}/{routing_key!r}: {exc}"
-                ) from None
+                ) from exc
             except _CONNECTION_ERRORS as exc:
                 self._confirm_underlay = None
                 deadline = deadline or time.monotonic() + self.settings.publish_timeout
@@ -288,7 +289,7 @@ class Transport:
                 if remaining <= 0:
                     raise BrokerUnavailable(
                         f"publish failed and the broker did not come back: {exc}"
-                    ) from None
+                    ) from exc
                 log.warning("publish interrupted (%r); retrying after reconnect", exc)
                 await _wait_ready(channel, remaining)
 
@@ -341,13 +342,6 @@ class Transport:
 
     # -- consuming ---------------------------------------------------------------------------
 
-    async def _consume_channel_for(self, prefetch: int) -> AbstractRobustChannel:
-        if self._consume_channel is None:
-            consumer = self._require(self._consumer, "consume")
-            self._consume_channel = await consumer.channel()
-            await self._consume_channel.set_qos(prefetch_count=prefetch)
-        return self._consume_channel
-
     async def _consume_raw(
         self,
         channel: AbstractRobustChannel,
@@ -355,13 +349,17 @@ class Transport:
         on_message: Callable[[DeliveredMessage], Any],
         *,
         no_ack: bool,
+        prepare: Callable[[aiormq.abc.AbstractChannel], Awaitable[None]] | None = None,
     ) -> Callable[[], Awaitable[None]]:
         """basic.consume on the channel's aiormq channel, again after every reopen (aio-pika
-        restores only the consumers it created itself); return a cancel function."""
+        restores only the consumers it created itself), each time after ``prepare`` (e.g. a
+        declare); return a cancel function."""
         current: dict[str, Any] = {}
 
         async def start(*_: Any) -> None:
             underlay = await channel.get_underlay_channel()
+            if prepare is not None:
+                await prepare(underlay)
             ok = await underlay.basic_consume(queue_name, on_message, no_ack=no_ack)
             current["underlay"], current["tag"] = underlay, ok.consumer_tag
 
@@ -382,41 +380,93 @@ class Transport:
     ) -> Callable[[], Awaitable[None]]:
         """Consume work queue ``queue`` (short name) with manual acks; return a cancel function.
 
+        Each work queue gets a channel of its own with ``prefetch`` as its limit, so a worker on
+        k queues holds at most k x prefetch unacked deliveries (per-consumer QoS: RabbitMQ 4.3
+        refuses the global flag, and quorum queues never supported it). Acks are coalesced per
+        channel (wire.acker_of), never per queue.
+
         ``on_delivery`` is called synchronously and must not block: it hands the delivery to
         its owner. aiormq cancels callbacks still running when their channel closes, so no
-        task runs inside the callback. Acks are coalesced per channel (see wire.Acker).
+        task runs inside the callback.
         """
-        channel = await self._consume_channel_for(prefetch)
+        consumer = self._require(self._consumer, "consume")
+        channel = await consumer.channel()
+        await channel.set_qos(prefetch_count=prefetch)
         queue_name = self.names.work_queue(queue)
         await channel.declare_queue(queue_name, passive=True)
-        ackers: dict[int, Acker] = {}
 
         def callback(message: DeliveredMessage) -> None:
-            acker = ackers.get(id(message.channel))
-            if acker is None or acker.channel is not message.channel:
-                ackers.clear()  # a reopened channel: the old one's tags are void
-                acker = ackers[id(message.channel)] = Acker(message.channel)
-            on_delivery(Delivery(message, queue, acker))
+            on_delivery(Delivery(message, queue, acker_of(message.channel)))
 
+        # The channel stays open after a cancel: running tasks still ack on it.
         return await self._consume_raw(channel, queue_name, callback, no_ack=False)
 
     async def consume_replies(
-        self, queue_name: str, on_reply: Callable[[str | None, bytes, str | None], None]
+        self,
+        queue_name: str,
+        on_reply: Callable[[str | None, bytes, str | None], None],
+        *,
+        expires: float,
+        on_lost: Callable[[], None],
     ) -> None:
-        """Declare an exclusive reply queue and consume it without acks.
+        """Declare a reply queue that outlives a reconnect, and consume it without acks.
 
-        The name is chosen by the caller so that a robust reconnect re-declares the same queue
-        and replies addressed to it keep arriving.
+        The queue is durable and not exclusive, so replies published while this client
+        reconnects wait in it; ``x-expires`` removes it once nobody has used it for
+        ``expires`` seconds (a client that died). After a reconnect the queue is checked
+        before it is declared again: if it expired meanwhile, replies sent to it were dropped
+        by the broker, and ``on_lost`` is called so that waiters learn it at once.
         """
         consumer = self._require(self._consumer, "consume_replies")
         channel = await consumer.channel()
-        await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
+        arguments = topology.reply_queue_arguments(expires)
+        reconnected = False
+
+        async def declare(underlay: aiormq.abc.AbstractChannel) -> None:
+            nonlocal reconnected
+            if reconnected and not await _exists(underlay.connection, queue_name):
+                on_lost()
+            reconnected = True
+            await underlay.queue_declare(queue_name, durable=True, arguments=arguments)
 
         def callback(message: DeliveredMessage) -> None:
             props = message.header.properties
             on_reply(props.correlation_id, message.body, props.message_type)
 
-        await self._consume_raw(channel, queue_name, callback, no_ack=True)
+        await self._consume_raw(channel, queue_name, callback, no_ack=True, prepare=declare)
+
+    @contextlib.asynccontextmanager
+    async def reply_inbox(
+        self, on_reply: Callable[[str | None, bytes, str | None], None]
+    ) -> AsyncIterator[str]:
+        """A short-lived reply queue (e.g. for one control broadcast): yields its name.
+
+        Exclusive and server-named, on a channel of its own that is closed on exit, which
+        deletes the queue: repeated broadcasts leave no channel or queue behind.
+        """
+        consumer = self._require(self._consumer, "reply_inbox")
+        channel = await consumer.channel()
+        try:
+            underlay = await channel.get_underlay_channel()
+            declared = await underlay.queue_declare("", exclusive=True, auto_delete=True)
+            name = declared.queue or ""
+
+            def callback(message: DeliveredMessage) -> None:
+                props = message.header.properties
+                on_reply(props.correlation_id, message.body, props.message_type)
+
+            await underlay.basic_consume(name, callback, no_ack=True)
+            yield name
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(*_CONNECTION_ERRORS):
+                    await channel.close()
+
+    async def delete_queue(self, queue_name: str) -> None:
+        """Delete a queue by its full name (nothing happens if it does not exist)."""
+        channel: AbstractRobustChannel = self._require(self._topology_channel, "delete_queue")
+        underlay = await channel.get_underlay_channel()
+        await underlay.queue_delete(queue_name)
 
     async def get(self, queue_name: str) -> Delivery | None:
         """Fetch one message from a queue by its full name (basic.get), or None if empty.
@@ -461,6 +511,20 @@ class Transport:
         ``exchange`` (events: telemetry that may be dropped, never waited for). Lost while the
         connection is down, with a warning."""
         await self._unconfirmed(exchange, messages)
+
+
+async def _exists(connection: aiormq.abc.AbstractConnection, queue_name: str) -> bool:
+    """Whether a queue exists, asked on a throwaway channel (a failed passive declare closes
+    the channel it was made on)."""
+    probe = await connection.channel(publisher_confirms=False)
+    try:
+        await probe.queue_declare(queue_name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    return True
 
 
 async def _wait_ready(channel: AbstractRobustChannel, timeout: float) -> None:

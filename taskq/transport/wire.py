@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,60 +42,110 @@ def properties(msg: OutgoingMessage) -> Basic.Properties:
     )
 
 
-class Acker:
-    """The acks of one aiormq channel, coalesced.
+class AckLedger:
+    """Which delivery tags of one channel can be acked, and with which frames. Pure.
 
-    A finished delivery is marked done; once per event-loop turn the longest run of done
-    deliveries at the head of the channel's outstanding ones is acked with one
-    ``multiple=True`` frame (safe: every earlier delivery on the channel is finished), and
-    done deliveries behind a still-running one are acked one by one, so that a long task never
-    holds back the acks (and the prefetch window) of the others.
+    Delivery tags grow on a channel, and ``basic.ack(multiple=True)`` settles every unsettled
+    tag up to the one given *on the whole channel*, whatever queue or consumer it came from.
+    So one ledger serves every delivery of a channel (never one per queue): a tag enters with
+    :meth:`track` in arrival order, :meth:`finish` marks its outcome recorded, :meth:`drop`
+    forgets a tag settled otherwise (rejected), and :meth:`flush` returns the ack frames that
+    settle exactly the finished tags: one ``multiple=True`` frame for the longest finished run
+    at the head of the channel's unsettled tags, and single acks for finished tags behind a
+    still-running one (so a long task never holds back the acks of the others).
     """
+
+    __slots__ = ("_done", "_order", "_unsettled")
+
+    def __init__(self) -> None:
+        self._order: collections.deque[int] = collections.deque()
+        self._unsettled: set[int] = set()
+        self._done: set[int] = set()
+
+    def track(self, tag: int) -> None:
+        """A delivery with ``tag`` arrived (after every lower tag of the channel)."""
+        self._order.append(tag)
+        self._unsettled.add(tag)
+
+    def finish(self, tag: int) -> None:
+        """The outcome of ``tag`` is recorded: it may be acked."""
+        if tag in self._unsettled:
+            self._done.add(tag)
+
+    def drop(self, tag: int) -> None:
+        """``tag`` was settled without an ack (rejected): never ack it."""
+        self._unsettled.discard(tag)
+        self._done.discard(tag)
+
+    @property
+    def unsettled(self) -> int:
+        """How many tracked tags are neither acked nor dropped."""
+        return len(self._unsettled)
+
+    def flush(self) -> list[tuple[int, bool]]:
+        """The ``(tag, multiple)`` ack frames that settle every finished tag, and nothing else."""
+        order, unsettled, done = self._order, self._unsettled, self._done
+        last = None
+        while order:
+            head = order[0]
+            if head not in unsettled:  # settled earlier (single ack or reject)
+                order.popleft()
+            elif head in done:
+                order.popleft()
+                unsettled.discard(head)
+                done.discard(head)
+                last = head
+            else:
+                break
+        frames = [] if last is None else [(last, True)]
+        for tag in done:
+            unsettled.discard(tag)
+            frames.append((tag, False))
+        done.clear()
+        return frames
+
+
+class Acker:
+    """The acks of one aiormq channel, coalesced once per event-loop turn (see AckLedger).
+
+    Get it with :func:`acker_of`, so that every consumer of a channel shares one.
+    """
+
+    __slots__ = ("__weakref__", "_scheduled", "channel", "ledger")
 
     def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
         self.channel = channel
-        self._outstanding: collections.deque[int] = collections.deque()
-        self._done: set[int] = set()
+        self.ledger = AckLedger()
         self._scheduled = False
 
     def track(self, tag: int) -> None:
-        """A delivery with ``tag`` arrived (tags grow on a channel)."""
-        self._outstanding.append(tag)
+        """A delivery with ``tag`` arrived on this channel."""
+        self.ledger.track(tag)
 
     def ack(self, tag: int) -> None:
         """Mark ``tag`` done; the frame goes out at the end of this loop turn."""
-        self._done.add(tag)
+        self.ledger.finish(tag)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     async def reject(self, tag: int, requeue: bool) -> None:
         """Reject ``tag`` now (never coalesced)."""
-        with contextlib.suppress(ValueError):
-            self._outstanding.remove(tag)
+        self.ledger.drop(tag)
         await self.channel.basic_reject(tag, requeue=requeue)
 
     def _flush(self) -> None:
         self._scheduled = False
-        outstanding, done = self._outstanding, self._done
-        last = None
-        while outstanding and outstanding[0] in done:
-            last = outstanding.popleft()
-            done.discard(last)
+        frames = self.ledger.flush()
         try:
-            if last is not None:
-                self._send(last, multiple=True)
-            for tag in done:
-                if tag in outstanding:
-                    outstanding.remove(tag)
-                    self._send(tag, multiple=False)
-        except (aiormq.exceptions.AMQPError, RuntimeError, ValueError) as exc:
+            for tag, multiple in frames:
+                self._send(tag, multiple=multiple)
+        except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
             log.warning(
                 "ack failed (%r): the channel is gone, so the broker will redeliver what was "
                 "not acked",
                 exc,
             )
-        done.clear()
 
     def _send(self, tag: int, *, multiple: bool) -> None:
         if self.channel.is_closed:
@@ -104,6 +154,19 @@ class Acker:
         asyncio.ensure_future(
             self.channel.basic_ack(tag, multiple=multiple, wait=False)
         ).add_done_callback(_log_failure)
+
+
+_ackers: weakref.WeakKeyDictionary[aiormq.abc.AbstractChannel, Acker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def acker_of(channel: aiormq.abc.AbstractChannel) -> Acker:
+    """The one Acker of ``channel``, shared by every consumer on it (tags are per channel)."""
+    acker = _ackers.get(channel)
+    if acker is None:
+        acker = _ackers[channel] = Acker(channel)
+    return acker
 
 
 def _log_failure(future: Any) -> None:

@@ -1,0 +1,36 @@
+"""Test helpers that act on the broker from outside a client: close connections by name."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+
+def _rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    return done.stdout
+
+
+def connection_pids(containing: str) -> list[str]:
+    """The broker pids of the connections whose client properties (connection name) contain
+    ``containing``, in the form ``rabbitmqctl close_connection`` takes."""
+    rows = _rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
+    return [row.split("\t", 1)[0] for row in rows.splitlines() if containing in row]
+
+
+async def close_connections(containing: str) -> int:
+    """Force-close (as the broker does on an admin's request) every connection whose name
+    contains ``containing``; return how many were closed."""
+    pids = await asyncio.to_thread(connection_pids, containing)
+    for pid in pids:
+        await asyncio.to_thread(_rabbitmqctl, "close_connection", pid, "test: forced close")
+    return len(pids)
+
+
+def queue_names(prefix: str) -> set[str]:
+    """The names of the queues that start with ``prefix``, as the broker lists them (unlike a
+    passive declare, listing does not count as using a queue, so it never renews x-expires)."""
+    rows = _rabbitmqctl("list_queues", "--no-table-headers", "name")
+    return {row.strip() for row in rows.splitlines() if row.strip().startswith(prefix)}
