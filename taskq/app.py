@@ -431,9 +431,16 @@ def _task_name(fn: Callable[..., Any], explicit: str | None) -> str:
             "a lambda cannot be a task: workers find tasks by name in an imported module; use a def"
         )
     if explicit is not None:
-        if not explicit or not explicit.isprintable() or len(explicit) > 200:
+        if not explicit or not explicit.isprintable():
             raise TaskRegistrationError(f"invalid task name {explicit!r}")
-        return explicit
+        name = explicit
+    size = len(name.encode())
+    if size > topology.MAX_NAME_BYTES:
+        # The name travels as the AMQP `type` property, a short string.
+        raise TaskRegistrationError(
+            f"task name {name[:40]!r}... is {size} bytes of UTF-8; AMQP allows "
+            f"{topology.MAX_NAME_BYTES}: pass a shorter name="
+        )
     return name
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from .codec import Signature
 from .handle import TaskHandle
 from .retry import RetryPolicy
+from .topology import check_amqp_name
 
 if TYPE_CHECKING:
     from .app import App
@@ -38,6 +39,10 @@ class SendOptions:
     countdown: float | None = None
     eta: dt.datetime | None = None
     expires: float | dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.task_id is not None:
+            check_amqp_name(self.task_id, "task_id")  # it travels as the AMQP message_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

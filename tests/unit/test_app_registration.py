@@ -176,7 +176,7 @@ def test_registration_error_is_a_type_error(app: App) -> None:
         app.task(lambda: None)
 
 
-@pytest.mark.parametrize("name", ["", "bad\nname", "x" * 201])
+@pytest.mark.parametrize("name", ["", "bad\nname", "x" * 256, "é" * 128])
 def test_invalid_explicit_name(app: App, name: str) -> None:
     with pytest.raises(TaskRegistrationError):
         app.task(name=name)(_plain)
@@ -410,3 +410,21 @@ def test_parent_and_root_from_the_running_task(app: App) -> None:
     finally:
         reset_current(token)
     assert (envelope.parent_id, envelope.root_id) == ("child-id", "root-id")
+
+
+def test_a_task_name_is_checked_in_bytes_of_utf8(app: App) -> None:
+    # 150 characters, 300 bytes: the AMQP `type` property holds 255 bytes, not characters.
+    with pytest.raises(TaskRegistrationError, match="300 bytes"):
+        app.task(name="é" * 150)(_plain)
+    namespace: dict[str, object] = {}
+    exec("def " + "é" * 150 + "(x: int) -> int:\n    return x\n", namespace)
+    (func,) = [value for key, value in namespace.items() if key != "__builtins__"]
+    with pytest.raises(TaskRegistrationError, match="bytes of UTF-8"):
+        app.task(func)  # type: ignore[call-overload]
+    assert app.task(name="é" * 127)(_plain).name == "é" * 127  # 254 bytes fit
+
+
+def test_a_task_id_longer_than_amqp_allows_fails_before_sending(app: App) -> None:
+    task = app.task(name="ids")(_plain)
+    with pytest.raises(ConfigurationError, match="task_id"):
+        task.options(task_id="é" * 128)
