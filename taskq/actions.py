@@ -9,14 +9,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
 
 from . import outcome as oc
 from .events import WorkerEvents
 from .exceptions import EncodeError
 from .message import (
     H_DEAD_AT,
-    H_DELIVERIES,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
     H_REASON,
@@ -90,13 +88,18 @@ class Actions:
                     await record(envelope, TaskStatus.FAILURE, error=error)
                 await self._dead_letter(delivery, reason, error)
             case oc.CountRedelivery(deliveries):
-                headers = {**delivery.headers, H_DELIVERIES: deliveries}
-                await self._republish(delivery, headers)
+                assert envelope is not None
+                counted = dataclasses.replace(envelope, deliveries=deliveries)
+                await self.transport.publish(
+                    self.names.exchange, delivery.queue, counted.to_message()
+                )
             case oc.Requeue():
                 # Never started: republish it as it came, then ack. A reject would set the
                 # broker's redelivered flag, and the next worker would count a crash for a
                 # task that never ran (a few restarts would dead-letter it as crash-loop).
-                await self._republish(delivery, None)
+                await self.transport.publish(
+                    self.names.exchange, delivery.queue, delivery.as_outgoing()
+                )
                 self.counters.requeued += 1
             case oc.Skip():
                 log.info("task %s already succeeded; not running it again", delivery.message_id)
@@ -104,17 +107,11 @@ class Actions:
 
     # -- broker actions ----------------------------------------------------------------------
 
-    async def _republish(self, delivery: Delivery, headers: dict[str, Any] | None) -> None:
-        message = (
-            delivery.as_outgoing() if headers is None else delivery.as_outgoing(headers=headers)
-        )
-        await self.transport.publish(self.names.exchange, delivery.queue, message)
-
     async def _retry(self, envelope: Envelope, delay: float, error: ErrorInfo) -> None:
         await self.recorder.record(envelope, TaskStatus.RETRYING, error=error)
         message = dataclasses.replace(
             envelope, attempt=envelope.attempt + 1, deliveries=0
-        ).to_message(None)
+        ).to_message()
         delay_ms = min(MAX_DELAY_MS, int(delay * 1000))
         transport = self.transport
         if delay_ms > 0:

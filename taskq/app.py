@@ -290,10 +290,10 @@ class App:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> TaskHandle[Any]:
-        handle, exchange, key, message = await self._prepare(task, options, args, kwargs)
-        await events.sent(self, (key, message))  # first: it must come before task.received
-        await self.transport.publish(exchange, key, message)
-        return handle
+        send = await self._prepare(task, options, args, kwargs)
+        await events.sent(self, send.envelope)  # first: it must come before task.received
+        await self.transport.publish(send.exchange, send.routing_key, send.message)
+        return send.handle
 
     async def send_many(self, calls: Iterable[SendItem]) -> list[TaskHandle[Any]]:
         """Send many tasks with pipelined publisher confirms; return their handles in order.
@@ -312,9 +312,11 @@ class App:
             else:
                 view_task, view_options = view, SendOptions()
             prepared.append(await self._prepare(view_task, view_options, tuple(args), kwargs))
-        await events.sent(self, *((key, msg) for _, _, key, msg in prepared))
-        await self.transport.publish_many([(ex, key, msg) for _, ex, key, msg in prepared])
-        return [handle for handle, *_ in prepared]
+        await events.sent(self, *(send.envelope for send in prepared))
+        await self.transport.publish_many(
+            [(send.exchange, send.routing_key, send.message) for send in prepared]
+        )
+        return [send.handle for send in prepared]
 
     async def _prepare(
         self,
@@ -322,13 +324,12 @@ class App:
         options: SendOptions,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> tuple[TaskHandle[Any], str, str, OutgoingMessage]:
-        """Check a call, declare its queue, and build its message: (handle, exchange, key, msg)."""
+    ) -> _Send:
+        """Check a call, declare its queue, and build its message."""
         bound = task.signature.bind(args, kwargs)  # a wrong call fails here, open or not
         transport, store = self.transport, self.store
         envelope, delay_ms = self._envelope(task, options, bound, store.reply_to())
-        body = codec.pack([envelope.args, envelope.kwargs])
-        message = envelope.to_message(body)
+        message = envelope.to_message()
         if options.expires is not None and delay_ms == 0 and envelope.expires is not None:
             remaining = max(1, int((envelope.expires - _now()).total_seconds() * 1000))
             message = dataclasses.replace(message, expiration_ms=remaining)
@@ -340,8 +341,8 @@ class App:
         if delay_ms > 0:
             await transport.declare_delay_levels()
             key = topology.delay_routing_key(delay_ms, envelope.queue)
-            return handle, self.names.delay_exchange(delay_ms), key, message
-        return handle, self.names.exchange, envelope.queue, message
+            return _Send(handle, envelope, self.names.delay_exchange(delay_ms), key, message)
+        return _Send(handle, envelope, self.names.exchange, envelope.queue, message)
 
     def _envelope(
         self,
@@ -378,6 +379,17 @@ class App:
             ),
             delay_ms,
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Send:
+    """One checked call, ready to publish."""
+
+    handle: TaskHandle[Any]
+    envelope: Envelope
+    exchange: str
+    routing_key: str
+    message: OutgoingMessage
 
 
 def _now() -> dt.datetime:

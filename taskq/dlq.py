@@ -13,8 +13,8 @@ in the order read: RabbitMQ puts a requeued message back at its old position, so
 is left as it was. Replaying publishes a copy to the work queue (confirmed) before acking the
 dead copy: a crash in between duplicates a task, never loses one.
 
-The pure part (:func:`describe`, :func:`replay_headers`) decodes and rewrites headers; the
-functions below it do the broker I/O through :class:`taskq.transport.Transport`.
+The pure part (:func:`describe`, :func:`replay_copy`) decodes messages and builds the copy to
+replay; the functions below it do the broker I/O through :class:`taskq.transport.Transport`.
 """
 
 from __future__ import annotations
@@ -24,17 +24,19 @@ import datetime as dt
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, DecodeError
 from .message import (
-    H_ATTEMPT,
     H_DEAD_AT,
-    H_DELIVERIES,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
     H_EXPIRES,
     H_REASON,
     H_TRACEBACK,
     H_WORKER,
+    Envelope,
+    OutgoingMessage,
+    ReceivedMessage,
+    envelope_of,
 )
 from .results.base import ResultStore
 from .transport import Delivery, Transport
@@ -113,7 +115,9 @@ def _time_of(value: Any) -> dt.datetime | None:
     return None
 
 
-def _broker_reason(headers: Mapping[str, Any]) -> tuple[str, str, str, dt.datetime | None]:
+def _broker_reason(
+    headers: Mapping[str, Any], envelope: Envelope | None
+) -> tuple[str, str, str, dt.datetime | None]:
     """Reason, error type, message and time of a message RabbitMQ dead-lettered itself."""
     death = _latest_death(headers)
     if death is None:
@@ -121,8 +125,8 @@ def _broker_reason(headers: Mapping[str, Any]) -> tuple[str, str, str, dt.dateti
     reason = _text(death.get("reason")) or "unknown"
     queue = _text(death.get("queue"))
     if reason == "expired":
-        expires = _text(headers.get(H_EXPIRES))
-        message = f"not started before {expires}" if expires else f"expired in {queue}"
+        expires = envelope.expires if envelope is not None else None
+        message = f"not started before {expires.isoformat()}" if expires else f"expired in {queue}"
         return "expired", "taskq.Expired", message, _time_of(death.get("time"))
     return reason, "x-death", f"{reason} in {queue}", _time_of(death.get("time"))
 
@@ -137,33 +141,44 @@ def _taskq_reason(headers: Mapping[str, Any]) -> tuple[str, str, str, dt.datetim
     )
 
 
-def describe(
-    message_id: str | None, task_name: str | None, headers: Mapping[str, Any]
-) -> DeadMessage:
-    """The DeadMessage of a message in a ``.dead`` queue, from its ID, type and headers."""
-    attempt = headers.get(H_ATTEMPT)
+def _envelope_or_none(message: ReceivedMessage) -> Envelope | None:
+    try:
+        return envelope_of(message)
+    except DecodeError:  # not taskq's format: it was dead-lettered as invalid-message
+        return None
+
+
+def describe(message: ReceivedMessage) -> DeadMessage:
+    """The DeadMessage of a message in a ``.dead`` queue (its properties, headers and, when it
+    is taskq's format, its envelope)."""
+    headers = message.headers
+    envelope = _envelope_or_none(message)
     reason, error_type, error_message, dead_at = (
-        _taskq_reason(headers) if H_REASON in headers else _broker_reason(headers)
+        _taskq_reason(headers) if H_REASON in headers else _broker_reason(headers, envelope)
     )
     return DeadMessage(
-        task_id=message_id or "",
-        task_name=task_name or "",
+        task_id=message.message_id or "",
+        task_name=message.type or "",
         reason=reason,
         error_type=error_type,
         error_message=error_message,
         traceback=_text(headers.get(H_TRACEBACK)),
-        attempts=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        attempts=envelope.attempt if envelope is not None else None,
         dead_at=dead_at,
         worker=_text(headers.get(H_WORKER)) or None,
     )
 
 
-def replay_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
-    """The headers of a replayed copy: death headers removed, attempt 1, deliveries 0."""
-    kept = {k: v for k, v in headers.items() if k not in DEATH_HEADERS}
-    kept[H_ATTEMPT] = 1
-    kept[H_DELIVERIES] = 0
-    return kept
+def replay_copy(delivery: Delivery) -> OutgoingMessage:
+    """The message to send back to the work queue for a dead one: attempt 1, no deliveries
+    counted, no expiry (an operator who replays an expired task wants it to run), no death
+    headers. A message that is not taskq's format goes back as it was, minus those headers."""
+    envelope = _envelope_or_none(delivery)
+    if envelope is None:
+        kept = {k: v for k, v in delivery.headers.items() if k not in DEATH_HEADERS}
+        return delivery.as_outgoing(headers=kept)
+    fresh = dataclasses.replace(envelope, attempt=1, deliveries=0, expires=None)
+    return fresh.to_message()
 
 
 def selector(
@@ -204,10 +219,6 @@ async def _requeue(deliveries: list[Delivery]) -> None:
         await delivery.reject(requeue=True)
 
 
-def _describe(delivery: Delivery) -> DeadMessage:
-    return describe(delivery.message_id, delivery.type, delivery.headers)
-
-
 async def list_dead(
     transport: Transport, queue: str, *, limit: int | None = None
 ) -> list[DeadMessage]:
@@ -219,7 +230,7 @@ async def list_dead(
     fetched: list[Delivery] = []
     try:
         fetched = await _fetch_all(transport, transport.names.dead_queue(queue), limit)
-        return [_describe(delivery) for delivery in fetched]
+        return [describe(delivery) for delivery in fetched]
     finally:
         await _requeue(fetched)
 
@@ -243,12 +254,12 @@ async def replay(
     try:
         fetched = await _fetch_all(transport, transport.names.dead_queue(queue), None)
         for delivery in fetched:
-            dead = _describe(delivery)
+            dead = describe(delivery)
             if not select(dead):
                 continue
             if store is not None and store.durable and dead.task_id:
                 await store.reset(dead.task_id)
-            copy = delivery.as_outgoing(headers=replay_headers(delivery.headers))
+            copy = replay_copy(delivery)
             await transport.publish(transport.names.exchange, queue, copy)
             await delivery.ack()
             acked.add(id(delivery))

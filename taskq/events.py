@@ -29,12 +29,11 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .message import H_ATTEMPT, H_ETA, OutgoingMessage
-from .topology import queue_from_delay_key
+from .exceptions import DecodeError
+from .message import Envelope, OutgoingMessage, envelope_of
 
 if TYPE_CHECKING:
     from .app import App
-    from .message import Envelope
     from .transport import Delivery, Transport
 
 log = logging.getLogger("taskq.events")
@@ -61,19 +60,13 @@ def decode(body: bytes) -> dict[str, Any]:
     return value
 
 
-def _header_int(headers: Mapping[str, Any], name: str) -> int:
-    value = headers.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 1
-
-
 def delivery_fields(delivery: Delivery) -> dict[str, Any]:
-    """Task fields read from a delivery's properties and headers (no body decoding)."""
-    return {
-        "task_id": delivery.message_id,
-        "task": delivery.type,
-        "queue": delivery.queue,
-        "attempt": _header_int(delivery.headers, H_ATTEMPT),
-    }
+    """Task fields of a delivery (its body is decoded only for this: events are opt-in)."""
+    try:
+        return envelope_fields(envelope_of(delivery))
+    except DecodeError:  # not taskq's format: it will be dead-lettered
+        return {"task_id": delivery.message_id, "task": delivery.type,
+                "queue": delivery.queue, "attempt": None}  # fmt: skip
 
 
 def envelope_fields(envelope: Envelope) -> dict[str, Any]:
@@ -205,8 +198,8 @@ async def _wait_any(first: asyncio.Event, second: asyncio.Event, *, timeout: flo
 _declared: weakref.WeakSet[Transport] = weakref.WeakSet()
 
 
-async def sent(app: App, *sends: tuple[str, OutgoingMessage]) -> None:
-    """Publish ``task.sent`` for ``(routing key, message)`` task sends, if events are on."""
+async def sent(app: App, *sends: Envelope) -> None:
+    """Publish ``task.sent`` for these task sends, if events are on."""
     if not app.settings.events:
         return
     transport = app.transport
@@ -215,16 +208,9 @@ async def sent(app: App, *sends: tuple[str, OutgoingMessage]) -> None:
         await transport.declare_exchange(exchange, "topic")
         _declared.add(transport)
     batch = []
-    for routing_key, message in sends:
-        headers = message.headers
-        fields: dict[str, Any] = {
-            "time": time.time(),
-            "task_id": message.message_id,
-            "task": message.type,
-            "queue": queue_from_delay_key(routing_key),
-            "attempt": _header_int(headers, H_ATTEMPT),
-        }
-        if headers.get(H_ETA) is not None:
-            fields["eta"] = headers[H_ETA]
+    for envelope in sends:
+        fields: dict[str, Any] = {"time": time.time(), **envelope_fields(envelope)}
+        if envelope.eta is not None:
+            fields["eta"] = envelope.eta.isoformat()
         batch.append(("task.sent", encode("task.sent", fields)))
     await transport.emit(exchange, batch)

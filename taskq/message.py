@@ -1,13 +1,19 @@
-"""The wire envelope of a task message (AMQP 0-9-1 properties, ``x-taskq-*`` headers, body).
+"""The wire envelope of a task message: AMQP 0-9-1 properties and a msgpack body.
 
-A task message is:
+Schema 2 (what taskq sends):
 
 - properties: ``message_id`` = task ID, ``type`` = task name, ``content_type`` =
-  ``application/x-msgpack``, persistent, ``priority``, ``timestamp``, ``app_id``, and
-  ``reply_to``/``correlation_id`` when the sender listens for the outcome over AMQP;
-- headers: the ``x-taskq-*`` names below (schema version, attempt, deliveries, origin queue,
-  ETA, expiry, parent/root IDs; on the dead-letter queue also the reason and error);
-- body: msgpack ``[args, kwargs]`` (see :mod:`taskq.codec`).
+  ``application/x-msgpack``, persistent, ``priority`` (only when not 0), and ``reply_to`` when
+  the sender listens for the outcome over AMQP. Nothing else: every property and header costs
+  marshalling on both sides, on every message.
+- body: msgpack ``[2, args, kwargs, meta]``, where ``meta`` is a map holding only what differs
+  from its default: ``a`` attempt (1), ``d`` deliveries (0), ``t`` sent-at in Unix ms,
+  ``eta``, ``exp`` (expiry) and ``sf`` (the tick a periodic firing is for) as datetimes,
+  ``p`` parent and ``r`` root task IDs.
+- no headers, except on the dead-letter queue: the ``x-taskq-*`` reason and error headers.
+
+Schema 1 (taskq before 0.2) still decodes: body ``[args, kwargs]``, metadata in ``x-taskq-*``
+headers. A message of any other shape goes to the dead-letter queue as ``invalid-message``.
 
 The envelope owns the attempt count: RabbitMQ's ``x-death`` counts differ across versions.
 """
@@ -16,14 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from . import codec
 from .exceptions import DecodeError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_V1 = 1
 CONTENT_TYPE = "application/x-msgpack"
 
 H_SCHEMA = "x-taskq-schema"
@@ -82,40 +88,35 @@ class Envelope:
     reply_to: str | None = None
     parent_id: str | None = None
     root_id: str | None = None
+    scheduled_for: dt.datetime | None = None
 
-    def headers(self) -> dict[str, Any]:
-        """The ``x-taskq-*`` headers of this envelope."""
-        # Only what differs from the defaults travels: every header costs marshalling time on
-        # the hot path. The queue is known from where the message is consumed.
-        headers: dict[str, Any] = {
-            H_SCHEMA: SCHEMA_VERSION,
-            H_ATTEMPT: self.attempt,
-            # Milliseconds as an integer: AMQP table floats may travel as 32-bit.
-            H_SENT_AT: int(self.sent_at * 1000),
-        }
+    def meta(self) -> dict[str, Any]:
+        """The schema 2 metadata map: only what differs from the defaults travels."""
+        meta: dict[str, Any] = {"t": int(self.sent_at * 1000)}
+        if self.attempt != 1:
+            meta["a"] = self.attempt
         if self.deliveries:
-            headers[H_DELIVERIES] = self.deliveries
+            meta["d"] = self.deliveries
         if self.eta is not None:
-            headers[H_ETA] = self.eta.isoformat()
+            meta["eta"] = self.eta
         if self.expires is not None:
-            headers[H_EXPIRES] = self.expires.isoformat()
+            meta["exp"] = self.expires
+        if self.scheduled_for is not None:
+            meta["sf"] = self.scheduled_for
         if self.parent_id is not None:
-            headers[H_PARENT_ID] = self.parent_id
+            meta["p"] = self.parent_id
         if self.root_id is not None:
-            headers[H_ROOT_ID] = self.root_id
-        return headers
+            meta["r"] = self.root_id
+        return meta
 
-    def to_message(self, body: bytes | None = None) -> OutgoingMessage:
-        """Encode for publishing; ``body`` may be passed when it is already encoded."""
+    def to_message(self) -> OutgoingMessage:
+        """Encode for publishing (schema 2); EncodeError if an argument cannot be carried."""
         return OutgoingMessage(
-            body=body if body is not None else codec.pack([self.args, self.kwargs]),
+            body=codec.pack([SCHEMA_VERSION, self.args, self.kwargs, self.meta()]),
             message_id=self.task_id,
             type=self.task_name,
-            headers=self.headers(),
-            priority=self.priority,
+            priority=self.priority or None,
             reply_to=self.reply_to,
-            correlation_id=self.task_id if self.reply_to else None,
-            timestamp=dt.datetime.fromtimestamp(self.sent_at or time.time(), dt.UTC),
         )
 
 
@@ -154,42 +155,92 @@ def decode_envelope(
     reply_to: str | None,
     queue: str,
 ) -> Envelope:
-    """Decode a received task message; raise DecodeError saying what is wrong with it."""
+    """Decode a received task message (schema 2, or 1); raise DecodeError saying what is wrong."""
     if content_type != CONTENT_TYPE:
         raise DecodeError(f"content type {content_type!r} is not {CONTENT_TYPE}")
     if not message_id:
         raise DecodeError("message has no message_id (task ID)")
     if not task_name:
         raise DecodeError("message has no type (task name)")
-    schema = headers.get(H_SCHEMA, SCHEMA_VERSION)
-    if schema != SCHEMA_VERSION:
-        raise DecodeError(f"unsupported schema version {schema!r}")
     payload = codec.unpack(body)
-    if (
-        not isinstance(payload, list)
-        or len(payload) != 2
-        or not isinstance(payload[0], list)
-        or not isinstance(payload[1], dict)
-        or not all(isinstance(k, str) for k in payload[1])
-    ):
-        raise DecodeError("body is not msgpack [args, kwargs]")
-    sent_at_ms = headers.get(H_SENT_AT, 0)
+    if isinstance(payload, list) and len(payload) == 4 and payload[0] == SCHEMA_VERSION:
+        _, args, kwargs, meta = payload
+        if not isinstance(meta, dict):
+            raise DecodeError("schema 2 metadata is not a map")
+        fields = _meta_fields(meta)
+    elif isinstance(payload, list) and len(payload) == 2:
+        schema = headers.get(H_SCHEMA, SCHEMA_V1)
+        if schema != SCHEMA_V1:
+            raise DecodeError(f"unsupported schema version {schema!r}")
+        args, kwargs = payload
+        fields = _header_fields(headers)
+    else:
+        raise DecodeError("body is neither msgpack [2, args, kwargs, meta] nor [args, kwargs]")
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise DecodeError("args must be a msgpack array and kwargs a map")
+    if not all(isinstance(k, str) for k in kwargs):
+        raise DecodeError("kwargs keys must be strings")
     return Envelope(
         task_id=message_id,
         task_name=task_name,
-        queue=_str_header(headers, H_QUEUE) or queue,
-        args=payload[0],
-        kwargs=payload[1],
+        queue=fields.pop("queue", None) or queue,
+        args=args,
+        kwargs=kwargs,
         priority=priority or 0,
-        attempt=_int_header(headers, H_ATTEMPT, 1),
-        deliveries=_int_header(headers, H_DELIVERIES, 0),
-        sent_at=sent_at_ms / 1000 if isinstance(sent_at_ms, int | float) else 0.0,
-        eta=_time_header(headers, H_ETA),
-        expires=_time_header(headers, H_EXPIRES),
         reply_to=reply_to or None,
-        parent_id=_str_header(headers, H_PARENT_ID),
-        root_id=_str_header(headers, H_ROOT_ID),
+        **fields,
     )
+
+
+def _meta_fields(meta: Mapping[Any, Any]) -> dict[str, Any]:
+    """Envelope fields from a schema 2 metadata map."""
+    sent_at = meta.get("t", 0)
+    return {
+        "attempt": _int_of(meta, "a", 1),
+        "deliveries": _int_of(meta, "d", 0),
+        "sent_at": sent_at / 1000 if isinstance(sent_at, int | float) else 0.0,
+        "eta": _datetime_of(meta, "eta"),
+        "expires": _datetime_of(meta, "exp"),
+        "scheduled_for": _datetime_of(meta, "sf"),
+        "parent_id": _text_of(meta, "p"),
+        "root_id": _text_of(meta, "r"),
+    }
+
+
+def _header_fields(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Envelope fields from schema 1's ``x-taskq-*`` headers."""
+    sent_at_ms = headers.get(H_SENT_AT, 0)
+    return {
+        "queue": _str_header(headers, H_QUEUE),
+        "attempt": _int_header(headers, H_ATTEMPT, 1),
+        "deliveries": _int_header(headers, H_DELIVERIES, 0),
+        "sent_at": sent_at_ms / 1000 if isinstance(sent_at_ms, int | float) else 0.0,
+        "eta": _time_header(headers, H_ETA),
+        "expires": _time_header(headers, H_EXPIRES),
+        "parent_id": _str_header(headers, H_PARENT_ID),
+        "root_id": _str_header(headers, H_ROOT_ID),
+    }
+
+
+def _int_of(meta: Mapping[Any, Any], key: str, default: int) -> int:
+    value = meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DecodeError(f"metadata {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _datetime_of(meta: Mapping[Any, Any], key: str) -> dt.datetime | None:
+    value = meta.get(key)
+    if value is not None and not isinstance(value, dt.datetime):
+        raise DecodeError(f"metadata {key!r} must be a datetime, got {value!r}")
+    return value
+
+
+def _text_of(meta: Mapping[Any, Any], key: str) -> str | None:
+    value = meta.get(key)
+    if value is not None and not isinstance(value, str):
+        raise DecodeError(f"metadata {key!r} must be a string, got {value!r}")
+    return value
 
 
 def truncate(text: str, limit: int = MAX_HEADER_TEXT) -> str:

@@ -60,8 +60,8 @@ class DeadLetter:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CountRedelivery:
-    """A redelivery (the last holder died before acking): republish with the deliveries
-    header raised, then ack, so that a message that kills workers is eventually caught."""
+    """A redelivery (the last holder died before acking): republish with its deliveries
+    count raised, then ack, so that a message that kills workers is eventually caught."""
 
     deliveries: int
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import aio_pika
 
-from taskq import App, Worker
+from taskq import App, Worker, codec
 from taskq.topology import Names, every_name
 
 BROKER = os.environ.get("TASKQ_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
@@ -169,3 +169,11 @@ class WorkerProcess:
             self.process.wait(10)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
+
+
+def meta_of(body: bytes) -> dict[str, Any]:
+    """The schema 2 metadata map of a task message's body (attempt ``a``, deliveries ``d``...;
+    a key is absent when it has its default)."""
+    schema, _args, _kwargs, meta = codec.unpack(body)
+    assert schema == 2, f"not a schema 2 body: {body!r}"
+    return dict(meta)

@@ -16,7 +16,8 @@ from typing import Any
 
 from .. import control
 from ..app import App
-from ..message import H_ETA
+from ..exceptions import DecodeError
+from ..message import envelope_of
 from ..topology import DELAY_LEVELS, queue_from_delay_key
 from ..transport import Delivery
 from . import tables
@@ -184,14 +185,21 @@ async def _peek(app: App, queues: list[str], limit: int) -> list[dict[str, Any]]
         try:
             while len(held) < limit and (delivery := await app.transport.get(queue)) is not None:
                 held.append(delivery)
-                eta = delivery.headers.get(H_ETA)
                 found.append({
                     "task_id": delivery.message_id, "task": delivery.type,
                     "queue": queue_from_delay_key(delivery.routing_key or ""),
-                    "eta": eta.decode() if isinstance(eta, bytes) else eta,
-                    "delay_queue": queue,
+                    "eta": _eta_of(delivery), "delay_queue": queue,
                 })
         finally:
             for delivery in held:
                 await delivery.reject(requeue=True)
     return found
+
+
+def _eta_of(delivery: Delivery) -> str | None:
+    """The ETA of a delayed task, ISO 8601 (None if it has none or is not taskq's format)."""
+    try:
+        eta = envelope_of(delivery).eta
+    except DecodeError:
+        return None
+    return eta.isoformat() if eta is not None else None

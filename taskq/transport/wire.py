@@ -37,7 +37,6 @@ def properties(msg: OutgoingMessage) -> Basic.Properties:
         message_id=msg.message_id,
         timestamp=msg.timestamp,
         message_type=msg.type,
-        app_id="taskq",
         headers=dict(msg.headers) if msg.headers else None,
     )
 

@@ -1,4 +1,4 @@
-"""The wire envelope: headers and properties out, decoding and every rejection in."""
+"""The wire envelope: schema 2 out, schemas 2 and 1 in, and every rejection."""
 
 from __future__ import annotations
 
@@ -55,6 +55,33 @@ def decode(msg: OutgoingMessage, **changes: Any) -> Envelope:
     return decode_envelope(**fields)
 
 
+def v1_message(envelope: Envelope) -> OutgoingMessage:
+    """``envelope`` as taskq 0.1 sent it (schema 1): metadata in headers, body [args, kwargs]."""
+    headers: dict[str, Any] = {
+        "x-taskq-schema": 1,
+        "x-taskq-attempt": envelope.attempt,
+        "x-taskq-sent-at": int(envelope.sent_at * 1000),
+    }
+    if envelope.deliveries:
+        headers["x-taskq-deliveries"] = envelope.deliveries
+    if envelope.eta is not None:
+        headers["x-taskq-eta"] = envelope.eta.isoformat()
+    if envelope.expires is not None:
+        headers["x-taskq-expires"] = envelope.expires.isoformat()
+    if envelope.parent_id is not None:
+        headers["x-taskq-parent-id"] = envelope.parent_id
+    if envelope.root_id is not None:
+        headers["x-taskq-root-id"] = envelope.root_id
+    return OutgoingMessage(
+        body=codec.pack([envelope.args, envelope.kwargs]),
+        message_id=envelope.task_id,
+        type=envelope.task_name,
+        headers=headers,
+        priority=envelope.priority,
+        reply_to=envelope.reply_to,
+    )
+
+
 def test_to_message_properties() -> None:
     msg = sample().to_message()
     assert msg.message_id == "6f1c1a3e-0000-4000-8000-000000000001"
@@ -63,54 +90,43 @@ def test_to_message_properties() -> None:
     assert msg.persistent is True
     assert msg.priority == 5
     assert msg.reply_to == "amq.rabbitmq.reply-to.abc"
-    assert msg.correlation_id == msg.message_id
-    assert msg.timestamp == dt.datetime.fromtimestamp(1_700_000_000.123, dt.UTC)
+    # Nothing else travels as a property or header: each costs marshalling per message.
+    assert msg.correlation_id is None and msg.timestamp is None
+    assert dict(msg.headers) == {}
     assert msg.expiration_ms is None  # never used for delays
 
 
-def test_to_message_without_reply_to_has_no_correlation_id() -> None:
-    msg = sample(reply_to=None).to_message()
+def test_priority_zero_and_no_reply_to_are_left_out() -> None:
+    msg = sample(reply_to=None, priority=0).to_message()
     assert msg.reply_to is None
-    assert msg.correlation_id is None
+    assert msg.priority is None
 
 
-def test_to_message_headers() -> None:
-    headers = sample().to_message().headers
-    assert headers == {
-        "x-taskq-schema": 1,
-        "x-taskq-attempt": 3,
-        "x-taskq-deliveries": 1,
-        "x-taskq-sent-at": 1_700_000_000_123,
-        "x-taskq-eta": "2030-01-02T03:04:05+00:00",
-        "x-taskq-expires": "2030-01-02T04:00:00-05:00",
-        "x-taskq-parent-id": "parent",
-        "x-taskq-root-id": "root",
-    }
-    assert isinstance(headers["x-taskq-sent-at"], int)
+def test_body_is_schema_2_with_metadata() -> None:
+    body = codec.unpack(sample().to_message().body)
+    assert body == [
+        2,
+        [4, Decimal("6.5")],
+        {"when": ETA},
+        {"t": 1_700_000_000_123, "a": 3, "d": 1, "eta": ETA, "exp": EXPIRES,
+         "p": "parent", "r": "root"},
+    ]  # fmt: skip
 
 
-def test_optional_headers_are_left_out() -> None:
-    """Defaults do not travel: every header costs marshalling time on the hot path."""
-    headers = sample(eta=None, expires=None, parent_id=None, root_id=None, deliveries=0).headers()
-    assert set(headers) == {
-        message.H_SCHEMA,
-        message.H_ATTEMPT,
-        message.H_SENT_AT,
-    }
+def test_default_metadata_is_left_out() -> None:
+    minimal = Envelope("id-1", "noop", "default", [1], {}, sent_at=2.5)
+    assert codec.unpack(minimal.to_message().body) == [2, [1], {}, {"t": 2500}]
 
 
-def test_body_is_msgpack_args_kwargs() -> None:
-    msg = sample().to_message()
-    assert codec.unpack(msg.body) == [[4, Decimal("6.5")], {"when": ETA}]
-
-
-def test_given_body_is_used_as_is() -> None:
-    assert sample().to_message(b"\x92\x90\x80").body == b"\x92\x90\x80"
+def test_golden_bytes_of_schema_2() -> None:
+    # The wire format is a contract with other workers and producers: pin it.
+    minimal = Envelope("id-1", "noop", "default", [1, "x"], {"k": None}, sent_at=2.5)
+    assert minimal.to_message().body == b"\x94\x02\x92\x01\xa1x\x81\xa1k\xc0\x81\xa1t\xcd\t\xc4"
 
 
 def test_decode_round_trip() -> None:
-    original = sample()
-    # The queue is where the message is consumed from: it does not travel in a header.
+    original = sample(scheduled_for=ETA)
+    # The queue is where the message is consumed from: it does not travel.
     decoded = decode(original.to_message(), queue=original.queue)
     # sent-at travels as integer milliseconds
     assert decoded.sent_at == pytest.approx(original.sent_at, abs=0.001)
@@ -125,13 +141,19 @@ def test_decode_round_trip_minimal() -> None:
     assert decoded.queue == "default"
     assert decoded.args == [] and decoded.kwargs == {}
     assert decoded.attempt == 1 and decoded.deliveries == 0
-    assert decoded.eta is None and decoded.expires is None
+    assert decoded.eta is None and decoded.expires is None and decoded.scheduled_for is None
     assert decoded.reply_to is None
     assert decoded.parent_id is None and decoded.root_id is None
 
 
-def test_decode_defaults_when_headers_are_missing() -> None:
-    msg = sample().to_message()
+def test_schema_1_messages_still_decode() -> None:
+    original = sample()
+    decoded = decode(v1_message(original), queue=original.queue)
+    assert dataclasses.replace(decoded, sent_at=original.sent_at) == original
+
+
+def test_schema_1_defaults_when_headers_are_missing() -> None:
+    msg = v1_message(sample())
     decoded = decode(msg, headers={}, priority=None)
     assert decoded.queue == "fallback"
     assert decoded.attempt == 1
@@ -140,9 +162,9 @@ def test_decode_defaults_when_headers_are_missing() -> None:
     assert decoded.sent_at == 0.0
 
 
-def test_decode_accepts_bytes_header_values() -> None:
+def test_schema_1_accepts_bytes_header_values() -> None:
     # Some clients put AMQP long strings in tables as bytes.
-    msg = sample().to_message()
+    msg = v1_message(sample())
     headers = {
         **msg.headers,
         message.H_QUEUE: b"emails",
@@ -186,10 +208,28 @@ def test_reject_no_type(task_name: str | None) -> None:
 
 
 @pytest.mark.parametrize("schema", [0, 2, "1", None])
-def test_reject_bad_schema_version(schema: Any) -> None:
-    msg = sample().to_message()
+def test_reject_bad_schema_1_version_header(schema: Any) -> None:
+    msg = v1_message(sample())
     with pytest.raises(DecodeError, match="schema"):
         decode(msg, headers={**msg.headers, message.H_SCHEMA: schema})
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [[3, [1], {}, {}], [2, [1], {}, []], [2, {}, {}, {}], [2, [1], [], {}], [2, [1], {1: 2}, {}]],
+)
+def test_reject_malformed_schema_2_bodies(payload: Any) -> None:
+    with pytest.raises(DecodeError):
+        decode(sample().to_message(), body=codec.pack(payload))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("a", "3"), ("a", True), ("d", 1.5), ("eta", "tomorrow"), ("exp", 5), ("p", 7), ("sf", "x")],
+)
+def test_reject_malformed_schema_2_metadata(key: str, value: Any) -> None:
+    with pytest.raises(DecodeError, match=repr(key)):
+        decode(sample().to_message(), body=codec.pack([2, [1], {}, {key: value}]))
 
 
 @pytest.mark.parametrize(
@@ -206,8 +246,8 @@ def test_reject_bad_schema_version(schema: Any) -> None:
     ],
 )
 def test_reject_body_not_args_kwargs(payload: Any) -> None:
-    with pytest.raises(DecodeError, match="args, kwargs"):
-        decode(sample().to_message(), body=codec.pack(payload))
+    with pytest.raises(DecodeError, match=r"args|kwargs"):
+        decode(v1_message(sample()), body=codec.pack(payload))
 
 
 def test_reject_body_that_is_not_msgpack() -> None:
@@ -218,14 +258,14 @@ def test_reject_body_that_is_not_msgpack() -> None:
 @pytest.mark.parametrize("header", [message.H_ATTEMPT, message.H_DELIVERIES])
 @pytest.mark.parametrize("value", ["3", 3.0, True, None, b"3"])
 def test_reject_non_int_counter_header(header: str, value: Any) -> None:
-    msg = sample().to_message()
+    msg = v1_message(sample())
     with pytest.raises(DecodeError, match=header):
         decode(msg, headers={**msg.headers, header: value})
 
 
 @pytest.mark.parametrize("header", [message.H_ETA, message.H_EXPIRES])
 def test_reject_bad_time_header(header: str) -> None:
-    msg = sample().to_message()
+    msg = v1_message(sample())
     with pytest.raises(DecodeError, match=header):
         decode(msg, headers={**msg.headers, header: "tomorrow"})
 
