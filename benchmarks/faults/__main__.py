@@ -142,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # the libraries' own reports of the faults the suite injects
         for name in ("taskq", "aiormq", "aio_pika", "redis"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    out = run_loop(run(args))
+    try:
+        out = run_loop(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: the runs so far were cleaned up", file=sys.stderr)
+        return 130
     rows: list[Row] = out["rows"]
     mode = "short" if args.short else "full"
     text = f"{header(out['machine'], mode, out['seconds'])}\n\n{markdown(rows)}\n"

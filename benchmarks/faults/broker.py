@@ -9,6 +9,7 @@ reads or deletes are those whose name starts with it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import re
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable
 import aio_pika
 
 from taskq.topology import Names, every_name
+from tests.support import eventually
 
 BROKER = os.environ.get("TASKQ_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 _CONNECTION_NAME = re.compile(r'\{"connection_name","([^"]*)"\}')
@@ -73,14 +75,19 @@ async def queue_counts(prefix: str) -> dict[str, tuple[int, int]]:
     return counts
 
 
-async def backlog(prefix: str) -> int:
+async def backlog(prefix: str) -> int | None:
     """Messages still to be handled (ready or unacked) in the work queues and delay levels
-    of ``prefix``; the ``.dead`` queues are where handled messages end, not backlog."""
+    of ``prefix`` (the ``.dead`` queues are where handled messages end, not backlog); None
+    while the broker cannot say (its application is stopped, e.g. by someone else's test)."""
     names = Names(prefix)
     pending = (f"{names.prefix}.q.", f"{names.prefix}.delay.")
+    try:
+        counts = await queue_counts(prefix)
+    except RuntimeError:
+        return None
     return sum(
         ready + unacked
-        for name, (ready, unacked) in (await queue_counts(prefix)).items()
+        for name, (ready, unacked) in counts.items()
         if name.startswith(pending) and not name.endswith(".dead")
     )
 
@@ -108,6 +115,7 @@ async def delete_prefix(prefix: str, queues: Iterable[str]) -> None:
     """Delete every exchange and queue of ``prefix``: what taskq declares for ``queues``,
     and any other queue whose name starts with the prefix (reply and control queues)."""
     queue_names, exchanges = every_name(Names(prefix), queues)
+    await eventually(answers, timeout=180, interval=0.5, what="RabbitMQ, to clean up")
     listed = await queue_counts(prefix)
     connection = await aio_pika.connect(BROKER)
     try:
@@ -138,6 +146,9 @@ def _start_app_blocking() -> None:
 async def stopped() -> AsyncIterator[None]:
     """Stop the RabbitMQ application for the block; it is always started again, also when the
     block fails or the suite is interrupted (Ctrl-C, SIGTERM)."""
+    # A second Ctrl-C can raise KeyboardInterrupt outside this coroutine: the interpreter's
+    # exit then still starts the broker.
+    atexit.register(_start_app_blocking)
     try:
         await rabbitmqctl("stop_app")
         yield
@@ -145,7 +156,7 @@ async def stopped() -> AsyncIterator[None]:
         try:
             await asyncio.shield(rabbitmqctl("start_app"))
         except BaseException:
-            # Cancelled while starting it (a second Ctrl-C): block until it is started, since
-            # nothing after this point would start it.
-            _start_app_blocking()
+            _start_app_blocking()  # cancelled while starting it: block until it is started
             raise
+        finally:
+            atexit.unregister(_start_app_blocking)

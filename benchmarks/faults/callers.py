@@ -58,3 +58,9 @@ class Callers:
                     )
         await asyncio.gather(*futures, return_exceptions=True)
         return counts
+
+    async def abandon(self) -> None:
+        """Stop every wait still going (the run is being torn down)."""
+        for future, _ in self._waits:
+            future.cancel()
+        await asyncio.gather(*(future for future, _ in self._waits), return_exceptions=True)

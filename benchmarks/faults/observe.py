@@ -106,4 +106,3 @@ async def redis_writes_twice(url: str, prefix: str, ids: Collection[str]) -> int
             return None
         twice += int(writes or 0) > 1
     return twice
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 from tests.support import eventually
@@ -88,10 +89,10 @@ async def broker_restart(sizes: Sizes) -> list[Row]:
 
 async def store_outage(sizes: Sizes) -> list[Row]:
     """The Redis store on a private redis-server behind a proxy; ``outage_tasks`` tasks of
-    10-50 ms with callers waiting; ``cuts`` times, the proxy drops every connection and
-    refuses new ones for ``cut_seconds`` while tasks run and callers wait."""
+    10-50 ms, sent in batches as earlier ones finish, with callers waiting on each. ``cuts``
+    times, the proxy drops every connection and refuses new ones for ``cut_seconds``; a batch
+    is sent during each cut, so callers also start waiting while the store is unreachable."""
     rng = random.Random(0)
-    n = sizes.outage_tasks
     async with private_redis() as port:
         proxy = Proxy("127.0.0.1", port)
         await proxy.start()
@@ -100,15 +101,28 @@ async def store_outage(sizes: Sizes) -> list[Row]:
             async with Run("result-store outage", results=url, concurrency=8) as run:
                 await run.start_worker()
                 work = run.client.tasks["work"]
-                await run.send([(work, rng.uniform(0.01, 0.05), i) for i in range(n)])
-                for k in range(sizes.cuts):
-                    target = n * (k + 1) // (sizes.cuts + 1)
-                    await run.until(lambda s, t=target: run.done(s) >= t, f"{target} tasks done")
+                tags = itertools.count()
+
+                async def send_batches(batches: int) -> None:
+                    for _ in range(batches):
+                        await run.send([(work, rng.uniform(0.01, 0.05), next(tags))
+                                        for _ in range(_BATCH)])  # fmt: skip
+                        ahead = len(run.confirmed) - 2 * run.concurrency
+                        await run.until(lambda s, a=ahead: run.done(s) >= a, "earlier batches")
+
+                per_stretch = max(1, sizes.outage_tasks // _BATCH // (sizes.cuts + 1))
+                await send_batches(per_stretch)
+                for _ in range(sizes.cuts):
                     run.fault()
                     await proxy.cut()
+                    await run.send([(work, 0.01, next(tags)) for _ in range(_BATCH)])
                     await asyncio.sleep(sizes.cut_seconds)  # the outage itself
                     await proxy.resume()
+                    await send_batches(per_stretch - 1)
                 run.notes.append(f"{sizes.cuts} cut(s) of {sizes.cut_seconds:g} s")
                 return [await run.count(settle_timeout=sizes.settle_timeout, grace=sizes.grace)]
         finally:
             await proxy.close()
+
+
+_BATCH = 10

@@ -80,6 +80,7 @@ class Run:
         await self._stack.__aexit__(kind, exc, tb)
 
     async def _clean_up(self) -> None:
+        await self.callers.abandon()
         keep = os.environ.get(LOGS_ENV)
         for number, worker in enumerate(self.workers):
             if keep:
