@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = f"{header(out['machine'], mode, out['seconds'])}\n\n{markdown(rows)}\n"
     print(f"\n{text}")
     if args.json:
-        data = to_json(rows, out["machine"], out["options"])
+        data = to_json(rows, out["machine"], out["options"], out["seconds"])
         args.json.write_text(json.dumps(data, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(text)

@@ -19,6 +19,7 @@ class CallerCounts:
     without_result: int = 0
     wrong: int = 0
     wrong_examples: list[str] = dataclasses.field(default_factory=list)
+    """Up to three different wrong outcomes, as text."""
 
 
 class Callers:
@@ -51,11 +52,10 @@ class Callers:
                 counts.with_result += 1
             else:
                 counts.wrong += 1
-                if len(counts.wrong_examples) < 3:
-                    error = future.exception()
-                    counts.wrong_examples.append(
-                        repr(error) if error is not None else f"{future.result()!r} != {tag}"
-                    )
+                error = future.exception()
+                example = repr(error) if error is not None else f"{future.result()!r} != {tag}"
+                if len(counts.wrong_examples) < 3 and example not in counts.wrong_examples:
+                    counts.wrong_examples.append(example)
         await asyncio.gather(*futures, return_exceptions=True)
         return counts
 

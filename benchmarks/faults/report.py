@@ -43,13 +43,13 @@ class Row:
         deliveries in flight at the faults; with Redis, 0 recorded twice; every caller that
         waited got its result, and none got a wrong error."""
         checks = [
-            (self.lost == 0, f"{self.lost} lost"),
+            (self.lost == 0, f"lost {self.lost}"),
             (self.twice <= self.allowed_twice,
-             f"{self.twice} executed twice > {self.allowed_twice} in flight"),
+             f"executed twice {self.twice} > {self.allowed_twice} in flight"),
             (self.store != "redis" or not self.recorded_twice,
-             f"{self.recorded_twice} recorded twice"),
-            (not self.without_result, f"{self.without_result} callers without result"),
-            (not self.wrong_errors, f"{self.wrong_errors} callers with a wrong error"),
+             f"recorded twice {self.recorded_twice}"),
+            (not self.without_result, f"callers without result {self.without_result}"),
+            (not self.wrong_errors, f"callers with a wrong error {self.wrong_errors}"),
             (self.settled, "did not settle before the deadline"),
         ]  # fmt: skip
         self.failures.extend(message for ok, message in checks if not ok)
@@ -87,8 +87,22 @@ def cells(row: Row) -> list[str]:
     ]  # fmt: skip
 
 
+LEGEND = (
+    "Counted for every task whose send the broker confirmed. *Executed*: its body ran to the "
+    "end (the tasks write each run to a ledger file outside taskq). *Max allowed twice*: the "
+    "deliveries in flight at the faults (prefetch x live workers, summed over the faults). "
+    "*Recorded twice*: Redis, tasks with more than one accepted terminal write (the store's "
+    "`terminal_writes` field; n/a while the store does not count them); AMQP, tasks whose "
+    "terminal state reached the caller more than once. *Callers*: one `result()` per task, "
+    "awaited through the fault; a wrong error is anything but the result, `ResultTimeout` or "
+    "`ResultUnavailable`. Targets: 0 lost; executed twice <= in flight; with Redis 0 recorded "
+    "twice; 0 callers without result or with a wrong error; 5 of 5 poison messages parked "
+    "with a reason and the worker still serving."
+)
+
+
 def markdown(rows: list[Row]) -> str:
-    """The rows as a Markdown table, then each row's notes and errors."""
+    """The rows as a Markdown table, then each row's notes and errors, then the legend."""
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
     details = [
@@ -97,7 +111,7 @@ def markdown(rows: list[Row]) -> str:
         for row in rows
         if row.notes or row.error
     ]
-    return "\n".join([*lines, "", *details])
+    return "\n".join([*lines, "", *details, "", LEGEND])
 
 
 def header(machine: dict[str, Any], mode: str, seconds: float) -> str:
@@ -109,11 +123,14 @@ def header(machine: dict[str, Any], mode: str, seconds: float) -> str:
     )
 
 
-def to_json(rows: list[Row], machine: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+def to_json(
+    rows: list[Row], machine: dict[str, Any], options: dict[str, Any], seconds: float
+) -> dict[str, Any]:
     """The whole run as JSON-ready data."""
     return {
         "machine": machine,
         "options": options,
+        "seconds": round(seconds, 1),
         "passed": all(row.passed for row in rows),
         "rows": [{**dataclasses.asdict(row), "passed": row.passed} for row in rows],
     }
