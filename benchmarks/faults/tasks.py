@@ -1,0 +1,37 @@
+"""The fault suite's tasks: ``taskq-worker benchmarks.faults.tasks:app`` runs them.
+
+The worker's App takes its settings from the environment (``TASKQ_PREFIX``,
+``TASKQ_BROKER``, ``TASKQ_RESULTS``, set by the suite per run); the suite's clients register
+the same functions on Apps of their own with ``register``. Each run of a task is written to
+the execution ledger (see ``ledger``), not derived from anything taskq reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+from taskq import App, current
+
+from . import ledger
+
+A = TypeVar("A", bound=App)
+
+
+async def work(seconds: float, tag: int) -> int:
+    """Work for ``seconds`` (the task's own work) and return ``tag``; the ledger gets a
+    ``start`` line before and a ``done`` line after."""
+    task_id = current().task_id
+    ledger.note("start", task_id)
+    await asyncio.sleep(seconds)
+    ledger.note("done", task_id)
+    return tag
+
+
+def register(app: A) -> A:
+    """Register the suite's tasks on ``app`` and return it."""
+    app.task(work)
+    return app
+
+
+app = register(App("faults"))

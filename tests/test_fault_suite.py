@@ -1,0 +1,87 @@
+"""The fault suite (``python -m benchmarks.faults --short``), one scenario per test, against
+the real broker: each must meet issue 9's targets, and leave nothing behind.
+
+Targets: 0 lost; executed twice no more than the deliveries in flight at the faults; with the
+Redis store, 0 results recorded twice; every caller that waited got its result and no caller
+a wrong error; 5 of 5 poison messages parked with a reason while the worker keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import REPO
+
+pytestmark = pytest.mark.slow
+
+SCENARIOS = [
+    "kill-storm", "multi-queue", "connection-drop", "broker-restart", "store-outage", "poison",
+]  # fmt: skip
+
+
+def run_suite(only: str, out: Path) -> tuple[int, str]:
+    """Run the short suite for ``only``; on a timeout, interrupt it as Ctrl-C would, so that
+    its cleanup runs (it starts a stopped broker again), then kill it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.faults", "--short", "--only", only, "--json",
+         str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        output, _ = process.communicate(timeout=100)
+    except subprocess.TimeoutExpired as exc:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        raise AssertionError(f"the fault suite did not finish in 100 s:\n{output[-4000:]}") from exc
+    return process.returncode, output
+
+
+def leftovers(prefix: str) -> list[str]:
+    """Queues and exchanges of ``prefix`` still on the broker."""
+    names = []
+    for kind in ("list_queues", "list_exchanges"):
+        listing = subprocess.run(
+            ["rabbitmqctl", kind, "name", "-q", "--no-table-headers"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        names += [n for n in listing.split() if n.startswith(f"{prefix}.") or n == prefix]
+    return names
+
+
+def worker_alive(pid: int, prefix: str) -> bool:
+    """Whether ``pid`` is still one of the run's workers (their names carry the prefix)."""
+    try:
+        return prefix in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_fault_scenario_meets_the_targets(scenario: str, tmp_path: Path) -> None:
+    out = tmp_path / "faults.json"
+    returncode, output = run_suite(scenario, out)
+    assert returncode in (0, 1), output[-4000:]
+    data: dict[str, Any] = json.loads(out.read_text())
+    assert {"date", "cpu", "cores", "rabbitmq", "python"} <= data["machine"].keys()
+    rows = data["rows"]
+    assert rows, output[-4000:]
+    for row in rows:
+        assert row["error"] is None, f"{row['scenario']} broke: {row['error']}"
+        assert row["confirmed"] > 0
+        assert not leftovers(row["prefix"]), f"{row['scenario']} left {leftovers(row['prefix'])}"
+        assert not [p for p in row["worker_pids"] if worker_alive(p, row["prefix"])], row
+    failed = [f"{row['scenario']}: {'; '.join(row['failures'])} ({'; '.join(row['notes'])})"
+              for row in rows if not row["passed"]]  # fmt: skip
+    assert not failed, "\n".join(failed)
+    assert returncode == 0, output[-4000:]
