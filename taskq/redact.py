@@ -39,13 +39,13 @@ def install_redaction(*handlers: logging.Handler) -> None:
     """Add the redacting filter to ``handlers``, and to the loggers of taskq and its AMQP stack.
 
     A filter on a logger applies only to records logged on that very logger, so it goes on
-    every existing logger under ``taskq``, ``aio_pika`` and ``aiormq`` (they are created when
-    their modules are imported, before this runs from ``taskq/__init__``).
+    every existing logger under ``taskq`` and ``redis`` (they are created when their modules are
+    imported, before this runs).
     """
     flt = RedactingFilter()
     for handler in handlers:
         handler.addFilter(flt)
-    roots = ("taskq", "aio_pika", "aiormq")
+    roots = ("taskq", "redis")
     names = [
         name
         for name in list(logging.Logger.manager.loggerDict)

@@ -6,10 +6,9 @@ result, a delay level, the dead-letter queue, or back in its queue) before it is
 
 ``concurrency`` runner tasks, owned by the worker's TaskGroup, take deliveries from an inbox
 that the consumer callbacks fill (what is waiting there is "reserved"). Tasks never run inside
-aiormq's consumer callback: aiormq cancels callbacks still running when their channel closes,
-and a dropped connection must not interrupt a task mid-way. A task whose channel died while it
-ran still finishes and records its outcome; its ack then fails and the broker redelivers it,
-so it runs again (at-least-once; a durable result store skips it).
+a consumer callback: a dropped connection must not interrupt a task mid-way. A task whose
+channel died while it ran still finishes and records its outcome; its ack then fails and the
+broker redelivers it, so it runs again (at-least-once; a durable result store skips it).
 
 The parts that do the work (Recorder, Executor, Actions, the control responder) are built
 once the worker is connected, from what each needs; none of them holds the worker.

@@ -81,12 +81,6 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    if level.upper() != "DEBUG":
-        logging.getLogger("aiormq").setLevel(logging.WARNING)
-        logging.getLogger("aio_pika").setLevel(logging.WARNING)
-        # aio-pika logs a harmless ERROR from a robust channel's close callback on every
-        # broker-side close (aio-pika issue #668); taskq logs the reconnect itself.
-        logging.getLogger("aio_pika.tools").setLevel(logging.CRITICAL)
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 from ..exceptions import DecodeError, ResultTimeout, ResultUnavailable
 from ..message import OutgoingMessage
@@ -42,9 +43,10 @@ class AmqpResultStore:
         self._lost: dict[str, str] = {}
         self._opened = False
         self._closed = False
+        self._cancel: Callable[[], Awaitable[None]] | None = None
 
     async def open(self) -> None:
-        await self._transport.consume_replies(
+        self._cancel = await self._transport.consume_replies(
             self._queue,
             self._on_reply,
             expires=self._transport.settings.reply_queue_ttl,
@@ -59,6 +61,8 @@ class AmqpResultStore:
         if self._opened:
             self._opened = False
             try:
+                if self._cancel is not None:
+                    await self._cancel()
                 await self._transport.delete_queue(self._queue)
             except Exception as exc:  # the broker drops it after reply_queue_ttl anyway
                 log.debug("could not delete reply queue %s: %r", self._queue, exc)

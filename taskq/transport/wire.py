@@ -1,8 +1,4 @@
-"""Messages on the wire: outgoing properties, received deliveries, and coalesced acks.
-
-The hot path talks to aiormq's channel directly (aio-pika's Message and IncomingMessage
-objects cost about a tenth of a worker's CPU per message and add nothing taskq needs).
-"""
+"""Messages on the wire: outgoing properties, received deliveries, and coalesced acks."""
 
 from __future__ import annotations
 
@@ -11,11 +7,7 @@ import collections
 import logging
 import weakref
 from collections.abc import Mapping
-from typing import Any
-
-import aiormq
-from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
+from typing import Any, Protocol
 
 from ..message import OutgoingMessage
 
@@ -25,20 +17,20 @@ PERSISTENT = 2
 TRANSIENT = 1
 
 
-def properties(msg: OutgoingMessage) -> Basic.Properties:
-    """AMQP properties of an outgoing message."""
-    return Basic.Properties(
-        content_type=msg.content_type or None,
-        delivery_mode=PERSISTENT if msg.persistent else TRANSIENT,
-        priority=msg.priority,
-        correlation_id=msg.correlation_id,
-        reply_to=msg.reply_to,
-        expiration=str(msg.expiration_ms) if msg.expiration_ms is not None else None,
-        message_id=msg.message_id,
-        timestamp=msg.timestamp,
-        message_type=msg.type,
-        headers=dict(msg.headers) if msg.headers else None,
-    )
+def properties(msg: OutgoingMessage) -> dict[str, Any]:
+    """AMQP properties of an outgoing message, by name (None: not sent)."""
+    return {
+        "content_type": msg.content_type or None,
+        "headers": dict(msg.headers) if msg.headers else None,
+        "delivery_mode": PERSISTENT if msg.persistent else TRANSIENT,
+        "priority": msg.priority,
+        "correlation_id": msg.correlation_id,
+        "reply_to": msg.reply_to,
+        "expiration": str(msg.expiration_ms) if msg.expiration_ms is not None else None,
+        "message_id": msg.message_id,
+        "timestamp": msg.timestamp,
+        "type": msg.type,
+    }
 
 
 class AckLedger:
@@ -104,15 +96,29 @@ class AckLedger:
         return frames
 
 
+class AckChannel(Protocol):
+    """What acks need of a channel (transport.consumer.ConsumerChannel has it)."""
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the channel is gone (its unacked deliveries go back to their queues)."""
+
+    def write_acks(self, acks: list[tuple[int, bool]]) -> None:
+        """Send ``(tag, multiple)`` acks; raises ConnectionError if the channel is gone."""
+
+    async def basic_reject(self, tag: int, *, requeue: bool) -> None:
+        """Reject one delivery."""
+
+
 class Acker:
-    """The acks of one aiormq channel, coalesced once per event-loop turn (see AckLedger).
+    """The acks of one channel, coalesced once per event-loop turn (see AckLedger).
 
     Get it with :func:`acker_of`, so that every consumer of a channel shares one.
     """
 
     __slots__ = ("__weakref__", "_scheduled", "channel", "ledger")
 
-    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+    def __init__(self, channel: AckChannel) -> None:
         self.channel = channel
         self.ledger = AckLedger()
         self._scheduled = False
@@ -136,41 +142,27 @@ class Acker:
     def _flush(self) -> None:
         self._scheduled = False
         frames = self.ledger.flush()
+        if not frames:
+            return
         try:
-            for tag, multiple in frames:
-                self._send(tag, multiple=multiple)
-        except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
+            self.channel.write_acks(frames)
+        except ConnectionError as exc:
             log.warning(
-                "ack failed (%r): the channel is gone, so the broker will redeliver what was "
+                "ack failed (%s): the channel is gone, so the broker will redeliver what was "
                 "not acked",
                 exc,
             )
 
-    def _send(self, tag: int, *, multiple: bool) -> None:
-        if self.channel.is_closed:
-            raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
-        # wait=False: the frame is queued for the writer; nothing to await per ack.
-        asyncio.ensure_future(
-            self.channel.basic_ack(tag, multiple=multiple, wait=False)
-        ).add_done_callback(_log_failure)
+
+_ackers: weakref.WeakKeyDictionary[AckChannel, Acker] = weakref.WeakKeyDictionary()
 
 
-_ackers: weakref.WeakKeyDictionary[aiormq.abc.AbstractChannel, Acker] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def acker_of(channel: aiormq.abc.AbstractChannel) -> Acker:
+def acker_of(channel: AckChannel) -> Acker:
     """The one Acker of ``channel``, shared by every consumer on it (tags are per channel)."""
     acker = _ackers.get(channel)
     if acker is None:
         acker = _ackers[channel] = Acker(channel)
     return acker
-
-
-def _log_failure(future: Any) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("ack not sent (%r): the broker will redeliver", future.exception())
 
 
 class Delivery:
@@ -182,6 +174,7 @@ class Delivery:
         "body",
         "content_type",
         "correlation_id",
+        "expiration",
         "headers",
         "message_id",
         "priority",
@@ -194,26 +187,35 @@ class Delivery:
         "type",
     )
 
-    def __init__(self, message: DeliveredMessage, queue: str, acker: Acker | None) -> None:
-        props = message.header.properties
-        delivery = message.delivery
-        self.body: bytes = message.body
-        self.headers: Mapping[str, Any] = props.headers or {}
-        self.content_type: str | None = props.content_type
-        self.message_id: str | None = props.message_id
-        self.type: str | None = props.message_type
-        self.priority: int | None = props.priority
-        self.reply_to: str | None = props.reply_to
-        self.correlation_id: str | None = props.correlation_id
-        self.timestamp = props.timestamp
-        self.redelivered: bool = bool(getattr(delivery, "redelivered", False))
-        self.routing_key: str | None = getattr(delivery, "routing_key", None)
-        self.tag: int = delivery.delivery_tag or 0  # type: ignore[union-attr]
+    def __init__(
+        self,
+        body: bytes,
+        props: Mapping[str, Any],
+        tag: int,
+        redelivered: bool,
+        routing_key: str | None,
+        queue: str,
+        channel: Any,
+        acker: Acker | None,
+    ) -> None:
+        self.body = body
+        self.headers: Mapping[str, Any] = props.get("headers") or {}
+        self.content_type: str | None = props.get("content_type")
+        self.message_id: str | None = props.get("message_id")
+        self.type: str | None = props.get("type")
+        self.priority: int | None = props.get("priority")
+        self.reply_to: str | None = props.get("reply_to")
+        self.correlation_id: str | None = props.get("correlation_id")
+        self.expiration: str | None = props.get("expiration")
+        self.timestamp = props.get("timestamp")
+        self.redelivered = redelivered
+        self.routing_key = routing_key
+        self.tag = tag
         self.queue = queue
-        self._channel = message.channel
+        self._channel = channel
         self._acker = acker
         if acker is not None:
-            acker.track(self.tag)
+            acker.track(tag)
 
     def as_outgoing(self, **changes: Any) -> OutgoingMessage:
         """This message as an OutgoingMessage (to republish it), with ``changes`` applied."""

@@ -27,7 +27,7 @@ operations = st.lists(
 
 
 class Channel:
-    """Stands in for an aiormq channel: only its identity matters to the ledger."""
+    """Stands in for a channel: only its identity matters to the ledger."""
 
 
 class Broker:

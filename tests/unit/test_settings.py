@@ -220,7 +220,7 @@ def test_install_redaction_on_taskq_loggers(caplog: pytest.LogCaptureFixture) ->
         for flt in list(logger.filters):
             if flt not in before:
                 logger.removeFilter(flt)
-        for name in ("aio_pika", "aiormq"):
+        for name in ("redis",):
             for flt in list(logging.getLogger(name).filters):
                 if isinstance(flt, RedactingFilter):
                     logging.getLogger(name).removeFilter(flt)

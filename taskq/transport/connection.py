@@ -1,0 +1,521 @@
+"""taskq's own AMQP 0-9-1 connection for the hot paths: consuming and confirmed publishing.
+
+Through aiormq a delivery cost about 80 us of CPU before taskq saw it (a lock, a BytesIO and
+three reads per frame, pamqp objects for every field, an asyncio queue per channel, a Task per
+delivery), and a confirmed publish about as much (a lock, timers, a writer task, and a scan of
+every pending confirm on each multiple-ack). This connection reads the socket in whole
+buffers, splits and decodes frames with :mod:`taskq.transport.frames`, hands deliveries to
+their consumer synchronously, writes each publish as one buffer, and settles confirms in
+order from a deque. Methods off the hot path (handshake, channel open/close, qos, consume,
+cancel, confirm.select) use pamqp's codec through :meth:`Channel.rpc`.
+
+Reconnecting is not this module's job: a Connection that is lost stays lost (its ``closed``
+future says why), and :mod:`taskq.transport.link` opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from pamqp import commands, header
+from pamqp.base import Frame as PamqpFrame
+
+from ..exceptions import BrokerUnavailable
+from ..redact import redact_url
+from . import frames
+from .wire import Delivery, acker_of
+
+log = logging.getLogger("taskq.transport")
+
+OnDelivery = Callable[[Delivery], None]
+FRAME_MAX = 131072
+CLOSE_TIMEOUT = 5.0
+NOT_FOUND = 404
+ACCESS_REFUSED = 403
+
+
+class ChannelClosed(ConnectionError):
+    """A channel or its connection closed; ``code`` is the broker's reply code (0: the
+    connection was lost)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Returned(Exception):
+    """The broker returned a mandatory publish: no queue is bound for its routing key."""
+
+
+class Nacked(Exception):
+    """The broker nacked a publish (it could not take responsibility for it)."""
+
+
+def _closed_by(close: commands.Channel.Close | commands.Connection.Close) -> ChannelClosed:
+    return ChannelClosed(f"{close.reply_code} {close.reply_text}", close.reply_code or 0)
+
+
+def connection_parameters(url: str) -> dict[str, Any]:
+    """Host, port, credentials, vhost and TLS of an ``amqp://`` or ``amqps://`` URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ValueError(f"not an AMQP URL: {redact_url(url)}")
+    tls = parts.scheme == "amqps"
+    path = urllib.parse.unquote(parts.path[1:]) if parts.path.startswith("/") else ""
+    return {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or (5671 if tls else 5672),
+        "user": urllib.parse.unquote(parts.username or "guest"),
+        "password": urllib.parse.unquote(parts.password or "guest"),
+        "vhost": path or "/",
+        "ssl": ssl.create_default_context() if tls else None,
+    }
+
+
+class Channel:
+    """One channel of a Connection: one consumer on it, or publishing (confirmed or not)."""
+
+    def __init__(self, connection: Connection, number: int) -> None:
+        self.connection = connection
+        self.number = number
+        self.is_closed = False
+        self.closing: asyncio.Future[ChannelClosed] = asyncio.get_running_loop().create_future()
+        self.consumer: OnDelivery | None = None
+        self.consumer_tag: str | None = None
+        self.queue = ""
+        self.label = ""
+        self._acks = True
+        self._lock = asyncio.Lock()
+        self._reply: asyncio.Future[Any] | None = None
+        self._content: tuple[Any, ...] | None = None  # the method whose content is arriving
+        self._props: dict[str, Any] = {}
+        self._body: list[bytes] = []
+        self._remaining = 0
+        self._confirming = False
+        self._seq = 0
+        # Publishes awaiting their confirm, by sequence number, and those numbers in order (a
+        # multiple ack settles every one up to its tag; single acks may come in any order).
+        self._unconfirmed: dict[int, tuple[asyncio.Future[None], str | None]] = {}
+        self._order: collections.deque[int] = collections.deque()
+        self._returned: dict[str, int] = {}  # message ID -> reply code, until its confirm
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.number} of {self.connection.name}>"
+
+    async def rpc(self, request: PamqpFrame) -> Any:
+        """Send a method and wait for the broker's answer (one at a time per channel): a pamqp
+        method, or a Delivery for a ``basic.get`` that found a message."""
+        async with self._lock:
+            if self.is_closed:
+                raise ChannelClosed(f"channel {self.number} is closed")
+            self._reply = asyncio.get_running_loop().create_future()
+            self.connection.write(frames.marshal(self.number, request))
+            return await self._reply
+
+    # -- incoming ---------------------------------------------------------------------------
+
+    def on_method(self, payload: memoryview) -> None:
+        """A method frame for this channel."""
+        kind = frames.class_method(payload)
+        if kind == (frames.BASIC, frames.DELIVER):
+            _, tag, redelivered, _, routing_key = frames.deliver(payload)
+            self._content = ("deliver", tag, redelivered, routing_key)
+        elif kind == (frames.BASIC, frames.ACK):
+            self._confirmed(*frames.confirm(payload), None)
+        elif kind == (frames.BASIC, frames.NACK):
+            self._confirmed(*frames.confirm(payload), Nacked("the broker nacked the publish"))
+        elif kind == (frames.BASIC, frames.RETURN):
+            self._content = ("return", frames.returned(payload)[0])
+        elif kind == (frames.BASIC, frames.GET_OK):
+            self._content = ("get", *frames.get_ok(payload))
+        else:
+            self._on_other(frames.method(self.number, payload))
+
+    def _on_other(self, value: PamqpFrame) -> None:
+        if isinstance(value, commands.Channel.Close):
+            self.connection.write(frames.marshal(self.number, commands.Channel.CloseOk()))
+            self.closed(_closed_by(value))
+        elif isinstance(value, commands.Basic.Cancel):
+            log.warning("the broker cancelled the consumer of %s (queue deleted?)", self.queue)
+            self.closed(ChannelClosed(f"consumer of {self.queue} cancelled by the broker"))
+        elif self._reply is not None and not self._reply.done():
+            self._reply.set_result(value)
+
+    def on_header(self, payload: memoryview) -> None:
+        """A content header (after a deliver or a return)."""
+        self._remaining, self._props = frames.content_header(payload)
+        self._body = []
+        if self._remaining == 0:
+            self._complete()
+
+    def on_body(self, payload: memoryview) -> None:
+        """A piece of a content body."""
+        self._body.append(bytes(payload))
+        self._remaining -= len(payload)
+        if self._remaining <= 0:
+            self._complete()
+
+    def _complete(self) -> None:
+        content, self._content = self._content, None
+        if content is None or self.is_closed:
+            return
+        kind = content[0]
+        if kind == "return":  # a returned publish: its confirm follows
+            message_id = self._props.get("message_id")
+            if message_id is not None:
+                self._returned[message_id] = content[1]
+            return
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        _, tag, redelivered, routing_key = content
+        if kind == "get":
+            got = Delivery(body, self._props, tag, redelivered, routing_key, self.label, self,
+                           acker_of(self))  # fmt: skip
+            if self._reply is not None and not self._reply.done():
+                self._reply.set_result(got)
+        elif self.consumer is not None:
+            acker = acker_of(self) if self._acks else None
+            self.consumer(
+                Delivery(body, self._props, tag, redelivered, routing_key, self.label, self, acker)
+            )
+
+    def _confirmed(self, tag: int, multiple: bool, failure: Exception | None) -> None:
+        unconfirmed, order = self._unconfirmed, self._order
+        if not multiple:
+            entry = unconfirmed.pop(tag, None)
+            if entry is not None:
+                self._settle(entry, failure)
+            return
+        while order and order[0] <= tag:
+            entry = unconfirmed.pop(order.popleft(), None)
+            if entry is not None:  # else settled by a single ack already
+                self._settle(entry, failure)
+
+    def _settle(
+        self, entry: tuple[asyncio.Future[None], str | None], failure: Exception | None
+    ) -> None:
+        future, message_id = entry
+        code = self._returned.pop(message_id, None) if message_id is not None else None
+        if code is not None and failure is None:
+            failure = Returned(f"returned: {code} (no queue bound for it)")
+        if future.done():
+            return
+        if failure is None:
+            future.set_result(None)
+        else:
+            future.set_exception(failure)
+
+    def closed(self, exc: ChannelClosed) -> None:
+        """The channel is gone (closed by either side, or with its connection)."""
+        if self.is_closed:
+            return
+        self.is_closed = True
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_exception(exc)
+        unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        self._order.clear()
+        for future, _ in unconfirmed.values():
+            if not future.done():
+                future.set_exception(exc)
+        if not self.closing.done():
+            self.closing.set_result(exc)
+        self.connection.forget(self.number)
+
+    async def close(self) -> None:
+        """Close the channel (idempotent); what it held unacked goes back to its queues."""
+        if self.is_closed:
+            return
+        with contextlib.suppress(ConnectionError):
+            await self.rpc(commands.Channel.Close(200, "done", 0, 0))
+        self.closed(ChannelClosed("closed by taskq", 200))
+
+    # -- consuming --------------------------------------------------------------------------
+
+    async def consume(
+        self, queue: str, label: str, consumer: OnDelivery, *, prefetch: int, acks: bool = True
+    ) -> None:
+        """Consume ``queue``; its deliveries carry ``label`` (taskq's short queue name) as their
+        queue. With ``acks``, at most ``prefetch`` deliveries are held unacked."""
+        self.queue, self.label, self.consumer, self._acks = queue, label, consumer, acks
+        if acks:
+            await self.rpc(commands.Basic.Qos(prefetch_count=prefetch))
+        ok = await self.rpc(commands.Basic.Consume(queue=queue, no_ack=not acks))
+        assert isinstance(ok, commands.Basic.ConsumeOk)
+        self.consumer_tag = ok.consumer_tag
+
+    async def cancel(self) -> None:
+        """Stop consuming (the channel stays open: running tasks still ack on it)."""
+        if self.consumer_tag is not None and not self.is_closed:
+            with contextlib.suppress(ConnectionError):
+                await self.rpc(commands.Basic.Cancel(consumer_tag=self.consumer_tag))
+
+    def write_acks(self, acks: list[tuple[int, bool]]) -> None:
+        """Send ``(tag, multiple)`` acks in one write (no reply comes for an ack)."""
+        if self.is_closed:
+            raise ChannelClosed(f"channel {self.number} is closed: acks not sent")
+        number = self.number
+        self.connection.write(b"".join(frames.ack(number, t, multiple=m) for t, m in acks))
+
+    async def basic_reject(self, tag: int, *, requeue: bool) -> None:
+        """Reject one delivery (back to its queue with ``requeue``)."""
+        if self.is_closed:
+            raise ChannelClosed(f"channel {self.number} is closed: reject not sent")
+        self.connection.write(frames.reject(self.number, tag, requeue=requeue))
+
+    # -- publishing -------------------------------------------------------------------------
+
+    async def confirm_mode(self) -> None:
+        """Turn on publisher confirms for this channel."""
+        await self.rpc(commands.Confirm.Select())
+        self._confirming = True
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        props: Mapping[str, Any],
+        *,
+        mandatory: bool,
+    ) -> asyncio.Future[None] | None:
+        """Write one publish; in confirm mode return the future of its confirm, which fails
+        with Returned, Nacked or ChannelClosed. A mandatory publish needs a ``message_id``
+        (a return is matched to its publish by it)."""
+        if self.is_closed:
+            raise ChannelClosed(f"channel {self.number} is closed")
+        self.connection.write(frames.publish(
+            self.number, exchange, routing_key, body, props,
+            mandatory=mandatory, frame_max=self.connection.frame_max,
+        ))  # fmt: skip
+        if not self._confirming:
+            return None
+        self._seq += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unconfirmed[self._seq] = (future, props.get("message_id") if mandatory else None)
+        self._order.append(self._seq)
+        return future
+
+
+class Connection(asyncio.Protocol):
+    """One AMQP connection (see the module docstring)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.frame_max = FRAME_MAX
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[ChannelClosed] = loop.create_future()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._channels: dict[int, Channel] = {}
+        self._numbers = itertools.count(1)
+        self._handshake: asyncio.Queue[PamqpFrame] = asyncio.Queue()
+        self._heartbeat = 0
+        self._last_read = time.monotonic()
+        self._beats: asyncio.Task[None] | None = None
+        self._lost: asyncio.Future[None] = loop.create_future()
+        self.blocked = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport.write(header.ProtocolHeader().marshal())
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = time.monotonic()
+        # Parse the bytes as they came; only an incomplete tail is kept, in a new buffer (the
+        # payloads handed out are views of this read and must not see it resized).
+        buffer: bytes | bytearray = data
+        if self._buffer:
+            self._buffer += data
+            buffer = self._buffer
+        try:
+            parsed, used = frames.split(buffer)
+            for kind, number, payload in parsed:
+                self._dispatch(kind, number, payload)
+        except Exception as exc:  # a protocol error or a bug: this connection is done
+            log.exception("connection %s failed on incoming data", self.name)
+            self._fail(ChannelClosed(f"protocol error: {exc!r}"))
+            return
+        self._buffer = bytearray(buffer[used:]) if used < len(buffer) else bytearray()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ChannelClosed(f"connection lost: {exc or 'closed by the broker'}"))
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    # -- frames -----------------------------------------------------------------------------
+
+    def _dispatch(self, kind: int, number: int, payload: memoryview) -> None:
+        channel = self._channels.get(number)
+        if channel is not None:
+            if kind == frames.METHOD:
+                channel.on_method(payload)
+            elif kind == frames.BODY:
+                channel.on_body(payload)
+            elif kind == frames.HEADER:
+                channel.on_header(payload)
+        elif number == 0 and kind == frames.METHOD:
+            self._on_connection_method(frames.method(0, payload))
+        # Heartbeats only prove the broker is alive (_last_read); frames for a channel that
+        # is already forgotten (a close crossing deliveries) are dropped.
+
+    def _on_connection_method(self, value: PamqpFrame) -> None:
+        if isinstance(value, commands.Connection.Close):
+            self.write(frames.marshal(0, commands.Connection.CloseOk()))
+            self._fail(_closed_by(value))
+        elif isinstance(value, commands.Connection.Blocked):
+            self.blocked = True
+            log.warning("RabbitMQ blocked publishing on %s: %s", self.name, value.reason)
+        elif isinstance(value, commands.Connection.Unblocked):
+            self.blocked = False
+            log.info("RabbitMQ unblocked publishing on %s", self.name)
+        else:
+            self._handshake.put_nowait(value)
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the socket (nothing happens once the connection is lost)."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def forget(self, number: int) -> None:
+        """Drop a closed channel."""
+        self._channels.pop(number, None)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self, params: dict[str, Any], timeout: float) -> None:
+        """The AMQP handshake: start, tune, open (raises on refusal or timeout)."""
+        async with asyncio.timeout(timeout):
+            start = await self._expect(commands.Connection.Start)
+            if "PLAIN" not in str(start.mechanisms).split():
+                raise BrokerUnavailable("the broker does not offer PLAIN authentication")
+            response = f"\0{params['user']}\0{params['password']}"
+            self.write(frames.marshal(0, commands.Connection.StartOk(
+                client_properties=self._client_properties(), mechanism="PLAIN",
+                response=response, locale="en_US",
+            )))  # fmt: skip
+            tune = await self._expect(commands.Connection.Tune)
+            self._heartbeat = tune.heartbeat
+            self.frame_max = min(tune.frame_max or FRAME_MAX, FRAME_MAX)
+            self.write(frames.marshal(0, commands.Connection.TuneOk(
+                channel_max=tune.channel_max or 2047, frame_max=self.frame_max,
+                heartbeat=tune.heartbeat,
+            )))  # fmt: skip
+            self.write(frames.marshal(0, commands.Connection.Open(virtual_host=params["vhost"])))
+            await self._expect(commands.Connection.OpenOk)
+        if self._heartbeat:
+            self._beats = asyncio.ensure_future(self._keep_alive(self._heartbeat))
+
+    async def _expect(self, kind: type[Any]) -> Any:
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(self._handshake.get())
+        closed: asyncio.Future[Any] = self.closed
+        await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            failure = self.closed.result()
+            if failure.code == ACCESS_REFUSED:
+                raise BrokerUnavailable(f"RabbitMQ refused the credentials: {failure}")
+            raise BrokerUnavailable(f"the broker closed the connection: {failure}")
+        value = waiter.result()
+        if not isinstance(value, kind):
+            raise BrokerUnavailable(f"unexpected {type(value).__name__} from the broker")
+        return value
+
+    def _client_properties(self) -> dict[str, Any]:
+        return {
+            "product": "taskq",
+            "connection_name": self.name,
+            "capabilities": {
+                "consumer_cancel_notify": True,
+                "authentication_failure_close": True,
+                "basic.nack": True,
+                "publisher_confirms": True,
+                "connection.blocked": True,
+            },
+        }
+
+    async def _keep_alive(self, interval: int) -> None:
+        # A heartbeat every interval/2; a broker silent for two intervals is dead.
+        while not self.closed.done():
+            await asyncio.sleep(interval / 2)
+            self.write(frames.heartbeat())
+            if time.monotonic() - self._last_read > 2 * interval:
+                log.warning("no frame from the broker in %d s: closing %s", 2 * interval, self.name)
+                self._fail(ChannelClosed("missed heartbeats"))
+                if self._transport is not None:
+                    self._transport.abort()
+
+    async def channel(self) -> Channel:
+        """Open a new channel."""
+        if self.closed.done():
+            raise self.closed.result()
+        channel = Channel(self, next(self._numbers))
+        self._channels[channel.number] = channel
+        await channel.rpc(commands.Channel.Open())
+        return channel
+
+    def _fail(self, exc: ChannelClosed) -> None:
+        if self.closed.done():
+            return
+        self.closed.set_result(exc)
+        for channel in list(self._channels.values()):
+            channel.closed(exc)
+        if self._beats is not None:
+            self._beats.cancel()
+        if self._transport is not None:
+            self._transport.close()
+
+    async def close(self) -> None:
+        """Close the connection politely (Connection.Close), then the socket."""
+        if self.closed.done():
+            return
+        self.write(frames.marshal(0, commands.Connection.Close(200, "bye", 0, 0)))
+        with contextlib.suppress(TimeoutError, BrokerUnavailable):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                while not isinstance(await self._expect(PamqpFrame), commands.Connection.CloseOk):
+                    pass
+        self._fail(ChannelClosed("closed by taskq", 200))
+        await self.wait_lost()
+
+    async def wait_lost(self) -> None:
+        """Wait until the socket is closed (a close takes a loop turn or more to finish)."""
+        if self._transport is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await asyncio.shield(self._lost)
+
+
+async def connect(url: str, name: str, timeout: float) -> Connection:
+    """Open a Connection to ``url``; BrokerUnavailable if that fails."""
+    params = connection_parameters(url)
+    loop = asyncio.get_running_loop()
+    where = redact_url(url)
+    try:
+        async with asyncio.timeout(timeout):
+            _, connection = await loop.create_connection(
+                lambda: Connection(name), params["host"], params["port"], ssl=params["ssl"]
+            )
+    except (OSError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"cannot connect to RabbitMQ at {where}: {exc}") from exc
+    try:
+        await connection.open(params, timeout)
+    except TimeoutError as exc:
+        connection._fail(ChannelClosed("handshake timed out"))
+        await connection.wait_lost()
+        raise BrokerUnavailable(f"RabbitMQ at {where} did not complete the handshake") from exc
+    except BaseException:
+        connection._fail(ChannelClosed("handshake failed"))
+        await connection.wait_lost()
+        raise
+    return connection

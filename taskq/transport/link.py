@@ -1,0 +1,196 @@
+"""A Connection kept alive: reconnects after a loss and re-subscribes what was consumed.
+
+After a loss the link opens a new connection, retrying every second. It then replays every
+active subscription on a new channel, each after its ``prepare`` step (a declare of what
+the connection took with it, such as an exclusive queue), and only then counts as up again.
+Deliveries received on the lost connection can no longer be acked (their channel is gone);
+the broker redelivers them, which is what at-least-once needs. Callers that need the
+connection (publishers, declarations) wait for it with :meth:`Link.connection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from .connection import Channel, ChannelClosed, Connection, OnDelivery, connect
+
+log = logging.getLogger("taskq.transport")
+
+RECONNECT_INTERVAL = 1.0
+Prepare = Callable[[Channel], Awaitable[None]]
+
+
+class _Subscription:
+    __slots__ = ("acks", "active", "channel", "label", "on_delivery", "prefetch", "prepare",
+                 "queue")  # fmt: skip
+
+    def __init__(
+        self,
+        queue: str,
+        label: str,
+        on_delivery: OnDelivery,
+        prefetch: int,
+        acks: bool,
+        prepare: Prepare | None,
+    ) -> None:
+        self.queue = queue
+        self.label = label
+        self.on_delivery = on_delivery
+        self.prefetch = prefetch
+        self.acks = acks
+        self.prepare = prepare
+        self.channel: Channel | None = None
+        self.active = True
+
+
+class Link:
+    """One AMQP connection to ``url`` that comes back after a loss (see the module doc)."""
+
+    def __init__(self, url: str, name: str, connect_timeout: float) -> None:
+        self.url = url
+        self.name = name
+        self._timeout = connect_timeout
+        self._connection: Connection | None = None
+        self._up = asyncio.Event()
+        self._subscriptions: list[_Subscription] = []
+        self._keeper: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now."""
+        return self._connection is not None and not self._connection.closed.done()
+
+    async def start(self) -> None:
+        """Connect (BrokerUnavailable if the broker cannot be reached now)."""
+        self._connection = await connect(self.url, self.name, self._timeout)
+        self._up.set()
+        self._keeper = asyncio.ensure_future(self._keep())
+
+    async def connection(self, timeout: float | None = None) -> Connection:
+        """The live connection, waiting up to ``timeout`` seconds for a reconnect
+        (ChannelClosed if it is still down, or the link is closed)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if self._closing:
+                raise ChannelClosed(f"{self.name} is closed")
+            connection = self._connection
+            if connection is not None and not connection.closed.done():
+                return connection
+            self._up.clear()  # lost, and the keeper may not have noticed yet
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise ChannelClosed(f"{self.name} is still reconnecting")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._up.wait()
+
+    async def subscribe(
+        self,
+        queue: str,
+        label: str,
+        on_delivery: OnDelivery,
+        *,
+        prefetch: int = 0,
+        acks: bool = True,
+        prepare: Prepare | None = None,
+    ) -> Callable[[], Awaitable[None]]:
+        """Consume ``queue`` (full name) on a channel of its own, now and after every
+        reconnect; deliveries carry ``label`` as their queue. Returns a cancel function."""
+        subscription = _Subscription(queue, label, on_delivery, prefetch, acks, prepare)
+        await self._open(await self.connection(self._timeout), subscription)
+        self._subscriptions.append(subscription)
+
+        async def cancel() -> None:
+            subscription.active = False
+            if subscription.channel is not None:
+                await subscription.channel.cancel()
+
+        return cancel
+
+    async def _open(self, connection: Connection, subscription: _Subscription) -> None:
+        channel = await connection.channel()
+        if subscription.prepare is not None:
+            await subscription.prepare(channel)
+        await channel.consume(
+            subscription.queue, subscription.label, subscription.on_delivery,
+            prefetch=subscription.prefetch, acks=subscription.acks,
+        )  # fmt: skip
+        subscription.channel = channel
+
+    async def _keep(self) -> None:
+        while not self._closing:
+            connection = self._connection
+            if connection is not None:
+                # shield: cancelling this task must not cancel the connection's own future
+                failure = await asyncio.shield(connection.closed)
+                if self._closing:
+                    return
+                log.warning("connection %s lost (%s); reconnecting", self.name, failure)
+            self._up.clear()
+            self._connection = None
+            await asyncio.sleep(RECONNECT_INTERVAL)
+            self._connection = await self._reconnect()
+            if self._connection is not None:
+                self._up.set()
+
+    async def _reconnect(self) -> Connection | None:
+        """A new connection with every active subscription on it, or None (try again)."""
+        try:
+            connection = await connect(self.url, self.name, self._timeout)
+        except Exception as exc:
+            log.warning("reconnecting %s failed (%s); retrying", self.name, exc)
+            return None
+        try:
+            for subscription in list(self._subscriptions):
+                if subscription.active:
+                    await self._open(connection, subscription)
+        except Exception as exc:
+            log.warning("re-subscribing on %s failed (%s); retrying", self.name, exc)
+            await connection.close()
+            return None
+        self._subscriptions = [s for s in self._subscriptions if s.active]
+        log.info("connection %s is back", self.name)
+        return connection
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting (idempotent)."""
+        self._closing = True
+        self._up.set()  # wake waiters: they find the link closed
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+
+class ChannelSlot:
+    """A channel of a Link kept open for one use (publishing, declaring): reopened on demand
+    after it or its connection closed."""
+
+    def __init__(self, link: Link, setup: Prepare | None = None) -> None:
+        self._link = link
+        self._setup = setup
+        self._channel: Channel | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, timeout: float | None = None) -> Channel:
+        """The open channel (opening one, waiting up to ``timeout`` for the connection)."""
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._lock:
+            channel = self._channel
+            if channel is None or channel.is_closed:
+                connection = await self._link.connection(timeout)
+                channel = await connection.channel()
+                if self._setup is not None:
+                    await self._setup(channel)
+                self._channel = channel
+            return channel
