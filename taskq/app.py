@@ -104,6 +104,7 @@ class App:
         priority: int | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        ignore_result: bool = False,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -115,16 +116,21 @@ class App:
         priority: int | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        ignore_result: bool = False,
     ) -> Any:
         """Register ``func`` (``async def`` runs on the worker's loop; ``def`` in its thread pool).
 
-        The task name defaults to the function's ``__name__``. Fails at once, with
-        TaskRegistrationError, on lambdas, generators, non-functions (partials, callable
-        objects: they have no name of their own) and names already registered.
+        The task name defaults to the function's ``__name__``. With ``ignore_result``, no
+        state or result of the task is recorded anywhere (nobody can ask for it; sending it
+        costs a worker nothing beyond running it). Fails at once, with TaskRegistrationError,
+        on lambdas, generators, non-functions (partials, callable objects: they have no name
+        of their own) and names already registered.
         """
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
             config = self._task_config(fn, name, queue, priority, timeout, retry)
+            if ignore_result:
+                config = dataclasses.replace(config, ignore_result=True)
             task: Task[Any, Any] = Task(self, fn, config)
             self._tasks[config.name] = task
             return task
@@ -328,14 +334,19 @@ class App:
         """Check a call, declare its queue, and build its message."""
         bound = task.signature.bind(args, kwargs)  # a wrong call fails here, open or not
         transport, store = self.transport, self.store
-        envelope, delay_ms = self._envelope(task, options, bound, store.reply_to())
+        ignore = options.ignore_result
+        if ignore is None:
+            ignore = task.config.ignore_result
+        reply_to = None if ignore else store.reply_to()
+        envelope, delay_ms = self._envelope(task, options, bound, reply_to, ignore)
         message = envelope.to_message()
         if options.expires is not None and delay_ms == 0 and envelope.expires is not None:
             remaining = max(1, int((envelope.expires - _now()).total_seconds() * 1000))
             message = dataclasses.replace(message, expiration_ms=remaining)
-        store.track(envelope.task_id, task.name)
+        if not ignore:
+            store.track(envelope.task_id, task.name)
         handle: TaskHandle[Any] = TaskHandle(
-            envelope.task_id, task.name, store, task.validate_result
+            envelope.task_id, task.name, store, task.validate_result, ignored=ignore
         )
         await transport.declare_work_queue(envelope.queue)
         if delay_ms > 0:
@@ -350,6 +361,7 @@ class App:
         options: SendOptions,
         bound: tuple[list[Any], dict[str, Any]],
         reply_to: str | None,
+        ignore_result: bool,
     ) -> tuple[Envelope, int]:
         bound_args, bound_kwargs = bound
         cfg = task.config
@@ -374,6 +386,7 @@ class App:
                 eta=eta,
                 expires=_absolute(options.expires),
                 reply_to=reply_to,
+                ignore_result=ignore_result,
                 parent_id=parent.task_id if parent else None,
                 root_id=(parent.root_id or parent.task_id) if parent else None,
             ),

@@ -66,7 +66,12 @@ class BrokerUnavailable(BrokerError, ConnectionError):
 
 
 class PublishError(BrokerError):
-    """The broker did not accept a publish: it was returned as unroutable or nacked."""
+    """The broker did not accept a publish: it was returned as unroutable, or nacked, or the
+    exchange does not exist. ``unroutable`` is True when no queue was bound for it."""
+
+    def __init__(self, message: str, *, unroutable: bool = False) -> None:
+        super().__init__(message)
+        self.unroutable = unroutable
 
 
 class TopologyMismatch(BrokerError):

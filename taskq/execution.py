@@ -113,7 +113,7 @@ class Executor:
         except InvalidArguments as exc:
             return oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc))
         recorder = self.recorder
-        durable = recorder.store.durable
+        durable = recorder.store.durable and not envelope.ignore_result
         if durable and await recorder.succeeded_before(envelope):
             return oc.Skip()
         started = None

@@ -7,7 +7,7 @@ import concurrent.futures
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-from .exceptions import LifecycleError, TaskFailed
+from .exceptions import LifecycleError, ResultUnavailable, TaskFailed
 from .results.base import ResultStore, TaskState, TaskStatus
 
 R = TypeVar("R")
@@ -19,7 +19,8 @@ class TaskHandle(Generic[R]):
     return annotation (a pydantic model comes back as the model)."""
 
     __slots__ = (
-        "__weakref__", "_loop", "_owned", "_runner", "_store", "_validate", "id", "task_name",
+        "__weakref__", "_ignored", "_loop", "_owned", "_runner", "_store", "_validate", "id",
+        "task_name",
     )  # fmt: skip
 
     def __init__(
@@ -30,6 +31,7 @@ class TaskHandle(Generic[R]):
         validate: Callable[[Any], R] | None = None,
         *,
         owned: bool = True,
+        ignored: bool = False,
     ) -> None:
         self.id = task_id
         self.task_name = task_name
@@ -41,7 +43,8 @@ class TaskHandle(Generic[R]):
             self._loop = None
         self._runner: Callable[[Coroutine[Any, Any, Any]], Any] | None = None
         """Set by the sync facade: runs the *_sync calls so that its close() can cancel them."""
-        self._owned = owned
+        self._owned = owned and not ignored
+        self._ignored = ignored
 
     def __del__(self) -> None:
         # The store keeps a sent task's state only while a handle can still ask for it.
@@ -52,8 +55,17 @@ class TaskHandle(Generic[R]):
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task_name} {self.id}>"
 
+    def _check_recorded(self) -> None:
+        if self._ignored:
+            raise ResultUnavailable(
+                f"task {self.id} was sent with ignore_result: no state or result is recorded"
+            )
+
     async def info(self) -> TaskState:
-        """The latest known state (status, attempt, error, progress, worker)."""
+        """The latest known state (status, attempt, error, progress, worker).
+
+        ResultUnavailable if the task was sent with ``ignore_result``."""
+        self._check_recorded()
         state = await self._store.get(self.id)
         return (
             state
@@ -69,8 +81,10 @@ class TaskHandle(Generic[R]):
         """Wait for the outcome and return the result.
 
         Raises TaskFailed (with the remote type, message and traceback as text) if the task
-        failed, and ResultTimeout (a TimeoutError) if no outcome came within ``timeout`` seconds.
+        failed, ResultTimeout (a TimeoutError) if no outcome came within ``timeout`` seconds,
+        and ResultUnavailable if the task was sent with ``ignore_result``.
         """
+        self._check_recorded()
         state = await self._store.wait(self.id, timeout)
         if state.status is TaskStatus.FAILURE:
             error = state.error

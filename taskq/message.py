@@ -9,7 +9,7 @@ Schema 2 (what taskq sends):
 - body: msgpack ``[2, args, kwargs, meta]``, where ``meta`` is a map holding only what differs
   from its default: ``a`` attempt (1), ``d`` deliveries (0), ``t`` sent-at in Unix ms,
   ``eta``, ``exp`` (expiry) and ``sf`` (the tick a periodic firing is for) as datetimes,
-  ``p`` parent and ``r`` root task IDs.
+  ``p`` parent and ``r`` root task IDs, ``ir`` true when no result is to be recorded.
 - no headers, except on the dead-letter queue: the ``x-taskq-*`` reason and error headers.
 
 Schema 1 (taskq before 0.2) still decodes: body ``[args, kwargs]``, metadata in ``x-taskq-*``
@@ -89,6 +89,7 @@ class Envelope:
     parent_id: str | None = None
     root_id: str | None = None
     scheduled_for: dt.datetime | None = None
+    ignore_result: bool = False
 
     def meta(self) -> dict[str, Any]:
         """The schema 2 metadata map: only what differs from the defaults travels."""
@@ -107,6 +108,8 @@ class Envelope:
             meta["p"] = self.parent_id
         if self.root_id is not None:
             meta["r"] = self.root_id
+        if self.ignore_result:
+            meta["ir"] = True
         return meta
 
     def to_message(self) -> OutgoingMessage:
@@ -204,6 +207,7 @@ def _meta_fields(meta: Mapping[Any, Any]) -> dict[str, Any]:
         "scheduled_for": _datetime_of(meta, "sf"),
         "parent_id": _text_of(meta, "p"),
         "root_id": _text_of(meta, "r"),
+        "ignore_result": meta.get("ir") is True,
     }
 
 

@@ -30,8 +30,11 @@ class Recorder:
         self.worker = worker
 
     def wanted(self, envelope: Envelope) -> bool:
-        """Whether anybody can ever ask for this task's state (the AMQP store only has the
-        sender, and a sender that gave no reply address does not listen)."""
+        """Whether anybody can ever ask for this task's state (not when sent with
+        ignore_result; the AMQP store only has the sender, and a sender that gave no reply
+        address does not listen)."""
+        if envelope.ignore_result:
+            return False
         return envelope.reply_to is not None or self.store.durable
 
     async def record(

@@ -31,6 +31,7 @@ class SendOptions:
     - ``eta``: a timezone-aware datetime before which the task may not start.
     - ``expires``: seconds from now, or an aware datetime; a task not started by then is
       dead-lettered as ``expired`` instead of running.
+    - ``ignore_result``: record no state or result for this call (None: the task's setting).
     """
 
     task_id: str | None = None
@@ -39,6 +40,7 @@ class SendOptions:
     countdown: float | None = None
     eta: dt.datetime | None = None
     expires: float | dt.datetime | None = None
+    ignore_result: bool | None = None
 
     def __post_init__(self) -> None:
         if self.task_id is not None:
@@ -55,6 +57,7 @@ class TaskConfig:
     timeout: float | None
     retry: RetryPolicy | None
     is_async: bool
+    ignore_result: bool = False
 
 
 class Task(Generic[P, R]):
@@ -109,11 +112,12 @@ class Task(Generic[P, R]):
         countdown: float | None = None,
         eta: dt.datetime | None = None,
         expires: float | dt.datetime | None = None,
+        ignore_result: bool | None = None,
     ) -> TaskCall[P, R]:
         """A frozen view of this task with per-call options (see SendOptions)."""
         return TaskCall(self, SendOptions()).options(
             task_id=task_id, priority=priority, queue=queue,
-            countdown=countdown, eta=eta, expires=expires,
+            countdown=countdown, eta=eta, expires=expires, ignore_result=ignore_result,
         )  # fmt: skip
 
     def validate_result(self, value: Any) -> R:
@@ -145,6 +149,7 @@ class TaskCall(Generic[P, R]):
         countdown: float | None = None,
         eta: dt.datetime | None = None,
         expires: float | dt.datetime | None = None,
+        ignore_result: bool | None = None,
     ) -> TaskCall[P, R]:
         """A new view with the given options set on top of these (None keeps the current)."""
         current = self.send_options
@@ -155,6 +160,7 @@ class TaskCall(Generic[P, R]):
             countdown=current.countdown if countdown is None else countdown,
             eta=current.eta if eta is None else eta,
             expires=current.expires if expires is None else expires,
+            ignore_result=current.ignore_result if ignore_result is None else ignore_result,
         )
         return TaskCall(self.task, changes)
 

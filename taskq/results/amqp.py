@@ -8,8 +8,13 @@ died), and a client that closes deletes it at once. Terminal states are publishe
 and confirmed before the worker acks the task, so they also survive a broker restart.
 
 If the queue expired while the client was away (longer than ``reply_queue_ttl``), replies
-sent meanwhile are lost: the client notices when it reconnects, and every caller still waiting
-gets ResultUnavailable at once instead of waiting out its timeout. Use a durable store (Redis)
+sent meanwhile are lost: the client notices when it reconnects, every caller still waiting
+gets ResultUnavailable at once instead of waiting out its timeout, and the client goes on
+with a reply queue of a new name.
+
+A worker whose reply is returned as unroutable (the queue is gone: its sender closed or
+expired) remembers the name and sends no more replies there, so a producer that never asks
+for results costs a worker almost nothing once it has closed. Use a durable store (Redis)
 for lookups by ID from other processes.
 """
 
@@ -20,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
-from ..exceptions import DecodeError, ResultTimeout, ResultUnavailable
+from ..exceptions import DecodeError, PublishError, ResultTimeout, ResultUnavailable
 from ..message import OutgoingMessage
 from ..transport import Transport
 from .base import TaskState, TaskStatus
@@ -28,6 +33,10 @@ from .base import TaskState, TaskStatus
 log = logging.getLogger("taskq.results")
 
 STATUS_TYPE = "taskq.status"
+REMEMBER_GONE = 4096
+"""How many reply queues found gone a worker remembers (and sends no more replies to): a
+sender that closed, or was away longer than reply_queue_ttl. Such a name never comes back:
+a client whose queue expired goes on with a new one."""
 
 
 class AmqpResultStore:
@@ -41,6 +50,7 @@ class AmqpResultStore:
         self._states: dict[str, TaskState] = {}
         self._done: dict[str, asyncio.Event] = {}
         self._lost: dict[str, str] = {}
+        self._gone: dict[str, None] = {}  # reply queues found gone, oldest first
         self._opened = False
         self._closed = False
         self._cancel: Callable[[], Awaitable[None]] | None = None
@@ -85,7 +95,7 @@ class AmqpResultStore:
                 task_id, TaskStatus.PENDING, self._states[task_id].task_name, 0
             )
 
-    def _on_queue_lost(self) -> None:
+    def _on_queue_lost(self, replacement: str) -> None:
         pending = [
             task_id
             for task_id, state in self._states.items()
@@ -100,6 +110,7 @@ class AmqpResultStore:
             f"the reply queue {self._queue} expired while this client was disconnected "
             "(longer than reply_queue_ttl); the outcome may have been lost"
         )
+        self._queue = replacement  # tasks sent from now on get their replies there
         for task_id in pending:
             self._lost[task_id] = reason
             if task_id in self._done:
@@ -122,7 +133,7 @@ class AmqpResultStore:
                 self._done[state.task_id].set()
 
     async def record(self, state: TaskState, *, reply_to: str | None) -> None:
-        if not reply_to:
+        if not reply_to or self._is_gone(reply_to):
             return  # nobody listens for this task's outcome: cost nothing
         terminal = state.status.terminal
         message = OutgoingMessage(
@@ -131,12 +142,23 @@ class AmqpResultStore:
             correlation_id=state.task_id,
             persistent=terminal,
         )
-        if terminal:
-            # Confirmed before the task is acked. Not mandatory: a reply queue that is gone
-            # belongs to a sender that has gone, and cannot be helped.
-            await self._transport.publish("", reply_to, message, mandatory=False)
-        else:
+        if not terminal:
             await self._transport.notify(reply_to, message)
+            return
+        # Confirmed before the task is acked. Mandatory, so that a reply queue that is gone
+        # (its sender closed or died) is found out: its replies are then skipped for a while,
+        # and a producer that never asks for results costs a worker almost nothing.
+        try:
+            await self._transport.publish("", reply_to, message)
+        except PublishError as exc:
+            if not exc.unroutable:
+                raise
+            self._gone[reply_to] = None
+            if len(self._gone) > REMEMBER_GONE:
+                del self._gone[next(iter(self._gone))]
+
+    def _is_gone(self, reply_to: str) -> bool:
+        return reply_to in self._gone
 
     async def get(self, task_id: str) -> TaskState | None:
         return self._states.get(task_id)

@@ -58,8 +58,9 @@ class QueueDepth:
     consumers: int
 
 
-async def _confirm_mode(channel: Channel) -> None:
+async def _confirm_mode(channel: Channel) -> str | None:
     await channel.confirm_mode()
+    return None
 
 
 class Transport:
@@ -267,7 +268,11 @@ class Transport:
                 assert confirm is not None
                 await confirm
                 return
-            except (Returned, Nacked) as exc:
+            except Returned as exc:
+                raise PublishError(
+                    _refused(message, exchange, routing_key, exc), unroutable=True
+                ) from exc
+            except Nacked as exc:
                 raise PublishError(_refused(message, exchange, routing_key, exc)) from exc
             except ChannelClosed as exc:
                 if exc.code in _REFUSALS:
@@ -349,7 +354,7 @@ class Transport:
             raise BrokerError(f"cannot consume queue {queue!r}: {exc}") from exc
 
     async def consume_replies(
-        self, queue_name: str, on_reply: Reply, *, expires: float, on_lost: Callable[[], None]
+        self, queue_name: str, on_reply: Reply, *, expires: float, on_lost: Callable[[str], None]
     ) -> Callable[[], Awaitable[None]]:
         """Declare a reply queue that outlives a reconnect, and consume it without acks.
 
@@ -357,20 +362,24 @@ class Transport:
         reconnects wait in it; ``x-expires`` removes it once nobody has used it for
         ``expires`` seconds (a client that died). After a reconnect the queue is checked
         before it is declared again: if it expired meanwhile, replies sent to it were dropped
-        by the broker, and ``on_lost`` is called so that waiters learn it at once. Returns a
-        cancel function.
+        by the broker. Then a reply queue with a new name replaces it (a name that was gone
+        never comes back, so workers may stop replying to it for good), and
+        ``on_lost(new name)`` is called so that waiters learn it at once. Returns a cancel
+        function.
         """
         arguments = topology.reply_queue_arguments(expires)
-        reconnected = False
+        current, reconnected = queue_name, False
 
-        async def declare(channel: Channel) -> None:
-            nonlocal reconnected
-            if reconnected and not await _exists(channel, queue_name):
-                on_lost()
+        async def declare(channel: Channel) -> str:
+            nonlocal current, reconnected
+            if reconnected and not await _exists(channel, current):
+                current = self.names.reply_queue(uuid.uuid4().hex)
+                on_lost(current)
             reconnected = True
             await channel.rpc(
-                commands.Queue.Declare(queue=queue_name, durable=True, arguments=arguments)
+                commands.Queue.Declare(queue=current, durable=True, arguments=arguments)
             )
+            return current
 
         inbound = await self._inbound()
         return await inbound.subscribe(
@@ -426,13 +435,14 @@ class Transport:
         without acks, calling ``on_message(type, body)``. The queue goes with the connection;
         after a reconnect it is declared and bound again."""
 
-        async def declare(channel: Channel) -> None:
+        async def declare(channel: Channel) -> str | None:
             await channel.rpc(
                 commands.Queue.Declare(queue=queue_name, exclusive=True, auto_delete=True)
             )
             await channel.rpc(
                 commands.Queue.Bind(queue=queue_name, exchange=exchange, routing_key=routing_key)
             )
+            return None
 
         def on_delivery(delivery: Delivery) -> None:
             task = asyncio.ensure_future(on_message(delivery.type, delivery.body))

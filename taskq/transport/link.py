@@ -20,7 +20,9 @@ from .connection import Channel, ChannelClosed, Connection, OnDelivery, connect
 log = logging.getLogger("taskq.transport")
 
 RECONNECT_INTERVAL = 1.0
-Prepare = Callable[[Channel], Awaitable[None]]
+Prepare = Callable[[Channel], Awaitable[str | None]]
+"""Run on a subscription's new channel before it consumes; may return another queue name to
+consume from now on."""
 
 
 class _Subscription:
@@ -115,7 +117,7 @@ class Link:
     async def _open(self, connection: Connection, subscription: _Subscription) -> None:
         channel = await connection.channel()
         if subscription.prepare is not None:
-            await subscription.prepare(channel)
+            subscription.queue = await subscription.prepare(channel) or subscription.queue
         await channel.consume(
             subscription.queue, subscription.label, subscription.on_delivery,
             prefetch=subscription.prefetch, acks=subscription.acks,
@@ -191,6 +193,6 @@ class ChannelSlot:
                 connection = await self._link.connection(timeout)
                 channel = await connection.channel()
                 if self._setup is not None:
-                    await self._setup(channel)
+                    await self._setup(channel)  # its return (a queue name) means nothing here
                 self._channel = channel
             return channel

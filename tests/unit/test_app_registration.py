@@ -301,7 +301,7 @@ def test_named_registered_task(app: App) -> None:
 
 
 def envelope_of(app: App, task: Task[Any, Any], **options: Any) -> Any:
-    return app._envelope(task, SendOptions(**options), ([1], {}), None)
+    return app._envelope(task, SendOptions(**options), ([1], {}), None, False)
 
 
 def test_envelope_defaults(app: App) -> None:
