@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import threading
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -54,7 +55,10 @@ def _default(value: Any) -> msgpack.ExtType:
     if isinstance(value, Decimal):
         return msgpack.ExtType(EXT_DECIMAL, str(value).encode())
     if isinstance(value, BaseModel):
-        return msgpack.ExtType(EXT_MODEL, _pack(value.model_dump(mode="python")))
+        # A Packer of its own: this runs inside the thread's Packer, which must not re-enter.
+        dumped = value.model_dump(mode="python")
+        return msgpack.ExtType(EXT_MODEL, msgpack.packb(dumped, default=_default,
+                                                        use_bin_type=True, datetime=False))
     if isinstance(value, set | frozenset):
         return list(value)
     raise TypeError(f"cannot serialise a value of type {type(value).__qualname__}")
@@ -76,8 +80,22 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise DecodeError(f"unknown msgpack extension type {code}")
 
 
+# msgpack.packb builds a Packer per call (a tenth of the cost of a small pack); one Packer per
+# thread is reused instead (a Packer is not thread-safe, and plain `def` tasks run in threads).
+_packers = threading.local()
+
+
 def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, default=_default, use_bin_type=True, datetime=False)  # type: ignore[no-any-return]
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(
+            default=_default, use_bin_type=True, datetime=False
+        )
+    try:
+        return packer.pack(value)  # type: ignore[no-any-return]
+    except BaseException:
+        packer.reset()  # drop what a failed pack left in its buffer
+        raise
 
 
 def pack(value: Any) -> bytes:

@@ -321,6 +321,8 @@ class Connection(asyncio.Protocol):
         self._last_read = time.monotonic()
         self._beats: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[None] = loop.create_future()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
         self.blocked = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -382,10 +384,20 @@ class Connection(asyncio.Protocol):
             self._handshake.put_nowait(value)
 
     def write(self, data: bytes) -> None:
-        """Queue bytes for the socket (nothing happens once the connection is lost)."""
+        """Queue bytes for the socket: everything written in one event-loop turn goes out in
+        one write at its end (a socket write costs far more than joining bytes). Nothing
+        happens once the connection is lost."""
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data, self._out = self._out, []
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
+        if transport is not None and not transport.is_closing() and data:
+            transport.write(data[0] if len(data) == 1 else b"".join(data))
 
     def forget(self, number: int) -> None:
         """Drop a closed channel."""

@@ -255,9 +255,9 @@ class Transport:
         PublishError; a dropped connection is waited out and the publish retried until
         ``publish_timeout``, then BrokerUnavailable."""
         slot: ChannelSlot = self._require(self._confirm, "publish")
+        if mandatory and message.message_id is None:  # a return is matched to its publish by it
+            message = dataclasses.replace(message, message_id=uuid.uuid4().hex)
         props = properties(message)
-        if mandatory and props.get("message_id") is None:
-            props["message_id"] = uuid.uuid4().hex  # a return is matched to its publish by it
         deadline = 0.0
         while True:
             remaining = (deadline - time.monotonic()) if deadline else None

@@ -169,24 +169,24 @@ def _encode_short(value: str) -> bytes:
     return bytes((len(data),)) + data
 
 
+_FLAG = {name: 1 << (15 - index) for index, name in enumerate(PROPERTY_ORDER)}
+
+
 def properties(props: Mapping[str, Any]) -> tuple[int, bytes]:
-    """(property flags, encoded properties) of the properties in ``props`` that are not None."""
+    """(property flags, encoded properties) of ``props``, which holds only the properties to
+    send, in :data:`PROPERTY_ORDER` (as ``wire.properties`` builds them)."""
     flags = 0
     parts = []
-    bit = 1 << 15
-    for name in PROPERTY_ORDER:
-        value = props.get(name)
-        if value is not None:
-            flags |= bit
-            if name in ("delivery_mode", "priority"):
-                parts.append(bytes((value,)))
-            elif name == "headers":
-                parts.append(encode.field_table(value))
-            elif name == "timestamp":
-                parts.append(_U64.pack(int(value.timestamp())))
-            else:
-                parts.append(_encode_short(value))
-        bit >>= 1
+    for name, value in props.items():
+        flags |= _FLAG[name]
+        if name == "delivery_mode" or name == "priority":
+            parts.append(bytes((value,)))
+        elif name == "headers":
+            parts.append(encode.field_table(value))
+        elif name == "timestamp":
+            parts.append(_U64.pack(int(value.timestamp())))
+        else:
+            parts.append(_encode_short(value))
     return flags, b"".join(parts)
 
 

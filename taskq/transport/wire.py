@@ -18,19 +18,29 @@ TRANSIENT = 1
 
 
 def properties(msg: OutgoingMessage) -> dict[str, Any]:
-    """AMQP properties of an outgoing message, by name (None: not sent)."""
-    return {
-        "content_type": msg.content_type or None,
-        "headers": dict(msg.headers) if msg.headers else None,
-        "delivery_mode": PERSISTENT if msg.persistent else TRANSIENT,
-        "priority": msg.priority,
-        "correlation_id": msg.correlation_id,
-        "reply_to": msg.reply_to,
-        "expiration": str(msg.expiration_ms) if msg.expiration_ms is not None else None,
-        "message_id": msg.message_id,
-        "timestamp": msg.timestamp,
-        "type": msg.type,
-    }
+    """The AMQP properties to send for ``msg``, by name, in the order of their flag bits
+    (what ``frames.properties`` encodes); absent ones are left out."""
+    props: dict[str, Any] = {}
+    if msg.content_type:
+        props["content_type"] = msg.content_type
+    if msg.headers:
+        props["headers"] = dict(msg.headers)
+    props["delivery_mode"] = PERSISTENT if msg.persistent else TRANSIENT
+    if msg.priority is not None:
+        props["priority"] = msg.priority
+    if msg.correlation_id is not None:
+        props["correlation_id"] = msg.correlation_id
+    if msg.reply_to is not None:
+        props["reply_to"] = msg.reply_to
+    if msg.expiration_ms is not None:
+        props["expiration"] = str(msg.expiration_ms)
+    if msg.message_id is not None:
+        props["message_id"] = msg.message_id
+    if msg.timestamp is not None:
+        props["timestamp"] = msg.timestamp
+    if msg.type is not None:
+        props["type"] = msg.type
+    return props
 
 
 class AckLedger:

@@ -424,3 +424,21 @@ def test_forward_references_resolve_lazily() -> None:
         assert sig.validate([{"a": 1, "b": "c"}], {}) == ((Small(a=1, b="c"),), {})
     finally:
         del globals()["LaterModel"]
+
+
+def test_nested_models_and_values_round_trip() -> None:
+    # The model extension packs inside the outer pack: it must not share its buffer.
+    class Point(BaseModel):
+        x: int
+        tags: list[str]
+
+    value = [1, Point(x=2, tags=["a"]), "mid", {"p": Point(x=3, tags=[])}, [Point(x=4, tags=["b"])]]
+    assert codec.unpack(codec.pack(value)) == [
+        1, {"x": 2, "tags": ["a"]}, "mid", {"p": {"x": 3, "tags": []}}, [{"x": 4, "tags": ["b"]}],
+    ]  # fmt: skip
+
+
+def test_a_failed_pack_leaves_nothing_behind_for_the_next() -> None:
+    with pytest.raises(EncodeError):
+        codec.pack([1, 2, object()])
+    assert codec.unpack(codec.pack([3])) == [3]
