@@ -116,6 +116,9 @@ def unpack(data: bytes) -> Any:
         raise DecodeError(f"malformed msgpack body: {exc}") from exc
 
 
+_EXACT = frozenset({int, str, float, bool, bytes})
+
+
 class Signature:
     """A task function's signature: binds calls at the sender, validates arguments at the worker.
 
@@ -130,6 +133,16 @@ class Signature:
         plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
         # A call with exactly this many positional arguments and no keywords always binds.
         self._simple_arity = len(self.inspected.parameters) if plain else -1
+
+    @cached_property
+    def _exact_types(self) -> tuple[type, ...] | None:
+        """The parameters' types when every one is a plain int, str, float, bool or bytes:
+        arguments of exactly those types need no validation (pydantic would return them as
+        they are), which skips pydantic for the most common tasks."""
+        hints = [self._hints.get(name, Any) for name in self.inspected.parameters]
+        if self._simple_arity < 0 or not all(h in _EXACT for h in hints):
+            return None
+        return tuple(hints)
 
     def bind(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -179,8 +192,13 @@ class Signature:
 
         Raises InvalidArguments with pydantic's explanation when they do not fit.
         """
-        model = self._model
         if not kwargs and len(args) == self._simple_arity:  # all positional: no bind needed
+            exact = self._exact_types
+            if exact is not None and all(
+                type(arg) is kind for arg, kind in zip(args, exact, strict=True)
+            ):
+                return tuple(args), {}
+            model = self._model
             if model is None:
                 return tuple(args), {}
             named = dict(zip(self.inspected.parameters, args, strict=True))
@@ -193,6 +211,7 @@ class Signature:
             bound = self.inspected.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArguments(str(exc)) from None
+        model = self._model
         if model is None:
             return bound.args, bound.kwargs
         try:

@@ -166,27 +166,28 @@ def decode_envelope(
     if not task_name:
         raise DecodeError("message has no type (task name)")
     payload = codec.unpack(body)
-    if isinstance(payload, list) and len(payload) == 4 and payload[0] == SCHEMA_VERSION:
+    if type(payload) is list and len(payload) == 4 and payload[0] == SCHEMA_VERSION:
         _, args, kwargs, meta = payload
-        if not isinstance(meta, dict):
+        if type(meta) is not dict:
             raise DecodeError("schema 2 metadata is not a map")
         fields = _meta_fields(meta)
+        fields["queue"] = queue
     elif isinstance(payload, list) and len(payload) == 2:
         schema = headers.get(H_SCHEMA, SCHEMA_V1)
         if schema != SCHEMA_V1:
             raise DecodeError(f"unsupported schema version {schema!r}")
         args, kwargs = payload
         fields = _header_fields(headers)
+        fields["queue"] = fields["queue"] or queue
     else:
         raise DecodeError("body is neither msgpack [2, args, kwargs, meta] nor [args, kwargs]")
-    if not isinstance(args, list) or not isinstance(kwargs, dict):
+    if type(args) is not list or type(kwargs) is not dict:
         raise DecodeError("args must be a msgpack array and kwargs a map")
-    if not all(isinstance(k, str) for k in kwargs):
+    if kwargs and not all(type(k) is str for k in kwargs):
         raise DecodeError("kwargs keys must be strings")
     return Envelope(
         task_id=message_id,
         task_name=task_name,
-        queue=fields.pop("queue", None) or queue,
         args=args,
         kwargs=kwargs,
         priority=priority or 0,
@@ -198,6 +199,8 @@ def decode_envelope(
 def _meta_fields(meta: Mapping[Any, Any]) -> dict[str, Any]:
     """Envelope fields from a schema 2 metadata map."""
     sent_at = meta.get("t", 0)
+    if len(meta) == 1 and type(sent_at) is int and "t" in meta:  # the rest all default
+        return {"sent_at": sent_at / 1000}
     return {
         "attempt": _int_of(meta, "a", 1),
         "deliveries": _int_of(meta, "d", 0),

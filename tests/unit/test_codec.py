@@ -442,3 +442,17 @@ def test_a_failed_pack_leaves_nothing_behind_for_the_next() -> None:
     with pytest.raises(EncodeError):
         codec.pack([1, 2, object()])
     assert codec.unpack(codec.pack([3])) == [3]
+
+
+def test_exactly_typed_arguments_skip_validation_and_others_are_validated() -> None:
+    def task(a: int, b: str, c: float, d: bool, e: bytes) -> None: ...
+
+    signature = codec.Signature(task)
+    args = [1, "x", 2.5, True, b"z"]
+    validated, _ = signature.validate(args, {})
+    assert validated == tuple(args)
+    # Not exactly the annotated types: pydantic converts them as before.
+    coerced, _ = signature.validate([1, "x", 2, 1, b"z"], {})
+    assert coerced == (1, "x", 2.0, True, b"z") and type(coerced[2]) is float
+    with pytest.raises(InvalidArguments):
+        signature.validate(["not an int", "x", 2.5, True, b"z"], {})
