@@ -25,10 +25,8 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = redact_url(message)
-        if redacted != message:
-            record.msg = redacted
-            record.args = None
+        # Formatted once here: formatters reuse it. Most lines hold no URL: skip the regex.
+        record.msg, record.args = (redact_url(message) if "://" in message else message), None
         if record.exc_info and not record.exc_text:
             # Formatters use exc_text when it is set, so the redacted text is what is shown.
             record.exc_text = redact_url(_TRACEBACKS.formatException(record.exc_info))

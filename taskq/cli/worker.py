@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from .. import metrics
 from ..exceptions import BrokerUnavailable, ConfigurationError, TopologyMismatch
 from ..worker import Worker
-from .common import ExitCode, UsageError, load_app, run_loop, setup_logging
+from .common import ExitCode, UsageError, load_app, run_loop
+from .logs import setup_logging
 from .supervisor import PARENT_PID_ENV, Supervisor
 
 log = logging.getLogger("taskq.cli")
