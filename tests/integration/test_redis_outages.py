@@ -46,6 +46,12 @@ def redis_store(app: App) -> RedisResultStore:
     return store
 
 
+async def subscribers(raw: redis.asyncio.Redis, channel: str) -> int:
+    """How many connections are subscribed to ``channel``."""
+    counts = dict(await raw.pubsub_numsub(channel))
+    return int(counts[channel.encode()])
+
+
 async def settled(tasks: list[asyncio.Task[int]]) -> list[object]:
     """Each caller's value, or the exception it got instead."""
     return list(await asyncio.gather(*tasks, return_exceptions=True))
@@ -195,8 +201,7 @@ async def test_waiters_keep_getting_results_while_the_connection_is_cut_again_an
                 assert await settled(callers) == values, f"round {round_}"
 
                 async def one_subscriber() -> bool:
-                    counts = dict(await raw.pubsub_numsub(store.channel))
-                    return counts[store.channel.encode()] == 1
+                    return await subscribers(raw, store.channel) == 1
 
                 await eventually(one_subscriber, what="the listener to subscribe again")
     finally:
@@ -244,7 +249,7 @@ async def test_closing_the_store_right_after_a_wait_is_prompt(prefix: str) -> No
             await store.record(TaskState("done", TaskStatus.SUCCESS, "x", result=1), reply_to=None)
             assert (await store.wait("done", timeout=10)).result == 1
             await asyncio.sleep(attempt * 0.0002)  # land the close at different points
-            async with asyncio.timeout(30):  # a hang fails here; a slow machine does not
+            async with asyncio.timeout(15):  # a hang fails here; a slow machine does not
                 await store.close()
     finally:
         await delete_redis_keys(prefix)
@@ -259,8 +264,7 @@ async def test_a_waiter_on_a_closed_store_is_told(prefix: str) -> None:
         waiter = asyncio.create_task(store.wait(f"never-{uuid.uuid4()}", timeout=60))
 
         async def subscribed() -> bool:
-            counts = dict(await raw.pubsub_numsub(store.channel))
-            return counts[store.channel.encode()] == 1
+            return await subscribers(raw, store.channel) == 1
 
         await eventually(subscribed, what="the listener to subscribe")
     finally:
