@@ -28,16 +28,17 @@ Guarantees:
   it waits delays it, never fails it otherwise.
 
 How waiting works: each store has its own pub/sub channel ``{prefix}:notify:{hex}``, which
-one reader task subscribes to at the first wait (see ``taskq.results.redis_listener``). Once
-the subscription is confirmed, a waiter registers with one script call that adds the store's
-channel to the set ``{prefix}:waiters:{id}`` (same TTL as the task) and returns the task's
-hash, in one round trip. The record script, when it writes a terminal state, publishes the
-encoded state to every channel in that set and deletes the set. Both scripts are atomic, so a
-terminal state written before the registration is in the hash the waiter reads, and one written
-after it is published to the waiter. After the subscription is lost and confirmed again, every
-waiter reads and registers again; until then (or if Redis refuses pub/sub), waiters re-read
-with backoff. A slow safety re-read (0.5 s doubling to 5 s) covers a notification lost for a
-reason not foreseen.
+one reader task subscribes to when a waiter first finds its task unfinished (see
+``taskq.results.redis_listener``). Once the subscription is confirmed, a waiter registers
+with one script call that adds the store's channel to the set ``{prefix}:waiters:{id}`` (same
+TTL as the task) and returns the task's hash, in one round trip. The record script, when it
+writes a terminal state, publishes the encoded state to every channel in that set and deletes
+the set. Both scripts are atomic, so a terminal state written before the registration is in
+the hash the waiter reads, and one written after it is published to the waiter. After the
+subscription is lost and confirmed again, every waiter reads and registers again; until then
+(or if Redis refuses pub/sub, e.g. an ACL without channel rights), waiters re-read with
+backoff. A slow safety re-read (0.5 s doubling to 5 s) covers a notification lost for a
+reason not foreseen. Closing the store ends every wait with ResultUnavailable.
 """
 
 from __future__ import annotations
@@ -321,6 +322,7 @@ class RedisResultStore:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise _gave_up(task_id, timeout, state, error)
+                self._listener.start()  # here, so that reading a finished task opens no pub/sub
                 pause = recheck if remaining is None else min(recheck, remaining)
                 if not await watch.wait(pause):
                     recheck = min(recheck * 2, _MAX_RECHECK)

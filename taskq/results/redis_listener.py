@@ -105,16 +105,19 @@ class Listener:
         """Whether :meth:`close` was called (waiters must stop waiting)."""
         return self._closed
 
-    @contextlib.contextmanager
-    def watch(self, task_id: str) -> Iterator[Watch]:
-        """Watch ``task_id`` for the duration of the block; starts the reader at first use."""
-        watch = Watch(task_id)
-        watches = self._watches.setdefault(task_id, set())
-        watches.add(watch)
+    def start(self) -> None:
+        """Start the reader unless it runs already (or the listener is closed)."""
         if self._reader is None and not self._closed:
             self._reader = asyncio.get_running_loop().create_task(
                 self._read(), name=f"taskq-redis-listener {self.channel}"
             )
+
+    @contextlib.contextmanager
+    def watch(self, task_id: str) -> Iterator[Watch]:
+        """Watch ``task_id`` for the duration of the block."""
+        watch = Watch(task_id)
+        watches = self._watches.setdefault(task_id, set())
+        watches.add(watch)
         try:
             yield watch
         finally:
@@ -174,7 +177,7 @@ class Listener:
 
     def _confirmed(self) -> None:
         if self._failures:
-            log.warning("Redis pub/sub subscribed again after %d failure(s)", self._failures)
+            log.info("Redis pub/sub subscribed again after %d failure(s)", self._failures)
         self._subscribed = True
         self._backoff = _FIRST_BACKOFF
         self._failures = 0
@@ -188,7 +191,8 @@ class Listener:
             level = logging.WARNING if self._failures == 1 else logging.DEBUG
             log.log(
                 level,
-                "Redis pub/sub lost (%s); reconnecting in %.1f s, waiters re-read meanwhile",
+                "Redis pub/sub connection failed (%s); reconnecting in %.1f s, waiters re-read"
+                " meanwhile",
                 redact_url(str(exc) or type(exc).__name__), self._backoff,
             )  # fmt: skip
         if was_subscribed:
