@@ -97,8 +97,10 @@ def own_redis_server(password: str | None = None) -> Iterator[OwnRedis]:
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to a Redis on 127.0.0.1:``target``, in the test's loop.
 
-    ``cut()`` drops every open connection at once (both sides); while ``refusing`` is set,
-    new connections are closed as soon as they are accepted.
+    ``cut()`` drops every open connection at once (both sides); ``freeze()`` turns the open
+    ones into black holes (they stay open, and what is sent on them is dropped, as on a dead
+    network path); while ``refusing`` is set, new connections are closed as soon as they are
+    accepted.
     """
 
     def __init__(self, target: int) -> None:
@@ -109,6 +111,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._frozen: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -142,6 +145,8 @@ class TcpProxy:
     ) -> None:
         try:
             while data := await source.read(65536):
+                if pair in self._frozen:
+                    continue
                 sink.write(data)
                 await sink.drain()
         except OSError:
@@ -151,6 +156,7 @@ class TcpProxy:
 
     def _drop(self, pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
         self._pairs.discard(pair)
+        self._frozen.discard(pair)
         for writer in pair:
             writer.transport.abort()
 
@@ -160,6 +166,11 @@ class TcpProxy:
         for pair in pairs:
             self._drop(pair)
         return len(pairs)
+
+    def freeze(self) -> int:
+        """Silently drop all traffic on every open connection from now on; return how many."""
+        self._frozen |= self._pairs
+        return len(self._pairs)
 
     async def close(self) -> None:
         if self._server is not None:

@@ -8,6 +8,7 @@ the test controls; the shared Redis is only read and written, never stopped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -235,6 +236,51 @@ async def test_a_pubsub_cut_alone_is_noticed_and_waiters_are_told(
             assert await settled(callers) == values
             assert cuts > 0
     finally:
+        await delete_redis_keys(prefix)
+
+
+@pytest.mark.usefixtures("topology_cleanup")
+async def test_a_silent_pubsub_connection_is_noticed_by_its_ping(
+    prefix: str, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection that stays open but carries nothing (no FIN, no RST) is found out by the
+    listener's PING; the caller still gets its result, and one subscription is left."""
+    gate = asyncio.Event()
+    client = App("frozen", broker=BROKER, prefix=prefix, results=proxy.url(), connect_timeout=2)
+    served = App("frozen-worker", broker=BROKER, prefix=prefix, results=REDIS)
+    for app in (client, served):
+
+        @app.task(name="gated")
+        async def gated(i: int) -> int:
+            await gate.wait()
+            return i
+
+    caplog.set_level(logging.DEBUG, logger="taskq.results")
+    raw = redis.asyncio.from_url(REDIS)
+    try:
+        async with client, served, running_worker(served):
+            store = redis_store(client)
+            handle = await client.tasks["gated"].delay(7)
+            caller = asyncio.create_task(handle.result(timeout=60))
+
+            async def registered() -> bool:
+                return bool(await raw.exists(store.waiters_key(handle.id)))
+
+            await eventually(registered, what="the caller to register")
+            assert proxy.freeze() >= 1
+            gate.set()  # its outcome is published into the black hole
+            assert await caller == 7
+
+            async def pinged_out() -> bool:
+                return "no reply to PING" in caplog.text
+
+            async def one_subscriber() -> bool:
+                return await subscribers(raw, store.channel) == 1
+
+            await eventually(pinged_out, timeout=45, what="the listener to give up on PING")
+            await eventually(one_subscriber, what="the listener to subscribe again")
+    finally:
+        await raw.aclose()
         await delete_redis_keys(prefix)
 
 
