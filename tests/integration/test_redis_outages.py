@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -45,6 +46,25 @@ def redis_store(app: App) -> RedisResultStore:
     store = app.store
     assert isinstance(store, RedisResultStore)
     return store
+
+
+def proxied_apps(
+    prefix: str, proxy: TcpProxy, gate: asyncio.Event, **settings: Any
+) -> tuple[App, App]:
+    """A client App that reaches Redis through ``proxy`` and a worker App that goes straight
+    to it (so outcomes are recorded and published while the client is cut off), both with
+    the task ``gated(i)``: it waits for ``gate``, then returns ``i`` 5 ms later."""
+    client = App("client", broker=BROKER, prefix=prefix, results=proxy.url(), **settings)
+    served = App("worker", broker=BROKER, prefix=prefix, results=REDIS)
+    for app in (client, served):
+
+        @app.task(name="gated")
+        async def gated(i: int) -> int:
+            await gate.wait()
+            await asyncio.sleep(0.005)
+            return i
+
+    return client, served
 
 
 async def subscribers(raw: redis.asyncio.Redis, channel: str) -> int:
@@ -158,18 +178,8 @@ async def test_a_deadline_that_passes_while_redis_is_down(prefix: str, own_redis
 async def test_waiters_keep_getting_results_while_the_connection_is_cut_again_and_again(
     prefix: str, proxy: TcpProxy
 ) -> None:
-    # The client reaches Redis through the proxy; the worker goes straight to it, so that
-    # outcomes are recorded (and published) while the client is cut off.
     gate = asyncio.Event()
-    client = App("cut-client", broker=BROKER, prefix=prefix, results=proxy.url())
-    served = App("cut-worker", broker=BROKER, prefix=prefix, results=REDIS)
-    for app in (client, served):
-
-        @app.task(name="gated")
-        async def gated(i: int) -> int:
-            await gate.wait()
-            return i
-
+    client, served = proxied_apps(prefix, proxy, gate)
     raw = redis.asyncio.from_url(REDIS)
     try:
         async with client, served, running_worker(served, concurrency=50):
@@ -211,23 +221,17 @@ async def test_waiters_keep_getting_results_while_the_connection_is_cut_again_an
 
 
 @pytest.mark.usefixtures("topology_cleanup")
-async def test_a_pubsub_cut_alone_is_noticed_and_waiters_are_told(
+async def test_cuts_while_outcomes_are_published_lose_no_result(
     prefix: str, proxy: TcpProxy
 ) -> None:
     """A cut while outcomes are published (Redis itself stays up): no result is lost."""
-    client = App("cut-only", broker=BROKER, prefix=prefix, results=proxy.url())
-    served = App("cut-only-worker", broker=BROKER, prefix=prefix, results=REDIS)
-    for app in (client, served):
-
-        @app.task(name="quick")
-        async def quick(i: int) -> int:
-            await asyncio.sleep(0.005)
-            return i
-
+    gate = asyncio.Event()
+    gate.set()
+    client, served = proxied_apps(prefix, proxy, gate)
     try:
         async with client, served, running_worker(served, concurrency=16):
             values = list(range(200))
-            handles = [await client.tasks["quick"].delay(v) for v in values]
+            handles = [await client.tasks["gated"].delay(v) for v in values]
             callers = [asyncio.create_task(h.result(timeout=60)) for h in handles]
             cuts = 0
             while not all(caller.done() for caller in callers) and cuts < 20:
@@ -246,15 +250,7 @@ async def test_a_silent_pubsub_connection_is_noticed_by_its_ping(
     """A connection that stays open but carries nothing (no FIN, no RST) is found out by the
     listener's PING; the caller still gets its result, and one subscription is left."""
     gate = asyncio.Event()
-    client = App("frozen", broker=BROKER, prefix=prefix, results=proxy.url(), connect_timeout=2)
-    served = App("frozen-worker", broker=BROKER, prefix=prefix, results=REDIS)
-    for app in (client, served):
-
-        @app.task(name="gated")
-        async def gated(i: int) -> int:
-            await gate.wait()
-            return i
-
+    client, served = proxied_apps(prefix, proxy, gate, connect_timeout=2)
     caplog.set_level(logging.DEBUG, logger="taskq.results")
     raw = redis.asyncio.from_url(REDIS)
     try:
