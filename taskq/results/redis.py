@@ -5,8 +5,11 @@
 Each task is one hash ``{prefix}:task:{id}`` with the fields ``status``, ``attempt``, ``name``,
 ``worker``, ``result`` (msgpack), ``error_type``, ``error_message``, ``error_traceback``,
 ``progress``, ``progress_message``, ``sent_at``, ``started_at``, ``finished_at`` and
-``updated_at`` (an empty string means "none"). Every write sets the key's TTL to
-``settings.result_ttl`` (``None``: the key never expires).
+``updated_at`` (an empty string means "none"), plus ``terminal_writes``: how many terminal
+states (SUCCESS or FAILURE) the compare-and-set accepted for this hash. It is 1 once the task
+finished and can never exceed 1 while the compare-and-set works (``reset`` drops it with the
+hash); the fault suite reads it to count results recorded twice. Every write sets the key's
+TTL to ``settings.result_ttl`` (``None``: the key never expires).
 
 Guarantees:
 
@@ -16,34 +19,52 @@ Guarantees:
 - ``record`` returns only once Redis has the state, and raises ResultUnavailable if Redis
   cannot be reached (the worker then keeps the delivery unacked and retries).
 - Sending records PENDING only if the task is unknown: sending an ID again never resets a
-  stored state, so the worker sees the first SUCCESS and skips the task.
-- Waiters are woken by a publish on ``{prefix}:done:{id}`` that the same script sends with a
-  terminal write; a re-read with backoff (0.2 s doubling to 2 s) covers a lost subscription.
+  stored state, so the worker sees the first SUCCESS and skips the task. That write is best
+  effort: a send while Redis is down still goes out (logged), and the worker's states follow.
+- ``get``, ``record`` and ``reset`` turn every Redis failure (refused, timed out, an error
+  reply) into ResultUnavailable, with the URL's password redacted.
+- A caller in ``wait`` gets the terminal state, or ResultTimeout at its deadline, or
+  ResultUnavailable at its deadline if its last read of Redis failed; a Redis restart while
+  it waits delays it, never fails it otherwise.
+
+How waiting works: each store has its own pub/sub channel ``{prefix}:notify:{hex}``, which
+one reader task subscribes to when a waiter first finds its task unfinished (see
+``taskq.results.redis_listener``). Once the subscription is confirmed, a waiter registers
+with one script call that adds the store's channel to the set ``{prefix}:waiters:{id}`` (same
+TTL as the task) and returns the task's hash, in one round trip. The record script, when it
+writes a terminal state, publishes the encoded state to every channel in that set and deletes
+the set. Both scripts are atomic, so a terminal state written before the registration is in
+the hash the waiter reads, and one written after it is published to the waiter. After the
+subscription is lost and confirmed again, every waiter reads and registers again; until then
+(or if Redis refuses pub/sub, e.g. an ACL without channel rights), waiters re-read with
+backoff. A slow safety re-read (0.5 s doubling to 5 s) covers a notification lost for a
+reason not foreseen. Closing the store ends every wait with ResultUnavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
-from ..exceptions import ConfigurationError, DecodeError, ResultTimeout, ResultUnavailable
+from ..exceptions import ConfigurationError, ResultTimeout, ResultUnavailable
 from ..redact import redact_url
 from ..transport import Transport
 from .base import _RANK, ErrorInfo, TaskState, TaskStatus
+from .redis_listener import Listener
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from redis.asyncio import Redis
-    from redis.asyncio.client import PubSub
     from redis.commands.core import AsyncScript
 
 log = logging.getLogger("taskq.results")
 
-# KEYS: task hash, done channel. ARGV: status, terminal (0|1), attempt, rank, now, ttl_ms
+# KEYS: task hash, waiters set. ARGV: status, terminal (0|1), attempt, rank, now, ttl_ms
 # (0 = keep), the encoded state to publish if terminal, then field/value pairs. The comparison
 # mirrors TaskState.supersedes.
 _RECORD = """
@@ -61,7 +82,11 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'terminal', ARGV[2], 'attempt', A
 if ARGV[1] == 'STARTED' then redis.call('HSETNX', KEYS[1], 'started_at', ARGV[5]) end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[5])
-  redis.call('PUBLISH', KEYS[2], ARGV[7])
+  redis.call('HINCRBY', KEYS[1], 'terminal_writes', 1)
+  for _, channel in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    redis.call('PUBLISH', channel, ARGV[7])
+  end
+  redis.call('DEL', KEYS[2])
 end
 if tonumber(ARGV[6]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[6])
 else redis.call('PERSIST', KEYS[1]) end
@@ -82,16 +107,30 @@ else redis.call('PERSIST', KEYS[1]) end
 return created
 """
 
-_FIRST_RECHECK = 0.2
+# KEYS: task hash, waiters set. ARGV: this store's channel, ttl_ms (0 = keep). Returns the
+# hash (flat field/value list). A finished task needs no registration.
+_REGISTER = """
+local state = redis.call('HGETALL', KEYS[1])
+if redis.call('HGET', KEYS[1], 'terminal') ~= '1' then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  else redis.call('PERSIST', KEYS[2]) end
+end
+return state
+"""
+
 _POOL_SIZE = 32
-_MAX_RECHECK = 2.0
+_FIRST_RECHECK = 0.5
+_MAX_RECHECK = 5.0
+_READ_GRACE = 1.0
+"""A read at the deadline may take this long before the waiter gives up on it."""
 
 
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import RedisError
 
-    return (RedisConnectionError, RedisTimeoutError, OSError)
+    # OSError covers refused connections and TimeoutError (asyncio's too, since 3.11).
+    return (RedisError, OSError)
 
 
 class RedisResultStore:
@@ -113,6 +152,10 @@ class RedisResultStore:
         self._prefix = transport.names.prefix
         ttl = settings.result_ttl
         self._ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        timeouts = {
+            "socket_connect_timeout": settings.connect_timeout,
+            "socket_timeout": settings.connect_timeout,
+        }
         # One immediate retry replaces a pooled connection that a Redis restart killed; longer
         # outages are the caller's to handle (the worker retries with backoff).
         # A blocking pool: a burst of waiters queues for a connection instead of failing with
@@ -121,16 +164,23 @@ class RedisResultStore:
             url,
             max_connections=_POOL_SIZE,
             timeout=settings.connect_timeout,
-            socket_connect_timeout=settings.connect_timeout,
-            socket_timeout=settings.connect_timeout,
             retry=Retry(NoBackoff(), 1),
+            **timeouts,
         )
         self._redis: Redis = redis.asyncio.Redis(connection_pool=pool)
         self._record_script: AsyncScript = self._redis.register_script(_RECORD)
         self._track_script: AsyncScript = self._redis.register_script(_TRACK)
-        self._errors = _connection_errors()
+        self._register_script: AsyncScript = self._redis.register_script(_REGISTER)
+        self._errors = _redis_errors()
         self._tracking: set[asyncio.Task[None]] = set()
-        self._waiters = _Waiters(self._redis, self._errors)
+        # Pub/sub on a pool of its own, without redis-py's retries: a retry would reconnect
+        # and subscribe again behind the listener's back, hiding that publishes were missed.
+        self._pubsub_client: Redis = redis.asyncio.Redis(
+            connection_pool=redis.asyncio.ConnectionPool.from_url(url, **timeouts)
+        )
+        self.channel = f"{self._prefix}:notify:{uuid.uuid4().hex}"
+        """This store's pub/sub channel: workers publish here the tasks its waiters await."""
+        self._listener = Listener(self._pubsub_client.pubsub, self.channel, self._errors)
 
     def __repr__(self) -> str:
         return f"<RedisResultStore {self._url} prefix={self._prefix!r}>"
@@ -139,23 +189,31 @@ class RedisResultStore:
         """The Redis key of ``task_id``'s hash."""
         return f"{self._prefix}:task:{task_id}"
 
-    def channel(self, task_id: str) -> str:
-        """The pub/sub channel announcing ``task_id``'s terminal state."""
-        return f"{self._prefix}:done:{task_id}"
+    def waiters_key(self, task_id: str) -> str:
+        """The Redis key of the set of channels to publish ``task_id``'s terminal state to."""
+        return f"{self._prefix}:waiters:{task_id}"
+
+    def _unavailable(self, what: str, exc: BaseException) -> ResultUnavailable:
+        detail = redact_url(str(exc)) or type(exc).__name__
+        return ResultUnavailable(f"{what} Redis at {self._url}: {detail}")
 
     async def open(self) -> None:
         try:
             await self._redis.ping()
         except self._errors as exc:
-            await self._redis.aclose(close_connection_pool=True)
-            raise ResultUnavailable(
-                f"cannot reach the Redis result store at {self._url}: {redact_url(str(exc))}"
-            ) from None
+            await self._close_clients()
+            raise self._unavailable("cannot reach the result store at", exc) from None
 
     async def close(self) -> None:
-        for task in list(self._tracking):
+        tracking = list(self._tracking)
+        for task in tracking:
             task.cancel()
-        await self._waiters.close()
+        await asyncio.gather(*tracking, return_exceptions=True)
+        await self._listener.close()
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        await self._pubsub_client.aclose(close_connection_pool=True)
         await self._redis.aclose(close_connection_pool=True)
 
     def reply_to(self) -> str | None:
@@ -174,7 +232,10 @@ class RedisResultStore:
                 keys=[self.key(task_id)], args=[task_name, repr(time.time()), self._ttl_ms]
             )
         except self._errors as exc:
-            log.warning("could not record task %s as PENDING in Redis: %s", task_id, exc)
+            log.warning(
+                "could not record task %s as PENDING in Redis at %s (the task was sent): %s",
+                task_id, self._url, redact_url(str(exc)),
+            )  # fmt: skip
 
     def forget(self, task_id: str) -> None:
         """Nothing to drop: states live in Redis until their TTL."""
@@ -183,9 +244,7 @@ class RedisResultStore:
         try:
             await self._redis.delete(self.key(task_id))
         except self._errors as exc:
-            raise ResultUnavailable(
-                f"could not reset task {task_id} in Redis at {self._url}: {exc}"
-            ) from None
+            raise self._unavailable(f"could not reset task {task_id} in", exc) from None
 
     async def record(self, state: TaskState, *, reply_to: str | None) -> None:
         fields = _fields(state)  # EncodeError here, before anything is written
@@ -200,48 +259,73 @@ class RedisResultStore:
             state.encode() if state.status.terminal else b"",
             *fields,
         ]
+        keys = [self.key(state.task_id), self.waiters_key(state.task_id)]
         try:
-            await self._record_script(
-                keys=[self.key(state.task_id), self.channel(state.task_id)], args=args
-            )
+            await self._record_script(keys=keys, args=args)
         except self._errors as exc:
-            raise ResultUnavailable(
-                f"could not record task {state.task_id} in Redis at {self._url}: {exc}"
-            ) from None
+            raise self._unavailable(f"could not record task {state.task_id} in", exc) from None
 
     async def get(self, task_id: str) -> TaskState | None:
         try:
             raw = await self._redis.hgetall(self.key(task_id))
         except self._errors as exc:
-            raise ResultUnavailable(
-                f"could not read task {task_id} from Redis at {self._url}: {exc}"
-            ) from None
+            raise self._unavailable(f"could not read task {task_id} from", exc) from None
         return _state(task_id, raw) if raw else None
+
+    async def _register(self, task_id: str) -> TaskState | None:
+        """Ask to be told of ``task_id``'s terminal write; return its state as of now."""
+        keys = [self.key(task_id), self.waiters_key(task_id)]
+        try:
+            flat = await self._register_script(keys=keys, args=[self.channel, self._ttl_ms])
+        except self._errors as exc:
+            raise self._unavailable(f"could not watch task {task_id} in", exc) from None
+        return _state(task_id, dict(zip(flat[::2], flat[1::2], strict=True))) if flat else None
+
+    async def _look(
+        self, task_id: str, remaining: float | None
+    ) -> tuple[TaskState | None, ResultUnavailable | None]:
+        """Read ``task_id``'s state, registering for its terminal write when subscribed.
+
+        Returns the state (None: unknown) and the error if the read failed. The read is cut
+        short near the deadline, so that a Redis that does not answer cannot hold a waiter
+        far past it.
+        """
+        read = self._register if self._listener.subscribed else self.get
+        bound = None if remaining is None else max(remaining, _READ_GRACE)
+        try:
+            async with asyncio.timeout(bound):
+                return await read(task_id), None
+        except ResultUnavailable as exc:
+            return None, exc
+        except TimeoutError:
+            return None, ResultUnavailable(
+                f"Redis at {self._url} did not answer for task {task_id} within {bound} s"
+            )
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskState:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         recheck = _FIRST_RECHECK
-        channel = self.channel(task_id)
-        async with self._waiters.watch(channel) as done:
+        with self._listener.watch(task_id) as watch:
             while True:
-                done.clear()  # before reading: a publish after the read wakes us
-                error: ResultUnavailable | None = None
-                state = self._waiters.published(channel)
-                try:
-                    if state is None:
-                        state = await self.get(task_id)
-                except ResultUnavailable as exc:
-                    state, error = None, exc
+                if watch.published is not None:
+                    return watch.published
+                if self._listener.closed:
+                    raise ResultUnavailable(
+                        f"the result store was closed while waiting for task {task_id}"
+                    )
+                watch.clear()  # before reading: a publish or a wake-up after the read counts
+                remaining = None if deadline is None else deadline - loop.time()
+                state, error = await self._look(task_id, remaining)
                 if state is not None and state.status.terminal:
                     return state
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise _gave_up(task_id, timeout, state, error)
+                self._listener.start()  # here, so that reading a finished task opens no pub/sub
                 pause = recheck if remaining is None else min(recheck, remaining)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), pause)
-                recheck = min(recheck * 2, _MAX_RECHECK)
+                if not await watch.wait(pause):
+                    recheck = min(recheck * 2, _MAX_RECHECK)
 
 
 def _gave_up(
@@ -253,124 +337,6 @@ def _gave_up(
     return ResultTimeout(
         f"task {task_id} gave no outcome within {timeout} s (last status {status})"
     )
-
-
-class _Waiters:
-    """One pub/sub connection shared by every waiter of a store: a channel per awaited task."""
-
-    def __init__(self, client: Redis, errors: tuple[type[BaseException], ...]) -> None:
-        self._client = client
-        self._errors = errors
-        self._pubsub: PubSub | None = None
-        self._events: dict[str, set[asyncio.Event]] = {}
-        self._published: dict[str, TaskState] = {}
-        self._subscribed: dict[str, asyncio.Future[None]] = {}
-        self._reader: asyncio.Task[None] | None = None
-        self._have_channels = asyncio.Event()
-        self._lost = False
-
-    @contextlib.asynccontextmanager
-    async def watch(self, channel: str) -> AsyncIterator[asyncio.Event]:
-        """An event set whenever ``channel`` announces a terminal state (or may have)."""
-        event = asyncio.Event()
-        events = self._events.setdefault(channel, set())
-        events.add(event)
-        try:
-            await self._subscribe(channel)
-            yield event
-        finally:
-            events.discard(event)
-            if not events:
-                del self._events[channel]
-                self._published.pop(channel, None)
-                self._subscribed.pop(channel, None)
-                await self._unsubscribe(channel)
-
-    async def _subscribe(self, channel: str) -> None:
-        ready = self._subscribed.get(channel)
-        if ready is None:
-            ready = self._subscribed[channel] = asyncio.get_running_loop().create_future()
-            try:
-                if self._pubsub is None:
-                    self._pubsub = self._client.pubsub()
-                await self._pubsub.subscribe(channel)
-            except self._errors as exc:
-                # Waiters fall back to re-reading with backoff; the reader subscribes again.
-                log.warning("could not subscribe to %s: %s", channel, exc)
-                self._lost = True
-            finally:
-                ready.set_result(None)
-            self._have_channels.set()
-            if self._reader is None:
-                self._reader = asyncio.get_running_loop().create_task(self._read())
-        await asyncio.shield(ready)
-
-    async def _unsubscribe(self, channel: str) -> None:
-        if self._pubsub is None:
-            return
-        try:
-            await self._pubsub.unsubscribe(channel)
-        except self._errors as exc:
-            log.debug("unsubscribe from %s failed: %s", channel, exc)
-
-    async def _read(self) -> None:
-        pause = _FIRST_RECHECK
-        while True:
-            pubsub = self._pubsub
-            if not self._events or pubsub is None:
-                self._have_channels.clear()
-                await self._have_channels.wait()
-                continue
-            try:
-                if self._lost:
-                    await pubsub.subscribe(*self._events)
-                    self._lost = False
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except self._errors as exc:
-                log.warning("Redis pub/sub lost (%s); waiters re-read with backoff", exc)
-                self._lost = True
-                self._wake_all()  # a publish may have been missed: let every waiter re-read
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, _MAX_RECHECK)
-                continue
-            pause = _FIRST_RECHECK
-            if message is not None and message.get("type") == "message":
-                channel = message["channel"]
-                name = channel.decode() if isinstance(channel, bytes) else str(channel)
-                self._dispatch(name, message["data"])
-
-    def _dispatch(self, channel: str, data: Any) -> None:
-        events = self._events.get(channel)
-        if not events:
-            return
-        try:
-            self._published[channel] = TaskState.decode(data)
-        except DecodeError as exc:
-            log.warning("ignoring a malformed state published on %s: %s", channel, exc)
-        for event in events:
-            event.set()
-
-    def published(self, channel: str) -> TaskState | None:
-        """The terminal state announced on ``channel`` while it was watched, if any."""
-        return self._published.get(channel)
-
-    def _wake_all(self) -> None:
-        for events in self._events.values():
-            for event in events:
-                event.set()
-
-    async def close(self) -> None:
-        """Stop the reader and drop the pub/sub connection (idempotent)."""
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-        self._wake_all()
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(*self._errors):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def _fields(state: TaskState) -> list[Any]:

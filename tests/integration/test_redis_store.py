@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +19,7 @@ import redis.asyncio
 from taskq import App, ResultUnavailable, TaskState, TaskStatus
 from taskq.results.redis import RedisResultStore
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
+from tests.redis_support import OwnRedis, free_port, own_redis_server
 from tests.support import BROKER, REPO, eventually, queue_length, running_worker
 
 
@@ -197,6 +195,61 @@ async def test_redelivered_successful_task_is_not_run_again(prefix: str) -> None
     assert calls == []
 
 
+@pytest.mark.usefixtures("topology_cleanup", "redis_cleanup")
+async def test_a_terminal_write_is_counted_once_and_published_to_registered_waiters(
+    prefix: str,
+) -> None:
+    app = make_app(prefix, [], result_ttl=60)
+    client = redis.asyncio.from_url(REDIS)
+    try:
+        async with app:
+            store = redis_store(app)
+            waiters = store.waiters_key("t")
+            waiting = asyncio.ensure_future(app.handle("t").result(timeout=30))
+
+            async def registered() -> bool:
+                return bool(await client.sismember(waiters, store.channel))
+
+            await eventually(registered, what="the waiter to register its channel")
+            assert 0 < await client.pttl(waiters) <= 60_000  # expires like the task would
+            for status in (TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.SUCCESS):
+                state = TaskState("t", status, "once", result=f"{status.value} wins")
+                await store.record(state, reply_to=None)
+            assert await waiting == "SUCCESS wins"
+            assert await client.hget(store.key("t"), "terminal_writes") == b"1"
+            assert not await client.exists(waiters)  # the terminal write consumed it
+
+            # A finished task is read, not registered for.
+            assert await app.handle("t").result(timeout=30) == "SUCCESS wins"
+            assert not await client.exists(waiters)
+
+            # A replay starts afresh: reset drops the count with the hash.
+            await store.reset("t")
+            await store.record(TaskState("t", TaskStatus.FAILURE, "once", 1), reply_to=None)
+            assert await client.hget(store.key("t"), "terminal_writes") == b"1"
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.usefixtures("topology_cleanup", "redis_cleanup")
+async def test_an_error_reply_from_redis_is_result_unavailable(prefix: str) -> None:
+    app = make_app(prefix, [])
+    client = redis.asyncio.from_url(REDIS)
+    try:
+        async with app:
+            store = redis_store(app)
+            await client.set(store.key("wrong"), "not a hash")  # WRONGTYPE for every call
+            with pytest.raises(ResultUnavailable, match="WRONGTYPE"):
+                await store.get("wrong")
+            with pytest.raises(ResultUnavailable, match="WRONGTYPE"):
+                await store.record(TaskState("wrong", TaskStatus.STARTED, "once"), reply_to=None)
+            with pytest.raises(ResultUnavailable, match="WRONGTYPE") as waited:
+                await app.handle("wrong").result(timeout=1)
+            assert "gave up waiting" in str(waited.value)
+    finally:
+        await client.aclose()
+
+
 @pytest.mark.usefixtures("topology_cleanup")
 async def test_redis_down_at_start_is_a_clear_error(prefix: str) -> None:
     port = free_port()
@@ -208,62 +261,10 @@ async def test_redis_down_at_start_is_a_clear_error(prefix: str) -> None:
     assert not app.is_open
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class OwnRedis:
-    """A redis-server of this test's own (AOF, so a restart keeps what it had)."""
-
-    def __init__(self) -> None:
-        self.port = next(p for p in random.sample(range(6390, 6890), 50) if port_is_free(p))
-        self.dir = tempfile.mkdtemp(prefix="taskq-redis-")
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        subprocess.run(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "yes"],
-            check=True, capture_output=True, timeout=10,
-        )
-
-    def stop(self) -> None:
-        subprocess.run(
-            ["redis-cli", "-p", str(self.port), "shutdown"], capture_output=True, timeout=10
-        )
-
-    async def wait_up(self, up: bool = True) -> None:
-        async def state() -> bool:
-            client = redis.asyncio.from_url(self.url, socket_connect_timeout=1)
-            try:
-                await client.ping()
-                alive = True
-            except (redis.ConnectionError, OSError):
-                alive = False
-            finally:
-                await client.aclose()
-            return alive is up
-
-        await eventually(state, timeout=15, interval=0.05, what=f"redis {'up' if up else 'down'}")
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
 @pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:
-    server = OwnRedis()
-    server.start()
-    try:
+    with own_redis_server() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 @pytest.mark.usefixtures("topology_cleanup")
