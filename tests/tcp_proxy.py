@@ -1,4 +1,5 @@
-"""A TCP proxy a test controls, to stage network outages between a client and a server."""
+"""A TCP proxy a test (or the fault suite) controls, to stage network outages between a
+client and a server: cut every connection, refuse new ones, or freeze the open ones."""
 
 from __future__ import annotations
 
@@ -6,18 +7,31 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+Pair = tuple[asyncio.StreamWriter, asyncio.StreamWriter]
+
 
 class TcpProxy:
-    """Forwards 127.0.0.1:``port`` to ``target``. ``cut()`` drops every open connection;
-    ``refuse()`` makes new ones fail until ``restore()``."""
+    """Forwards 127.0.0.1:``port`` to ``target_host:target_port``, in the caller's loop.
+
+    ``cut()`` drops every open connection at once (both sides, as a reset); ``freeze()`` turns
+    the open ones into black holes (they stay open, and what is sent on them is dropped, as on
+    a dead network path); while ``refusing`` is set (``refuse()``/``restore()``), new
+    connections are closed as soon as they are accepted.
+    """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
         self.port = 0
+        self.accepted = 0
         self.refusing = False
         self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._pairs: set[Pair] = set()
+        self._frozen: set[Pair] = set()
+
+    def redis_url(self, db: int = 0) -> str:
+        """A redis:// URL through this proxy."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     async def start(self) -> None:
         """Listen on a free port (``self.port``)."""
@@ -25,41 +39,58 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         if self.refusing:
-            writer.close()
+            writer.transport.abort()
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.close()
+            writer.transport.abort()
             return
-        self._pipes.update((writer, up_writer))
+        pair = (writer, up_writer)
+        self._pairs.add(pair)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pump(source, sink))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            pipe = asyncio.ensure_future(self._pipe(source, sink, pair))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, pair: Pair
+    ) -> None:
         try:
             while data := await source.read(65536):
+                if pair in self._frozen:
+                    continue
                 sink.write(data)
                 await sink.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._pipes.discard(sink)
-            sink.close()
+            self._drop(pair)  # one side closed: close the other too
 
-    def cut(self) -> None:
-        """Close every connection that goes through the proxy now."""
-        for writer in list(self._pipes):
+    def _drop(self, pair: Pair) -> None:
+        self._pairs.discard(pair)
+        self._frozen.discard(pair)
+        for writer in pair:
             writer.transport.abort()
-        self._pipes.clear()
 
-    def refuse(self) -> None:
-        """Close new connections at once (and cut the current ones)."""
+    def cut(self) -> int:
+        """Drop every open connection (both ends at once); return how many there were."""
+        pairs = list(self._pairs)
+        for pair in pairs:
+            self._drop(pair)
+        return len(pairs)
+
+    def freeze(self) -> int:
+        """Silently drop all traffic on every open connection from now on; return how many."""
+        self._frozen |= self._pairs
+        return len(self._pairs)
+
+    def refuse(self) -> int:
+        """Close new connections at once until ``restore()``, and cut the open ones."""
         self.refusing = True
-        self.cut()
+        return self.cut()
 
     def restore(self) -> None:
         """Accept and forward new connections again."""
@@ -67,19 +98,20 @@ class TcpProxy:
 
     async def close(self) -> None:
         """Stop listening and drop every connection."""
-        self.cut()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.cut()
+        pipes = list(self._pipes)
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
-async def tcp_proxy(target_port: int) -> AsyncIterator[TcpProxy]:
-    """A started TcpProxy to 127.0.0.1:``target_port``, closed on exit."""
-    proxy = TcpProxy(target_port)
+async def tcp_proxy(target_port: int, target_host: str = "127.0.0.1") -> AsyncIterator[TcpProxy]:
+    """A started TcpProxy to ``target_host:target_port``, closed on exit."""
+    proxy = TcpProxy(target_port, target_host)
     await proxy.start()
     try:
         yield proxy

@@ -7,9 +7,9 @@ import itertools
 import random
 
 from tests.support import eventually
+from tests.tcp_proxy import TcpProxy
 
 from . import broker
-from .proxy import Proxy
 from .redis_server import private_redis
 from .report import Row
 from .run import Run
@@ -94,7 +94,7 @@ async def store_outage(sizes: Sizes) -> list[Row]:
     is sent during each cut, so callers also start waiting while the store is unreachable."""
     rng = random.Random(0)
     async with private_redis() as port:
-        proxy = Proxy("127.0.0.1", port)
+        proxy = TcpProxy(port)
         await proxy.start()
         try:
             url = f"redis://127.0.0.1:{proxy.port}/0"
@@ -114,10 +114,10 @@ async def store_outage(sizes: Sizes) -> list[Row]:
                 await send_batches(per_stretch)
                 for _ in range(sizes.cuts):
                     run.fault()
-                    await proxy.cut()
+                    proxy.refuse()
                     await run.send([(work, 0.01, next(tags)) for _ in range(_BATCH)])
                     await asyncio.sleep(sizes.cut_seconds)  # the outage itself
-                    await proxy.resume()
+                    proxy.restore()
                     await send_batches(per_stretch - 1)
                 run.notes.append(f"{sizes.cuts} cut(s) of {sizes.cut_seconds:g} s")
                 return [await run.count(settle_timeout=sizes.settle_timeout, grace=sizes.grace)]

@@ -20,8 +20,9 @@ from taskq import App, ResultUnavailable, TaskHandle, TaskState, TaskStatus
 from taskq.results.redis import RedisResultStore
 from taskq.transport import Transport
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
-from tests.redis_support import OwnRedis, TcpProxy, own_redis_server
+from tests.redis_support import OwnRedis, own_redis_server
 from tests.support import BROKER, eventually, running_worker
+from tests.tcp_proxy import TcpProxy
 
 OUTAGE = 3.0  # seconds Redis stays down: the fault itself, not a wait for a server
 
@@ -34,7 +35,7 @@ def own_redis() -> Iterator[OwnRedis]:
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(target=int(REDIS.rsplit(":", 1)[1].split("/")[0]))
+    proxy = TcpProxy(int(REDIS.rsplit(":", 1)[1].split("/")[0]))
     await proxy.start()
     try:
         yield proxy
@@ -54,7 +55,7 @@ def proxied_apps(
     """A client App that reaches Redis through ``proxy`` and a worker App that goes straight
     to it (so outcomes are recorded and published while the client is cut off), both with
     the task ``gated(i)``: it waits for ``gate``, then returns ``i`` 5 ms later."""
-    client = App("client", broker=BROKER, prefix=prefix, results=proxy.url(), **settings)
+    client = App("client", broker=BROKER, prefix=prefix, results=proxy.redis_url(), **settings)
     served = App("worker", broker=BROKER, prefix=prefix, results=REDIS)
     for app in (client, served):
 
