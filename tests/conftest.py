@@ -28,6 +28,12 @@ ONE_QUEUE, TWO_QUEUES = "one-queue", "two-queues"
 # the test's module that calls one of these, directly or through another, starts one too.
 WORKER_STARTERS = frozenset({"running_worker", "make_worker", "WorkerProcess"})
 
+# Tests that assert totals of everything their worker does, in files other engineers own:
+# marked here until the marker moves into the file.
+IDLE_EXTRA_QUEUE = frozenset(
+    {"tests/integration/test_redis_store.py::test_redis_restart_mid_run_loses_nothing"}
+)
+
 
 @pytest.fixture
 def prefix() -> str:
@@ -73,6 +79,12 @@ async def noise_feeder(prefix: str) -> AsyncIterator[None]:
     yield
     stop.set()
     await asyncio.wait_for(feeder, timeout=30)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.split("[")[0] in IDLE_EXTRA_QUEUE:
+            item.add_marker(pytest.mark.idle_extra_queue)
 
 
 def _starts_a_worker(metafunc: pytest.Metafunc) -> bool:

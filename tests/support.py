@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aio_pika
 import aiormq
 
-from taskq import App, Worker
+from taskq import App, TaskHandle, Worker
 from taskq.cli.common import UsageError, load_app
 from taskq.message import Envelope
 from taskq.topology import DELAY_LEVELS, Names, every_name
@@ -489,6 +489,27 @@ class RunLog:
     def args(self, tag: int) -> tuple[str, str, int]:
         """The arguments of a ``held`` task that returns ``tag``."""
         return str(self.path), str(self.release_path), tag
+
+    async def send(self, client: App, *tags: int) -> list[TaskHandle[Any]]:
+        """Send one ``held`` task per tag, by name."""
+        return [await client.send("held", *self.args(tag)) for tag in tags]
+
+    async def wait_running(self, handles: Iterable[TaskHandle[Any]]) -> None:
+        """Wait until the tasks of ``handles``, and no others, are running."""
+        ids = {handle.id for handle in handles}
+
+        async def running() -> bool:
+            return self.running() == ids
+
+        await eventually(running, what=f"{len(ids)} held task(s) running")
+
+    async def wait_ended(self, runs: int) -> None:
+        """Wait until ``runs`` runs in all have ended."""
+
+        async def ended() -> bool:
+            return sum(self.count("end").values()) == runs
+
+        await eventually(ended, timeout=60, what=f"{runs} runs to end")
 
     def release(self) -> None:
         """Let every ``held`` task (running now or later) finish."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from taskq import App, TaskHandle
+from taskq import App
 from tests.support import (
     BROKER,
     RunLog,
@@ -44,29 +44,26 @@ async def test_worker_and_client_survive_a_broker_restart(
     worker = WorkerProcess(APP, prefix, "--concurrency", "3")
     work_queue = client.names.work_queue("default")
 
-    async def send(tag: int) -> TaskHandle[int]:
-        return await client.send("held", *runs.args(tag))
-
     try:
         await worker.wait_ready()
         async with client:
             # Three tasks run (held until released) and four wait in the queue: the worker
             # takes no more than its concurrency (prefetch = concurrency = 3).
-            in_flight = [await send(i) for i in range(3)]
-            queued = [await send(10 + i) for i in range(4)]
+            in_flight = await runs.send(client, *range(3))
+            queued = await runs.send(client, *range(10, 14))
+            await runs.wait_running(in_flight)
 
-            async def three_running_four_queued() -> bool:
-                running = runs.running() == {h.id for h in in_flight}
-                return running and await queue_length(work_queue) == len(queued)
+            async def four_queued() -> bool:
+                return await queue_length(work_queue) == len(queued)
 
-            await eventually(three_running_four_queued, what="3 tasks running and 4 queued")
+            await eventually(four_queued, what="4 tasks in the queue")
             try:
                 await rabbitmqctl("stop_app")
-                during = asyncio.ensure_future(send(99))  # waits for the broker
+                during = asyncio.ensure_future(runs.send(client, 99))  # waits for the broker
             finally:
                 await rabbitmqctl("start_app")
             await eventually(_broker_answers, timeout=60, what="RabbitMQ to listen again")
-            late = await asyncio.wait_for(during, timeout=60)
+            (late,) = await asyncio.wait_for(during, timeout=60)
             assert runs.running() == {h.id for h in in_flight}  # nothing has finished yet
 
             # A reply published while the client's reply queue is gone is dropped (issue 9,
@@ -78,15 +75,11 @@ async def test_worker_and_client_survive_a_broker_restart(
                 what="the client to consume its reply queue again",
             )
             runs.release()
-            after = [await send(100 + i) for i in range(5)]
+            after = await runs.send(client, *range(100, 105))
             handles = [*in_flight, *queued, late, *after]
             tags = [*range(3), *range(10, 14), 99, *range(100, 105)]
             assert [await h.result(timeout=60) for h in handles] == tags
-
-            async def all_ended() -> bool:
-                return sum(runs.count("end").values()) == len(handles) + len(in_flight)
-
-            await eventually(all_ended, timeout=60, what="every run to end")
+            await runs.wait_ended(len(handles) + len(in_flight))
             assert await queue_length(work_queue) == 0
         # By task ID: what was queued, sent during or after the restart ran exactly once.
         # What ran at the restart finished, and ran once more: its delivery died with the

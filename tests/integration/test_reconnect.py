@@ -1,5 +1,6 @@
-"""Connections closed by the broker (``rabbitmqctl close_connection``): the worker and the
-client reconnect, re-declare what they need, and go on with nothing lost.
+"""Connections closed by the broker (``rabbitmqctl close_connection``) or cut on the way (a TCP
+proxy): the worker and the client reconnect, re-declare what they need, and go on with nothing
+lost.
 
 taskq names its connections through the ``connection_name`` client property:
 ``taskq-worker:<worker name>:consume|publish`` and ``taskq:<app name>:consume|publish``.
@@ -67,13 +68,9 @@ async def test_worker_reconnects_with_tasks_in_flight_and_after(
         await worker.wait_ready()
         pids = await connection_pids(f"taskq-worker:{worker_name}:", expected=2)
         async with client:
-            handles = [await client.send("held", *runs.args(i)) for i in range(20)]
+            handles = await runs.send(client, *range(20))
             in_flight, queued = handles[:10], handles[10:]
-
-            async def ten_running() -> bool:
-                return runs.running() == {h.id for h in in_flight}
-
-            await eventually(ten_running, what="10 tasks in flight")
+            await runs.wait_running(in_flight)
             await close_connections(pids)
 
             async def reconnected() -> bool:
@@ -87,11 +84,7 @@ async def test_worker_reconnects_with_tasks_in_flight_and_after(
             runs.release()
             # Every task ends in exactly one SUCCESS at the client.
             assert [await h.result(timeout=60) for h in handles] == list(range(20))
-
-            async def all_ended() -> bool:
-                return sum(runs.count("end").values()) == len(handles) + len(in_flight)
-
-            await eventually(all_ended, timeout=60, what="every run to end")
+            await runs.wait_ended(len(handles) + len(in_flight))
             # The tasks in flight finished, but their acks died with the channel: the broker
             # delivered them again, and they ran a second time (at-least-once). The queued
             # ones ran once.
@@ -115,51 +108,52 @@ async def _send_and_get(client: App, tag: int) -> bool:
 
 
 async def test_client_reconnects_and_keeps_its_reply_queue(
-    prefix: str, client: App, caplog: pytest.LogCaptureFixture
+    prefix: str, topology_cleanup: set[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     ran: list[int] = []
+    worker_app = App("replier", broker=BROKER, prefix=prefix)
 
-    @client.task
+    @worker_app.task
     async def sleepy(seconds: float, tag: int) -> int:
         ran.append(tag)
         await asyncio.sleep(seconds)
         return tag
 
     caplog.set_level(logging.WARNING, logger="taskq.transport")
-    async with client, running_worker(client, concurrency=4):
-        assert await (await client.send("sleepy", 0.0, 1)).result(timeout=10) == 1
-        reply_queue = client.store.reply_to()
-        pids = await connection_pids(f"taskq:{client.name}:", expected=2)
-        closing = asyncio.create_task(close_connections(pids))
-        # Keep sending while the broker closes the connections and until they are back: a send
-        # interrupted by the close waits for the reconnect and is retried; it does not fail.
-        during: list[TaskHandle[int]] = []
-        went_down = False
-        deadline = time.monotonic() + 60
-        while not closing.done() or not (went_down and client.transport.connected):
-            went_down = went_down or not client.transport.connected
-            during.append(await client.send("sleepy", 0.0, 1000 + len(during)))
-            assert time.monotonic() < deadline, "the client did not reconnect within 60 s"
-            await asyncio.sleep(0.01)  # pacing the sends, not waiting for the broker
-        await closing
-        assert "publish interrupted" in caplog.text  # a send really waited for the reconnect
+    async with TcpProxy() as proxy:
+        # Only the client goes through the proxy: the worker stays connected throughout.
+        client = App(f"c{prefix}", broker=proxy.url(), prefix=prefix)
+        async with running_worker(worker_app, concurrency=4), client:
+            assert await (await client.send("sleepy", 0.0, 1)).result(timeout=10) == 1
+            reply_queue = client.store.reply_to()
+            proxy.cut()  # both connections drop, and cannot come back until restored
+            sending = asyncio.ensure_future(client.send("sleepy", 0.0, 2))
 
-        async def all_ran() -> bool:
-            return set(ran) >= {1000 + i for i in range(len(during))}  # duplicates allowed
+            async def interrupted() -> bool:
+                return "publish interrupted" in caplog.text
 
-        await eventually(all_ran, timeout=30, what=f"the {len(during)} tasks sent meanwhile")
-        # Their results may be lost, though: a reply published while the client's consume
-        # connection is down is dropped (see the next test). The robust connection re-declares
-        # the reply queue under the same name; from then on replies arrive. So: send until a
-        # send and its result both succeed, within a deadline.
-        deadline = time.monotonic() + 30
-        tag = 2000
-        while not await _send_and_get(client, tag):
-            assert time.monotonic() < deadline, "the client did not recover within 30 s"
-            tag += 1
-        assert client.store.reply_to() == reply_queue
-        later = await _send_many(client, 10, 0.0, 200)
-        assert [await h.result(timeout=30) for h in later] == list(range(200, 210))
+            # The send does not fail: it waits for the reconnect, and is retried.
+            await eventually(interrupted, what="the send to be interrupted")
+            assert not sending.done()
+            proxy.restore()
+            await asyncio.wait_for(sending, timeout=60)
+
+            async def sent() -> bool:
+                return 2 in ran
+
+            await eventually(sent, what="the interrupted send to run")
+            # Its result may be lost, though: a reply published while the client's consume
+            # connection is down is dropped (see the next test). The robust connection
+            # re-declares the reply queue under the same name; from then on replies arrive.
+            # So: send until a send and its result both succeed, within a deadline.
+            deadline = time.monotonic() + 30
+            tag = 1000
+            while not await _send_and_get(client, tag):
+                assert time.monotonic() < deadline, "the client did not recover within 30 s"
+                tag += 1
+            assert client.store.reply_to() == reply_queue
+            later = await _send_many(client, 10, 0.0, 200)
+            assert [await h.result(timeout=30) for h in later] == list(range(200, 210))
 
 
 @pytest.mark.xfail(

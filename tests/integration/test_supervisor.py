@@ -114,6 +114,18 @@ async def supervisor(prefix: str, *args: str, app: str = APP) -> AsyncIterator[S
         await sup.kill_all()
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    prefix: str, client: App, *args: str
+) -> AsyncIterator[tuple[Supervised, set[int]]]:
+    """A supervisor whose two children consume, and the client open: ``(sup, child pids)``."""
+    async with supervisor(prefix, *args) as sup:
+        pids = await sup.children()
+        await wait_consumers(prefix, sup, 2)
+        async with client:
+            yield sup, pids
+
+
 async def consumers(prefix: str) -> int:
     connection = await aio_pika.connect(BROKER)
     try:
@@ -186,33 +198,22 @@ async def test_a_child_killed_mid_task_loses_nothing(
     prefix: str, client: App, tmp_path: Path
 ) -> None:
     runs = RunLog(tmp_path)
-    async with supervisor(prefix, "--concurrency", "3") as sup:
-        first = await sup.children()
-        await wait_consumers(prefix, sup, 2)
-        async with client:
-            held = [await client.send("held", *runs.args(i)) for i in range(4)]
-
-            async def four_running() -> bool:
-                return runs.running() == {h.id for h in held}
-
-            await eventually(four_running, what="4 tasks running")
-            # The children go on serving beside the held tasks (concurrency 3 each).
-            others = [await client.send("sleepy", 0.0, 100 + i) for i in range(10)]
-            assert [await h.result(timeout=60) for h in others] == list(range(100, 110))
-            started = {task_id: pid for _, task_id, pid in runs.events()}
-            assert set(started.values()) <= first
-            victim = started[held[0].id]
-            os.kill(victim, signal.SIGKILL)
-            await eventually(_async(not_running, victim), timeout=10, what="the victim to die")
-            await sup.children(excluding={victim})
-            runs.release()
-            # Every task ends in one result, including those the victim was running.
-            assert [await h.result(timeout=60) for h in held] == [0, 1, 2, 3]
-
-            async def all_ended() -> bool:
-                return sum(runs.count("end").values()) == len(held)
-
-            await eventually(all_ended, what="every held task to end")
+    async with serving(prefix, client, "--concurrency", "3") as (sup, first):
+        held = await runs.send(client, *range(4))
+        await runs.wait_running(held)
+        # The children go on serving beside the held tasks (concurrency 3 each).
+        others = [await client.send("sleepy", 0.0, 100 + i) for i in range(10)]
+        assert [await h.result(timeout=60) for h in others] == list(range(100, 110))
+        started = {task_id: pid for _, task_id, pid in runs.events()}
+        assert set(started.values()) <= first
+        victim = started[held[0].id]
+        os.kill(victim, signal.SIGKILL)
+        await eventually(_async(not_running, victim), timeout=10, what="the victim to die")
+        await sup.children(excluding={victim})
+        runs.release()
+        # Every task ends in one result, including those the victim was running.
+        assert [await h.result(timeout=60) for h in held] == [0, 1, 2, 3]
+        await runs.wait_ended(len(held))
         # The victim's tasks ran again in a live child (redelivered); none ended in the
         # victim, and no other task ran twice.
         killed = {task_id for task_id, pid in started.items() if pid == victim}
@@ -227,23 +228,16 @@ async def test_sigterm_stops_both_children_gracefully(
     prefix: str, client: App, tmp_path: Path
 ) -> None:
     runs = RunLog(tmp_path)
-    async with supervisor(prefix, "--concurrency", "1") as sup:
-        pids = await sup.children()
-        await wait_consumers(prefix, sup, 2)
-        async with client:
-            running = [await client.send("held", *runs.args(tag)) for tag in (7, 8)]
-
-            async def both_running() -> bool:
-                return runs.running() == {h.id for h in running}
-
-            await eventually(both_running, what="both started")
-            sup.worker.signal(signal.SIGTERM)
-            await sup.logged("waiting up to", 2)  # both children drain...
-            assert runs.running() == {h.id for h in running}  # ...with their tasks running
-            runs.release()
-            assert await sup.worker.wait_exit(timeout=60) == ExitCode.OK, sup.output()
-            # Each child finished its running task before stopping.
-            assert [await h.result(timeout=30) for h in running] == [7, 8]
+    async with serving(prefix, client, "--concurrency", "1") as (sup, pids):
+        running = await runs.send(client, 7, 8)
+        await runs.wait_running(running)
+        sup.worker.signal(signal.SIGTERM)
+        await sup.logged("waiting up to", 2)  # both children drain...
+        assert runs.running() == {h.id for h in running}  # ...with their tasks running
+        runs.release()
+        assert await sup.worker.wait_exit(timeout=60) == ExitCode.OK, sup.output()
+        # Each child finished its running task before stopping.
+        assert [await h.result(timeout=30) for h in running] == [7, 8]
         assert {pid for event, _, pid in runs.events() if event == "end"} == pids
         for pid in pids:
             await eventually(_async(not_running, pid), timeout=10, what=f"child {pid} to stop")

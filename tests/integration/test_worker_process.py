@@ -45,13 +45,9 @@ async def test_sigterm_drains_running_tasks_and_loses_none(
     try:
         await first.wait_ready()
         async with client:
-            running = [await client.send("held", *runs.args(i)) for i in range(4)]
+            running = await runs.send(client, *range(4))
             queued = [await client.send("sleepy", 0.0, 100 + i) for i in range(20)]
-
-            async def four_running() -> bool:
-                return runs.running() == {h.id for h in running}
-
-            await eventually(four_running, what="4 tasks running")
+            await runs.wait_running(running)
             first.signal(signal.SIGTERM)
             await eventually(
                 _async(lambda: "waiting up to" in first.output()), what="the worker to drain"
@@ -114,8 +110,8 @@ async def test_sigkill_mid_task_redelivers_to_a_new_worker(
     try:
         await first.wait_ready()
         async with client:  # the client stays connected: its reply queue outlives the crash
-            handle = await client.send("held", *runs.args(7))
-            await eventually(_async(lambda: runs.running() == {handle.id}), what="a run")
+            (handle,) = await runs.send(client, 7)
+            await runs.wait_running([handle])
             # The worker goes on serving beside it (concurrency 2).
             assert await (await client.send("sleepy", 0.0, 1)).result(timeout=30) == 1
             first.signal(signal.SIGKILL)
