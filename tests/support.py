@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aio_pika
 import aiormq
 
-from taskq import App, TaskHandle, Worker
+from taskq import App, Worker
 from taskq.cli.common import UsageError, load_app
 from taskq.message import Envelope
 from taskq.topology import DELAY_LEVELS, Names, every_name
@@ -133,90 +133,6 @@ async def delay_level_messages(prefix: str) -> list[int]:
         return counts
     finally:
         await connection.close()
-
-
-async def rabbitmqctl(*args: str) -> str:
-    """Run ``rabbitmqctl ARGS``; return its output (fail the test if it fails)."""
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert await process.wait() == 0, err.decode()
-    return out.decode()
-
-
-async def consumed(queue_name: str) -> bool:
-    """Whether ``queue_name`` exists and has a consumer. Asks rabbitmqctl: an exclusive queue
-    (a reply queue) cannot be declared from another connection, not even passively."""
-    listing = await rabbitmqctl("list_queues", "name", "consumers", "-q", "--no-table-headers")
-    rows = [line.split("\t") for line in listing.splitlines()]
-    return any(row[0] == queue_name and int(row[1]) > 0 for row in rows if len(row) == 2)
-
-
-class TcpProxy:
-    """A TCP proxy on 127.0.0.1 in front of the broker, which a test can cut.
-
-    ``cut()`` closes every connection through it and refuses new ones until ``restore()``:
-    for the clients behind it, the broker is unreachable, while everyone else still reaches it.
-    """
-
-    def __init__(self, target_port: int = 5672) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._open = True
-        self._pipes: set[asyncio.StreamWriter] = set()
-
-    async def __aenter__(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.cut()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    def url(self) -> str:
-        """The broker URL through the proxy."""
-        return BROKER.replace(":5672/", f":{self.port}/")
-
-    def cut(self) -> None:
-        self._open = False
-        for writer in list(self._pipes):
-            writer.close()
-
-    def restore(self) -> None:
-        self._open = True
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._open:
-            writer.close()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self._pipes |= {writer, up_writer}
-        try:
-            await asyncio.gather(
-                self._pipe(reader, up_writer), self._pipe(up_reader, writer)
-            )
-        finally:
-            self._pipes -= {writer, up_writer}
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
 
 
 # -- the two-queue variant (see tests/conftest.py) ---------------------------------------------
@@ -477,67 +393,3 @@ async def run_taskq(
     code = await process.wait()
     assert b"Traceback" not in err, err.decode()
     return Cli(code, out.decode(), err.decode())
-
-
-# -- what procapp's ``held`` tasks did --------------------------------------------------------
-
-
-class RunLog:
-    """The log that tests.apps.procapp's ``held`` tasks write, and the file that releases them.
-
-    Every run of a ``held`` task appends ``start TASK_ID PID`` and, once released, ``end
-    TASK_ID PID``: a test counts runs by task ID, whichever process ran them.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "runs.log"
-        self.release_path = directory / "release"
-
-    def args(self, tag: int) -> tuple[str, str, int]:
-        """The arguments of a ``held`` task that returns ``tag``."""
-        return str(self.path), str(self.release_path), tag
-
-    async def send(self, client: App, *tags: int) -> list[TaskHandle[Any]]:
-        """Send one ``held`` task per tag, by name."""
-        return [await client.send("held", *self.args(tag)) for tag in tags]
-
-    async def wait_running(self, handles: Iterable[TaskHandle[Any]]) -> None:
-        """Wait until the tasks of ``handles``, and no others, are running."""
-        ids = {handle.id for handle in handles}
-
-        async def running() -> bool:
-            return self.running() == ids
-
-        await eventually(running, what=f"{len(ids)} held task(s) running")
-
-    async def wait_ended(self, runs: int) -> None:
-        """Wait until ``runs`` runs in all have ended."""
-
-        async def ended() -> bool:
-            return sum(self.count("end").values()) == runs
-
-        await eventually(ended, timeout=60, what=f"{runs} runs to end")
-
-    def release(self) -> None:
-        """Let every ``held`` task (running now or later) finish."""
-        self.release_path.touch()
-
-    def events(self) -> list[tuple[str, str, int]]:
-        """``(event, task_id, pid)`` in the order written."""
-        if not self.path.exists():
-            return []
-        lines = [line.split() for line in self.path.read_text().splitlines()]
-        return [(event, task_id, int(pid)) for event, task_id, pid in lines]
-
-    def count(self, event: str) -> dict[str, int]:
-        """How many times each task ID logged ``event`` (``start`` or ``end``)."""
-        counts: dict[str, int] = {}
-        for logged, task_id, _ in self.events():
-            if logged == event:
-                counts[task_id] = counts.get(task_id, 0) + 1
-        return counts
-
-    def running(self) -> set[str]:
-        """The task IDs with a run that started and has not ended."""
-        starts, ends = self.count("start"), self.count("end")
-        return {task_id for task_id, n in starts.items() if n > ends.get(task_id, 0)}

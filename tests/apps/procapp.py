@@ -39,7 +39,7 @@ async def held(log: str, release: str, tag: int) -> int:
     """Run until the file ``release`` exists (at most 120 s), return ``tag``.
 
     Appends ``start TASK_ID PID`` when it starts and ``end TASK_ID PID`` when it ends to
-    ``log`` (see tests.support.RunLog), so a test knows which tasks run and how often.
+    ``log`` (see tests.runlog.RunLog), so a test knows which tasks run and how often.
     """
     _note(log, "start")
     loop = asyncio.get_running_loop()

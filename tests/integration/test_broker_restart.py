@@ -13,15 +13,9 @@ from pathlib import Path
 import pytest
 
 from taskq import App
-from tests.support import (
-    BROKER,
-    RunLog,
-    WorkerProcess,
-    consumed,
-    eventually,
-    queue_length,
-    rabbitmqctl,
-)
+from tests.faults import consumed, rabbitmqctl
+from tests.runlog import RunLog
+from tests.support import BROKER, WorkerProcess, eventually, queue_length
 
 APP = "tests.apps.procapp:app"
 pytestmark = pytest.mark.slow

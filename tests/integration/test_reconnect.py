@@ -16,16 +16,9 @@ from pathlib import Path
 import pytest
 
 from taskq import App, ResultTimeout, TaskHandle
-from tests.support import (
-    BROKER,
-    RunLog,
-    TcpProxy,
-    WorkerProcess,
-    consumed,
-    eventually,
-    rabbitmqctl,
-    running_worker,
-)
+from tests.faults import TcpProxy, consumed, rabbitmqctl
+from tests.runlog import RunLog
+from tests.support import BROKER, WorkerProcess, eventually, running_worker
 
 APP = "tests.apps.procapp:app"
 pytestmark = pytest.mark.slow

@@ -16,7 +16,8 @@ import pytest
 from taskq import App
 from taskq.cli.common import ExitCode
 from taskq.topology import Names
-from tests.support import BROKER, RunLog, WorkerProcess, eventually
+from tests.runlog import RunLog
+from tests.support import BROKER, WorkerProcess, eventually
 
 APP = "tests.apps.procapp:app"
 pytestmark = pytest.mark.slow

@@ -17,7 +17,8 @@ import pytest
 from taskq import App, TaskFailed, TaskHandle, TaskStatus
 from taskq.cli.common import ExitCode
 from taskq.topology import Names
-from tests.support import BROKER, REPO, RunLog, WorkerProcess, eventually, queue_messages
+from tests.runlog import RunLog
+from tests.support import BROKER, REPO, WorkerProcess, eventually, queue_messages
 
 APP = "tests.apps.procapp:app"
 pytestmark = pytest.mark.slow
