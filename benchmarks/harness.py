@@ -1,5 +1,6 @@
 """What every scenario shares: results, progress, worker subprocesses, the completion counter,
-queue checks, machine facts, and the table / JSON / PNG output."""
+the drain measurement (rate and CPU per task), queue checks and cleanup, machine facts.
+The table, ratios, JSON and PNG are in ``report``."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 
+from . import cpu
 from .bench_apps import counter
 
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")  # result backends
 REPO = Path(__file__).resolve().parent.parent
 POLL = 0.05  # seconds between completion polls
 
@@ -45,6 +48,14 @@ class Result:
     latency_ms: dict[str, float] | None = None
     fraction_of_ceiling: float | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    failed: bool = False
+    role: str = ""
+    """What the row stands for in the ratios: taskq's "headline" figure of its scenario (and
+    "batch", "c64", "no-reply", "redis"), raw's "ceiling", a peer's "default" or "tuned"."""
+
+    @property
+    def p50(self) -> float | None:
+        return self.latency_ms["p50"] if self.latency_ms else None
 
 
 @dataclasses.dataclass
@@ -57,19 +68,20 @@ class Options:
     sequential_cap: int
     scenarios: list[str]
     systems: list[str]
-    concurrency: int = 64
+    concurrency: int = 64  # taskq-worker --concurrency and raw prefetch of the second row
+    prefetch: int = 1000  # the tuned prefetch / concurrency of every system (issue 10)
 
 
 def rate(system: str, scenario: str, variant: str, config: str, tasks: int, seconds: float,
-         **extra: Any) -> Result:
+         role: str = "", **extra: Any) -> Result:
     """A throughput result."""
     counted = extra.pop("counted", tasks)
     return Result(system, scenario, variant, config, tasks, seconds, counted,
-                  tasks / seconds if seconds > 0 else 0.0, extra=extra)
+                  tasks / seconds if seconds > 0 else 0.0, extra=extra, role=role)
 
 
 def latency(system: str, scenario: str, variant: str, config: str, samples: Sequence[float],
-            seconds: float) -> Result:
+            seconds: float, role: str = "") -> Result:
     """A latency result from per-call seconds: p50, p90, p99 in milliseconds."""
     ms = sorted(s * 1000 for s in samples)
 
@@ -79,7 +91,15 @@ def latency(system: str, scenario: str, variant: str, config: str, samples: Sequ
     return Result(system, scenario, variant, config, len(ms), seconds, len(ms),
                   len(ms) / seconds if seconds else 0.0,
                   {"p50": pct(50), "p90": pct(90), "p99": pct(99),
-                   "mean": statistics.fmean(ms)})
+                   "mean": statistics.fmean(ms)}, role=role)
+
+
+def failed(system: str, scenario: str, variant: str, config: str, tasks: int,
+           exc: BaseException, role: str = "") -> Result:
+    """A row that says a measurement failed (the rest of the run keeps its figures)."""
+    progress(f"{system} {scenario} [{variant}] failed: {str(exc)[:1500]}")
+    return Result(system, scenario, variant, config, tasks, 0.0, 0, failed=True, role=role,
+                  extra={"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
 
 
 def progress(message: str) -> None:
@@ -104,6 +124,10 @@ class CounterDir:
 
     def read(self) -> tuple[int, int, int]:
         return counter.read_all(self.path)
+
+    def processes(self) -> int:
+        """How many processes have run a task (each writes its own file on its first hit)."""
+        return len(os.listdir(self.path))
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -142,6 +166,28 @@ class Workers:
                 self.processes.append(subprocess.Popen(
                     list(command), cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True))  # own group: forked children die with it
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    async def wait_running(self, processes: int, give_up_at: int,
+                           timeout: float) -> tuple[int, cpu.Sample]:
+        """Wait until ``processes`` worker processes have each run a task (or ``give_up_at``
+        tasks are done, if one never does); then sample CPU: (tasks done by then, sample).
+
+        Polls every 5 ms, so the CPU of imports, connects and declarations stays out of the
+        per-task figure and few tasks run before the sample.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            count = self.counters.read()[0]
+            if count >= give_up_at or (count and self.counters.processes() >= processes):
+                return count, cpu.Sample(self.pids)
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no task done after {timeout:.0f} s:\n{self.output()}")
+            await asyncio.sleep(0.005)
 
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.logs if p.exists())
@@ -208,23 +254,53 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-async def drain(label: str, workers: Workers, tasks: int, queue: str) -> dict[str, Any]:
-    """Wait for ``workers`` to count ``tasks``; return the timings and the queue check.
+@dataclasses.dataclass(frozen=True)
+class Drain:
+    """One drain measurement: the row it fills and the worker processes that drain."""
 
-    Timing: from the first task done (the worker is up and consuming) to the last; the time
-    from process start to the first task (imports, connect, declare) is reported apart.
+    system: str
+    scenario: str  # "drain" (one worker process) or "drain2" (two)
+    variant: str
+    config: str
+    commands: list[list[str]]
+    env: dict[str, str]
+    queue: str
+    processes: int  # processes that run tasks (each writes its own counter)
+    role: str = ""
+
+
+async def measure_drain(d: Drain, tasks: int,
+                        prequeue: Callable[[int], Awaitable[object]]) -> Result:
+    """Queue ``tasks`` with ``prequeue``, start the workers, time the drain; sample CPU.
+
+    Rate: tasks / (last task done - first task done); the time from process start to the first
+    task (imports, connect, declare) is ``startup_s``. CPU per task: worker trees and broker,
+    from the moment every worker process has run a task to the last task, divided by the tasks
+    done in between. After the workers stop, the queue must be empty (``left_in_queue``).
+    A failure gives a failed row and purges the queue.
     """
+    label = f"{d.system} {d.scenario} [{d.variant}]"
     try:
-        count, first, last = await workers.wait_count(tasks, label, timeout=120 + tasks / 100)
-    finally:
-        await workers.stop()
-    left = await queue_depth(queue)
-    return {
-        "counted": count,
-        "seconds": (last - first) / 1e9,
-        "startup_s": round((first - workers.started_ns) / 1e9, 3),
-        "left_in_queue": left,
-    }
+        progress(f"{label}: queueing {tasks} tasks")
+        await prequeue(tasks)
+        workers = Workers(d.commands, d.env)
+        try:
+            timeout = 120 + tasks / 100
+            start_count, before = await workers.wait_running(d.processes, tasks // 2, timeout)
+            count, first, last = await workers.wait_count(tasks, label, timeout)
+            after = cpu.Sample(workers.pids)
+        finally:
+            await workers.stop()
+        left = await queue_depth(d.queue)
+    except (RuntimeError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await purge(d.queue)
+        return failed(d.system, d.scenario, d.variant, d.config, tasks, exc, d.role)
+    window = count - start_count
+    return rate(d.system, d.scenario, d.variant, d.config, tasks, (last - first) / 1e9,
+                d.role, counted=count, startup_s=round((first - workers.started_ns) / 1e9, 3),
+                left_in_queue=left, processes=d.processes, cpu_window_tasks=window,
+                **cpu.per_task_us(before, after, window))
 
 
 # -- the broker --------------------------------------------------------------------------------
@@ -259,6 +335,43 @@ async def delete(queues: Sequence[str] = (), exchanges: Sequence[str] = ()) -> N
             await ch.exchange_delete(e)
 
 
+async def sweep(prefix: str) -> list[str]:
+    """Delete every queue and exchange whose name starts with ``prefix`` (what a run declared
+    and did not delete: reply queues, a peer's extra entities). Uses ``rabbitmqctl``; returns
+    the names deleted, or nothing when rabbitmqctl is missing."""
+    found: dict[str, list[str]] = {}
+    for kind in ("queues", "exchanges"):
+        try:
+            out = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"],
+                                 capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        found[kind] = [n for n in out.split() if n.startswith(prefix)]
+    if found["queues"] or found["exchanges"]:
+        await delete(queues=found["queues"], exchanges=found["exchanges"])
+    return found["queues"] + found["exchanges"]
+
+
+async def delete_redis_keys(prefix: str) -> int:
+    """Delete every Redis key starting with ``prefix``; return how many were deleted."""
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(REDIS)
+    deleted = 0
+    try:
+        batch = []
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await client.delete(*batch)
+                batch.clear()
+        if batch:
+            deleted += await client.delete(*batch)
+    finally:
+        await client.aclose()
+    return deleted
+
+
 async def purge(name: str) -> None:
     """Remove the ready messages of queue ``name``."""
     async with channel() as ch:
@@ -286,103 +399,3 @@ async def machine() -> dict[str, Any]:
         "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-
-
-CEILING = {  # scenario -> the raw aio-pika variant every other figure is compared with
-    "enqueue": "pipelined confirms",
-    "drain": "ack each",
-    "drain2": "ack each",
-    "roundtrip": "direct reply-to",
-    "fanout": "direct reply-to",
-}
-
-
-def add_fractions(results: list[Result]) -> None:
-    """Fill ``fraction_of_ceiling``: rate / raw rate, or raw p50 / p50 for latencies
-    (so 1.0 is the ceiling and lower is worse, always)."""
-    ceilings = {r.scenario: r for r in results
-                if r.system == "raw" and CEILING.get(r.scenario) == r.variant}
-    for r in results:
-        ceiling = ceilings.get(r.scenario)
-        if ceiling is None:
-            continue
-        if r.latency_ms and ceiling.latency_ms:
-            r.fraction_of_ceiling = ceiling.latency_ms["p50"] / r.latency_ms["p50"]
-        elif r.tasks_per_s and ceiling.tasks_per_s:
-            r.fraction_of_ceiling = r.tasks_per_s / ceiling.tasks_per_s
-
-
-def table(results: list[Result]) -> str:
-    """An aligned text table (also valid Markdown)."""
-    head = ["scenario", "system", "variant", "tasks", "tasks/s", "p50 / p90 / p99 ms",
-            "vs raw", "config"]
-    rows = [head]
-    for r in results:
-        lat = ("{p50:.2f} / {p90:.2f} / {p99:.2f}".format(**r.latency_ms)
-               if r.latency_ms else "")
-        frac = f"{r.fraction_of_ceiling:.2f}" if r.fraction_of_ceiling is not None else ""
-        rows.append([r.scenario, r.system, r.variant, str(r.tasks),
-                     f"{r.tasks_per_s:,.0f}" if r.tasks_per_s else "", lat, frac, r.config])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-             for row in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
-def to_json(results: list[Result], meta: dict[str, Any]) -> dict[str, Any]:
-    return {"machine": meta, "results": [dataclasses.asdict(r) for r in results]}
-
-
-def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
-    """Bars of tasks/s per system per scenario, and round-trip latency percentiles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    throughput = [r for r in results if r.latency_ms is None and r.tasks_per_s
-                  and r.scenario != "memory"]
-    lat = [r for r in results if r.latency_ms is not None and r.scenario == "roundtrip"]
-    groups = list(dict.fromkeys(r.scenario for r in throughput))
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [3, 1]})
-    ax = axes[0]
-    systems = list(dict.fromkeys(r.system for r in results))
-    colors = dict(zip(systems, plt.cm.tab10.colors, strict=False))  # type: ignore[attr-defined]
-    x = 0.0
-    ticks, labels = [], []
-    for group in groups:
-        rows = [r for r in throughput if r.scenario == group]
-        start = x
-        for r in rows:
-            ax.bar(x, r.tasks_per_s, color=colors[r.system], width=0.8,
-                   label=r.system if r.system not in ax.get_legend_handles_labels()[1] else None)
-            ax.text(x, (r.tasks_per_s or 0) * 1.01, f"{(r.tasks_per_s or 0) / 1000:.1f}k\n"
-                    f"{r.variant}", ha="center", va="bottom", fontsize=6.5, rotation=90)
-            x += 1
-        ticks.append((start + x - 1) / 2)
-        labels.append(group)
-        x += 1.2
-    ax.set_xticks(ticks, labels)
-    ax.set_ylabel("tasks/s (higher is better)")
-    top = max((r.tasks_per_s or 0) for r in throughput) if throughput else 1
-    ax.set_ylim(0, top * 1.45)
-    ax.legend(loc="upper right")
-    ax.set_title("throughput, no-op tasks, persistent messages")
-    ax2 = axes[1]
-    for i, r in enumerate(lat):
-        assert r.latency_ms is not None
-        ax2.bar(i - 0.2, r.latency_ms["p50"], width=0.4, color=colors[r.system])
-        ax2.bar(i + 0.2, r.latency_ms["p99"], width=0.4, color=colors[r.system], alpha=0.5)
-        ax2.text(i, r.latency_ms["p99"], f"p50 {r.latency_ms['p50']:.2f}\np99 "
-                 f"{r.latency_ms['p99']:.2f}", ha="center", va="bottom", fontsize=7)
-    ax2.set_xticks(range(len(lat)), [r.system for r in lat])
-    ax2.set_ylabel("ms (lower is better; solid p50, light p99)")
-    ax2.set_title("round trip, one task at a time")
-    if lat:
-        ax2.set_ylim(0, max(r.latency_ms["p99"] for r in lat if r.latency_ms) * 1.3)
-    fig.suptitle(f"taskq benchmarks - {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, "
-                 f"Python {meta['python']}, {meta['date'][:10]} (shared machine: noisy)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
