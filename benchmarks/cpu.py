@@ -59,8 +59,14 @@ def ticks(pids: Iterable[int]) -> int:
     return total
 
 
+_broker: list[int] = []
+
+
 def broker_pids() -> list[int]:
-    """Every RabbitMQ ``beam.smp`` process (what ``pgrep -f beam.smp`` finds)."""
+    """Every RabbitMQ ``beam.smp`` process (what ``pgrep -f beam.smp`` finds); found once,
+    again only when one of them is gone (a broker restart)."""
+    if _broker and all((PROC / str(pid)).exists() for pid in _broker):
+        return _broker
     found = []
     for entry in PROC.iterdir():
         if entry.name.isdigit():
@@ -69,6 +75,7 @@ def broker_pids() -> list[int]:
                     found.append(int(entry.name))
             except OSError:
                 continue
+    _broker[:] = found
     return found
 
 

@@ -171,23 +171,30 @@ class Workers:
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
 
-    async def wait_running(self, processes: int, give_up_at: int,
+    async def wait_running(self, processes: int, tasks: int,
                            timeout: float) -> tuple[int, cpu.Sample]:
-        """Wait until ``processes`` worker processes have each run a task (or ``give_up_at``
-        tasks are done, if one never does); then sample CPU: (tasks done by then, sample).
+        """Wait until ``processes`` worker processes have each run a task, then sample CPU:
+        (tasks done by then, sample).
 
         Polls every 5 ms, so the CPU of imports, connects and declarations stays out of the
-        per-task figure and few tasks run before the sample.
+        per-task figure. If that leaves under a tenth of ``tasks`` to measure (one process got
+        them all, or they went too fast), the last sample taken before the first task is used.
         """
         deadline = time.monotonic() + timeout
+        idle = cpu.Sample(self.pids)
         while True:
             count = self.counters.read()[0]
-            if count >= give_up_at or (count and self.counters.processes() >= processes):
-                return count, cpu.Sample(self.pids)
+            if (count and self.counters.processes() >= processes) or count >= tasks // 2:
+                break
+            if not count:
+                idle = cpu.Sample(self.pids)
             self.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no task done after {timeout:.0f} s:\n{self.output()}")
             await asyncio.sleep(0.005)
+        if tasks - count < tasks / 10:
+            return 0, idle
+        return count, cpu.Sample(self.pids)
 
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.logs if p.exists())
@@ -286,7 +293,7 @@ async def measure_drain(d: Drain, tasks: int,
         workers = Workers(d.commands, d.env)
         try:
             timeout = 120 + tasks / 100
-            start_count, before = await workers.wait_running(d.processes, tasks // 2, timeout)
+            start_count, before = await workers.wait_running(d.processes, tasks, timeout)
             count, first, last = await workers.wait_count(tasks, label, timeout)
             after = cpu.Sample(workers.pids)
         finally:
