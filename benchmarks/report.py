@@ -259,7 +259,7 @@ def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
     lat = [r for r in results if r.latency_ms is not None and r.scenario == "roundtrip"
            and not r.failed]
     groups = list(dict.fromkeys(r.scenario for r in throughput))
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [3, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(26, 8), gridspec_kw={"width_ratios": [4, 1]})
     ax = axes[0]
     systems = list(dict.fromkeys(r.system for r in results))
     colors = dict(zip(systems, plt.cm.tab10.colors, strict=False))  # type: ignore[attr-defined]
@@ -272,7 +272,7 @@ def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
             ax.bar(x, r.tasks_per_s, color=colors[r.system], width=0.8,
                    label=r.system if r.system not in ax.get_legend_handles_labels()[1] else None)
             ax.text(x, (r.tasks_per_s or 0) * 1.01, f"{(r.tasks_per_s or 0) / 1000:.1f}k\n"
-                    f"{r.variant}", ha="center", va="bottom", fontsize=6.5, rotation=90)
+                    f"{r.variant[:38]}", ha="center", va="bottom", fontsize=5.5, rotation=90)
             x += 1
         ticks.append((start + x - 1) / 2)
         labels.append(group)
@@ -280,7 +280,7 @@ def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
     ax.set_xticks(ticks, labels)
     ax.set_ylabel("tasks/s (higher is better)")
     top = max((r.tasks_per_s or 0) for r in throughput) if throughput else 1
-    ax.set_ylim(0, top * 1.45)
+    ax.set_ylim(0, top * 1.6)
     ax.legend(loc="upper right")
     ax.set_title("throughput, no-op tasks, persistent messages")
     ax2 = axes[1]
@@ -290,7 +290,7 @@ def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
         ax2.bar(i + 0.2, r.latency_ms["p99"], width=0.4, color=colors[r.system], alpha=0.5)
         ax2.text(i, r.latency_ms["p99"], f"p50 {r.latency_ms['p50']:.2f}\np99 "
                  f"{r.latency_ms['p99']:.2f}", ha="center", va="bottom", fontsize=7)
-    ax2.set_xticks(range(len(lat)), [r.system for r in lat])
+    ax2.set_xticks(range(len(lat)), [f"{r.system}\n{r.role}" for r in lat], fontsize=7)
     ax2.set_ylabel("ms (lower is better; solid p50, light p99)")
     ax2.set_title("round trip, one task at a time")
     if lat:
