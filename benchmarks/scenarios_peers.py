@@ -137,25 +137,25 @@ def _taskiq(workers: int, *args: str) -> Callable[[str], list[list[str]]]:
 
 TASKIQ_COMMON = ("taskiq-aio-pika, classic queue (its default is quorum), persistent, "
                  "confirms on, ack when saved (default), uvloop")
-TASKIQ_TUNED = ("--max-async-tasks", str(TUNED_PREFETCH))
+
+
+def _taskiq_configs(workers: int) -> tuple[WorkerConfig, WorkerConfig]:
+    """taskiq's default (qos 10, --max-async-tasks 100) and tuned configuration."""
+    scale = f"--workers {workers}" + (" (its default)" if workers == 2 else "")
+    return (WorkerConfig("default", f"default: --workers {workers}, qos 10", workers,
+                         _taskiq(workers), {"BENCH_TASKIQ_QOS": "10"},
+                         f"taskiq worker {scale}, qos=10 and --max-async-tasks 100 (defaults), "
+                         f"{TASKIQ_COMMON}"),
+            WorkerConfig("tuned", f"tuned: --workers {workers}, qos 1000, --max-async-tasks "
+                         "1000", workers, _taskiq(workers, "--max-async-tasks", "1000"),
+                         {"BENCH_TASKIQ_QOS": str(TUNED_PREFETCH)},
+                         f"taskiq worker {scale} --max-async-tasks 1000, qos=1000, "
+                         f"{TASKIQ_COMMON}"))
+
+
 TASKIQ = Peer(
     "taskiq", "taskiq_aio_pika", "taskiq_redis", lambda q: [q, f"{q}.dead"], lambda q: [q],
-    {"drain": (
-        WorkerConfig("default", "default: --workers 1, qos 10", 1, _taskiq(1),
-                     {"BENCH_TASKIQ_QOS": "10"}, "taskiq worker --workers 1, qos=10 and "
-                     f"--max-async-tasks 100 (defaults), {TASKIQ_COMMON}"),
-        WorkerConfig("tuned", "tuned: qos 1000, --max-async-tasks 1000", 1,
-                     _taskiq(1, *TASKIQ_TUNED), {"BENCH_TASKIQ_QOS": str(TUNED_PREFETCH)},
-                     "taskiq worker --workers 1 --max-async-tasks 1000, qos=1000, "
-                     f"{TASKIQ_COMMON}")),
-     "drain2": (
-        WorkerConfig("default", "default: --workers 2, qos 10", 2, _taskiq(2),
-                     {"BENCH_TASKIQ_QOS": "10"}, "taskiq worker --workers 2 (its default), "
-                     f"qos=10, --max-async-tasks 100 (defaults), {TASKIQ_COMMON}"),
-        WorkerConfig("tuned", "tuned: --workers 2, qos 1000, --max-async-tasks 1000", 2,
-                     _taskiq(2, *TASKIQ_TUNED), {"BENCH_TASKIQ_QOS": str(TUNED_PREFETCH)},
-                     "taskiq worker --workers 2 --max-async-tasks 1000, qos=1000, "
-                     f"{TASKIQ_COMMON}"))},
+    {"drain": _taskiq_configs(1), "drain2": _taskiq_configs(2)},
     (("gather kiq(), confirms on", {}, ("warm", "gather"), False),
      ("await each kiq(), confirms on", {}, ("warm",), True)),
     ("gather",),
