@@ -103,7 +103,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run_system(system: str, opts: h.Options, prefix: str,
                      notes: list[str]) -> list[h.Result]:
-    """Every selected scenario of one system (a broken peer does not lose the rest)."""
+    """Every selected scenario of one system. A failure (a broker restarted by someone else on
+    a shared machine, a broken peer) retries the system once, once the broker answers again;
+    a second failure is a note and the run goes on with the other systems."""
+    if system not in ("taskq", "raw") and not scenarios_peers.installed(system):
+        notes.append(f"{system}: not installed (pip install -e '.[bench]'), skipped")
+        h.progress(notes[-1])
+        return []
+    for attempt in (1, 2):
+        try:
+            return await _run_system(system, opts, prefix)
+        except Exception as exc:  # one system's failure must not lose the rest of the run
+            error = f"{type(exc).__name__}: {str(exc)[:500]}"
+            h.progress(f"{system}: failed (attempt {attempt}): {error}")
+            if attempt == 2 or not await h.wait_for_broker(timeout=180):
+                notes.append(f"{system}: failed: {error}")
+                return []
+            notes.append(f"{system}: retried once after: {error}")
+    return []
+
+
+async def _run_system(system: str, opts: h.Options, prefix: str) -> list[h.Result]:
     if system == "taskq":
         try:
             return await scenarios_taskq.run(opts, f"{prefix}tq")
@@ -111,16 +131,7 @@ async def run_system(system: str, opts: h.Options, prefix: str,
             await delete_taskq_topology(f"{prefix}tq")
     if system == "raw":
         return await scenarios_raw.run(opts, prefix)
-    if not scenarios_peers.installed(system):
-        notes.append(f"{system}: not installed (pip install -e '.[bench]'), skipped")
-        h.progress(notes[-1])
-        return []
-    try:
-        return await scenarios_peers.run(system, opts, prefix)
-    except Exception as exc:  # a broken peer must not lose the rest of the run
-        notes.append(f"{system}: failed: {type(exc).__name__}: {str(exc)[:500]}")
-        h.progress(notes[-1])
-        return []
+    return await scenarios_peers.run(system, opts, prefix)
 
 
 async def delete_taskq_topology(prefix: str) -> None:

@@ -2,7 +2,7 @@
 
 A tree's time is utime + stime of every live process under a root, plus cutime + cstime
 (children that exited and were waited for). A live child is counted by itself only, so nothing
-is counted twice. The broker is every ``beam.smp`` process on the machine: it serves every
+is counted twice. The broker is the RabbitMQ server's ``beam.smp`` process: it serves every
 client of the shared RabbitMQ, so its figure includes whatever else ran meanwhile.
 """
 
@@ -63,15 +63,16 @@ _broker: list[int] = []
 
 
 def broker_pids() -> list[int]:
-    """Every RabbitMQ ``beam.smp`` process (what ``pgrep -f beam.smp`` finds); found once,
-    again only when one of them is gone (a broker restart)."""
+    """The RabbitMQ server's ``beam.smp`` (``-s rabbit boot``: not the short-lived Erlang VMs
+    that every ``rabbitmqctl`` call starts); found once, again only when it is gone."""
     if _broker and all((PROC / str(pid)).exists() for pid in _broker):
         return _broker
     found = []
     for entry in PROC.iterdir():
         if entry.name.isdigit():
             try:
-                if b"beam.smp" in (entry / "cmdline").read_bytes().split(b"\0", 1)[0]:
+                cmdline = (entry / "cmdline").read_bytes()
+                if b"beam.smp" in cmdline.split(b"\0", 1)[0] and b"\0rabbit\0boot" in cmdline:
                     found.append(int(entry.name))
             except OSError:
                 continue

@@ -323,6 +323,21 @@ async def channel() -> AsyncIterator[aio_pika.abc.AbstractChannel]:
         await connection.close()
 
 
+async def wait_for_broker(timeout: float) -> bool:
+    """Wait until the broker accepts a connection again; False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            connection = await aio_pika.connect(BROKER)
+        except (ConnectionError, aio_pika.exceptions.AMQPError):
+            await asyncio.sleep(2)
+            continue
+        await connection.close()
+        await asyncio.sleep(2)  # let the broker finish booting (plugins, vhosts)
+        return True
+    return False
+
+
 async def queue_depth(name: str) -> int | None:
     """Ready messages in queue ``name`` (passive declare), or None if it does not exist."""
     try:
