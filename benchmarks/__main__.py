@@ -93,6 +93,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     peers_skipped = {"memory"} & set(args.scenarios)
     if peers_skipped and {"celery", "dramatiq", "taskiq"} & set(args.systems):
         notes.append(f"peers are not measured for: {', '.join(sorted(peers_skipped))}")
+    notes += [f"{r.system} {r.scenario} [{r.variant}]: the broker restarted during both tries "
+              "(figure unreliable)" for r in results if r.extra.get("broker_restarted")]
     report.add_fractions(results)
     meta["notes"] = notes
     meta["targets"] = report.targets(results)

@@ -260,7 +260,8 @@ async def with_results(peer: Peer, queue: str, opts: Options, config: WorkerConf
         finally:
             await workers.stop()
     except (RuntimeError, TimeoutError) as exc:
-        return [h.failed(peer.system, s, variants[s], configs[s], opts.tasks, exc, config.role)
+        return [h.failed(peer.system, s, variants[s], configs[s], opts.count(s), exc,
+                         config.role)
                 for s in ("roundtrip", "fanout") if s in opts.scenarios]
     results = []
     if roundtrips:

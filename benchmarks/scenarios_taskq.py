@@ -159,9 +159,8 @@ async def with_worker(prefix: str, opts: Options, results_spec: str) -> list[Res
                 results.append(h.rate("taskq", "fanout", f"{store} results: gather delay() + "
                                       "result()", config, opts.fanout, seconds, role))
     except (RuntimeError, TimeoutError) as exc:
-        results += [h.failed("taskq", scenario, f"{store} results", config, opts.tasks, exc,
-                             role) for scenario in ("roundtrip", "fanout")
-                    if scenario in opts.scenarios]
+        results += [h.failed("taskq", s, f"{store} results", config, opts.count(s), exc, role)
+                    for s in ("roundtrip", "fanout") if s in opts.scenarios]
     finally:
         await workers.stop()
     return results
