@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import broker, report, scenarios_peers, scenarios_raw, scenarios_taskq
 from . import harness as h
-from . import report, scenarios_peers, scenarios_raw, scenarios_taskq
 
 SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout", "memory"]
 DEFAULT_SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout"]
@@ -63,7 +63,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      fanout=min(args.fanout, args.tasks), sequential_cap=args.sequential_cap,
                      scenarios=args.scenarios, systems=args.systems,
                      concurrency=args.concurrency, prefetch=args.prefetch)
-    meta = await h.machine()
+    meta = await broker.machine()
     meta["load"] = "load average at start: {:.2f} {:.2f} {:.2f}. ".format(*os.getloadavg())
     meta["counter_cost_ns"] = round(h.counter_cost_ns(), 1)
     meta["completion_signal"] = (
@@ -87,7 +87,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for system in args.systems:
             results += await run_system(system, opts, prefix, notes)
     finally:
-        leftovers = await h.sweep(prefix)
+        leftovers = await broker.sweep(prefix)
         if leftovers:
             h.progress(f"deleted {len(leftovers)} leftover queues/exchanges: {leftovers[:5]}")
     peers_skipped = {"memory"} & set(args.scenarios)
@@ -118,7 +118,7 @@ async def run_system(system: str, opts: h.Options, prefix: str,
         except Exception as exc:  # one system's failure must not lose the rest of the run
             error = f"{type(exc).__name__}: {str(exc)[:500]}"
             h.progress(f"{system}: failed (attempt {attempt}): {error}")
-            if attempt == 2 or not await h.wait_for_broker(timeout=180):
+            if attempt == 2 or not await broker.wait_for_broker(timeout=180):
                 notes.append(f"{system}: failed: {error}")
                 return []
             notes.append(f"{system}: retried once after: {error}")
@@ -137,13 +137,13 @@ async def _run_system(system: str, opts: h.Options, prefix: str) -> list[h.Resul
 
 
 async def delete_taskq_topology(prefix: str) -> None:
-    """Delete what taskq declared under ``prefix`` (anything missed: ``h.sweep`` at the end)."""
+    """Delete what taskq declared under ``prefix`` (what is missed: ``broker.sweep`` later)."""
     try:
         from taskq.topology import Names, every_name
     except ImportError:  # renamed internals: the sweep by prefix still cleans up
         return
     queues, exchanges = every_name(Names(prefix), ["default"])
-    await h.delete(queues=queues, exchanges=exchanges)
+    await broker.delete(queues=queues, exchanges=exchanges)
 
 
 def configurations(results: list[h.Result]) -> dict[str, list[str]]:

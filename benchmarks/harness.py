@@ -1,15 +1,13 @@
 """What every scenario shares: results, progress, worker subprocesses, the completion counter,
-the drain measurement (rate and CPU per task), queue checks and cleanup, machine facts.
-The table, ratios, JSON and PNG are in ``report``."""
+and the drain measurement (rate and CPU per task). The broker and Redis helpers are in
+``broker``; the table, ratios, JSON and PNG in ``report``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -18,17 +16,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aio_pika
-
 from . import cpu
 from .bench_apps import counter
+from .broker import BrokerWatch, purge, queue_depth, wait_for_broker
 
-BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
-REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")  # result backends
 REPO = Path(__file__).resolve().parent.parent
 POLL = 0.05  # seconds between completion polls
 
@@ -330,132 +325,3 @@ async def _drain_once(d: Drain, tasks: int,
                 d.role, counted=count, startup_s=round((first - workers.started_ns) / 1e9, 3),
                 left_in_queue=left, processes=d.processes, cpu_window_tasks=window,
                 **cpu.per_task_us(before, after, window))
-
-
-# -- the broker --------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def channel() -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    """A plain channel on a fresh connection (for checks and cleanup)."""
-    connection = await aio_pika.connect(BROKER)
-    try:
-        yield await connection.channel()
-    finally:
-        await connection.close()
-
-
-class BrokerWatch:
-    """A connection held open over a measurement: closed at the end means the broker was
-    restarted (or its connections forced closed) in between."""
-
-    restarted = False
-
-    async def __aenter__(self) -> BrokerWatch:
-        self.connection = await aio_pika.connect(BROKER)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.restarted = bool(self.connection.is_closed)
-        if not self.restarted:
-            await self.connection.close()
-
-
-async def wait_for_broker(timeout: float) -> bool:
-    """Wait until the broker accepts a connection again; False after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            connection = await aio_pika.connect(BROKER)
-        except (ConnectionError, aio_pika.exceptions.AMQPError):
-            await asyncio.sleep(2)
-            continue
-        await connection.close()
-        await asyncio.sleep(2)  # let the broker finish booting (plugins, vhosts)
-        return True
-    return False
-
-
-async def queue_depth(name: str) -> int | None:
-    """Ready messages in queue ``name`` (passive declare), or None if it does not exist."""
-    try:
-        async with channel() as ch:
-            queue = await ch.declare_queue(name, passive=True)
-            return queue.declaration_result.message_count or 0
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        return None
-
-
-async def delete(queues: Sequence[str] = (), exchanges: Sequence[str] = ()) -> None:
-    """Delete queues and exchanges (missing ones are fine)."""
-    async with channel() as ch:
-        for q in queues:
-            await ch.queue_delete(q)
-        for e in exchanges:
-            await ch.exchange_delete(e)
-
-
-async def sweep(prefix: str) -> list[str]:
-    """Delete every queue and exchange whose name starts with ``prefix`` (what a run declared
-    and did not delete: reply queues, a peer's extra entities). Uses ``rabbitmqctl``; returns
-    the names deleted, or nothing when rabbitmqctl is missing."""
-    found: dict[str, list[str]] = {}
-    for kind in ("queues", "exchanges"):
-        try:
-            out = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"],
-                                 capture_output=True, text=True, timeout=60).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return []
-        found[kind] = [n for n in out.split() if n.startswith(prefix)]
-    if found["queues"] or found["exchanges"]:
-        await delete(queues=found["queues"], exchanges=found["exchanges"])
-    return found["queues"] + found["exchanges"]
-
-
-async def delete_redis_keys(prefix: str) -> int:
-    """Delete every Redis key starting with ``prefix``; return how many were deleted."""
-    import redis.asyncio as redis
-
-    client = redis.Redis.from_url(REDIS)
-    deleted = 0
-    try:
-        batch = []
-        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += await client.delete(*batch)
-                batch.clear()
-        if batch:
-            deleted += await client.delete(*batch)
-    finally:
-        await client.aclose()
-    return deleted
-
-
-async def purge(name: str) -> None:
-    """Remove the ready messages of queue ``name``."""
-    async with channel() as ch:
-        queue = await ch.declare_queue(name, passive=True)
-        await queue.purge()
-
-
-# -- machine and output ------------------------------------------------------------------------
-
-
-async def machine() -> dict[str, Any]:
-    """Cores, RabbitMQ version, Python, loop, date."""
-    connection = await aio_pika.connect(BROKER)
-    try:
-        props = connection.transport.connection.server_properties  # type: ignore[union-attr]
-        version = props.get("version", "?")
-        version = version.decode() if isinstance(version, bytes) else str(version)
-    finally:
-        await connection.close()
-    return {
-        "cores": os.cpu_count(),
-        "rabbitmq": version,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import broker
 from . import harness as h
 from .harness import Options, Result
 
@@ -174,7 +175,7 @@ def installed(system: str) -> bool:
 
 async def _enqueue(peer: Peer, queue: str, n: int, env: dict[str, str],
                    flags: tuple[str, ...]) -> float:
-    env = {"BENCH_QUEUE": queue, "BENCH_BROKER": h.BROKER, "PYTHONPATH": str(h.REPO), **env}
+    env = {"BENCH_QUEUE": queue, "BENCH_BROKER": broker.BROKER, "PYTHONPATH": str(h.REPO), **env}
     proc = await asyncio.create_subprocess_exec(
         PY, "-m", "benchmarks.bench_apps.peer_enqueue", peer.system, str(n), *flags,
         cwd=h.REPO, env={**os.environ, **env},
@@ -193,17 +194,17 @@ async def enqueue(peer: Peer, queue: str, opts: Options) -> list[Result]:
         n = min(opts.tasks, opts.sequential_cap) if capped else opts.tasks
         h.progress(f"{peer.system} enqueue: {variant}, {n} tasks")
         seconds = await _enqueue(peer, queue, n, env, flags)
-        depth = await h.queue_depth(queue)
+        depth = await broker.queue_depth(queue)
         counted = None if depth is None else depth - 1  # minus the warm-up task
         results.append(h.rate(peer.system, "enqueue", variant, "persistent", n, seconds,
                               counted=counted))
-        await h.purge(queue)
+        await broker.purge(queue)
     return results
 
 
 def drain(peer: Peer, queue: str, scenario: str, config: WorkerConfig) -> h.Drain:
     return h.Drain(peer.system, scenario, config.variant, config.config,
-                   config.commands(queue), {"BENCH_QUEUE": queue, "BENCH_BROKER": h.BROKER,
+                   config.commands(queue), {"BENCH_QUEUE": queue, "BENCH_BROKER": broker.BROKER,
                                             **config.env}, queue, config.processes,
                    config.role)
 
@@ -242,7 +243,7 @@ async def with_results(peer: Peer, queue: str, opts: Options, config: WorkerConf
     """Round trip and fan-out against one worker configuration, results through Redis."""
     roundtrips = opts.roundtrips if "roundtrip" in opts.scenarios else 0
     fanout = opts.fanout if "fanout" in opts.scenarios else 0
-    env = {"BENCH_QUEUE": queue, "BENCH_BROKER": h.BROKER, "BENCH_REDIS": h.REDIS,
+    env = {"BENCH_QUEUE": queue, "BENCH_BROKER": broker.BROKER, "BENCH_REDIS": broker.REDIS,
            "BENCH_REDIS_PREFIX": redis_prefix, **config.env}
     label = f"{peer.system} roundtrip/fanout [{config.variant}]"
     variants = {"roundtrip": f"{config.role}: {peer.roundtrip[0]}",
@@ -295,10 +296,10 @@ async def run(system: str, opts: Options, prefix: str) -> list[Result]:
                 results += await with_results(peer, queue, opts, config, queue)
     finally:
         try:
-            await h.delete(queues=peer.queues(queue), exchanges=peer.exchanges(queue))
+            await broker.delete(queues=peer.queues(queue), exchanges=peer.exchanges(queue))
         finally:
             if {"roundtrip", "fanout"} & set(opts.scenarios):
-                deleted = await h.delete_redis_keys(queue)
+                deleted = await broker.delete_redis_keys(queue)
                 h.progress(f"{system}: deleted {deleted} result keys from Redis")
     h.progress(f"{system}: done in {time.perf_counter() - start:.0f} s")
     return results

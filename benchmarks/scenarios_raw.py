@@ -10,6 +10,7 @@ import uuid
 
 import aio_pika
 
+from . import broker
 from . import harness as h
 from .harness import Options, Result
 
@@ -23,7 +24,7 @@ def _message(i: int, **props: object) -> aio_pika.Message:
 
 async def _publisher(queue: str) -> tuple[aio_pika.abc.AbstractConnection,
                                           aio_pika.abc.AbstractChannel]:
-    connection = await aio_pika.connect(h.BROKER)
+    connection = await aio_pika.connect(broker.BROKER)
     ch = await connection.channel(publisher_confirms=True, on_return_raises=True)
     await ch.declare_queue(queue, durable=True)
     return connection, ch
@@ -51,15 +52,15 @@ async def enqueue(queue: str, opts: Options) -> list[Result]:
                                             ("", "await each", seq, False)):
         h.progress(f"raw enqueue: {variant}, {count} messages")
         elapsed = await publish_all(queue, count, pipelined=pipelined)
-        depth = await h.queue_depth(queue)
+        depth = await broker.queue_depth(queue)
         results.append(h.rate("raw", "enqueue", variant, "aio-pika, persistent, mandatory",
                               count, elapsed, role, counted=depth))
-        await h.purge(queue)
+        await broker.purge(queue)
     return results
 
 
 def worker_command(queue: str, prefetch: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.bench_apps.raw_worker", h.BROKER, queue,
+    return [sys.executable, "-m", "benchmarks.bench_apps.raw_worker", broker.BROKER, queue,
             str(prefetch), *extra]
 
 
@@ -86,7 +87,7 @@ class RpcClient:
         self.waiting: dict[str, asyncio.Future[bytes]] = {}
 
     async def __aenter__(self) -> RpcClient:
-        self.connection = await aio_pika.connect(h.BROKER)
+        self.connection = await aio_pika.connect(broker.BROKER)
         self.channel = await self.connection.channel(publisher_confirms=True)
         replies = await self.channel.get_queue(REPLY_TO, ensure=False)
         await replies.consume(self._on_reply, no_ack=True)
@@ -155,5 +156,5 @@ async def run(opts: Options, prefix: str) -> list[Result]:
         if {"roundtrip", "fanout"} & set(opts.scenarios):
             results += await with_worker(queue, opts)
     finally:
-        await h.delete(queues=[queue])
+        await broker.delete(queues=[queue])
     return results

@@ -14,6 +14,7 @@ from typing import Any
 
 from taskq import TaskState
 
+from . import broker
 from . import harness as h
 from .bench_apps.taskq_app import make_app
 from .harness import Options, Result
@@ -40,7 +41,7 @@ def shown(command: list[str]) -> str:
 
 
 def worker_env(prefix: str, results: str = "amqp") -> dict[str, str]:
-    return {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": h.BROKER, "TASKQ_RESULTS": results}
+    return {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": broker.BROKER, "TASKQ_RESULTS": results}
 
 
 class NoReplyStore:
@@ -65,14 +66,14 @@ class NoReplyStore:
 
 async def send_natural(prefix: str, tasks: int) -> None:
     """The natural API: default App settings, a gather of delay(), no result asked, close."""
-    async with make_app(prefix=prefix, broker=h.BROKER) as app:
+    async with make_app(prefix=prefix, broker=broker.BROKER) as app:
         noop = app.tasks["noop"]
         await asyncio.gather(*(noop.delay(i) for i in range(tasks)))
 
 
 async def send_no_reply(prefix: str, tasks: int, chunk: int = 5000) -> None:
     """Queue ``tasks`` no-op tasks with no reply_to, through the batch API."""
-    app = make_app(prefix=prefix, broker=h.BROKER)
+    app = make_app(prefix=prefix, broker=broker.BROKER)
     transport, store = await app.connect("taskq-bench:no-reply")
     await store.close()  # the App's own store would put reply_to on every task
     app.attach(transport, NoReplyStore())
@@ -88,11 +89,11 @@ async def send_no_reply(prefix: str, tasks: int, chunk: int = 5000) -> None:
 async def enqueue(prefix: str, opts: Options) -> list[Result]:
     n, seq = opts.tasks, min(opts.tasks, opts.sequential_cap)
     results = []
-    async with make_app(prefix=prefix, broker=h.BROKER) as app:
+    async with make_app(prefix=prefix, broker=broker.BROKER) as app:
         noop = app.tasks["noop"]
         queue = app.names.work_queue(app.settings.default_queue)
         await noop.delay(-1)  # declare the topology outside the measurement
-        await h.purge(queue)
+        await broker.purge(queue)
         variants: list[tuple[str, str, int, Callable[[], Awaitable[list[Any]]]]] = [
             ("headline", "gather delay()", n,
              lambda: asyncio.gather(*(noop.delay(i) for i in range(n)))),
@@ -105,11 +106,11 @@ async def enqueue(prefix: str, opts: Options) -> list[Result]:
             handles = await run()
             elapsed = time.perf_counter() - start
             assert len(handles) == count
-            depth = await h.queue_depth(queue)
+            depth = await broker.queue_depth(queue)
             results.append(h.rate("taskq", "enqueue", variant, "default App settings "
                                   "(confirms always on, persistent, AMQP results)", count,
                                   elapsed, role, counted=depth))
-            await h.purge(queue)
+            await broker.purge(queue)
     return results
 
 
@@ -145,7 +146,7 @@ async def with_worker(prefix: str, opts: Options, results_spec: str) -> list[Res
     results = []
     workers = h.Workers([command], worker_env(prefix, results_spec))
     try:
-        async with make_app(prefix=prefix, broker=h.BROKER, results=results_spec) as app:
+        async with make_app(prefix=prefix, broker=broker.BROKER, results=results_spec) as app:
             noop = app.tasks["noop"]
             await (await noop.delay(0)).result(timeout=60)  # worker up and warm
             if "roundtrip" in opts.scenarios:
@@ -224,9 +225,9 @@ async def run(opts: Options, prefix: str) -> list[Result]:
             for drain, send in drains(prefix, opts, processes):
                 results.append(await h.measure_drain(drain, opts.tasks, send))
     if {"roundtrip", "fanout"} & set(opts.scenarios):
-        for spec in ("amqp", h.REDIS):
+        for spec in ("amqp", broker.REDIS):
             results += await with_worker(prefix, opts, spec)
-        await h.delete_redis_keys(f"{prefix}:")
+        await broker.delete_redis_keys(f"{prefix}:")
     if "memory" in opts.scenarios:
         results.append(await memory(prefix, opts))
     return results
