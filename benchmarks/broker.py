@@ -44,18 +44,26 @@ class BrokerWatch:
             await self.connection.close()
 
 
-async def wait_for_broker(timeout: float) -> bool:
-    """Wait until the broker accepts a connection again; False after ``timeout`` seconds."""
+BROKER_DOWN = (ConnectionError, aio_pika.exceptions.AMQPError,
+               aio_pika.exceptions.ChannelInvalidStateError)
+"""What a client raises when the broker restarts under it (AMQPConnectionError is both of the
+first two; ChannelInvalidStateError is a RuntimeError)."""
+
+
+async def wait_for_broker(timeout: float, steady: float = 5.0) -> bool:
+    """Wait until the broker has kept a connection open for ``steady`` seconds (tests that
+    restart it tend to do it several times in a row); False after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             connection = await aio_pika.connect(BROKER)
-        except (ConnectionError, aio_pika.exceptions.AMQPError):
+        except BROKER_DOWN:
             await asyncio.sleep(2)
             continue
-        await connection.close()
-        await asyncio.sleep(2)  # let the broker finish booting (plugins, vhosts)
-        return True
+        await asyncio.sleep(steady)
+        if not connection.is_closed:
+            await connection.close()
+            return True
     return False
 
 

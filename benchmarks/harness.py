@@ -18,11 +18,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import cpu
 from .bench_apps import counter
-from .broker import BrokerWatch, purge, queue_depth, wait_for_broker
+from .broker import BROKER_DOWN, BrokerWatch, purge, queue_depth, wait_for_broker
 
 REPO = Path(__file__).resolve().parent.parent
 POLL = 0.05  # seconds between completion polls
@@ -275,6 +275,36 @@ class Drain:
     role: str = ""
 
 
+T = TypeVar("T", Result, list[Result])
+
+
+async def steadily(label: str, attempt: Callable[[], Awaitable[T]],
+                   cleanup: Callable[[], Awaitable[object]] | None = None, tries: int = 3) -> T:
+    """``attempt()``, again (up to ``tries`` in all) when the broker restarted meanwhile or
+    dropped the connection: on a shared machine other engineers' tests restart RabbitMQ. Before
+    another try: wait until the broker is steady, then ``cleanup()`` (purge what the try left).
+    Rows of a last try during which the broker restarted are marked ``broker_restarted``; a
+    last try that raised raises."""
+    for n in range(1, tries + 1):
+        try:
+            async with BrokerWatch() as watch:
+                result = await attempt()
+            if not watch.restarted:
+                return result
+            progress(f"{label}: the broker restarted meanwhile (try {n} of {tries})")
+        except BROKER_DOWN as exc:
+            if n == tries:
+                raise
+            progress(f"{label}: broker connection lost (try {n} of {tries}): {exc!r}")
+        await wait_for_broker(timeout=300)
+        if cleanup is not None:
+            with contextlib.suppress(*BROKER_DOWN):
+                await cleanup()
+    for row in result if isinstance(result, list) else [result]:
+        row.extra["broker_restarted"] = True
+    return result
+
+
 async def measure_drain(d: Drain, tasks: int,
                         prequeue: Callable[[int], Awaitable[object]]) -> Result:
     """Queue ``tasks`` with ``prequeue``, start the workers, time the drain; sample CPU.
@@ -283,22 +313,14 @@ async def measure_drain(d: Drain, tasks: int,
     task (imports, connect, declare) is ``startup_s``. CPU per task: worker trees and broker,
     from the moment every worker process has run a task to the last task, divided by the tasks
     done in between. After the workers stop, the queue must be empty (``left_in_queue``).
-    A failure gives a failed row and purges the queue. If the broker restarted meanwhile
-    (someone else's test on a shared machine), the drain is measured once more, and a second
-    restart is marked on the row (``broker_restarted``).
+    A failure gives a failed row (and purges the queue); a broker restart, another try.
     """
-    for attempt in (1, 2):
-        async with BrokerWatch() as watch:
-            result = await _drain_once(d, tasks, prequeue)
-        if not watch.restarted:
-            return result
-        progress(f"{d.system} {d.scenario} [{d.variant}]: the broker restarted meanwhile"
-                 + ("; measuring again" if attempt == 1 else ""))
-        await wait_for_broker(timeout=180)
-        with contextlib.suppress(Exception):
-            await purge(d.queue)
-    result.extra["broker_restarted"] = True
-    return result
+    label = f"{d.system} {d.scenario} [{d.variant}]"
+    try:
+        return await steadily(label, lambda: _drain_once(d, tasks, prequeue),
+                              lambda: purge(d.queue))
+    except BROKER_DOWN as exc:
+        return failed(d.system, d.scenario, d.variant, d.config, tasks, exc, d.role)
 
 
 async def _drain_once(d: Drain, tasks: int,
@@ -316,8 +338,8 @@ async def _drain_once(d: Drain, tasks: int,
         finally:
             await workers.stop()
         left = await queue_depth(d.queue)
-    except (RuntimeError, TimeoutError, ConnectionError) as exc:
-        with contextlib.suppress(Exception):
+    except (RuntimeError, TimeoutError) as exc:  # a worker died or stalled: a failed row
+        with contextlib.suppress(*BROKER_DOWN):
             await purge(d.queue)
         return failed(d.system, d.scenario, d.variant, d.config, tasks, exc, d.role)
     window = count - start_count

@@ -284,7 +284,8 @@ async def run(system: str, opts: Options, prefix: str) -> list[Result]:
     start = time.perf_counter()
     try:
         if "enqueue" in opts.scenarios:
-            results += await enqueue(peer, queue, opts)
+            results += await h.steadily(f"{system} enqueue", lambda: enqueue(peer, queue, opts),
+                                        lambda: broker.purge(queue))
         for scenario in ("drain", "drain2"):
             if scenario in opts.scenarios:
                 for config in peer.drains[scenario]:
@@ -293,7 +294,10 @@ async def run(system: str, opts: Options, prefix: str) -> list[Result]:
                         lambda n: _enqueue(peer, queue, n, {}, peer.prequeue_flags)))
         if {"roundtrip", "fanout"} & set(opts.scenarios):
             for config in peer.drains["drain"]:
-                results += await with_results(peer, queue, opts, config, queue)
+                results += await h.steadily(
+                    f"{system} roundtrip/fanout [{config.variant}]",
+                    lambda config=config: with_results(peer, queue, opts, config, queue),
+                    lambda: broker.purge(queue))
     finally:
         try:
             await broker.delete(queues=peer.queues(queue), exchanges=peer.exchanges(queue))

@@ -147,14 +147,16 @@ async def run(opts: Options, prefix: str) -> list[Result]:
     results: list[Result] = []
     try:
         if "enqueue" in opts.scenarios:
-            results += await enqueue(queue, opts)
+            results += await h.steadily("raw enqueue", lambda: enqueue(queue, opts),
+                                        lambda: broker.purge(queue))
         for processes, scenario in ((1, "drain"), (2, "drain2")):
             if scenario in opts.scenarios:
                 for drain in drains(queue, opts, processes):
                     results.append(await h.measure_drain(
                         drain, opts.tasks, lambda n: prequeue(queue, n)))
         if {"roundtrip", "fanout"} & set(opts.scenarios):
-            results += await with_worker(queue, opts)
+            results += await h.steadily("raw roundtrip/fanout", lambda: with_worker(queue, opts),
+                                        lambda: broker.purge(queue))
     finally:
         await broker.delete(queues=[queue])
     return results

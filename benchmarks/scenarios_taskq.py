@@ -40,6 +40,11 @@ def shown(command: list[str]) -> str:
     return "taskq-worker " + " ".join(args) + ", uvloop"
 
 
+def work_queue(prefix: str) -> str:
+    """The name of the benchmark's work queue under ``prefix``."""
+    return make_app(prefix=prefix).names.work_queue("default")
+
+
 def worker_env(prefix: str, results: str = "amqp") -> dict[str, str]:
     return {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": broker.BROKER, "TASKQ_RESULTS": results}
 
@@ -122,7 +127,7 @@ def drains(prefix: str, opts: Options, processes: int) -> list[tuple[h.Drain, Ca
         [int], Awaitable[None]]]]:
     """The taskq drains of one process count: (what to measure, how to queue the tasks)."""
     scenario = "drain" if processes == 1 else f"drain{processes}"
-    queue = make_app(prefix=prefix).names.work_queue("default")
+    queue = work_queue(prefix)
     out = []
     for role, kind, concurrency, client in (
             ("headline", "natural API", opts.prefetch, NATURAL),
@@ -219,14 +224,17 @@ async def run(opts: Options, prefix: str) -> list[Result]:
     """Every selected taskq scenario under ``prefix`` (the caller deletes its topology)."""
     results: list[Result] = []
     if "enqueue" in opts.scenarios:
-        results += await enqueue(prefix, opts)
+        queue = work_queue(prefix)
+        results += await h.steadily("taskq enqueue", lambda: enqueue(prefix, opts),
+                                    lambda: broker.purge(queue))
     for processes, scenario in ((1, "drain"), (2, "drain2")):
         if scenario in opts.scenarios:
             for drain, send in drains(prefix, opts, processes):
                 results.append(await h.measure_drain(drain, opts.tasks, send))
     if {"roundtrip", "fanout"} & set(opts.scenarios):
         for spec in ("amqp", broker.REDIS):
-            results += await with_worker(prefix, opts, spec)
+            results += await h.steadily(f"taskq roundtrip/fanout ({spec})",
+                                        lambda spec=spec: with_worker(prefix, opts, spec))
         await broker.delete_redis_keys(f"{prefix}:")
     if "memory" in opts.scenarios:
         results.append(await memory(prefix, opts))
