@@ -82,6 +82,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: list[h.Result] = []
     notes: list[str] = []
     prefix = h.unique("")
+    meta["prefix"] = prefix
+    h.progress(f"run prefix {prefix}: every queue, exchange and Redis key of this run starts "
+               "with it")
     started = time.perf_counter()
     try:
         for system in args.systems:

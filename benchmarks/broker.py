@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import os
 import platform
@@ -28,20 +29,37 @@ async def channel() -> AsyncIterator[aio_pika.abc.AbstractChannel]:
         await connection.close()
 
 
+class BrokerRestarted(ConnectionError):
+    """The broker restarted during a measurement (``check_broker`` found it out)."""
+
+
 class BrokerWatch:
     """A connection held open over a measurement: closed at the end means the broker was
-    restarted (or its connections forced closed) in between."""
+    restarted (or its connections forced closed) in between. ``check_broker`` asks the
+    innermost one, so that waits can give up at once instead of at their timeout."""
 
     restarted = False
 
     async def __aenter__(self) -> BrokerWatch:
         self.connection = await aio_pika.connect(BROKER)
+        self._token = _watch.set(self)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        _watch.reset(self._token)
         self.restarted = bool(self.connection.is_closed)
         if not self.restarted:
             await self.connection.close()
+
+
+_watch: contextvars.ContextVar[BrokerWatch | None] = contextvars.ContextVar("watch", default=None)
+
+
+def check_broker() -> None:
+    """Raise BrokerRestarted if the measurement's BrokerWatch saw its connection close."""
+    watch = _watch.get()
+    if watch is not None and watch.connection.is_closed:
+        raise BrokerRestarted("the broker restarted during the measurement")
 
 
 BROKER_DOWN = (ConnectionError, aio_pika.exceptions.AMQPError,
@@ -90,6 +108,7 @@ async def sweep(prefix: str) -> list[str]:
     """Delete every queue and exchange whose name starts with ``prefix`` (what a run declared
     and did not delete: reply queues, a peer's extra entities). Uses ``rabbitmqctl``; returns
     the names deleted, or nothing when rabbitmqctl is missing."""
+    await wait_for_broker(timeout=300)  # a sweep while the broker restarts finds nothing
     found: dict[str, list[str]] = {}
     for kind in ("queues", "exchanges"):
         try:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from . import cpu
 from .bench_apps import counter
-from .broker import BROKER_DOWN, BrokerWatch, purge, queue_depth, wait_for_broker
+from .broker import BROKER_DOWN, BrokerWatch, check_broker, purge, queue_depth, wait_for_broker
 
 REPO = Path(__file__).resolve().parent.parent
 POLL = 0.05  # seconds between completion polls
@@ -199,6 +199,8 @@ class Workers:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.logs if p.exists())
 
     def check_alive(self) -> None:
+        """Raise if a worker exited, or if the broker restarted under the measurement."""
+        check_broker()
         for process in self.processes:
             if process.poll() is not None:
                 raise RuntimeError(
