@@ -13,6 +13,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,18 @@ def test_harness_smoke(tmp_path: Path) -> None:
     drain_vs_raw = targets["drain, 1 process: >= 1.0x raw aio-pika at prefetch 1000"]
     assert drain_vs_raw["ratio"] is not None and drain_vs_raw["met"] is not None
     assert "| scenario" in proc.stdout and "## Targets of issue 10" in proc.stdout
+
+
+def test_counter_counts_every_hit_of_threaded_workers(tmp_path: Path) -> None:
+    """Dramatiq runs tasks in threads: the last write must carry the full count."""
+    from benchmarks.bench_apps import counter
+
+    c = counter.Counter(str(tmp_path))
+    threads = [threading.Thread(target=lambda: [c.hit() for _ in range(20_000)])
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    count, first, last = counter.read_all(str(tmp_path))
+    assert count == 160_000 and 0 < first <= last
