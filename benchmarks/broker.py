@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aio_pika
+import aiormq
 
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")  # result backends
@@ -41,7 +42,9 @@ class BrokerWatch:
     restarted = False
 
     async def __aenter__(self) -> BrokerWatch:
-        self.connection = await aio_pika.connect(BROKER)
+        # aiormq, not aio_pika: aio-pika 10's Connection.is_closed stays False after the
+        # broker closes the connection; aiormq's turns True.
+        self.connection = await aiormq.connect(BROKER)
         self._token = _watch.set(self)
         return self
 
@@ -74,7 +77,7 @@ async def wait_for_broker(timeout: float, steady: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            connection = await aio_pika.connect(BROKER)
+            connection = await aiormq.connect(BROKER)  # is_closed: see BrokerWatch
         except BROKER_DOWN:
             await asyncio.sleep(2)
             continue
