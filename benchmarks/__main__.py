@@ -63,6 +63,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      fanout=min(args.fanout, args.tasks), sequential_cap=args.sequential_cap,
                      scenarios=args.scenarios, systems=args.systems,
                      concurrency=args.concurrency, prefetch=args.prefetch)
+    if not await broker.wait_for_broker(timeout=300):
+        raise SystemExit(f"no broker at {broker.BROKER}")
     meta = await broker.machine()
     meta["load"] = "load average at start: {:.2f} {:.2f} {:.2f}. ".format(*os.getloadavg())
     meta["counter_cost_ns"] = round(h.counter_cost_ns(), 1)
