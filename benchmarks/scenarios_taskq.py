@@ -77,15 +77,21 @@ async def send_natural(prefix: str, tasks: int) -> None:
 
 
 async def send_no_reply(prefix: str, tasks: int, chunk: int = 5000) -> None:
-    """Queue ``tasks`` no-op tasks with no reply_to, through the batch API."""
+    """Queue ``tasks`` no-op tasks with no reply_to, through the batch API.
+
+    It leans on ``App.connect``/``attach`` and the ResultStore protocol: if those change, the
+    secondary rows fail (RuntimeError) and the rest of the run goes on.
+    """
     app = make_app(prefix=prefix, broker=broker.BROKER)
     transport, store = await app.connect("taskq-bench:no-reply")
-    await store.close()  # the App's own store would put reply_to on every task
-    app.attach(transport, NoReplyStore())
     try:
+        await store.close()  # the App's own store would put reply_to on every task
+        app.attach(transport, NoReplyStore())
         noop = app.tasks["noop"]
         for start in range(0, tasks, chunk):
             await noop.map(range(start, min(tasks, start + chunk)))
+    except (AttributeError, TypeError) as exc:
+        raise RuntimeError(f"the no-reply_to producer no longer fits taskq's API: {exc!r}") from exc
     finally:
         app.detach()
         await transport.close()
