@@ -12,8 +12,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from taskq import TaskState
-
 from . import broker
 from . import harness as h
 from .bench_apps.taskq_app import make_app
@@ -22,7 +20,7 @@ from .harness import Options, Result
 WORKER_APP = "benchmarks.bench_apps.taskq_app:app"
 NATURAL = ("client: asyncio.gather of delay() on an App with default settings (AMQP results: "
            "every task carries reply_to), asks for no result, closes; ")
-NO_REPLY = ("client: map() in chunks of 5,000 through a result store that gives no reply_to "
+NO_REPLY = ("client: map() in chunks of 5,000 with options(ignore_result=True): no reply_to "
             "(a producer that never waits for results); ")
 
 
@@ -49,26 +47,6 @@ def worker_env(prefix: str, results: str = "amqp") -> dict[str, str]:
     return {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": broker.BROKER, "TASKQ_RESULTS": results}
 
 
-class NoReplyStore:
-    """A result store that asks for no replies: tasks sent through it carry no reply_to, so
-    workers publish no result (as for a producer that never waits for one)."""
-
-    durable = False
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    def reply_to(self) -> str | None:
-        return None
-    def track(self, task_id: str, task_name: str) -> None: ...
-    def forget(self, task_id: str) -> None: ...
-    async def reset(self, task_id: str) -> None: ...
-    async def record(self, state: TaskState, *, reply_to: str | None) -> None: ...
-    async def get(self, task_id: str) -> TaskState | None:
-        return None
-    async def wait(self, task_id: str, timeout: float | None) -> TaskState:
-        raise NotImplementedError
-
-
 async def send_natural(prefix: str, tasks: int) -> None:
     """The natural API: default App settings, a gather of delay(), no result asked, close."""
     async with make_app(prefix=prefix, broker=broker.BROKER) as app:
@@ -77,24 +55,12 @@ async def send_natural(prefix: str, tasks: int) -> None:
 
 
 async def send_no_reply(prefix: str, tasks: int, chunk: int = 5000) -> None:
-    """Queue ``tasks`` no-op tasks with no reply_to, through the batch API.
-
-    It leans on ``App.connect``/``attach`` and the ResultStore protocol: if those change, the
-    secondary rows fail (RuntimeError) and the rest of the run goes on.
-    """
-    app = make_app(prefix=prefix, broker=broker.BROKER)
-    transport, store = await app.connect("taskq-bench:no-reply")
-    try:
-        await store.close()  # the App's own store would put reply_to on every task
-        app.attach(transport, NoReplyStore())
-        noop = app.tasks["noop"]
+    """Queue ``tasks`` no-op tasks sent with ``ignore_result`` (no reply_to, nothing recorded:
+    a producer that never waits for results), through the batch API."""
+    async with make_app(prefix=prefix, broker=broker.BROKER) as app:
+        noop = app.tasks["noop"].options(ignore_result=True)
         for start in range(0, tasks, chunk):
             await noop.map(range(start, min(tasks, start + chunk)))
-    except (AttributeError, TypeError) as exc:
-        raise RuntimeError(f"the no-reply_to producer no longer fits taskq's API: {exc!r}") from exc
-    finally:
-        app.detach()
-        await transport.close()
 
 
 async def enqueue(prefix: str, opts: Options) -> list[Result]:
