@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,11 +18,16 @@ from typing import Any, TypeVar
 import aio_pika
 
 from taskq import App, Worker, codec
+from taskq.control import presence_queue
 from taskq.topology import Names, every_name
 
 BROKER = os.environ.get("TASKQ_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+# Presence queues of worker processes that did not stop gracefully (killed by a test), by
+# prefix: they would outlive the test for an hour; delete_topology removes them.
+ABANDONED: dict[str, set[str]] = {}
 
 
 def unique_prefix() -> str:
@@ -56,7 +62,7 @@ async def delete_topology(prefix: str, queues: Iterable[str]) -> None:
     try:
         channel = await connection.channel()
         queue_names, exchanges = every_name(names, queues)
-        for queue in queue_names:
+        for queue in [*queue_names, *ABANDONED.pop(prefix, ())]:
             await channel.queue_delete(queue)
         for exchange in exchanges:
             await channel.exchange_delete(exchange)
@@ -129,6 +135,7 @@ class WorkerProcess:
             "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd or REPO)]),
         }
         full_env.update(env or {})
+        self.prefix = prefix
         self.log_path = Path(f"/tmp/{prefix}-worker-{uuid.uuid4().hex[:6]}.log")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -163,12 +170,38 @@ class WorkerProcess:
         await eventually(exited, timeout=timeout, interval=0.05, what="worker to exit")
         return self.process.returncode
 
+    def worker_names(self) -> list[str]:
+        """The names of the workers this process ran (from their "consuming" log lines)."""
+        return re.findall(r"worker (\S+) consuming", self.output())
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        if self.process.returncode != 0:
+            ABANDONED.setdefault(self.prefix, set()).update(
+                presence_queue(self.prefix, name) for name in self.worker_names()
+            )
         self._log.close()
         self.log_path.unlink(missing_ok=True)
+
+
+async def run_taskq(
+    prefix: str, *args: str, broker: str = BROKER, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run the real ``taskq ARGS`` CLI in a subprocess for ``prefix`` (stdin /dev/null);
+    return its exit code, stdout and stderr. A traceback on stderr fails the test."""
+    full_env = {**os.environ, "TASKQ_PREFIX": prefix, "TASKQ_BROKER": broker,
+                "PYTHONPATH": str(REPO), **(env or {})}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "taskq.cli.admin", *args, cwd=REPO, env=full_env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    assert b"Traceback" not in err, err.decode()
+    return process.returncode, out.decode(), err.decode()
 
 
 def meta_of(body: bytes) -> dict[str, Any]:

@@ -430,14 +430,19 @@ class Transport:
         exchange: str,
         routing_key: str,
         on_message: Callable[[str | None, bytes], Awaitable[None]],
+        *,
+        arguments: dict[str, Any] | None = None,
     ) -> None:
-        """Declare an exclusive queue bound to ``exchange`` with ``routing_key`` and consume it
-        without acks, calling ``on_message(type, body)``. The queue goes with the connection;
-        after a reconnect it is declared and bound again."""
+        """Declare an exclusive queue bound to ``exchange`` with ``routing_key`` (and the queue
+        ``arguments``, e.g. a length limit) and consume it without acks, calling
+        ``on_message(type, body)``. The queue goes with the connection; after a reconnect it is
+        declared and bound again."""
 
         async def declare(channel: Channel) -> str | None:
             await channel.rpc(
-                commands.Queue.Declare(queue=queue_name, exclusive=True, auto_delete=True)
+                commands.Queue.Declare(
+                    queue=queue_name, exclusive=True, auto_delete=True, arguments=arguments
+                )
             )
             await channel.rpc(
                 commands.Queue.Bind(queue=queue_name, exchange=exchange, routing_key=routing_key)
@@ -451,6 +456,26 @@ class Transport:
 
         inbound = await self._inbound()
         await inbound.subscribe(queue_name, "", on_delivery, acks=False, prepare=declare)
+
+
+    async def hold(self, queue_name: str, arguments: dict[str, Any]) -> None:
+        """Declare a durable queue with ``arguments`` and keep a consumer on it for as long as
+        this transport lives (declared and consumed again after a reconnect). Nothing is
+        published to it: the consumer only keeps an ``x-expires`` lease from running out while
+        the process is alive (a worker's presence, see taskq.control)."""
+
+        async def declare(channel: Channel) -> str | None:
+            await channel.rpc(
+                commands.Queue.Declare(queue=queue_name, durable=True, arguments=arguments)
+            )
+            return None
+
+        inbound = await self._inbound()
+        await inbound.subscribe(queue_name, "", _ignore, acks=False, prepare=declare)
+
+
+def _ignore(delivery: Delivery) -> None:
+    """Deliveries to a held queue mean nothing (nobody publishes there)."""
 
 
 def _replies_to(on_reply: Reply) -> Callable[[Delivery], None]:
