@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from taskq import App
-from taskq.cli.queues import from_api, management_url
+from taskq.queue_depths import from_api, management_url
 from tests.support import BROKER, REPO, eventually
 
 APP = "tests.apps.ops_app:app"
