@@ -135,7 +135,7 @@ async def depart(transport: Transport, names: Names, worker: str) -> None:
     will be reported missing; that is logged, never raised (a stop must not fail on it)."""
     try:
         await asyncio.wait_for(
-            transport.delete_queue(presence_queue(names.prefix, worker)), DEPART_TIMEOUT
+            transport.release(presence_queue(names.prefix, worker)), DEPART_TIMEOUT
         )
     except (BrokerError, ConnectionError, TimeoutError) as exc:
         log.warning("could not announce the stop of %s; it will show as missing: %s", worker, exc)
@@ -256,14 +256,21 @@ def broker_location(broker: str) -> str:
     return f"{params['host'].lower()}:{params['port']}/{params['vhost'].lstrip('/')}"
 
 
+def state_file(kind: str, broker: str, prefix: str, suffix: str, directory: str | None = None
+               ) -> Path:  # fmt: skip
+    """Where a client keeps ``kind`` state about one broker location and prefix: in
+    ``directory``, else ``$TASKQ_STATE_DIR``, else ``~/.cache/taskq``."""
+    base = directory or os.environ.get("TASKQ_STATE_DIR") or "~/.cache/taskq"
+    where = hashlib.sha256(broker_location(broker).encode()).hexdigest()[:16]
+    return Path(base).expanduser() / f"{kind}-{prefix}-{where}{suffix}"
+
+
 class LastSeen:
     """The workers of one broker, vhost and prefix that answered recently, remembered in a
     small JSON file (one file per broker location and prefix)."""
 
     def __init__(self, broker: str, prefix: str, directory: str | None = None) -> None:
-        base = directory or os.environ.get("TASKQ_STATE_DIR") or "~/.cache/taskq"
-        where = hashlib.sha256(broker_location(broker).encode()).hexdigest()[:16]
-        self.path = Path(base).expanduser() / f"workers-{prefix}-{where}.json"
+        self.path = state_file("workers", broker, prefix, ".json", directory)
 
     @classmethod
     def of(cls, app: App, directory: str | None = None) -> LastSeen:

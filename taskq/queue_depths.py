@@ -118,17 +118,17 @@ async def depths(
     """The depths of the prefix's queues: from the management API if it answers (and
     ``use_api``), else by passive declares of the work queues ``queues`` (short names)."""
     names = transport.names
-    reason = "not asked"
+    source = "passive declares"
     if use_api:
         base, vhost, credentials = management_url(broker, api_url)
         try:
             api_rows = await asyncio.to_thread(fetch, base, vhost, credentials)
-            source = f"management API ({redact_url(base)})"
-            return Depths(from_api(api_rows, names.prefix), source, True)
+            api = f"management API ({redact_url(base)})"
+            return Depths(from_api(api_rows, names.prefix), api, True)
         except (OSError, ValueError, urllib.error.URLError) as exc:
-            reason = _reason(exc)
+            source = f"passive declares (management API not available: {_reason(exc)})"
     rows = await from_declares(transport, known_queues(names, queues))
-    return Depths(rows, f"passive declares (management API not available: {reason})", False)
+    return Depths(rows, source, False)
 
 
 def _reason(exc: Exception) -> str:

@@ -80,6 +80,7 @@ class Transport:
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
         self._handlers: set[asyncio.Task[None]] = set()
+        self._held: dict[str, Callable[[], Awaitable[None]]] = {}
 
     def __repr__(self) -> str:
         return f"<Transport {redact_url(self.settings.broker)} prefix={self.settings.prefix!r}>"
@@ -435,8 +436,27 @@ class Transport:
     ) -> None:
         """Declare an exclusive queue bound to ``exchange`` with ``routing_key`` (and the queue
         ``arguments``, e.g. a length limit) and consume it without acks, calling
-        ``on_message(type, body)``. The queue goes with the connection; after a reconnect it is
-        declared and bound again."""
+        ``on_message(type, body)`` in a task of its own per message. The queue goes with the
+        connection; after a reconnect it is declared and bound again."""
+
+        def on_delivery(delivery: Delivery) -> None:
+            task = asyncio.ensure_future(on_message(delivery.type, delivery.body))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+        await self.listen(queue_name, exchange, routing_key, on_delivery, arguments=arguments)
+
+    async def listen(
+        self,
+        queue_name: str,
+        exchange: str,
+        routing_key: str,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """Like :meth:`consume_bound`, but ``on_delivery`` is called synchronously for each
+        message (no task per message: for busy streams such as events). It must not block."""
 
         async def declare(channel: Channel) -> str | None:
             await channel.rpc(
@@ -449,14 +469,8 @@ class Transport:
             )
             return None
 
-        def on_delivery(delivery: Delivery) -> None:
-            task = asyncio.ensure_future(on_message(delivery.type, delivery.body))
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
-
         inbound = await self._inbound()
         await inbound.subscribe(queue_name, "", on_delivery, acks=False, prepare=declare)
-
 
     async def hold(self, queue_name: str, arguments: dict[str, Any]) -> None:
         """Declare a durable queue with ``arguments`` and keep a consumer on it for as long as
@@ -471,7 +485,18 @@ class Transport:
             return None
 
         inbound = await self._inbound()
-        await inbound.subscribe(queue_name, "", _ignore, acks=False, prepare=declare)
+        self._held[queue_name] = await inbound.subscribe(
+            queue_name, "", _ignore, acks=False, prepare=declare
+        )
+
+    async def release(self, queue_name: str) -> None:
+        """Stop holding ``queue_name`` (see :meth:`hold`) and delete it. The consumer goes
+        first: a queue deleted under its consumer makes the broker cancel it, which reads as
+        an error in the logs."""
+        cancel = self._held.pop(queue_name, None)
+        if cancel is not None:
+            await cancel()
+        await self.delete_queue(queue_name)
 
 
 def _ignore(delivery: Delivery) -> None:
