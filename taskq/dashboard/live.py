@@ -46,7 +46,6 @@ class QueueView:
     name: str
     samples: collections.deque[Sample]
     dead: int | None = None
-    dead_seen: bool = False
 
 
 class Live:
@@ -102,15 +101,24 @@ class Live:
 
     # -- samples -----------------------------------------------------------------------------
 
-    def on_stats(self, replies: Iterable[tuple[str, Mapping[str, Any]]], now: float) -> None:
-        """The workers' answers to a ``stats`` broadcast."""
+    def on_stats(
+        self, replies: Iterable[tuple[str, Mapping[str, Any]]], asked: float, now: float
+    ) -> None:
+        """The workers' answers to a ``stats`` broadcast sent at ``asked``. An event that came
+        in since (``worker.offline``) is newer than an answer: the answer does not undo it."""
+        answered = set()
         for name, stats in replies:
+            answered.add(name)
             row = self.workers.setdefault(name, {"worker": name})
+            if row.get("last_seen", 0.0) > asked:
+                continue
             row.update({k: stats[k] for k in WORKER_FIELDS if k in stats})
             row["last_seen"] = now
         for name, row in list(self.workers.items()):
-            if row.get("state") == "stopped" and now - row.get("last_seen", now) > STOPPED_KEPT:
-                del self.workers[name]
+            stopped = row.get("state") == "stopped"
+            if name in answered or (stopped and now - row["last_seen"] < STOPPED_KEPT):
+                continue
+            del self.workers[name]  # gone: stopped long ago, or without an offline event
 
     def on_missing(self, missing: Iterable[Mapping[str, Any]]) -> None:
         """The workers a broadcast expected but did not hear from."""
@@ -130,7 +138,7 @@ class Live:
                 self.delayed += int(row.get("ready") or 0) + int(row.get("unacked") or 0)
             elif full.startswith(work) and full.endswith(dead):
                 view = self._view(full[len(work) : -len(dead)])
-                view.dead, view.dead_seen = int(row.get("ready") or 0), True
+                view.dead = int(row.get("ready") or 0)
             elif full.startswith(work):
                 self._sample(self._view(full[len(work) :]), row, now)
 

@@ -5,8 +5,8 @@
   page elsewhere that rebinds its DNS name to 127.0.0.1 is refused.
 - With a token every request needs it: ``Authorization: Bearer T``, or ``?token=T`` once,
   which sets an HttpOnly, SameSite=Strict cookie and redirects to the same URL without the
-  token (so that it stays out of the history and of Referer headers). The cookie holds a
-  value derived from the token, not the token.
+  token (so that it stays out of the history; Referer headers never leave the origin). The
+  cookie holds a value derived from the token, not the token.
 - Actions are POSTs that carry the CSRF token (``X-CSRF-Token`` header or ``csrf`` form
   field), a random value per dashboard process shown only in its pages and in
   ``/api/session``; a request with an ``Origin`` other than its ``Host`` is refused. A
@@ -38,7 +38,8 @@ CSP = (
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin: Chromium sends "Origin: null" on the POSTs of a no-referrer page.
+    (b"referrer-policy", b"same-origin"),
     (b"content-security-policy", CSP),
 ]
 

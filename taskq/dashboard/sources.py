@@ -113,8 +113,9 @@ class Sampler:
 
     async def _workers(self) -> None:
         timeout = min(2.0, self.settings.sample_interval)
+        asked = time.time()
         result = await control.broadcast(self.app, "stats", timeout=timeout, memory=self.memory)
-        self.live.on_stats(_answers(result.replies), time.time())
+        self.live.on_stats(_answers(result.replies), asked, time.time())
         self.live.on_missing(
             {"worker": m.worker, "state": m.state, "last_seen": m.last_seen}
             for m in result.missing

@@ -1,0 +1,37 @@
+"""Tasks for the dashboard tests, run by ``taskq-worker`` subprocesses with ``--events``.
+
+Settings come from the environment (``TASKQ_PREFIX``, ``TASKQ_BROKER``); clients send these
+tasks by name with ``events=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from taskq import App
+
+app = App("dash")
+
+
+@app.task
+async def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+async def hold(path: str, limit: float = 60.0) -> str:
+    """Run until ``path`` exists (the test creates it), at most ``limit`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not Path(path).exists() and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    return path
+
+
+@app.task
+async def fail_unless(path: str, message: str) -> str:
+    """Fail with ``message`` unless ``path`` exists (a replay after the test creates it works)."""
+    if not Path(path).exists():
+        raise ValueError(message)
+    return "fixed"
