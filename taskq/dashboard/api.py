@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -46,9 +47,7 @@ async def action_input(request: Request, guard: Guard) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise HTTPException(400, "the body must be a JSON object")
     else:
-        from urllib.parse import parse_qsl
-
-        data = dict(parse_qsl(body.decode(errors="replace")))
+        data = dict(urllib.parse.parse_qsl(body.decode(errors="replace")))
     if not guard.csrf_ok(request, request.headers.get(CSRF_HEADER) or data.get("csrf")):
         raise HTTPException(403, "CSRF check failed: reload the page and try again")
     return data

@@ -55,6 +55,9 @@ document.addEventListener("alpine:init", () => {
   Alpine.data("overview", () => ({
     data: initial(),
     clock, ago,
+    running() {
+      return this.data.workers.filter((w) => w.state === "running").length;
+    },
     init() {
       this.$nextTick(() => drawRates(this.data.queues));
       follow("/api/stream?view=overview", "overview", (data) => {
@@ -72,7 +75,9 @@ document.addEventListener("alpine:init", () => {
       follow("/api/stream?task=" + encodeURIComponent(id), "task", (task) => { this.task = task; });
     },
     detail(d) {
-      return Object.entries(d || {}).map(([k, v]) => k + "=" + v).join(" ");
+      const shown = (k, v) => k === "runtime" ? (v * 1000).toFixed(1) + " ms"
+        : k === "delay" ? v + " s" : v;
+      return Object.entries(d || {}).map(([k, v]) => k + "=" + shown(k, v)).join(" ");
     },
     // One row per attempt: when it started, where, and how it ended.
     attempts() {
