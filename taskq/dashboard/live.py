@@ -62,7 +62,8 @@ class Live:
         self.seen_queues: set[str] = set()
         self.events_received = 0
         self._delivered: collections.Counter[str] = collections.Counter()
-        self._outcomes: collections.deque[tuple[float, bool]] = collections.deque()
+        # Finished and failed tasks per second: a few hundred counters, however busy.
+        self._outcomes: dict[int, list[int]] = {}
 
     # -- events ------------------------------------------------------------------------------
 
@@ -76,8 +77,10 @@ class Live:
         if kind == "task.received" and isinstance(queue, str):
             self._delivered[queue] += 1
         elif kind in ("task.succeeded", "task.failed"):
-            self._outcomes.append((float(event.get("time") or time.time()),
-                                   kind == "task.failed"))  # fmt: skip
+            second = int(event.get("time") or time.time())
+            counts = self._outcomes.setdefault(second, [0, 0])
+            counts[0] += kind == "task.failed"
+            counts[1] += 1
         elif kind in ("worker.online", "worker.heartbeat", "worker.offline"):
             self._worker_event(kind, event)
 
@@ -94,10 +97,10 @@ class Live:
     def failure_rate(self, now: float, window: float = FAILURE_WINDOW) -> tuple[int, int]:
         """``(failed, finished)`` tasks in the last ``window`` seconds."""
         outcomes = self._outcomes
-        while outcomes and outcomes[0][0] < now - FAILURE_WINDOW:
-            outcomes.popleft()
-        recent = [failed for when, failed in outcomes if when >= now - window]
-        return sum(recent), len(recent)
+        for second in [s for s in outcomes if s < now - FAILURE_WINDOW]:
+            del outcomes[second]
+        recent = [counts for second, counts in outcomes.items() if second >= now - window]
+        return sum(c[0] for c in recent), sum(c[1] for c in recent)
 
     # -- samples -----------------------------------------------------------------------------
 

@@ -153,12 +153,15 @@ class Dashboard:
 
     async def _write_loop(self) -> None:
         while True:
-            await asyncio.sleep(WRITE_INTERVAL)
+            started = time.monotonic()
             batch = self.feed.take()
             if batch:
                 self._stored += await asyncio.to_thread(self.history.write, batch)
                 await self._refresh_recent()
                 self.ticker.tick()
+            # A write that took longer than the interval is followed by the next one at once:
+            # under load the history keeps up instead of writing one batch per interval.
+            await asyncio.sleep(max(0.0, WRITE_INTERVAL - (time.monotonic() - started)))
 
     async def _refresh_recent(self) -> None:
         self._recent = await asyncio.to_thread(self.history.search, "", "", RECENT_TASKS)
