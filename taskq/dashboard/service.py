@@ -202,6 +202,7 @@ class Dashboard:
         return {
             "events_received": self.live.events_received,
             "events_undecodable": self.feed.dropped,
+            "history_dropped": self.feed.history_dropped,
             "history_stored": self._stored,
             "webhook_sent": webhook.sent if webhook else 0,
             "webhook_failures": webhook.failures if webhook else 0,

@@ -3,8 +3,9 @@
 - :class:`EventFeed` binds an exclusive queue to ``{prefix}.events`` (everything, ``#``)
   and hands each event to the live picture and to a batch for the history. The queue has a
   length limit (oldest dropped): a dashboard that falls behind loses old events, it never
-  makes the broker hold an unbounded backlog. Only workers started with ``--events`` (and
-  clients with ``events=True``) publish events.
+  makes the broker hold an unbounded backlog. Likewise, task events waiting for the history
+  writer are capped; past the cap they are counted (``history_dropped``), not kept. Only
+  workers started with ``--events`` (and clients with ``events=True``) publish events.
 - :class:`Sampler` reads, every few seconds, the queue depths (management API, else passive
   declares) and the workers' ``stats`` over the control plane, which also says which workers
   are missing (taskq.control).
@@ -33,6 +34,7 @@ from .settings import DashboardSettings
 log = logging.getLogger("taskq.dashboard")
 
 EVENT_BACKLOG = 200_000  # events the broker holds for a dashboard that falls behind
+PENDING_LIMIT = 200_000  # task events waiting for the history writer, at most
 API_RETRY = 60.0  # seconds before asking a management API that did not answer again
 
 
@@ -43,6 +45,7 @@ class EventFeed:
         self.app = app
         self.live = live
         self.dropped = 0
+        self.history_dropped = 0
         self._batch: list[dict[str, Any]] = []
 
     async def start(self) -> None:
@@ -60,8 +63,12 @@ class EventFeed:
             self.dropped += 1
             return
         self.live.on_event(event)
-        if is_task_event(event):
-            self._batch.append(event)
+        if not is_task_event(event):
+            return
+        if len(self._batch) >= PENDING_LIMIT:  # the writer is far behind: memory stays bounded
+            self.history_dropped += 1
+            return
+        self._batch.append(event)
 
     def take(self) -> list[dict[str, Any]]:
         """The task events received since the last call."""
