@@ -74,3 +74,15 @@ find_program() {
     done
     return 1
 }
+
+# Debian's chromium at /usr/bin/chromium, for the dashboard's browser tests (Playwright drives
+# it; no browser is downloaded). Installed with apt-get when missing. Idempotent.
+ensure_chromium() {
+    step "Chromium for the browser tests"
+    if [ -x /usr/bin/chromium ]; then
+        info "chromium is installed ($(/usr/bin/chromium --version 2>/dev/null || echo '?'))"
+        return 0
+    fi
+    apt_install chromium
+    [ -x /usr/bin/chromium ] || die "chromium did not install at /usr/bin/chromium"
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import Any
 
 from . import outcome as oc
 from .events import WorkerEvents
@@ -74,7 +75,7 @@ class Actions:
                 except EncodeError as exc:
                     await self.act(delivery, envelope, oc.Failed(oc.error_info(exc)))
                     return
-                self._finished(envelope, "succeeded")
+                self._finished(envelope, "succeeded", result=value)
             case oc.Failed(error):
                 assert envelope is not None
                 await record(envelope, TaskStatus.FAILURE, error=error)
@@ -123,7 +124,7 @@ class Actions:
         self._log(
             envelope, f"retrying in {delay:.3f} s after {error.type}: {error.message}", logging.INFO
         )
-        self.events.finished("retried", envelope, delay=delay, error=error.type)
+        self.events.finished("retried", envelope, delay=delay, error=error)
 
     async def _dead_letter(
         self,
@@ -145,7 +146,7 @@ class Actions:
             self.names.dlx, delivery.queue, delivery.as_outgoing(headers=headers)
         )
         self.counters.dead_lettered += 1
-        self.events.dead_lettered(delivery, reason)
+        self.events.dead_lettered(delivery, reason, error)
         log.warning(
             "message %s (%s) dead-lettered to %s: %s: %s",
             delivery.message_id, delivery.type, self.names.dead_queue(delivery.queue),
@@ -171,18 +172,20 @@ class Actions:
 
     # -- logs and counters -------------------------------------------------------------------
 
-    def _finished(self, envelope: Envelope, what: str, error: ErrorInfo | None = None) -> None:
+    def _finished(
+        self, envelope: Envelope, what: str, error: ErrorInfo | None = None, result: Any = None
+    ) -> None:
         counters, events = self.counters, self.events
         if error is None:
             counters.succeeded += 1
             # DEBUG, not INFO: a line per success cost a worker as much CPU as the rest of a
             # no-op task. Failures log at WARNING and retries at INFO.
             self._log(envelope, what, logging.DEBUG)
-            events.finished(what, envelope)
+            events.finished(what, envelope, result=result)
         else:
             counters.failed += 1
             self._log(envelope, f"{what}: {error.type}: {error.message}", logging.WARNING)
-            events.finished(what, envelope, error=error.type)
+            events.finished(what, envelope, error=error)
 
     def _log(self, envelope: Envelope, what: str, level: int) -> None:
         if not log.isEnabledFor(level):

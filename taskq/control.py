@@ -7,11 +7,22 @@ request and collects replies until its timeout; it never waits longer.
 
 Which workers should have answered? A broadcast cannot know who did not hear it, so the
 client compares the replies with the workers it *expects*: the names given with ``expect``
-(``--expect`` on the CLI) plus the workers that answered a broadcast of this prefix in the
-last hour, remembered in ``$TASKQ_STATE_DIR`` (default ``~/.cache/taskq``). A silent expected
-worker is listed as missing, with whether its control queue still exists: ``gone`` (its
-connection closed: stopped or killed) or ``not answering`` (connected but stuck). A worker
-never seen by this machine and not named in ``expect`` cannot be reported missing.
+(``--expect`` on the CLI) plus the workers that answered a broadcast of this broker, vhost
+and prefix in the last hour, remembered in ``$TASKQ_STATE_DIR`` (default ``~/.cache/taskq``).
+
+"Missing" means a worker of this broker, vhost and prefix that went away without saying so
+(a crash, a SIGKILL, a lost connection). Each worker holds a *presence* queue,
+``{prefix}.presence.{worker name}``: durable, with a consumer for as long as the worker is
+connected, and an ``x-expires`` lease of an hour that only runs while nobody consumes it. A
+worker that stops gracefully deletes it: it is then expected no more. So a silent worker is
+
+- missing, ``gone``: its presence queue exists without a consumer (it died or lost the broker);
+- missing, ``not answering``: its presence queue has a consumer (connected, but stuck);
+- not missing, and forgotten: it has no presence queue here (it stopped gracefully, or its
+  lease ran out an hour after it died, or it belongs to another broker or vhost);
+- missing, ``not running``: the same, but it was named explicitly (``expect``, ``worker``).
+
+A worker never seen by this machine and not named in ``expect`` cannot be reported missing.
 
 Messages are JSON (type ``taskq.control``); replies carry the request ID as correlation ID.
 """
@@ -22,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -31,11 +43,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .exceptions import DecodeError
+from .exceptions import BrokerError, DecodeError
 from .execution import ActiveTask
 from .message import OutgoingMessage, envelope_of
+from .redact import call_repr
 from .topology import Names
 from .transport import Delivery, Transport
+from .transport.connection import connection_parameters
 
 if TYPE_CHECKING:
     from .app import App
@@ -46,12 +60,28 @@ REQUEST_TYPE = "taskq.control"
 REPLY_TYPE = "taskq.control.reply"
 COMMANDS = ("ping", "active", "reserved", "stats", "shutdown")
 LAST_SEEN_TTL = 3600.0
-ARGS_WIDTH = 80
+"""Seconds a client remembers a worker that answered, and the lease of a presence queue."""
+DEPART_TIMEOUT = 5.0
+
+GONE = "gone"
+NOT_ANSWERING = "not answering"
+NOT_RUNNING = "not running"
 
 
 def control_queue(prefix: str, worker: str) -> str:
     """The name of a worker's exclusive control queue."""
     return f"{prefix}.control.{worker}"
+
+
+def presence_queue(prefix: str, worker: str) -> str:
+    """The name of a worker's presence queue (see the module doc)."""
+    return f"{prefix}.presence.{worker}"
+
+
+def presence_arguments() -> dict[str, Any]:
+    """Arguments of a presence queue: classic, removed by the broker once nobody has consumed
+    it for ``LAST_SEEN_TTL`` (durable, so that it outlives the worker's connection)."""
+    return {"x-queue-type": "classic", "x-expires": int(LAST_SEEN_TTL * 1000)}
 
 
 def _message(payload: dict[str, Any], kind: str, correlation_id: str | None) -> OutgoingMessage:
@@ -62,13 +92,6 @@ def _message(payload: dict[str, Any], kind: str, correlation_id: str | None) -> 
         persistent=False,
         content_type="application/json",
     )
-
-
-def short_repr(args: list[Any], kwargs: dict[str, Any], width: int = ARGS_WIDTH) -> str:
-    """``args`` and ``kwargs`` as call arguments, cut to ``width`` characters."""
-    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-    text = ", ".join(parts)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # -- the worker side -------------------------------------------------------------------------
@@ -97,12 +120,25 @@ class WorkerView(Protocol):
 
 async def serve(worker: WorkerView, transport: Transport, names: Names) -> None:
     """Consume ``worker``'s control queue and answer requests on ``transport`` until the
-    connection closes (the exclusive queue goes with it)."""
+    connection closes (the exclusive queue goes with it), and hold its presence queue."""
     await transport.declare_exchange(names.control, "fanout")
     responder = Responder(worker, transport)
     await transport.consume_bound(
         control_queue(names.prefix, worker.name), names.control, "", responder.on_request
     )
+    await transport.hold(presence_queue(names.prefix, worker.name), presence_arguments())
+
+
+async def depart(transport: Transport, names: Names, worker: str) -> None:
+    """Say that ``worker`` stopped on purpose: delete its presence queue, so that it is not
+    expected any more. If the broker cannot be reached within ``DEPART_TIMEOUT`` the worker
+    will be reported missing; that is logged, never raised (a stop must not fail on it)."""
+    try:
+        await asyncio.wait_for(
+            transport.release(presence_queue(names.prefix, worker)), DEPART_TIMEOUT
+        )
+    except (BrokerError, ConnectionError, TimeoutError) as exc:
+        log.warning("could not announce the stop of %s; it will show as missing: %s", worker, exc)
 
 
 class Responder:
@@ -161,7 +197,7 @@ def active_tasks(active: Mapping[str, ActiveTask]) -> list[dict[str, Any]]:
             "task": a.task_name,
             "queue": a.queue,
             "attempt": a.attempt,
-            "args": short_repr(a.args, a.kwargs),
+            "args": call_repr(a.args, a.kwargs),
             "started_at": iso_time(a.started_at),
             "runtime": round(now - a.started_at, 3),
         }
@@ -181,7 +217,7 @@ def reserved_task(delivery: Delivery) -> dict[str, Any]:
         "task": envelope.task_name,
         "queue": envelope.queue,
         "attempt": envelope.attempt,
-        "args": short_repr(envelope.args, envelope.kwargs),
+        "args": call_repr(envelope.args, envelope.kwargs),
     }
 
 
@@ -202,7 +238,7 @@ class Missing:
     """An expected worker that did not answer in time."""
 
     worker: str
-    state: str  # "gone" (its control queue no longer exists) or "not answering"
+    state: str  # GONE, NOT_ANSWERING or NOT_RUNNING (see the module doc)
     last_seen: float | None
 
 
@@ -214,18 +250,40 @@ class Result:
     missing: list[Missing]
 
 
-class LastSeen:
-    """The workers of one prefix that answered recently, remembered in a small JSON file."""
+def broker_location(broker: str) -> str:
+    """``host:port/vhost`` of an AMQP URL: which broker a worker belongs to (no credentials)."""
+    params = connection_parameters(broker)
+    return f"{params['host'].lower()}:{params['port']}/{params['vhost'].lstrip('/')}"
 
-    def __init__(self, prefix: str, directory: str | None = None) -> None:
-        base = directory or os.environ.get("TASKQ_STATE_DIR") or "~/.cache/taskq"
-        self.path = Path(base).expanduser() / f"workers-{prefix}.json"
+
+def state_file(kind: str, broker: str, prefix: str, suffix: str, directory: str | None = None
+               ) -> Path:  # fmt: skip
+    """Where a client keeps ``kind`` state about one broker location and prefix: in
+    ``directory``, else ``$TASKQ_STATE_DIR``, else ``~/.cache/taskq``."""
+    base = directory or os.environ.get("TASKQ_STATE_DIR") or "~/.cache/taskq"
+    where = hashlib.sha256(broker_location(broker).encode()).hexdigest()[:16]
+    return Path(base).expanduser() / f"{kind}-{prefix}-{where}{suffix}"
+
+
+class LastSeen:
+    """The workers of one broker, vhost and prefix that answered recently, remembered in a
+    small JSON file (one file per broker location and prefix)."""
+
+    def __init__(self, broker: str, prefix: str, directory: str | None = None) -> None:
+        self.path = state_file("workers", broker, prefix, ".json", directory)
+
+    @classmethod
+    def of(cls, app: App, directory: str | None = None) -> LastSeen:
+        """The memory of ``app``'s broker and prefix."""
+        return cls(app.settings.broker, app.names.prefix, directory)
 
     def load(self) -> dict[str, float]:
         """Worker name -> last answer time, for answers in the last ``LAST_SEEN_TTL`` s."""
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
             return {}
         cutoff = time.time() - LAST_SEEN_TTL
         return {
@@ -254,23 +312,27 @@ async def broadcast(
 ) -> Result:
     """Send ``command`` to every worker (or only ``worker``) and collect replies.
 
-    Returns when every expected worker has answered, or after ``timeout`` seconds.
+    Returns when every expected worker has answered, or after ``timeout`` seconds. Silent
+    workers are sorted out as the module doc says.
     """
-    memory = memory or LastSeen(app.names.prefix)
+    memory = memory or LastSeen.of(app)
     seen = memory.load()
-    expected = {worker} if worker else set(expect) | set(seen)
+    named = {worker} if worker else set(expect)
+    expected = named if worker else named | set(seen)
     replies = await _collect(app.transport, app, command, timeout, worker, expected)
     now = time.time()
     seen.update({r.worker: now for r in replies})
     if command == "shutdown":
         for r in replies:
             seen.pop(r.worker, None)
+    missing = []
+    for name in sorted(expected - {r.worker for r in replies}):
+        state = await _state(app, name)
+        if state == NOT_RUNNING and name not in named:
+            seen.pop(name, None)  # it said goodbye (or is not of this broker): forget it
+            continue
+        missing.append(Missing(name, state, seen.get(name)))
     memory.save(seen)
-    answered = {r.worker for r in replies}
-    missing = [
-        Missing(name, await _state(app, name), seen.get(name))
-        for name in sorted(expected - answered)
-    ]
     return Result(sorted(replies, key=lambda r: r.worker), missing)
 
 
@@ -312,5 +374,7 @@ async def _collect(
 
 
 async def _state(app: App, worker: str) -> str:
-    depth = await app.transport.queue_depth(control_queue(app.names.prefix, worker))
-    return "gone" if depth is None else "not answering"
+    depth = await app.transport.queue_depth(presence_queue(app.names.prefix, worker))
+    if depth is None:
+        return NOT_RUNNING
+    return NOT_ANSWERING if depth.consumers else GONE

@@ -38,6 +38,7 @@ from .message import (
     ReceivedMessage,
     envelope_of,
 )
+from .redact import redact_url
 from .results.base import ResultStore
 from .transport import Delivery, Transport
 
@@ -150,7 +151,7 @@ def _envelope_or_none(message: ReceivedMessage) -> Envelope | None:
 
 def describe(message: ReceivedMessage) -> DeadMessage:
     """The DeadMessage of a message in a ``.dead`` queue (its properties, headers and, when it
-    is taskq's format, its envelope)."""
+    is taskq's format, its envelope), URL passwords in its error redacted for display."""
     headers = message.headers
     envelope = _envelope_or_none(message)
     reason, error_type, error_message, dead_at = (
@@ -161,8 +162,8 @@ def describe(message: ReceivedMessage) -> DeadMessage:
         task_name=message.type or "",
         reason=reason,
         error_type=error_type,
-        error_message=error_message,
-        traceback=_text(headers.get(H_TRACEBACK)),
+        error_message=redact_url(error_message),
+        traceback=redact_url(_text(headers.get(H_TRACEBACK))),
         attempts=envelope.attempt if envelope is not None else None,
         dead_at=dead_at,
         worker=_text(headers.get(H_WORKER)) or None,

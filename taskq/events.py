@@ -4,7 +4,11 @@ Routing key = event type: ``task.sent``, ``task.received``, ``task.started``,
 ``task.succeeded``, ``task.failed``, ``task.retried``, ``task.dead-lettered``,
 ``worker.online``, ``worker.heartbeat``, ``worker.offline``. The body is a JSON object
 (readable by any language) with at least ``type``, ``time`` and, for task events,
-``task_id``, ``task``, ``queue`` and ``attempt``.
+``task_id``, ``task``, ``queue`` and ``attempt``. ``task.sent`` and ``task.started`` also
+carry ``args`` (a short repr, redacted as taskq.redact does), ``task.succeeded`` a short
+``result``, and ``task.failed``, ``task.retried`` and ``task.dead-lettered`` the ``error``
+type, ``error_message`` and ``traceback`` (cut to a few KB, URL passwords redacted): what a
+dashboard needs to show a task's history without asking the result store.
 
 Events are telemetry, not records: published unconfirmed, non-persistent and non-mandatory
 (an event nobody listens to is dropped by the exchange). The worker's hot path only appends to
@@ -30,7 +34,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import DecodeError
-from .message import Envelope, OutgoingMessage, envelope_of
+from .message import Envelope, OutgoingMessage, envelope_of, truncate
+from .redact import call_repr, redact_url, value_repr
+from .results.base import ErrorInfo
 
 if TYPE_CHECKING:
     from .app import App
@@ -41,6 +47,8 @@ log = logging.getLogger("taskq.events")
 CONTENT_TYPE = "application/json"
 HEARTBEAT_INTERVAL = 5.0
 BUFFER_SIZE = 10_000
+REPR_WIDTH = 300  # characters of args and result reprs in an event
+ERROR_TEXT = 4000  # characters of an error message or traceback in an event
 
 Listener = Callable[[str, Mapping[str, Any]], None]
 """Called with ``(event type, fields)`` for every event, published or not (e.g. metrics)."""
@@ -76,6 +84,20 @@ def envelope_fields(envelope: Envelope) -> dict[str, Any]:
         "task": envelope.task_name,
         "queue": envelope.queue,
         "attempt": envelope.attempt,
+    }
+
+
+def args_field(envelope: Envelope) -> str:
+    """The task's arguments as a short, redacted repr."""
+    return call_repr(envelope.args, envelope.kwargs, REPR_WIDTH)
+
+
+def error_fields(error: ErrorInfo) -> dict[str, Any]:
+    """An error as event fields: its type, message and traceback, cut and redacted."""
+    return {
+        "error": error.type,
+        "error_message": truncate(redact_url(error.message), ERROR_TEXT),
+        "traceback": truncate(redact_url(error.traceback), ERROR_TEXT),
     }
 
 
@@ -127,25 +149,43 @@ class WorkerEvents:
         """The task's function is about to run: ``task.started``."""
         self._started[envelope.task_id] = time.monotonic()
         if self.publish or self.listeners:
-            self.emit("task.started", envelope_fields(envelope))
+            fields = envelope_fields(envelope)
+            if self.publish:
+                fields["args"] = args_field(envelope)
+            self.emit("task.started", fields)
 
     def runtime(self, task_id: str) -> float:
         """Seconds the task has run (0 if it never started here)."""
         started = self._started.get(task_id)
         return 0.0 if started is None else time.monotonic() - started
 
-    def finished(self, kind: str, envelope: Envelope, **extra: Any) -> None:
-        """A task ended as ``kind`` (``succeeded``, ``failed`` or ``retried``)."""
+    def finished(
+        self,
+        kind: str,
+        envelope: Envelope,
+        *,
+        error: ErrorInfo | None = None,
+        result: Any = None,
+        **extra: Any,
+    ) -> None:
+        """A task ended as ``kind`` (``succeeded`` with ``result``, ``failed`` or ``retried``
+        with ``error``)."""
         runtime = self.runtime(envelope.task_id)
         self._started.pop(envelope.task_id, None)
         if self.publish or self.listeners:
-            self.emit(f"task.{kind}", {**envelope_fields(envelope), "runtime": runtime, **extra})
+            fields = {**envelope_fields(envelope), "runtime": runtime, **extra}
+            if error is not None:
+                fields.update(error_fields(error))
+            elif self.publish:
+                fields["result"] = value_repr(result, REPR_WIDTH)
+            self.emit(f"task.{kind}", fields)
 
-    def dead_lettered(self, delivery: Delivery, reason: str) -> None:
+    def dead_lettered(self, delivery: Delivery, reason: str, error: ErrorInfo) -> None:
         """A message went to its queue's ``.dead`` queue: ``task.dead-lettered``."""
         self._started.pop(delivery.message_id or "", None)  # e.g. a task that raised Reject
         if self.publish or self.listeners:
-            self.emit("task.dead-lettered", {**delivery_fields(delivery), "reason": reason})
+            fields = {**delivery_fields(delivery), "reason": reason, **error_fields(error)}
+            self.emit("task.dead-lettered", fields)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -209,7 +249,9 @@ async def sent(app: App, *sends: Envelope) -> None:
         _declared.add(transport)
     batch = []
     for envelope in sends:
-        fields: dict[str, Any] = {"time": time.time(), **envelope_fields(envelope)}
+        fields: dict[str, Any] = {
+            "time": time.time(), **envelope_fields(envelope), "args": args_field(envelope)
+        }
         if envelope.eta is not None:
             fields["eta"] = envelope.eta.isoformat()
         batch.append(("task.sent", encode("task.sent", fields)))

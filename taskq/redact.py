@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import reprlib
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 # scheme://user:password@host -> scheme://user:***@host; also catches URLs inside longer text.
 _CREDENTIALS = re.compile(
@@ -14,6 +17,50 @@ _CREDENTIALS = re.compile(
 def redact_url(text: str) -> str:
     """Return ``text`` with the password of every URL in it replaced by ``***``."""
     return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+ARGS_WIDTH = 80
+# Keyword arguments whose value is never shown (inspect active, events, the dashboard).
+SECRET_NAMES = re.compile(r"pass(word|wd)?|secret|token|api_?key|credential|auth", re.I)
+
+
+class _Shown(reprlib.Repr):
+    """reprlib stops at a few items per container and cuts long strings, so a huge argument
+    costs no more to show than a small one. Strings are redacted before they are cut: a cut
+    URL would no longer be recognised as one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = 200
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 20
+        self.maxlevel = 4
+
+    def repr_str(self, x: str, level: int) -> str:
+        return super().repr_str(redact_url(x), level)
+
+
+_SHOWN = _Shown()
+
+
+def value_repr(value: Any, width: int = ARGS_WIDTH) -> str:
+    """A short repr of ``value`` for display: bounded in cost, cut to ``width`` characters,
+    URL passwords redacted."""
+    return _cut(redact_url(_SHOWN.repr(value)), width)
+
+
+def call_repr(args: Sequence[Any], kwargs: Mapping[str, Any], width: int = ARGS_WIDTH) -> str:
+    """``args`` and ``kwargs`` as call arguments (``1, 'x', key=2``), like :func:`value_repr`;
+    the value of a keyword argument named like a secret (``password``, ``token``...) is
+    shown as ``'***'``."""
+    parts = [_SHOWN.repr(a) for a in args] + [
+        f"{k}='***'" if SECRET_NAMES.search(k) else f"{k}={_SHOWN.repr(v)}"
+        for k, v in kwargs.items()
+    ]
+    return _cut(redact_url(", ".join(parts)), width)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 _TRACEBACKS = logging.Formatter()

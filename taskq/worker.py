@@ -254,6 +254,7 @@ class Worker:
             for cancel in cancels:
                 await cancel()
             await self._drain(parts)
+        await control.depart(transport, self.app.names, self.name)  # a stop, not a crash
 
     async def _drain(self, parts: _Parts) -> None:
         """Let running tasks finish within the shutdown timeout (or until a forced stop), and

@@ -7,12 +7,21 @@ import contextlib
 import dataclasses
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +30,7 @@ import aiormq
 
 from taskq import App, Worker, codec
 from taskq.cli.common import UsageError, load_app
+from taskq.control import presence_queue
 from taskq.message import Envelope
 from taskq.topology import DELAY_LEVELS, Names, every_name
 from tests.apps import noise
@@ -28,6 +38,10 @@ from tests.apps import noise
 BROKER = os.environ.get("TASKQ_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+# Presence queues of worker processes that did not stop gracefully (killed by a test), by
+# prefix: they would outlive the test for an hour; delete_topology removes them.
+ABANDONED: dict[str, set[str]] = {}
 
 
 def unique_prefix() -> str:
@@ -80,7 +94,7 @@ async def delete_topology(prefix: str, queues: Iterable[str]) -> None:
 
             await asyncio.gather(*(share(i) for i in range(len(channels))))
 
-        await delete_all("queue", queue_names)
+        await delete_all("queue", [*queue_names, *ABANDONED.pop(prefix, ())])
         await delete_all("exchange", [name for name in exchanges if name not in odd])
         await delete_all("exchange", [name for name in exchanges if name in odd])
     finally:
@@ -294,6 +308,7 @@ class WorkerProcess:
         full_env.update(env or {})
         if VARIANT.extra_queue is not None:
             args = tuple(_with_extra_queue(app_spec, args, VARIANT.extra_queue))
+        self.prefix = prefix
         self.log_path = Path(f"/tmp/{prefix}-worker-{uuid.uuid4().hex[:6]}.log")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -335,6 +350,10 @@ class WorkerProcess:
         await eventually(exited, timeout=timeout, interval=0.05, what="worker to exit")
         return self.process.returncode
 
+    def worker_names(self) -> list[str]:
+        """The names of the workers this process ran (from their "consuming" log lines)."""
+        return re.findall(r"worker (\S+) consuming", self.output())
+
     def kill(self) -> None:
         """Stop the worker if it still runs, and delete its log.
 
@@ -349,6 +368,10 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        if self.process.returncode != 0:
+            ABANDONED.setdefault(self.prefix, set()).update(
+                presence_queue(self.prefix, name) for name in self.worker_names()
+            )
         self._log.close()
         if not os.environ.get("TASKQ_TEST_KEEP_LOGS"):  # set it to read the logs of a failure
             self.log_path.unlink(missing_ok=True)
@@ -365,6 +388,9 @@ class Cli:
     out: str
     err: str
 
+    def __iter__(self) -> Iterator[Any]:  # code, out, err = await run_taskq(...)
+        return iter((self.code, self.out, self.err))
+
 
 async def run_taskq(
     prefix: str,
@@ -372,13 +398,14 @@ async def run_taskq(
     app: str | None = None,
     env: Mapping[str, str] | None = None,
     stdin: int | None = None,
+    broker: str = BROKER,
 ) -> Cli:
     """Run ``taskq [--app APP] ARGS`` for ``prefix`` in a subprocess (stdin /dev/null unless a
     file descriptor is given). A traceback on stderr always fails the test."""
     full_env = {
         **os.environ,
         "TASKQ_PREFIX": prefix,
-        "TASKQ_BROKER": BROKER,
+        "TASKQ_BROKER": broker,
         "PYTHONPATH": str(REPO),
         **(env or {}),
     }

@@ -1,7 +1,9 @@
 """``taskq``: send tasks and look after queues from the command line.
 
 Each command group lives in its own module with ``register(subparsers)``; a registered
-subcommand sets ``run``, an ``async def run(app, args) -> int`` called with the App open.
+subcommand sets ``run``, an ``async def run(app, args) -> int`` called with the App open, and
+may set ``check``, a ``check(args, app)`` called before the App connects (bad flags then exit 2
+without touching the broker).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from collections.abc import Sequence
 
 from ..app import App
 from ..exceptions import BrokerUnavailable, ConfigurationError, InvalidArguments, TaskqError
-from . import dlq, events, inspect, queues, send
+from . import dashboard, dlq, events, inspect, queues, send
 from .common import ExitCode, UsageError, load_app, run_loop
 
-COMMAND_MODULES = [send, dlq, inspect, queues, events]
+COMMAND_MODULES = [send, dlq, inspect, queues, events, dashboard]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__version__)
         return ExitCode.OK
     try:
-        return run_loop(_run(_app_from(args), args))
+        app = _app_from(args)
+        check = getattr(args, "check", None)
+        if check is not None:
+            check(args, app)
+        return run_loop(_run(app, args))
     except (UsageError, ConfigurationError, InvalidArguments) as exc:
         print(f"taskq: {exc}", file=sys.stderr)
         return ExitCode.USAGE

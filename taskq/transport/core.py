@@ -80,6 +80,7 @@ class Transport:
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
         self._handlers: set[asyncio.Task[None]] = set()
+        self._held: dict[str, Callable[[], Awaitable[None]]] = {}
 
     def __repr__(self) -> str:
         return f"<Transport {redact_url(self.settings.broker)} prefix={self.settings.prefix!r}>"
@@ -430,27 +431,76 @@ class Transport:
         exchange: str,
         routing_key: str,
         on_message: Callable[[str | None, bytes], Awaitable[None]],
+        *,
+        arguments: dict[str, Any] | None = None,
     ) -> None:
-        """Declare an exclusive queue bound to ``exchange`` with ``routing_key`` and consume it
-        without acks, calling ``on_message(type, body)``. The queue goes with the connection;
-        after a reconnect it is declared and bound again."""
-
-        async def declare(channel: Channel) -> str | None:
-            await channel.rpc(
-                commands.Queue.Declare(queue=queue_name, exclusive=True, auto_delete=True)
-            )
-            await channel.rpc(
-                commands.Queue.Bind(queue=queue_name, exchange=exchange, routing_key=routing_key)
-            )
-            return None
+        """Declare an exclusive queue bound to ``exchange`` with ``routing_key`` (and the queue
+        ``arguments``, e.g. a length limit) and consume it without acks, calling
+        ``on_message(type, body)`` in a task of its own per message. The queue goes with the
+        connection; after a reconnect it is declared and bound again."""
 
         def on_delivery(delivery: Delivery) -> None:
             task = asyncio.ensure_future(on_message(delivery.type, delivery.body))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
 
+        await self.listen(queue_name, exchange, routing_key, on_delivery, arguments=arguments)
+
+    async def listen(
+        self,
+        queue_name: str,
+        exchange: str,
+        routing_key: str,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """Like :meth:`consume_bound`, but ``on_delivery`` is called synchronously for each
+        message (no task per message: for busy streams such as events). It must not block."""
+
+        async def declare(channel: Channel) -> str | None:
+            await channel.rpc(
+                commands.Queue.Declare(
+                    queue=queue_name, exclusive=True, auto_delete=True, arguments=arguments
+                )
+            )
+            await channel.rpc(
+                commands.Queue.Bind(queue=queue_name, exchange=exchange, routing_key=routing_key)
+            )
+            return None
+
         inbound = await self._inbound()
         await inbound.subscribe(queue_name, "", on_delivery, acks=False, prepare=declare)
+
+    async def hold(self, queue_name: str, arguments: dict[str, Any]) -> None:
+        """Declare a durable queue with ``arguments`` and keep a consumer on it for as long as
+        this transport lives (declared and consumed again after a reconnect). Nothing is
+        published to it: the consumer only keeps an ``x-expires`` lease from running out while
+        the process is alive (a worker's presence, see taskq.control)."""
+
+        async def declare(channel: Channel) -> str | None:
+            await channel.rpc(
+                commands.Queue.Declare(queue=queue_name, durable=True, arguments=arguments)
+            )
+            return None
+
+        inbound = await self._inbound()
+        self._held[queue_name] = await inbound.subscribe(
+            queue_name, "", _ignore, acks=False, prepare=declare
+        )
+
+    async def release(self, queue_name: str) -> None:
+        """Stop holding ``queue_name`` (see :meth:`hold`) and delete it. The consumer goes
+        first: a queue deleted under its consumer makes the broker cancel it, which reads as
+        an error in the logs."""
+        cancel = self._held.pop(queue_name, None)
+        if cancel is not None:
+            await cancel()
+        await self.delete_queue(queue_name)
+
+
+def _ignore(delivery: Delivery) -> None:
+    """Deliveries to a held queue mean nothing (nobody publishes there)."""
 
 
 def _replies_to(on_reply: Reply) -> Callable[[Delivery], None]:

@@ -34,3 +34,11 @@ async def hold(path: str, limit: float = 30.0) -> str:
 @app.task
 async def fail(message: str) -> None:
     raise ValueError(message)
+
+
+@app.task
+async def fail_unless(path: str, message: str) -> str:
+    """Fail with ``message`` unless ``path`` exists (a replay after the test creates it works)."""
+    if not Path(path).exists():
+        raise ValueError(message)
+    return "fixed"

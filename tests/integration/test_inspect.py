@@ -35,7 +35,7 @@ async def test_inspect_two_workers(
     topology_cleanup.add("busy")
     busy = WorkerProcess(APP, prefix, "--name", "w1", "-Q", "busy", "-c", "1", "--prefetch", "3")
     idle = WorkerProcess(APP, prefix, "--name", "w2")
-    memory = LastSeen(prefix, str(tmp_path))
+    memory = LastSeen(BROKER, prefix, str(tmp_path))
     release = tmp_path / "release"
     app = App("ops-client", broker=BROKER, prefix=prefix)
     try:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from taskq import App
-from taskq.cli.queues import from_api, management_url
+from taskq.queue_depths import from_api, management_url
 from tests.support import BROKER, eventually, run_taskq
 
 APP = "tests.apps.ops_app:app"

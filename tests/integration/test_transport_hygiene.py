@@ -32,7 +32,7 @@ async def test_two_hundred_broadcasts_leave_the_channel_count_flat(
     prefix: str, tmp_path: Path
 ) -> None:
     app = App(f"inspect-{prefix}", broker=BROKER, prefix=prefix)
-    memory = LastSeen(prefix, str(tmp_path))
+    memory = LastSeen(BROKER, prefix, str(tmp_path))
     async with app:
         await broadcast(app, "ping", timeout=0.01, memory=memory)
         before = await asyncio.to_thread(_channels_of, prefix)

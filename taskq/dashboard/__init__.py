@@ -1,0 +1,16 @@
+"""``taskq dashboard``: a web page for operators, with live state, task history, dead-letter
+actions and alerts (``pip install 'taskq[dashboard]'``).
+
+Modules, each with one job:
+
+- :mod:`.settings`: where it listens, the token, history bounds, alert rules (TOML or flags);
+- :mod:`.sources`: the events exchange and the periodic readings (queue depths, control plane);
+- :mod:`.live`: the current picture (workers, queues, rates), pure;
+- :mod:`.history`: the SQLite task history, bounded by age and count;
+- :mod:`.alerts`: rules and which alerts fire, pure; :mod:`.notify`: webhook and Prometheus;
+- :mod:`.service`: the Dashboard that owns all of the above for one run;
+- :mod:`.security`: token, Host check, CSRF; :mod:`.web` and :mod:`.api`: pages and JSON API.
+
+The dashboard is off the workers' hot path: it consumes the events they publish (``--events``)
+and asks the control plane; it never reads work queues.
+"""

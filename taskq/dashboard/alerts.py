@@ -1,0 +1,199 @@
+"""Alert rules, and deciding which alerts fire. Pure: no I/O.
+
+Rules (set with CLI flags or a TOML file, see :mod:`taskq.dashboard.settings`):
+
+- ``backlog``: a work queue holds more than ``ready`` ready messages for ``for`` seconds;
+- ``dead-letters``: a ``.dead`` queue grew. It fires when the queue holds more than it did
+  when the dashboard started (or when the alert last resolved), and resolves when an operator
+  brings it back down (replay or purge): a dead letter wants someone to look at it;
+- ``no-consumer``: a work queue has ready messages and no consumer for ``for`` seconds;
+- ``failure-rate``: more than ``percent`` % of the tasks finished in the last ``window``
+  seconds failed (once at least ``min_tasks`` finished);
+- ``worker-missing``: a worker went away without saying so (see taskq.control), for ``for``
+  seconds.
+
+``queue`` is a work queue's short name, or ``*`` for every queue. :class:`Alerts` turns
+readings (:class:`Reading`) into the alerts firing now and the transitions (fired, resolved)
+that the notifier sends to the webhook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueReading:
+    """One work queue as the rules see it."""
+
+    ready: int
+    consumers: int
+    dead: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reading:
+    """What the rules look at, at one moment."""
+
+    time: float
+    queues: dict[str, QueueReading]
+    missing: list[str]
+    failures: Callable[[float], tuple[int, int]]
+    """``(failed, finished)`` over the given window in seconds."""
+
+
+Condition = tuple[str, str, float]
+"""``(subject, message, seconds it must hold before the alert fires)``."""
+
+
+def _queues(rule_queue: str, reading: Reading) -> Iterator[tuple[str, QueueReading]]:
+    for name, queue in sorted(reading.queues.items()):
+        if rule_queue in ("*", name):
+            yield name, queue
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def holds(self, reading: Reading, memory: dict[str, int]) -> Iterator[Condition]:
+        """Every condition of this rule that holds in ``reading`` (``memory`` is the rule
+        kind's state between readings)."""
+        raise NotImplementedError
+
+
+class Backlog(_Rule):
+    """More than ``ready`` ready messages in ``queue`` for ``for`` seconds."""
+
+    kind: Literal["backlog"] = "backlog"
+    queue: str = "*"
+    ready: int = Field(ge=0)
+    for_: float = Field(default=60.0, ge=0, alias="for")
+
+    def holds(self, reading: Reading, memory: dict[str, int]) -> Iterator[Condition]:
+        for name, queue in _queues(self.queue, reading):
+            if queue.ready > self.ready:
+                message = f"{queue.ready} ready messages in {name} (more than {self.ready})"
+                yield name, message, self.for_
+
+
+class DeadLetters(_Rule):
+    """The ``.dead`` queue of ``queue`` grew (``memory``: each queue's baseline count)."""
+
+    kind: Literal["dead-letters"] = "dead-letters"
+    queue: str = "*"
+
+    def holds(self, reading: Reading, memory: dict[str, int]) -> Iterator[Condition]:
+        for name, queue in _queues(self.queue, reading):
+            if queue.dead is None:
+                continue
+            baseline = memory.setdefault(name, queue.dead)
+            if queue.dead > baseline:
+                new = queue.dead - baseline
+                yield name, f"{new} new dead letter(s) in {name} ({queue.dead} in all)", 0.0
+            else:
+                memory[name] = queue.dead  # replayed or purged: start again from here
+
+
+class NoConsumer(_Rule):
+    """Ready messages in ``queue`` and no consumer, for ``for`` seconds."""
+
+    kind: Literal["no-consumer"] = "no-consumer"
+    queue: str = "*"
+    for_: float = Field(default=30.0, ge=0, alias="for")
+
+    def holds(self, reading: Reading, memory: dict[str, int]) -> Iterator[Condition]:
+        for name, queue in _queues(self.queue, reading):
+            if queue.ready > 0 and queue.consumers == 0:
+                yield name, f"{queue.ready} ready messages in {name} and no consumer", self.for_
+
+
+class FailureRate(_Rule):
+    """More than ``percent`` % failures among the tasks finished in the last ``window`` s."""
+
+    kind: Literal["failure-rate"] = "failure-rate"
+    percent: float = Field(gt=0, le=100)
+    window: float = Field(default=300.0, gt=0, le=300.0)
+    min_tasks: int = Field(default=10, ge=1)
+
+    def holds(self, reading: Reading, memory: dict[str, int]) -> Iterator[Condition]:
+        failed, finished = reading.failures(self.window)
+        if finished >= self.min_tasks and failed * 100 > self.percent * finished:
+            message = (f"{failed} of {finished} tasks failed in the last {self.window:.0f} s "
+                       f"(more than {self.percent:g} %)")  # fmt: skip
+            yield "tasks", message, 0.0
+
+
+class WorkerMissing(_Rule):
+    """A worker missing for ``for`` seconds."""
+
+    kind: Literal["worker-missing"] = "worker-missing"
+    for_: float = Field(default=0.0, ge=0, alias="for")
+
+    def holds(self, reading: Reading, memory: dict[str, int]) -> Iterator[Condition]:
+        for worker in reading.missing:
+            yield worker, f"worker {worker} went away without stopping", self.for_
+
+
+Rule = Annotated[
+    Backlog | DeadLetters | NoConsumer | FailureRate | WorkerMissing, Field(discriminator="kind")
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Alert:
+    """An alert: which rule, about what, why, and since when its condition holds."""
+
+    rule: str
+    subject: str
+    message: str
+    since: float
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Transition:
+    """An alert that started firing (``firing``) or stopped (``resolved``) at ``time``."""
+
+    status: Literal["firing", "resolved"]
+    alert: Alert
+    time: float
+
+
+class Alerts:
+    """Evaluates rules on readings and remembers which alerts fire."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = list(rules)
+        self.firing: dict[str, Alert] = {}
+        self._since: dict[str, float] = {}
+        self._memory: dict[str, dict[str, int]] = {}
+
+    def evaluate(self, reading: Reading) -> list[Transition]:
+        """Apply every rule to ``reading``; return what started or stopped firing."""
+        holding: dict[str, tuple[str, str, str, float]] = {}
+        for index, rule in enumerate(self.rules):
+            memory = self._memory.setdefault(rule.kind, {})
+            for subject, message, delay in rule.holds(reading, memory):
+                holding[f"{index}:{rule.kind}:{subject}"] = (rule.kind, subject, message, delay)
+        now = reading.time
+        self._since = {key: self._since.get(key, now) for key in holding}
+        changes: list[Transition] = []
+        for key, (kind, subject, message, delay) in holding.items():
+            since = self._since[key]
+            if key not in self.firing and now - since >= delay:
+                self.firing[key] = Alert(kind, subject, message, since)
+                changes.append(Transition("firing", self.firing[key], now))
+        for key in [k for k in self.firing if k not in holding]:
+            changes.append(Transition("resolved", self.firing.pop(key), now))
+        return changes
+
+    def active(self) -> list[Alert]:
+        """The alerts firing now, oldest first."""
+        return sorted(self.firing.values(), key=lambda a: (a.since, a.rule, a.subject))

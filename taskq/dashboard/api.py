@@ -1,0 +1,181 @@
+"""The JSON API under ``/api/`` (the pages use it, and scripts can), and ``/metrics``.
+
+=========================================  ==================================================
+``GET /api/overview``                      workers, missing, queues, alerts, recent tasks
+``GET /api/workers``                       workers and missing workers
+``GET /api/queues``                        work queues: depths, rates, dead letters
+``GET /api/alerts``                        alerts firing now and the latest transitions
+``GET /api/tasks?q=&state=&limit=``        task search (ID prefix or name, state)
+``GET /api/tasks/{id}``                    one task with its timeline (404 if never seen)
+``GET /api/queues/{name}/dead``            a queue's dead letters (the first 500)
+``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}``
+``POST /api/queues/{name}/dead/purge``     ``{"confirm": "<queue name>"}``
+``POST /api/workers/{name}/shutdown``      graceful stop
+``GET /api/session``                       the CSRF token for POSTs (see security)
+``GET /api/stream?view=overview|task=ID``  server-sent events: ``overview`` / ``task``
+``GET /metrics``                           Prometheus text
+=========================================  ==================================================
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..exceptions import ConfigurationError
+from .security import CSRF_HEADER, Guard
+from .service import Dashboard
+
+KEEPALIVE = 15.0
+
+
+async def action_input(request: Request, guard: Guard) -> dict[str, Any]:
+    """The fields of a POST (JSON or a urlencoded form), once its CSRF check passed."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            raise HTTPException(400, "the body is not JSON") from None
+        if not isinstance(data, dict):
+            raise HTTPException(400, "the body must be a JSON object")
+    else:
+        data = dict(urllib.parse.parse_qsl(body.decode(errors="replace")))
+    if not guard.csrf_ok(request, request.headers.get(CSRF_HEADER) or data.get("csrf")):
+        raise HTTPException(403, "CSRF check failed: reload the page and try again")
+    return data
+
+
+class Api:
+    """The API's handlers, bound to one Dashboard and its Guard."""
+
+    def __init__(self, board: Dashboard, guard: Guard) -> None:
+        self.board = board
+        self.guard = guard
+
+    def routes(self) -> list[Route]:
+        """The API routes."""
+        return [
+            Route("/api/overview", self.overview),
+            Route("/api/workers", self.workers),
+            Route("/api/workers/{name}/shutdown", self.shutdown, methods=["POST"]),
+            Route("/api/queues", self.queues),
+            Route("/api/queues/{name}/dead", _guarded(self.dead)),
+            Route("/api/queues/{name}/dead/replay", _guarded(self.replay), methods=["POST"]),
+            Route("/api/queues/{name}/dead/purge", _guarded(self.purge), methods=["POST"]),
+            Route("/api/alerts", self.alerts),
+            Route("/api/tasks", self.tasks),
+            Route("/api/tasks/{task_id}", self.task),
+            Route("/api/session", self.session),
+            Route("/api/stream", self.stream),
+            Route("/metrics", self.metrics),
+        ]
+
+    async def overview(self, request: Request) -> Response:
+        return JSONResponse(self.board.overview())
+
+    async def workers(self, request: Request) -> Response:
+        data = self.board.overview()
+        return JSONResponse({"workers": data["workers"], "missing": data["missing"]})
+
+    async def queues(self, request: Request) -> Response:
+        data = self.board.overview()
+        return JSONResponse({"queues": data["queues"], "delayed": data["delayed"],
+                             "source": data["source"]})  # fmt: skip
+
+    async def alerts(self, request: Request) -> Response:
+        data = self.board.overview()
+        return JSONResponse({"alerts": data["alerts"], "transitions": data["transitions"]})
+
+    async def tasks(self, request: Request) -> Response:
+        params = request.query_params
+        try:
+            limit = min(int(params.get("limit") or 100), 1000)
+        except ValueError:
+            raise HTTPException(400, "limit must be a number") from None
+        found = await self.board.search(params.get("q", ""), params.get("state", ""), limit)
+        return JSONResponse({"tasks": found})
+
+    async def task(self, request: Request) -> Response:
+        found = await self.board.task(request.path_params["task_id"])
+        if found is None:
+            return JSONResponse({"error": "no such task in the history"}, status_code=404)
+        return JSONResponse(found)
+
+    async def dead(self, request: Request) -> Response:
+        total, listed = await self.board.dead_letters(request.path_params["name"])
+        return JSONResponse({"total": total, "dead": [d.as_json() for d in listed]})
+
+    async def replay(self, request: Request) -> Response:
+        data = await action_input(request, self.guard)
+        ids = data.get("ids")
+        everything = data.get("all") is True
+        if not (everything or (isinstance(ids, list) and ids)):
+            raise HTTPException(400, 'say which: {"ids": [...]} or {"all": true}')
+        done = await self.board.replay(request.path_params["name"], None if everything else ids)
+        return JSONResponse({"replayed": [d.task_id for d in done]})
+
+    async def purge(self, request: Request) -> Response:
+        data = await action_input(request, self.guard)
+        name = request.path_params["name"]
+        if data.get("confirm") != name:
+            raise HTTPException(400, f'confirm with {{"confirm": "{name}"}}')
+        return JSONResponse({"purged": await self.board.purge(name)})
+
+    async def shutdown(self, request: Request) -> Response:
+        await action_input(request, self.guard)
+        answered = await self.board.shutdown(request.path_params["name"])
+        return JSONResponse({"stopping": answered}, status_code=200 if answered else 404)
+
+    async def session(self, request: Request) -> Response:
+        return JSONResponse({"csrf": self.guard.csrf, **self.board.describe()})
+
+    async def metrics(self, request: Request) -> Response:
+        return PlainTextResponse(self.board.metrics(), media_type="text/plain; version=0.0.4")
+
+    async def stream(self, request: Request) -> Response:
+        return StreamingResponse(
+            _stream(self.board, request), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )  # fmt: skip
+
+
+def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Any]:
+    """``handler`` with a bad queue name answered 400 instead of an error page."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ConfigurationError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
+    return guarded
+
+
+def _sse(kind: str, data: Any) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+async def _stream(board: Dashboard, request: Request) -> AsyncIterator[str]:
+    """Server-sent events: the overview at each tick, or one task each time it changes."""
+    task_id = request.query_params.get("task")
+    last: Any = object()
+    while not board.closing.is_set():
+        if task_id:
+            found = await board.task(task_id)
+            if found is not None and found["updated_at"] != last:
+                last = found["updated_at"]
+                yield _sse("task", found)
+        else:
+            yield _sse("overview", board.overview())
+        yield ": keepalive\n\n"
+        await board.ticker.wait(KEEPALIVE)
+        if await request.is_disconnected():
+            return

@@ -1,0 +1,235 @@
+"""Task history: the task events the dashboard received, kept in a SQLite file.
+
+Two tables: ``tasks`` (one row per task ID: its latest state, arguments, result or error)
+and ``events`` (the timeline: one row per event). The file survives a dashboard restart and
+is bounded: :meth:`History.prune` drops the tasks (and their events) older than ``max_age``
+seconds and all but the newest ``max_tasks``.
+
+Events arrive in batches (:meth:`History.write`): a batch is merged per task in Python first
+(:func:`merge`), so a task that went from sent to succeeded within one batch costs one row
+update, then merged into the stored row by an upsert that applies the same rule. The rule:
+the newest event sets the state, except that ``task.dead-lettered`` never hides the
+``FAILURE`` before it (a failed task is dead-lettered as ``max-attempts``).
+
+Blocking: every method runs SQL on the calling thread; the dashboard calls them with
+``asyncio.to_thread``. One connection, serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+STATES = {
+    "task.sent": "PENDING",
+    "task.received": "RECEIVED",
+    "task.started": "STARTED",
+    "task.retried": "RETRYING",
+    "task.succeeded": "SUCCESS",
+    "task.failed": "FAILURE",
+    "task.dead-lettered": "DEAD",
+}
+"""The task state each task event leads to."""
+
+_TEXT = ("name", "queue", "worker", "args", "result", "error", "error_message", "traceback",
+         "reason")  # fmt: skip
+_COLUMNS = ("task_id", "state", "attempt", *_TEXT, "sent_at", "started_at", "finished_at",
+            "runtime", "updated_at")  # fmt: skip
+_DETAIL = ("error", "error_message", "reason", "delay", "runtime")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY, state TEXT NOT NULL, attempt INTEGER,
+    name TEXT, queue TEXT, worker TEXT, args TEXT, result TEXT, error TEXT,
+    error_message TEXT, traceback TEXT, reason TEXT,
+    sent_at REAL, started_at REAL, finished_at REAL, runtime REAL, updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_updated ON tasks (updated_at);
+CREATE INDEX IF NOT EXISTS tasks_name ON tasks (name, updated_at);
+CREATE TABLE IF NOT EXISTS events (
+    task_id TEXT NOT NULL, time REAL NOT NULL, type TEXT NOT NULL, attempt INTEGER,
+    worker TEXT, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_task ON events (task_id, time);
+"""
+
+# Merge a batch's row into the stored one by the rule of the module doc.
+_NEWER = "excluded.updated_at >= tasks.updated_at"
+_KEEPS_FAILURE = "(excluded.state = 'DEAD' AND tasks.state = 'FAILURE')"
+UPSERT = f"""
+INSERT INTO tasks ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" for _ in _COLUMNS)})
+ON CONFLICT (task_id) DO UPDATE SET
+    state = CASE WHEN {_NEWER} AND NOT {_KEEPS_FAILURE} THEN excluded.state ELSE tasks.state END,
+    attempt = CASE WHEN {_NEWER} THEN excluded.attempt ELSE tasks.attempt END,
+    {", ".join(f"{c} = COALESCE(excluded.{c}, tasks.{c})" for c in _TEXT)},
+    sent_at = MIN(COALESCE(excluded.sent_at, tasks.sent_at), COALESCE(tasks.sent_at,
+                  excluded.sent_at)),
+    started_at = COALESCE(tasks.started_at, excluded.started_at),
+    finished_at = COALESCE(excluded.finished_at, tasks.finished_at),
+    runtime = COALESCE(excluded.runtime, tasks.runtime),
+    updated_at = MAX(excluded.updated_at, tasks.updated_at)
+"""
+
+
+def _row_of(event: Mapping[str, Any]) -> dict[str, Any]:
+    kind = event["type"]
+    when = float(event.get("time") or time.time())
+    return {
+        "task_id": str(event["task_id"]),
+        "state": STATES[kind],
+        "attempt": event.get("attempt"),
+        "name": event.get("task"),
+        "queue": event.get("queue"),
+        "worker": event.get("worker"),
+        "args": event.get("args"),
+        "result": event.get("result"),
+        "error": event.get("error"),
+        "error_message": event.get("error_message"),
+        "traceback": event.get("traceback"),
+        "reason": event.get("reason"),
+        "sent_at": when if kind == "task.sent" else None,
+        "started_at": when if kind == "task.started" else None,
+        "finished_at": when if kind in ("task.succeeded", "task.failed") else None,
+        "runtime": event.get("runtime"),
+        "updated_at": when,
+    }
+
+
+def _combine(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` merged into ``old`` (Python's copy of UPSERT)."""
+    newer = new["updated_at"] >= old["updated_at"]
+    merged = {c: new[c] if new[c] is not None else old[c] for c in _TEXT}
+    keeps_failure = new["state"] == "DEAD" and old["state"] == "FAILURE"
+    merged["task_id"] = old["task_id"]
+    merged["state"] = new["state"] if newer and not keeps_failure else old["state"]
+    merged["attempt"] = new["attempt"] if newer else old["attempt"]
+    sent = [t for t in (old["sent_at"], new["sent_at"]) if t is not None]
+    merged["sent_at"] = min(sent) if sent else None
+    merged["started_at"] = old["started_at"] if old["started_at"] is not None else new[
+        "started_at"]  # fmt: skip
+    for column in ("finished_at", "runtime"):
+        merged[column] = new[column] if new[column] is not None else old[column]
+    merged["updated_at"] = max(old["updated_at"], new["updated_at"])
+    return merged
+
+
+def merge(events: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One task row per task ID from a batch of task events, oldest event first."""
+    rows: dict[str, dict[str, Any]] = {}
+    for event in sorted(events, key=lambda e: float(e.get("time") or 0)):
+        row = _row_of(event)
+        old = rows.get(row["task_id"])
+        rows[row["task_id"]] = row if old is None else _combine(old, row)
+    return rows
+
+
+def is_task_event(event: Mapping[str, Any]) -> bool:
+    """Whether ``event`` belongs in the history (a task event with a task ID)."""
+    return event.get("type") in STATES and bool(event.get("task_id"))
+
+
+class History:
+    """The SQLite task history (see the module doc)."""
+
+    def __init__(self, path: Path | str, *, max_age: float, max_tasks: int) -> None:
+        self.path = Path(path)
+        self.max_age = max_age
+        self.max_tasks = max_tasks
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most a batch
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()
+
+    def write(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """Store a batch of task events (others are ignored); return how many were stored."""
+        wanted = [e for e in events if is_task_event(e)]
+        if not wanted:
+            return 0
+        rows = merge(wanted)
+        timeline = [
+            (str(e["task_id"]), float(e.get("time") or 0), e["type"], e.get("attempt"),
+             e.get("worker"), _detail(e))
+            for e in wanted
+        ]  # fmt: skip
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(UPSERT, [tuple(r[c] for c in _COLUMNS) for r in rows.values()])
+            self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", timeline)
+        return len(wanted)
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        """A task's row with its ``timeline`` (oldest first), or None if it is not known."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is None:
+                return None
+            events = self._db.execute(
+                "SELECT time, type, attempt, worker, detail FROM events WHERE task_id = ? "
+                "ORDER BY time, rowid",
+                (task_id,),
+            ).fetchall()
+        task = dict(row)
+        task["timeline"] = [
+            {**dict(e), "detail": json.loads(e["detail"]) if e["detail"] else {}} for e in events
+        ]
+        return task
+
+    def search(self, text: str = "", state: str = "", limit: int = 50) -> list[dict[str, Any]]:
+        """The newest tasks whose ID starts with ``text`` or whose name contains it, in
+        ``state`` if given (without the traceback, which a list does not show)."""
+        clauses, params = [], []
+        if text:
+            clauses.append("(task_id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
+            pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params += [pattern + "%", "%" + pattern + "%"]
+        if state:
+            clauses.append("state = ?")
+            params.append(state.upper())
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        columns = ", ".join(c for c in _COLUMNS if c != "traceback")
+        sql = f"SELECT {columns} FROM tasks {where} ORDER BY updated_at DESC LIMIT ?"
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, [*params, limit]).fetchall()]
+
+    def count(self) -> int:
+        """How many tasks are stored."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+
+    def prune(self, now: float | None = None) -> int:
+        """Drop tasks older than ``max_age`` and beyond the newest ``max_tasks``, with their
+        events; return how many tasks were dropped."""
+        cutoff = (now if now is not None else time.time()) - self.max_age
+        with self._lock, self._db:
+            nth = self._db.execute(
+                "SELECT updated_at FROM tasks ORDER BY updated_at DESC LIMIT 1 OFFSET ?",
+                (self.max_tasks,),
+            ).fetchone()
+            if nth is not None:
+                cutoff = max(cutoff, float(nth[0]) + 1e-9)
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "DELETE FROM events WHERE task_id IN "
+                "(SELECT task_id FROM tasks WHERE updated_at < ?)",
+                (cutoff,),
+            )
+            return self._db.execute("DELETE FROM tasks WHERE updated_at < ?", (cutoff,)).rowcount
+
+
+def _detail(event: Mapping[str, Any]) -> str | None:
+    detail = {k: event[k] for k in _DETAIL if event.get(k) is not None}
+    return json.dumps(detail, separators=(",", ":")) if detail else None

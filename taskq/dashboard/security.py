@@ -1,0 +1,140 @@
+"""Who may see the dashboard and act through it.
+
+- Without a token the dashboard listens on loopback only (settings.check_exposure), and
+  requests must name a loopback host (or the one it listens on) in their ``Host`` header: a
+  page elsewhere that rebinds its DNS name to 127.0.0.1 is refused.
+- With a token every request needs it: ``Authorization: Bearer T``, or ``?token=T`` once,
+  which sets an HttpOnly, SameSite=Strict cookie and redirects to the same URL without the
+  token (so that it stays out of the history; Referer headers never leave the origin). The
+  cookie holds a value derived from the token, not the token.
+- Actions are POSTs that carry the CSRF token (``X-CSRF-Token`` header or ``csrf`` form
+  field), a random value per dashboard process shown only in its pages and in
+  ``/api/session``; a request with an ``Origin`` other than its ``Host`` is refused. A
+  request authenticated by its ``Authorization`` header (a script, not a browser) needs no
+  CSRF token: browsers never add that header by themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import urllib.parse
+from collections.abc import Iterable
+
+from starlette.datastructures import URL
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+COOKIE = "taskq_dashboard"
+CSRF_HEADER = "x-csrf-token"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# Alpine.js evaluates its attribute expressions with new Function: 'unsafe-eval'.
+CSP = (
+    b"default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    b"img-src 'self' data:; frame-ancestors 'none'"
+)
+HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    # same-origin: Chromium sends "Origin: null" on the POSTs of a no-referrer page.
+    (b"referrer-policy", b"same-origin"),
+    (b"content-security-policy", CSP),
+]
+
+
+class Guard:
+    """The token, the Host header, the CSRF token and security headers (see the module doc)."""
+
+    def __init__(self, *, token: str | None, hosts: Iterable[str]) -> None:
+        self.token = token
+        self.session = _derive(token, "session") if token else None
+        self.hosts = None if token else {h.lower() for h in hosts} | LOOPBACK_HOSTS
+        self.csrf = secrets.token_urlsafe(32)
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """``app`` behind this guard."""
+
+        async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            refusal = self._refusal(Request(scope))
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+
+            async def with_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", []), *HEADERS]
+                await send(message)
+
+            await app(scope, receive, with_headers)
+
+        return guarded
+
+    def _refusal(self, request: Request) -> Response | None:
+        """The response that refuses ``request``, or None to let it through."""
+        if self.hosts is not None and _host_of(request) not in self.hosts:
+            return PlainTextResponse("unexpected Host header", status_code=400)
+        if self.token is None:
+            return None
+        bearer = request.headers.get("authorization", "")
+        if bearer.startswith("Bearer ") and _same(bearer[7:], self.token):
+            request.scope.setdefault("state", {})["bearer"] = True
+            return None
+        if self.session and _same(request.cookies.get(COOKIE, ""), self.session):
+            return None
+        given = request.query_params.get("token")
+        if given is not None and _same(given, self.token):
+            return self._login(request.url)
+        return _unauthorized(request)
+
+    def _login(self, url: URL) -> Response:
+        query = urllib.parse.urlencode(
+            [(k, v) for k, v in urllib.parse.parse_qsl(url.query) if k != "token"]
+        )
+        response = RedirectResponse(url.path + (f"?{query}" if query else ""), status_code=303)
+        assert self.session is not None
+        response.set_cookie(COOKIE, self.session, httponly=True, samesite="strict", path="/")
+        return response
+
+    def csrf_ok(self, request: Request, supplied: str | None) -> bool:
+        """Whether a POST may act: authenticated by its header, or carrying the CSRF token
+        from a page of this dashboard (and no foreign Origin)."""
+        origin = request.headers.get("origin")
+        if origin and urllib.parse.urlsplit(origin).netloc != request.headers.get("host"):
+            return False
+        if request.scope.get("state", {}).get("bearer"):
+            return True
+        return supplied is not None and _same(supplied, self.csrf)
+
+
+def _derive(token: str, purpose: str) -> str:
+    return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _host_of(request: Request) -> str:
+    host = request.headers.get("host", "").lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def _unauthorized(request: Request) -> Response:
+    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get(
+        "accept", ""
+    ):
+        return JSONResponse(
+            {"error": "token required: Authorization: Bearer TOKEN, or ?token=TOKEN once"},
+            status_code=401, headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    return PlainTextResponse(
+        "This taskq dashboard needs its token: open it once with ?token=TOKEN.",
+        status_code=401, headers={"WWW-Authenticate": "Bearer"},
+    )  # fmt: skip

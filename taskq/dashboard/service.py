@@ -1,0 +1,287 @@
+"""The Dashboard: owns the sources, the history, the alerts and the web server of one run.
+
+``await Dashboard(app, settings).run(stop)`` with the App open: it binds its event queue,
+then, in one TaskGroup, samples the broker and the workers every ``sample_interval``
+seconds, writes event batches to the history twice a second, sends alert transitions to the
+webhook, and serves HTTP, until ``stop`` is set. The web layer (taskq.dashboard.web) calls
+the methods below; none of them blocks the loop (SQLite runs in a thread).
+
+Broker use: the App's two connections (one publishes and declares, one consumes the events
+and the control replies); see docs/dashboard.md for the measured cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import socket
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+import uvicorn
+
+from .. import control, dlq
+from ..app import App
+from ..exceptions import LifecycleError
+from ..redact import redact_url
+from ..settings import check_queue_name
+from .alerts import Alerts, QueueReading, Reading, Transition
+from .history import History
+from .live import Live
+from .notify import Webhook, prometheus
+from .settings import DashboardSettings
+from .sources import EventFeed, Sampler
+
+log = logging.getLogger("taskq.dashboard")
+
+WRITE_INTERVAL = 0.5
+PRUNE_INTERVAL = 60.0
+RECENT_TASKS = 15
+DEAD_LISTED = 500  # dead letters shown on a queue's page at most
+TRANSITIONS_KEPT = 50
+
+
+class DashboardState(enum.StrEnum):
+    """NEW -> RUNNING -> STOPPED."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class Ticker:
+    """Wakes every waiter at each tick (new readings, new history)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def tick(self) -> None:
+        """Wake the current waiters."""
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Return at the next tick, or after ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the dashboard's ``stop`` event decides."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Dashboard:
+    """One dashboard run for an open App (see the module doc)."""
+
+    def __init__(self, app: App, settings: DashboardSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.live = Live(app.names, history_points=settings.history_points)
+        self.alerts = Alerts(settings.alerts.rules)
+        self.transitions: list[Transition] = []
+        self.ticker = Ticker()
+        self.closing = asyncio.Event()
+        self.history = History(settings.history_path, max_age=settings.history_max_age,
+                               max_tasks=settings.history_max_tasks)  # fmt: skip
+        self.feed = EventFeed(app, self.live)
+        self.sampler = Sampler(app, settings, self.live)
+        url = settings.alerts.webhook
+        self.webhook = Webhook(url, app.names.prefix) if url else None
+        self.url = _url(settings.host, settings.port)
+        self.state = DashboardState.NEW
+        self._recent: list[dict[str, Any]] = []
+        self._stored = 0
+        self._dlq_lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None) -> None:
+        """Serve until ``stop`` is set (see the module doc). Runs once (LifecycleError)."""
+        if self.state is not DashboardState.NEW:
+            raise LifecycleError("a Dashboard runs once")
+        self.state = DashboardState.RUNNING
+        from .web import build  # the web layer needs the optional dependencies
+
+        listener = socket.create_server((self.settings.host, self.settings.port))
+        try:
+            self.url = _url(self.settings.host, listener.getsockname()[1])
+            await self.feed.start()
+            await self._refresh_recent()
+            server = _Server(uvicorn.Config(
+                build(self), log_level="warning", access_log=False, lifespan="off",
+                timeout_graceful_shutdown=2,
+            ))  # fmt: skip
+            async with asyncio.TaskGroup() as tg:
+                loops = [tg.create_task(self._sample_loop()), tg.create_task(self._write_loop())]
+                if self.webhook is not None:
+                    loops.append(tg.create_task(self.webhook.run()))
+                serving = tg.create_task(server.serve([listener]))
+                await _started(server, serving)
+                if on_ready is not None:
+                    on_ready(self.url)
+                await _first(stop.wait(), serving)
+                self.closing.set()
+                self.ticker.tick()  # live streams see `closing` and end
+                server.should_exit = True
+                for loop in loops:
+                    loop.cancel()
+            await asyncio.to_thread(self.history.write, self.feed.take())
+        finally:
+            listener.close()
+            self.state = DashboardState.STOPPED
+            self.history.close()
+
+    async def _sample_loop(self) -> None:
+        next_prune = time.monotonic()
+        while True:
+            await self.sampler.sample()
+            self._evaluate(time.time())
+            if time.monotonic() >= next_prune:
+                dropped = await asyncio.to_thread(self.history.prune)
+                if dropped:
+                    log.info("history: dropped %d old task(s)", dropped)
+                next_prune = time.monotonic() + PRUNE_INTERVAL
+            self.ticker.tick()
+            await asyncio.sleep(self.settings.sample_interval)
+
+    async def _write_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            batch = self.feed.take()
+            if batch:
+                self._stored += await asyncio.to_thread(self.history.write, batch)
+                await self._refresh_recent()
+                self.ticker.tick()
+            # A write that took longer than the interval is followed by the next one at once:
+            # under load the history keeps up instead of writing one batch per interval.
+            await asyncio.sleep(max(0.0, WRITE_INTERVAL - (time.monotonic() - started)))
+
+    async def _refresh_recent(self) -> None:
+        self._recent = await asyncio.to_thread(self.history.search, "", "", RECENT_TASKS)
+
+    def _evaluate(self, now: float) -> None:
+        queues = {
+            q["queue"]: QueueReading(q["ready"] or 0, q["consumers"] or 0, q["dead"])
+            for q in self.live.queue_rows()
+            if q["ready"] is not None
+        }
+        missing = [m["worker"] for m in self.live.missing]
+        reading = Reading(now, queues, missing, lambda w: self.live.failure_rate(now, w))
+        changes = self.alerts.evaluate(reading)
+        if changes:
+            for change in changes:
+                log.warning("alert %s: %s", change.status, change.alert.message)
+            self.transitions = (changes[::-1] + self.transitions)[:TRANSITIONS_KEPT]
+            if self.webhook is not None:
+                self.webhook.send(changes)
+
+    # -- what the pages and the API show -----------------------------------------------------
+
+    def overview(self) -> dict[str, Any]:
+        """Workers, queues, dead letters, delayed tasks, alerts and recent tasks."""
+        snapshot = self.live.snapshot(time.time())
+        snapshot["alerts"] = [a.as_json() for a in self.alerts.active()]
+        snapshot["transitions"] = [
+            {"status": t.status, "time": t.time, **t.alert.as_json()} for t in self.transitions
+        ]
+        snapshot["recent"] = self._recent
+        snapshot["broker"] = self.app.settings.redacted_broker()
+        snapshot["prefix"] = self.app.names.prefix
+        return snapshot
+
+    def counters(self) -> dict[str, int]:
+        """The dashboard's own counters (for /metrics)."""
+        webhook = self.webhook
+        return {
+            "events_received": self.live.events_received,
+            "events_undecodable": self.feed.dropped,
+            "history_dropped": self.feed.history_dropped,
+            "history_stored": self._stored,
+            "webhook_sent": webhook.sent if webhook else 0,
+            "webhook_failures": webhook.failures if webhook else 0,
+        }
+
+    def metrics(self) -> str:
+        """Prometheus text: queues, workers, alerts, and the dashboard's own counters."""
+        return prometheus(self.overview(), self.alerts.active(), self.counters())
+
+    async def task(self, task_id: str) -> dict[str, Any] | None:
+        """A task's history with its timeline, or None if the dashboard never saw it."""
+        return await asyncio.to_thread(self.history.task, task_id)
+
+    async def search(self, text: str, state: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Tasks by ID prefix, name and state (newest first)."""
+        return await asyncio.to_thread(self.history.search, text, state, limit)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    async def dead_letters(self, queue: str) -> tuple[int, list[dlq.DeadMessage]]:
+        """How many dead letters ``queue`` has, and the first ``DEAD_LISTED`` of them."""
+        queue = check_queue_name(queue)
+        full = self.app.names.dead_queue(queue)
+        async with self._dlq_lock:
+            depth = await self.app.transport.queue_depth(full)
+            if depth is None:
+                return 0, []
+            listed = await dlq.list_dead(self.app.transport, queue, limit=DEAD_LISTED)
+        return depth.messages, listed
+
+    async def replay(self, queue: str, task_ids: list[str] | None) -> list[dlq.DeadMessage]:
+        """Send dead letters of ``queue`` back to it: those of ``task_ids``, or all (None)."""
+        queue = check_queue_name(queue)
+        select = dlq.selector(task_ids or (), everything=task_ids is None)
+        async with self._dlq_lock:
+            replayed = await dlq.replay(self.app.transport, queue, select, self.app.store)
+        log.info("replayed %d dead letter(s) of %s", len(replayed), queue)
+        return replayed
+
+    async def purge(self, queue: str) -> int:
+        """Delete every dead letter of ``queue``; return how many."""
+        queue = check_queue_name(queue)
+        async with self._dlq_lock:
+            if await self.app.transport.queue_depth(self.app.names.dead_queue(queue)) is None:
+                return 0
+            purged = await dlq.purge_dead(self.app.transport, queue)
+        log.info("purged %d dead letter(s) of %s", purged, queue)
+        return purged
+
+    async def shutdown(self, worker: str) -> bool:
+        """Ask ``worker`` to stop gracefully; whether it answered."""
+        result = await control.broadcast(self.app, "shutdown", timeout=3.0, worker=worker,
+                                         memory=self.sampler.memory)  # fmt: skip
+        return bool(result.replies)
+
+    def describe(self) -> dict[str, Any]:
+        """Where this dashboard reads from (no credentials)."""
+        return {"broker": redact_url(self.app.settings.broker), "prefix": self.app.names.prefix,
+                "history": str(self.settings.history_path)}  # fmt: skip
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+async def _started(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+    """Wait until uvicorn listens (or failed to: its error is raised)."""
+    while not server.started:
+        if serving.done():
+            serving.result()
+            raise OSError("the web server stopped before it started")
+        await asyncio.sleep(0.02)
+
+
+async def _first(waiting: Any, serving: asyncio.Task[None]) -> None:
+    """Return when ``waiting`` finishes or the server stops by itself."""
+    waiter = asyncio.ensure_future(waiting)
+    try:
+        await asyncio.wait({waiter, serving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()

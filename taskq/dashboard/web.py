@@ -1,0 +1,158 @@
+"""The HTML pages, and the Starlette application that serves them with the API.
+
+Pages are Jinja2 templates; the live parts (the overview, a task's timeline) are small
+Alpine.js components fed by server-sent events (``/api/stream``), with their first state
+embedded in the page as JSON. Actions are HTML forms (POST with the CSRF token, then a
+redirect back), so they work without JavaScript too. Static files (Alpine, uPlot, the page
+script and style) are vendored in the package: no build step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from ..exceptions import ConfigurationError
+from ..settings import check_queue_name
+from . import api
+from .history import STATES
+from .security import Guard
+from .service import Dashboard
+
+HERE = Path(__file__).parent
+
+
+def clock(value: Any) -> str:
+    """A Unix time as ``YYYY-MM-DD HH:MM:SS`` UTC (empty for None)."""
+    if value is None:
+        return ""
+    moment = dt.datetime.fromtimestamp(float(value), dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
+    )
+    env.filters["clock"] = clock
+    return env
+
+
+def _back(path: str, notice: str) -> Response:
+    return RedirectResponse(f"{path}?{urllib.parse.urlencode({'notice': notice})}", 303)
+
+
+def build(board: Dashboard) -> ASGIApp:
+    """The ASGI application of ``board``: pages, API, static files, behind the Guard."""
+    guard = Guard(token=board.settings.token, hosts=[board.settings.host])
+    pages = Pages(board, guard)
+    routes = [
+        *pages.routes(),
+        *api.Api(board, guard).routes(),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return guard.wrap(Starlette(routes=routes, exception_handlers={HTTPException: pages.refused}))
+
+
+class Pages:
+    """The HTML pages' handlers, bound to one Dashboard and its Guard."""
+
+    def __init__(self, board: Dashboard, guard: Guard) -> None:
+        self.board = board
+        self.guard = guard
+        self.env = _templates()
+
+    def routes(self) -> list[Route]:
+        """The page routes (forms POST to some of them)."""
+        return [
+            Route("/", self.overview),
+            Route("/tasks", self.tasks),
+            Route("/tasks/{task_id}", self.task),
+            Route("/queues/{name}", self.queue),
+            Route("/queues/{name}/replay", self.replay, methods=["POST"]),
+            Route("/queues/{name}/purge", self.confirm_purge),
+            Route("/queues/{name}/purge", self.purge, methods=["POST"]),
+            Route("/workers/{name}/shutdown", self.shutdown, methods=["POST"]),
+        ]
+
+    def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        """Render template ``name`` with what every page shows."""
+        html = self.env.get_template(name).render(
+            csrf=self.guard.csrf, prefix=self.board.app.names.prefix,
+            notice=request.query_params.get("notice"), states=sorted(set(STATES.values())),
+            **context,
+        )  # fmt: skip
+        return HTMLResponse(html, status_code=status)
+
+    async def overview(self, request: Request) -> Response:
+        return self.page(request, "overview.html", initial=self.board.overview())
+
+    async def tasks(self, request: Request) -> Response:
+        params = request.query_params
+        q, state = params.get("q", "").strip(), params.get("state", "")
+        found = await self.board.search(q, state)
+        if q and len(found) == 1 and found[0]["task_id"] == q:
+            return RedirectResponse(f"/tasks/{urllib.parse.quote(q)}", 303)
+        return self.page(request, "tasks.html", tasks=found, q=q, state=state)
+
+    async def task(self, request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        found = await self.board.task(task_id)
+        return self.page(request, "task.html", task_id=task_id, initial=found)
+
+    async def queue(self, request: Request) -> Response:
+        name = _queue(request)
+        total, dead = await self.board.dead_letters(name)
+        return self.page(request, "queue.html", queue=name, total=total, dead=dead)
+
+    async def replay(self, request: Request) -> Response:
+        name = _queue(request)
+        data = await api.action_input(request, self.guard)
+        ids = None if data.get("all") else [data.get("task_id", "")]
+        done = await self.board.replay(name, ids)
+        return _back(f"/queues/{name}", f"replayed {len(done)} message(s) to {name}")
+
+    async def confirm_purge(self, request: Request) -> Response:
+        name = _queue(request)
+        total, _ = await self.board.dead_letters(name)
+        return self.page(request, "purge.html", queue=name, total=total)
+
+    async def purge(self, request: Request) -> Response:
+        name = _queue(request)
+        data = await api.action_input(request, self.guard)
+        if data.get("confirm") != name:
+            return _back(f"/queues/{name}", "not purged: the confirmation did not match")
+        purged = await self.board.purge(name)
+        return _back(f"/queues/{name}", f"purged {purged} dead letter(s)")
+
+    async def shutdown(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        await api.action_input(request, self.guard)
+        answered = await self.board.shutdown(name)
+        notice = f"{name}: stopping gracefully" if answered else f"{name} did not answer"
+        return _back("/", notice)
+
+    async def refused(self, request: Request, exc: Exception) -> Response:
+        """An HTTPException as JSON (API) or as a page."""
+        assert isinstance(exc, HTTPException)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return self.page(request, "error.html", status=exc.status_code, message=exc.detail)
+
+
+def _queue(request: Request) -> str:
+    try:
+        return check_queue_name(request.path_params["name"])
+    except ConfigurationError as exc:
+        raise HTTPException(400, str(exc)) from None

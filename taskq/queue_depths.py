@@ -1,0 +1,139 @@
+"""How full a prefix's queues are: ready, unacked and consumers of each, from one of two sources.
+
+- the RabbitMQ management HTTP API (``/api/queues/{vhost}``), when the management plugin is
+  enabled: every queue of the prefix, with unacked counts (the API's numbers are sampled, a
+  few seconds old);
+- otherwise passive declares of the queues taskq knows about (work queues, their ``.dead``
+  queues, the delay levels). A passive declare tells ready messages and consumers, not
+  unacked ones (``unacked`` is None).
+
+Taskq never enables the plugin itself. Used by ``taskq queues`` and the dashboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+
+from .redact import redact_url
+from .topology import DELAY_LEVELS, Names
+from .transport import Transport
+
+MANAGEMENT_PORT = 15672
+API_TIMEOUT = 3.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Depths:
+    """Rows of ``{name, ready, unacked, consumers}`` and which source they came from."""
+
+    rows: list[dict[str, Any]]
+    source: str
+    management: bool
+
+
+def management_url(broker: str, explicit: str | None = None) -> tuple[str, str, str]:
+    """``(base URL, vhost, 'user:password')`` of the management API of ``broker``."""
+    url = urllib.parse.urlsplit(broker)
+    vhost = urllib.parse.unquote(url.path[1:]) if len(url.path) > 1 else "/"
+    user = urllib.parse.unquote(url.username or "guest")
+    password = urllib.parse.unquote(url.password or "guest")
+    base = explicit or f"http://{url.hostname or '127.0.0.1'}:{MANAGEMENT_PORT}"
+    return base.rstrip("/"), vhost, f"{user}:{password}"
+
+
+def fetch(base: str, vhost: str, credentials: str) -> list[dict[str, Any]]:
+    """The management API's queue rows of ``vhost`` (blocking: run it in a thread)."""
+    path = "/api/queues/" + urllib.parse.quote(vhost, safe="")
+    query = "?columns=name,messages_ready,messages_unacknowledged,consumers"
+    request = urllib.request.Request(base + path + query)
+    token = base64.b64encode(credentials.encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=API_TIMEOUT) as response:
+        data = json.loads(response.read())
+    if not isinstance(data, list):
+        raise ValueError("unexpected answer from the management API")
+    return data
+
+
+def from_api(rows: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """The taskq queues of ``prefix`` among the management API's queue rows."""
+    wanted = (f"{prefix}.q.", f"{prefix}.delay.")
+    return [
+        {
+            "name": row["name"],
+            "ready": row.get("messages_ready"),
+            "unacked": row.get("messages_unacknowledged"),
+            "consumers": row.get("consumers"),
+        }
+        for row in sorted(rows, key=lambda r: _order(str(r.get("name")), prefix))
+        if str(row.get("name", "")).startswith(wanted)
+    ]
+
+
+def _order(name: str, prefix: str) -> tuple[int, int, str]:
+    delay = f"{prefix}.delay."
+    if name.startswith(delay) and name[len(delay) :].isdigit():
+        return (1, int(name[len(delay) :]), name)
+    return (0, 0, name)
+
+
+def known_queues(names: Names, queues: Iterable[str]) -> list[str]:
+    """Full names of the work queues ``queues`` (short names), their ``.dead`` queues and the
+    delay levels: what taskq knows about without the management API."""
+    full = []
+    for queue in sorted(set(queues)):
+        full += [names.work_queue(queue), names.dead_queue(queue)]
+    return full + [names.delay_level(level) for level in range(DELAY_LEVELS)]
+
+
+async def from_declares(transport: Transport, full_names: Iterable[str]) -> list[dict[str, Any]]:
+    """Depths of these queues by passive declares (queues that do not exist are left out)."""
+    rows = []
+    for name in full_names:
+        depth = await transport.queue_depth(name)
+        if depth is not None:
+            rows.append(
+                {"name": name, "ready": depth.messages, "unacked": None,
+                 "consumers": depth.consumers}
+            )  # fmt: skip
+    return rows
+
+
+async def depths(
+    transport: Transport,
+    broker: str,
+    queues: Iterable[str],
+    *,
+    api_url: str | None = None,
+    use_api: bool = True,
+) -> Depths:
+    """The depths of the prefix's queues: from the management API if it answers (and
+    ``use_api``), else by passive declares of the work queues ``queues`` (short names)."""
+    names = transport.names
+    source = "passive declares"
+    if use_api:
+        base, vhost, credentials = management_url(broker, api_url)
+        try:
+            api_rows = await asyncio.to_thread(fetch, base, vhost, credentials)
+            api = f"management API ({redact_url(base)})"
+            return Depths(from_api(api_rows, names.prefix), api, True)
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            source = f"passive declares (management API not available: {_reason(exc)})"
+    rows = await from_declares(transport, known_queues(names, queues))
+    return Depths(rows, source, False)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return str(exc)

@@ -1,0 +1,89 @@
+"""Alert rules (pure): when each fires and resolves, and how rules are configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskq.dashboard.alerts import (
+    Alerts,
+    Backlog,
+    DeadLetters,
+    FailureRate,
+    NoConsumer,
+    QueueReading,
+    Reading,
+    WorkerMissing,
+)
+from taskq.dashboard.settings import check_exposure, is_loopback, load_alerts
+from taskq.exceptions import ConfigurationError
+
+
+def reading(at: float, ready: int = 0, consumers: int = 1, dead: int | None = 0,
+            missing: tuple[str, ...] = (), failed: int = 0, finished: int = 0) -> Reading:
+    queues = {"default": QueueReading(ready, consumers, dead)}
+    return Reading(at, queues, list(missing), lambda window: (failed, finished))
+
+
+def statuses(alerts: Alerts, r: Reading) -> list[tuple[str, str, str]]:
+    return [(t.status, t.alert.rule, t.alert.subject) for t in alerts.evaluate(r)]
+
+
+def test_backlog_fires_only_after_holding_for_its_duration_and_resolves() -> None:
+    alerts = Alerts([Backlog(ready=10, for_=30)])
+    assert statuses(alerts, reading(0, ready=50)) == []
+    assert statuses(alerts, reading(29, ready=50)) == []
+    assert statuses(alerts, reading(30, ready=50)) == [("firing", "backlog", "default")]
+    assert alerts.active()[0].since == 0
+    assert statuses(alerts, reading(31, ready=50)) == []  # fires once
+    assert statuses(alerts, reading(32, ready=5)) == [("resolved", "backlog", "default")]
+    assert statuses(alerts, reading(33, ready=50)) == []  # the clock starts again
+
+
+def test_dead_letters_fire_on_growth_and_resolve_when_brought_back_down() -> None:
+    alerts = Alerts([DeadLetters()])
+    assert statuses(alerts, reading(0, dead=4)) == []  # the baseline
+    assert statuses(alerts, reading(1, dead=5)) == [("firing", "dead-letters", "default")]
+    assert "1 new dead letter(s)" in alerts.active()[0].message
+    assert statuses(alerts, reading(2, dead=7)) == []
+    assert statuses(alerts, reading(3, dead=0)) == [("resolved", "dead-letters", "default")]
+    assert statuses(alerts, reading(4, dead=1)) == [("firing", "dead-letters", "default")]
+
+
+def test_no_consumer_failure_rate_and_missing_workers() -> None:
+    alerts = Alerts([NoConsumer(for_=0), FailureRate(percent=10, min_tasks=5), WorkerMissing()])
+    assert statuses(alerts, reading(0, ready=0, consumers=0, failed=1, finished=4)) == []
+    fired = statuses(alerts, reading(1, ready=3, consumers=0, failed=2, finished=10,
+                                     missing=("w1",)))  # fmt: skip
+    assert sorted(fired) == [("firing", "failure-rate", "tasks"),
+                             ("firing", "no-consumer", "default"),
+                             ("firing", "worker-missing", "w1")]  # fmt: skip
+    resolved = statuses(alerts, reading(2, ready=3, consumers=1, failed=1, finished=10))
+    assert sorted(resolved) == [("resolved", "failure-rate", "tasks"),
+                                ("resolved", "no-consumer", "default"),
+                                ("resolved", "worker-missing", "w1")]  # fmt: skip
+
+
+def test_rules_from_a_toml_file_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.toml"
+    path.write_text('webhook = "http://127.0.0.1:1/x"\n[[rule]]\nkind = "backlog"\n'
+                    'queue = "emails"\nready = 100\nfor = 5\n')  # fmt: skip
+    loaded = load_alerts(path, [{"kind": "worker-missing"}], None)
+    assert loaded.webhook == "http://127.0.0.1:1/x"
+    assert loaded.rules == [Backlog(queue="emails", ready=100, for_=5), WorkerMissing()]
+    assert load_alerts(None, [], "http://h/y").webhook == "http://h/y"
+    path.write_text('[[rule]]\nkind = "backlog"\nready = 1\nfour = 5\n')
+    with pytest.raises(ConfigurationError, match="four"):
+        load_alerts(path, [], None)
+    with pytest.raises(ConfigurationError, match="kind"):
+        load_alerts(None, [{"kind": "nonsense"}], None)
+
+
+def test_only_loopback_listens_without_a_token() -> None:
+    assert all(map(is_loopback, ["127.0.0.1", "127.5.0.1", "::1", "[::1]", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "192.168.1.2", "example.com", "::"]))
+    check_exposure("127.0.0.1", None)
+    check_exposure("0.0.0.0", "secret")
+    with pytest.raises(ConfigurationError, match="without --token"):
+        check_exposure("0.0.0.0", None)
