@@ -33,6 +33,9 @@ from tests.dashboard_support import (
 )
 from tests.support import BROKER, WorkerProcess, delete_topology, unique_prefix
 
+# Pages in a browser: the worker's queue layout is not what these tests are about.
+pytestmark = pytest.mark.one_queue_only
+
 APP = "tests.apps.ops_app:app"
 TOKEN = "t0ken-" + uuid.uuid4().hex
 SHOTS = os.environ.get("TASKQ_DASHBOARD_SCREENSHOTS")
