@@ -12,5 +12,6 @@ See docs/periodic.md for the failover model and its limits.
 
 from .entry import CatchUp, PeriodicEntry
 from .schedule import Cron, Every, Schedule
+from .scheduler import Scheduler, SchedulerState
 
-__all__ = ["CatchUp", "Cron", "Every", "PeriodicEntry", "Schedule"]
+__all__ = ["CatchUp", "Cron", "Every", "PeriodicEntry", "Schedule", "Scheduler", "SchedulerState"]
