@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from ..app import App
 from ..exceptions import BrokerUnavailable, ConfigurationError, InvalidArguments, TaskqError
-from . import dlq, events, inspect, queues, send
+from . import beat, dlq, events, inspect, queues, send
 from .common import ExitCode, UsageError, load_app, run_loop
 
-COMMAND_MODULES = [send, dlq, inspect, queues, events]
+COMMAND_MODULES = [send, dlq, inspect, queues, events, beat]
 
 
 def build_parser() -> argparse.ArgumentParser:
