@@ -114,6 +114,8 @@ async def running_worker(app: App, **options: Any) -> AsyncIterator[Worker]:
 class WorkerProcess:
     """A real ``taskq-worker`` subprocess, for signal and crash tests."""
 
+    READY = "consuming"  # what the log says once the process is up
+
     def __init__(
         self,
         app_spec: str,
@@ -132,12 +134,15 @@ class WorkerProcess:
         self.log_path = Path(f"/tmp/{prefix}-worker-{uuid.uuid4().hex[:6]}.log")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "taskq.cli.worker", app_spec, "--log-level", "info", *args],
+            self.command(app_spec, args),
             cwd=cwd or REPO,
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def command(self, app_spec: str, args: tuple[str, ...]) -> list[str]:
+        return [sys.executable, "-m", "taskq.cli.worker", app_spec, "--log-level", "info", *args]
 
     def output(self) -> str:
         self._log.flush()
@@ -149,9 +154,9 @@ class WorkerProcess:
                 raise AssertionError(
                     f"worker exited with {self.process.returncode}:\n{self.output()}"
                 )
-            return "consuming" in self.output()
+            return self.READY in self.output()
 
-        await eventually(consuming, timeout=timeout, what="worker to start consuming")
+        await eventually(consuming, timeout=timeout, what=f"{self.READY!r} in the log")
 
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)
@@ -169,6 +174,16 @@ class WorkerProcess:
             self.process.wait(10)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
+
+
+class BeatProcess(WorkerProcess):
+    """A real ``taskq --app APP beat`` scheduler subprocess."""
+
+    READY = "bidding for"
+
+    def command(self, app_spec: str, args: tuple[str, ...]) -> list[str]:
+        return [sys.executable, "-m", "taskq.cli.admin", "--app", app_spec, "beat",
+                "--log-level", "info", *args]  # fmt: skip
 
 
 def meta_of(body: bytes) -> dict[str, Any]:
