@@ -191,20 +191,7 @@ class App:
         retry: RetryPolicy | None,
         ignore_result: bool,
     ) -> Task[Any, Any]:
-        config = self._task_config(fn, name, queue, priority, timeout, retry)
-        if ignore_result:
-            config = dataclasses.replace(config, ignore_result=True)
-        return Task(self, fn, config)
-
-    def _task_config(
-        self,
-        fn: Callable[..., Any],
-        name: str | None,
-        queue: str | None,
-        priority: int | None,
-        timeout: float | None,
-        retry: RetryPolicy | None,
-    ) -> TaskConfig:
+        """A checked, not yet registered task of ``fn``."""
         task_name = _task_name(fn, name)
         if task_name in self._tasks:
             raise TaskRegistrationError(
@@ -216,14 +203,16 @@ class App:
             self._check_priority(priority, queue_name, explicit=True)
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"timeout of task {task_name!r} must be > 0")
-        return TaskConfig(
+        config = TaskConfig(
             name=task_name,
             queue=queue_name,
             priority=priority,
             timeout=timeout,
             retry=retry,
             is_async=inspect.iscoroutinefunction(fn),
+            ignore_result=ignore_result,
         )
+        return Task(self, fn, config)
 
     def _check_priority(self, priority: int, queue: str, *, explicit: bool = False) -> int:
         if explicit and self.settings.queue_type_of(queue) == "quorum":
