@@ -15,8 +15,6 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
-import math
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,7 +27,7 @@ from ..transport.lease import Lease, Tenure
 from .entry import PeriodicEntry
 from .plan import Firing, next_tick, settle
 from .schedule import iso
-from .state import BeatState, merged
+from .state import BeatState, EntryState, merged
 
 log = logging.getLogger("taskq.beat")
 
@@ -63,7 +61,10 @@ class _Term:
     tenure: Tenure
     since: dt.datetime
     state: BeatState
-    last_commit: float = -math.inf
+    last_commit: dt.datetime | None = None
+
+    def renewal_due(self, now: dt.datetime) -> bool:
+        return self.last_commit is None or (now - self.last_commit).total_seconds() >= RENEW_AFTER
 
 
 class Scheduler:
@@ -169,28 +170,37 @@ class Scheduler:
         for queue in sorted({entry.task.config.queue for entry in self.entries}):
             await transport.declare_work_queue(queue)
         while not self._stop.is_set() and not tenure.lost:
+            # A record that arrives after activation (a second initial record, see
+            # taskq.transport.lease) may know more: merging never loses what a record says.
+            term.state = term.state.merge(merged(tenure.records))
             now = self.clock()
             firings, states = settle(self.entries, term.state.entries, now=now,
                                      since=term.since, limit=BATCH)  # fmt: skip
-            stale = time.monotonic() - term.last_commit >= RENEW_AFTER
-            if firings or states != term.state.entries or stale:
-                await self._commit(term, firings, BeatState(states, self.name, term.since, now))
+            if firings or states != term.state.entries or term.renewal_due(now):
+                await self._commit(term, firings, states, now)
                 if len(firings) == BATCH:
                     continue  # more is due
             await tenure.wait(self._sleep(term), self._stop)
 
     def _sleep(self, term: _Term) -> float:
         """Seconds until the next tick or renewal (at most MAX_SLEEP)."""
-        seconds = min(MAX_SLEEP, RENEW_AFTER - (time.monotonic() - term.last_commit))
+        now = self.clock()
+        seconds = MAX_SLEEP
+        if term.last_commit is not None:
+            seconds = min(seconds, RENEW_AFTER - (now - term.last_commit).total_seconds())
         upcoming = next_tick(self.entries, term.state.entries)
         if upcoming is not None:
             # A millisecond past the tick: the loop's clock and the wall clock differ a little.
-            seconds = min(seconds, (upcoming - self.clock()).total_seconds() + 0.001)
+            seconds = min(seconds, (upcoming - now).total_seconds() + 0.001)
         return max(0.0, seconds)
 
-    async def _commit(self, term: _Term, firings: list[Firing], state: BeatState) -> None:
+    async def _commit(
+        self, term: _Term, firings: list[Firing], states: dict[str, EntryState], now: dt.datetime
+    ) -> None:
+        """Send ``firings`` with the state that counts them as sent (see the module doc)."""
+        state = BeatState(states, self.name, term.since, now)
         by_name = {entry.name: entry for entry in self.entries}
-        sent_at = state.written_at.timestamp() if state.written_at else time.time()
+        sent_at = now.timestamp()
         messages: list[tuple[str, str, OutgoingMessage]] = []
         for firing in firings:
             entry = by_name[firing.entry]
@@ -198,7 +208,7 @@ class Scheduler:
                                       default_priority=self.default_priority)  # fmt: skip
             messages.append((self.names.exchange, envelope.queue, envelope.to_message()))
         returned = await term.tenure.commit(messages, state.encode())
-        term.state, term.last_commit = state, time.monotonic()
+        term.state, term.last_commit = state, now
         self.fired += len(firings)
         for firing in firings:
             log.info("beat %s fired %s for %s%s", self.name, firing.entry, iso(firing.tick),
