@@ -74,15 +74,18 @@ async def _serve(worker: Worker, scheduler: Scheduler | None) -> None:
 async def _run_with_beat(worker: Worker, scheduler: Scheduler) -> None:
     """Run the worker, and the scheduler beside it from the moment the worker consumes (on the
     worker's connections) until the worker stops."""
-    async with asyncio.TaskGroup() as tg:
-        running = tg.create_task(worker.run())
-        ready = tg.create_task(worker.ready.wait())
-        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if ready.done() and not running.done():
-            beat = tg.create_task(scheduler.run(worker.app.transport))
-            await asyncio.wait({running, beat}, return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        scheduler.stop()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(worker.run())
+            ready = tg.create_task(worker.ready.wait())
+            await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if ready.done() and not running.done():
+                beat = tg.create_task(scheduler.run(worker.app.transport))
+                await asyncio.wait({running, beat}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            scheduler.stop()
+    except ExceptionGroup as group:  # main() maps single errors (broker, topology) to exit codes
+        raise group.exceptions[0] from None
 
 
 async def _stop_if_orphaned(worker: Worker, supervisor_pid: int) -> None:

@@ -27,6 +27,7 @@ import pytest
 
 from taskq import App
 from taskq.cli.common import ExitCode
+from taskq.message import OutgoingMessage
 from taskq.periodic.schedule import iso
 from taskq.topology import Names
 from taskq.transport.connection import ChannelClosed
@@ -166,7 +167,11 @@ async def test_lease_moves_with_its_record_when_the_broker_drops_the_holder(clie
     try:
         held = await first.acquire(b"\x80", stop)  # an empty msgpack map: the first record
         assert held is not None and held.records == [b"\x80"]
-        await held.commit([], b"\x81\xa1k\x01")  # the state the next holder must get
+        # A firing routed nowhere comes back from the commit by its ID (it is not lost quietly).
+        nowhere = OutgoingMessage(body=b"\x90", message_id="periodic:x:2024-01-01T00:00:00Z")
+        returned = await held.commit([("", f"{client.names.prefix}.nowhere", nowhere)],
+                                     b"\x81\xa1k\x01")  # the state the next holder must get
+        assert list(returned) == [nowhere.message_id]
         assert held.records == [b"\x81\xa1k\x01"]
         bid = asyncio.create_task(second.acquire(b"\x80", stop))
         await eventually(bidders, what="the second bidder to consume")
