@@ -48,7 +48,7 @@ QueueSpec = tuple[str, dict[str, Any]]
 class Tenure:
     """The active term of a lease holder: the records it holds, and how it replaces them.
 
-    Ends when its channel closes (``lost``); every method then raises ChannelClosed.
+    Ends when its channel closes (``lost``); ``commit`` then raises ChannelClosed.
     """
 
     def __init__(self, channel: Channel, queue: str, mirror: str | None, timeout: float) -> None:
