@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,6 +182,20 @@ class BeatProcess(WorkerProcess):
     """A real ``taskq --app APP beat`` scheduler subprocess."""
 
     READY = "bidding for"
+
+    @property
+    def active(self) -> bool:
+        """Whether the log's latest word on the lease is that this scheduler holds it (a
+        broker restart can take it away without a kill)."""
+        text = self.output()
+        return text.rfind("is active since") > text.rfind("lost the lease")
+
+    @property
+    def since(self) -> dt.datetime:
+        """When the scheduler last became active, as its log says."""
+        found = re.findall(r"is active since (\S+)", self.output())
+        assert found, self.output()
+        return dt.datetime.fromisoformat(found[-1].replace("Z", "+00:00"))
 
     def command(self, app_spec: str, args: tuple[str, ...]) -> list[str]:
         return [sys.executable, "-m", "taskq.cli.admin", "--app", app_spec, "beat",

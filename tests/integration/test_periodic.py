@@ -13,7 +13,6 @@ import datetime as dt
 import itertools
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -83,18 +82,11 @@ async def _active(schedulers: list[BeatProcess]) -> BeatProcess:
     """The one scheduler process whose log says it became active."""
 
     async def one_active() -> list[BeatProcess]:
-        active = [s for s in schedulers if "is active since" in s.output()]
+        active = [s for s in schedulers if s.active]
         assert len(active) <= 1, "two schedulers active at once"
         return active
 
     return (await eventually(one_active, timeout=15, what="a scheduler to become active"))[0]
-
-
-def _since(scheduler: BeatProcess) -> dt.datetime:
-    """When the scheduler says it became active."""
-    found = re.findall(r"is active since (\S+)", scheduler.output())
-    assert found, scheduler.output()
-    return dt.datetime.fromisoformat(found[-1].replace("Z", "+00:00"))
 
 
 def _ticks(
@@ -207,7 +199,7 @@ async def test_catch_up_policies_after_all_schedulers_were_down(prefix: str, cli
         await asyncio.sleep(10)  # the outage under test: no scheduler runs for 10 s
         second = BeatProcess(APP, prefix, env=env)
         await _active([second])
-        since = _since(second)
+        since = second.since
         depth = len(await _fired(prefix))
         await _until_fired(client, depth + 6, "two on-time firings per entry")
         await _stop(second)
@@ -247,7 +239,7 @@ async def test_a_schedule_changed_in_code_applies_after_a_restart(
         await _until_fired(client, depth + 2, "two firings of the new a")
         await _stop(new)
         firings = await _fired(prefix)
-        since = _since(new)
+        since = new.since
     finally:
         old.kill()
         if new is not None:
