@@ -10,13 +10,15 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import codec, events, topology
 from .context import current_or_none
 from .exceptions import ConfigurationError, LifecycleError, TaskRegistrationError
 from .handle import TaskHandle
 from .message import Envelope, OutgoingMessage
+from .periodic.entry import CatchUp, PeriodicEntry, make_entry
+from .periodic.schedule import schedule_of
 from .results.amqp import AmqpResultStore
 from .results.base import ResultStore
 from .retry import RetryPolicy
@@ -64,6 +66,7 @@ class App:
         self.names = topology.Names(self.settings.prefix)
         self._sync: SyncClient | None = None
         self._tasks: dict[str, Task[Any, Any]] = {}
+        self._periodic: dict[str, PeriodicEntry] = {}
         self._transport: Transport | None = None
         self._store: ResultStore | None = None
         self.default_retry = retry
@@ -129,16 +132,56 @@ class App:
         """
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
-            config = self._task_config(fn, name, queue, priority, timeout, retry)
-            if ignore_result:
-                config = dataclasses.replace(config, ignore_result=True)
-            task: Task[Any, Any] = Task(self, fn, config)
-            self._tasks[config.name] = task
+            task = self._new_task(fn, name, queue, priority, timeout, retry, ignore_result)
+            self._tasks[task.name] = task
             return task
 
         return register if func is None else register(func)
 
-    def _task_config(
+    @property
+    def periodic_entries(self) -> Mapping[str, PeriodicEntry]:
+        """The periodic entries by name (the name of each entry's task)."""
+        return self._periodic
+
+    def periodic(
+        self,
+        *,
+        every: float | dt.timedelta | None = None,
+        cron: str | None = None,
+        timezone: str = "UTC",
+        start: dt.datetime | None = None,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        catch_up: CatchUp = "one",
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> _TaskDecorator:
+        """Register ``func`` as a task (``.delay()`` still works) that a scheduler sends on a
+        schedule with ``args`` and ``kwargs`` (see taskq.periodic and docs/periodic.md).
+
+        ``every`` (seconds, or a timedelta, at least 1 s) ticks on multiples of the interval
+        since the Unix epoch, or since ``start``; ``cron`` (five fields) ticks in
+        ``timezone``. ``catch_up`` says what happens to ticks that came due while no
+        scheduler was active: ``"one"`` fires the latest once, ``"all"`` every one,
+        ``"skip"`` none. The other options are the task's (see ``task``). A bad schedule or
+        time zone raises ConfigurationError and arguments that do not fit the function raise
+        InvalidArguments, here, at import.
+        """
+        schedule = schedule_of(every=every, cron=cron, timezone=timezone, start=start)
+
+        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+            task = self._new_task(fn, name, queue, priority, timeout, retry, False)
+            entry = make_entry(task, schedule, args, kwargs, catch_up)
+            self._tasks[task.name] = task
+            self._periodic[task.name] = entry
+            return task
+
+        return cast(_TaskDecorator, register)
+
+    def _new_task(
         self,
         fn: Callable[..., Any],
         name: str | None,
@@ -146,7 +189,9 @@ class App:
         priority: int | None,
         timeout: float | None,
         retry: RetryPolicy | None,
-    ) -> TaskConfig:
+        ignore_result: bool,
+    ) -> Task[Any, Any]:
+        """A checked, not yet registered task of ``fn``."""
         task_name = _task_name(fn, name)
         if task_name in self._tasks:
             raise TaskRegistrationError(
@@ -158,14 +203,16 @@ class App:
             self._check_priority(priority, queue_name, explicit=True)
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"timeout of task {task_name!r} must be > 0")
-        return TaskConfig(
+        config = TaskConfig(
             name=task_name,
             queue=queue_name,
             priority=priority,
             timeout=timeout,
             retry=retry,
             is_async=inspect.iscoroutinefunction(fn),
+            ignore_result=ignore_result,
         )
+        return Task(self, fn, config)
 
     def _check_priority(self, priority: int, queue: str, *, explicit: bool = False) -> int:
         if explicit and self.settings.queue_type_of(queue) == "quorum":

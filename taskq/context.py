@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import datetime as dt
 from collections.abc import Awaitable, Callable
 
 from .exceptions import LifecycleError
@@ -11,7 +12,11 @@ from .exceptions import LifecycleError
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskContext:
-    """Facts about the task running now, and a way to report its progress."""
+    """Facts about the task running now, and a way to report its progress.
+
+    ``scheduled_for`` is the tick a periodic firing is for (an aware UTC datetime), None
+    for a task sent any other way.
+    """
 
     task_id: str
     task_name: str
@@ -19,6 +24,7 @@ class TaskContext:
     attempt: int
     root_id: str | None
     _report: Callable[[float, str | None], Awaitable[None]] = dataclasses.field(repr=False)
+    scheduled_for: dt.datetime | None = None
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0.0 to 1.0, and an optional message), visible through the handle."""

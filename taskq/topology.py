@@ -11,6 +11,9 @@ name                          kind           purpose
 ``{p}.delivery``              topic          routes what leaves level 0 to its work queue
 ``{p}.events``                topic          task and worker events
 ``{p}.control``               fanout         inspect / ping broadcast
+``{p}.beat.lease``            queue          periodic schedulers: single active consumer,
+                                             holds the state record (taskq.periodic)
+``{p}.beat.status``           queue          the latest state record, for ``beat list``
 ============================ ============== ================================================
 
 Delays are written in binary into the routing key: ``b35.b34. ... .b0.{queue}``. A message
@@ -86,6 +89,16 @@ class Names:
         """The reply queue of one client (the AMQP result store of one open App)."""
         return f"{self.prefix}.reply.{client}"
 
+    @property
+    def beat_lease(self) -> str:
+        """The periodic schedulers' lease queue (see taskq.transport.lease)."""
+        return f"{self.prefix}.beat.lease"
+
+    @property
+    def beat_status(self) -> str:
+        """The mirror of the schedulers' latest state record."""
+        return f"{self.prefix}.beat.status"
+
     def delay_level(self, level: int) -> str:
         """Name of the exchange and of the queue of delay level ``level``."""
         return f"{self.prefix}.delay.{level}"
@@ -109,7 +122,7 @@ def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str
     queue_names = [n for q in queues for n in (names.work_queue(q), names.dead_queue(q))]
     levels = [names.delay_level(level) for level in range(DELAY_LEVELS)]
     fixed = [names.exchange, names.dlx, names.delivery, names.events, names.control]
-    return queue_names + levels, levels + fixed
+    return queue_names + levels + [names.beat_lease, names.beat_status], levels + fixed
 
 
 def work_queue_arguments(
@@ -162,6 +175,18 @@ def reply_queue_arguments(expires: float) -> dict[str, Any]:
     """Arguments of a client's reply queue: classic, removed by the broker once unused for
     ``expires`` seconds (durable, so that it outlives a reconnect of its client)."""
     return {"x-queue-type": "classic", "x-expires": max(1, int(expires * 1000))}
+
+
+def beat_lease_arguments() -> dict[str, Any]:
+    """Arguments of the schedulers' lease queue: RabbitMQ delivers to one consumer at a time
+    and moves on to the next when that one's channel closes (3.8+, classic and quorum)."""
+    return {"x-queue-type": "classic", "x-single-active-consumer": True}
+
+
+def beat_status_arguments() -> dict[str, Any]:
+    """Arguments of the status mirror: only the latest record is kept (``x-max-length``
+    counts ready messages: a copy someone is reading does not count)."""
+    return {"x-queue-type": "classic", "x-max-length": 1}
 
 
 def _bit_pattern(level: int, bit: str) -> str:

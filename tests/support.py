@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 import random
 import re
@@ -291,6 +292,9 @@ class WorkerProcess:
     In the two-queue variant it also consumes the extra queue.
     """
 
+    READY = "consuming"  # what the log says once the process is up
+    SERVES_QUEUES = True  # a worker: in the two-queue variant it also consumes the extra queue
+
     def __init__(
         self,
         app_spec: str,
@@ -306,19 +310,22 @@ class WorkerProcess:
             "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd or REPO)]),
         }
         full_env.update(env or {})
-        if VARIANT.extra_queue is not None:
+        if VARIANT.extra_queue is not None and self.SERVES_QUEUES:
             args = tuple(_with_extra_queue(app_spec, args, VARIANT.extra_queue))
         self.prefix = prefix
         self.log_path = Path(f"/tmp/{prefix}-worker-{uuid.uuid4().hex[:6]}.log")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            # debug: the tests read per-task outcome lines, which a worker logs at DEBUG
-            [sys.executable, "-m", "taskq.cli.worker", app_spec, "--log-level", "debug", *args],
+            self.command(app_spec, args),
             cwd=cwd or REPO,
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def command(self, app_spec: str, args: tuple[str, ...]) -> list[str]:
+        # debug: the tests read per-task outcome lines, which a worker logs at DEBUG
+        return [sys.executable, "-m", "taskq.cli.worker", app_spec, "--log-level", "debug", *args]
 
     def output(self) -> str:
         self._log.flush()
@@ -334,11 +341,11 @@ class WorkerProcess:
                     f"worker exited with {self.process.returncode}:\n{self.output()}"
                 )
             output = self.output()
-            return "consuming" in output and (
-                not VARIANT.busy or f"{noise.NOISE_TASK}[" in output
+            return self.READY in output and (
+                not (VARIANT.busy and self.SERVES_QUEUES) or f"{noise.NOISE_TASK}[" in output
             )
 
-        await eventually(consuming, timeout=timeout, what="worker to start consuming")
+        await eventually(consuming, timeout=timeout, what=f"{self.READY!r} in the log")
 
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)
@@ -421,6 +428,31 @@ async def run_taskq(
     code = await process.wait()
     assert b"Traceback" not in err, err.decode()
     return Cli(code, out.decode(), err.decode())
+
+
+class BeatProcess(WorkerProcess):
+    """A real ``taskq --app APP beat`` scheduler subprocess."""
+
+    READY = "bidding for"
+    SERVES_QUEUES = False
+
+    @property
+    def active(self) -> bool:
+        """Whether the log's latest word on the lease is that this scheduler holds it (a
+        broker restart can take it away without a kill)."""
+        text = self.output()
+        return text.rfind("is active since") > text.rfind("lost the lease")
+
+    @property
+    def since(self) -> dt.datetime:
+        """When the scheduler last became active, as its log says."""
+        found = re.findall(r"is active since (\S+)", self.output())
+        assert found, self.output()
+        return dt.datetime.fromisoformat(found[-1].replace("Z", "+00:00"))
+
+    def command(self, app_spec: str, args: tuple[str, ...]) -> list[str]:
+        return [sys.executable, "-m", "taskq.cli.admin", "--app", app_spec, "beat",
+                "--log-level", "info", *args]  # fmt: skip
 
 
 def meta_of(body: bytes) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from ..app import App
 from ..exceptions import BrokerUnavailable, ConfigurationError, InvalidArguments, TaskqError
-from . import dashboard, dlq, events, inspect, queues, send
+from . import beat, dashboard, dlq, events, inspect, queues, send
 from .common import ExitCode, UsageError, load_app, run_loop
 
-COMMAND_MODULES = [send, dlq, inspect, queues, events, dashboard]
+COMMAND_MODULES = [send, dlq, inspect, queues, events, beat, dashboard]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,11 @@
-"""``taskq inspect ping|active|reserved|scheduled|stats`` and ``taskq control shutdown``.
+"""``taskq inspect ping|active|reserved|scheduled|periodic|stats`` and ``taskq control shutdown``.
 
 Workers answer over the control plane (see :mod:`taskq.control` for how missing workers are
 found). ``scheduled`` asks the broker instead: workers never hold delayed tasks (they wait in
 the delay level queues), so it shows how many messages each level queue holds and, with
 ``--peek N``, reads up to N messages per level (basic.get, then requeued) to show their
 task and ETA. Peeking holds those messages for a moment; it does not change when they run.
+``periodic`` is ``taskq beat list``: the periodic entries and the active scheduler.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..exceptions import DecodeError
 from ..message import envelope_of
 from ..topology import DELAY_LEVELS, queue_from_delay_key
 from ..transport import Delivery
-from . import tables
+from . import beat, tables
 from .common import ExitCode, UsageError
 
 WORKER_COMMANDS = ("ping", "active", "reserved", "stats")
@@ -30,7 +31,7 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "inspect", help="ask running workers what they are doing"
     )
-    parser.add_argument("what", choices=[*WORKER_COMMANDS, "scheduled"])
+    parser.add_argument("what", choices=[*WORKER_COMMANDS, "scheduled", "periodic"])
     _common_options(parser)
     parser.add_argument(
         "--peek", type=int, default=0, metavar="N",
@@ -64,6 +65,8 @@ async def _broadcast(app: App, command: str, args: argparse.Namespace) -> contro
 async def run_inspect(app: App, args: argparse.Namespace) -> int:
     if args.what == "scheduled":
         return await _scheduled(app, args)
+    if args.what == "periodic":
+        return await beat.run_list(app, args)
     result = await _broadcast(app, args.what, args)
     if args.json:
         print(json.dumps(_as_json(result), indent=2, default=str))

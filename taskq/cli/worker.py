@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from .. import metrics
 from ..exceptions import BrokerUnavailable, ConfigurationError, TopologyMismatch
+from ..periodic import Scheduler
 from ..worker import Worker
+from .beat import scheduler_for
 from .common import ExitCode, UsageError, load_app, run_loop
 from .logs import setup_logging
 from .supervisor import PARENT_PID_ENV, Supervisor
@@ -45,22 +47,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--events", action="store_true", help="publish task and worker events")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1")
+    parser.add_argument(
+        "--beat", action="store_true",
+        help="also run a periodic scheduler (any number may run: one is active)",
+    )
     return parser
 
 
-async def _serve(worker: Worker) -> None:
+async def _serve(worker: Worker, scheduler: Scheduler | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_signal, worker, sig)
+        loop.add_signal_handler(sig, _on_signal, worker, scheduler, sig)
     supervisor = os.environ.get(PARENT_PID_ENV)
     watchdog = None
     if supervisor:
         watchdog = asyncio.ensure_future(_stop_if_orphaned(worker, int(supervisor)))
     try:
-        await worker.run()
+        if scheduler is None:
+            await worker.run()
+        else:
+            await _run_with_beat(worker, scheduler)
     finally:
         if watchdog is not None:
             watchdog.cancel()
+
+
+async def _run_with_beat(worker: Worker, scheduler: Scheduler) -> None:
+    """Run the worker, and the scheduler beside it from the moment the worker consumes (on the
+    worker's connections) until the worker stops."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(worker.run())
+            ready = tg.create_task(worker.ready.wait())
+            await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if ready.done() and not running.done():
+                beat = tg.create_task(scheduler.run(worker.app.transport))
+                await asyncio.wait({running, beat}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            scheduler.stop()
+    except ExceptionGroup as group:  # main() maps single errors (broker, topology) to exit codes
+        raise group.exceptions[0] from None
 
 
 async def _stop_if_orphaned(worker: Worker, supervisor_pid: int) -> None:
@@ -71,12 +97,14 @@ async def _stop_if_orphaned(worker: Worker, supervisor_pid: int) -> None:
     worker.stop()
 
 
-def _on_signal(worker: Worker, sig: signal.Signals) -> None:
+def _on_signal(worker: Worker, scheduler: Scheduler | None, sig: signal.Signals) -> None:
     log.info(
         "received %s: %s",
         sig.name,
         "stopping now" if worker.stopping else "stopping gracefully",
     )
+    if scheduler is not None:
+        scheduler.stop()  # at once, so that another scheduler takes over without waiting
     worker.stop()
 
 
@@ -117,13 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
         worker = Worker(app, queues=queues, name=args.name)
+        scheduler = scheduler_for(app, worker.name) if args.beat else None
         if args.metrics_port:
             metrics.serve(worker, args.metrics_port)
     except (UsageError, ConfigurationError) as exc:
         print(f"taskq-worker: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     try:
-        run_loop(_serve(worker))
+        run_loop(_serve(worker, scheduler))
     except BrokerUnavailable as exc:
         log.error("%s", exc)
         return ExitCode.BROKER_UNREACHABLE

@@ -272,6 +272,12 @@ class Channel:
 
     # -- publishing -------------------------------------------------------------------------
 
+    def take_returns(self) -> dict[str, int]:
+        """The message IDs (with reply codes) of mandatory publishes returned since the last
+        call. Without publisher confirms (in a transaction) nothing else collects them."""
+        returned, self._returned = self._returned, {}
+        return returned
+
     async def confirm_mode(self) -> None:
         """Turn on publisher confirms for this channel."""
         await self.rpc(commands.Confirm.Select())

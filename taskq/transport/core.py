@@ -36,6 +36,7 @@ from ..message import OutgoingMessage
 from ..redact import redact_url
 from ..settings import Settings
 from .connection import ACCESS_REFUSED, NOT_FOUND, Channel, ChannelClosed, Nacked, Returned
+from .lease import Lease
 from .link import ChannelSlot, Link
 from .wire import Delivery, properties
 
@@ -242,6 +243,19 @@ class Transport:
             raise BrokerError(f"no queue named {queue_name!r}")
         ok = await self._rpc(commands.Queue.Purge(queue=queue_name))
         return int(ok.message_count or 0)
+
+    def beat_lease(self, holder: str) -> Lease:
+        """A bid of ``holder`` (a scheduler's name) for the periodic schedulers' lease, on a
+        connection of its own named ``taskq-beat:{holder}`` (see taskq.transport.lease)."""
+        names, s = self.names, self.settings
+        return Lease(
+            s.broker,
+            f"taskq-beat:{holder}",
+            (names.beat_lease, topology.beat_lease_arguments()),
+            (names.beat_status, topology.beat_status_arguments()),
+            connect_timeout=s.connect_timeout,
+            commit_timeout=s.publish_timeout,
+        )
 
     async def delete_queue(self, queue_name: str) -> None:
         """Delete a queue by its full name (nothing happens if it does not exist)."""

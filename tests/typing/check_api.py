@@ -47,12 +47,29 @@ async def nothing() -> None:
     pass
 
 
+@app.periodic(cron="0 3 * * *", timezone="Europe/Berlin", args=(7,), catch_up="all")
+async def purge_old(days: int) -> int:
+    return days
+
+
+@app.periodic(every=dt.timedelta(minutes=5))
+def heartbeat() -> None:
+    pass
+
+
+@app.periodic(every=30, catch_up="sometimes")  # type: ignore[arg-type]
+async def bad_policy() -> None:
+    pass
+
+
 # mypy's assert_type compares ParamSpecs with their parameter names (``Arg(int, 'x')``), which
 # a type expression cannot spell: the parameter lists are checked by assignment instead, with
 # near misses that must be errors.
 add_t: Task[[int, int], int] = add
 shout_t: Task[[str], str] = shout
 nothing_t: Task[[], None] = nothing
+purge_old_t: Task[[int], int] = purge_old  # a periodic entry is a task like any other
+heartbeat_t: Task[[], None] = heartbeat
 wrong_params: Task[[str, int], int] = add  # type: ignore[assignment]
 wrong_arity: Task[[int], int] = add  # type: ignore[assignment]
 wrong_return: Task[[int, int], str] = add  # type: ignore[assignment]
@@ -106,4 +123,5 @@ async def inside_a_task() -> None:
     ctx = current()
     assert_type(ctx.task_id, str)
     assert_type(ctx.attempt, int)
+    assert_type(ctx.scheduled_for, dt.datetime | None)
     await ctx.progress(0.5, "half")
