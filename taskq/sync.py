@@ -204,7 +204,11 @@ class SyncClient:
     async def _shutdown(self) -> None:
         """On the loop: cancel the calls still running, then close the App."""
         calls = list(self._calls)
-        for task in calls:
-            task.cancel()
+        # Cancel until they stop: Python 3.11's asyncio.wait_for (used inside redis-py's
+        # connect) can swallow one cancellation, which left a caller waiting out its timeout.
+        while pending := [task for task in calls if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.1)
         await asyncio.gather(*calls, return_exceptions=True)
         await self.app.close()

@@ -26,7 +26,7 @@ from typing import Any
 from taskq.cli.common import run_loop
 from taskq.redact import redact_url
 
-from .. import harness
+from .. import broker, harness
 from . import kills, outages, poison
 from .report import Row, header, markdown, to_json
 from .run import LOGS_ENV
@@ -109,7 +109,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     assert main is not None
     # SIGTERM ends the run like Ctrl-C: every finally runs (the broker is started again).
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-    machine = await harness.machine()
+    machine = await broker.machine()
     machine["cpu"] = cpu_model()
     chosen = sizes(short=args.short, tasks=args.tasks, seeds=args.seeds)
     started = time.monotonic()

@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 
 from taskq import App, current
+from tests.apps import noise
 
 app = App("beatapp")
+noise.register(app)
 ENTRIES = os.environ.get("BEAT_ENTRIES", "tick")
 
 if ENTRIES == "tick":
