@@ -23,7 +23,7 @@ import logging
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from pamqp import commands, header
@@ -111,14 +111,23 @@ class Channel:
     def __repr__(self) -> str:
         return f"<Channel {self.number} of {self.connection.name}>"
 
-    async def rpc(self, request: PamqpFrame) -> Any:
+    async def rpc(self, request: PamqpFrame, *, after: Sequence[PamqpFrame] = ()) -> Any:
         """Send a method and wait for the broker's answer (one at a time per channel): a pamqp
-        method, or a Delivery for a ``basic.get`` that found a message."""
+        method, or a Delivery for a ``basic.get`` that found a message.
+
+        ``after`` are methods sent first, in one write, with ``nowait`` set (they get no
+        answer): the broker handles a channel's methods in order, so the answer to
+        ``request`` means they were all done, and if one failed, the channel closes and this
+        raises ChannelClosed instead.
+        """
         async with self._lock:
             if self.is_closed:
                 raise ChannelClosed(f"channel {self.number} is closed")
             self._reply = asyncio.get_running_loop().create_future()
-            self.connection.write(frames.marshal(self.number, request))
+            number = self.number
+            self.connection.write(
+                b"".join(frames.marshal(number, method) for method in (*after, request))
+            )
             return await self._reply
 
     # -- incoming ---------------------------------------------------------------------------
