@@ -62,7 +62,7 @@ async def test_inspect_two_workers(
             (active,) = await eventually(running, what="the long task to show as active")
             assert active["task_id"] == held[0].id
             assert active["task"] == "hold" and active["attempt"] == 1
-            assert str(release) in active["args"]
+            assert repr(str(release)).startswith(active["args"].removesuffix("..."))  # cut at 80
 
             async def waiting() -> list[str]:
                 (reply,) = (await ask("reserved", worker="w1")).replies

@@ -21,6 +21,9 @@ import pytest
 from taskq.control import GONE
 from tests.support import BROKER, WorkerProcess, run_taskq
 
+# one-queue only: presence, not the worker's queues, is under test
+pytestmark = pytest.mark.one_queue_only
+
 APP = "tests.apps.ops_app:app"
 
 

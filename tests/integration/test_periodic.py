@@ -43,7 +43,8 @@ from tests.support import (
 
 APP = "tests.apps.beatapp:app"
 SECOND = dt.timedelta(seconds=1)
-pytestmark = pytest.mark.slow
+# one-queue only: the scheduler, not the worker's queues, is under test
+pytestmark = [pytest.mark.slow, pytest.mark.one_queue_only]
 
 
 @pytest.fixture

@@ -24,6 +24,9 @@ from tests.redis_support import OwnRedis, own_redis_server
 from tests.support import BROKER, eventually, running_worker
 from tests.tcp_proxy import TcpProxy
 
+# one-queue only: the store's outages, not the worker's queues, are under test
+pytestmark = pytest.mark.one_queue_only
+
 OUTAGE = 3.0  # seconds Redis stays down: the fault itself, not a wait for a server
 
 

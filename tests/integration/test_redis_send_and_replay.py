@@ -16,6 +16,9 @@ from tests.integration.test_result_store_contract import REDIS, delete_redis_key
 from tests.redis_support import OwnRedis, own_redis_server
 from tests.support import BROKER, eventually, queue_length, running_worker
 
+# one-queue only: the Redis store's send and replay paths are under test
+pytestmark = pytest.mark.one_queue_only
+
 
 @pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:

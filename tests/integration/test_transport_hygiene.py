@@ -18,6 +18,9 @@ from taskq.message import OutgoingMessage
 from taskq.transport.connection import Channel
 from tests.support import BROKER, running_worker
 
+# one-queue only: transport hygiene, not the worker's queues, is under test
+pytestmark = pytest.mark.one_queue_only
+
 
 def _channels_of(connection_name: str) -> int:
     rows = subprocess.run(
