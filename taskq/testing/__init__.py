@@ -1,0 +1,4 @@
+"""Helpers for testing taskq applications and extensions.
+
+- :mod:`taskq.testing.contract`: the result-store contract, to run against your own store.
+"""
