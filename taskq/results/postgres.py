@@ -50,7 +50,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -58,6 +58,7 @@ from .. import codec
 from ..exceptions import ConfigurationError, ResultUnavailable
 from ..redact import redact_url
 from .base import _RANK, ErrorInfo, TaskState, TaskStatus
+from .batch import Batcher
 from .listener import Feed, Listener, Session, decode_published, wait_terminal
 from .postgres_schema import Tables, ensure_schema
 
@@ -108,34 +109,34 @@ SELECT (SELECT count(*) FROM up) AS written,
        (SELECT count(pg_notify(w, $15)) FROM up, unnest(up.waiters) AS w WHERE up.terminal)
 """
 
-# $1 id, $2 name, $3 ttl. PENDING only for an unknown task (or one only waited for).
+# $1 ids, $2 names, $3 ttl. PENDING only for an unknown task (or one only waited for).
 _TRACK = f"""
-WITH cfg AS (SELECT {_ASYNC_COMMIT}),
-up AS (
-  INSERT INTO {{t}} AS t (task_id, status, task_name, sent_at, expires_at)
-  SELECT $1, 'PENDING', $2, now(), now() + make_interval(secs => $3) FROM cfg
-  ON CONFLICT (task_id) DO UPDATE SET status = COALESCE(t.status, 'PENDING'),
-      task_name = CASE WHEN t.task_name = '' THEN EXCLUDED.task_name ELSE t.task_name END,
-      sent_at = COALESCE(t.sent_at, EXCLUDED.sent_at), expires_at = EXCLUDED.expires_at
-  WHERE {_ALIVE}
-  RETURNING 1
-)
-SELECT count(*) FROM up
+WITH cfg AS (SELECT {_ASYNC_COMMIT})
+INSERT INTO {{t}} AS t (task_id, status, task_name, sent_at, expires_at)
+SELECT id, 'PENDING', name, now(), now() + make_interval(secs => $3)
+FROM cfg, unnest($1::text[], $2::text[]) AS sent(id, name)
+ON CONFLICT (task_id) DO UPDATE SET status = COALESCE(t.status, 'PENDING'),
+    task_name = CASE WHEN t.task_name = '' THEN EXCLUDED.task_name ELSE t.task_name END,
+    sent_at = COALESCE(t.sent_at, EXCLUDED.sent_at), expires_at = EXCLUDED.expires_at
+WHERE {_ALIVE}
+RETURNING task_id
 """
 
-# $1 id, $2 channel, $3 ttl. Returns the state (no row: finished, or expired).
+# $1 ids (sorted: concurrent batches lock rows in one order), $2 channel, $3 ttl. Returns
+# the registered tasks' states (no row: finished, or expired).
 _REGISTER = f"""
 WITH cfg AS (SELECT {_ASYNC_COMMIT})
 INSERT INTO {{t}} AS t (task_id, waiters, expires_at)
-SELECT $1, ARRAY[$2::text], now() + make_interval(secs => $3) FROM cfg
+SELECT id, ARRAY[$2::text], now() + make_interval(secs => $3)
+FROM cfg, unnest($1::text[]) AS id
 ON CONFLICT (task_id) DO UPDATE SET
     waiters = CASE WHEN $2 = ANY(t.waiters) THEN t.waiters ELSE t.waiters || $2::text END
 WHERE {_ALIVE} AND NOT t.terminal
-RETURNING {_COLUMNS}
+RETURNING task_id, {_COLUMNS}
 """
 
-_GET = f"""SELECT {_COLUMNS} FROM {{t}} AS t
-WHERE task_id = $1 AND status IS NOT NULL AND {_ALIVE}"""
+_GET = f"""SELECT task_id, {_COLUMNS} FROM {{t}} AS t
+WHERE task_id = ANY($1::text[]) AND status IS NOT NULL AND {_ALIVE}"""
 
 # Back to "only waited for": the waiters of a replayed task stay registered.
 _RESET = """UPDATE {t} SET status = NULL, terminal = false, attempt = 0, rank = 0,
@@ -144,7 +145,9 @@ _RESET = """UPDATE {t} SET status = NULL, terminal = false, attempt = 0, rank = 
     started_at = NULL, finished_at = NULL, updated_at = now(), terminal_writes = 0
 WHERE task_id = $1"""
 
-_DELETE_EXPIRED_ROW = "DELETE FROM {t} WHERE task_id = $1 AND expires_at <= now()"
+# An expired row is gone for every purpose: deleted before a write would have to skip it.
+_DELETE_EXPIRED = """DELETE FROM {t} WHERE task_id = ANY($1::text[]) AND expires_at <= now()
+RETURNING task_id"""
 
 _CLEANUP = """DELETE FROM {t} WHERE task_id IN (
     SELECT task_id FROM {t} WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)"""
@@ -223,11 +226,15 @@ class PostgresResultStore:
             name: sql.replace("{t}", self.tables.results)
             for name, sql in (
                 ("record", _RECORD), ("track", _TRACK), ("register", _REGISTER), ("get", _GET),
-                ("reset", _RESET), ("revive", _DELETE_EXPIRED_ROW), ("cleanup", _CLEANUP),
+                ("reset", _RESET), ("revive", _DELETE_EXPIRED), ("cleanup", _CLEANUP),
             )
         }  # fmt: skip
         self._errors = _postgres_errors()
+        self._names: dict[str, str] = {}  # task names of the sends waiting to be tracked
         self._pool: Any = None
+        self._tracker: Batcher[str, bool] = Batcher(self._track_many)
+        self._reader: Batcher[str, TaskState] = Batcher(self._get_many)
+        self._registrar: Batcher[str, TaskState | _Unknown] = Batcher(self._register_many)
         self._background: set[asyncio.Task[Any]] = set()
         self.channel = f"taskq_{uuid.uuid4().hex}"
         """This store's LISTEN channel: workers notify here the tasks its waiters await."""
@@ -305,16 +312,28 @@ class PostgresResultStore:
         return None  # waiters learn of outcomes from PostgreSQL, not from an AMQP reply queue
 
     def track(self, task_id: str, task_name: str) -> None:
-        # Sync by protocol, so the PENDING write runs in the background; a state written by a
-        # worker first is never overwritten (only an unknown task becomes PENDING).
-        self._spawn(self._track(task_id, task_name))
+        # Sync by protocol, so the PENDING write runs in the background, batched with the
+        # other sends of this loop turn; a state written by a worker first is never
+        # overwritten (only an unknown task becomes PENDING).
+        self._names[task_id] = task_name
+        self._spawn(self._track(task_id))
 
-    async def _track(self, task_id: str, task_name: str) -> None:
+    async def _track(self, task_id: str) -> None:
         try:
-            await self._write("track", f"could not record task {task_id} as PENDING in",
-                              task_id, task_name, self._ttl)  # fmt: skip
+            await self._tracker(task_id)
         except ResultUnavailable as exc:
             log.warning("%s (the task was sent)", exc)
+
+    async def _track_many(self, ids: Sequence[str]) -> dict[str, bool]:
+        names = [self._names.pop(task_id, "") for task_id in ids]
+        what = f"could not record {len(ids)} sent task(s) as PENDING in"
+        rows = await self._call(what, "fetch", "track", ids, names, self._ttl)
+        done = {row[0] for row in rows}
+        expired = await self._delete_expired(what, [i for i in ids if i not in done])
+        if expired:
+            again = [names[ids.index(task_id)] for task_id in expired]
+            rows += await self._call(what, "fetch", "track", expired, again, self._ttl)
+        return {row[0]: True for row in rows}
 
     def forget(self, task_id: str) -> None:
         """Nothing to drop: states live in PostgreSQL until their TTL."""
@@ -341,27 +360,44 @@ class PostgresResultStore:
         row = await self._call(what, "fetchrow", sql, task_id, *args)
         if row[0]:
             return True
-        if await self._delete_expired(what, task_id):
+        if await self._delete_expired(what, [task_id]):
             row = await self._call(what, "fetchrow", sql, task_id, *args)
         return bool(row[0])
 
-    async def _delete_expired(self, what: str, task_id: str) -> bool:
-        status = await self._call(what, "execute", "revive", task_id)
-        return bool(status == "DELETE 1")
+    async def _delete_expired(self, what: str, ids: Sequence[str]) -> list[str]:
+        if not ids:
+            return []
+        return [row[0] for row in await self._call(what, "fetch", "revive", ids)]
 
     async def get(self, task_id: str) -> TaskState | None:
-        row = await self._call(f"could not read task {task_id} from", "fetchrow", "get", task_id)
-        return None if row is None else _state(task_id, row)
+        return await self._reader(task_id)
+
+    async def _get_many(self, ids: Sequence[str]) -> dict[str, TaskState]:
+        what = f"could not read task {ids[0]} from" if len(ids) == 1 else (
+            f"could not read {len(ids)} tasks from"
+        )
+        rows = await self._call(what, "fetch", "get", ids)
+        return {row["task_id"]: _state(row["task_id"], row) for row in rows}
 
     async def _register(self, task_id: str) -> TaskState | None:
         """Ask to be told of ``task_id``'s terminal write; return its state as of now."""
-        what = f"could not watch task {task_id} in"
-        row = await self._call(what, "fetchrow", "register", task_id, self.channel, self._ttl)
-        if row is None and await self._delete_expired(what, task_id):
-            row = await self._call(what, "fetchrow", "register", task_id, self.channel, self._ttl)
-        if row is None:
-            return await self.get(task_id)  # finished (registration is refused then)
-        return None if row["status"] is None else _state(task_id, row)
+        state = await self._registrar(task_id)
+        if state is None:  # not registered: it finished (or is gone)
+            return await self.get(task_id)
+        return None if isinstance(state, _Unknown) else state
+
+    async def _register_many(self, ids: Sequence[str]) -> dict[str, TaskState | _Unknown]:
+        what = f"could not watch {len(ids)} task(s) in"
+        ids = sorted(ids)
+        rows = await self._call(what, "fetch", "register", ids, self.channel, self._ttl)
+        done = {row["task_id"] for row in rows}
+        expired = await self._delete_expired(what, [i for i in ids if i not in done])
+        if expired:
+            rows += await self._call(what, "fetch", "register", expired, self.channel, self._ttl)
+        return {
+            row["task_id"]: _UNKNOWN if row["status"] is None else _state(row["task_id"], row)
+            for row in rows
+        }
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskState:
         return await wait_terminal(
@@ -399,6 +435,13 @@ class PostgresResultStore:
                 continue
             if deleted:
                 log.debug("deleted %d expired result(s) from %s", deleted, self.tables.name)
+
+
+class _Unknown:
+    """Registered for a task that has no state yet."""
+
+
+_UNKNOWN = _Unknown()
 
 
 def _payload(state: TaskState) -> str:
