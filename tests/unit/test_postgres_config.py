@@ -56,5 +56,5 @@ def test_results_must_be_a_known_url_or_a_store() -> None:
     app = App("x", results="mysql://db/x")
     with pytest.raises(ConfigurationError, match="unknown result store"):
         app._make_store(Transport(app.settings), None)
-    with pytest.raises(ConfigurationError, match="lacks .*wait"):
+    with pytest.raises(ConfigurationError, match=r"lacks .*wait"):
         App("x", results=object())  # type: ignore[arg-type]
