@@ -8,15 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aio_pika
 
 from taskq import App, Worker, codec
+from taskq.testing.polling import eventually
 from taskq.topology import Names, every_name
 
 BROKER = os.environ.get("TASKQ_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
@@ -27,26 +27,6 @@ T = TypeVar("T")
 def unique_prefix() -> str:
     """A prefix no other test run uses."""
     return f"tq{uuid.uuid4().hex[:12]}"
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T]],
-    *,
-    timeout: float = 15.0,
-    interval: float = 0.02,
-    what: str = "condition",
-) -> T:
-    """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout} s waiting for {what} (last: {value!r})"
-            )
-        await asyncio.sleep(interval)
 
 
 async def delete_topology(prefix: str, queues: Iterable[str]) -> None:

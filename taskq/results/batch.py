@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Generic, TypeVar
 
+from .background import Background
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -29,7 +31,7 @@ class Batcher(Generic[K, V]):
         self._call = call
         self._limit = limit
         self._pending: dict[K, asyncio.Future[V | None]] = {}
-        self._running: set[asyncio.Task[None]] = set()
+        self._running = Background()
 
     async def __call__(self, key: K) -> V | None:
         """The value of ``key`` from the next batch."""
@@ -46,9 +48,7 @@ class Batcher(Generic[K, V]):
         keys = list(pending)
         for start in range(0, len(keys), self._limit):
             chunk = {key: pending[key] for key in keys[start : start + self._limit]}
-            task = asyncio.ensure_future(self._run(chunk))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._running.spawn(self._run(chunk))
 
     async def _run(self, chunk: dict[K, asyncio.Future[V | None]]) -> None:
         try:

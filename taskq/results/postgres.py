@@ -57,6 +57,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import codec
 from ..exceptions import ConfigurationError, ResultUnavailable
 from ..redact import redact_url
+from .background import Background
 from .base import _RANK, ErrorInfo, TaskState, TaskStatus
 from .batch import Batcher
 from .listener import Feed, Listener, Session, decode_published, wait_terminal
@@ -235,15 +236,14 @@ class PostgresResultStore:
         self._tracker: Batcher[str, bool] = Batcher(self._track_many)
         self._reader: Batcher[str, TaskState] = Batcher(self._get_many)
         self._registrar: Batcher[str, TaskState | _Unknown] = Batcher(self._register_many)
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self.channel = f"taskq_{uuid.uuid4().hex}"
         """This store's LISTEN channel: workers notify here the tasks its waiters await."""
-        self._listener = Listener(
-            postgres_session(self._listen_connection, self.channel),
-            self.channel,
-            self._errors,
-            "PostgreSQL LISTEN",
-        )
+        self._listener = self._new_listener()
+
+    def _new_listener(self) -> Listener:
+        session = postgres_session(self._listen_connection, self.channel)
+        return Listener(session, self.channel, self._errors, "PostgreSQL LISTEN")
 
     def __repr__(self) -> str:
         return f"<PostgresResultStore {self._url} table={self.tables.name}>"
@@ -253,6 +253,8 @@ class PostgresResultStore:
         return ResultUnavailable(f"{what} PostgreSQL at {self._url}: {detail}")
 
     async def open(self) -> None:
+        if self._listener.closed:  # opened again after a close
+            self._listener = self._new_listener()
         try:
             self._pool = await self._asyncpg.create_pool(
                 self._dsn,
@@ -270,13 +272,10 @@ class PostgresResultStore:
         except BaseException:
             await self._close_pool()
             raise
-        self._spawn(self._clean_periodically())
+        self._background.spawn(self._clean_periodically())
 
     async def close(self) -> None:
-        background = list(self._background)
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await self._background.cancel()
         await self._listener.close()
         await self._close_pool()
 
@@ -287,11 +286,6 @@ class PostgresResultStore:
                 await asyncio.wait_for(pool.close(), self._timeout)
             except self._errors:  # TimeoutError is an OSError
                 pool.terminate()
-
-    def _spawn(self, coroutine: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _listen_connection(self) -> Any:
         return await self._asyncpg.connect(
@@ -316,7 +310,7 @@ class PostgresResultStore:
         # other sends of this loop turn; a state written by a worker first is never
         # overwritten (only an unknown task becomes PENDING).
         self._names[task_id] = task_name
-        self._spawn(self._track(task_id))
+        self._background.spawn(self._track(task_id))
 
     async def _track(self, task_id: str) -> None:
         try:

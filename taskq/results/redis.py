@@ -43,7 +43,6 @@ ResultUnavailable."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -53,6 +52,7 @@ from .. import codec
 from ..exceptions import ConfigurationError, ResultUnavailable
 from ..redact import redact_url
 from ..transport import Transport
+from .background import Background
 from .base import _RANK, ErrorInfo, TaskState, TaskStatus
 from .listener import Listener, wait_terminal
 from .redis_listener import redis_session
@@ -169,7 +169,7 @@ class RedisResultStore:
         self._track_script: AsyncScript = self._redis.register_script(_TRACK)
         self._register_script: AsyncScript = self._redis.register_script(_REGISTER)
         self._errors = _redis_errors()
-        self._tracking: set[asyncio.Task[None]] = set()
+        self._tracking = Background()
         # Pub/sub on a pool of its own, without redis-py's retries: a retry would reconnect
         # and subscribe again behind the listener's back, hiding that publishes were missed.
         self._pubsub_client: Redis = redis.asyncio.Redis(
@@ -207,10 +207,7 @@ class RedisResultStore:
             raise self._unavailable("cannot reach the result store at", exc) from None
 
     async def close(self) -> None:
-        tracking = list(self._tracking)
-        for task in tracking:
-            task.cancel()
-        await asyncio.gather(*tracking, return_exceptions=True)
+        await self._tracking.cancel()
         await self._listener.close()
         await self._close_clients()
 
@@ -224,9 +221,7 @@ class RedisResultStore:
     def track(self, task_id: str, task_name: str) -> None:
         # Sync by protocol, so the PENDING write runs in the background; a state written by a
         # worker first is never overwritten (the script only creates an unknown task).
-        task = asyncio.get_running_loop().create_task(self._track(task_id, task_name))
-        self._tracking.add(task)
-        task.add_done_callback(self._tracking.discard)
+        self._tracking.spawn(self._track(task_id, task_name))
 
     async def _track(self, task_id: str, task_name: str) -> None:
         try:

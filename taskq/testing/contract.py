@@ -38,7 +38,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import pydantic
 
@@ -49,8 +49,7 @@ from ..results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
 from ..topology import every_name
 from ..transport import Transport
 from ..worker import Worker
-
-T = TypeVar("T")
+from .polling import eventually
 
 
 class StoreFactory(Protocol):
@@ -103,20 +102,6 @@ def _check(level: Literal["store", "app"], *, durable: bool) -> Callable[[CheckR
 def checks(*, durable: bool = True, levels: tuple[str, ...] = ("store", "app")) -> list[Check]:
     """The checks for a store: all of them for a durable one, else those that apply."""
     return [c for c in _CHECKS if c.level in levels and (durable or not c.durable)]
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 15.0, what: str = "condition"
-) -> T:
-    """Poll ``check`` until it returns a truthy value; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} ({value!r})")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager
