@@ -7,7 +7,11 @@
 # 3. ruff check on taskq, tests, examples and benchmarks (those that exist);
 # 4. mypy --strict (pyproject.toml) on taskq, then on each example directory on its own (every
 #    example has a tasks.py: one mypy run cannot hold two modules named `tasks`);
-# 5. pytest on tests/ (the typing tests run mypy on tests/typing themselves).
+# 5. pytest on tests/ (the typing tests run mypy on tests/typing themselves), under coverage;
+# 6. the coverage of taskq, lines and branches, subprocesses included (the taskq-worker
+#    processes, the supervisor's children and the taskq CLI calls the tests start): the
+#    report, then one line with the line, branch and total figures. Below fail_under
+#    (pyproject.toml) is a failure when the whole suite ran (no extra arguments).
 #
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -x -k priority`). Setting up the
 # environment stops at the first error; the checks all run, then the script exits 1 if any
@@ -53,7 +57,27 @@ step "pytest"
 # pytest exits 5 when it collected no tests: check() counts that as a failure like any other.
 # Each test has its own timeout (pyproject.toml); this cap catches a run that hangs anyway,
 # e.g. on a thread a test left blocked, which keeps the interpreter from exiting.
-check "pytest" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" "$VENV/bin/pytest" "$@"
+"$VENV/bin/coverage" erase
+check "pytest" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" \
+    "$VENV/bin/coverage" run -m pytest "$@"
+
+step "coverage of taskq (lines and branches, subprocesses included)"
+"$VENV/bin/coverage" combine -q || true
+fail_under=()
+if [ "$#" -gt 0 ]; then
+    fail_under=(--fail-under=0) # a partial run: report, but do not judge
+fi
+check "coverage" "$VENV/bin/coverage" report "${fail_under[@]}"
+"$VENV/bin/coverage" json -q --fail-under=0 -o coverage.json \
+    && "$VENV/bin/python" - <<'PY' || true
+import json
+
+totals = json.load(open("coverage.json"))["totals"]
+lines = 100 * totals["covered_lines"] / max(1, totals["num_statements"])
+branches = 100 * totals["covered_branches"] / max(1, totals["num_branches"])
+print(f"coverage: lines {lines:.1f} %, branches {branches:.1f} %, "
+      f"total {totals['percent_covered']:.1f} %")
+PY
 
 if [ "${#failed[@]}" -gt 0 ]; then
     printf '\nFAILED checks:\n' >&2

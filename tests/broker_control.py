@@ -1,4 +1,5 @@
-"""Test helpers that act on the broker from outside a client: close connections by name."""
+"""Test helpers that act on the broker from outside a client: rabbitmqctl, connections by
+name, queue listings."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import subprocess
 
 def _rabbitmqctl(*args: str) -> str:
     done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120
     )
+    assert done.returncode == 0, f"rabbitmqctl {' '.join(args)} failed: {done.stderr}"
     return done.stdout
 
 
@@ -34,3 +36,16 @@ def queue_names(prefix: str) -> set[str]:
     passive declare, listing does not count as using a queue, so it never renews x-expires)."""
     rows = _rabbitmqctl("list_queues", "--no-table-headers", "name")
     return {row.strip() for row in rows.splitlines() if row.strip().startswith(prefix)}
+
+
+async def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl ARGS``; return its output (fail the test if it fails)."""
+    return await asyncio.to_thread(_rabbitmqctl, *args)
+
+
+async def consumed(queue_name: str) -> bool:
+    """Whether ``queue_name`` exists and has a consumer. Asks rabbitmqctl: an exclusive queue
+    cannot be declared from another connection, not even passively."""
+    listing = await rabbitmqctl("list_queues", "--no-table-headers", "name", "consumers")
+    rows = [line.split("\t") for line in listing.splitlines()]
+    return any(row[0] == queue_name and int(row[1]) > 0 for row in rows if len(row) == 2)

@@ -1,23 +1,30 @@
-"""Helpers shared by the tests: unique names, polling with a deadline, cleanup, workers."""
+"""Helpers shared by the tests: unique names, polling with a deadline, cleanup, workers, the CLI."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aio_pika
+import aiormq
 
 from taskq import App, Worker, codec
+from taskq.cli.common import UsageError, load_app
+from taskq.message import Envelope
 from taskq.testing.polling import eventually
-from taskq.topology import Names, every_name
+from taskq.topology import DELAY_LEVELS, Names, every_name
+from tests.apps import noise
 
 BROKER = os.environ.get("TASKQ_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 REPO = Path(__file__).resolve().parent.parent
@@ -29,17 +36,34 @@ def unique_prefix() -> str:
     return f"tq{uuid.uuid4().hex[:12]}"
 
 
+# -- the broker, seen from outside taskq ------------------------------------------------------
+
+
 async def delete_topology(prefix: str, queues: Iterable[str]) -> None:
     """Delete every exchange and queue a test with ``prefix`` may have declared."""
     names = Names(prefix)
+    queue_names, exchanges = every_name(names, queues)
+    # Exchanges bound to each other (delay level L to L-1, level 0 to the delivery exchange)
+    # must not be deleted at the same moment: RabbitMQ 3.10 then fails with INTERNAL_ERROR.
+    # Two rounds, each without neighbours: even levels with the others, then odd levels
+    # with the delivery exchange.
+    odd = {names.delay_level(level) for level in range(1, DELAY_LEVELS, 2)} | {names.delivery}
     connection = await aio_pika.connect(BROKER)
     try:
-        channel = await connection.channel()
-        queue_names, exchanges = every_name(names, queues)
-        for queue in queue_names:
-            await channel.queue_delete(queue)
-        for exchange in exchanges:
-            await channel.exchange_delete(exchange)
+        # Spread over a few channels (a channel runs one synchronous method at a time), the
+        # deletes take a fraction of the time one channel needs.
+        channels = [await connection.channel() for _ in range(8)]
+
+        async def delete_all(kind: str, targets: list[str]) -> None:
+            async def share(i: int) -> None:
+                for name in targets[i :: len(channels)]:
+                    await getattr(channels[i], f"{kind}_delete")(name)
+
+            await asyncio.gather(*(share(i) for i in range(len(channels))))
+
+        await delete_all("queue", queue_names)
+        await delete_all("exchange", [name for name in exchanges if name not in odd])
+        await delete_all("exchange", [name for name in exchanges if name in odd])
     finally:
         await connection.close()
 
@@ -73,10 +97,124 @@ async def queue_length(queue_name: str) -> int:
         await connection.close()
 
 
+async def delay_level_messages(prefix: str) -> list[int]:
+    """Ready messages in each delay level queue of ``prefix``, level 0 first (all zeros if the
+    levels were never declared). A message moving between two levels is briefly in neither."""
+    names = Names(prefix)
+    connection = await aio_pika.connect(BROKER)
+    try:
+        channel = await connection.channel()
+        counts = []
+        for level in range(DELAY_LEVELS):
+            try:
+                queue = await channel.declare_queue(names.delay_level(level), passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return [0] * DELAY_LEVELS  # the levels are declared all together or not at all
+            counts.append(queue.declaration_result.message_count or 0)
+        return counts
+    finally:
+        await connection.close()
+
+
+# -- the two-queue variant (see tests/conftest.py) ---------------------------------------------
+
+
+@dataclasses.dataclass
+class Variant:
+    """The worker configuration of the test that runs now (set by tests/conftest.py)."""
+
+    extra_queue: str | None = None
+    """A queue every worker of the test consumes besides its own (the two-queue variant)."""
+    busy: bool = False
+    """Whether noise tasks are fed to ``extra_queue`` while the test runs."""
+
+
+VARIANT = Variant()
+
+
+def noise_message(milliseconds: int) -> aio_pika.Message:
+    """A taskq message for the noise task, as a client would send it (no reply wanted)."""
+    envelope = Envelope(
+        task_id=f"noise-{uuid.uuid4()}",
+        task_name=noise.NOISE_TASK,
+        queue=noise.EXTRA_QUEUE,
+        args=[milliseconds],
+        kwargs={},
+        sent_at=time.time(),
+    )
+    message = envelope.to_message()
+    return aio_pika.Message(
+        message.body,
+        message_id=message.message_id,
+        type=message.type,
+        headers=dict(message.headers),
+        content_type=message.content_type,
+    )
+
+
+async def feed_noise(prefix: str, stop: asyncio.Event) -> int:
+    """Publish a short noise task to the extra queue every ~20 ms while something consumes it
+    and fewer than 5 wait there, until ``stop`` is set; return how many were published.
+
+    Survives the broker going away (the restart and reconnect tests): it connects again.
+    """
+    names = Names(prefix)
+    queue_name = names.work_queue(noise.EXTRA_QUEUE)
+    rng = random.Random(prefix)
+    sent = 0
+    while not stop.is_set():
+        try:
+            connection = await aio_pika.connect(BROKER)
+        except (OSError, aiormq.exceptions.AMQPError):
+            await _pause(stop, 0.2)  # the broker is down: try again
+            continue
+        try:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(names.exchange, ensure=False)
+            while not stop.is_set():
+                try:
+                    queue = await channel.declare_queue(queue_name, passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    channel = await connection.channel()  # the failed declare closed it
+                    exchange = await channel.get_exchange(names.exchange, ensure=False)
+                else:
+                    result = queue.declaration_result
+                    if result.consumer_count and (result.message_count or 0) < 5:
+                        message = noise_message(rng.randint(0, 30))
+                        await exchange.publish(message, noise.EXTRA_QUEUE, mandatory=False)
+                        sent += 1
+                await _pause(stop, 0.02)  # pacing the noise, not waiting for the broker
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError, RuntimeError):
+            await _pause(stop, 0.2)  # the connection dropped: connect again
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close()
+    return sent
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def make_worker(app: App, **options: Any) -> Worker:
+    """A Worker for ``app``; in the two-queue variant it also consumes the extra queue."""
+    extra = VARIANT.extra_queue
+    if extra is None:
+        return Worker(app, **options)
+    noise.register(app)
+    queues = options.pop("queues", None) or Worker(app).queues
+    return Worker(app, queues=[*queues, extra], **options)
+
+
 @contextlib.asynccontextmanager
 async def running_worker(app: App, **options: Any) -> AsyncIterator[Worker]:
-    """Run an in-process Worker for ``app`` until the block ends (graceful stop)."""
-    worker = Worker(app, **options)
+    """Run an in-process Worker for ``app`` until the block ends (graceful stop).
+
+    In the busy two-queue variant it yields once the worker has run a noise task, so that
+    the test's own deliveries interleave with noise from the start.
+    """
+    worker = make_worker(app, **options)
     task = asyncio.create_task(worker.run())
     ready = asyncio.create_task(worker.ready.wait())
     await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
@@ -85,14 +223,40 @@ async def running_worker(app: App, **options: Any) -> AsyncIterator[Worker]:
         task.result()  # raise the worker's error
     assert worker.ready.is_set(), "worker did not become ready within 20 s"
     try:
+        if VARIANT.busy:
+
+            async def noisy() -> bool:
+                return worker.counters.succeeded > 0
+
+            await eventually(noisy, what="the worker to run a noise task")
         yield worker
     finally:
         worker.stop()
         await asyncio.wait_for(task, timeout=60)
 
 
+def _with_extra_queue(app_spec: str, args: Sequence[str], extra: str) -> list[str]:
+    """``taskq-worker`` arguments that add ``extra`` to the queues the worker consumes."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg in ("-Q", "--queues"):
+            out[i + 1] += f",{extra}"
+            return out
+        if arg.startswith("--queues="):
+            out[i] += f",{extra}"
+            return out
+    try:
+        queues = Worker(load_app(app_spec)).queues  # what the worker consumes without -Q
+    except UsageError:
+        return out  # the worker cannot import its app either, and exits at once
+    return [*out, "--queues", ",".join([*queues, extra])]
+
+
 class WorkerProcess:
-    """A real ``taskq-worker`` subprocess, for signal and crash tests."""
+    """A real ``taskq-worker`` subprocess, for signal and crash tests.
+
+    In the two-queue variant it also consumes the extra queue.
+    """
 
     def __init__(
         self,
@@ -109,6 +273,8 @@ class WorkerProcess:
             "PYTHONPATH": os.pathsep.join([str(REPO), str(cwd or REPO)]),
         }
         full_env.update(env or {})
+        if VARIANT.extra_queue is not None:
+            args = tuple(_with_extra_queue(app_spec, args, VARIANT.extra_queue))
         self.log_path = Path(f"/tmp/{prefix}-worker-{uuid.uuid4().hex[:6]}.log")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -124,12 +290,18 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     async def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until the worker consumes (and, in the busy two-queue variant, has run a noise
+        task)."""
+
         async def consuming() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(
                     f"worker exited with {self.process.returncode}:\n{self.output()}"
                 )
-            return "consuming" in self.output()
+            output = self.output()
+            return "consuming" in output and (
+                not VARIANT.busy or f"{noise.NOISE_TASK}[" in output
+            )
 
         await eventually(consuming, timeout=timeout, what="worker to start consuming")
 
@@ -144,11 +316,64 @@ class WorkerProcess:
         return self.process.returncode
 
     def kill(self) -> None:
+        """Stop the worker if it still runs, and delete its log.
+
+        Two signals, so it stops at once without waiting for its running tasks, but through
+        its own shutdown, which lets coverage write the process's data; SIGKILL if it hangs.
+        """
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
         self._log.close()
-        self.log_path.unlink(missing_ok=True)
+        if not os.environ.get("TASKQ_TEST_KEEP_LOGS"):  # set it to read the logs of a failure
+            self.log_path.unlink(missing_ok=True)
+
+
+# -- the ``taskq`` command --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Cli:
+    """What one ``taskq`` command did."""
+
+    code: int
+    out: str
+    err: str
+
+
+async def run_taskq(
+    prefix: str,
+    *args: str,
+    app: str | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = None,
+) -> Cli:
+    """Run ``taskq [--app APP] ARGS`` for ``prefix`` in a subprocess (stdin /dev/null unless a
+    file descriptor is given). A traceback on stderr always fails the test."""
+    full_env = {
+        **os.environ,
+        "TASKQ_PREFIX": prefix,
+        "TASKQ_BROKER": BROKER,
+        "PYTHONPATH": str(REPO),
+        **(env or {}),
+    }
+    full_env.pop("CI", None)  # commands that ask for confirmation refuse outright under CI
+    app_args = ["--app", app] if app else []
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "taskq.cli.admin", *app_args, *args,
+        cwd=REPO, env=full_env,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    code = await process.wait()
+    assert b"Traceback" not in err, err.decode()
+    return Cli(code, out.decode(), err.decode())
 
 
 def meta_of(body: bytes) -> dict[str, Any]:

@@ -33,6 +33,10 @@ class TcpProxy:
         """A redis:// URL through this proxy."""
         return f"redis://127.0.0.1:{self.port}/{db}"
 
+    def amqp_url(self) -> str:
+        """An amqp:// URL (guest/guest, default vhost) through this proxy."""
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
     async def start(self) -> None:
         """Listen on a free port (``self.port``)."""
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)

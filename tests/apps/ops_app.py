@@ -10,8 +10,10 @@ import asyncio
 from pathlib import Path
 
 from taskq import App
+from tests.apps import noise
 
 app = App("ops")
+noise.register(app)
 
 
 @app.task

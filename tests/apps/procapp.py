@@ -10,9 +10,11 @@ import asyncio
 import os
 from pathlib import Path
 
-from taskq import App
+from taskq import App, current
+from tests.apps import noise
 
 app = App("procapp")
+noise.register(app)
 
 
 @app.task
@@ -30,3 +32,25 @@ async def record_run(path: str, seconds: float) -> int:
         file.write(f"{os.getpid()}\n")
     await asyncio.sleep(seconds)
     return len(log.read_text().splitlines())
+
+
+@app.task
+async def held(log: str, release: str, tag: int) -> int:
+    """Run until the file ``release`` exists (at most 120 s), return ``tag``.
+
+    Appends ``start TASK_ID PID`` when it starts and ``end TASK_ID PID`` when it ends to
+    ``log`` (see tests.runlog.RunLog), so a test knows which tasks run and how often.
+    """
+    _note(log, "start")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while not Path(release).exists() and loop.time() < deadline:
+        await asyncio.sleep(0.02)  # the task's own work: waiting for the test's go
+    _note(log, "end")
+    return tag
+
+
+def _note(log: str, event: str) -> None:
+    # One short O_APPEND write per line: lines of several processes never interleave.
+    with Path(log).open("a") as file:
+        file.write(f"{event} {current().task_id} {os.getpid()}\n")

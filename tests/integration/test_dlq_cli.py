@@ -6,8 +6,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import sys
-from dataclasses import dataclass
 
 import pytest
 
@@ -15,35 +13,14 @@ from taskq import App, Reject, current, dlq
 from taskq.message import H_REASON, OutgoingMessage
 from tests.support import (
     BROKER,
-    REPO,
+    Cli,
     eventually,
     meta_of,
     queue_length,
     queue_messages,
+    run_taskq,
     running_worker,
 )
-
-
-@dataclass
-class Cli:
-    code: int
-    out: str
-    err: str
-
-
-async def taskq(prefix: str, *args: str, stdin: int | None = None) -> Cli:
-    """Run ``taskq ARGS`` for ``prefix``; stdin is /dev/null unless a file descriptor is given."""
-    env = {**os.environ, "TASKQ_PREFIX": prefix, "TASKQ_BROKER": BROKER}
-    env.pop("CI", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "taskq.cli.admin", *args,
-        cwd=REPO, env=env,
-        stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return Cli(process.returncode, out.decode(), err.decode())
 
 
 async def taskq_answering(prefix: str, answer: str, *args: str) -> Cli:
@@ -51,7 +28,7 @@ async def taskq_answering(prefix: str, answer: str, *args: str) -> Cli:
     primary, secondary = os.openpty()
     try:
         os.write(primary, answer.encode() + b"\n")
-        return await taskq(prefix, *args, stdin=secondary)
+        return await run_taskq(prefix, *args, stdin=secondary)
     finally:
         os.close(primary)
         os.close(secondary)
@@ -115,7 +92,7 @@ async def test_dlq_list_shows_every_reason_and_leaves_the_queue_as_it_was(app: A
         before = [m.message_id for m in await queue_messages("", app.names.dead_queue("default"))]
     prefix = app.settings.prefix
 
-    table = await taskq(prefix, "dlq", "list", "default")
+    table = await run_taskq(prefix, "dlq", "list", "default")
     assert table.code == 0, table.err
     header, *rows, summary = table.out.splitlines()
     assert header.split()[:3] == ["TASK", "ID", "NAME"]
@@ -128,7 +105,7 @@ async def test_dlq_list_shows_every_reason_and_leaves_the_queue_as_it_was(app: A
     assert header.index("REASON") == rows[0].index("max-attempts")  # aligned columns
     assert summary.startswith("3 message(s)")
 
-    listed = await taskq(prefix, "dlq", "list", "default", "--json")
+    listed = await run_taskq(prefix, "dlq", "list", "default", "--json")
     assert listed.code == 0, listed.err
     entries = json.loads(listed.out)
     assert [e["task_id"] for e in entries] == before == list(ids.values())
@@ -155,10 +132,11 @@ async def test_dlq_replay_by_reason_id_and_all(
         ids = await populate(app)
         runs.clear()
 
-        by_reason = await taskq(prefix, "dlq", "replay", "default", "--reason", "rejected")
+        by_reason = await run_taskq(prefix, "dlq", "replay", "default", "--reason", "rejected")
         assert by_reason.code == 0, by_reason.err
         assert "replayed 1 message(s)" in by_reason.out
-        by_id = await taskq(prefix, "dlq", "replay", "default", "--id", ids["max-attempts"])
+        by_id = await run_taskq(prefix, "dlq", "replay", "default", "--id", ids["max-attempts"])
+        assert by_id.code == 0, by_id.err
         assert "replayed 1 message(s)" in by_id.out
         assert [m.message_id for m in await queue_messages("", dead)] == [ids["expired"]]
 
@@ -169,8 +147,8 @@ async def test_dlq_replay_by_reason_id_and_all(
             assert H_REASON not in message.headers and "x-death" not in message.headers
 
         unknown, nothing_said = await asyncio.gather(
-            taskq(prefix, "dlq", "replay", "default", "--id", "no-such-id"),
-            taskq(prefix, "dlq", "replay", "default"),
+            run_taskq(prefix, "dlq", "replay", "default", "--id", "no-such-id"),
+            run_taskq(prefix, "dlq", "replay", "default"),
         )
         assert unknown.code == 1 and "no-such-id" in unknown.err
         assert nothing_said.code == 2 and "--all" in nothing_said.err
@@ -185,7 +163,8 @@ async def test_dlq_replay_by_reason_id_and_all(
             await eventually(both_ran, what="both replayed tasks to run")
         assert sorted(runs) == [("fragile", 1), ("refuse", 1)]
 
-        everything = await taskq(prefix, "dlq", "replay", "default", "--all")
+        everything = await run_taskq(prefix, "dlq", "replay", "default", "--all")
+        assert everything.code == 0, everything.err
         assert "replayed 2 message(s)" in everything.out
         assert await queue_length(dead) == 0
         replayed = await queue_messages("", work)
@@ -204,21 +183,22 @@ async def test_purge_asks_and_refuses_without_a_terminal(app: App) -> None:
 
     # None of these deletes anything, so they may run at once.
     refused, declined, refused_dead, missing = await asyncio.gather(
-        taskq(prefix, "purge", "default"),
+        run_taskq(prefix, "purge", "default"),
         taskq_answering(prefix, "n", "purge", "default"),
-        taskq(prefix, "dlq", "purge", "default"),
-        taskq(prefix, "dlq", "list", "nosuchqueue"),
+        run_taskq(prefix, "dlq", "purge", "default"),
+        run_taskq(prefix, "dlq", "list", "nosuchqueue"),
     )
     assert refused.code == 2 and "--yes" in refused.err
     assert declined.code == 2 and "delete 4 ready message(s)" in declined.err
-    assert refused_dead.code == 2
+    assert refused_dead.code == 2 and "--yes" in refused_dead.err
     assert missing.code == 2 and "does not exist" in missing.err
     assert (await queue_length(work), await queue_length(dead)) == (4, 3)
 
     confirmed = await taskq_answering(prefix, "y", "dlq", "purge", "default")
     assert confirmed.code == 0, confirmed.err
     assert f"purged 3 message(s) from {dead}" in confirmed.out
-    forced = await taskq(prefix, "purge", "default", "--yes")
+    forced = await run_taskq(prefix, "purge", "default", "--yes")
+    assert forced.code == 0, forced.err
     assert f"purged 4 message(s) from {work}" in forced.out
     assert (await queue_length(work), await queue_length(dead)) == (0, 0)
 

@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from taskq import App
 from taskq.cli.events import format_event
 from tests.support import BROKER, REPO, WorkerProcess, eventually
@@ -16,6 +18,7 @@ from tests.support import BROKER, REPO, WorkerProcess, eventually
 APP = "tests.apps.ops_app:app"
 
 
+@pytest.mark.idle_extra_queue  # the tail counts every task event of the worker
 async def test_events_of_one_task_in_order(
     prefix: str, topology_cleanup: set[str], tmp_path: Path
 ) -> None:

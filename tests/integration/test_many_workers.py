@@ -25,6 +25,7 @@ def app(prefix: str, topology_cleanup: set[str]) -> App:
     return app
 
 
+@pytest.mark.idle_extra_queue  # it adds up what the workers ran
 async def test_three_workers_share_three_hundred_tasks(app: App) -> None:
     square = app.tasks["square"]
     async with app, contextlib.AsyncExitStack() as stack:

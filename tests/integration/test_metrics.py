@@ -29,6 +29,7 @@ def sample(text: str, name: str) -> float | None:
     return None
 
 
+@pytest.mark.idle_extra_queue  # it reads the worker's totals (tasks in flight: none)
 async def test_metrics_endpoint_counts(prefix: str, topology_cleanup: set[str]) -> None:
     pytest.importorskip("prometheus_client")
     port = free_port()

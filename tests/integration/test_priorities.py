@@ -72,3 +72,31 @@ async def test_task_default_priority_and_call_override(app: App, started: list[s
                 await handle.result(timeout=10)
 
     assert started == ["raised", "default7", "lowered", "plain"]
+
+
+async def test_one_worker_on_two_priority_queues_serves_each_by_priority(
+    app: App, started: list[str], topology_cleanup: set[str]
+) -> None:
+    topology_cleanup.add("side")
+    job = app.tasks["job"]
+    queues = {"default": app.names.work_queue("default"), "side": app.names.work_queue("side")}
+    async with app:
+        sent = []
+        for name in queues:
+            on_queue = job.options(queue=name)
+            sent += [await on_queue.options(priority=0).delay(f"{name}-low{i}") for i in range(8)]
+            sent += [await on_queue.options(priority=9).delay(f"{name}-high")]
+
+        async def backlogs_in_queues() -> bool:
+            return [await queue_length(q) for q in queues.values()] == [9, 9]
+
+        await eventually(backlogs_in_queues, what="9 messages in each work queue")
+        async with running_worker(app, queues=list(queues), concurrency=1):
+            assert sorted([await h.result(timeout=30) for h in sent]) == sorted(started)
+
+    assert len(started) == 18
+    for name in queues:
+        # Per queue, the high priority task ran first, then the others in the order sent;
+        # how the worker interleaves the two queues is the broker's round robin.
+        mine = [label for label in started if label.startswith(f"{name}-")]
+        assert mine == [f"{name}-high", *(f"{name}-low{i}" for i in range(8))]

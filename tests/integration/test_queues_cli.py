@@ -3,29 +3,19 @@ delay levels. No worker runs, so nothing moves while the CLI looks."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from typing import Any
 
 from taskq import App
 from taskq.cli.queues import from_api, management_url
-from tests.support import BROKER, REPO, eventually
+from tests.support import BROKER, eventually, run_taskq
 
 APP = "tests.apps.ops_app:app"
 
 
 async def run_cli(prefix: str, *args: str) -> tuple[int, str]:
-    env = {**os.environ, "TASKQ_PREFIX": prefix, "TASKQ_BROKER": BROKER, "PYTHONPATH": str(REPO)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "taskq.cli.admin", "--app", APP, *args,
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert b"Traceback" not in err, err.decode()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    done = await run_taskq(prefix, *args, app=APP)
+    return done.code, done.out
 
 
 async def test_queues_shows_known_depths(prefix: str, topology_cleanup: set[str]) -> None:
@@ -76,6 +66,7 @@ async def test_inspect_scheduled_counts_and_peeks(prefix: str, topology_cleanup:
     assert peeked["queue"] == "default" and peeked["eta"]
     # Peeking put the message back.
     code, out = await run_cli(prefix, "inspect", "scheduled", "--json")
+    assert code == 0
     assert sum(level["messages"] for level in json.loads(out)["levels"]) == 1
 
 

@@ -1,5 +1,6 @@
-"""Connections closed by the broker (``rabbitmqctl close_connection``): the worker and the
-client reconnect, re-declare what they need, and go on with nothing lost.
+"""Connections closed by the broker (``rabbitmqctl close_connection``) or cut on the way (a TCP
+proxy): the worker and the client reconnect, re-declare what they need, and go on with nothing
+lost.
 
 taskq names its connections through the ``connection_name`` client property:
 ``taskq-worker:<worker name>:consume|publish`` and ``taskq:<app name>:consume|publish``.
@@ -8,41 +9,20 @@ taskq names its connections through the ``connection_name`` client property:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from pathlib import Path
 
 import pytest
 
-from taskq import App, ResultTimeout, TaskHandle, TaskStatus
+from taskq import App, ResultTimeout, TaskHandle
+from tests.broker_control import close_connections, connection_pids, consumed
+from tests.runlog import RunLog
 from tests.support import BROKER, WorkerProcess, eventually, running_worker
+from tests.tcp_proxy import tcp_proxy
 
 APP = "tests.apps.procapp:app"
 pytestmark = pytest.mark.slow
-
-
-async def _rabbitmqctl(*args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, err.decode()
-    return out.decode()
-
-
-async def connection_pids(name_prefix: str, expected: int) -> list[str]:
-    """The pids of the connections whose connection_name starts with ``name_prefix``; there
-    must be ``expected`` of them (rabbitmqctl close_connection takes a pid, not a name)."""
-    listing = await _rabbitmqctl(
-        "list_connections", "pid", "client_properties", "-q", "--no-table-headers"
-    )
-    wanted = f'{{"connection_name","{name_prefix}'
-    pids = [line.split("\t", 1)[0] for line in listing.splitlines() if wanted in line]
-    assert len(pids) == expected, listing
-    return pids
-
-
-async def close_connections(pids: list[str]) -> None:
-    """Close connections from the broker side, as an operator or a node restart would."""
-    await asyncio.gather(*(_rabbitmqctl("close_connection", pid, "test") for pid in pids))
 
 
 @pytest.fixture
@@ -55,23 +35,40 @@ async def _send_many(client: App, n: int, seconds: float, base: int) -> list[Tas
     return [await client.send("sleepy", seconds, base + i) for i in range(n)]
 
 
-async def test_worker_reconnects_with_tasks_in_flight_and_after(prefix: str, client: App) -> None:
+async def test_worker_reconnects_with_tasks_in_flight_and_after(
+    prefix: str, client: App, tmp_path: Path
+) -> None:
+    runs = RunLog(tmp_path)
     worker_name = f"{prefix}-w"
     worker = WorkerProcess(APP, prefix, "--concurrency", "10", "--name", worker_name)
     try:
         await worker.wait_ready()
-        pids = await connection_pids(f"taskq-worker:{worker_name}:", expected=2)
+        name = f"taskq-worker:{worker_name}:"
+        pids = await asyncio.to_thread(connection_pids, name)
+        assert len(pids) == 2
         async with client:
-            in_flight = await _send_many(client, 20, 1.5, 0)
+            handles = await runs.send(client, *range(20))
+            in_flight, queued = handles[:10], handles[10:]
+            await runs.wait_running(in_flight)
+            assert await close_connections(name) == 2
 
-            async def some_started() -> bool:
-                return any([await h.status() is TaskStatus.STARTED for h in in_flight])
+            async def reconnected() -> bool:
+                now = set(await asyncio.to_thread(connection_pids, name))
+                return len(now) == 2 and not now & set(pids)
 
-            await eventually(some_started, what="tasks in flight")
-            await close_connections(pids)
-            # Tasks whose channel died still finish; their acks fail and the broker redelivers
-            # them, so they may run twice: each still ends in exactly one SUCCESS at the client.
-            assert [await h.result(timeout=60) for h in in_flight] == list(range(20))
+            await eventually(reconnected, timeout=60, what="the worker to connect again")
+            assert runs.running() == {h.id for h in in_flight}  # still running, never stopped
+            runs.release()
+            # Every task ends in exactly one SUCCESS at the client.
+            assert [await h.result(timeout=60) for h in handles] == list(range(20))
+            await runs.wait_ended(len(handles) + len(in_flight))
+            # The tasks in flight finished, but their acks died with the channel: the broker
+            # delivered them again, and they ran a second time (at-least-once). The queued
+            # ones ran once.
+            assert runs.count("end") == {
+                **{h.id: 2 for h in in_flight},
+                **{h.id: 1 for h in queued},
+            }
             later = await _send_many(client, 20, 0.0, 100)
             assert [await h.result(timeout=60) for h in later] == list(range(100, 120))
         assert worker.process.poll() is None, worker.output()  # it reconnected, never exited
@@ -87,40 +84,90 @@ async def _send_and_get(client: App, tag: int) -> bool:
         return False
 
 
-async def test_client_reconnects_and_keeps_its_reply_queue(prefix: str, client: App) -> None:
-    @client.task
+async def test_client_reconnects_and_keeps_its_reply_queue(
+    prefix: str, topology_cleanup: set[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[int] = []
+    worker_app = App("replier", broker=BROKER, prefix=prefix)
+
+    @worker_app.task
     async def sleepy(seconds: float, tag: int) -> int:
+        ran.append(tag)
         await asyncio.sleep(seconds)
         return tag
 
-    async with client, running_worker(client, concurrency=4) as worker:
-        assert await (await client.send("sleepy", 0.0, 1)).result(timeout=10) == 1
-        reply_queue = client.store.reply_to()
-        pids = await connection_pids(f"taskq:{client.name}:", expected=2)
-        closing = asyncio.create_task(close_connections(pids))
-        # Keep sending while the broker closes the connections and until they are back: a send
-        # interrupted by the close waits for the reconnect and is retried; it does not fail.
-        during: list[TaskHandle[int]] = []
-        while not closing.done() or not client.transport.connected:
-            during.append(await client.send("sleepy", 0.0, len(during)))
-            await asyncio.sleep(0.01)  # pacing the sends, not waiting for the broker
-        await closing
+    caplog.set_level(logging.WARNING, logger="taskq.transport")
+    async with tcp_proxy(5672) as proxy:
+        # Only the client goes through the proxy: the worker stays connected throughout.
+        client = App(f"c{prefix}", broker=proxy.amqp_url(), prefix=prefix)
+        async with running_worker(worker_app, concurrency=4), client:
+            assert await (await client.send("sleepy", 0.0, 1)).result(timeout=10) == 1
+            reply_queue = client.store.reply_to()
+            proxy.refuse()  # both connections drop, and cannot come back until restored
+            sending = asyncio.ensure_future(client.send("sleepy", 0.0, 2))
 
-        async def all_ran() -> bool:
-            return worker.counters.succeeded >= 1 + len(during)  # duplicates allowed
+            async def interrupted() -> bool:
+                return "publish interrupted" in caplog.text
 
-        await eventually(all_ran, timeout=30, what=f"the {len(during)} tasks sent meanwhile")
-        # Their results may be lost, though: a reply published while the client's consume
-        # connection is down is dropped, because the reply queue is exclusive (the broker
-        # deletes it with the connection) and the AMQP result store only serves a connected
-        # sender (the Redis store keeps results). The robust connection re-declares the queue
-        # under the same name; from then on replies arrive. So: send until a send and its
-        # result both succeed, within a deadline.
-        deadline = time.monotonic() + 30
-        tag = 1000
-        while not await _send_and_get(client, tag):
-            assert time.monotonic() < deadline, "the client did not recover within 30 s"
-            tag += 1
-        assert client.store.reply_to() == reply_queue
-        later = await _send_many(client, 10, 0.0, 200)
-        assert [await h.result(timeout=30) for h in later] == list(range(200, 210))
+            # The send does not fail: it waits for the reconnect, and is retried.
+            await eventually(interrupted, what="the send to be interrupted")
+            assert not sending.done()
+            proxy.restore()
+            await asyncio.wait_for(sending, timeout=60)
+
+            async def sent() -> bool:
+                return 2 in ran
+
+            await eventually(sent, what="the interrupted send to run")
+            # Its result may be lost, though: a reply published while the client's consume
+            # connection is down is dropped (see the next test). The robust connection
+            # re-declares the reply queue under the same name; from then on replies arrive.
+            # So: send until a send and its result both succeed, within a deadline.
+            deadline = time.monotonic() + 30
+            tag = 1000
+            while not await _send_and_get(client, tag):
+                assert time.monotonic() < deadline, "the client did not recover within 30 s"
+                tag += 1
+            assert client.store.reply_to() == reply_queue
+            later = await _send_many(client, 10, 0.0, 200)
+            assert [await h.result(timeout=30) for h in later] == list(range(200, 210))
+
+
+async def test_a_reply_published_while_the_caller_is_disconnected_still_arrives(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    gate = asyncio.Event()
+    done: list[int] = []
+    worker_app = App("replier", broker=BROKER, prefix=prefix)
+
+    @worker_app.task
+    async def gated(tag: int) -> int:
+        await gate.wait()
+        done.append(tag)
+        return tag
+
+    async with tcp_proxy(5672) as proxy:
+        # Only the client goes through the proxy: the worker stays connected throughout.
+        client = App("caller", broker=proxy.amqp_url(), prefix=prefix)
+        async with running_worker(worker_app), client:
+            handle = await client.send("gated", 7)
+            reply_queue = client.store.reply_to() or ""
+            proxy.refuse()
+            await eventually(
+                lambda: _gone(reply_queue), what="the broker to drop the client's reply queue"
+            )
+            gate.set()  # the task ends and its outcome is published now
+
+            async def ended() -> bool:
+                return done == [7]
+
+            await eventually(ended, what="the task to end")
+            proxy.restore()
+            await eventually(
+                lambda: consumed(reply_queue), timeout=60, what="the client to come back"
+            )
+            assert await handle.result(timeout=5) == 7
+
+
+async def _gone(queue_name: str) -> bool:
+    return not await consumed(queue_name)

@@ -275,6 +275,7 @@ def own_redis() -> Iterator[OwnRedis]:
         yield server
 
 
+@pytest.mark.idle_extra_queue  # it counts what its worker does: no noise on the extra queue
 @pytest.mark.usefixtures("topology_cleanup")
 async def test_redis_restart_mid_run_loses_nothing(
     prefix: str, own_redis: OwnRedis, caplog: pytest.LogCaptureFixture

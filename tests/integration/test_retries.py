@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -20,18 +21,20 @@ def calls() -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-def app(prefix: str, topology_cleanup: set[str], calls: list[tuple[str, int]]) -> App:
-    app = App("retries", broker=BROKER, prefix=prefix)
+def gates() -> dict[int, asyncio.Event]:
+    """Events that let the ``pause`` task with that number end."""
+    return {n: asyncio.Event() for n in (1, 2)}
 
-    @app.task(retry=FAST)
-    async def flaky(x: int) -> int:
-        attempt = current().attempt
-        calls.append(("flaky", attempt))
-        if attempt == 1:
-            raise ConnectionError("broker hiccup")
-        if attempt == 2:
-            raise Retry(delay=0.3, reason="not yet")
-        return x * 2
+
+@pytest.fixture
+def app(
+    prefix: str,
+    topology_cleanup: set[str],
+    calls: list[tuple[str, int]],
+    gates: dict[int, asyncio.Event],
+) -> App:
+    app = App("retries", broker=BROKER, prefix=prefix)
+    _register_flaky(app, calls, gates)
 
     @app.task(retry=RetryPolicy(max_attempts=2, delay=0.1, jitter=False))
     async def hopeless() -> None:
@@ -61,6 +64,32 @@ def app(prefix: str, topology_cleanup: set[str], calls: list[tuple[str, int]]) -
     return app
 
 
+def _register_flaky(
+    app: App, calls: list[tuple[str, int]], gates: dict[int, asyncio.Event]
+) -> None:
+    """``flaky`` fails twice (an exception, then Retry) and succeeds on attempt 3; before each
+    failure it queues a ``pause`` task that holds the worker until the test opens its gate."""
+
+    @app.task(retry=FAST)
+    async def flaky(x: int) -> int:
+        attempt = current().attempt
+        calls.append(("flaky", attempt))
+        if attempt < 3:
+            # Queued now, so it is delivered before the retry comes back from the delay
+            # level: on a worker of concurrency 1 the next attempt waits until it ends.
+            await pause.delay(attempt)
+        if attempt == 1:
+            raise ConnectionError("broker hiccup")
+        if attempt == 2:
+            raise Retry(delay=0.3, reason="not yet")
+        return x * 2
+
+    @app.task
+    async def pause(n: int) -> None:
+        calls.append(("pause", n))
+        await gates[n].wait()
+
+
 async def dead_messages(app: App, count: int) -> list[Any]:
     """Wait until the default .dead queue holds ``count`` messages; return them (left there)."""
     dead_queue = app.names.dead_queue("default")
@@ -75,25 +104,24 @@ async def dead_messages(app: App, count: int) -> list[Any]:
 
 
 async def test_retried_task_succeeds_on_attempt_3_showing_retrying(
-    app: App, calls: list[tuple[str, int]]
+    app: App, calls: list[tuple[str, int]], gates: dict[int, asyncio.Event]
 ) -> None:
-    async with app, running_worker(app):
+    # One task at a time: while a ``pause`` task runs, the retried attempt waits, so its
+    # RETRYING status stays visible until the test has seen it (no race with the retry).
+    async with app, running_worker(app, concurrency=1):
         handle = await app.tasks["flaky"].delay(21)
-        seen: list[tuple[TaskStatus, int, str | None]] = []
+        for attempt, error in [(1, "ConnectionError"), (2, "taskq.exceptions.Retry")]:
 
-        async def finished() -> bool:
-            info = await handle.info()
-            entry = (info.status, info.attempt, info.error.type if info.error else None)
-            if not seen or seen[-1] != entry:
-                seen.append(entry)
-            return info.status.terminal
+            async def retrying(attempt: int = attempt) -> tuple[object, ...] | None:
+                info = await handle.info()
+                entry = (info.status, info.attempt, info.error.type if info.error else None)
+                return entry if entry[:2] == (TaskStatus.RETRYING, attempt) else None
 
-        await eventually(finished, timeout=15, interval=0.01, what="flaky to finish")
-        assert await handle.result(timeout=1) == 42
-    assert calls == [("flaky", 1), ("flaky", 2), ("flaky", 3)]
-    retrying = [entry for entry in seen if entry[0] is TaskStatus.RETRYING]
-    assert (TaskStatus.RETRYING, 1, "ConnectionError") in retrying, seen
-    assert (TaskStatus.RETRYING, 2, "taskq.exceptions.Retry") in retrying, seen
+            seen = await eventually(retrying, what=f"RETRYING after attempt {attempt}")
+            assert seen == (TaskStatus.RETRYING, attempt, error)
+            gates[attempt].set()
+        assert await handle.result(timeout=30) == 42
+    assert calls == [("flaky", 1), ("pause", 1), ("flaky", 2), ("pause", 2), ("flaky", 3)]
     info = await handle.info()
     assert (info.status, info.attempt) == (TaskStatus.SUCCESS, 3)
 
@@ -149,6 +177,7 @@ async def test_give_up_on_does_not_retry(app: App, calls: list[tuple[str, int]])
     assert dead.headers[H_REASON] == "max-attempts"
 
 
+@pytest.mark.idle_extra_queue  # it counts what its worker received
 async def test_expired_while_waiting_in_the_work_queue(
     app: App, calls: list[tuple[str, int]]
 ) -> None:

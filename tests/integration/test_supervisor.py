@@ -13,9 +13,10 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from taskq import App, TaskHandle, TaskStatus
+from taskq import App
 from taskq.cli.common import ExitCode
 from taskq.topology import Names
+from tests.runlog import RunLog
 from tests.support import BROKER, WorkerProcess, eventually
 
 APP = "tests.apps.procapp:app"
@@ -114,6 +115,18 @@ async def supervisor(prefix: str, *args: str, app: str = APP) -> AsyncIterator[S
         await sup.kill_all()
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    prefix: str, client: App, *args: str
+) -> AsyncIterator[tuple[Supervised, set[int]]]:
+    """A supervisor whose two children consume, and the client open: ``(sup, child pids)``."""
+    async with supervisor(prefix, *args) as sup:
+        pids = await sup.children()
+        await wait_consumers(prefix, sup, 2)
+        async with client:
+            yield sup, pids
+
+
 async def consumers(prefix: str) -> int:
     connection = await aio_pika.connect(BROKER)
     try:
@@ -153,10 +166,6 @@ def _async(fn: Callable[[int], bool], pid: int) -> Callable[[], Awaitable[bool]]
     return check
 
 
-async def _all_have(handles: list[TaskHandle[object]], status: TaskStatus) -> bool:
-    return all([await h.status() is status for h in handles])
-
-
 async def test_two_processes_serve_and_a_killed_one_is_restarted(
     prefix: str, client: App, tmp_path: Path
 ) -> None:
@@ -186,20 +195,53 @@ async def test_two_processes_serve_and_a_killed_one_is_restarted(
         assert sup.worker.process.poll() is None
 
 
-async def test_sigterm_stops_both_children_gracefully(prefix: str, client: App) -> None:
-    async with supervisor(prefix, "--concurrency", "1") as sup:
-        pids = await sup.children()
-        await wait_consumers(prefix, sup, 2)
-        async with client:
-            running = [await client.send("sleepy", 2.0, tag) for tag in (7, 8)]
-            await eventually(lambda: _all_have(running, TaskStatus.STARTED), what="both started")
-            sup.worker.signal(signal.SIGTERM)
-            assert await sup.worker.wait_exit(timeout=30) == ExitCode.OK, sup.output()
-            # Each child finished its running task before stopping.
-            assert [await h.result(timeout=10) for h in running] == [7, 8]
+async def test_a_child_killed_mid_task_loses_nothing(
+    prefix: str, client: App, tmp_path: Path
+) -> None:
+    runs = RunLog(tmp_path)
+    async with serving(prefix, client, "--concurrency", "3") as (sup, first):
+        held = await runs.send(client, *range(4))
+        await runs.wait_running(held)
+        # The children go on serving beside the held tasks (concurrency 3 each).
+        others = [await client.send("sleepy", 0.0, 100 + i) for i in range(10)]
+        assert [await h.result(timeout=60) for h in others] == list(range(100, 110))
+        started = {task_id: pid for _, task_id, pid in runs.events()}
+        assert set(started.values()) <= first
+        victim = started[held[0].id]
+        os.kill(victim, signal.SIGKILL)
+        await eventually(_async(not_running, victim), timeout=10, what="the victim to die")
+        await sup.children(excluding={victim})
+        runs.release()
+        # Every task ends in one result, including those the victim was running.
+        assert [await h.result(timeout=60) for h in held] == [0, 1, 2, 3]
+        await runs.wait_ended(len(held))
+        # The victim's tasks ran again in a live child (redelivered); none ended in the
+        # victim, and no other task ran twice.
+        killed = {task_id for task_id, pid in started.items() if pid == victim}
+        assert held[0].id in killed
+        assert runs.count("start") == {h.id: 2 if h.id in killed else 1 for h in held}
+        assert runs.count("end") == {h.id: 1 for h in held}
+        assert victim not in {pid for event, _, pid in runs.events() if event == "end"}
+        assert sup.worker.process.poll() is None
+
+
+async def test_sigterm_stops_both_children_gracefully(
+    prefix: str, client: App, tmp_path: Path
+) -> None:
+    runs = RunLog(tmp_path)
+    async with serving(prefix, client, "--concurrency", "1") as (sup, pids):
+        running = await runs.send(client, 7, 8)
+        await runs.wait_running(running)
+        sup.worker.signal(signal.SIGTERM)
+        await sup.logged("waiting up to", 2)  # both children drain...
+        assert runs.running() == {h.id for h in running}  # ...with their tasks running
+        runs.release()
+        assert await sup.worker.wait_exit(timeout=60) == ExitCode.OK, sup.output()
+        # Each child finished its running task before stopping.
+        assert [await h.result(timeout=30) for h in running] == [7, 8]
+        assert {pid for event, _, pid in runs.events() if event == "end"} == pids
         for pid in pids:
             await eventually(_async(not_running, pid), timeout=10, what=f"child {pid} to stop")
-        assert sup.output().count("waiting up to") == 2, sup.output()
         assert "restarting" not in sup.output()
 
 

@@ -3,18 +3,21 @@ nothing, and the exit codes are the named ones (taskq.cli.common.ExitCode)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from taskq import App, TaskHandle, TaskStatus
+from taskq import App, TaskFailed, TaskHandle, TaskStatus
 from taskq.cli.common import ExitCode
 from taskq.topology import Names
+from tests.runlog import RunLog
 from tests.support import BROKER, REPO, WorkerProcess, eventually, queue_messages
 
 APP = "tests.apps.procapp:app"
@@ -33,22 +36,32 @@ async def _all_have(handles: list[TaskHandle[object]], status: TaskStatus) -> bo
 
 @pytest.mark.parametrize("prefetch", ["4", "8"], ids=["prefetch=concurrency", "4-reserved"])
 async def test_sigterm_drains_running_tasks_and_loses_none(
-    prefix: str, client: App, prefetch: str
+    prefix: str, client: App, prefetch: str, tmp_path: Path
 ) -> None:
     # With prefetch 8, four deliveries wait for a slot when the signal comes: they are
     # given back to the queue, not run.
+    runs = RunLog(tmp_path)
     first = WorkerProcess(APP, prefix, "--concurrency", "4", "--prefetch", prefetch)
     second: WorkerProcess | None = None
     try:
         await first.wait_ready()
         async with client:
-            running = [await client.send("sleepy", 2.0, i) for i in range(4)]
+            running = await runs.send(client, *range(4))
             queued = [await client.send("sleepy", 0.0, 100 + i) for i in range(20)]
-            await eventually(lambda: _all_have(running, TaskStatus.STARTED), what="4 tasks STARTED")
+            await runs.wait_running(running)
             first.signal(signal.SIGTERM)
+            await eventually(
+                _async(lambda: "waiting up to" in first.output()), what="the worker to drain"
+            )
+            # Draining: the running tasks go on (they end only when released), nothing new
+            # starts, and the worker waits for them.
+            assert first.process.poll() is None
+            assert runs.running() == {h.id for h in running}
+            runs.release()
             assert await first.wait_exit() == ExitCode.OK, first.output()
             # The tasks that were running when the signal came finished and were recorded.
-            assert [await h.result(timeout=10) for h in running] == [0, 1, 2, 3]
+            assert [await h.result(timeout=30) for h in running] == [0, 1, 2, 3]
+            assert runs.count("end") == {h.id: 1 for h in running}
             # The rest never started: they wait in the work queue for the next worker, not
             # marked redelivered (the next worker must not count a crash for them). Reading
             # them here marks them redelivered: the second worker counts one delivery each.
@@ -59,7 +72,6 @@ async def test_sigterm_drains_running_tasks_and_loses_none(
             second = WorkerProcess(APP, prefix, "--concurrency", "4")
             results = [await h.result(timeout=30) for h in queued]
             assert results == [100 + i for i in range(20)]
-        assert "waiting up to" in first.output()
     finally:
         first.kill()
         if second is not None:
@@ -93,26 +105,65 @@ async def test_second_signal_forces_stop_and_requeues(prefix: str, client: App) 
 async def test_sigkill_mid_task_redelivers_to_a_new_worker(
     prefix: str, client: App, tmp_path: Path
 ) -> None:
-    runs = tmp_path / "runs.txt"
+    runs = RunLog(tmp_path)
     first = WorkerProcess(APP, prefix, "--concurrency", "2")
     second: WorkerProcess | None = None
     try:
         await first.wait_ready()
         async with client:  # the client stays connected: its reply queue outlives the crash
-            handle = await client.send("record_run", str(runs), 2.0)
-            await eventually(_async(lambda: runs.exists() and runs.read_text()), what="a run")
+            (handle,) = await runs.send(client, 7)
+            await runs.wait_running([handle])
+            # The worker goes on serving beside it (concurrency 2).
+            assert await (await client.send("sleepy", 0.0, 1)).result(timeout=30) == 1
             first.signal(signal.SIGKILL)
             assert await first.wait_exit() == -signal.SIGKILL
+            runs.release()
             second = WorkerProcess(APP, prefix, "--concurrency", "2")
             # At least once: the interrupted run counted, the second run finished the task.
-            assert await handle.result(timeout=40) == 2
-        pids = runs.read_text().split()
-        assert pids == [str(first.process.pid), str(second.process.pid)]
+            assert await handle.result(timeout=40) == 7
+        assert runs.events() == [
+            ("start", handle.id, first.process.pid),
+            ("start", handle.id, second.process.pid),
+            ("end", handle.id, second.process.pid),
+        ]
         assert "Traceback" not in second.output()
     finally:
         first.kill()
         if second is not None:
             second.kill()
+
+
+async def test_json_log_lines_carry_the_task_fields(prefix: str, client: App) -> None:
+    worker = WorkerProcess("tests.apps.ops_app:app", prefix, "--log-format", "json")
+    try:
+        await worker.wait_ready()
+        async with client:
+            added = await client.send("add", 2, 3)
+            failed = await client.send("fail", "boom")
+            assert await added.result(timeout=30) == 5
+            with pytest.raises(TaskFailed):
+                await failed.result(timeout=30)
+
+            def outcomes() -> dict[str, dict[str, Any]]:
+                entries = [json.loads(line) for line in worker.output().splitlines()]
+                return {e["task_id"]: e for e in entries if e.get("task_id") in ids}
+
+            ids = {added.id, failed.id}
+            logged = await eventually(
+                _async(lambda: len(outcomes()) == 2 and outcomes()), what="both outcomes logged"
+            )
+        # Every line is one JSON object (json.loads above would have raised on any other).
+        assert {k: logged[added.id][k] for k in ("task_name", "queue", "attempt", "level")} == {
+            "task_name": "add", "queue": "default", "attempt": 1, "level": "info"
+        }  # fmt: skip
+        assert "succeeded" in logged[added.id]["message"]
+        assert logged[added.id]["duration"] >= 0
+        assert {k: logged[failed.id][k] for k in ("task_name", "queue", "attempt", "level")} == {
+            "task_name": "fail", "queue": "default", "attempt": 1, "level": "warning"
+        }  # fmt: skip
+        assert "failed: ValueError: boom" in logged[failed.id]["message"]
+    finally:
+        worker.kill()
 
 
 def _async(check: Callable[[], object]) -> Callable[[], Awaitable[object]]:
