@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from taskq import ConfigurationError, ResultUnavailable, TaskState, TaskStatus
+from taskq import App, ConfigurationError, ResultUnavailable, TaskState, TaskStatus
 from taskq.results.postgres import PostgresResultStore
 from taskq.results.postgres_schema import VERSION
-from tests.postgres_support import POSTGRES, count_rows, drop_tables
+from tests.postgres_support import POSTGRES, count_rows, drop_tables, table_of
 from tests.redis_support import free_port
+from tests.support import BROKER, WorkerProcess
 
 
 @pytest.fixture
@@ -185,3 +186,28 @@ async def test_postgres_down_at_start_is_a_clear_error(table: str) -> None:
         await store.open()
     assert f"127.0.0.1:{port}" in str(failed.value)
     assert "s3cret" not in str(failed.value)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("topology_cleanup")
+async def test_taskq_worker_takes_the_store_from_its_settings(
+    prefix: str, sql: asyncpg.Connection
+) -> None:
+    """``taskq-worker`` with TASKQ_RESULTS=postgresql://...: results land in the prefix's
+    table, and the worker's pool follows ``--concurrency`` (8: at most 3 connections)."""
+    app_name = f"tq-cli-{uuid.uuid4().hex[:8]}"
+    url = f"{POSTGRES}?application_name={app_name}"
+    worker = WorkerProcess("tests.apps.procapp:app", prefix, "--concurrency", "8",
+                           env={"TASKQ_RESULTS": url})  # fmt: skip
+    client = App("client", broker=BROKER, prefix=prefix, results=POSTGRES)
+    try:
+        await worker.wait_ready()
+        async with client:
+            handles = [await client.send("sleepy", 0.01, i) for i in range(40)]
+            assert [await h.result(timeout=30) for h in handles] == list(range(40))
+            query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+            assert 1 <= await sql.fetchval(query, app_name) <= 3
+        assert await count_rows(table_of(prefix), "status = 'SUCCESS'") == 40
+    finally:
+        worker.kill()
+        await drop_tables(table_of(prefix))
