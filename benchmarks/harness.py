@@ -1,14 +1,13 @@
 """What every scenario shares: results, progress, worker subprocesses, the completion counter,
-queue checks, machine facts, and the table / JSON / PNG output."""
+and the drain measurement (rate and CPU per task). The broker and Redis helpers are in
+``broker``; the table, ratios, JSON and PNG in ``report``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -17,15 +16,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aio_pika
-
+from . import cpu
 from .bench_apps import counter
+from .broker import BROKER_DOWN, BrokerWatch, check_broker, purge, queue_depth, wait_for_broker
 
-BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 REPO = Path(__file__).resolve().parent.parent
 POLL = 0.05  # seconds between completion polls
 
@@ -45,6 +43,14 @@ class Result:
     latency_ms: dict[str, float] | None = None
     fraction_of_ceiling: float | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    failed: bool = False
+    role: str = ""
+    """What the row stands for in the ratios: taskq's "headline" figure of its scenario (and
+    "batch", "c64", "no-reply", "redis"), raw's "ceiling", a peer's "default" or "tuned"."""
+
+    @property
+    def p50(self) -> float | None:
+        return self.latency_ms["p50"] if self.latency_ms else None
 
 
 @dataclasses.dataclass
@@ -57,19 +63,24 @@ class Options:
     sequential_cap: int
     scenarios: list[str]
     systems: list[str]
-    concurrency: int = 64
+    concurrency: int = 64  # taskq-worker --concurrency and raw prefetch of the second row
+    prefetch: int = 1000  # the tuned prefetch / concurrency of every system (issue 10)
+
+    def count(self, scenario: str) -> int:
+        """How many tasks (or calls) a row of ``scenario`` measures."""
+        return {"roundtrip": self.roundtrips, "fanout": self.fanout}.get(scenario, self.tasks)
 
 
 def rate(system: str, scenario: str, variant: str, config: str, tasks: int, seconds: float,
-         **extra: Any) -> Result:
+         role: str = "", **extra: Any) -> Result:
     """A throughput result."""
     counted = extra.pop("counted", tasks)
     return Result(system, scenario, variant, config, tasks, seconds, counted,
-                  tasks / seconds if seconds > 0 else 0.0, extra=extra)
+                  tasks / seconds if seconds > 0 else 0.0, extra=extra, role=role)
 
 
 def latency(system: str, scenario: str, variant: str, config: str, samples: Sequence[float],
-            seconds: float) -> Result:
+            seconds: float, role: str = "") -> Result:
     """A latency result from per-call seconds: p50, p90, p99 in milliseconds."""
     ms = sorted(s * 1000 for s in samples)
 
@@ -79,7 +90,15 @@ def latency(system: str, scenario: str, variant: str, config: str, samples: Sequ
     return Result(system, scenario, variant, config, len(ms), seconds, len(ms),
                   len(ms) / seconds if seconds else 0.0,
                   {"p50": pct(50), "p90": pct(90), "p99": pct(99),
-                   "mean": statistics.fmean(ms)})
+                   "mean": statistics.fmean(ms)}, role=role)
+
+
+def failed(system: str, scenario: str, variant: str, config: str, tasks: int,
+           exc: BaseException, role: str = "") -> Result:
+    """A row that says a measurement failed (the rest of the run keeps its figures)."""
+    progress(f"{system} {scenario} [{variant}] failed: {str(exc)[:1500]}")
+    return Result(system, scenario, variant, config, tasks, 0.0, 0, failed=True, role=role,
+                  extra={"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
 
 
 def progress(message: str) -> None:
@@ -104,6 +123,10 @@ class CounterDir:
 
     def read(self) -> tuple[int, int, int]:
         return counter.read_all(self.path)
+
+    def processes(self) -> int:
+        """How many processes have run a task (each writes its own file on its first hit)."""
+        return len(os.listdir(self.path))
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -143,10 +166,41 @@ class Workers:
                     list(command), cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True))  # own group: forked children die with it
 
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    async def wait_running(self, processes: int, tasks: int,
+                           timeout: float) -> tuple[int, cpu.Sample]:
+        """Wait until ``processes`` worker processes have each run a task, then sample CPU:
+        (tasks done by then, sample).
+
+        Polls every 5 ms, so the CPU of imports, connects and declarations stays out of the
+        per-task figure. If that leaves under a tenth of ``tasks`` to measure (one process got
+        them all, or they went too fast), the last sample taken before the first task is used.
+        """
+        deadline = time.monotonic() + timeout
+        idle = cpu.Sample(self.pids)
+        while True:
+            count = self.counters.read()[0]
+            if (count and self.counters.processes() >= processes) or count >= tasks // 2:
+                break
+            if not count:
+                idle = cpu.Sample(self.pids)
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no task done after {timeout:.0f} s:\n{self.output()}")
+            await asyncio.sleep(0.005)
+        if tasks - count < tasks / 10:
+            return 0, idle
+        return count, cpu.Sample(self.pids)
+
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.logs if p.exists())
 
     def check_alive(self) -> None:
+        """Raise if a worker exited, or if the broker restarted under the measurement."""
+        check_broker()
         for process in self.processes:
             if process.poll() is not None:
                 raise RuntimeError(
@@ -208,181 +262,90 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-async def drain(label: str, workers: Workers, tasks: int, queue: str) -> dict[str, Any]:
-    """Wait for ``workers`` to count ``tasks``; return the timings and the queue check.
+@dataclasses.dataclass(frozen=True)
+class Drain:
+    """One drain measurement: the row it fills and the worker processes that drain."""
 
-    Timing: from the first task done (the worker is up and consuming) to the last; the time
-    from process start to the first task (imports, connect, declare) is reported apart.
+    system: str
+    scenario: str  # "drain" (one worker process) or "drain2" (two)
+    variant: str
+    config: str
+    commands: list[list[str]]
+    env: dict[str, str]
+    queue: str
+    processes: int  # processes that run tasks (each writes its own counter)
+    role: str = ""
+
+
+T = TypeVar("T", Result, list[Result])
+
+
+async def steadily(label: str, attempt: Callable[[], Awaitable[T]],
+                   cleanup: Callable[[], Awaitable[object]] | None = None, tries: int = 3) -> T:
+    """``attempt()``, again (up to ``tries`` in all) when the broker restarted meanwhile or
+    dropped the connection: on a shared machine other engineers' tests restart RabbitMQ. Before
+    another try: wait until the broker is steady, then ``cleanup()`` (purge what the try left).
+    Rows of a last try during which the broker restarted are marked ``broker_restarted``; a
+    last try that raised raises."""
+    for n in range(1, tries + 1):
+        try:
+            async with BrokerWatch() as watch:
+                result = await attempt()
+            if not watch.restarted:
+                return result
+            progress(f"{label}: the broker restarted meanwhile (try {n} of {tries})")
+        except BROKER_DOWN as exc:
+            if n == tries:
+                raise
+            progress(f"{label}: broker connection lost (try {n} of {tries}): {exc!r}")
+        await wait_for_broker(timeout=300)
+        if cleanup is not None:
+            with contextlib.suppress(*BROKER_DOWN):
+                await cleanup()
+    for row in result if isinstance(result, list) else [result]:
+        row.extra["broker_restarted"] = True
+    return result
+
+
+async def measure_drain(d: Drain, tasks: int,
+                        prequeue: Callable[[int], Awaitable[object]]) -> Result:
+    """Queue ``tasks`` with ``prequeue``, start the workers, time the drain; sample CPU.
+
+    Rate: tasks / (last task done - first task done); the time from process start to the first
+    task (imports, connect, declare) is ``startup_s``. CPU per task: worker trees and broker,
+    from the moment every worker process has run a task to the last task, divided by the tasks
+    done in between. After the workers stop, the queue must be empty (``left_in_queue``).
+    A failure gives a failed row (and purges the queue); a broker restart, another try.
     """
+    label = f"{d.system} {d.scenario} [{d.variant}]"
     try:
-        count, first, last = await workers.wait_count(tasks, label, timeout=120 + tasks / 100)
-    finally:
-        await workers.stop()
-    left = await queue_depth(queue)
-    return {
-        "counted": count,
-        "seconds": (last - first) / 1e9,
-        "startup_s": round((first - workers.started_ns) / 1e9, 3),
-        "left_in_queue": left,
-    }
+        return await steadily(label, lambda: _drain_once(d, tasks, prequeue),
+                              lambda: purge(d.queue))
+    except BROKER_DOWN as exc:
+        return failed(d.system, d.scenario, d.variant, d.config, tasks, exc, d.role)
 
 
-# -- the broker --------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def channel() -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    """A plain channel on a fresh connection (for checks and cleanup)."""
-    connection = await aio_pika.connect(BROKER)
+async def _drain_once(d: Drain, tasks: int,
+                      prequeue: Callable[[int], Awaitable[object]]) -> Result:
+    label = f"{d.system} {d.scenario} [{d.variant}]"
     try:
-        yield await connection.channel()
-    finally:
-        await connection.close()
-
-
-async def queue_depth(name: str) -> int | None:
-    """Ready messages in queue ``name`` (passive declare), or None if it does not exist."""
-    try:
-        async with channel() as ch:
-            queue = await ch.declare_queue(name, passive=True)
-            return queue.declaration_result.message_count or 0
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        return None
-
-
-async def delete(queues: Sequence[str] = (), exchanges: Sequence[str] = ()) -> None:
-    """Delete queues and exchanges (missing ones are fine)."""
-    async with channel() as ch:
-        for q in queues:
-            await ch.queue_delete(q)
-        for e in exchanges:
-            await ch.exchange_delete(e)
-
-
-async def purge(name: str) -> None:
-    """Remove the ready messages of queue ``name``."""
-    async with channel() as ch:
-        queue = await ch.declare_queue(name, passive=True)
-        await queue.purge()
-
-
-# -- machine and output ------------------------------------------------------------------------
-
-
-async def machine() -> dict[str, Any]:
-    """Cores, RabbitMQ version, Python, loop, date."""
-    connection = await aio_pika.connect(BROKER)
-    try:
-        props = connection.transport.connection.server_properties  # type: ignore[union-attr]
-        version = props.get("version", "?")
-        version = version.decode() if isinstance(version, bytes) else str(version)
-    finally:
-        await connection.close()
-    return {
-        "cores": os.cpu_count(),
-        "rabbitmq": version,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
-CEILING = {  # scenario -> the raw aio-pika variant every other figure is compared with
-    "enqueue": "pipelined confirms",
-    "drain": "ack each",
-    "drain2": "ack each",
-    "roundtrip": "direct reply-to",
-    "fanout": "direct reply-to",
-}
-
-
-def add_fractions(results: list[Result]) -> None:
-    """Fill ``fraction_of_ceiling``: rate / raw rate, or raw p50 / p50 for latencies
-    (so 1.0 is the ceiling and lower is worse, always)."""
-    ceilings = {r.scenario: r for r in results
-                if r.system == "raw" and CEILING.get(r.scenario) == r.variant}
-    for r in results:
-        ceiling = ceilings.get(r.scenario)
-        if ceiling is None:
-            continue
-        if r.latency_ms and ceiling.latency_ms:
-            r.fraction_of_ceiling = ceiling.latency_ms["p50"] / r.latency_ms["p50"]
-        elif r.tasks_per_s and ceiling.tasks_per_s:
-            r.fraction_of_ceiling = r.tasks_per_s / ceiling.tasks_per_s
-
-
-def table(results: list[Result]) -> str:
-    """An aligned text table (also valid Markdown)."""
-    head = ["scenario", "system", "variant", "tasks", "tasks/s", "p50 / p90 / p99 ms",
-            "vs raw", "config"]
-    rows = [head]
-    for r in results:
-        lat = ("{p50:.2f} / {p90:.2f} / {p99:.2f}".format(**r.latency_ms)
-               if r.latency_ms else "")
-        frac = f"{r.fraction_of_ceiling:.2f}" if r.fraction_of_ceiling is not None else ""
-        rows.append([r.scenario, r.system, r.variant, str(r.tasks),
-                     f"{r.tasks_per_s:,.0f}" if r.tasks_per_s else "", lat, frac, r.config])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-             for row in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
-def to_json(results: list[Result], meta: dict[str, Any]) -> dict[str, Any]:
-    return {"machine": meta, "results": [dataclasses.asdict(r) for r in results]}
-
-
-def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
-    """Bars of tasks/s per system per scenario, and round-trip latency percentiles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    throughput = [r for r in results if r.latency_ms is None and r.tasks_per_s
-                  and r.scenario != "memory"]
-    lat = [r for r in results if r.latency_ms is not None and r.scenario == "roundtrip"]
-    groups = list(dict.fromkeys(r.scenario for r in throughput))
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [3, 1]})
-    ax = axes[0]
-    systems = list(dict.fromkeys(r.system for r in results))
-    colors = dict(zip(systems, plt.cm.tab10.colors, strict=False))  # type: ignore[attr-defined]
-    x = 0.0
-    ticks, labels = [], []
-    for group in groups:
-        rows = [r for r in throughput if r.scenario == group]
-        start = x
-        for r in rows:
-            ax.bar(x, r.tasks_per_s, color=colors[r.system], width=0.8,
-                   label=r.system if r.system not in ax.get_legend_handles_labels()[1] else None)
-            ax.text(x, (r.tasks_per_s or 0) * 1.01, f"{(r.tasks_per_s or 0) / 1000:.1f}k\n"
-                    f"{r.variant}", ha="center", va="bottom", fontsize=6.5, rotation=90)
-            x += 1
-        ticks.append((start + x - 1) / 2)
-        labels.append(group)
-        x += 1.2
-    ax.set_xticks(ticks, labels)
-    ax.set_ylabel("tasks/s (higher is better)")
-    top = max((r.tasks_per_s or 0) for r in throughput) if throughput else 1
-    ax.set_ylim(0, top * 1.45)
-    ax.legend(loc="upper right")
-    ax.set_title("throughput, no-op tasks, persistent messages")
-    ax2 = axes[1]
-    for i, r in enumerate(lat):
-        assert r.latency_ms is not None
-        ax2.bar(i - 0.2, r.latency_ms["p50"], width=0.4, color=colors[r.system])
-        ax2.bar(i + 0.2, r.latency_ms["p99"], width=0.4, color=colors[r.system], alpha=0.5)
-        ax2.text(i, r.latency_ms["p99"], f"p50 {r.latency_ms['p50']:.2f}\np99 "
-                 f"{r.latency_ms['p99']:.2f}", ha="center", va="bottom", fontsize=7)
-    ax2.set_xticks(range(len(lat)), [r.system for r in lat])
-    ax2.set_ylabel("ms (lower is better; solid p50, light p99)")
-    ax2.set_title("round trip, one task at a time")
-    if lat:
-        ax2.set_ylim(0, max(r.latency_ms["p99"] for r in lat if r.latency_ms) * 1.3)
-    fig.suptitle(f"taskq benchmarks - {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, "
-                 f"Python {meta['python']}, {meta['date'][:10]} (shared machine: noisy)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        progress(f"{label}: queueing {tasks} tasks")
+        await prequeue(tasks)
+        workers = Workers(d.commands, d.env)
+        try:
+            timeout = 120 + tasks / 100
+            start_count, before = await workers.wait_running(d.processes, tasks, timeout)
+            count, first, last = await workers.wait_count(tasks, label, timeout)
+            after = cpu.Sample(workers.pids)
+        finally:
+            await workers.stop()
+        left = await queue_depth(d.queue)
+    except (RuntimeError, TimeoutError) as exc:  # a worker died or stalled: a failed row
+        with contextlib.suppress(*BROKER_DOWN):
+            await purge(d.queue)
+        return failed(d.system, d.scenario, d.variant, d.config, tasks, exc, d.role)
+    window = count - start_count
+    return rate(d.system, d.scenario, d.variant, d.config, tasks, (last - first) / 1e9,
+                d.role, counted=count, startup_s=round((first - workers.started_ns) / 1e9, 3),
+                left_in_queue=left, processes=d.processes, cpu_window_tasks=window,
+                **cpu.per_task_us(before, after, window))

@@ -1,4 +1,6 @@
-"""Peers on the same broker in the same run: Celery, Dramatiq, taskiq + taskiq-aio-pika.
+"""Peers on the same broker in the same run: Celery, Dramatiq, taskiq + taskiq-aio-pika, each
+at its default configuration and at the one its own documentation recommends for throughput
+(issue 10: "the benchmark compares against the best").
 
 Each runs in its own subprocesses (clients and workers), on uniquely named queues that are
 deleted afterwards. Round trip and fan-out store results in Redis (BENCH_REDIS, default
@@ -14,100 +16,168 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import broker
 from . import harness as h
 from .harness import Options, Result
 
 PY = sys.executable
-REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
+TUNED_PREFETCH = 1000  # every system's tuned prefetch in issue 10 (Options.prefetch)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """One way to run a peer's workers: ``processes`` worker processes that run tasks."""
+
+    role: str  # "default" or "tuned"
+    variant: str  # the short label in the table
+    processes: int
+    commands: Callable[[str], list[list[str]]]  # queue -> the commands to start
+    env: dict[str, str]
+    config: str  # exactly how it runs
 
 
 @dataclass(frozen=True)
 class Peer:
-    """How to drive one peer: its module, workers, queue names, enqueue variants."""
+    """How to drive one peer: its package, queue names, worker configurations, clients."""
 
     system: str
     package: str
-    worker: Callable[[str], list[str]]
+    result_package: str
     queues: Callable[[str], list[str]]
     exchanges: Callable[[str], list[str]]
-    enqueue_variants: tuple[tuple[str, dict[str, str], str, bool], ...]
-    # (variant, extra env, extra argv, capped at sequential_cap)
-    worker_config: str
-    roundtrip: tuple[str, str]  # (variant, config) with the Redis result backend
+    drains: dict[str, tuple[WorkerConfig, ...]]  # scenario -> its configurations
+    enqueue_variants: tuple[tuple[str, dict[str, str], tuple[str, ...], bool], ...]
+    # (variant, extra env, client flags, capped at sequential_cap)
+    prequeue_flags: tuple[str, ...]  # how the drains' tasks are queued (the fastest client)
+    roundtrip: tuple[str, str]  # (variant, client config) with the Redis result backend
     fanout: tuple[str, str]
 
 
-PEERS = {
-    "celery": Peer(
-        "celery", "celery",
-        lambda q: [PY, "-m", "celery", "-A", "benchmarks.bench_apps.celery_app", "worker",
-                   "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat",
-                   "-Q", q, "-l", "warning"],
-        lambda q: [q], lambda q: [q],
-        (("delay() loop, confirms off (default)", {}, "warm", False),
-         ("delay() loop, confirms on", {"BENCH_CONFIRMS": "1"}, "warm", True)),
-        "solo pool, prefetch multiplier 64, early ack (default), ignore_result, "
-        "no gossip/mingle/heartbeat/remote control",
-        ("delay() + get()", "redis result backend (pub/sub), confirms off (default), solo "
-         "pool, no gossip/mingle/heartbeat/remote control"),
-        ("delay() loop + ResultSet.get()", "sync client: sends in a loop, joins natively; "
-         "redis results, confirms off (default), solo pool"),
-    ),
-    "dramatiq": Peer(
-        "dramatiq", "dramatiq",
-        lambda q: [PY, "-m", "dramatiq", "benchmarks.bench_apps.dramatiq_app",
-                   "--processes", "1", "--threads", "8", "-Q", q],
-        lambda q: [q, f"{q}.DQ", f"{q}.XQ"], lambda q: [],
-        (("send() loop, confirms off (default)", {}, "warm", False),
-         ("send() loop, confirms on", {"BENCH_CONFIRMS": "1"}, "warm", True)),
-        "RabbitmqBroker (pika), 1 process x 8 threads, max_retries=0",
-        ("send() + get_result(block)", "Results + RedisBackend (BRPOPLPUSH), confirms off "
-         "(default), 1 process x 8 threads"),
-        ("send() loop + get_result(block) each", "sync client: sends in a loop, then blocks "
-         "on each result; RedisBackend, confirms off (default), 1 process x 8 threads"),
-    ),
-    "taskiq": Peer(
-        "taskiq", "taskiq_aio_pika",
-        lambda q: [PY, "-m", "taskiq", "worker", "benchmarks.bench_apps.taskiq_app:broker",
-                   "--workers", "1"],
-        lambda q: [q, f"{q}.dead"], lambda q: [q],
-        (("gather kiq(), confirms on", {}, "gather", False),
-         ("await each kiq(), confirms on", {}, "warm", True)),
-        "taskiq-aio-pika, classic queue, qos 64, 1 worker process",
-        ("kiq() + wait_result()", "taskiq-redis RedisAsyncResultBackend polled every 1 ms "
-         "(default 200 ms), JSON, confirms on, classic queue, 1 worker process"),
-        ("gather kiq() + wait_result() each", "concurrent sends (confirms on), then results "
-         "polled in send order every 1 ms; taskiq-redis, classic queue, 1 worker process"),
-    ),
-}
+def _celery(queue: str, *args: str) -> list[str]:
+    return [PY, "-m", "celery", "-A", "benchmarks.bench_apps.celery_app", "worker", *args,
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", queue,
+            "-l", "warning"]
 
 
-async def _guarded(system: str, opts: Options, work: Awaitable[list[Result]]) -> list[Result]:
-    """Round trip and fan-out rows, or 'failed' rows that keep the other figures."""
-    try:
-        return await work
-    except (RuntimeError, TimeoutError) as exc:
-        h.progress(f"{system} roundtrip/fanout failed: {str(exc)[:1500]}")
-        return [h.Result(system, scenario, "failed", str(exc)[:300],
-                         opts.roundtrips if scenario == "roundtrip" else opts.fanout, 0.0, 0)
-                for scenario in ("roundtrip", "fanout") if scenario in opts.scenarios]
+CELERY_COMMON = ("early ack (default), ignore_result (results: Redis backend), gossip/mingle/"
+                 "heartbeat/remote control/events off")
+CELERY = Peer(
+    "celery", "celery", "redis", lambda q: [q], lambda q: [q],
+    {"drain": (
+        WorkerConfig("default", "default: prefork -c 1, prefetch x4", 1,
+                     lambda q: [_celery(q, "-c", "1")], {"BENCH_CELERY_PREFETCH": "4"},
+                     "celery worker -c 1 (prefork pool, its default), "
+                     f"worker_prefetch_multiplier=4 (default), {CELERY_COMMON}"),
+        WorkerConfig("tuned", "tuned: -P solo, prefetch 1000", 1,
+                     lambda q: [_celery(q, "-P", "solo", "-c", "1")],
+                     {"BENCH_CELERY_PREFETCH": str(TUNED_PREFETCH)},
+                     "celery worker -P solo -c 1, worker_prefetch_multiplier=1000 (prefetch = "
+                     "-c x multiplier = 1000; without -c 1 solo would take -c = cores = 2 "
+                     "and prefetch 2000; docs: a large multiplier for many short tasks), "
+                     f"{CELERY_COMMON}")),
+     "drain2": (
+        WorkerConfig("default", "default: prefork -c 2, prefetch x4", 2,
+                     lambda q: [_celery(q, "-c", "2")], {"BENCH_CELERY_PREFETCH": "4"},
+                     "celery worker -c 2 (prefork, its default: -c = cores = 2), "
+                     f"worker_prefetch_multiplier=4 (default), {CELERY_COMMON}"),
+        WorkerConfig("tuned", "tuned: 2 x -P solo, prefetch 1000", 2,
+                     lambda q: [_celery(q, "-P", "solo", "-c", "1")] * 2,
+                     {"BENCH_CELERY_PREFETCH": str(TUNED_PREFETCH)},
+                     "2 x celery worker -P solo -c 1, worker_prefetch_multiplier=1000, "
+                     f"{CELERY_COMMON}"))},
+    (("delay() loop, confirms off (default)", {}, ("warm",), False),
+     ("delay() loop, confirms on", {"BENCH_CONFIRMS": "1"}, ("warm",), True)),
+    (),
+    ("delay() + get()", "redis result backend (pub/sub), confirms off (default)"),
+    ("delay() loop + ResultSet.get()", "sync client: sends in a loop, joins natively; "
+     "redis results, confirms off (default)"),
+)
 
 
-RESULT_PACKAGES = {"celery": "redis", "dramatiq": "redis", "taskiq": "taskiq_redis"}
+def _dramatiq(processes: int, threads: int) -> Callable[[str], list[list[str]]]:
+    return lambda q: [[PY, "-m", "dramatiq", "benchmarks.bench_apps.dramatiq_app",
+                       "--processes", str(processes), "--threads", str(threads), "-Q", q]]
+
+
+DRAMATIQ_COMMON = "RabbitmqBroker (pika), max_retries=0"
+DRAMATIQ_TUNED = {"dramatiq_queue_prefetch": str(TUNED_PREFETCH)}  # read by dramatiq.worker
+DRAMATIQ = Peer(
+    "dramatiq", "dramatiq", "redis", lambda q: [q, f"{q}.DQ", f"{q}.XQ"], lambda q: [],
+    {"drain": (
+        WorkerConfig("default", "default: 1 process x 8 threads", 1, _dramatiq(1, 8), {},
+                     "dramatiq --processes 1 --threads 8 (threads: its default), prefetch "
+                     f"2 x threads = 16 (default), {DRAMATIQ_COMMON}"),
+        WorkerConfig("tuned", "tuned: --threads 1, prefetch 1000", 1, _dramatiq(1, 1),
+                     DRAMATIQ_TUNED, "dramatiq --processes 1 --threads 1, "
+                     f"dramatiq_queue_prefetch=1000 (env), {DRAMATIQ_COMMON}")),
+     "drain2": (
+        WorkerConfig("default", "default: 2 processes x 8 threads", 2, _dramatiq(2, 8), {},
+                     "dramatiq --processes 2 --threads 8 (its default on 2 cores), prefetch 16 "
+                     f"per process (default), {DRAMATIQ_COMMON}"),
+        WorkerConfig("tuned", "tuned: --processes 2 --threads 4, prefetch 1000", 2,
+                     _dramatiq(2, 4), DRAMATIQ_TUNED, "dramatiq --processes 2 --threads 4, "
+                     f"dramatiq_queue_prefetch=1000 (env), {DRAMATIQ_COMMON}"))},
+    (("send() loop, confirms off (default)", {}, ("warm",), False),
+     ("send() loop, confirms on", {"BENCH_CONFIRMS": "1"}, ("warm",), True)),
+    (),
+    ("send() + get_result(block)", "Results + RedisBackend (BRPOPLPUSH), confirms off "
+     "(default)"),
+    ("send() loop + get_result(block) each", "sync client: sends in a loop, then blocks on "
+     "each result; RedisBackend, confirms off (default)"),
+)
+
+
+def _taskiq(workers: int, *args: str) -> Callable[[str], list[list[str]]]:
+    return lambda q: [[PY, "-m", "taskiq", "worker", "benchmarks.bench_apps.taskiq_app:broker",
+                       "--workers", str(workers), *args]]
+
+
+TASKIQ_COMMON = ("taskiq-aio-pika, classic queue (its default is quorum), persistent, "
+                 "confirms on, ack when saved (default), uvloop")
+
+
+def _taskiq_configs(workers: int) -> tuple[WorkerConfig, WorkerConfig]:
+    """taskiq's default (qos 10, --max-async-tasks 100) and tuned configuration."""
+    scale = f"--workers {workers}" + (" (its default)" if workers == 2 else "")
+    return (WorkerConfig("default", f"default: --workers {workers}, qos 10", workers,
+                         _taskiq(workers), {"BENCH_TASKIQ_QOS": "10"},
+                         f"taskiq worker {scale}, qos=10 and --max-async-tasks 100 (defaults), "
+                         f"{TASKIQ_COMMON}"),
+            WorkerConfig("tuned", f"tuned: --workers {workers}, qos 1000, --max-async-tasks "
+                         "1000", workers, _taskiq(workers, "--max-async-tasks", "1000"),
+                         {"BENCH_TASKIQ_QOS": str(TUNED_PREFETCH)},
+                         f"taskiq worker {scale} --max-async-tasks 1000, qos=1000, "
+                         f"{TASKIQ_COMMON}"))
+
+
+TASKIQ = Peer(
+    "taskiq", "taskiq_aio_pika", "taskiq_redis", lambda q: [q, f"{q}.dead"], lambda q: [q],
+    {"drain": _taskiq_configs(1), "drain2": _taskiq_configs(2)},
+    (("gather kiq(), confirms on", {}, ("warm", "gather"), False),
+     ("await each kiq(), confirms on", {}, ("warm",), True)),
+    ("gather",),
+    ("kiq() + wait_result()", "taskiq-redis RedisAsyncResultBackend polled every 1 ms "
+     "(default 200 ms), JSON, confirms on"),
+    ("gather kiq() + wait_result() each", "concurrent sends (confirms on), then results "
+     "polled in send order every 1 ms; taskiq-redis"),
+)
+
+PEERS = {p.system: p for p in (CELERY, DRAMATIQ, TASKIQ)}
 
 
 def installed(system: str) -> bool:
     return importlib.util.find_spec(PEERS[system].package) is not None
 
 
-async def _enqueue(peer: Peer, queue: str, n: int, env: dict[str, str], arg: str) -> float:
-    env = {"BENCH_QUEUE": queue, "BENCH_BROKER": h.BROKER, "PYTHONPATH": str(h.REPO), **env}
+async def _enqueue(peer: Peer, queue: str, n: int, env: dict[str, str],
+                   flags: tuple[str, ...]) -> float:
+    env = {"BENCH_QUEUE": queue, "BENCH_BROKER": broker.BROKER, "PYTHONPATH": str(h.REPO), **env}
     proc = await asyncio.create_subprocess_exec(
-        PY, "-m", "benchmarks.bench_apps.peer_enqueue", peer.system, str(n), arg,
+        PY, "-m", "benchmarks.bench_apps.peer_enqueue", peer.system, str(n), *flags,
         cwd=h.REPO, env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await proc.communicate()
@@ -120,28 +190,23 @@ async def _enqueue(peer: Peer, queue: str, n: int, env: dict[str, str], arg: str
 
 async def enqueue(peer: Peer, queue: str, opts: Options) -> list[Result]:
     results = []
-    for variant, env, arg, capped in peer.enqueue_variants:
+    for variant, env, flags, capped in peer.enqueue_variants:
         n = min(opts.tasks, opts.sequential_cap) if capped else opts.tasks
         h.progress(f"{peer.system} enqueue: {variant}, {n} tasks")
-        seconds = await _enqueue(peer, queue, n, env, arg)
-        depth = await h.queue_depth(queue)
+        seconds = await _enqueue(peer, queue, n, env, flags)
+        depth = await broker.queue_depth(queue)
         counted = None if depth is None else depth - 1  # minus the warm-up task
         results.append(h.rate(peer.system, "enqueue", variant, "persistent", n, seconds,
                               counted=counted))
-        await h.purge(queue)
+        await broker.purge(queue)
     return results
 
 
-async def drain(peer: Peer, queue: str, opts: Options, processes: int) -> Result:
-    scenario = "drain" if processes == 1 else f"drain{processes}"
-    h.progress(f"{peer.system} {scenario}: queueing {opts.tasks} tasks")
-    await _enqueue(peer, queue, opts.tasks, {}, "none")
-    workers = h.Workers([peer.worker(queue)] * processes,
-                        {"BENCH_QUEUE": queue, "BENCH_BROKER": h.BROKER})
-    timing = await h.drain(f"{peer.system} {scenario}", workers, opts.tasks, queue)
-    seconds = timing.pop("seconds")
-    return h.rate(peer.system, scenario, f"{processes} x worker process", peer.worker_config,
-                  opts.tasks, seconds, **timing)
+def drain(peer: Peer, queue: str, scenario: str, config: WorkerConfig) -> h.Drain:
+    return h.Drain(peer.system, scenario, config.variant, config.config,
+                   config.commands(queue), {"BENCH_QUEUE": queue, "BENCH_BROKER": broker.BROKER,
+                                            **config.env}, queue, config.processes,
+                   config.role)
 
 
 async def _results_client(peer: Peer, env: dict[str, str], roundtrips: int, fanout: int,
@@ -173,78 +238,72 @@ async def _results_client(peer: Peer, env: dict[str, str], roundtrips: int, fano
                        f"{text[-3000:]}\n{workers.output()}")
 
 
-async def with_results(peer: Peer, queue: str, opts: Options, redis_prefix: str) -> list[Result]:
-    """Round trip and fan-out against one worker process, results through Redis."""
-    missing = importlib.util.find_spec(RESULT_PACKAGES[peer.system]) is None
-    if missing:
-        raise RuntimeError(f"{RESULT_PACKAGES[peer.system]} not installed "
-                           "(pip install -e '.[bench]')")
+async def with_results(peer: Peer, queue: str, opts: Options, config: WorkerConfig,
+                       redis_prefix: str) -> list[Result]:
+    """Round trip and fan-out against one worker configuration, results through Redis."""
     roundtrips = opts.roundtrips if "roundtrip" in opts.scenarios else 0
     fanout = opts.fanout if "fanout" in opts.scenarios else 0
-    env = {"BENCH_QUEUE": queue, "BENCH_BROKER": h.BROKER, "BENCH_REDIS": REDIS,
-           "BENCH_REDIS_PREFIX": redis_prefix}
-    h.progress(f"{peer.system} roundtrip/fanout: {roundtrips} round trips, {fanout} fan-out")
-    workers = h.Workers([peer.worker(queue)], env)
+    env = {"BENCH_QUEUE": queue, "BENCH_BROKER": broker.BROKER, "BENCH_REDIS": broker.REDIS,
+           "BENCH_REDIS_PREFIX": redis_prefix, **config.env}
+    label = f"{peer.system} roundtrip/fanout [{config.variant}]"
+    variants = {"roundtrip": f"{config.role}: {peer.roundtrip[0]}",
+                "fanout": f"{config.role}: {peer.fanout[0]}"}
+    configs = {"roundtrip": f"{peer.roundtrip[1]}; worker: {config.config}",
+               "fanout": f"{peer.fanout[1]}; worker: {config.config}"}
     try:
-        out = await _results_client(peer, env, roundtrips, fanout, workers)
-    finally:
-        await workers.stop()
+        if importlib.util.find_spec(peer.result_package) is None:
+            raise RuntimeError(f"{peer.result_package} not installed (pip install -e "
+                               "'.[bench]')")
+        h.progress(f"{label}: {roundtrips} round trips, {fanout} fan-out")
+        workers = h.Workers(config.commands(queue), env)
+        try:
+            out = await _results_client(peer, env, roundtrips, fanout, workers)
+        finally:
+            await workers.stop()
+    except (RuntimeError, TimeoutError) as exc:
+        return [h.failed(peer.system, s, variants[s], configs[s], opts.count(s), exc,
+                         config.role)
+                for s in ("roundtrip", "fanout") if s in opts.scenarios]
     results = []
     if roundtrips:
-        results.append(h.latency(peer.system, "roundtrip", *peer.roundtrip, out["samples"],
-                                 out["roundtrip_s"]))
+        results.append(h.latency(peer.system, "roundtrip", variants["roundtrip"],
+                                 configs["roundtrip"], out["samples"], out["roundtrip_s"],
+                                 config.role))
     if fanout:
-        results.append(h.rate(peer.system, "fanout", *peer.fanout, fanout, out["fanout_s"],
-                              counted=out["counted"]))
+        results.append(h.rate(peer.system, "fanout", variants["fanout"], configs["fanout"],
+                              fanout, out["fanout_s"], config.role, counted=out["counted"]))
     return results
 
 
-async def delete_redis_keys(prefix: str) -> int:
-    """Delete every Redis key starting with ``prefix``; return how many were deleted."""
-    import redis.asyncio as redis
-
-    client = redis.Redis.from_url(REDIS)
-    deleted = 0
-    try:
-        batch = []
-        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += await client.delete(*batch)
-                batch.clear()
-        if batch:
-            deleted += await client.delete(*batch)
-    finally:
-        await client.aclose()
-    return deleted
-
-
 async def run(system: str, opts: Options, prefix: str) -> list[Result]:
-    """Every selected scenario for one peer: enqueue, drain, drain2, roundtrip, fanout."""
+    """Every selected scenario for one peer: enqueue, drain, drain2 (each configuration),
+    roundtrip and fanout (against each one-process configuration)."""
     peer = PEERS[system]
     queue = f"{prefix}_{system}"
     results: list[Result] = []
     start = time.perf_counter()
     try:
         if "enqueue" in opts.scenarios:
-            results += await enqueue(peer, queue, opts)
-        for processes, scenario in ((1, "drain"), (2, "drain2")):
+            results += await h.steadily(f"{system} enqueue", lambda: enqueue(peer, queue, opts),
+                                        lambda: broker.purge(queue))
+        for scenario in ("drain", "drain2"):
             if scenario in opts.scenarios:
-                try:
-                    results.append(await drain(peer, queue, opts, processes))
-                except (RuntimeError, TimeoutError) as exc:  # keep the other figures
-                    h.progress(f"{system} {scenario} failed: {str(exc)[:1500]}")
-                    results.append(h.Result(system, scenario, "failed", str(exc)[:300],
-                                            opts.tasks, 0.0, 0))
-                    await h.purge(queue)
+                for config in peer.drains[scenario]:
+                    results.append(await h.measure_drain(
+                        drain(peer, queue, scenario, config), opts.tasks,
+                        lambda n: _enqueue(peer, queue, n, {}, peer.prequeue_flags)))
         if {"roundtrip", "fanout"} & set(opts.scenarios):
-            results += await _guarded(system, opts, with_results(peer, queue, opts, queue))
+            for config in peer.drains["drain"]:
+                results += await h.steadily(
+                    f"{system} roundtrip/fanout [{config.variant}]",
+                    lambda config=config: with_results(peer, queue, opts, config, queue),
+                    lambda: broker.purge(queue))
     finally:
         try:
-            await h.delete(queues=peer.queues(queue), exchanges=peer.exchanges(queue))
+            await broker.delete(queues=peer.queues(queue), exchanges=peer.exchanges(queue))
         finally:
             if {"roundtrip", "fanout"} & set(opts.scenarios):
-                deleted = await delete_redis_keys(queue)
+                deleted = await broker.delete_redis_keys(queue)
                 h.progress(f"{system}: deleted {deleted} result keys from Redis")
     h.progress(f"{system}: done in {time.perf_counter() - start:.0f} s")
     return results

@@ -10,6 +10,7 @@ import uuid
 
 import aio_pika
 
+from . import broker
 from . import harness as h
 from .harness import Options, Result
 
@@ -23,7 +24,7 @@ def _message(i: int, **props: object) -> aio_pika.Message:
 
 async def _publisher(queue: str) -> tuple[aio_pika.abc.AbstractConnection,
                                           aio_pika.abc.AbstractChannel]:
-    connection = await aio_pika.connect(h.BROKER)
+    connection = await aio_pika.connect(broker.BROKER)
     ch = await connection.channel(publisher_confirms=True, on_return_raises=True)
     await ch.declare_queue(queue, durable=True)
     return connection, ch
@@ -47,32 +48,35 @@ async def publish_all(queue: str, n: int, *, pipelined: bool) -> float:
 async def enqueue(queue: str, opts: Options) -> list[Result]:
     results = []
     seq = min(opts.tasks, opts.sequential_cap)
-    for variant, count, pipelined in (("pipelined confirms", opts.tasks, True),
-                                      ("await each", seq, False)):
+    for role, variant, count, pipelined in (("ceiling", "pipelined confirms", opts.tasks, True),
+                                            ("", "await each", seq, False)):
         h.progress(f"raw enqueue: {variant}, {count} messages")
         elapsed = await publish_all(queue, count, pipelined=pipelined)
-        depth = await h.queue_depth(queue)
+        depth = await broker.queue_depth(queue)
         results.append(h.rate("raw", "enqueue", variant, "aio-pika, persistent, mandatory",
-                              count, elapsed, counted=depth))
-        await h.purge(queue)
+                              count, elapsed, role, counted=depth))
+        await broker.purge(queue)
     return results
 
 
-def worker_command(queue: str, opts: Options, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.bench_apps.raw_worker", h.BROKER, queue,
-            str(opts.concurrency), *extra]
+def worker_command(queue: str, prefetch: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.bench_apps.raw_worker", broker.BROKER, queue,
+            str(prefetch), *extra]
 
 
-async def drain(queue: str, opts: Options, processes: int) -> Result:
+async def prequeue(queue: str, tasks: int) -> None:
+    for start in range(0, tasks, 5000):
+        await publish_all(queue, min(5000, tasks - start), pipelined=True)
+
+
+def drains(queue: str, opts: Options, processes: int) -> list[h.Drain]:
+    """Prefetch 1000 (the ceiling) and the second prefetch (64), one consumer per process."""
     scenario = "drain" if processes == 1 else f"drain{processes}"
-    h.progress(f"raw {scenario}: queueing {opts.tasks} messages")
-    for start in range(0, opts.tasks, 5000):
-        await publish_all(queue, min(5000, opts.tasks - start), pipelined=True)
-    workers = h.Workers([worker_command(queue, opts)] * processes, {})
-    timing = await h.drain(f"raw {scenario}", workers, opts.tasks, queue)
-    seconds = timing.pop("seconds")
-    return h.rate("raw", scenario, "ack each", f"aio-pika consumer, prefetch {opts.concurrency}, "
-                  "uvloop", opts.tasks, seconds, **timing)
+    return [h.Drain("raw", scenario, f"prefetch {prefetch}, ack each",
+                    f"{processes} x aio-pika consumer process (one connection and channel), "
+                    f"prefetch {prefetch}, await message.ack() per message, uvloop",
+                    [worker_command(queue, prefetch)] * processes, {}, queue, processes, role)
+            for role, prefetch in (("ceiling", opts.prefetch), ("", opts.concurrency))]
 
 
 class RpcClient:
@@ -83,7 +87,7 @@ class RpcClient:
         self.waiting: dict[str, asyncio.Future[bytes]] = {}
 
     async def __aenter__(self) -> RpcClient:
-        self.connection = await aio_pika.connect(h.BROKER)
+        self.connection = await aio_pika.connect(broker.BROKER)
         self.channel = await self.connection.channel(publisher_confirms=True)
         replies = await self.channel.get_queue(REPLY_TO, ensure=False)
         await replies.consume(self._on_reply, no_ack=True)
@@ -108,7 +112,7 @@ class RpcClient:
 
 async def with_worker(queue: str, opts: Options) -> list[Result]:
     results = []
-    workers = h.Workers([worker_command(queue, opts, "rpc")], {})
+    workers = h.Workers([worker_command(queue, opts.prefetch, "rpc")], {})
     try:
         await workers.wait_log("consuming")
         async with RpcClient(queue) as client:
@@ -123,7 +127,7 @@ async def with_worker(queue: str, opts: Options) -> list[Result]:
                     samples.append(time.perf_counter() - t0)
                 results.append(h.latency("raw", "roundtrip", "direct reply-to",
                                          "confirmed publish + amq.rabbitmq.reply-to", samples,
-                                         time.perf_counter() - start))
+                                         time.perf_counter() - start, "ceiling"))
             if "fanout" in opts.scenarios:
                 h.progress(f"raw fanout: {opts.fanout} concurrent calls")
                 start = time.perf_counter()
@@ -131,7 +135,7 @@ async def with_worker(queue: str, opts: Options) -> list[Result]:
                 elapsed = time.perf_counter() - start
                 results.append(h.rate("raw", "fanout", "direct reply-to",
                                       "confirmed publishes + amq.rabbitmq.reply-to",
-                                      opts.fanout, elapsed, counted=len(values)))
+                                      opts.fanout, elapsed, "ceiling", counted=len(values)))
     finally:
         await workers.stop()
     return results
@@ -143,12 +147,16 @@ async def run(opts: Options, prefix: str) -> list[Result]:
     results: list[Result] = []
     try:
         if "enqueue" in opts.scenarios:
-            results += await enqueue(queue, opts)
+            results += await h.steadily("raw enqueue", lambda: enqueue(queue, opts),
+                                        lambda: broker.purge(queue))
         for processes, scenario in ((1, "drain"), (2, "drain2")):
             if scenario in opts.scenarios:
-                results.append(await drain(queue, opts, processes))
+                for drain in drains(queue, opts, processes):
+                    results.append(await h.measure_drain(
+                        drain, opts.tasks, lambda n: prequeue(queue, n)))
         if {"roundtrip", "fanout"} & set(opts.scenarios):
-            results += await with_worker(queue, opts)
+            results += await h.steadily("raw roundtrip/fanout", lambda: with_worker(queue, opts),
+                                        lambda: broker.purge(queue))
     finally:
-        await h.delete(queues=[queue])
+        await broker.delete(queues=[queue])
     return results

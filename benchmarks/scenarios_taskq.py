@@ -1,178 +1,182 @@
-"""taskq scenarios: enqueue (gather, batch, sequential), drain (1 and 2 worker processes),
-round trip, fan-out, and worker memory."""
+"""taskq scenarios, through the public API and the ``taskq-worker`` CLI only: enqueue (gather,
+batch, sequential), drain (1 and 2 worker processes; the natural API at --concurrency 1000 and
+64, and tasks with no reply_to), round trip and fan-out (AMQP and Redis results), memory."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-from taskq import App
-from taskq.results.base import TaskState
-
+from . import broker
 from . import harness as h
+from .bench_apps.taskq_app import make_app
 from .harness import Options, Result
 
-WORKER_MODULE = "benchmarks.bench_apps.taskq_app:app"
+WORKER_APP = "benchmarks.bench_apps.taskq_app:app"
+NATURAL = ("client: asyncio.gather of delay() on an App with default settings (AMQP results: "
+           "every task carries reply_to), asks for no result, closes; ")
+NO_REPLY = ("client: map() in chunks of 5,000 with options(ignore_result=True): no reply_to "
+            "(a producer that never waits for results); ")
 
 
-class NoReplyStore:
-    """A result store that asks for no replies: tasks queued for a drain carry no reply_to
-    (as from a producer that does not wait for results), so workers publish no result."""
-
-    durable = False
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    def reply_to(self) -> str | None:
-        return None
-    def track(self, task_id: str, task_name: str) -> None: ...
-    def forget(self, task_id: str) -> None: ...
-    async def record(self, state: TaskState, *, reply_to: str | None) -> None: ...
-    async def get(self, task_id: str) -> TaskState | None:
-        return None
-    async def wait(self, task_id: str, timeout: float | None) -> TaskState:
-        raise NotImplementedError
+def worker_command(concurrency: int, processes: int = 1) -> list[str]:
+    """``taskq-worker`` with default settings but these (log level: warning)."""
+    script = shutil.which("taskq-worker", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-m", "taskq.cli.worker"]
+    command += [WORKER_APP, "--concurrency", str(concurrency), "--log-level", "warning"]
+    return command + (["--processes", str(processes)] if processes > 1 else [])
 
 
-def make_app(prefix: str) -> App:
-    from .bench_apps import taskq_app
-
-    app = taskq_app.app
-    app.configure(prefix=prefix, broker=h.BROKER)
-    return app
+def shown(command: list[str]) -> str:
+    """A worker command as a user would type it."""
+    args = command[command.index(WORKER_APP):]
+    return "taskq-worker " + " ".join(args) + ", uvloop"
 
 
-def worker_command(opts: Options) -> list[str]:
-    return [sys.executable, "-m", "taskq.cli.worker", WORKER_MODULE, "--log-level", "warning",
-            "--concurrency", str(opts.concurrency)]
+def work_queue(prefix: str) -> str:
+    """The name of the benchmark's work queue under ``prefix``."""
+    return make_app(prefix=prefix).names.work_queue("default")
 
 
-def worker_env(prefix: str) -> dict[str, str]:
-    return {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": h.BROKER}
+def worker_env(prefix: str, results: str = "amqp") -> dict[str, str]:
+    return {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": broker.BROKER, "TASKQ_RESULTS": results}
 
 
-async def prequeue(app: App, tasks: int, chunk: int = 5000) -> None:
-    """Queue ``tasks`` no-op tasks with no reply_to, through the batch API."""
-    transport, _ = await app.connect("taskq-bench:prequeue")
-    app.attach(transport, NoReplyStore())
-    try:
+async def send_natural(prefix: str, tasks: int) -> None:
+    """The natural API: default App settings, a gather of delay(), no result asked, close."""
+    async with make_app(prefix=prefix, broker=broker.BROKER) as app:
         noop = app.tasks["noop"]
+        await asyncio.gather(*(noop.delay(i) for i in range(tasks)))
+
+
+async def send_no_reply(prefix: str, tasks: int, chunk: int = 5000) -> None:
+    """Queue ``tasks`` no-op tasks sent with ``ignore_result`` (no reply_to, nothing recorded:
+    a producer that never waits for results), through the batch API."""
+    async with make_app(prefix=prefix, broker=broker.BROKER) as app:
+        noop = app.tasks["noop"].options(ignore_result=True)
         for start in range(0, tasks, chunk):
             await noop.map(range(start, min(tasks, start + chunk)))
-    finally:
-        app.detach()
-        await transport.close()
 
 
-async def enqueue(app: App, opts: Options) -> list[Result]:
+async def enqueue(prefix: str, opts: Options) -> list[Result]:
     n, seq = opts.tasks, min(opts.tasks, opts.sequential_cap)
-    queue = app.names.work_queue("default")
     results = []
-    async with app:
+    async with make_app(prefix=prefix, broker=broker.BROKER) as app:
         noop = app.tasks["noop"]
+        queue = app.names.work_queue(app.settings.default_queue)
         await noop.delay(-1)  # declare the topology outside the measurement
-        await h.purge(queue)
-        variants: list[tuple[str, int, Any]] = [
-            ("gather delay()", n, lambda: _gather(noop, n)),
-            ("batch map()", n, lambda: noop.map(range(n))),
-            ("await each delay()", seq, lambda: _sequential(noop, seq)),
+        await broker.purge(queue)
+        variants: list[tuple[str, str, int, Callable[[], Awaitable[list[Any]]]]] = [
+            ("headline", "gather delay()", n,
+             lambda: asyncio.gather(*(noop.delay(i) for i in range(n)))),
+            ("batch", "batch map()", n, lambda: noop.map(range(n))),
+            ("", "await each delay()", seq, lambda: _sequential(noop, seq)),
         ]
-        for variant, count, run in variants:
+        for role, variant, count, run in variants:
             h.progress(f"taskq enqueue: {variant}, {count} tasks")
             start = time.perf_counter()
             handles = await run()
             elapsed = time.perf_counter() - start
             assert len(handles) == count
-            depth = await h.queue_depth(queue)
-            results.append(h.rate("taskq", "enqueue", variant, "confirms on, persistent",
-                                  count, elapsed, counted=depth))
-            await h.purge(queue)
+            depth = await broker.queue_depth(queue)
+            results.append(h.rate("taskq", "enqueue", variant, "default App settings "
+                                  "(confirms always on, persistent, AMQP results)", count,
+                                  elapsed, role, counted=depth))
+            await broker.purge(queue)
     return results
-
-
-async def _gather(noop: Any, n: int) -> list[Any]:
-    import asyncio
-
-    return await asyncio.gather(*(noop.delay(i) for i in range(n)))
 
 
 async def _sequential(noop: Any, n: int) -> list[Any]:
     return [await noop.delay(i) for i in range(n)]
 
 
-async def drain(app: App, opts: Options, processes: int) -> Result:
+def drains(prefix: str, opts: Options, processes: int) -> list[tuple[h.Drain, Callable[
+        [int], Awaitable[None]]]]:
+    """The taskq drains of one process count: (what to measure, how to queue the tasks)."""
     scenario = "drain" if processes == 1 else f"drain{processes}"
-    h.progress(f"taskq {scenario}: queueing {opts.tasks} tasks")
-    await prequeue(app, opts.tasks)
-    command = worker_command(opts)
-    if processes > 1:  # one supervisor running N worker processes, as a user would
-        command += ["--processes", str(processes)]
-    workers = h.Workers([command], worker_env(app.settings.prefix))
-    h.progress(f"taskq {scenario}: taskq-worker --processes {processes} started")
-    timing = await h.drain(f"taskq {scenario}", workers, opts.tasks,
-                           app.names.work_queue("default"))
-    seconds = timing.pop("seconds")
-    return h.rate("taskq", scenario, f"taskq-worker --processes {processes}",
-                  f"--concurrency {opts.concurrency}, uvloop, no reply_to", opts.tasks,
-                  seconds, **timing)
+    queue = work_queue(prefix)
+    out = []
+    for role, kind, concurrency, client in (
+            ("headline", "natural API", opts.prefetch, NATURAL),
+            ("c64", "natural API", opts.concurrency, NATURAL),
+            ("no-reply", "no reply_to", opts.prefetch, NO_REPLY)):
+        command = worker_command(concurrency, processes)
+        drain = h.Drain("taskq", scenario, f"{kind}, --concurrency {concurrency}",
+                        client + shown(command), [command], worker_env(prefix), queue,
+                        processes, role)
+        send = send_natural if kind == "natural API" else send_no_reply
+        out.append((drain, lambda n, send=send: send(prefix, n)))
+    return out
 
 
-async def with_worker(app: App, opts: Options) -> list[Result]:
+async def with_worker(prefix: str, opts: Options, results_spec: str) -> list[Result]:
     """Round trip and fan-out against one running taskq-worker process."""
+    store = "Redis" if results_spec.startswith("redis") else "AMQP"
+    role = "redis" if store == "Redis" else "headline"
+    command = worker_command(opts.prefetch)
+    config = f"App(results={results_spec!r}); {shown(command)}"
     results = []
-    workers = h.Workers([worker_command(opts)], worker_env(app.settings.prefix))
+    workers = h.Workers([command], worker_env(prefix, results_spec))
     try:
-        async with app:
+        async with make_app(prefix=prefix, broker=broker.BROKER, results=results_spec) as app:
             noop = app.tasks["noop"]
             await (await noop.delay(0)).result(timeout=60)  # worker up and warm
             if "roundtrip" in opts.scenarios:
-                results.append(await _roundtrip(noop, opts.roundtrips))
+                h.progress(f"taskq roundtrip ({store}): {opts.roundtrips} round trips")
+                samples, seconds = await _roundtrip(noop, opts.roundtrips)
+                results.append(h.latency("taskq", "roundtrip", f"{store} results: delay() + "
+                                         "result()", config, samples, seconds, role))
             if "fanout" in opts.scenarios:
-                results.append(await _fanout(noop, opts.fanout))
+                h.progress(f"taskq fanout ({store}): {opts.fanout} concurrent sends + results")
+                seconds = await _fanout(noop, opts.fanout)
+                results.append(h.rate("taskq", "fanout", f"{store} results: gather delay() + "
+                                      "result()", config, opts.fanout, seconds, role))
+    except (RuntimeError, TimeoutError) as exc:
+        results += [h.failed("taskq", s, f"{store} results", config, opts.count(s), exc, role)
+                    for s in ("roundtrip", "fanout") if s in opts.scenarios]
     finally:
         await workers.stop()
     return results
 
 
-async def _roundtrip(noop: Any, n: int) -> Result:
-    h.progress(f"taskq roundtrip: {n} round trips")
+async def _roundtrip(noop: Any, n: int) -> tuple[list[float], float]:
     samples = []
     start = time.perf_counter()
     for i in range(n):
         t0 = time.perf_counter()
         assert await (await noop.delay(i)).result(timeout=30) == i
         samples.append(time.perf_counter() - t0)
-    return h.latency("taskq", "roundtrip", "delay() + result()", "AMQP results (reply queue)",
-                     samples, time.perf_counter() - start)
+    return samples, time.perf_counter() - start
 
 
-async def _fanout(noop: Any, n: int) -> Result:
-    import asyncio
-
-    h.progress(f"taskq fanout: {n} concurrent sends + results")
+async def _fanout(noop: Any, n: int) -> float:
     start = time.perf_counter()
     handles = await asyncio.gather(*(noop.delay(i) for i in range(n)))
     values = await asyncio.gather(*(handle.result(timeout=120) for handle in handles))
     elapsed = time.perf_counter() - start
     assert values == list(range(n))
-    return h.rate("taskq", "fanout", "gather delay() + result()", "AMQP results", n, elapsed,
-                  counted=len(values))
+    return elapsed
 
 
-async def memory(app: App, opts: Options) -> Result:
+async def memory(prefix: str, opts: Options) -> Result:
     """Worker RSS at start, after N/2 and after N tasks (queued in chunks while it runs)."""
     n = opts.tasks
-    workers = h.Workers([worker_command(opts)], worker_env(app.settings.prefix))
+    command = worker_command(opts.prefetch)
+    workers = h.Workers([command], worker_env(prefix))
     try:
-        await prequeue(app, 1)
+        await send_no_reply(prefix, 1)
         await workers.wait_count(1, "taskq memory warm-up", timeout=60)
         samples = {"start": workers.rss_kb()[0]}
         done = 1
         for label, target in (("half", n // 2), ("end", n)):
             while done < target:
                 chunk = min(10_000, target - done)
-                await prequeue(app, chunk)
+                await send_no_reply(prefix, chunk)
                 done += chunk
                 await workers.wait_count(done, f"taskq memory {label}", timeout=120 + chunk / 100)
             samples[label] = workers.rss_kb()[0]
@@ -181,23 +185,29 @@ async def memory(app: App, opts: Options) -> Result:
         await workers.stop()
     growth = (samples["end"] - samples["half"]) / samples["half"]
     h.progress(f"taskq memory: RSS kB {samples} (N/2 -> N: {growth:+.1%})")
-    return h.Result("taskq", "memory", "worker RSS", "VmRSS from /proc/PID/status", n, 0.0,
-                    count, extra={"rss_kb": samples, "growth_half_to_end": round(growth, 4),
-                                  "growth_start_to_end": round(
-                                      (samples["end"] - samples["start"]) / samples["start"], 4)})
+    return h.Result("taskq", "memory", "worker RSS", f"VmRSS from /proc/PID/status; "
+                    f"{NO_REPLY}{shown(command)}", n, 0.0, count, role="headline",
+                    extra={"rss_kb": samples, "growth_half_to_end": round(growth, 4),
+                           "growth_start_to_end": round(
+                               (samples["end"] - samples["start"]) / samples["start"], 4)})
 
 
 async def run(opts: Options, prefix: str) -> list[Result]:
-    """Every selected taskq scenario; the topology of ``prefix`` is deleted afterwards."""
-    app = make_app(prefix)
+    """Every selected taskq scenario under ``prefix`` (the caller deletes its topology)."""
     results: list[Result] = []
     if "enqueue" in opts.scenarios:
-        results += await enqueue(app, opts)
+        queue = work_queue(prefix)
+        results += await h.steadily("taskq enqueue", lambda: enqueue(prefix, opts),
+                                    lambda: broker.purge(queue))
     for processes, scenario in ((1, "drain"), (2, "drain2")):
         if scenario in opts.scenarios:
-            results.append(await drain(app, opts, processes))
+            for drain, send in drains(prefix, opts, processes):
+                results.append(await h.measure_drain(drain, opts.tasks, send))
     if {"roundtrip", "fanout"} & set(opts.scenarios):
-        results += await with_worker(app, opts)
+        for spec in ("amqp", broker.REDIS):
+            results += await h.steadily(f"taskq roundtrip/fanout ({spec})",
+                                        lambda spec=spec: with_worker(prefix, opts, spec))
+        await broker.delete_redis_keys(f"{prefix}:")
     if "memory" in opts.scenarios:
-        results.append(await memory(app, opts))
+        results.append(await memory(prefix, opts))
     return results

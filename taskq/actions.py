@@ -78,7 +78,7 @@ class Actions:
             case oc.Failed(error):
                 assert envelope is not None
                 await record(envelope, TaskStatus.FAILURE, error=error)
-                await self._dead_letter(delivery, oc.MAX_ATTEMPTS, error)
+                await self._dead_letter(delivery, oc.MAX_ATTEMPTS, error, envelope)
                 self._finished(envelope, "failed", error)
             case oc.RetryLater(delay, error):
                 assert envelope is not None
@@ -86,7 +86,7 @@ class Actions:
             case oc.DeadLetter(reason, error):
                 if envelope is not None:  # the caller learns why instead of timing out
                     await record(envelope, TaskStatus.FAILURE, error=error)
-                await self._dead_letter(delivery, reason, error)
+                await self._dead_letter(delivery, reason, error, envelope)
             case oc.CountRedelivery(deliveries):
                 assert envelope is not None
                 counted = dataclasses.replace(envelope, deliveries=deliveries)
@@ -125,7 +125,13 @@ class Actions:
         )
         self.events.finished("retried", envelope, delay=delay, error=error.type)
 
-    async def _dead_letter(self, delivery: Delivery, reason: str, error: ErrorInfo) -> None:
+    async def _dead_letter(
+        self,
+        delivery: Delivery,
+        reason: str,
+        error: ErrorInfo,
+        envelope: Envelope | None = None,
+    ) -> None:
         headers = {
             **delivery.headers,
             H_REASON: reason,
@@ -144,6 +150,12 @@ class Actions:
             "message %s (%s) dead-lettered to %s: %s: %s",
             delivery.message_id, delivery.type, self.names.dead_queue(delivery.queue),
             reason, error.message,
+            extra={
+                "task_id": delivery.message_id,
+                "task_name": delivery.type,
+                "queue": delivery.queue,
+                "attempt": envelope.attempt if envelope is not None else None,
+            },
         )  # fmt: skip
 
     async def give_back(self, delivery: Delivery, why: str) -> None:

@@ -278,7 +278,8 @@ class WorkerProcess:
         self.log_path = Path(f"/tmp/{prefix}-worker-{uuid.uuid4().hex[:6]}.log")
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "taskq.cli.worker", app_spec, "--log-level", "info", *args],
+            # debug: the tests read per-task outcome lines, which a worker logs at DEBUG
+            [sys.executable, "-m", "taskq.cli.worker", app_spec, "--log-level", "debug", *args],
             cwd=cwd or REPO,
             env=full_env,
             stdout=self._log,

@@ -4,6 +4,8 @@ Results are ignored unless BENCH_REDIS_PREFIX is set: then they go to the Redis 
 backend at BENCH_REDIS (default redis://127.0.0.1:6379/0), every key and pub/sub channel
 prefixed with ``$BENCH_REDIS_PREFIX:`` (``global_keyprefix``) so the harness can delete them.
 
+BENCH_CELERY_PREFETCH sets worker_prefetch_multiplier (default 4, as Celery's).
+
 Run: celery -A benchmarks.bench_apps.celery_app worker -P solo --without-gossip
 --without-mingle --without-heartbeat -Q $BENCH_QUEUE
 """
@@ -24,7 +26,8 @@ app.conf.update(
     task_default_exchange=QUEUE,
     task_default_routing_key=QUEUE,
     task_ignore_result=REDIS_PREFIX is None,
-    worker_prefetch_multiplier=int(os.environ.get("BENCH_CELERY_PREFETCH", "64")),
+    # per process of the pool (solo: one); 4 is Celery's default
+    worker_prefetch_multiplier=int(os.environ.get("BENCH_CELERY_PREFETCH", "4")),
     worker_enable_remote_control=False,
     worker_send_task_events=False,
     broker_connection_retry_on_startup=True,

@@ -10,7 +10,6 @@ is CLOCK_MONOTONIC, comparable across processes on Linux.
 
 from __future__ import annotations
 
-import itertools
 import mmap
 import os
 import struct
@@ -27,9 +26,10 @@ class Counter:
         self._dir = directory
         self._pid = -1
         self._mm: mmap.mmap | None = None
-        self._count = itertools.count(1)  # next() is atomic under the GIL (threaded workers)
+        self._count = 0
         self._first = 0
         self._lock = threading.Lock()
+        self._hit_lock = threading.Lock()
 
     def _open(self) -> mmap.mmap:
         # Threaded workers (Dramatiq) hit this at once: a second open that truncated the file
@@ -38,7 +38,7 @@ class Counter:
             if self._pid == os.getpid() and self._mm is not None:
                 return self._mm
             assert self._dir, "BENCH_COUNTER_DIR is not set"
-            self._count = itertools.count(1)
+            self._count = 0
             fd = os.open(os.path.join(self._dir, str(os.getpid())), os.O_RDWR | os.O_CREAT)
             try:
                 os.ftruncate(fd, LAYOUT.size)
@@ -50,11 +50,15 @@ class Counter:
 
     def hit(self) -> None:
         mm = self._mm if self._pid == os.getpid() and self._mm is not None else self._open()
-        n = next(self._count)
-        now = time.monotonic_ns()
-        if n == 1:
-            self._first = now
-        LAYOUT.pack_into(mm, 0, n, self._first, now)
+        # One lock over count and write: a threaded worker (Dramatiq) whose thread was
+        # descheduled between taking its number and writing it would otherwise write an older
+        # count last, and the drain would never see its last tasks.
+        with self._hit_lock:
+            self._count += 1
+            now = time.monotonic_ns()
+            if self._count == 1:
+                self._first = now
+            LAYOUT.pack_into(mm, 0, self._count, self._first, now)
 
 
 _counter = Counter(os.environ.get("BENCH_COUNTER_DIR"))

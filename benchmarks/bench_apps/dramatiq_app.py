@@ -5,6 +5,8 @@ BENCH_REDIS (default redis://127.0.0.1:6379/0) under keys prefixed with BENCH_RE
 (``namespace`` with ``use_namespace_prefix_keys``), so the harness can delete them.
 
 Run: dramatiq benchmarks.bench_apps.dramatiq_app --processes 1 --threads 8 -Q $BENCH_QUEUE
+Its prefetch is Dramatiq's own setting: the environment variable ``dramatiq_queue_prefetch``,
+read when ``dramatiq.worker`` is imported (default 0: 2 x threads).
 """
 
 from __future__ import annotations

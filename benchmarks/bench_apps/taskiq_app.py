@@ -1,7 +1,7 @@
 """taskiq + taskiq-aio-pika benchmark app: BENCH_QUEUE names the queue and exchange.
 
-Best configuration found: classic queue (the default is quorum, slower on 3.10), qos 64,
-persistent messages and publisher confirms (taskiq-aio-pika's defaults).
+Classic queue (the default is quorum, slower on 3.10), persistent messages and publisher
+confirms (taskiq-aio-pika's defaults); qos from BENCH_TASKIQ_QOS (default 10, as the broker's).
 With BENCH_REDIS_PREFIX set, results go to taskiq-redis's RedisAsyncResultBackend at
 BENCH_REDIS (default redis://127.0.0.1:6379/0), keys prefixed with BENCH_REDIS_PREFIX, JSON
 (its default serializer is pickle).
@@ -22,7 +22,7 @@ QUEUE = os.environ.get("BENCH_QUEUE", "bench_taskiq")
 REDIS_PREFIX = os.environ.get("BENCH_REDIS_PREFIX")
 broker = AioPikaBroker(
     os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/"),
-    qos=64,
+    qos=int(os.environ.get("BENCH_TASKIQ_QOS", "10")),
     exchange=Exchange(name=QUEUE),
     task_queues=[Queue(name=QUEUE, type=QueueType.CLASSIC)],
     dead_letter_queue=Queue(name=f"{QUEUE}.dead", type=QueueType.CLASSIC),

@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 
 from taskq import App
+from tests.apps import noise
 
 QUEUES = ("default", "side", "bulk")
 
@@ -44,6 +45,7 @@ def build(**settings: str) -> App:
         await asyncio.sleep(seconds)
         return _done(path, tag)
 
+    noise.register(app)
     return app
 
 

@@ -68,6 +68,7 @@ async def test_closing_the_app_deletes_its_reply_queue(prefix: str) -> None:
     assert not await _queue_exists(name)
 
 
+@pytest.mark.idle_extra_queue  # it counts what its worker did
 @pytest.mark.slow
 async def test_waiters_learn_at_once_when_the_reply_queue_expired_while_away(
     prefix: str, topology_cleanup: set[str]

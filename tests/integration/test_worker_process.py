@@ -154,7 +154,7 @@ async def test_json_log_lines_carry_the_task_fields(prefix: str, client: App) ->
             )
         # Every line is one JSON object (json.loads above would have raised on any other).
         assert {k: logged[added.id][k] for k in ("task_name", "queue", "attempt", "level")} == {
-            "task_name": "add", "queue": "default", "attempt": 1, "level": "info"
+            "task_name": "add", "queue": "default", "attempt": 1, "level": "debug"
         }  # fmt: skip
         assert "succeeded" in logged[added.id]["message"]
         assert logged[added.id]["duration"] >= 0
