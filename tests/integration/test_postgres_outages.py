@@ -136,6 +136,7 @@ async def test_a_deadline_that_passes_while_postgres_is_unreachable(
         assert await store.get("never") is None  # it answers again
 
 
+@pytest.mark.idle_extra_queue  # it counts everything its worker does
 @pytest.mark.usefixtures("topology_cleanup")
 async def test_the_worker_retries_recording_until_postgres_is_back_and_loses_nothing(
     prefix: str, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
