@@ -9,6 +9,9 @@
 #             `rabbitmq-server -detached` (the Debian wrapper runs it as the rabbitmq user).
 #   Redis:    started with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379
 #             --save "" --appendonly no` (no persistence: it only holds test results).
+#   PostgreSQL: Debian's cluster, started with `pg_ctlcluster VERSION main start`; once up,
+#             local TCP connections get trust authentication and a database `test` exists
+#             (the result store's tests connect as postgres@127.0.0.1/test).
 #
 # RABBITMQ_HOST/RABBITMQ_PORT and REDIS_HOST/REDIS_PORT say where to look (default 127.0.0.1,
 # 5672 and 6379); SERVICE_WAIT is how long to wait for a start, in seconds (default 90).
@@ -19,6 +22,8 @@ RABBITMQ_HOST="${RABBITMQ_HOST:-127.0.0.1}"
 RABBITMQ_PORT="${RABBITMQ_PORT:-5672}"
 REDIS_HOST="${REDIS_HOST:-127.0.0.1}"
 REDIS_PORT="${REDIS_PORT:-6379}"
+POSTGRES_HOST="${POSTGRES_HOST:-127.0.0.1}"
+POSTGRES_PORT="${POSTGRES_PORT:-5432}"
 SERVICE_WAIT="${SERVICE_WAIT:-90}"
 
 systemd_running() {
@@ -75,11 +80,49 @@ ensure_redis() {
         || die "Redis did not start listening on $REDIS_HOST:$REDIS_PORT within ${SERVICE_WAIT} s"
 }
 
-[ "$#" -gt 0 ] || die "usage: $0 rabbitmq|redis ..."
+postgres_cluster() {
+    # The newest Debian cluster: "VERSION main".
+    pg_lsclusters --no-header 2>/dev/null | awk '{print $1, $2}' | sort -V | tail -n 1
+}
+
+trust_local_tcp() {
+    local version="$1" hba
+    hba="/etc/postgresql/$version/main/pg_hba.conf"
+    if ! grep -qE '^host +all +all +127\.0\.0\.1/32 +trust' "$hba"; then
+        as_root sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        as_root pg_ctlcluster "$version" main reload
+    fi
+}
+
+ensure_postgres() {
+    step "PostgreSQL on $POSTGRES_HOST:$POSTGRES_PORT"
+    if port_open "$POSTGRES_HOST" "$POSTGRES_PORT"; then
+        info "PostgreSQL is up"
+        return 0
+    fi
+    if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(postgres_cluster)" ]; then
+        info "PostgreSQL is not installed"
+        apt_install postgresql
+    fi
+    local cluster
+    cluster="$(postgres_cluster)"
+    [ -n "$cluster" ] || die "no PostgreSQL cluster found after installing postgresql"
+    step "starting PostgreSQL $cluster"
+    # shellcheck disable=SC2086
+    as_root pg_ctlcluster $cluster start || true
+    wait_port "$POSTGRES_HOST" "$POSTGRES_PORT" "$SERVICE_WAIT" PostgreSQL \
+        || die "PostgreSQL did not start listening on $POSTGRES_HOST:$POSTGRES_PORT within ${SERVICE_WAIT} s"
+    trust_local_tcp "${cluster%% *}"
+    as_root su postgres -c "psql -tAc \"SELECT 1 FROM pg_database WHERE datname = 'test'\"" \
+        | grep -q 1 || as_root su postgres -c "createdb test"
+}
+
+[ "$#" -gt 0 ] || die "usage: $0 rabbitmq|redis|postgres ..."
 for service in "$@"; do
     case "$service" in
         rabbitmq) ensure_rabbitmq ;;
         redis) ensure_redis ;;
-        *) die "unknown service $service (use rabbitmq or redis)" ;;
+        postgres) ensure_postgres ;;
+        *) die "unknown service $service (use rabbitmq, redis or postgres)" ;;
     esac
 done

@@ -2,9 +2,9 @@
 # Run every check: `bash scripts/test.sh` from a fresh clone (CI runs exactly this).
 #
 # 1. creates .venv with taskq installed (pip install -e '.[dev]'), if not done already;
-# 2. makes sure RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379) run: starts them, or
-#    installs them with apt-get; and that Debian's chromium is installed (the dashboard's
-#    browser tests);
+# 2. makes sure RabbitMQ (127.0.0.1:5672), Redis (127.0.0.1:6379) and PostgreSQL
+#    (127.0.0.1:5432) run: starts them, or installs them with apt-get; and that Debian's
+#    chromium is installed (the dashboard's browser tests);
 # 3. ruff check on taskq, tests, examples and benchmarks (those that exist);
 # 4. mypy --strict (pyproject.toml) on taskq, then on each example directory on its own (every
 #    example has a tasks.py: one mypy run cannot hold two modules named `tasks`);
@@ -22,7 +22,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 bash "$ROOT/scripts/ensure-venv.sh"
-bash "$ROOT/scripts/ensure-services.sh" rabbitmq redis
+bash "$ROOT/scripts/ensure-services.sh" rabbitmq redis postgres
 ensure_chromium
 
 cd "$ROOT"

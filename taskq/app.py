@@ -19,8 +19,10 @@ from .handle import TaskHandle
 from .message import Envelope, OutgoingMessage
 from .periodic.entry import CatchUp, PeriodicEntry, make_entry
 from .periodic.schedule import schedule_of
+from .redact import redact_url
 from .results.amqp import AmqpResultStore
 from .results.base import ResultStore
+from .results.shared import SharedStore
 from .retry import RetryPolicy
 from .settings import Settings, check_queue_name, load_settings
 from .sync import SyncClient
@@ -51,6 +53,11 @@ class App:
     ``taskq-worker module:app`` runs its tasks. Settings (see Settings) come from keyword
     arguments, which win over ``TASKQ_*`` environment variables, which win over the defaults.
     ``retry`` is the RetryPolicy of tasks that declare none.
+
+    ``results`` is ``"amqp"`` or a store URL (the ``results`` setting), or any object that
+    implements the ResultStore protocol: the App and the workers of this process then share
+    that one object (opened by the first, closed by the last; see taskq.results.shared).
+    ConfigurationError if it is neither.
     """
 
     def __init__(
@@ -59,9 +66,15 @@ class App:
         *,
         broker: str | None = None,
         retry: RetryPolicy | None = None,
+        results: str | ResultStore | None = None,
         **settings: Any,
     ) -> None:
         self.name = name
+        self._custom_store: SharedStore | None = None
+        if results is None or isinstance(results, str):
+            settings["results"] = results
+        else:
+            self._custom_store = SharedStore(_check_store(results))
         self.settings: Settings = load_settings(broker=broker, **settings)
         self.names = topology.Names(self.settings.prefix)
         self._sync: SyncClient | None = None
@@ -242,15 +255,18 @@ class App:
             raise LifecycleError(f"App {self.name!r} is already open")
         self.attach(*await self.connect(connection_name or f"taskq:{self.name}"))
 
-    async def connect(self, connection_name: str) -> tuple[Transport, ResultStore]:
+    async def connect(
+        self, connection_name: str, *, concurrency: int | None = None
+    ) -> tuple[Transport, ResultStore]:
         """A new connected transport and open result store, owned by the caller.
 
-        A worker uses its own, so that one App can send and run tasks in one process.
+        A worker uses its own, so that one App can send and run tasks in one process; it
+        gives its ``concurrency``, which sizes the store's connection pool where it has one.
         """
         transport = Transport(self.settings, connection_name=connection_name)
         await transport.connect()
         try:
-            store = self._make_store(transport)
+            store = self._make_store(transport, concurrency)
             await store.open()
         except BaseException:
             await transport.close()
@@ -273,16 +289,35 @@ class App:
         self._sync = SyncClient.of(self, self._sync)
         return self._sync
 
-    def _make_store(self, transport: Transport) -> ResultStore:
+    def _make_store(self, transport: Transport, concurrency: int | None) -> ResultStore:
+        if self._custom_store is not None:
+            return self._custom_store.lease()
         spec = self.settings.results
         if spec == "amqp":
             return AmqpResultStore(transport)
+        store: ResultStore
         if spec.startswith(("redis://", "rediss://", "unix://")):
             from .results.redis import RedisResultStore
 
-            store: ResultStore = RedisResultStore(spec, transport)
+            store = RedisResultStore(spec, transport)
             return store
-        raise ConfigurationError(f"unknown result store {spec!r}: use 'amqp' or a redis:// URL")
+        if spec.startswith(("postgresql://", "postgres://")):
+            from .results.postgres import PostgresResultStore, pool_size
+            from .results.postgres_schema import Tables
+
+            settings = self.settings
+            store = PostgresResultStore(
+                spec,
+                table=Tables.for_prefix(settings.prefix).name,
+                pool_size=pool_size(concurrency),
+                result_ttl=settings.result_ttl,
+                connect_timeout=settings.connect_timeout,
+            )
+            return store
+        raise ConfigurationError(
+            f"unknown result store {redact_url(spec)!r}: use 'amqp', a redis:// or a "
+            "postgresql:// URL, or pass a ResultStore object as App(results=...)"
+        )
 
     async def close(self) -> None:
         """Close the result store and the connections (idempotent)."""
@@ -521,6 +556,22 @@ def _task_name(fn: Callable[..., Any], explicit: str | None) -> str:
             f"{topology.MAX_NAME_BYTES}: pass a shorter name="
         )
     return name
+
+
+def _check_store(store: object) -> ResultStore:
+    """``store`` if it implements the ResultStore protocol, else ConfigurationError."""
+    missing = [
+        member
+        for member in ("durable", "open", "close", "reply_to", "track", "forget", "reset",
+                       "record", "get", "wait")
+        if not hasattr(store, member)
+    ]  # fmt: skip
+    if missing or not isinstance(store, ResultStore):
+        raise ConfigurationError(
+            f"results={store!r} is not a result store: it lacks {', '.join(missing)} (see "
+            "taskq.ResultStore)"
+        )
+    return store
 
 
 def _unknown_signature(*args: Any, **kwargs: Any) -> Any:

@@ -185,7 +185,9 @@ class Worker:
         self._state = WorkerState.STARTING
         self._warn_long_timeouts()
         try:
-            transport, store = await self.app.connect(f"taskq-worker:{self.name}")
+            transport, store = await self.app.connect(
+                f"taskq-worker:{self.name}", concurrency=self.concurrency
+            )
         except BaseException:
             self._state = WorkerState.STOPPED
             raise

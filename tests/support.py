@@ -16,8 +16,6 @@ import time
 import uuid
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
-    Callable,
     Iterable,
     Iterator,
     Mapping,
@@ -33,6 +31,7 @@ from taskq import App, Worker, codec
 from taskq.cli.common import UsageError, load_app
 from taskq.control import presence_queue
 from taskq.message import Envelope
+from taskq.testing.polling import eventually
 from taskq.topology import DELAY_LEVELS, Names, every_name
 from tests.apps import noise
 
@@ -48,26 +47,6 @@ ABANDONED: dict[str, set[str]] = {}
 def unique_prefix() -> str:
     """A prefix no other test run uses."""
     return f"tq{uuid.uuid4().hex[:12]}"
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T]],
-    *,
-    timeout: float = 15.0,
-    interval: float = 0.02,
-    what: str = "condition",
-) -> T:
-    """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout} s waiting for {what} (last: {value!r})"
-            )
-        await asyncio.sleep(interval)
 
 
 # -- the broker, seen from outside taskq ------------------------------------------------------

@@ -27,34 +27,35 @@ Guarantees:
   ResultUnavailable at its deadline if its last read of Redis failed; a Redis restart while
   it waits delays it, never fails it otherwise.
 
-How waiting works: each store has its own pub/sub channel ``{prefix}:notify:{hex}``, which
-one reader task subscribes to when a waiter first finds its task unfinished (see
-``taskq.results.redis_listener``). Once the subscription is confirmed, a waiter registers
-with one script call that adds the store's channel to the set ``{prefix}:waiters:{id}`` (same
-TTL as the task) and returns the task's hash, in one round trip. The record script, when it
-writes a terminal state, publishes the encoded state to every channel in that set and deletes
-the set. Both scripts are atomic, so a terminal state written before the registration is in
-the hash the waiter reads, and one written after it is published to the waiter. After the
-subscription is lost and confirmed again, every waiter reads and registers again; until then
-(or if Redis refuses pub/sub, e.g. an ACL without channel rights), waiters re-read with
-backoff. A slow safety re-read (0.5 s doubling to 5 s) covers a notification lost for a
-reason not foreseen. Closing the store ends every wait with ResultUnavailable.
-"""
+How waiting works: each store has its own pub/sub channel ``{prefix}:notify:{hex}``, which one
+reader task subscribes to when a waiter first finds its task unfinished (see
+``taskq.results.listener`` and ``taskq.results.redis_listener``). Once the subscription is
+confirmed, a waiter registers with one script call that adds the store's channel to the set
+``{prefix}:waiters:{id}`` (same TTL as the task) and returns the task's hash, in one round
+trip. The record script, when it writes a terminal state, publishes the encoded state to every
+channel in that set and deletes the set. Both scripts are atomic, so a terminal state written
+before the registration is in the hash the waiter reads, and one written after it is published
+to the waiter. After the subscription is lost and confirmed again, every waiter reads and
+registers again; until then (or if Redis refuses pub/sub, e.g. an ACL without channel rights),
+waiters re-read with backoff. A slow safety re-read (0.5 s doubling to 5 s) covers a
+notification lost for a reason not foreseen. Closing the store ends every wait with
+ResultUnavailable."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
-from ..exceptions import ConfigurationError, ResultTimeout, ResultUnavailable
+from ..exceptions import ConfigurationError, ResultUnavailable
 from ..redact import redact_url
 from ..transport import Transport
+from .background import Background
 from .base import _RANK, ErrorInfo, TaskState, TaskStatus
-from .redis_listener import Listener
+from .listener import Listener, wait_terminal
+from .redis_listener import redis_session
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -120,10 +121,6 @@ return state
 """
 
 _POOL_SIZE = 32
-_FIRST_RECHECK = 0.5
-_MAX_RECHECK = 5.0
-_READ_GRACE = 1.0
-"""A read at the deadline may take this long before the waiter gives up on it."""
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -172,7 +169,7 @@ class RedisResultStore:
         self._track_script: AsyncScript = self._redis.register_script(_TRACK)
         self._register_script: AsyncScript = self._redis.register_script(_REGISTER)
         self._errors = _redis_errors()
-        self._tracking: set[asyncio.Task[None]] = set()
+        self._tracking = Background()
         # Pub/sub on a pool of its own, without redis-py's retries: a retry would reconnect
         # and subscribe again behind the listener's back, hiding that publishes were missed.
         self._pubsub_client: Redis = redis.asyncio.Redis(
@@ -180,7 +177,12 @@ class RedisResultStore:
         )
         self.channel = f"{self._prefix}:notify:{uuid.uuid4().hex}"
         """This store's pub/sub channel: workers publish here the tasks its waiters await."""
-        self._listener = Listener(self._pubsub_client.pubsub, self.channel, self._errors)
+        self._listener = Listener(
+            redis_session(self._pubsub_client.pubsub, self.channel),
+            self.channel,
+            self._errors,
+            "Redis pub/sub",
+        )
 
     def __repr__(self) -> str:
         return f"<RedisResultStore {self._url} prefix={self._prefix!r}>"
@@ -205,10 +207,7 @@ class RedisResultStore:
             raise self._unavailable("cannot reach the result store at", exc) from None
 
     async def close(self) -> None:
-        tracking = list(self._tracking)
-        for task in tracking:
-            task.cancel()
-        await asyncio.gather(*tracking, return_exceptions=True)
+        await self._tracking.cancel()
         await self._listener.close()
         await self._close_clients()
 
@@ -222,9 +221,7 @@ class RedisResultStore:
     def track(self, task_id: str, task_name: str) -> None:
         # Sync by protocol, so the PENDING write runs in the background; a state written by a
         # worker first is never overwritten (the script only creates an unknown task).
-        task = asyncio.get_running_loop().create_task(self._track(task_id, task_name))
-        self._tracking.add(task)
-        task.add_done_callback(self._tracking.discard)
+        self._tracking.spawn(self._track(task_id, task_name))
 
     async def _track(self, task_id: str, task_name: str) -> None:
         try:
@@ -281,62 +278,15 @@ class RedisResultStore:
             raise self._unavailable(f"could not watch task {task_id} in", exc) from None
         return _state(task_id, dict(zip(flat[::2], flat[1::2], strict=True))) if flat else None
 
-    async def _look(
-        self, task_id: str, remaining: float | None
-    ) -> tuple[TaskState | None, ResultUnavailable | None]:
-        """Read ``task_id``'s state, registering for its terminal write when subscribed.
-
-        Returns the state (None: unknown) and the error if the read failed. The read is cut
-        short near the deadline, so that a Redis that does not answer cannot hold a waiter
-        far past it.
-        """
-        read = self._register if self._listener.subscribed else self.get
-        bound = None if remaining is None else max(remaining, _READ_GRACE)
-        try:
-            async with asyncio.timeout(bound):
-                return await read(task_id), None
-        except ResultUnavailable as exc:
-            return None, exc
-        except TimeoutError:
-            return None, ResultUnavailable(
-                f"Redis at {self._url} did not answer for task {task_id} within {bound} s"
-            )
-
     async def wait(self, task_id: str, timeout: float | None) -> TaskState:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        recheck = _FIRST_RECHECK
-        with self._listener.watch(task_id) as watch:
-            while True:
-                if watch.published is not None:
-                    return watch.published
-                if self._listener.closed:
-                    raise ResultUnavailable(
-                        f"the result store was closed while waiting for task {task_id}"
-                    )
-                watch.clear()  # before reading: a publish or a wake-up after the read counts
-                remaining = None if deadline is None else deadline - loop.time()
-                state, error = await self._look(task_id, remaining)
-                if state is not None and state.status.terminal:
-                    return state
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    raise _gave_up(task_id, timeout, state, error)
-                self._listener.start()  # here, so that reading a finished task opens no pub/sub
-                pause = recheck if remaining is None else min(recheck, remaining)
-                if not await watch.wait(pause):
-                    recheck = min(recheck * 2, _MAX_RECHECK)
-
-
-def _gave_up(
-    task_id: str, timeout: float | None, state: TaskState | None, error: ResultUnavailable | None
-) -> Exception:
-    if error is not None:
-        return ResultUnavailable(f"gave up waiting for task {task_id}: {error}")
-    status = state.status.value if state is not None else "unknown"
-    return ResultTimeout(
-        f"task {task_id} gave no outcome within {timeout} s (last status {status})"
-    )
+        return await wait_terminal(
+            task_id,
+            timeout,
+            listener=self._listener,
+            get=self.get,
+            register=self._register,
+            where=f"Redis at {self._url}",
+        )
 
 
 def _fields(state: TaskState) -> list[Any]:

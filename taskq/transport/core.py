@@ -261,6 +261,10 @@ class Transport:
         """Delete a queue by its full name (nothing happens if it does not exist)."""
         await self._rpc(commands.Queue.Delete(queue=queue_name))
 
+    async def delete_exchange(self, name: str) -> None:
+        """Delete an exchange by its full name (nothing happens if it does not exist)."""
+        await self._rpc(commands.Exchange.Delete(exchange=name))
+
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(

@@ -1,5 +1,5 @@
-"""What only the durable (Redis) store does: lookups from other processes, TTL, no backwards
-moves, send-once by task ID, and surviving a Redis restart mid-run."""
+"""What only the durable (Redis) store does: lookups from other processes (PostgreSQL too),
+TTL, no backwards moves, send-once by task ID, and surviving a Redis restart mid-run."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import redis.asyncio
 from taskq import App, ResultUnavailable, TaskState, TaskStatus
 from taskq.results.redis import RedisResultStore
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
+from tests.postgres_support import POSTGRES, drop_tables, table_of
 from tests.redis_support import OwnRedis, free_port, own_redis_server
 from tests.support import BROKER, REPO, eventually, queue_length, running_worker
 
@@ -27,6 +28,12 @@ from tests.support import BROKER, REPO, eventually, queue_length, running_worker
 async def redis_cleanup(prefix: str) -> AsyncIterator[None]:
     yield
     await delete_redis_keys(prefix)
+
+
+@pytest.fixture
+async def postgres_cleanup(prefix: str) -> AsyncIterator[None]:
+    yield
+    await drop_tables(table_of(prefix))
 
 
 def make_app(prefix: str, calls: list[str], results: str = REDIS, **settings: object) -> App:
@@ -46,10 +53,11 @@ def redis_store(app: App) -> RedisResultStore:
     return store
 
 
-@pytest.mark.usefixtures("topology_cleanup", "redis_cleanup")
-async def test_lookup_from_a_second_process(prefix: str) -> None:
+@pytest.mark.usefixtures("topology_cleanup", "redis_cleanup", "postgres_cleanup")
+@pytest.mark.parametrize("results", [REDIS, POSTGRES], ids=["redis", "postgres"])
+async def test_lookup_from_a_second_process(prefix: str, results: str) -> None:
     calls: list[str] = []
-    app = make_app(prefix, calls)
+    app = make_app(prefix, calls, results)
     later_id = str(uuid.uuid4())
     async with app, running_worker(app):
         done = await app.tasks["once"].delay("before")
@@ -60,7 +68,7 @@ async def test_lookup_from_a_second_process(prefix: str) -> None:
             from taskq import App
 
             async def main() -> None:
-                app = App("other", broker={BROKER!r}, prefix={prefix!r}, results={REDIS!r})
+                app = App("other", broker={BROKER!r}, prefix={prefix!r}, results={results!r})
                 async with app:
                     for task_id in sys.argv[1:]:
                         print(await app.handle(task_id).result(timeout=30), flush=True)

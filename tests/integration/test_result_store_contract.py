@@ -1,17 +1,24 @@
-"""One suite, run against every result store: what any store must do for a caller."""
+"""The result-store contract (taskq.testing.contract), run against every store: AMQP (the
+checks that apply to a store only the sender can read), Redis, PostgreSQL, and an in-memory
+store written as a user would (examples/custom_store/memory_store.py)."""
 
 from __future__ import annotations
 
-import asyncio
+import importlib.util
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from types import ModuleType
 
-import pydantic
 import pytest
 import redis.asyncio
 
-from taskq import App, ResultTimeout, Retry, TaskFailed, TaskStatus, current
-from tests.support import BROKER, eventually, running_worker
+from taskq.results.postgres import PostgresResultStore
+from taskq.results.redis import RedisResultStore
+from taskq.settings import load_settings
+from taskq.testing.contract import Check, Contract, StoreFactory, checks
+from taskq.transport import Transport
+from tests.postgres_support import POSTGRES, drop_tables, table_of
+from tests.support import BROKER, REPO
 
 REDIS = os.environ.get("TASKQ_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -28,146 +35,71 @@ async def delete_redis_keys(prefix: str, url: str = REDIS) -> int:
         await client.aclose()
 
 
-class Point(pydantic.BaseModel):
-    x: int
-    y: int
+def load_example(name: str) -> ModuleType:
+    """A module of examples/custom_store by file name (examples are not a package)."""
+    path = REPO / "examples" / "custom_store" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-class Gates:
-    """Events the tasks wait on, so a test decides when a task may go on."""
-
-    def __init__(self) -> None:
-        self.go = asyncio.Event()
+memory_store = load_example("memory_store")
 
 
-@pytest.fixture(params=["amqp", "redis"])
-async def app(
-    request: pytest.FixtureRequest, prefix: str, topology_cleanup: set[str]
-) -> AsyncIterator[App]:
-    results = "amqp" if request.param == "amqp" else REDIS
-    app = App("contract", broker=BROKER, prefix=prefix, results=results)
-    gates = Gates()
-    app.gates = gates  # type: ignore[attr-defined]
+def amqp(prefix: str) -> StoreFactory:
+    def make(*, result_ttl: float | None) -> str:
+        return "amqp"
 
-    @app.task
-    async def add(x: int, y: int) -> int:
-        return x + y
+    return make
 
-    @app.task
-    def boom(message: str) -> None:
-        raise ValueError(message)
 
-    @app.task
-    async def mirror(p: Point) -> Point:
-        return Point(x=p.y, y=p.x)
+def redis_store(prefix: str) -> StoreFactory:
+    def make(*, result_ttl: float | None) -> RedisResultStore:
+        settings = load_settings(prefix=prefix, result_ttl=result_ttl, broker=BROKER)
+        return RedisResultStore(REDIS, Transport(settings))
 
-    @app.task
-    async def gated(report: bool) -> str:
-        if report:
-            await current().progress(0.5, "half way")
-        await gates.go.wait()
-        return "done"
+    return make
 
-    @app.task
-    async def flaky() -> int:
-        if current().attempt == 1:
-            raise Retry(delay=0, reason="first try fails")
-        await gates.go.wait()
-        return current().attempt
 
-    yield app
-    gates.go.set()
+def postgres_store(prefix: str) -> StoreFactory:
+    def make(*, result_ttl: float | None) -> PostgresResultStore:
+        return PostgresResultStore(POSTGRES, table=table_of(prefix), result_ttl=result_ttl)
+
+    return make
+
+
+def in_memory(prefix: str) -> StoreFactory:
+    memory = memory_store.Memory()
+
+    def make(*, result_ttl: float | None) -> object:
+        return memory_store.MemoryStore(memory, result_ttl=result_ttl)
+
+    return make  # type: ignore[return-value]
+
+
+STORES: dict[str, tuple[Callable[[str], StoreFactory], list[Check]]] = {
+    "amqp": (amqp, checks(durable=False, levels=("app",))),
+    "redis": (redis_store, checks()),
+    "postgres": (postgres_store, checks()),
+    "memory": (in_memory, checks()),
+}
+
+
+@pytest.fixture
+async def storage_cleanup(prefix: str) -> AsyncIterator[None]:
+    yield
     await delete_redis_keys(prefix)
+    await drop_tables(table_of(prefix))
 
 
-def gates_of(app: App) -> Gates:
-    gates: Gates = app.gates  # type: ignore[attr-defined]
-    return gates
-
-
-async def test_send_and_result(app: App) -> None:
-    async with app, running_worker(app):
-        handle = await app.tasks["add"].delay(4, 6)
-        assert await handle.result(timeout=10) == 10
-        info = await handle.info()
-        assert info.status is TaskStatus.SUCCESS
-        assert info.attempt == 1
-        assert info.worker
-
-
-async def test_failure_round_trip_with_traceback(app: App) -> None:
-    async with app, running_worker(app):
-        handle = await app.tasks["boom"].delay("kaput")
-        with pytest.raises(TaskFailed) as failed:
-            await handle.result(timeout=10)
-        assert failed.value.remote_type == "ValueError"
-        assert failed.value.remote_message == "kaput"
-        assert "raise ValueError(message)" in failed.value.remote_traceback
-        info = await handle.info()
-        assert info.status is TaskStatus.FAILURE
-        assert info.error is not None and info.error.type == "ValueError"
-
-
-async def test_pydantic_model_result(app: App) -> None:
-    async with app, running_worker(app):
-        handle = await app.tasks["mirror"].delay(Point(x=1, y=2))
-        result = await handle.result(timeout=10)
-        assert isinstance(result, Point)
-        assert result == Point(x=2, y=1)
-
-
-async def test_status_progression(app: App) -> None:
-    async with app, running_worker(app):
-        handle = await app.tasks["gated"].delay(False)
-        assert await handle.status() in (TaskStatus.PENDING, TaskStatus.STARTED)
-
-        async def started() -> bool:
-            return await handle.status() is TaskStatus.STARTED
-
-
-        await eventually(started, what="STARTED")
-        gates_of(app).go.set()
-        assert await handle.result(timeout=10) == "done"
-        assert await handle.status() is TaskStatus.SUCCESS
-
-
-async def test_retry_moves_to_a_later_attempt(app: App) -> None:
-
-    async with app, running_worker(app):
-        handle = await app.tasks["flaky"].delay()
-
-        async def second_attempt_running() -> bool:
-            info = await handle.info()
-            return info.status is TaskStatus.STARTED and info.attempt == 2
-
-        await eventually(second_attempt_running, what="attempt 2 STARTED")
-        gates_of(app).go.set()
-        assert await handle.result(timeout=10) == 2
-        info = await handle.info()
-        assert (info.status, info.attempt) == (TaskStatus.SUCCESS, 2)
-
-
-async def test_progress_visible_through_info(app: App) -> None:
-
-    async with app, running_worker(app):
-        handle = await app.tasks["gated"].delay(True)
-
-        async def progressed() -> bool:
-            info = await handle.info()
-            return info.progress == 0.5 and info.progress_message == "half way"
-
-        await eventually(progressed, what="progress 0.5")
-        assert await handle.status() is TaskStatus.STARTED
-        gates_of(app).go.set()
-        assert await handle.result(timeout=10) == "done"
-
-
-async def test_result_timeout(app: App) -> None:
-    async with app, running_worker(app):
-        handle = await app.tasks["gated"].delay(False)
-        with pytest.raises(ResultTimeout) as timed_out:
-            await handle.result(timeout=0.3)  # the gate is closed: no outcome can come
-        assert isinstance(timed_out.value, TimeoutError)
-        assert handle.id in str(timed_out.value)
-        gates_of(app).go.set()
-        assert await handle.result(timeout=10) == "done"
+@pytest.mark.usefixtures("storage_cleanup")
+@pytest.mark.parametrize(
+    ("store", "check"),
+    [(store, check) for store, (_, selected) in STORES.items() for check in selected],
+    ids=lambda value: str(value),
+)
+async def test_contract(store: str, check: Check, prefix: str) -> None:
+    factory = STORES[store][0](prefix)
+    await check(Contract(factory, broker=BROKER, prefix=prefix))
