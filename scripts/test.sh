@@ -8,7 +8,9 @@
 # 3. ruff check on taskq, tests, examples and benchmarks (those that exist);
 # 4. mypy --strict (pyproject.toml) on taskq, then on each example directory on its own (every
 #    example has a tasks.py: one mypy run cannot hold two modules named `tasks`);
-# 5. pytest on tests/ (the typing tests run mypy on tests/typing themselves), under coverage;
+# 5. pytest on tests/ (the typing tests run mypy on tests/typing themselves), under coverage:
+#    first every test not marked serial, TEST_WORKERS (default 4) at a time, then the serial
+#    ones (they stop the broker);
 # 6. the coverage of taskq, lines and branches, subprocesses included (the taskq-worker
 #    processes, the supervisor's children and the taskq CLI calls the tests start): the
 #    report, then one line with the line, branch and total figures. Below fail_under
@@ -60,8 +62,18 @@ step "pytest"
 # Each test has its own timeout (pyproject.toml); this cap catches a run that hangs anyway,
 # e.g. on a thread a test left blocked, which keeps the interpreter from exiting.
 "$VENV/bin/coverage" erase
-check "pytest" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" \
-    "$VENV/bin/coverage" run -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+    check "pytest" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" \
+        "$VENV/bin/coverage" run -m pytest "$@"
+else
+    # Most tests wait on the broker, not the CPU, and each uses its own names: they run in
+    # TEST_WORKERS processes at once (pytest-xdist). Tests that stop the broker (marked
+    # serial) would break the others, so they run afterwards, on their own.
+    check "pytest (parallel)" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" \
+        "$VENV/bin/coverage" run -m pytest -n "${TEST_WORKERS:-4}" -m "not serial"
+    check "pytest (serial)" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" \
+        "$VENV/bin/coverage" run -m pytest -m serial
+fi
 
 step "coverage of taskq (lines and branches, subprocesses included)"
 "$VENV/bin/coverage" combine -q || true

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # it stops the broker
 
 SCENARIOS = [
     "kill-storm", "multi-queue", "connection-drop", "broker-restart", "store-outage", "poison",

@@ -18,7 +18,7 @@ from tests.runlog import RunLog
 from tests.support import BROKER, WorkerProcess, eventually, queue_length
 
 APP = "tests.apps.procapp:app"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # it stops the broker
 
 
 async def _broker_answers() -> bool:
