@@ -470,6 +470,7 @@ class App:
                 expires=_absolute(options.expires),
                 reply_to=reply_to,
                 ignore_result=ignore_result,
+                dedupe=options.task_id is not None,  # an ID of the caller's may be sent twice
                 parent_id=parent.task_id if parent else None,
                 root_id=(parent.root_id or parent.task_id) if parent else None,
             ),

@@ -29,9 +29,16 @@ from .settings import Settings
 from .task import Task
 from .transport import Delivery
 
-# With the AMQP store, STARTED is sent only for a task still running after this long: most
-# tasks finish sooner, and their callers then get one message (the outcome) instead of two.
+# STARTED is recorded only for a task still running after this long: most tasks finish
+# sooner, and then cost one write (the outcome) instead of two, or one reply instead of two.
 STARTED_AFTER = 0.05
+
+
+def may_repeat(envelope: Envelope) -> bool:
+    """Whether a durable store must be asked if this task already succeeded: the message may
+    repeat one that ran (an explicit or resent task ID, a redelivery, a later attempt). A
+    fresh taskq-made ID, published once, cannot have run before."""
+    return envelope.dedupe or envelope.deliveries > 0 or envelope.attempt > 1
 
 
 @dataclasses.dataclass(slots=True)
@@ -113,13 +120,10 @@ class Executor:
         except InvalidArguments as exc:
             return oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc))
         recorder = self.recorder
-        durable = recorder.store.durable and not envelope.ignore_result
-        if durable and await recorder.succeeded_before(envelope):
+        if may_repeat(envelope) and await recorder.succeeded_before(envelope):
             return oc.Skip()
         started = None
-        if durable:
-            await recorder.record(envelope, TaskStatus.STARTED)
-        elif envelope.reply_to is not None:  # else nobody can ask
+        if recorder.wanted(envelope):
             started = asyncio.get_running_loop().call_later(
                 STARTED_AFTER, self._report_started, envelope
             )

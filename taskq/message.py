@@ -9,7 +9,9 @@ Schema 2 (what taskq sends):
 - body: msgpack ``[2, args, kwargs, meta]``, where ``meta`` is a map holding only what differs
   from its default: ``a`` attempt (1), ``d`` deliveries (0), ``t`` sent-at in Unix ms,
   ``eta``, ``exp`` (expiry) and ``sf`` (the tick a periodic firing is for) as datetimes,
-  ``p`` parent and ``r`` root task IDs, ``ir`` true when no result is to be recorded.
+  ``p`` parent and ``r`` root task IDs, ``ir`` true when no result is to be recorded, ``dd``
+  true when the message may repeat one that ran already (an explicit task ID, a publish sent
+  again after a dropped connection).
 - no headers, except on the dead-letter queue: the ``x-taskq-*`` reason and error headers.
 
 Schema 1 (taskq before 0.2) still decodes: body ``[args, kwargs]``, metadata in ``x-taskq-*``
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from . import codec
@@ -68,6 +70,10 @@ class OutgoingMessage:
     timestamp: dt.datetime | None = None
     persistent: bool = True
     content_type: str = CONTENT_TYPE
+    resend: Callable[[], OutgoingMessage] | None = dataclasses.field(default=None, compare=False)
+    """The message to publish instead if this one must be sent again after a dropped
+    connection (it may have arrived already): a task's copy asks its worker to check for a
+    recorded outcome before it runs."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +96,9 @@ class Envelope:
     root_id: str | None = None
     scheduled_for: dt.datetime | None = None
     ignore_result: bool = False
+    dedupe: bool = False
+    """Whether this message may repeat one that already ran (an explicit task ID, a publish
+    sent again): the worker then checks a durable store for a recorded success first."""
 
     def meta(self) -> dict[str, Any]:
         """The schema 2 metadata map: only what differs from the defaults travels."""
@@ -110,6 +119,8 @@ class Envelope:
             meta["r"] = self.root_id
         if self.ignore_result:
             meta["ir"] = True
+        if self.dedupe:
+            meta["dd"] = True
         return meta
 
     def to_message(self) -> OutgoingMessage:
@@ -120,7 +131,11 @@ class Envelope:
             type=self.task_name,
             priority=self.priority or None,
             reply_to=self.reply_to,
+            resend=None if self.dedupe else self._sent_again,
         )
+
+    def _sent_again(self) -> OutgoingMessage:
+        return dataclasses.replace(self, dedupe=True).to_message()
 
 
 def _int_header(headers: Mapping[str, Any], name: str, default: int) -> int:
@@ -211,6 +226,7 @@ def _meta_fields(meta: Mapping[Any, Any]) -> dict[str, Any]:
         "parent_id": _text_of(meta, "p"),
         "root_id": _text_of(meta, "r"),
         "ignore_result": meta.get("ir") is True,
+        "dedupe": meta.get("dd") is True,
     }
 
 

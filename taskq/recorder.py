@@ -67,8 +67,11 @@ class Recorder:
         await self.until_stored(lambda: store.record(state, reply_to=envelope.reply_to))
 
     async def succeeded_before(self, envelope: Envelope) -> bool:
-        """Whether a durable store already shows SUCCESS for this task ID."""
+        """Whether a durable store already shows SUCCESS for this task ID (never, for a task
+        sent with ignore_result or a store that only answers the sender)."""
         store = self.store
+        if not store.durable or envelope.ignore_result:
+            return False
         state = await self.until_stored(lambda: store.get(envelope.task_id))
         return state is not None and state.status is TaskStatus.SUCCESS
 

@@ -108,6 +108,8 @@ class Listener:
         self._errors = errors
         self._what = what
         self._watches: dict[str, set[Watch]] = {}
+        self._expected: dict[str, TaskState | None] = {}
+        self._registered: set[str] = set()
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = False
         self._closed = False
@@ -129,6 +131,31 @@ class Listener:
     def waiting(self) -> int:
         """How many tasks are watched now."""
         return len(self._watches)
+
+    def expect(self, task_id: str) -> None:
+        """Keep ``task_id``'s terminal state if it is published before anyone waits for it
+        (a task this process sent, already registered for: its caller may ask later)."""
+        self._expected.setdefault(task_id, None)
+
+    def forget(self, task_id: str) -> None:
+        """Stop keeping ``task_id``'s state (its handle is gone, or its state was reset)."""
+        self._expected.pop(task_id, None)
+        self._registered.discard(task_id)
+
+    def early(self, task_id: str) -> TaskState | None:
+        """The terminal state of an expected task, if it was published already."""
+        return self._expected.get(task_id)
+
+    def registered(self, task_id: str) -> None:
+        """An expected task is registered, while the subscription was confirmed: its outcome
+        will be published here, so a waiter need not read it (until the subscription is lost,
+        which forgets every such registration)."""
+        if task_id in self._expected and self._subscribed:
+            self._registered.add(task_id)
+
+    def will_publish(self, task_id: str) -> bool:
+        """Whether ``task_id``'s outcome is certain to be published here (see registered)."""
+        return task_id in self._registered
 
     def start(self) -> None:
         """Start the reader unless it runs already (or the listener is closed)."""
@@ -189,6 +216,7 @@ class Listener:
 
     def _lost(self, exc: BaseException | None) -> None:
         was_subscribed, self._subscribed = self._subscribed, False
+        self._registered.clear()  # what is published while unsubscribed never arrives
         self._failures += 1
         if exc is not None:
             # The first failure is news; the retries of one outage are not.
@@ -204,6 +232,8 @@ class Listener:
     def published(self, state: TaskState) -> None:
         if not state.status.terminal:
             return  # only terminal states are sent; anything else is not ours
+        if state.task_id in self._expected:
+            self._expected[state.task_id] = state
         for watch in self._watches.get(state.task_id, ()):
             watch.published = state
             watch.wake()
@@ -250,20 +280,29 @@ async def wait_terminal(
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     recheck = FIRST_RECHECK
+    early = listener.early(task_id)
+    if early is not None:
+        return early  # published before this caller asked: no read at all
+    skip_read = listener.will_publish(task_id)  # the sender registered: the outcome will come
     with listener.watch(task_id) as watch:
         while True:
             if watch.published is not None:
                 return watch.published
+            if (early := listener.early(task_id)) is not None:
+                return early
             if listener.closed:
                 raise ResultUnavailable(
                     f"the result store was closed while waiting for task {task_id}"
                 )
             watch.clear()  # before reading: a publish or a wake-up after the read counts
-            remaining = None if deadline is None else deadline - loop.time()
-            read = register if listener.subscribed else get
-            state, error = await _look(read, task_id, remaining, where)
-            if state is not None and state.status.terminal:
-                return state
+            state, error = None, None
+            if not skip_read:
+                remaining = None if deadline is None else deadline - loop.time()
+                read = register if listener.subscribed else get
+                state, error = await _look(read, task_id, remaining, where)
+                if state is not None and state.status.terminal:
+                    return state
+            skip_read = False  # a wake-up or the safety re-read: read from now on
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise _gave_up(task_id, timeout, state, error)

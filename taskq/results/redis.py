@@ -48,6 +48,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from .. import codec
 from ..exceptions import ConfigurationError, ResultUnavailable
 from ..redact import redact_url
@@ -56,6 +58,8 @@ from .background import Background
 from .base import _RANK, ErrorInfo, TaskState, TaskStatus
 from .listener import Listener, wait_terminal
 from .redis_listener import redis_session
+from .redis_pipeline import ScriptPipeline
+from .redis_wire import RedisWire
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -66,8 +70,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskq.results")
 
 # KEYS: task hash, waiters set. ARGV: status, terminal (0|1), attempt, rank, now, ttl_ms
-# (0 = keep), the encoded state to publish if terminal, then field/value pairs. The comparison
-# mirrors TaskState.supersedes.
+# (0 = keep), the encoded state to publish if terminal, the other fields as one msgpack map
+# (one argument instead of sixteen: each argument costs the client encoding time). The
+# comparison mirrors TaskState.supersedes.
 _RECORD = """
 local cur = redis.call('HMGET', KEYS[1], 'terminal', 'attempt', 'rank')
 if cur[1] then
@@ -78,8 +83,13 @@ if cur[1] then
     if new_attempt == old_attempt and tonumber(ARGV[4]) < tonumber(cur[3]) then return 0 end
   end
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'terminal', ARGV[2], 'attempt', ARGV[3],
-           'rank', ARGV[4], 'updated_at', ARGV[5], unpack(ARGV, 8))
+local fields = {'status', ARGV[1], 'terminal', ARGV[2], 'attempt', ARGV[3], 'rank', ARGV[4],
+                'updated_at', ARGV[5]}
+for field, value in pairs(cmsgpack.unpack(ARGV[8])) do
+  fields[#fields + 1] = field
+  fields[#fields + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[1] == 'STARTED' then redis.call('HSETNX', KEYS[1], 'started_at', ARGV[5]) end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[5])
@@ -94,7 +104,8 @@ else redis.call('PERSIST', KEYS[1]) end
 return 1
 """
 
-# KEYS: task hash. ARGV: task name, now, ttl_ms. PENDING only for an unknown task.
+# KEYS: task hash, waiters set. ARGV: task name, now, ttl_ms, this store's channel. PENDING
+# only for an unknown task; the sender registers as a waiter at once (its caller may ask).
 _TRACK = """
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -103,9 +114,16 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   created = 1
 end
 redis.call('HSETNX', KEYS[1], 'sent_at', ARGV[2])
+local registered = 0
+if redis.call('HGET', KEYS[1], 'terminal') ~= '1' then
+  redis.call('SADD', KEYS[2], ARGV[4])
+  if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  else redis.call('PERSIST', KEYS[2]) end
+  registered = 1
+end
 if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3])
 else redis.call('PERSIST', KEYS[1]) end
-return created
+return {created, registered}
 """
 
 # KEYS: task hash, waiters set. ARGV: this store's channel, ttl_ms (0 = keep). Returns the
@@ -170,6 +188,8 @@ class RedisResultStore:
         self._register_script: AsyncScript = self._redis.register_script(_REGISTER)
         self._errors = _redis_errors()
         self._tracking = Background()
+        self._wire = RedisWire(url, settings.connect_timeout)
+        self._scripts = ScriptPipeline(self._wire)
         # Pub/sub on a pool of its own, without redis-py's retries: a retry would reconnect
         # and subscribe again behind the listener's back, hiding that publishes were missed.
         self._pubsub_client: Redis = redis.asyncio.Redis(
@@ -208,6 +228,8 @@ class RedisResultStore:
 
     async def close(self) -> None:
         await self._tracking.cancel()
+        await self._scripts.close()
+        await self._wire.close()
         await self._listener.close()
         await self._close_clients()
 
@@ -220,14 +242,23 @@ class RedisResultStore:
 
     def track(self, task_id: str, task_name: str) -> None:
         # Sync by protocol, so the PENDING write runs in the background; a state written by a
-        # worker first is never overwritten (the script only creates an unknown task).
+        # worker first is never overwritten (the script only creates an unknown task). The
+        # same script registers this store as a waiter: the outcome is published here, and a
+        # caller that asks after it arrived reads nothing (a missed publish, e.g. before the
+        # subscription is confirmed, only means a read at wait time).
+        self._listener.start()
+        self._listener.expect(task_id)
         self._tracking.spawn(self._track(task_id, task_name))
 
     async def _track(self, task_id: str, task_name: str) -> None:
+        keys = [self.key(task_id), self.waiters_key(task_id)]
+        subscribed = self._listener.subscribed  # then the outcome is certain to be published
         try:
-            await self._track_script(
-                keys=[self.key(task_id)], args=[task_name, repr(time.time()), self._ttl_ms]
+            _, registered = await self._scripts(
+                self._track_script, keys, [task_name, repr(time.time()), self._ttl_ms, self.channel]
             )
+            if registered and subscribed:
+                self._listener.registered(task_id)
         except self._errors as exc:
             log.warning(
                 "could not record task %s as PENDING in Redis at %s (the task was sent): %s",
@@ -235,9 +266,11 @@ class RedisResultStore:
             )  # fmt: skip
 
     def forget(self, task_id: str) -> None:
-        """Nothing to drop: states live in Redis until their TTL."""
+        """Stop keeping an early outcome of ``task_id`` (states live in Redis until their TTL)."""
+        self._listener.forget(task_id)
 
     async def reset(self, task_id: str) -> None:
+        self._listener.forget(task_id)
         try:
             await self._redis.delete(self.key(task_id))
         except self._errors as exc:
@@ -254,11 +287,11 @@ class RedisResultStore:
             repr(time.time()),
             self._ttl_ms,
             state.encode() if state.status.terminal else b"",
-            *fields,
+            fields,
         ]
         keys = [self.key(state.task_id), self.waiters_key(state.task_id)]
         try:
-            await self._record_script(keys=keys, args=args)
+            await self._scripts(self._record_script, keys, args)
         except self._errors as exc:
             raise self._unavailable(f"could not record task {state.task_id} in", exc) from None
 
@@ -273,7 +306,7 @@ class RedisResultStore:
         """Ask to be told of ``task_id``'s terminal write; return its state as of now."""
         keys = [self.key(task_id), self.waiters_key(task_id)]
         try:
-            flat = await self._register_script(keys=keys, args=[self.channel, self._ttl_ms])
+            flat = await self._scripts(self._register_script, keys, [self.channel, self._ttl_ms])
         except self._errors as exc:
             raise self._unavailable(f"could not watch task {task_id} in", exc) from None
         return _state(task_id, dict(zip(flat[::2], flat[1::2], strict=True))) if flat else None
@@ -289,27 +322,21 @@ class RedisResultStore:
         )
 
 
-def _fields(state: TaskState) -> list[Any]:
-    """The hash fields of ``state`` as a flat field/value list ("" = none)."""
+def _fields(state: TaskState) -> bytes:
+    """The other hash fields of ``state`` as one msgpack map for the record script ("" =
+    none; old-style raw strings: Redis's Lua msgpack reads no bin type)."""
     error = state.error
-    return [
-        "name",
-        state.task_name,
-        "worker",
-        state.worker or "",
-        "result",
-        codec.pack(state.result),
-        "error_type",
-        error.type if error else "",
-        "error_message",
-        error.message if error else "",
-        "error_traceback",
-        error.traceback if error else "",
-        "progress",
-        "" if state.progress is None else repr(state.progress),
-        "progress_message",
-        state.progress_message or "",
-    ]
+    fields = {
+        "name": state.task_name,
+        "worker": state.worker or "",
+        "result": codec.pack(state.result),
+        "error_type": error.type if error else "",
+        "error_message": error.message if error else "",
+        "error_traceback": error.traceback if error else "",
+        "progress": "" if state.progress is None else repr(state.progress),
+        "progress_message": state.progress_message or "",
+    }
+    return msgpack.packb(fields, use_bin_type=False)  # type: ignore[no-any-return]
 
 
 def _state(task_id: str, raw: Mapping[Any, Any]) -> TaskState:

@@ -302,6 +302,9 @@ class Transport:
                         f"publish failed and the broker did not come back: {exc}"
                     ) from exc
                 log.warning("publish interrupted (%s); retrying after reconnect", exc)
+                if message.resend is not None:  # the first may have arrived: send the copy
+                    message = message.resend()
+                    props = properties(message)
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
         """Publish ``(exchange, routing_key, message)`` items with pipelined confirms.

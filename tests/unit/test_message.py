@@ -282,3 +282,26 @@ def test_truncate_keeps_the_end() -> None:
     assert cut.endswith("TAIL")
     assert "truncated" in cut
     assert len(message.truncate("x" * 100_000)) < message.MAX_HEADER_TEXT + 100
+
+
+def test_a_resent_task_asks_its_worker_to_check_for_an_outcome() -> None:
+    # A publish sent again after a dropped connection may repeat one that arrived and ran.
+    message = Envelope("id-1", "noop", "default", [1], {}, sent_at=2.5).to_message()
+    assert "dd" not in codec.unpack(message.body)[3]
+    assert message.resend is not None
+    again = message.resend()
+    assert codec.unpack(again.body)[3]["dd"] is True
+    assert again.resend is None and again.message_id == message.message_id
+
+
+def test_which_messages_may_repeat_one_that_ran() -> None:
+    from taskq.execution import may_repeat
+
+    fresh = Envelope("id-1", "noop", "default", [], {})
+    assert not may_repeat(fresh)
+    for repeated in (
+        dataclasses.replace(fresh, dedupe=True),  # an explicit or resent ID
+        dataclasses.replace(fresh, deliveries=1),  # delivered before, not finished
+        dataclasses.replace(fresh, attempt=2),  # a retry
+    ):
+        assert may_repeat(repeated)

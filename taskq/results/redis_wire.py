@@ -1,0 +1,160 @@
+"""The Redis store's hot path: script calls pipelined on one connection of its own.
+
+Through redis-py, a script call cost the worker about as much CPU and latency as the round
+trip itself (command packing argument by argument, a pooled connection per call). Here every
+call of an event-loop turn goes out in one write on one connection, RESP2 encoded by hand,
+and the replies (in order, as Redis answers a connection's commands in order) are parsed by
+hiredis. A lost or silent connection fails the calls in flight with ConnectionError or
+TimeoutError (both OSError: the store turns them into ResultUnavailable), and the next call
+connects again. Error replies come back as redis-py's exceptions (NoScriptError for a
+script a restarted Redis forgot), so callers handle them as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from ..redact import redact_url
+
+Command = Sequence[str | bytes | int]
+
+
+def encode(command: Command) -> bytes:
+    """One command as a RESP2 array of bulk strings."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        if isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        else:
+            data = arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _error(reply: Exception) -> Exception:
+    text = str(reply)
+    return NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(replyError=ResponseError)
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            future = self.waiting.popleft()
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_result(_error(reply))  # a reply, not a failure of the connection
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionError("Redis closed the connection")
+        self.fail(ConnectionError(f"Redis connection lost: {self.lost}"))
+
+    def fail(self, exc: BaseException) -> None:
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # its caller may be gone: no "never retrieved"
+
+
+class RedisWire:
+    """Pipelined commands on one Redis connection, opened on first use (see the module doc)."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"not a redis:// URL: {redact_url(url)}")
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 6379
+        self._user = urllib.parse.unquote(parts.username) if parts.username else None
+        self._password = urllib.parse.unquote(parts.password) if parts.password else None
+        self._db = int(parts.path.lstrip("/") or 0) if parts.path.lstrip("/").isdigit() else 0
+        self._ssl = ssl.create_default_context() if parts.scheme == "rediss" else None
+        self._timeout = timeout
+        self._protocol: _Protocol | None = None
+        self._connecting = asyncio.Lock()
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one write; their replies in order (an error reply is returned
+        as an exception instance, not raised). OSError if the connection fails or Redis does
+        not answer within the timeout."""
+        protocol = await self._connection()
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        protocol.waiting.extend(futures)
+        assert protocol.transport is not None
+        protocol.transport.write(b"".join(encode(command) for command in commands))
+        try:
+            async with asyncio.timeout(self._timeout):
+                return [await future for future in futures]
+        except TimeoutError:
+            self._drop(protocol, TimeoutError(f"Redis did not answer within {self._timeout} s"))
+            raise TimeoutError(f"Redis did not answer within {self._timeout} s") from None
+
+    async def _connection(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and protocol.lost is None:
+            return protocol
+        async with self._connecting:
+            if self._protocol is None or self._protocol.lost is not None:
+                self._protocol = await self._connect()
+            return self._protocol
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._timeout):
+            _, protocol = await loop.create_connection(
+                _Protocol, self._host, self._port, ssl=self._ssl
+            )
+        handshake: list[Command] = []
+        if self._password is not None:
+            auth: Command = ["AUTH", self._password]
+            handshake.append(["AUTH", self._user, self._password] if self._user else auth)
+        if self._db:
+            handshake.append(["SELECT", self._db])
+        if handshake:
+            self._protocol = protocol
+            for reply in await self.execute(handshake):
+                if isinstance(reply, Exception):
+                    await self.close()
+                    raise ConnectionError(f"Redis refused the connection: {reply}")
+        return protocol
+
+    def _drop(self, protocol: _Protocol, exc: BaseException) -> None:
+        protocol.lost = exc
+        protocol.fail(exc)
+        if protocol.transport is not None:
+            protocol.transport.abort()
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.lost = protocol.lost or ConnectionError("closed")
+            protocol.fail(ConnectionError("the result store was closed"))
+            protocol.transport.close()
+            with contextlib.suppress(Exception):
+                await asyncio.sleep(0)  # let the transport finish closing
