@@ -64,6 +64,7 @@ class PeriodicEntry:
             sent_at=sent_at,
             scheduled_for=tick,
             ignore_result=config.ignore_result,
+            dedupe=True,  # a deterministic ID: a durable store skips a tick that already ran
         )
 
 
