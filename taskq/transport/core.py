@@ -224,18 +224,44 @@ class Transport:
 
     async def queue_depth(self, queue_name: str) -> QueueDepth | None:
         """Ready messages and consumers of a queue (full name), or None if it does not exist."""
-        out: Link = self._require(self._out, "queue_depth")
-        connection = await out.connection(self.settings.publish_timeout)
-        probe = await connection.channel()  # a failed passive declare closes its channel
         try:
-            ok = await probe.rpc(commands.Queue.Declare(queue=queue_name, passive=True))
+            ok = await self._probe(commands.Queue.Declare(queue=queue_name, passive=True))
         except ChannelClosed as exc:
             if exc.code == NOT_FOUND:
                 return None
             raise BrokerUnavailable(f"lost the broker while asking for {queue_name}") from exc
+        return QueueDepth(queue_name, ok.message_count or 0, ok.consumer_count or 0)
+
+    async def argument_refusal(self, queue_name: str, arguments: dict[str, Any]) -> str | None:
+        """Declare queue ``queue_name`` with ``arguments``: None if the broker agrees, else its
+        refusal (``inequivalent arg 'x-max-priority' ... received '10' but current is '5'``).
+
+        A declare creates a queue that does not exist: ask only about existing queues.
+        """
+        try:
+            await self._probe(_queue_declare(queue_name, arguments))
+        except ChannelClosed as exc:
+            if exc.code == PRECONDITION_FAILED:
+                return str(exc)
+            raise BrokerUnavailable(f"lost the broker while declaring {queue_name}") from exc
+        return None
+
+    async def server_properties(self) -> dict[str, Any]:
+        """What the broker said of itself when the publishing connection opened
+        (``product``, ``version``, ``cluster_name``...)."""
+        out: Link = self._require(self._out, "server_properties")
+        connection = await out.connection(self.settings.publish_timeout)
+        return dict(connection.server_properties)
+
+    async def _probe(self, request: Any) -> Any:
+        """One method on a throwaway channel: a refused declare closes the channel it was on."""
+        out: Link = self._require(self._out, "probe")
+        connection = await out.connection(self.settings.publish_timeout)
+        probe = await connection.channel()
+        try:
+            return await probe.rpc(request)
         finally:
             await probe.close()
-        return QueueDepth(queue_name, ok.message_count or 0, ok.consumer_count or 0)
 
     async def purge(self, queue_name: str) -> int:
         """Remove every ready message from a queue by its full name; return how many."""
