@@ -50,6 +50,8 @@ def parse_version(text: str) -> tuple[int, ...]:
         if digits is None:
             break
         parts.append(int(digits.group()))
+        if digits.end() < len(piece):  # "0-rc": what follows is a pre-release tag
+            break
     return tuple(parts)
 
 
