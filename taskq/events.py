@@ -250,7 +250,9 @@ async def sent(app: App, *sends: Envelope) -> None:
     batch = []
     for envelope in sends:
         fields: dict[str, Any] = {
-            "time": time.time(), **envelope_fields(envelope), "args": args_field(envelope)
+            "time": time.time(),
+            **envelope_fields(envelope),
+            "args": args_field(envelope),
         }
         if envelope.eta is not None:
             fields["eta"] = envelope.eta.isoformat()

@@ -65,9 +65,7 @@ class Settings(BaseSettings):
     quorum_queues: frozenset[str] = Field(
         default=frozenset(), description="work queues that are quorum when queue_type is classic"
     )
-    results: str = Field(
-        default="amqp", description="'amqp', or a redis:// or postgresql:// URL"
-    )
+    results: str = Field(default="amqp", description="'amqp', or a redis:// or postgresql:// URL")
     events: bool = Field(default=False, description="publish task and worker events")
     reply_queue_ttl: float = Field(
         default=300.0,

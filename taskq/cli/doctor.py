@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from typing import Any
 
 from ..app import App
@@ -47,6 +48,10 @@ def register(sub: Any) -> None:
         "--consumer-timeout", type=int, metavar="MS",
         help="the brokers' consumer_timeout in ms, if you know it (0: disabled); not asked then",
     )  # fmt: skip
+    parser.add_argument(
+        "--rabbitmqctl", metavar="COMMAND",
+        help="how to run rabbitmqctl, e.g. 'sudo -u rabbitmq rabbitmqctl' (default: on the PATH)",
+    )  # fmt: skip
     parser.set_defaults(run=run, check=check, opens_app=False)
 
 
@@ -62,7 +67,8 @@ async def run(app: App, args: argparse.Namespace) -> int:
     """Gather, check, print; the App is not opened (the doctor makes its own connection and
     reports a broker that does not answer instead of failing on it)."""
     urls = [u.strip() for given in args.management_url for u in given.split(",") if u.strip()]
-    options = Options(tuple(urls), args.interval, args.node, args.consumer_timeout)
+    command = tuple(shlex.split(args.rabbitmqctl)) if args.rabbitmqctl else ()
+    options = Options(tuple(urls), args.interval, args.node, args.consumer_timeout, command)
     expected = expected_of(app, args.queue)
     snapshot = await gather(app.settings, expected, options)
     findings = diagnose(snapshot, expected)

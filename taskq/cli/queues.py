@@ -52,9 +52,11 @@ async def run(app: App, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"source": source, "queues": rows}, indent=2))
         return ExitCode.OK
-    print(tables.render(
-        ["QUEUE", "READY", "UNACKED", "CONSUMERS"],
-        [(r["name"], r["ready"], r["unacked"], r["consumers"]) for r in rows],
-    ))
+    print(
+        tables.render(
+            ["QUEUE", "READY", "UNACKED", "CONSUMERS"],
+            [(r["name"], r["ready"], r["unacked"], r["consumers"]) for r in rows],
+        )
+    )
     print(f"source: {source}")
     return ExitCode.OK

@@ -48,6 +48,9 @@ class Options:
     """The node ``rabbitmqctl -n`` asks for consumer_timeout (default: the API's node)."""
     consumer_timeout_ms: int | None = None
     """consumer_timeout as the operator knows it (0: disabled): nothing is asked then."""
+    rabbitmqctl: Sequence[str] = ()
+    """The command that runs rabbitmqctl (default: ``rabbitmqctl`` on the PATH); given, it may
+    name its node itself, and ``-n`` is added only when a node is known."""
 
 
 def broker_urls(broker: str) -> list[str]:
@@ -171,15 +174,17 @@ async def consumer_timeouts(
         given = options.consumer_timeout_ms or None
         return ConsumerTimeouts({"all nodes": given}, "--consumer-timeout")
     node = options.node or (overview or {}).get("node")
-    rabbitmqctl = shutil.which("rabbitmqctl")
-    if not node:
-        why = "no node to ask (give --node or reach the management API)"
-    elif rabbitmqctl is None:
+    found = shutil.which("rabbitmqctl")
+    command = list(options.rabbitmqctl) or ([found] if found else [])
+    if not command:
         why = "rabbitmqctl not found"
+    elif not node and not options.rabbitmqctl:
+        why = "no node to ask (give --node or reach the management API)"
     else:
-        per_node, why = await _ask_nodes(rabbitmqctl, str(node))
+        label = " ".join(["rabbitmqctl", *(["-n", str(node)] if node else [])])
+        per_node, why = await _ask_nodes([*command, *label.split()[1:]], label)
         if per_node:
-            return ConsumerTimeouts(per_node, f"rabbitmqctl -n {node}")
+            return ConsumerTimeouts(per_node, f"{label} eval")
     return ConsumerTimeouts(
         {"all nodes": DEFAULT_CONSUMER_TIMEOUT_MS},
         f"RabbitMQ's default, assumed: {why}; give --consumer-timeout MS",
@@ -187,12 +192,10 @@ async def consumer_timeouts(
     )
 
 
-async def _ask_nodes(rabbitmqctl: str, node: str) -> tuple[dict[str, int | None], str]:
-    """``({node: ms or None}, "")``, or ``({}, why not)``."""
+async def _ask_nodes(command: Sequence[str], label: str) -> tuple[dict[str, int | None], str]:
+    """``({node: ms or None}, "")`` from ``command eval ...``, or ``({}, why not)``."""
     process = await asyncio.create_subprocess_exec(
-        rabbitmqctl,
-        "-n",
-        node,
+        *command,
         "eval",
         _EVAL,
         stdout=asyncio.subprocess.PIPE,
@@ -204,11 +207,11 @@ async def _ask_nodes(rabbitmqctl: str, node: str) -> tuple[dict[str, int | None]
     except TimeoutError:
         process.kill()
         await process.wait()
-        return {}, f"rabbitmqctl -n {node} did not answer in 30 s"
+        return {}, f"{label} did not answer in 30 s"
     per_node = parse_eval(out.decode(errors="replace"))
     if process.returncode != 0 or not per_node:
         last = (err or out).decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        return {}, f"rabbitmqctl -n {node} failed: {redact_url(last[0])}"
+        return {}, f"{label} failed: {redact_url(last[0])}"
     return per_node, ""
 
 

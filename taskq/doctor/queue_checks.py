@@ -220,7 +220,7 @@ def _limit_for(
     if not values:
         return None, timeouts.source
     ms, node = min(values)
-    return ms, f"consumer_timeout on {node} ({timeouts.source})"
+    return ms, f"consumer_timeout of {node}, read by {timeouts.source}"
 
 
 def suggested_timeout_ms(task_timeout: float) -> int:

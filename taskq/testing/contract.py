@@ -146,9 +146,9 @@ async def typed_states_round_trip(contract: Contract) -> None:
                                    progress_message="a quarter"), reply_to=None)  # fmt: skip
         started = await reader.get(done)
         assert started is not None, "a recorded state is not visible to another instance"
-        assert (started.status, started.attempt, started.worker) == (
-            TaskStatus.STARTED, 1, "w1"
-        ), started
+        assert (started.status, started.attempt, started.worker) == (TaskStatus.STARTED, 1, "w1"), (
+            started
+        )
         assert (started.progress, started.progress_message) == (0.25, "a quarter"), started
         await writer.record(_state(done, TaskStatus.SUCCESS, result=RICH), reply_to=None)
         success = await reader.get(done)
@@ -491,7 +491,9 @@ async def statuses_progress_and_retries_are_visible(contract: Contract) -> None:
         async def progressed() -> bool:
             info = await handle.info()
             return (info.status, info.progress, info.progress_message) == (
-                TaskStatus.STARTED, 0.5, "half way"
+                TaskStatus.STARTED,
+                0.5,
+                "half way",
             )
 
         await eventually(progressed, what="STARTED with progress 0.5")

@@ -127,8 +127,10 @@ class Transport:
     @property
     def connected(self) -> bool:
         """Whether every opened connection is up now."""
-        return self._out is not None and self._out.connected and (
-            self._in is None or self._in.connected
+        return (
+            self._out is not None
+            and self._out.connected
+            and (self._in is None or self._in.connected)
         )
 
     def _require(self, value: Any, what: str) -> Any:
