@@ -9,11 +9,14 @@ tests; swap :func:`cluster` for a common fixture when there is one.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+import pytest
 
 from tests.support import BROKER, REPO, run_taskq
 
@@ -24,7 +27,7 @@ CLUSTER_ENV = {
     "TASKQ_CLUSTER_NAME": os.environ.get("TASKQ_DOCTOR_CLUSTER_NAME", "doctor"),
     "TASKQ_CLUSTER_PORT_BASE": os.environ.get("TASKQ_DOCTOR_CLUSTER_PORT_BASE", "6700"),
 }
-CLUSTER_SCRIPT = REPO / "scripts" / "cluster.sh"
+CLUSTER_SCRIPT = os.environ.get("TASKQ_DOCTOR_CLUSTER_SCRIPT", str(REPO / "scripts" / "cluster.sh"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +87,7 @@ class Cluster:
 def cluster_script(*args: str, check: bool = True, timeout: float = 300) -> str:
     """Run ``scripts/cluster.sh ARGS`` for this module's cluster; its stdout."""
     done = subprocess.run(
-        ["bash", str(CLUSTER_SCRIPT), *args],
+        ["bash", CLUSTER_SCRIPT, *args],
         env={**os.environ, **CLUSTER_ENV},
         capture_output=True,
         text=True,
@@ -96,9 +99,19 @@ def cluster_script(*args: str, check: bool = True, timeout: float = 300) -> str:
     return done.stdout
 
 
+@pytest.fixture(scope="session")
+def doctor_cluster() -> Iterator[Cluster]:
+    """The doctor's test cluster, started if it is not up, left running afterwards."""
+    yield cluster()
+
+
 def cluster() -> Cluster:
-    """Start the doctor's cluster unless it runs (idempotent), and describe it."""
-    cluster_script("up")
+    """Start the doctor's cluster unless it runs (idempotent), and describe it. A lock file
+    keeps parallel test processes from starting it twice at once."""
+    lock = f"/tmp/{CLUSTER_ENV['TASKQ_CLUSTER_NAME']}-cluster.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        cluster_script("up")
     base = int(CLUSTER_ENV["TASKQ_CLUSTER_PORT_BASE"])
     name = CLUSTER_ENV["TASKQ_CLUSTER_NAME"]
     return Cluster(

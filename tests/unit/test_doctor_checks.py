@@ -3,6 +3,8 @@ answers) and must find the problem staged in them, and stay quiet on a healthy b
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -347,3 +349,35 @@ def test_rabbitmqctl_answer_and_management_candidates() -> None:
     broker = "amqp://u:p@h1:6701/v,amqp://u:p@h2:6702/v"
     assert [c[0] for c in api_candidates(broker, [])] == ["http://h1:15672", "http://h2:15672"]
     assert api_candidates(broker, ["http://x:16701/"]) == [("http://x:16701", "v", "u:p")]
+
+
+def test_recorded_answers_of_a_3_10_cluster() -> None:
+    """Answers recorded from the 3-node test cluster (RabbitMQ 3.10.8), where an App with
+    quorum queues declared its topology from a client connected to node 1: node 1 leads them
+    all (the client-local leader locator). Fresh quorum rows have no counts yet."""
+    fixtures = Path(__file__).parent / "doctor_fixtures"
+
+    def load(name: str) -> Any:
+        return json.loads((fixtures / f"{name}.json").read_text())
+
+    expected = expected_of(App("rec", prefix="rec", queue_type="quorum"))
+    snap = Snapshot(
+        broker="b",
+        api_base="http://localhost:16701",
+        overview=load("overview"),
+        feature_flags=load("feature-flags"),
+        nodes=load("nodes"),
+        queues=load("queues"),
+    )
+    findings = diagnose(snap, expected)
+    status = {f.check: f.status for f in findings}
+    assert status["version"] is Status.WARN and status["feature-flags"] is Status.OK
+    assert status["cluster"] is Status.OK and status["alarms"] is Status.OK
+    assert status["queue-arguments"] is Status.OK and status["unconsumed-queues"] is Status.OK
+    (leaders,) = by_check(findings, "quorum-leaders")
+    assert leaders.status is Status.WARN
+    assert leaders.data["leaders"] == {
+        "doctor1@localhost": 3,
+        "doctor2@localhost": 0,
+        "doctor3@localhost": 0,
+    }
