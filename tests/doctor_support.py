@@ -9,7 +9,6 @@ tests; swap :func:`cluster` for a common fixture when there is one.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import subprocess
@@ -84,6 +83,12 @@ class Cluster:
         return f"bash {CLUSTER_SCRIPT} ctl 1"
 
 
+def all_running() -> bool:
+    """Whether ``cluster.sh status`` shows every node running as a member."""
+    status = cluster_script("status", check=False, timeout=60)
+    return status.count(" running (pid") == 3 and "running:" in status
+
+
 def cluster_script(*args: str, check: bool = True, timeout: float = 300) -> str:
     """Run ``scripts/cluster.sh ARGS`` for this module's cluster; its stdout."""
     done = subprocess.run(
@@ -106,11 +111,8 @@ def doctor_cluster() -> Iterator[Cluster]:
 
 
 def cluster() -> Cluster:
-    """Start the doctor's cluster unless it runs (idempotent), and describe it. A lock file
-    keeps parallel test processes from starting it twice at once."""
-    lock = f"/tmp/{CLUSTER_ENV['TASKQ_CLUSTER_NAME']}-cluster.lock"
-    with open(lock, "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    """Start the doctor's cluster unless all its nodes run, and describe it."""
+    if not all_running():
         cluster_script("up")
     base = int(CLUSTER_ENV["TASKQ_CLUSTER_PORT_BASE"])
     name = CLUSTER_ENV["TASKQ_CLUSTER_NAME"]
