@@ -1,6 +1,7 @@
 """A Connection kept alive: reconnects after a loss and re-subscribes what was consumed.
 
-After a loss the link opens a new connection, retrying every second. It then replays every
+After a loss the link opens a new connection, retrying every second; with several broker
+URLs (a cluster), it tries the node after the one it lost first. It then replays every
 active subscription on a new channel, each after its ``prepare`` step (a declare of what
 the connection took with it, such as an exclusive queue), and only then counts as up again.
 Deliveries received on the lost connection can no longer be acked (their channel is gone);
@@ -13,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from .connection import Channel, ChannelClosed, Connection, OnDelivery, connect
+from .connection import Channel, ChannelClosed, Connection, OnDelivery, connect_any
+from .endpoints import Endpoint
 
 log = logging.getLogger("taskq.transport")
 
@@ -49,10 +51,12 @@ class _Subscription:
 
 
 class Link:
-    """One AMQP connection to ``url`` that comes back after a loss (see the module doc)."""
+    """One AMQP connection to one of ``endpoints`` that comes back after a loss (see the
+    module doc)."""
 
-    def __init__(self, url: str, name: str, connect_timeout: float) -> None:
-        self.url = url
+    def __init__(self, endpoints: Sequence[Endpoint], name: str, connect_timeout: float) -> None:
+        self.endpoints = tuple(endpoints)
+        self._at = 0  # index of the endpoint of the current (or last) connection
         self.name = name
         self._timeout = connect_timeout
         self._connection: Connection | None = None
@@ -68,7 +72,7 @@ class Link:
 
     async def start(self) -> None:
         """Connect (BrokerUnavailable if the broker cannot be reached now)."""
-        self._connection = await connect(self.url, self.name, self._timeout)
+        self._connection, self._at = await connect_any(self.endpoints, self.name, self._timeout)
         self._up.set()
         self._keeper = asyncio.ensure_future(self._keep())
 
@@ -143,7 +147,9 @@ class Link:
     async def _reconnect(self) -> Connection | None:
         """A new connection with every active subscription on it, or None (try again)."""
         try:
-            connection = await connect(self.url, self.name, self._timeout)
+            connection, self._at = await connect_any(
+                self.endpoints, self.name, self._timeout, first=self._at + 1
+            )
         except Exception as exc:
             log.warning("reconnecting %s failed (%s); retrying", self.name, exc)
             return None
