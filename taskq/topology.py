@@ -189,14 +189,16 @@ def delay_level_arguments(names: Names, level: int, *, quorum: bool) -> dict[str
     return args
 
 
-def reply_queue_arguments(expires: float) -> dict[str, Any]:
-    """Arguments of a client's reply queue: classic, removed by the broker once unused for
-    ``expires`` seconds (durable, so that it outlives a reconnect of its client)."""
-    return {"x-queue-type": "classic", "x-expires": max(1, int(expires * 1000))}
-
-
 def _classic_or_quorum(quorum: bool) -> dict[str, Any]:
     return _quorum_arguments() if quorum else {"x-queue-type": "classic"}
+
+
+def reply_queue_arguments(expires: float, quorum: bool = False) -> dict[str, Any]:
+    """Arguments of a client's reply queue: removed by the broker once unused for
+    ``expires`` seconds (durable, so that it outlives a reconnect of its client). Quorum when
+    the App's work queues are: a classic queue is gone while its node is down, and with it
+    the replies of every caller that was connected there."""
+    return {**_classic_or_quorum(quorum), "x-expires": max(1, int(expires * 1000))}
 
 
 def beat_lease_arguments(quorum: bool = False) -> dict[str, Any]:

@@ -390,7 +390,7 @@ class Transport:
         ``on_lost(new name)`` is called so that waiters learn it at once. Returns a cancel
         function.
         """
-        arguments = topology.reply_queue_arguments(expires)
+        arguments = topology.reply_queue_arguments(expires, self.settings.any_quorum)
         current, reconnected = queue_name, False
 
         async def declare(channel: Channel) -> str:

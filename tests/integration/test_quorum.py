@@ -49,6 +49,11 @@ async def test_round_trip_and_delay_on_quorum_queues(app: App) -> None:
         sent = time.time()
         handle = await app.tasks["arrive"].options(countdown=0.5).delay()
         assert await handle.result(timeout=15) >= sent + 0.5 - 0.005
+        open_queues = await queues_of(app.settings.prefix)
+        replies = [
+            q for n, q in open_queues.items() if n.startswith(f"{app.settings.prefix}.reply.")
+        ]
+        assert replies and all(q["type"] == "quorum" for q in replies)
 
     names = app.names
     queues = await queues_of(app.settings.prefix)
@@ -59,6 +64,7 @@ async def test_round_trip_and_delay_on_quorum_queues(app: App) -> None:
     assert work["args"]["x-delivery-limit"] == 100
     assert work["args"]["x-dead-letter-strategy"] == "at-least-once"
     assert queues[names.dead_queue("default")]["type"] == "quorum"
+
     for level in (0, 9, 35):
         delay = queues[names.delay_level(level)]
         assert delay["type"] == "quorum"

@@ -65,6 +65,11 @@ def test_dead_queue_arguments() -> None:
     assert "x-dead-letter-exchange" not in quorum
 
 
+def test_reply_queue_arguments() -> None:
+    assert topology.reply_queue_arguments(2.5) == {"x-queue-type": "classic", "x-expires": 2500}
+    assert topology.reply_queue_arguments(2.5, quorum=True)["x-queue-type"] == "quorum"
+
+
 def test_beat_queues_follow_the_work_queues_type() -> None:
     assert topology.beat_lease_arguments()["x-queue-type"] == "classic"
     lease = topology.beat_lease_arguments(quorum=True)
