@@ -70,6 +70,9 @@ class Channel:
         self.number = number
         self.is_closed = False
         self.closing: asyncio.Future[ChannelClosed] = asyncio.get_running_loop().create_future()
+        self.consumer_stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        """Resolved (with why) when the consumer stops without taskq asking: the broker
+        cancelled it, or the channel closed."""
         self.consumer: OnDelivery | None = None
         self.consumer_tag: str | None = None
         self.queue = ""
@@ -135,8 +138,11 @@ class Channel:
             self.connection.write(frames.marshal(self.number, commands.Channel.CloseOk()))
             self.closed(_closed_by(value))
         elif isinstance(value, commands.Basic.Cancel):
-            log.warning("the broker cancelled the consumer of %s (queue deleted?)", self.queue)
-            self.closed(ChannelClosed(f"consumer of {self.queue} cancelled by the broker"))
+            # The queue was deleted, or its node went down. The channel stays open: running
+            # tasks still ack on it. Whoever consumes (taskq.transport.link) consumes again.
+            self.consumer_tag = None
+            if not self.consumer_stopped.done():
+                self.consumer_stopped.set_result("cancelled by the broker")
         elif self._reply is not None and not self._reply.done():
             self._reply.set_result(value)
 
@@ -217,6 +223,8 @@ class Channel:
                 future.set_exception(exc)
         if not self.closing.done():
             self.closing.set_result(exc)
+        if not self.consumer_stopped.done():
+            self.consumer_stopped.set_result(f"channel closed: {exc}")
         self.connection.forget(self.number)
 
     async def close(self) -> None:

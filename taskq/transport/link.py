@@ -22,6 +22,7 @@ from .endpoints import Endpoint
 log = logging.getLogger("taskq.transport")
 
 RECONNECT_INTERVAL = 1.0
+MAX_RESUBSCRIBE_PAUSE = 30.0
 Prepare = Callable[[Channel], Awaitable[str | None]]
 """Run on a subscription's new channel before it consumes; may return another queue name to
 consume from now on."""
@@ -63,6 +64,7 @@ class Link:
         self._up = asyncio.Event()
         self._subscriptions: list[_Subscription] = []
         self._keeper: asyncio.Task[None] | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
         self._closing = False
 
     @property
@@ -127,6 +129,36 @@ class Link:
             prefetch=subscription.prefetch, acks=subscription.acks,
         )  # fmt: skip
         subscription.channel = channel
+        watcher = asyncio.ensure_future(self._watch(connection, subscription, channel))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(
+        self, connection: Connection, subscription: _Subscription, channel: Channel
+    ) -> None:
+        """Consume again when a consumer stops while its connection stays up (the broker
+        cancelled it, or closed its channel on an error): a worker must not go on looking
+        alive while it no longer consumes a queue. A lost connection is left to _keep."""
+        reason: object = await asyncio.shield(channel.consumer_stopped)
+        pause = RECONNECT_INTERVAL
+
+        def still_needed() -> bool:
+            return (subscription.active and not self._closing and subscription.channel is channel
+                    and not connection.closed.done())  # fmt: skip
+
+        while still_needed():
+            log.warning("the consumer of %s stopped (%s); consuming it again in %.0f s",
+                        subscription.queue, reason, pause)  # fmt: skip
+            await asyncio.sleep(pause)
+            if not still_needed():
+                return
+            try:
+                await self._open(connection, subscription)
+            except Exception as exc:
+                reason, pause = exc, min(pause * 2, MAX_RESUBSCRIBE_PAUSE)
+            else:
+                log.info("consuming %s again", subscription.queue)
+                return
 
     async def _keep(self) -> None:
         while not self._closing:
@@ -169,10 +201,11 @@ class Link:
         """Close the connection and stop reconnecting (idempotent)."""
         self._closing = True
         self._up.set()  # wake waiters: they find the link closed
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+        for task in [self._keeper, *self._watchers]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
