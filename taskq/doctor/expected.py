@@ -57,7 +57,9 @@ def expected_of(app: App, extra_queues: Iterable[str] = ()) -> Expected:
             max_priority=settings.max_priority,
             queue_type=settings.queue_type_of(queue),
         )
-        arguments[names.dead_queue(queue)] = topology.dead_queue_arguments()
+        arguments[names.dead_queue(queue)] = topology.dead_queue_arguments(
+            settings.queue_type_of(queue)
+        )
     for level in range(topology.DELAY_LEVELS):
         arguments[names.delay_level(level)] = topology.delay_level_arguments(
             names, level, quorum=settings.any_quorum

@@ -19,6 +19,7 @@ from ..queue_depths import api_error, get_json, management_url, vhost_path
 from ..redact import redact_url
 from ..settings import Settings
 from ..transport import Transport
+from ..transport.endpoints import split_urls
 from .expected import Expected
 from .snapshot import ConsumerTimeouts, DeadSamples, Depth, Snapshot
 
@@ -53,14 +54,9 @@ class Options:
     name its node itself, and ``-n`` is added only when a node is known."""
 
 
-def broker_urls(broker: str) -> list[str]:
-    """The broker URLs of a setting that may list several, comma-separated."""
-    return [url.strip() for url in broker.split(",") if url.strip()]
-
-
 def api_candidates(broker: str, explicit: Sequence[str]) -> list[tuple[str, str, str]]:
     """``(base, vhost, credentials)`` of each management API to try, in order."""
-    urls = broker_urls(broker) or [broker]
+    urls = split_urls(broker)
     if explicit:
         return [management_url(urls[0], base) for base in explicit]
     return list(dict.fromkeys(management_url(url) for url in urls))
@@ -88,7 +84,7 @@ async def gather(settings: Settings, expected: Expected, options: Options) -> Sn
         await transport.close()
     timeouts = await consumer_timeouts(options, api.get("overview"))
     return Snapshot(
-        broker=redact_url(broker_urls(settings.broker)[0] if settings.broker else ""),
+        broker=redact_url(settings.broker),
         amqp_error=amqp_error,
         dead_samples=samples,
         consumer_timeouts=timeouts,

@@ -55,8 +55,8 @@ async def doctor(
 async def until(cluster: Cluster, prefix: str, found: Any, what: str, *args: str) -> Report:
     """Run the doctor until ``found(report)`` (the API's node stats lag a few seconds)."""
 
-    async def attempt() -> Report | None:
-        report = await doctor(cluster, prefix, *args)
+    async def attempt() -> Report | None:  # no rabbitmqctl: consumer_timeout is not the point
+        report = await doctor(cluster, prefix, "--consumer-timeout", "0", *args)
         return report if found(report) else None
 
     result: Report = await eventually(attempt, timeout=60, interval=1, what=what)
@@ -66,26 +66,36 @@ async def until(cluster: Cluster, prefix: str, found: Any, what: str, *args: str
 async def test_a_healthy_cluster_and_leaders_all_on_one_node(
     cluster: Cluster, prefix: str, cleanup: None
 ) -> None:
-    # An App with quorum queues declares them from a client on node 1: with RabbitMQ's
-    # client-local leader locator, node 1 leads all 38 (2 work queues, 36 delay levels).
+    # taskq declares quorum queues with the balanced leader locator; queues of the prefix
+    # declared by another program from a client on node 1 (client-local) are all led there.
     async with App("doc", broker=cluster.urls[0], prefix=prefix, queue_type="quorum") as app:
-        for queue in ("default", "slow"):
-            await app.transport.declare_work_queue(queue)
-        await app.transport.declare_delay_levels()
-    report = await doctor(
-        cluster, prefix, "--consumer-timeout", "0", env={"TASKQ_QUEUE_TYPE": "quorum"}
-    )
+        await app.transport.declare_work_queue("default")
+    piled = [f"{prefix}.q.pile{i}" for i in range(6)]
+    async with await aio_pika.connect(cluster.urls[0]) as connection:
+        channel = await connection.channel()
+        for name in piled:
+            await channel.declare_queue(
+                name,
+                durable=True,
+                arguments={"x-queue-type": "quorum", "x-queue-leader-locator": "client-local"},
+            )
+    try:
+        report = await doctor(
+            cluster, prefix, "--consumer-timeout", "0", env={"TASKQ_QUEUE_TYPE": "quorum"}
+        )
+    finally:
+        async with await aio_pika.connect(cluster.urls[0]) as connection:
+            channel = await connection.channel()
+            for name in piled:
+                await channel.queue_delete(name)
     assert report.status("management-api") == {"ok"} and report.status("cluster") == {"ok"}
     assert report.of("cluster")[0]["data"]["nodes"] == cluster.nodes
     assert report.status("feature-flags") == {"ok"} and report.status("alarms") == {"ok"}
     assert report.status("queue-arguments") == {"ok"}
     (leaders,) = report.of("quorum-leaders")
     assert leaders["status"] == "warn"
-    assert leaders["data"]["leaders"] == {
-        cluster.nodes[0]: 38,
-        cluster.nodes[1]: 0,
-        cluster.nodes[2]: 0,
-    }
+    counts = leaders["data"]["leaders"]
+    assert counts[cluster.nodes[0]] >= 6 and counts[cluster.nodes[0]] > leaders["data"]["limit"]
     assert report.code == 0  # warnings only (the version and the leaders)
 
 
@@ -110,6 +120,7 @@ async def test_drift_and_ready_messages_without_consumers_fail(
 
 
 @pytest.mark.serial
+@pytest.mark.timeout(300)
 async def test_a_stopped_member_fails(cluster: Cluster, prefix: str) -> None:
     cluster.ctl(3, "stop_app")
     try:
@@ -125,6 +136,7 @@ async def test_a_stopped_member_fails(cluster: Cluster, prefix: str) -> None:
 
 
 @pytest.mark.serial
+@pytest.mark.timeout(300)
 async def test_memory_and_disk_alarms_fail(cluster: Cluster, prefix: str) -> None:
     cluster.ctl(2, "set_vm_memory_high_watermark", "0.00001")
     cluster.ctl(3, "set_disk_free_limit", "100000GB")

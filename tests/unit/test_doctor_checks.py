@@ -169,7 +169,7 @@ def test_memory_and_disk_alarms_fail(expected: Expected) -> None:
 def test_leaders_all_on_one_node_warn_and_a_leaderless_queue_fails(expected: Expected) -> None:
     rows = healthy_queues(expected)
     quorum = [r for r in rows if r["type"] == "quorum"]
-    assert len(quorum) == 38  # 2 work queues and 36 delay levels
+    assert len(quorum) == 40  # 2 work queues, their 2 dead queues and 36 delay levels
     for row in quorum:
         row["leader"] = NODES[0]
     quorum[0]["leader"] = NODES[2] + "-gone"
@@ -177,8 +177,8 @@ def test_leaders_all_on_one_node_warn_and_a_leaderless_queue_fails(expected: Exp
     statuses = sorted(f.status for f in findings)
     assert statuses == [Status.FAIL, Status.WARN]
     heavy = next(f for f in findings if f.status is Status.WARN)
-    assert heavy.data["leaders"] == {NODES[0]: 37, NODES[1]: 0, NODES[2]: 0}
-    assert heavy.data["limit"] == leader_limit(38, 3) == 14
+    assert heavy.data["leaders"] == {NODES[0]: 39, NODES[1]: 0, NODES[2]: 0}
+    assert heavy.data["limit"] == leader_limit(40, 3) == 15
     assert "rabbitmq-queues rebalance quorum" in heavy.detail
 
 
@@ -191,7 +191,7 @@ def test_leaders_ignore_other_prefixes_and_a_stopped_node(expected: Expected) ->
     (found,) = by_check(
         diagnose(snapshot(expected, queues=rows, nodes=nodes), expected), "quorum-leaders"
     )
-    assert found.status is Status.OK and found.data["leaders"] == {NODES[0]: 19, NODES[1]: 19}
+    assert found.status is Status.OK and found.data["leaders"] == {NODES[0]: 20, NODES[1]: 20}
 
 
 def test_drifted_arguments_fail_with_both_values() -> None:
@@ -353,8 +353,10 @@ def test_rabbitmqctl_answer_and_management_candidates() -> None:
 
 def test_recorded_answers_of_a_3_10_cluster() -> None:
     """Answers recorded from the 3-node test cluster (RabbitMQ 3.10.8), where an App with
-    quorum queues declared its topology from a client connected to node 1: node 1 leads them
-    all (the client-local leader locator). Fresh quorum rows have no counts yet."""
+    quorum queues declared its topology from a client connected to node 1, before taskq set
+    the balanced leader locator and made dead queues quorum: node 1 leads them all (the
+    client-local locator), and the classic dead queue has drifted from what taskq declares
+    now. Fresh quorum rows have no counts yet."""
     fixtures = Path(__file__).parent / "doctor_fixtures"
 
     def load(name: str) -> Any:
@@ -373,7 +375,12 @@ def test_recorded_answers_of_a_3_10_cluster() -> None:
     status = {f.check: f.status for f in findings}
     assert status["version"] is Status.WARN and status["feature-flags"] is Status.OK
     assert status["cluster"] is Status.OK and status["alarms"] is Status.OK
-    assert status["queue-arguments"] is Status.OK and status["unconsumed-queues"] is Status.OK
+    assert status["unconsumed-queues"] is Status.OK
+    drift = {f.data["queue"]: f for f in by_check(findings, "queue-arguments")}
+    assert {f.status for f in drift.values()} == {Status.FAIL}
+    dead = drift["rec.q.default.dead"].data["differences"]
+    assert dead["x-queue-type"] == {"app": "quorum", "broker": "classic"}
+    assert drift["rec.q.default"].data["differences"]["x-delivery-limit"]["broker"] is None
     (leaders,) = by_check(findings, "quorum-leaders")
     assert leaders.status is Status.WARN
     assert leaders.data["leaders"] == {
