@@ -1,8 +1,8 @@
 """``taskq doctor``: check the broker, the cluster and the App's queues; say what to fix.
 
 Exit codes (its own, see taskq.doctor.findings): 0 healthy (warnings allowed unless
-``--strict``), 1 a check failed, 2 neither the broker nor its management API answered (and,
-as for every command, bad flags or an App that cannot be imported). See
+``--strict``), 1 a check failed, 3 neither the broker nor its management API answered; 2, as
+for every command, bad flags or an App that cannot be imported. See
 docs/operations/doctor.md.
 """
 
@@ -89,5 +89,5 @@ def render_table(findings: list[Finding], code: int) -> str:
     )
     failed = sum(f.status is Status.FAIL for f in findings)
     warned = sum(f.status is Status.WARN for f in findings)
-    verdict = {0: "healthy", 1: "unhealthy", 2: "unreachable"}.get(code, "unhealthy")
+    verdict = {0: "healthy", 1: "unhealthy", 3: "unreachable"}.get(code, "unhealthy")
     return redact_url(f"{table}\n{verdict}: {failed} failed, {warned} warnings")

@@ -51,7 +51,7 @@ def fail(check: str, detail: str, **data: Any) -> Finding:
     return Finding(check, Status.FAIL, detail, data)
 
 
-HEALTHY, UNHEALTHY, UNREACHABLE = 0, 1, 2
+HEALTHY, UNHEALTHY, UNREACHABLE = 0, 1, 3  # 3: as every taskq command says "broker unreachable"
 """Exit codes of ``taskq doctor``: healthy, some check failed, nothing could be reached."""
 
 

@@ -1,7 +1,7 @@
 """``taskq doctor`` on the shared broker, which has no management API: the AMQP-only checks
 find what is staged (ready messages without a consumer, arguments that drifted, a growing
 dead-letter queue, a task timeout over consumer_timeout), the API is reported unreachable,
-and a broker that does not answer at all is exit 2 without its password in the output."""
+and a broker that does not answer at all is exit 3 without its password in the output."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ async def test_nothing_answering_is_exit_2_and_shows_no_password(prefix: str) ->
     secret = "pw-never-shown-9"
     broker = f"amqp://guest:{secret}@127.0.0.1:1/"
     report = await run_doctor(prefix, *NO_API, broker=broker, env={"TASKQ_CONNECT_TIMEOUT": "2"})
-    assert report.code == 2
+    assert report.code == 3
     assert [f["check"] for f in report.findings] == ["amqp", "management-api"]
     assert report.of("amqp")[0]["status"] == "fail"
     assert secret not in report.out + report.err

@@ -327,7 +327,7 @@ def test_nothing_reachable_is_exit_2() -> None:
     snap = Snapshot(broker="b", amqp_error="refused", api_error="refused")
     findings = diagnose(snap, expected_of(make_app()))
     assert [f.check for f in findings] == ["amqp", "management-api"]
-    assert exit_code(findings, reachable=snap.reachable) == 2
+    assert exit_code(findings, reachable=snap.reachable) == 3
 
 
 def test_exit_codes() -> None:
