@@ -174,7 +174,7 @@ class App:
         retry: RetryPolicy | None = None,
     ) -> _TaskDecorator:
         """Register ``func`` as a task (``.delay()`` still works) that a scheduler sends on a
-        schedule with ``args`` and ``kwargs`` (see taskq.periodic and docs/periodic.md).
+        schedule with ``args`` and ``kwargs`` (see taskq.periodic and docs/operations/periodic.md).
 
         ``every`` (seconds, or a timedelta, at least 1 s) ticks on multiples of the interval
         since the Unix epoch, or since ``start``; ``cron`` (five fields) ticks in

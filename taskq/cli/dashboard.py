@@ -1,4 +1,4 @@
-"""``taskq dashboard``: serve the web dashboard (see taskq.dashboard and docs/dashboard.md).
+"""``taskq dashboard``: serve the web dashboard (taskq.dashboard, docs/operations/dashboard.md).
 
 Needs the ``dashboard`` extra (``pip install 'taskq[dashboard]'``). Listens on 127.0.0.1:5555
 by default; on any other address it refuses to start without ``--token`` (exit 2). Stops
