@@ -4,6 +4,7 @@ real broker."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import aio_pika
@@ -12,6 +13,8 @@ import pytest
 
 from taskq.topology import Names, every_name
 from tests.support import BROKER, REPO
+
+SAMPLE = REPO / "examples" / "testing_plugin"
 
 TASKS = f"""
 import asyncio
@@ -190,10 +193,20 @@ def test_the_fixtures_are_listed_with_their_docs(pytester: pytest.Pytester) -> N
 def test_the_sample_project_passes_its_tests(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project = REPO / "examples" / "testing_plugin"
-    shutil.copytree(project, pytester.path, dirs_exist_ok=True)
+    shutil.copytree(SAMPLE, pytester.path, dirs_exist_ok=True)
     monkeypatch.setenv("TASKQ_BROKER", BROKER)
 
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
 
     result.assert_outcomes(passed=5)
+
+
+def test_the_guide_shows_the_sample_project_as_it_is() -> None:
+    """Each block of docs/guide/testing.md whose first line is ``# PATH`` is that file of the
+    sample project, whole: the guide cannot drift from what the test above runs."""
+    guide = (REPO / "docs" / "guide" / "testing.md").read_text()
+    blocks = re.findall(r"```\w+\n# (\S+)\n(.*?)```", guide, flags=re.DOTALL)
+    shown = dict(blocks)
+    assert set(shown) == {"tasks.py", "pyproject.toml", "tests/test_tasks.py"}, set(shown)
+    for path, text in shown.items():
+        assert text == (SAMPLE / path).read_text(), f"the guide's {path} is not the sample's"
