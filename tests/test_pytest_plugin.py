@@ -152,6 +152,47 @@ async def test_the_fixtures_run_a_users_tasks_and_clean_up(
         assert await gone(prefix) == [], f"left behind under {prefix}"
 
 
+SYNC_USER_TESTS = """
+import pathlib
+
+from tasks import add, app, hang
+
+
+def test_add(taskq_sync_client, taskq_sync_worker, taskq_outcome_sync, taskq_prefix):
+    pathlib.Path("prefixes.txt").write_text(taskq_prefix)
+    assert taskq_sync_client is app.sync and app.settings.prefix == taskq_prefix
+    handle = app.sync.send(add, 2, 3)  # what code under test that uses app.sync does
+    assert taskq_outcome_sync(handle, timeout=10) == 5
+
+
+def test_started_at_the_deadline(taskq_sync_client, taskq_sync_worker, taskq_outcome_sync):
+    taskq_outcome_sync(taskq_sync_client.send(hang), timeout=0.5)
+
+
+def test_the_app_has_its_own_prefix_back():
+    assert app.settings.prefix == "taskq"
+"""
+
+
+async def test_the_sync_fixtures_run_a_users_tasks_and_clean_up(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(tasks=TASKS, test_user=SYNC_USER_TESTS)
+    pytester.makeini("[pytest]\ntaskq_app = tasks:app\nfilterwarnings = error\n")
+
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:asyncio", timeout=120
+    )
+
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: task hang[[]*[]] did not finish within 0.5 s: at the deadline "
+            "it was STARTED: worker plugin-user@* runs attempt 1",
+        ]
+    )
+    prefix = (pytester.path / "prefixes.txt").read_text()
+    assert await gone(prefix) == [], f"left behind under {prefix}"
+
+
 def test_without_an_app_the_fixtures_say_how_to_name_one(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -159,6 +200,9 @@ def test_without_an_app_the_fixtures_say_how_to_name_one(pytester: pytest.Pytest
             pass
 
         async def test_needs_the_app(taskq_client):
+            pass
+
+        def test_needs_the_app_too(taskq_sync_client):
             pass
         """
     )
@@ -168,9 +212,30 @@ def test_without_an_app_the_fixtures_say_how_to_name_one(pytester: pytest.Pytest
 
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
 
-    result.assert_outcomes(passed=1, errors=1)
+    result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(
         ['*taskq\'s fixtures do not know your App: set the ini option `taskq_app = "module:app"`*']
+    )
+
+
+def test_without_pytest_asyncio_the_async_fixtures_say_what_to_install(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_needs_an_event_loop(taskq_worker):
+            pass
+        """
+    )
+    # A project without pytest-asyncio, as the plugin sees it: the import fails.
+    pytester.makepyfile(block_pytest_asyncio="import sys\n\nsys.modules['pytest_asyncio'] = None\n")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:asyncio", "-p", "block_pytest_asyncio", timeout=60
+    )
+
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*taskq's taskq_worker fixture needs pytest-asyncio: pip install pytest-asyncio*"]
     )
 
 

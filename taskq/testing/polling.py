@@ -11,6 +11,7 @@ from typing import TypeVar
 from ..exceptions import ResultTimeout
 from ..handle import TaskHandle
 from ..results.base import TaskState, TaskStatus
+from ..sync import SyncHandle
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,8 +48,22 @@ async def outcome(handle: TaskHandle[R], timeout: float = 10.0) -> R:
         return await handle.result(timeout=timeout)
     except ResultTimeout:
         state = await handle.info()
-    raise AssertionError(
-        f"task {handle.task_name}[{handle.id}] did not finish within {timeout} s: "
+    raise AssertionError(unfinished(handle.task_name, handle.id, timeout, state))
+
+
+def outcome_sync(handle: SyncHandle[R], timeout: float = 10.0) -> R:
+    """``outcome`` for a handle of the sync facade (``app.sync.send(...)``), blocking."""
+    try:
+        return handle.result(timeout=timeout)
+    except ResultTimeout:
+        state = handle.info()
+    raise AssertionError(unfinished(handle.task_name, handle.id, timeout, state))
+
+
+def unfinished(task_name: str, task_id: str, timeout: float, state: TaskState) -> str:
+    """What to say about a task that did not finish within ``timeout`` seconds."""
+    return (
+        f"task {task_name}[{task_id}] did not finish within {timeout} s: "
         f"at the deadline it was {describe(state)}"
     )
 

@@ -14,7 +14,9 @@ defaults to ``app``), or override the ``taskq_app`` fixture in a conftest.py. Th
   gracefully afterwards;
 - ``taskq_outcome``: ``await taskq_outcome(handle, timeout=10)``, the result, or an
   AssertionError that says what the task's status was at the deadline;
-- ``taskq_wait_for``: ``await taskq_wait_for(check, timeout=15)``, polls an async check.
+- ``taskq_wait_for``: ``await taskq_wait_for(check, timeout=15)``, polls an async check;
+- ``taskq_sync_client``, ``taskq_sync_worker``, ``taskq_outcome_sync``: the same for tests
+  without an event loop, through the App's sync facade (``app.sync``).
 
 The async fixtures need pytest-asyncio (0.23 or later), in ``auto`` or ``strict`` mode, with
 the tests and fixtures on one event loop (its default: one loop per test).
@@ -22,7 +24,9 @@ the tests and fixtures on one event loop (its default: one loop per test).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
@@ -30,6 +34,7 @@ import pytest
 if TYPE_CHECKING:
     from ..app import App
     from ..handle import TaskHandle
+    from ..sync import SyncClient, SyncHandle
     from ..worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,6 +70,12 @@ class AwaitOutcome(Protocol):
     """The type of the ``taskq_outcome`` fixture (taskq.testing.polling.outcome)."""
 
     async def __call__(self, handle: TaskHandle[R], timeout: float = ...) -> R: ...
+
+
+class OutcomeSync(Protocol):
+    """The type of the ``taskq_outcome_sync`` fixture (taskq.testing.polling.outcome_sync)."""
+
+    def __call__(self, handle: SyncHandle[R], timeout: float = ...) -> R: ...
 
 
 class WaitFor(Protocol):
@@ -163,3 +174,54 @@ def taskq_wait_for() -> WaitFor:
     from .polling import eventually
 
     return eventually
+
+
+# -- tests without an event loop -------------------------------------------------------------
+
+
+@pytest.fixture
+def taskq_sync_client(taskq_app: App, taskq_prefix: str) -> Iterator[SyncClient]:
+    """For a test without an event loop: your App under ``taskq_prefix`` and its sync facade
+    (``app.sync``, also what your own code gets from it), open on its own loop thread.
+
+    Send with ``taskq_sync_client.send(add, 2, 3)``. Afterwards the facade is closed (and the
+    App with it), the prefix's queues and exchanges are deleted, and the App gets its own
+    prefix back.
+    """
+    from .isolation import delete_topology, prefixed, queues_of
+
+    with prefixed(taskq_app, taskq_prefix):
+        client = taskq_app.sync
+        try:
+            yield client
+        finally:
+            client.close()
+            asyncio.run(delete_topology(taskq_app.settings, queues_of(taskq_app)))
+
+
+@pytest.fixture
+def taskq_sync_worker(taskq_sync_client: SyncClient) -> Iterator[Worker]:
+    """``taskq_worker`` for a test without an event loop: a real Worker running on the loop
+    thread of ``taskq_sync_client``, stopped gracefully afterwards."""
+    from ..worker import Worker
+    from .worker import running
+
+    block = contextlib.AsyncExitStack()
+
+    async def start() -> Worker:
+        return await block.enter_async_context(running(Worker(taskq_sync_client.app)))
+
+    worker = taskq_sync_client.run(start())
+    try:
+        yield worker
+    finally:
+        taskq_sync_client.run(block.aclose())
+
+
+@pytest.fixture
+def taskq_outcome_sync() -> OutcomeSync:
+    """``taskq_outcome_sync(handle, timeout=10)``: ``taskq_outcome`` for a handle of the sync
+    facade, blocking (see taskq.testing.polling.outcome_sync)."""
+    from .polling import outcome_sync
+
+    return outcome_sync
