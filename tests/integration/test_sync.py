@@ -122,9 +122,7 @@ async def test_close_releases_a_waiting_caller(worker_app: App, prefix: str) -> 
     assert not sync_threads()
 
 
-async def test_a_wait_past_its_timeout_raises_result_timeout(
-    worker_app: App, prefix: str
-) -> None:
+async def test_a_wait_past_its_timeout_raises_result_timeout(worker_app: App, prefix: str) -> None:
     """ResultTimeout is a TimeoutError, as the facade's own poll timeout is since Python 3.11:
     the facade once took it for its own and waited again, forever."""
     client = make_app(prefix).sync
