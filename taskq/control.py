@@ -43,12 +43,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .exceptions import BrokerError, DecodeError
+from .exceptions import BrokerError, ConfigurationError, DecodeError
 from .execution import ActiveTask
 from .message import OutgoingMessage, envelope_of
 from .redact import call_repr
 from .topology import Names
 from .transport import Delivery, Transport
+from .transport.connection import RESOURCE_LOCKED, ChannelClosed
 from .transport.endpoints import parse_endpoint, split_urls
 
 if TYPE_CHECKING:
@@ -123,9 +124,16 @@ async def serve(worker: WorkerView, transport: Transport, names: Names) -> None:
     connection closes (the exclusive queue goes with it), and hold its presence queue."""
     await transport.declare_exchange(names.control, "fanout")
     responder = Responder(worker, transport)
-    await transport.consume_bound(
-        control_queue(names.prefix, worker.name), names.control, "", responder.on_request
-    )
+    queue = control_queue(names.prefix, worker.name)
+    try:
+        await transport.consume_bound(queue, names.control, "", responder.on_request)
+    except ChannelClosed as exc:
+        if exc.code == RESOURCE_LOCKED:
+            raise ConfigurationError(
+                f"a worker named {worker.name!r} already runs on this broker and prefix: give "
+                "each worker a name of its own (taskq-worker --name, Worker(name=...))"
+            ) from None
+        raise
     await transport.hold(presence_queue(names.prefix, worker.name), presence_arguments())
 
 

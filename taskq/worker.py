@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import itertools
 import logging
 import os
 import socket
@@ -90,7 +91,7 @@ class Worker:
         self.shutdown_timeout = (
             settings.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
         )
-        self.name = name or f"{app.name}@{socket.gethostname()}.{os.getpid()}"
+        self.name = name or _default_name(app.name)
         check_amqp_name(app.names.prefix + ".control." + self.name, "worker name")
         self.counters = Counters()
         self.events = events.WorkerEvents(self.name, publish=settings.events)
@@ -231,11 +232,13 @@ class Worker:
         await transport.declare_delay_levels()
         async with asyncio.TaskGroup() as tg:
             self._runners = [tg.create_task(self._runner(parts)) for _ in range(self.concurrency)]
+            # The control queue first: it claims the worker's name (exclusive) before any
+            # delivery arrives, so a second worker of the same name fails without taking any.
+            await control.serve(self, transport, self.app.names)
             cancels = [
                 await transport.consume(q, self._on_delivery, prefetch=self.prefetch)
                 for q in self.queues
             ]
-            await control.serve(self, transport, self.app.names)
             tg.create_task(
                 self.events.run(
                     transport,
@@ -330,3 +333,14 @@ def _queues_of(app: App) -> list[str]:
 
 
 __all__ = ["ActiveTask", "Counters", "Worker", "WorkerState"]
+
+
+_default_names = itertools.count(1)
+
+
+def _default_name(app_name: str) -> str:
+    """``app@host.pid``; from the second Worker of this process on, ``app@host.pid-N``: two
+    workers must not share a name (it is their exclusive control queue)."""
+    number = next(_default_names)
+    base = f"{app_name}@{socket.gethostname()}.{os.getpid()}"
+    return base if number == 1 else f"{base}-{number}"

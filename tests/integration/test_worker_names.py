@@ -1,0 +1,40 @@
+"""Worker names are their exclusive control queues: two workers of a process get names of
+their own, and a name already in use is a clear error before any delivery is taken."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from taskq import App, ConfigurationError, Worker
+from tests.support import BROKER, running_worker
+
+
+@pytest.fixture
+def app(prefix: str, topology_cleanup: set[str]) -> App:
+    app = App("names", broker=BROKER, prefix=prefix)
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    return app
+
+
+async def test_two_default_workers_in_one_process_both_serve(app: App) -> None:
+    async with app, running_worker(app) as first, running_worker(app) as second:
+        assert first.name != second.name
+        handles = [await app.tasks["add"].delay(i, 1) for i in range(40)]
+        assert [await h.result(timeout=15) for h in handles] == [i + 1 for i in range(40)]
+
+
+async def test_a_name_in_use_is_refused_before_any_delivery(app: App) -> None:
+    async with app, running_worker(app, name="same") as first:
+        await app.tasks["add"].delay(1, 1)
+        twin = Worker(app, name="same", queues=first.queues)
+        with pytest.raises(ExceptionGroup) as failure:
+            await asyncio.wait_for(twin.run(), timeout=20)
+        errors = failure.value.exceptions
+        assert any(isinstance(e, ConfigurationError) and "'same'" in str(e) for e in errors)
+        assert twin.counters.received == 0
