@@ -169,4 +169,10 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**clean)
     except ValidationError as exc:
-        raise ConfigurationError(redact_url(str(exc))) from None
+        # Without the input values: pydantic shows them cut short, and a cut URL is no longer
+        # recognised by redact_url (the start of its password would show).
+        problems = [
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        ]
+        raise ConfigurationError(redact_url("invalid settings: " + "; ".join(problems))) from None
