@@ -135,21 +135,25 @@ class Cluster:
                 errors.append(f"node {n}: {exc}")
         raise RuntimeError(f"no management API answered for {path}: {'; '.join(errors)}")
 
+    def named(self, kind: str, prefix: str) -> list[str]:
+        """The ``kind`` ("queues" or "exchanges") named ``prefix`` or ``prefix.*``."""
+        names = [str(item["name"]) for item in self.api(f"{kind}/%2F?columns=name")]
+        return [name for name in names if name == prefix or name.startswith(f"{prefix}.")]
+
     def delete_prefix(self, prefix: str) -> None:
-        """Delete every queue and exchange whose name is ``prefix`` or starts with
-        ``prefix.`` (one at a time: RabbitMQ 3.10 fails on exchanges bound to each other
-        deleted at the same moment)."""
+        """Delete every queue and exchange of ``prefix`` (one at a time: RabbitMQ 3.10 fails
+        on exchanges bound to each other deleted at the same moment)."""
         for kind in ("queues", "exchanges"):
-            for item in self.api(f"{kind}/%2F?columns=name"):
-                name = str(item["name"])
-                if name == prefix or name.startswith(f"{prefix}."):
-                    self.api(f"{kind}/%2F/{urllib.parse.quote(name, safe='')}", method="DELETE")
+            for name in self.named(kind, prefix):
+                self.api(f"{kind}/%2F/{urllib.parse.quote(name, safe='')}", method="DELETE")
 
     def queue_leader(self, queue: str) -> int:
-        """The number of the node that leads the quorum queue ``queue`` (full name)."""
+        """The number of the node that leads the quorum queue ``queue`` (full name);
+        RuntimeError if it is not a quorum queue."""
         info = self.api(f"queues/%2F/{urllib.parse.quote(queue, safe='')}")
-        leader = info.get("leader") or info.get("node")
-        return self.number(str(leader))
+        if info.get("type") != "quorum" or "leader" not in info:
+            raise RuntimeError(f"{queue} is a {info.get('type')} queue, not a quorum queue")
+        return self.number(str(info["leader"]))
 
 
 def _port_open(port: int) -> bool:
