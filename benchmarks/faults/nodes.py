@@ -53,6 +53,7 @@ async def _node_kill(cluster: Cluster, sizes: Sizes) -> Row:
         pids = {w.process.pid for w in workers}
         work = run.client.tasks["work"]
         await run.send([(work, rng.uniform(0.002, 0.02), i) for i in range(n)])
+        sent_at = time.monotonic()
         await run.until(lambda s: run.done(s) >= n // 3, f"{n // 3} tasks done", timeout=120)
         leader = await asyncio.to_thread(
             cluster.queue_leader, run.client.names.work_queue("default")
@@ -60,6 +61,7 @@ async def _node_kill(cluster: Cluster, sizes: Sizes) -> Row:
         running = len(run.ledger.read().running(run.live_pids()))
         run.fault()
         killed_at = time.monotonic()
+        first = killed_at - sent_at
         await asyncio.to_thread(cluster.run, "kill", str(leader))
         await run.until(
             lambda s: run.done(s) >= 2 * n // 3, f"{2 * n // 3} tasks done", timeout=180
@@ -72,8 +74,9 @@ async def _node_kill(cluster: Cluster, sizes: Sizes) -> Row:
         )
         await run.send([(work, 0.002, n + i) for i in range(AFTER_RESTART)])
         run.notes.append(
-            f"killed node {leader} ({ROLES.get(leader, 'neither')}), {running} tasks running; "
-            f"{n // 3} more done {served:.1f} s after the kill; the node back in the cluster "
+            f"the first {n // 3} tasks done in {first:.1f} s; killed node {leader} "
+            f"({ROLES.get(leader, 'neither')}), {running} tasks running; {n // 3} more done "
+            f"{served:.1f} s after the kill; the node back in the cluster "
             f"after {back:.1f} s, the leader then node {new_leader}"
         )
         row = await run.count(settle_timeout=sizes.settle_timeout, grace=sizes.grace)
