@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
 import types
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.apps import noise
+from tests.cluster_support import Cluster
 from tests.support import VARIANT, delete_topology, feed_noise, unique_prefix
 
 pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on users' test files
@@ -29,6 +31,21 @@ ONE_QUEUE, TWO_QUEUES = "one-queue", "two-queues"
 # What starts a worker in a test (tests.support); a test function, fixture, helper or class of
 # the test's module that calls one of these, directly or through another, starts one too.
 WORKER_STARTERS = frozenset({"running_worker", "make_worker", "WorkerProcess"})
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The 3-node test cluster (scripts/cluster.sh), started if its nodes do not answer.
+
+    scripts/test.sh starts it before pytest and removes it at the end. A plain pytest run
+    that started it stops it at the end, unless it runs under pytest-xdist: other worker
+    processes may still use it (``bash scripts/cluster.sh down`` then removes it).
+    """
+    found = Cluster.from_env()
+    started = found.ensure_up()
+    yield found
+    if started and "PYTEST_XDIST_WORKER" not in os.environ:
+        found.run("down")
+
 
 @pytest.fixture
 def prefix() -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster_support import Cluster
 from tests.support import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # it stops the broker
@@ -24,18 +25,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.serial]  # it stops the broker
 SCENARIOS = [
     "kill-storm", "multi-queue", "connection-drop", "broker-restart", "store-outage", "poison",
 ]  # fmt: skip
+# node-kill runs on the test cluster (scripts/cluster.sh): test_node_kill_on_the_cluster.
 
 
-def run_suite(only: str, out: Path) -> tuple[int, str]:
+def run_suite(
+    only: str, out: Path, *, timeout: float = 100, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run the short suite for ``only``; on a timeout, interrupt it as Ctrl-C would, so that
     its cleanup runs (it starts a stopped broker again), then kill it."""
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.faults", "--short", "--only", only, "--json",
          str(out)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:
-        output, _ = process.communicate(timeout=100)
+        output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         process.send_signal(signal.SIGINT)
         try:
@@ -43,7 +47,9 @@ def run_suite(only: str, out: Path) -> tuple[int, str]:
         except subprocess.TimeoutExpired:
             process.kill()
             output, _ = process.communicate()
-        raise AssertionError(f"the fault suite did not finish in 100 s:\n{output[-4000:]}") from exc
+        raise AssertionError(
+            f"the fault suite did not finish in {timeout} s:\n{output[-4000:]}"
+        ) from exc
     return process.returncode, output
 
 
@@ -84,4 +90,24 @@ def test_fault_scenario_meets_the_targets(scenario: str, tmp_path: Path) -> None
     failed = [f"{row['scenario']}: {'; '.join(row['failures'])} ({'; '.join(row['notes'])})"
               for row in rows if not row["passed"]]  # fmt: skip
     assert not failed, "\n".join(failed)
+    assert returncode == 0, output[-4000:]
+
+
+def test_node_kill_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    """The leader of a quorum work queue SIGKILLed with 500 tasks in flight (workers and the
+    client on different nodes), then started again: nothing lost, executed twice no more
+    than in flight, nothing recorded twice in Redis, the same worker processes serve on."""
+    out = tmp_path / "faults.json"
+    returncode, output = run_suite("node-kill", out, timeout=240, env=cluster.env())
+    assert returncode in (0, 1), output[-4000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["error"] is None, f"node-kill broke: {row['error']}"
+    assert row["confirmed"] >= 500
+    assert row["executed"] == row["confirmed"]
+    assert row["recorded_twice"] == 0, row
+    assert "killed node" in " ".join(row["notes"]), row["notes"]
+    assert not cluster.named("queues", row["prefix"]), "node-kill left queues behind"
+    assert not cluster.named("exchanges", row["prefix"]), "node-kill left exchanges behind"
+    assert not [p for p in row["worker_pids"] if worker_alive(p, row["prefix"])], row
+    assert row["passed"], f"{'; '.join(row['failures'])} ({'; '.join(row['notes'])})"
     assert returncode == 0, output[-4000:]

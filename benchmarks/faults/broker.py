@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 import subprocess
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import aio_pika
 
@@ -22,13 +22,18 @@ from taskq.topology import Names, every_name
 from tests.support import eventually
 
 BROKER = os.environ.get("TASKQ_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
+RABBITMQCTL: tuple[str, ...] = ("rabbitmqctl",)
+"""The command that reaches the local node (a cluster's is ``cluster.sh ctl N``)."""
 _CONNECTION_NAME = re.compile(r'\{"connection_name","([^"]*)"\}')
 
 
-async def rabbitmqctl(*args: str, timeout: float = 120) -> str:
-    """Run ``rabbitmqctl ARGS`` on the local node; its stdout, or RuntimeError with stderr."""
+async def rabbitmqctl(
+    *args: str, timeout: float = 120, command: Sequence[str] = RABBITMQCTL
+) -> str:
+    """Run ``rabbitmqctl ARGS`` (``command ARGS``: the local node by default); its stdout, or
+    RuntimeError with stderr."""
     process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        *command, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
@@ -61,11 +66,13 @@ async def close_connections(pids: Iterable[str], why: str) -> None:
     await asyncio.gather(*(rabbitmqctl("close_connection", pid, why) for pid in pids))
 
 
-async def queue_counts(prefix: str) -> dict[str, tuple[int, int]]:
+async def queue_counts(
+    prefix: str, command: Sequence[str] = RABBITMQCTL
+) -> dict[str, tuple[int, int]]:
     """``{queue: (ready, unacked)}`` of every queue whose name starts with ``prefix.``."""
     listing = await rabbitmqctl(
         "list_queues", "name", "messages_ready", "messages_unacknowledged",
-        "-q", "--no-table-headers",
+        "-q", "--no-table-headers", command=command,
     )  # fmt: skip
     counts = {}
     for line in listing.splitlines():
@@ -75,14 +82,14 @@ async def queue_counts(prefix: str) -> dict[str, tuple[int, int]]:
     return counts
 
 
-async def backlog(prefix: str) -> int | None:
+async def backlog(prefix: str, command: Sequence[str] = RABBITMQCTL) -> int | None:
     """Messages still to be handled (ready or unacked) in the work queues and delay levels
     of ``prefix`` (the ``.dead`` queues are where handled messages end, not backlog); None
     while the broker cannot say (its application is stopped, e.g. by someone else's test)."""
     names = Names(prefix)
     pending = (f"{names.prefix}.q.", f"{names.prefix}.delay.")
     try:
-        counts = await queue_counts(prefix)
+        counts = await queue_counts(prefix, command)
     except RuntimeError:
         return None
     return sum(
@@ -92,9 +99,11 @@ async def backlog(prefix: str) -> int | None:
     )
 
 
-async def take_all(queue_name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    """Remove and return every message of a queue (full name)."""
-    connection = await aio_pika.connect(BROKER)
+async def take_all(
+    queue_name: str, url: str = BROKER
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Remove and return every message of a queue (full name), on the broker at ``url``."""
+    connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(queue_name, passive=True)
@@ -111,13 +120,20 @@ def text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-async def delete_prefix(prefix: str, queues: Iterable[str]) -> None:
+async def delete_prefix(
+    prefix: str, queues: Iterable[str], url: str = BROKER, command: Sequence[str] = RABBITMQCTL
+) -> None:
     """Delete every exchange and queue of ``prefix``: what taskq declares for ``queues``,
-    and any other queue whose name starts with the prefix (reply and control queues)."""
+    and any other queue whose name starts with the prefix (reply and control queues); on the
+    broker at ``url``, listed with ``command``."""
     queue_names, exchanges = every_name(Names(prefix), queues)
-    await eventually(answers, timeout=180, interval=0.5, what="RabbitMQ, to clean up")
-    listed = await queue_counts(prefix)
-    connection = await aio_pika.connect(BROKER)
+
+    async def up() -> bool:
+        return await answers(url)
+
+    await eventually(up, timeout=180, interval=0.5, what="RabbitMQ, to clean up")
+    listed = await queue_counts(prefix, command)
+    connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
         for queue in dict.fromkeys([*queue_names, *listed]):
@@ -128,10 +144,10 @@ async def delete_prefix(prefix: str, queues: Iterable[str]) -> None:
         await connection.close()
 
 
-async def answers() -> bool:
-    """Whether the broker accepts AMQP connections."""
+async def answers(url: str = BROKER) -> bool:
+    """Whether the broker at ``url`` accepts AMQP connections."""
     try:
-        connection = await aio_pika.connect(BROKER, timeout=2)
+        connection = await aio_pika.connect(url, timeout=2)
     except Exception:
         return False
     await connection.close()

@@ -46,16 +46,32 @@ class Run:
         results: str = "amqp",
         queues: Sequence[str] = ("default",),
         concurrency: int = 8,
+        client_broker: Sequence[str] = (broker.BROKER,),
+        worker_broker: Sequence[str] = (broker.BROKER,),
+        rabbitmqctl: Sequence[str] = broker.RABBITMQCTL,
+        queue_type: str = "classic",
     ) -> None:
+        """``client_broker`` and ``worker_broker`` are the URLs the client and the workers
+        try, in order; ``rabbitmqctl`` the command that reaches a node of that broker (the
+        backlog, cleanup). ``queue_type`` is the App setting of client and workers."""
         self.scenario = scenario
         self.prefix = f"fault{uuid.uuid4().hex[:10]}"
         self.results = results
         self.queues = list(queues)
         self.concurrency = concurrency
+        self.worker_broker = ",".join(worker_broker)
+        self.rabbitmqctl = tuple(rabbitmqctl)
+        self.queue_type = queue_type
+        self.admin_url = client_broker[0]
+        """Where the suite itself connects to read and clean up (the client's first URL)."""
         self.ledger = Ledger(Path(tempfile.gettempdir()) / f"{self.prefix}.ledger")
         self.client = register(
             observe.ObservedApp(
-                f"faults-{self.prefix}", broker=broker.BROKER, prefix=self.prefix, results=results
+                f"faults-{self.prefix}",
+                broker=list(client_broker),
+                prefix=self.prefix,
+                results=results,
+                queue_type=queue_type,
             )
         )
         self.callers = Callers()
@@ -87,7 +103,7 @@ class Run:
                 Path(keep, f"{self.prefix}-w{number}.log").write_text(worker.output())
             worker.kill()
         try:
-            await broker.delete_prefix(self.prefix, self.queues)
+            await broker.delete_prefix(self.prefix, self.queues, self.admin_url, self.rabbitmqctl)
             if self.results.startswith("redis"):
                 try:
                     await delete_redis_keys(self.prefix, self.results)
@@ -105,8 +121,8 @@ class Run:
             "--name", f"{self.prefix}-w{len(self.workers)}",
             "--queues", ",".join(self.queues),
             "--concurrency", str(self.concurrency),
-            env={"TASKQ_BROKER": broker.BROKER, "TASKQ_RESULTS": self.results,
-                 LEDGER_ENV: str(self.ledger.path)},
+            env={"TASKQ_BROKER": self.worker_broker, "TASKQ_RESULTS": self.results,
+                 "TASKQ_QUEUE_TYPE": self.queue_type, LEDGER_ENV: str(self.ledger.path)},
         )  # fmt: skip
         self.workers.append(worker)
         await worker.wait_ready(timeout=60)
@@ -161,7 +177,7 @@ class Run:
         async def nothing_left() -> bool:
             nonlocal quiet
             running = self.ledger.read().running(self.live_pids())
-            quiet = quiet + 1 if not running and await broker.backlog(self.prefix) == 0 else 0
+            quiet = quiet + 1 if not running and await self.backlog() == 0 else 0
             return quiet >= 2
 
         try:
@@ -169,6 +185,10 @@ class Run:
         except AssertionError:
             return False
         return True
+
+    async def backlog(self) -> int | None:
+        """Ready and unacked messages of the run (see ``broker.backlog``)."""
+        return await broker.backlog(self.prefix, self.rabbitmqctl)
 
     # -- counting ----------------------------------------------------------------------------
 
@@ -207,7 +227,8 @@ class Run:
         """Reasons of the messages in the run's ``.dead`` queues (taken out of them)."""
         reasons: collections.Counter[str] = collections.Counter()
         for queue in self.queues:
-            for message in await broker.take_all(self.client.names.dead_queue(queue)):
+            dead = self.client.names.dead_queue(queue)
+            for message in await broker.take_all(dead, self.admin_url):
                 reasons[broker.text(message.headers.get(H_REASON, "no reason"))] += 1
         return reasons
 

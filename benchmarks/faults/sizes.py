@@ -22,6 +22,7 @@ class Sizes:
     cuts: int = 2
     cut_seconds: float = 3.0
     """How long each cut of the result store lasts (the fault's length, not a wait)."""
+    node_kill_tasks: int = 5000
     slow_seconds: tuple[float, float] = (4.0, 7.0)
     settle_timeout: float = 120.0
     grace: float = 15.0
@@ -35,7 +36,7 @@ class Sizes:
 SHORT = {
     "storm_tasks": 300, "seeds": 2, "drop_runs": 1, "restart_tasks": 100,
     "sent_during_outage": 10, "outage_tasks": 150, "cuts": 1, "cut_seconds": 2.0,
-    "slow_seconds": (2.0, 3.0), "settle_timeout": 45.0, "grace": 5.0,
+    "node_kill_tasks": 500, "slow_seconds": (2.0, 3.0), "settle_timeout": 45.0, "grace": 5.0,
 }  # fmt: skip
 
 
@@ -45,8 +46,9 @@ def sizes(*, short: bool, tasks: int | None, seeds: int | None) -> Sizes:
     chosen = Sizes(**SHORT) if short else Sizes()
     if tasks is not None:
         chosen = dataclasses.replace(
-            chosen, storm_tasks=tasks, drop_tasks=tasks, restart_tasks=tasks, outage_tasks=tasks
-        )
+            chosen, storm_tasks=tasks, drop_tasks=tasks, restart_tasks=tasks,
+            outage_tasks=tasks, node_kill_tasks=tasks,
+        )  # fmt: skip
     if seeds is not None:
         chosen = dataclasses.replace(chosen, seeds=seeds, drop_runs=seeds)
     return chosen
