@@ -1,9 +1,9 @@
 """What the ``taskq doctor`` tests share: running the command, reading its findings, and the
 test cluster (scripts/cluster.sh) they stage cluster-wide problems on.
 
-The cluster is this module's own instance (``TASKQ_CLUSTER_NAME=doctor``, ports 6701-6703,
-management 16701-16703), started once per session if it is not up and left running between
-tests; swap :func:`cluster` for a common fixture when there is one.
+The cluster is the test command's one (tests.cluster_support: ``TASKQ_CLUSTER_NAME``, default
+``taskq``, ports 5701-5703, management 15701-15703), started once per session if it is not up;
+scripts/test.sh removes it at the end.
 """
 
 from __future__ import annotations
@@ -17,16 +17,19 @@ from typing import Any
 
 import pytest
 
+from tests.cluster_support import Cluster as CommonCluster
 from tests.support import BROKER, REPO, run_taskq
 
 DOCTOR_APP = "tests.apps.doctor_app:app"
 UNREACHABLE_API = "http://127.0.0.1:1"  # nothing listens on port 1: the API is down for sure
 
+_COMMON = CommonCluster.from_env()
 CLUSTER_ENV = {
-    "TASKQ_CLUSTER_NAME": os.environ.get("TASKQ_DOCTOR_CLUSTER_NAME", "doctor"),
-    "TASKQ_CLUSTER_PORT_BASE": os.environ.get("TASKQ_DOCTOR_CLUSTER_PORT_BASE", "6700"),
+    "TASKQ_CLUSTER_NAME": _COMMON.name,
+    "TASKQ_CLUSTER_PORT_BASE": str(_COMMON.port_base),
+    "TASKQ_CLUSTER_DIR": str(_COMMON.dir),
 }
-CLUSTER_SCRIPT = os.environ.get("TASKQ_DOCTOR_CLUSTER_SCRIPT", str(REPO / "scripts" / "cluster.sh"))
+CLUSTER_SCRIPT = str(REPO / "scripts" / "cluster.sh")
 
 
 @dataclasses.dataclass(frozen=True)
