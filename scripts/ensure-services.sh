@@ -34,6 +34,15 @@ start_rabbitmq() {
     if systemd_running && as_root systemctl start rabbitmq-server; then
         return 0
     fi
+    # Debian's wrapper starts the node through su, with a soft limit of 1024 open files: the
+    # node's file handle cache then stops accepting connections (the handshake never
+    # answers) once a few hundred queues exist. As root, start it with the hard limit.
+    local inner=/usr/lib/rabbitmq/bin/rabbitmq-server
+    if [ "$(id -u)" = 0 ] && [ -x "$inner" ] && id rabbitmq >/dev/null 2>&1; then
+        su rabbitmq -s /bin/sh -c \
+            "ulimit -n \$(ulimit -Hn) 2>/dev/null; cd /var/lib/rabbitmq && $inner -detached" \
+            && return 0
+    fi
     as_root "$(find_program rabbitmq-server)" -detached
 }
 
