@@ -47,7 +47,7 @@ from .exceptions import BrokerError, DecodeError
 from .execution import ActiveTask
 from .message import OutgoingMessage, envelope_of
 from .redact import call_repr
-from .topology import Names
+from .topology import Names, logical_queue
 from .transport import Delivery, Transport
 from .transport.connection import connection_parameters
 
@@ -210,8 +210,9 @@ def reserved_task(delivery: Delivery) -> dict[str, Any]:
     try:
         envelope = envelope_of(delivery)
     except DecodeError as exc:
-        return {"task_id": delivery.message_id, "task": delivery.type, "queue": delivery.queue,
-                "attempt": None, "args": f"<not a taskq message: {exc}>"}
+        return {"task_id": delivery.message_id, "task": delivery.type,
+                "queue": logical_queue(delivery.queue), "attempt": None,
+                "args": f"<not a taskq message: {exc}>"}  # fmt: skip
     return {
         "task_id": envelope.task_id,
         "task": envelope.task_name,
