@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from taskq import App, topology
+from taskq.dashboard.live import Live
 from taskq.dlq import replay_route
 from taskq.exceptions import ConfigurationError
 from taskq.message import H_PARTITION, Envelope, decode_envelope
@@ -190,3 +191,15 @@ def test_replay_route() -> None:
     # the queue has fewer partitions now: as a new send would (by task ID)
     fewer = replay_route(_Dead("id", {H_PARTITION: 3}), "orders", 2)  # type: ignore[arg-type]
     assert fewer == f"orders.{topology.partition_of('id', 2)}"
+
+
+def test_dashboard_shows_one_row_per_logical_queue() -> None:
+    live = Live(Names("p"), history_points=10)
+    rows = [
+        _row("p.q.orders.0", 3, None, 1),
+        _row("p.q.orders.1", 4, None, 1),
+        _row("p.q.orders.dead", 2, None, 0),
+    ]
+    live.on_depths(by_logical_queue(rows, "p"), "passive declares", 100.0)
+    (queue,) = live.queue_rows()
+    assert (queue["queue"], queue["ready"], queue["dead"]) == ("orders", 7, 2)
