@@ -2,7 +2,8 @@
 
 For each partition count k: a client queues N no-op tasks (no reply_to) on the queue
 ``default`` with ``partitions={"default": k}``, then W ``taskq-worker`` processes start, each
-connected to another node of the cluster (worker i to broker URL i mod nodes), and drain it.
+connected to another node of the cluster (worker i to broker URL i mod nodes first, the
+others as fail-over), and drain it.
 Rate = N / (last task done - first task done), from the shared-memory completion counters of
 benchmarks/harness.py; CPU per task of the workers and of every ``beam.smp`` on the machine.
 Work queues are quorum queues by default (``--classic`` for classic ones); with quorum
@@ -57,6 +58,12 @@ class Row:
     broker_cpu_us: float | None
     leaders: dict[str, str] = field(default_factory=dict)
     left: int | None = None
+
+
+def _starting_at(brokers: list[str], i: int) -> str:
+    """Every URL, node ``i mod n`` first: worker i connects there, and fails over to the rest."""
+    k = i % len(brokers)
+    return ",".join(brokers[k:] + brokers[:k])
 
 
 def _settings(prefix: str, partitions: int, quorum: bool) -> dict[str, Any]:
@@ -119,7 +126,7 @@ async def drain(partitions: int, tasks: int, brokers: list[str], opts: argparse.
         placed = leaders(opts.ctl_node, prefix)
         command = worker_command(opts.concurrency)
         workers = [
-            h.Workers([command], _env(settings, brokers[i % len(brokers)]))
+            h.Workers([command], _env(settings, _starting_at(brokers, i)))
             for i in range(opts.workers)
         ]
         try:

@@ -4,7 +4,9 @@
 # 1. creates .venv with taskq installed (pip install -e '.[dev]'), if not done already;
 # 2. makes sure RabbitMQ (127.0.0.1:5672), Redis (127.0.0.1:6379) and PostgreSQL
 #    (127.0.0.1:5432) run: starts them, or installs them with apt-get; and that Debian's
-#    chromium is installed (the dashboard's browser tests);
+#    chromium is installed (the dashboard's browser tests); starts the 3-node test cluster
+#    (scripts/cluster.sh up: ports 5701..5703, 5711) and stops and removes it when the script
+#    exits, however it exits;
 # 3. ruff check on taskq, tests, examples and benchmarks (those that exist);
 # 4. mypy --strict (pyproject.toml) on taskq, then on each example directory on its own (every
 #    example has a tasks.py: one mypy run cannot hold two modules named `tasks`);
@@ -26,6 +28,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 bash "$ROOT/scripts/ensure-venv.sh"
 bash "$ROOT/scripts/ensure-services.sh" rabbitmq redis postgres
 ensure_chromium
+# The cluster tests (node kill, TLS) need it; nothing of it may outlive this script.
+trap 'bash "$ROOT/scripts/cluster.sh" down || true' EXIT
+bash "$ROOT/scripts/cluster.sh" up
 
 cd "$ROOT"
 

@@ -9,7 +9,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import codec, events, topology
@@ -52,7 +52,8 @@ class App:
     ``async with app:`` connects (and declares the topology of the queues it sends to);
     ``taskq-worker module:app`` runs its tasks. Settings (see Settings) come from keyword
     arguments, which win over ``TASKQ_*`` environment variables, which win over the defaults.
-    ``retry`` is the RetryPolicy of tasks that declare none.
+    ``broker`` is one AMQP URL, or several (the nodes of a cluster: a list, or one string
+    with commas). ``retry`` is the RetryPolicy of tasks that declare none.
 
     ``results`` is ``"amqp"`` or a store URL (the ``results`` setting), or any object that
     implements the ResultStore protocol: the App and the workers of this process then share
@@ -64,7 +65,7 @@ class App:
         self,
         name: str,
         *,
-        broker: str | None = None,
+        broker: str | Sequence[str] | None = None,
         retry: RetryPolicy | None = None,
         results: str | ResultStore | None = None,
         **settings: Any,

@@ -49,7 +49,7 @@ from .message import OutgoingMessage, envelope_of
 from .redact import call_repr
 from .topology import Names, logical_queue
 from .transport import Delivery, Transport
-from .transport.connection import connection_parameters
+from .transport.endpoints import parse_endpoint, split_urls
 
 if TYPE_CHECKING:
     from .app import App
@@ -252,9 +252,9 @@ class Result:
 
 
 def broker_location(broker: str) -> str:
-    """``host:port/vhost`` of an AMQP URL: which broker a worker belongs to (no credentials)."""
-    params = connection_parameters(broker)
-    return f"{params['host'].lower()}:{params['port']}/{params['vhost'].lstrip('/')}"
+    """``host:port/vhost`` of an AMQP URL: which broker a worker belongs to (no credentials);
+    for several URLs (a cluster), every node's, sorted and joined by commas."""
+    return ",".join(sorted({parse_endpoint(url).location for url in split_urls(broker)}))
 
 
 def state_file(kind: str, broker: str, prefix: str, suffix: str, directory: str | None = None

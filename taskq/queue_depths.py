@@ -30,6 +30,7 @@ from typing import Any
 from .redact import redact_url
 from .topology import DELAY_LEVELS, Names, routes, split_route
 from .transport import Transport
+from .transport.endpoints import split_urls
 
 MANAGEMENT_PORT = 15672
 API_TIMEOUT = 3.0
@@ -46,7 +47,7 @@ class Depths:
 
 def management_url(broker: str, explicit: str | None = None) -> tuple[str, str, str]:
     """``(base URL, vhost, 'user:password')`` of the management API of ``broker``."""
-    url = urllib.parse.urlsplit(broker)
+    url = urllib.parse.urlsplit(split_urls(broker)[0])  # on a cluster, any node answers
     vhost = urllib.parse.unquote(url.path[1:]) if len(url.path) > 1 else "/"
     user = urllib.parse.unquote(url.username or "guest")
     password = urllib.parse.unquote(url.password or "guest")

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .exceptions import ConfigurationError
 from .redact import redact_url
 from .topology import MAX_PARTITIONS
+from .transport.endpoints import Endpoint, TlsFiles, parse_endpoints, split_urls
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,120}")
 
@@ -50,7 +51,18 @@ class Settings(BaseSettings):
     )
 
     broker: str = Field(
-        default="amqp://guest:guest@127.0.0.1:5672/", description="AMQP URL of RabbitMQ"
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        description="AMQP URL of RabbitMQ, or several (the nodes of a cluster) separated by "
+        "commas; a list in code",
+    )
+    tls_ca_file: str | None = Field(
+        default=None, description="CA file that verifies the broker's certificate (amqps://)"
+    )
+    tls_cert_file: str | None = Field(
+        default=None, description="client certificate presented to the broker (amqps://)"
+    )
+    tls_key_file: str | None = Field(
+        default=None, description="private key of the client certificate (amqps://)"
     )
     prefix: str = Field(default="taskq", description="prefix of every exchange and queue name")
     default_queue: str = "default"
@@ -93,6 +105,20 @@ class Settings(BaseSettings):
         description="work queues split into partitions: queue -> count (TASKQ_PARTITIONS as "
         "JSON); a count of 1 means not partitioned",
     )
+
+    @field_validator("broker", mode="before")
+    @classmethod
+    def _broker(cls, value: Any) -> Any:
+        # A list (or tuple) of URLs is kept as one comma-separated string.
+        if isinstance(value, (list, tuple)):
+            return ",".join(split_urls(value))
+        return value
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_urls(cls, value: str) -> str:
+        parse_endpoints(split_urls(value))  # fail now on a URL that is not one
+        return value
 
     @field_validator("default_queue")
     @classmethod
@@ -138,6 +164,17 @@ class Settings(BaseSettings):
                 yield key, redact_url(value)
             else:
                 yield key, value
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The broker URLs, in the order connections try them."""
+        return split_urls(self.broker)
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The broker nodes to connect to, TLS files loaded (ConfigurationError if they
+        cannot be)."""
+        files = TlsFiles(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+        return parse_endpoints(self.broker_urls, files)
 
     def redacted_broker(self) -> str:
         """The broker URL with its password replaced, for logs and output."""

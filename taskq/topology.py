@@ -132,25 +132,48 @@ def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str
     return queue_names + levels + [names.beat_lease, names.beat_status], levels + fixed
 
 
+QUORUM_DELIVERY_LIMIT = 100
+"""``x-delivery-limit`` of quorum work queues. taskq counts deliveries itself (its
+``max_deliveries`` setting parks a crash loop long before); the broker's limit is a backstop
+set explicitly because RabbitMQ 4.x applies a default of 20, and a message that reaches it is
+dead-lettered into the ``.dead`` queue (reason ``delivery_limit``), never dropped."""
+
+_QUORUM_DEAD_LETTERING = {
+    # A dead-lettered message leaves the quorum queue only once the target confirmed it.
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",  # at-least-once dead-lettering requires it
+}
+
+
+def _quorum_arguments() -> dict[str, Any]:
+    # Leaders spread over the cluster's nodes as queues are declared, not all on the node
+    # the declaring client happens to be connected to.
+    return {"x-queue-type": "quorum", "x-queue-leader-locator": "balanced"}
+
+
 def work_queue_arguments(
     names: Names, queue: str, *, max_priority: int, queue_type: QueueType
 ) -> dict[str, Any]:
     """Arguments of a work queue. Every queue gets a dead-letter exchange: on RabbitMQ 4.x a
-    quorum queue without one drops a message after 20 redeliveries."""
+    quorum queue without one drops a message after 20 redeliveries. Quorum queues have no
+    priorities on RabbitMQ 3.x (4.x has two levels), so they get no ``x-max-priority``."""
     args: dict[str, Any] = {
         "x-dead-letter-exchange": names.dlx,
         "x-dead-letter-routing-key": queue,
     }
     if queue_type == "quorum":
-        args["x-queue-type"] = "quorum"
+        args.update(_quorum_arguments())
+        args.update(_QUORUM_DEAD_LETTERING)
+        args["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
     else:
         args["x-max-priority"] = max_priority
     return args
 
 
-def dead_queue_arguments() -> dict[str, Any]:
-    """Arguments of a ``.dead`` queue: a plain classic durable queue, nothing dead-letters out."""
-    return {"x-queue-type": "classic"}
+def dead_queue_arguments(queue_type: QueueType = "classic") -> dict[str, Any]:
+    """Arguments of a ``.dead`` queue: durable, of the type of its work queue (a quorum work
+    queue's failures survive the loss of a node too); nothing dead-letters out of it."""
+    return _quorum_arguments() if queue_type == "quorum" else {"x-queue-type": "classic"}
 
 
 def delay_level_arguments(names: Names, level: int, *, quorum: bool) -> dict[str, Any]:
@@ -166,34 +189,36 @@ def delay_level_arguments(names: Names, level: int, *, quorum: bool) -> dict[str
         "x-dead-letter-exchange": target,
     }
     if quorum:
-        args.update(
-            {
-                "x-queue-type": "quorum",
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-            }
-        )
+        args.update(_quorum_arguments())
+        args.update(_QUORUM_DEAD_LETTERING)
     else:
         args["x-queue-type"] = "classic"
     return args
 
 
-def reply_queue_arguments(expires: float) -> dict[str, Any]:
-    """Arguments of a client's reply queue: classic, removed by the broker once unused for
-    ``expires`` seconds (durable, so that it outlives a reconnect of its client)."""
-    return {"x-queue-type": "classic", "x-expires": max(1, int(expires * 1000))}
+def _classic_or_quorum(quorum: bool) -> dict[str, Any]:
+    return _quorum_arguments() if quorum else {"x-queue-type": "classic"}
 
 
-def beat_lease_arguments() -> dict[str, Any]:
+def reply_queue_arguments(expires: float, quorum: bool = False) -> dict[str, Any]:
+    """Arguments of a client's reply queue: removed by the broker once unused for
+    ``expires`` seconds (durable, so that it outlives a reconnect of its client). Quorum when
+    the App's work queues are: a classic queue is gone while its node is down, and with it
+    the replies of every caller that was connected there."""
+    return {**_classic_or_quorum(quorum), "x-expires": max(1, int(expires * 1000))}
+
+
+def beat_lease_arguments(quorum: bool = False) -> dict[str, Any]:
     """Arguments of the schedulers' lease queue: RabbitMQ delivers to one consumer at a time
-    and moves on to the next when that one's channel closes (3.8+, classic and quorum)."""
-    return {"x-queue-type": "classic", "x-single-active-consumer": True}
+    and moves on to the next when that one's channel closes (3.8+, classic and quorum).
+    Quorum when the App's work queues are, so that the lease outlives a node."""
+    return {**_classic_or_quorum(quorum), "x-single-active-consumer": True}
 
 
-def beat_status_arguments() -> dict[str, Any]:
+def beat_status_arguments(quorum: bool = False) -> dict[str, Any]:
     """Arguments of the status mirror: only the latest record is kept (``x-max-length``
     counts ready messages: a copy someone is reading does not count)."""
-    return {"x-queue-type": "classic", "x-max-length": 1}
+    return {**_classic_or_quorum(quorum), "x-max-length": 1}
 
 
 def _bit_pattern(level: int, bit: str) -> str:
@@ -275,14 +300,3 @@ def partition_of(key: str | bytes | int, partitions: int) -> int | None:
         key = str(key)
     data = key.encode() if isinstance(key, str) else key
     return zlib.crc32(data) % partitions
-
-
-def partition_queue_arguments(work_arguments: dict[str, Any], queue: str) -> dict[str, Any]:
-    """The arguments of one partition's work queue, from the queue's ``work_arguments``: it
-    dead-letters under the logical name (one ``.dead`` queue for every partition), and quorum
-    partitions ask for their leaders on the node with the fewest leaders (``balanced``,
-    RabbitMQ 3.10+), so that k partitions spread over the cluster's nodes."""
-    args = {**work_arguments, "x-dead-letter-routing-key": queue}
-    if args.get("x-queue-type") == "quorum":
-        args["x-queue-leader-locator"] = "balanced"
-    return args

@@ -20,9 +20,7 @@ import collections
 import contextlib
 import itertools
 import logging
-import ssl
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -30,8 +28,8 @@ from pamqp import commands, header
 from pamqp.base import Frame as PamqpFrame
 
 from ..exceptions import BrokerUnavailable
-from ..redact import redact_url
 from . import frames
+from .endpoints import Endpoint, describe_tls_failure
 from .wire import Delivery, acker_of
 
 log = logging.getLogger("taskq.transport")
@@ -64,23 +62,6 @@ def _closed_by(close: commands.Channel.Close | commands.Connection.Close) -> Cha
     return ChannelClosed(f"{close.reply_code} {close.reply_text}", close.reply_code or 0)
 
 
-def connection_parameters(url: str) -> dict[str, Any]:
-    """Host, port, credentials, vhost and TLS of an ``amqp://`` or ``amqps://`` URL."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("amqp", "amqps"):
-        raise ValueError(f"not an AMQP URL: {redact_url(url)}")
-    tls = parts.scheme == "amqps"
-    path = urllib.parse.unquote(parts.path[1:]) if parts.path.startswith("/") else ""
-    return {
-        "host": parts.hostname or "localhost",
-        "port": parts.port or (5671 if tls else 5672),
-        "user": urllib.parse.unquote(parts.username or "guest"),
-        "password": urllib.parse.unquote(parts.password or "guest"),
-        "vhost": path or "/",
-        "ssl": ssl.create_default_context() if tls else None,
-    }
-
-
 class Channel:
     """One channel of a Connection: one consumer on it, or publishing (confirmed or not)."""
 
@@ -89,6 +70,9 @@ class Channel:
         self.number = number
         self.is_closed = False
         self.closing: asyncio.Future[ChannelClosed] = asyncio.get_running_loop().create_future()
+        self.consumer_stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        """Resolved (with why) when the consumer stops without taskq asking: the broker
+        cancelled it, or the channel closed."""
         self.consumer: OnDelivery | None = None
         self.consumer_tag: str | None = None
         self.queue = ""
@@ -154,8 +138,11 @@ class Channel:
             self.connection.write(frames.marshal(self.number, commands.Channel.CloseOk()))
             self.closed(_closed_by(value))
         elif isinstance(value, commands.Basic.Cancel):
-            log.warning("the broker cancelled the consumer of %s (queue deleted?)", self.queue)
-            self.closed(ChannelClosed(f"consumer of {self.queue} cancelled by the broker"))
+            # The queue was deleted, or its node went down. The channel stays open: running
+            # tasks still ack on it. Whoever consumes (taskq.transport.link) consumes again.
+            self.consumer_tag = None
+            if not self.consumer_stopped.done():
+                self.consumer_stopped.set_result("cancelled by the broker")
         elif self._reply is not None and not self._reply.done():
             self._reply.set_result(value)
 
@@ -236,6 +223,8 @@ class Channel:
                 future.set_exception(exc)
         if not self.closing.done():
             self.closing.set_result(exc)
+        if not self.consumer_stopped.done():
+            self.consumer_stopped.set_result(f"channel closed: {exc}")
         self.connection.forget(self.number)
 
     async def close(self) -> None:
@@ -420,13 +409,13 @@ class Connection(asyncio.Protocol):
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def open(self, params: dict[str, Any], timeout: float) -> None:
+    async def open(self, endpoint: Endpoint, timeout: float) -> None:
         """The AMQP handshake: start, tune, open (raises on refusal or timeout)."""
         async with asyncio.timeout(timeout):
             start = await self._expect(commands.Connection.Start)
             if "PLAIN" not in str(start.mechanisms).split():
                 raise BrokerUnavailable("the broker does not offer PLAIN authentication")
-            response = f"\0{params['user']}\0{params['password']}"
+            response = f"\0{endpoint.user}\0{endpoint.password}"
             self.write(frames.marshal(0, commands.Connection.StartOk(
                 client_properties=self._client_properties(), mechanism="PLAIN",
                 response=response, locale="en_US",
@@ -438,7 +427,7 @@ class Connection(asyncio.Protocol):
                 channel_max=tune.channel_max or 2047, frame_max=self.frame_max,
                 heartbeat=tune.heartbeat,
             )))  # fmt: skip
-            self.write(frames.marshal(0, commands.Connection.Open(virtual_host=params["vhost"])))
+            self.write(frames.marshal(0, commands.Connection.Open(virtual_host=endpoint.vhost)))
             await self._expect(commands.Connection.OpenOk)
         if self._heartbeat:
             self._beats = asyncio.ensure_future(self._keep_alive(self._heartbeat))
@@ -523,20 +512,21 @@ class Connection(asyncio.Protocol):
                 await asyncio.shield(self._lost)
 
 
-async def connect(url: str, name: str, timeout: float) -> Connection:
-    """Open a Connection to ``url``; BrokerUnavailable if that fails."""
-    params = connection_parameters(url)
+async def connect(endpoint: Endpoint, name: str, timeout: float) -> Connection:
+    """Open a Connection to ``endpoint``; BrokerUnavailable if that fails."""
     loop = asyncio.get_running_loop()
-    where = redact_url(url)
+    where = endpoint.shown
     try:
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(
-                lambda: Connection(name), params["host"], params["port"], ssl=params["ssl"]
-            )
+                lambda: Connection(name), endpoint.host, endpoint.port, ssl=endpoint.tls,
+                server_hostname=(endpoint.server_name or endpoint.host) if endpoint.tls else None,
+            )  # fmt: skip
     except (OSError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"cannot connect to RabbitMQ at {where}: {exc}") from exc
+        clear = describe_tls_failure(exc, where)
+        raise BrokerUnavailable(clear or f"cannot connect to RabbitMQ at {where}: {exc}") from exc
     try:
-        await connection.open(params, timeout)
+        await connection.open(endpoint, timeout)
     except TimeoutError as exc:
         connection._fail(ChannelClosed("handshake timed out"))
         await connection.wait_lost()
@@ -546,3 +536,20 @@ async def connect(url: str, name: str, timeout: float) -> Connection:
         await connection.wait_lost()
         raise
     return connection
+
+
+async def connect_any(
+    endpoints: Sequence[Endpoint], name: str, timeout: float, first: int = 0
+) -> tuple[Connection, int]:
+    """A Connection to the first of ``endpoints`` that answers, trying them in order from
+    index ``first`` (wrapping around), and that one's index; BrokerUnavailable if none does."""
+    failures: list[str] = []
+    for step in range(len(endpoints)):
+        index = (first + step) % len(endpoints)
+        try:
+            return await connect(endpoints[index], name, timeout), index
+        except BrokerUnavailable as exc:
+            if len(endpoints) == 1:
+                raise
+            failures.append(str(exc))
+    raise BrokerUnavailable("no broker URL answered: " + "; ".join(failures))

@@ -71,6 +71,7 @@ class Transport:
         self.settings = settings
         self.names = topology.Names(settings.prefix)
         self._connection_name = connection_name
+        self._endpoints = settings.endpoints()
         self._out: Link | None = None
         self._in: Link | None = None
         self._in_lock = asyncio.Lock()
@@ -90,7 +91,7 @@ class Transport:
 
     def _link(self, role: str) -> Link:
         s = self.settings
-        return Link(s.broker, f"{self._connection_name}:{role}", s.connect_timeout)
+        return Link(self._endpoints, f"{self._connection_name}:{role}", s.connect_timeout)
 
     async def connect(self) -> None:
         """Open the publishing connection; BrokerUnavailable if the broker is down."""
@@ -176,12 +177,11 @@ class Transport:
             _exchange_declare(names.exchange, "direct"),
             _exchange_declare(names.dlx, "direct"),
             _exchange_declare(names.delivery, "topic"),
-            _queue_declare(dead, topology.dead_queue_arguments()),
+            _queue_declare(dead, topology.dead_queue_arguments(s.queue_type_of(queue))),
         ]
-        routes = topology.routes(queue, s.partitions_of(queue))
-        if len(routes) > 1:
-            work_arguments = topology.partition_queue_arguments(work_arguments, queue)
-        for route in routes:
+        # Every partition dead-letters under the logical name (one .dead queue) and, quorum,
+        # gets its leader on the node with the fewest (x-queue-leader-locator: balanced).
+        for route in topology.routes(queue, s.partitions_of(queue)):
             methods += _work_queue_methods(names, route, work_arguments)
         for method in methods:
             method.nowait = True
@@ -249,10 +249,10 @@ class Transport:
         connection of its own named ``taskq-beat:{holder}`` (see taskq.transport.lease)."""
         names, s = self.names, self.settings
         return Lease(
-            s.broker,
+            self._endpoints,
             f"taskq-beat:{holder}",
-            (names.beat_lease, topology.beat_lease_arguments()),
-            (names.beat_status, topology.beat_status_arguments()),
+            (names.beat_lease, topology.beat_lease_arguments(s.any_quorum)),
+            (names.beat_status, topology.beat_status_arguments(s.any_quorum)),
             connect_timeout=s.connect_timeout,
             commit_timeout=s.publish_timeout,
         )
@@ -391,7 +391,7 @@ class Transport:
         ``on_lost(new name)`` is called so that waiters learn it at once. Returns a cancel
         function.
         """
-        arguments = topology.reply_queue_arguments(expires)
+        arguments = topology.reply_queue_arguments(expires, self.settings.any_quorum)
         current, reconnected = queue_name, False
 
         async def declare(channel: Channel) -> str:

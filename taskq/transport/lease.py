@@ -36,7 +36,8 @@ from pamqp import commands
 
 from ..exceptions import BrokerUnavailable, TopologyMismatch
 from ..message import CONTENT_TYPE, OutgoingMessage
-from .connection import Channel, ChannelClosed, Connection, connect
+from .connection import Channel, ChannelClosed, Connection, connect_any
+from .endpoints import Endpoint
 from .wire import Delivery, acker_of, properties
 
 PRECONDITION_FAILED = 406
@@ -133,7 +134,7 @@ class Lease:
 
     def __init__(
         self,
-        url: str,
+        endpoints: Sequence[Endpoint],
         name: str,
         queue: QueueSpec,
         mirror: QueueSpec | None,
@@ -141,7 +142,8 @@ class Lease:
         connect_timeout: float,
         commit_timeout: float,
     ) -> None:
-        self.url = url
+        self.endpoints = tuple(endpoints)
+        self._at = -1  # the next bid starts at the node after the last one
         self.name = name
         self._queue = queue
         self._mirror = mirror
@@ -159,9 +161,10 @@ class Lease:
         """
         await self.release()
         try:
-            self._connection = connection = await connect(
-                self.url, self.name, self._connect_timeout
+            connection, self._at = await connect_any(
+                self.endpoints, self.name, self._connect_timeout, first=self._at + 1
             )
+            self._connection = connection
             channel = await connection.channel()
             tenure = await self._bid(channel, initial)
             await _first_of([tenure.started.wait(), connection.closed, stop.wait()], None)

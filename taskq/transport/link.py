@@ -1,6 +1,7 @@
 """A Connection kept alive: reconnects after a loss and re-subscribes what was consumed.
 
-After a loss the link opens a new connection, retrying every second. It then replays every
+After a loss the link opens a new connection, retrying every second; with several broker
+URLs (a cluster), it tries the node after the one it lost first. It then replays every
 active subscription on a new channel, each after its ``prepare`` step (a declare of what
 the connection took with it, such as an exclusive queue), and only then counts as up again.
 Deliveries received on the lost connection can no longer be acked (their channel is gone);
@@ -13,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from .connection import Channel, ChannelClosed, Connection, OnDelivery, connect
+from .connection import Channel, ChannelClosed, Connection, OnDelivery, connect_any
+from .endpoints import Endpoint
 
 log = logging.getLogger("taskq.transport")
 
 RECONNECT_INTERVAL = 1.0
+MAX_RESUBSCRIBE_PAUSE = 30.0
 Prepare = Callable[[Channel], Awaitable[str | None]]
 """Run on a subscription's new channel before it consumes; may return another queue name to
 consume from now on."""
@@ -49,16 +52,19 @@ class _Subscription:
 
 
 class Link:
-    """One AMQP connection to ``url`` that comes back after a loss (see the module doc)."""
+    """One AMQP connection to one of ``endpoints`` that comes back after a loss (see the
+    module doc)."""
 
-    def __init__(self, url: str, name: str, connect_timeout: float) -> None:
-        self.url = url
+    def __init__(self, endpoints: Sequence[Endpoint], name: str, connect_timeout: float) -> None:
+        self.endpoints = tuple(endpoints)
+        self._at = 0  # index of the endpoint of the current (or last) connection
         self.name = name
         self._timeout = connect_timeout
         self._connection: Connection | None = None
         self._up = asyncio.Event()
         self._subscriptions: list[_Subscription] = []
         self._keeper: asyncio.Task[None] | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
         self._closing = False
 
     @property
@@ -68,7 +74,7 @@ class Link:
 
     async def start(self) -> None:
         """Connect (BrokerUnavailable if the broker cannot be reached now)."""
-        self._connection = await connect(self.url, self.name, self._timeout)
+        self._connection, self._at = await connect_any(self.endpoints, self.name, self._timeout)
         self._up.set()
         self._keeper = asyncio.ensure_future(self._keep())
 
@@ -123,6 +129,36 @@ class Link:
             prefetch=subscription.prefetch, acks=subscription.acks,
         )  # fmt: skip
         subscription.channel = channel
+        watcher = asyncio.ensure_future(self._watch(connection, subscription, channel))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(
+        self, connection: Connection, subscription: _Subscription, channel: Channel
+    ) -> None:
+        """Consume again when a consumer stops while its connection stays up (the broker
+        cancelled it, or closed its channel on an error): a worker must not go on looking
+        alive while it no longer consumes a queue. A lost connection is left to _keep."""
+        reason: object = await asyncio.shield(channel.consumer_stopped)
+        pause = RECONNECT_INTERVAL
+
+        def still_needed() -> bool:
+            return (subscription.active and not self._closing and subscription.channel is channel
+                    and not connection.closed.done())  # fmt: skip
+
+        while still_needed():
+            log.warning("the consumer of %s stopped (%s); consuming it again in %.0f s",
+                        subscription.queue, reason, pause)  # fmt: skip
+            await asyncio.sleep(pause)
+            if not still_needed():
+                return
+            try:
+                await self._open(connection, subscription)
+            except Exception as exc:
+                reason, pause = exc, min(pause * 2, MAX_RESUBSCRIBE_PAUSE)
+            else:
+                log.info("consuming %s again", subscription.queue)
+                return
 
     async def _keep(self) -> None:
         while not self._closing:
@@ -143,7 +179,9 @@ class Link:
     async def _reconnect(self) -> Connection | None:
         """A new connection with every active subscription on it, or None (try again)."""
         try:
-            connection = await connect(self.url, self.name, self._timeout)
+            connection, self._at = await connect_any(
+                self.endpoints, self.name, self._timeout, first=self._at + 1
+            )
         except Exception as exc:
             log.warning("reconnecting %s failed (%s); retrying", self.name, exc)
             return None
@@ -163,10 +201,11 @@ class Link:
         """Close the connection and stop reconnecting (idempotent)."""
         self._closing = True
         self._up.set()  # wake waiters: they find the link closed
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+        for task in [self._keeper, *self._watchers]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()

@@ -49,6 +49,11 @@ async def test_round_trip_and_delay_on_quorum_queues(app: App) -> None:
         sent = time.time()
         handle = await app.tasks["arrive"].options(countdown=0.5).delay()
         assert await handle.result(timeout=15) >= sent + 0.5 - 0.005
+        open_queues = await queues_of(app.settings.prefix)
+        replies = [
+            q for n, q in open_queues.items() if n.startswith(f"{app.settings.prefix}.reply.")
+        ]
+        assert replies and all(q["type"] == "quorum" for q in replies)
 
     names = app.names
     queues = await queues_of(app.settings.prefix)
@@ -56,7 +61,10 @@ async def test_round_trip_and_delay_on_quorum_queues(app: App) -> None:
     assert work["type"] == "quorum"
     assert "x-max-priority" not in work["args"]
     assert work["args"]["x-dead-letter-exchange"] == names.dlx
-    assert queues[names.dead_queue("default")]["type"] == "classic"
+    assert work["args"]["x-delivery-limit"] == 100
+    assert work["args"]["x-dead-letter-strategy"] == "at-least-once"
+    assert queues[names.dead_queue("default")]["type"] == "quorum"
+
     for level in (0, 9, 35):
         delay = queues[names.delay_level(level)]
         assert delay["type"] == "quorum"
@@ -104,3 +112,5 @@ async def test_one_queue_quorum_next_to_classic_priority_queues(
     default = queues[app.names.work_queue("default")]
     assert default["type"] == "classic"
     assert default["args"]["x-max-priority"] == 10
+    assert queues[app.names.dead_queue("ledger")]["type"] == "quorum"
+    assert queues[app.names.dead_queue("default")]["type"] == "classic"

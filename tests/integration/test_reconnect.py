@@ -171,3 +171,29 @@ async def test_a_reply_published_while_the_caller_is_disconnected_still_arrives(
 
 async def _gone(queue_name: str) -> bool:
     return not await consumed(queue_name)
+
+
+async def test_a_worker_consumes_again_after_the_broker_cancels_its_consumer(
+    prefix: str, client: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Deleting a work queue makes the broker cancel its consumers (so does the loss of a
+    # classic queue's node) while the connection stays up: the worker must not go on
+    # looking alive without consuming.
+    app = App(f"w{prefix}", broker=BROKER, prefix=prefix)
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    caplog.set_level(logging.WARNING, "taskq.transport")
+    async with app, running_worker(app, queues=["default"]):
+        assert await (await add.delay(1, 2)).result(timeout=15) == 3
+        await app.transport.delete_queue(app.names.work_queue("default"))
+
+        async def stopped() -> bool:
+            return "cancelled by the broker" in caplog.text
+
+        await eventually(stopped, what="the broker to cancel the consumer")
+        async with App(f"r{prefix}", broker=BROKER, prefix=prefix) as redeclarer:
+            await redeclarer.transport.declare_work_queue("default")
+        assert await (await add.delay(2, 2)).result(timeout=30) == 4

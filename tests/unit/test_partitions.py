@@ -60,14 +60,12 @@ def test_delivery_bindings_route_each_partition_alone() -> None:
     assert not topic_matches(topology.delivery_binding("orders.3"), plain)
 
 
-def test_partition_arguments() -> None:
+def test_partitions_share_the_queue_arguments() -> None:
+    # Declared with the logical queue's arguments: one .dead queue, leaders spread.
     names = Names("p")
-    quorum = topology.work_queue_arguments(names, "orders", max_priority=10, queue_type="quorum")
-    args = topology.partition_queue_arguments(quorum, "orders")
-    assert args["x-dead-letter-routing-key"] == "orders"  # one .dead queue for every partition
+    args = topology.work_queue_arguments(names, "orders", max_priority=10, queue_type="quorum")
+    assert args["x-dead-letter-routing-key"] == "orders"
     assert args["x-queue-leader-locator"] == "balanced"
-    classic = topology.work_queue_arguments(names, "orders", max_priority=10, queue_type="classic")
-    assert "x-queue-leader-locator" not in topology.partition_queue_arguments(classic, "orders")
 
 
 # -- settings and registration -----------------------------------------------------------------

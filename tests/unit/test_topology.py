@@ -49,12 +49,33 @@ def test_quorum_work_queue_arguments() -> None:
     # RabbitMQ 4.x drops a quorum message after 20 redeliveries unless a DLX is set.
     assert args["x-dead-letter-exchange"] == "tq.dlx"
     assert args["x-dead-letter-routing-key"] == "emails"
+    # ...and taskq sets the limit itself, dead-lettering at least once (never dropping).
+    assert args["x-delivery-limit"] == topology.QUORUM_DELIVERY_LIMIT
+    assert args["x-dead-letter-strategy"] == "at-least-once"
+    assert args["x-overflow"] == "reject-publish"
+    assert args["x-queue-leader-locator"] == "balanced"
 
 
 def test_dead_queue_arguments() -> None:
     args = topology.dead_queue_arguments()
     assert args == {"x-queue-type": "classic"}
     assert "x-dead-letter-exchange" not in args
+    quorum = topology.dead_queue_arguments("quorum")
+    assert quorum["x-queue-type"] == "quorum"
+    assert "x-dead-letter-exchange" not in quorum
+
+
+def test_reply_queue_arguments() -> None:
+    assert topology.reply_queue_arguments(2.5) == {"x-queue-type": "classic", "x-expires": 2500}
+    assert topology.reply_queue_arguments(2.5, quorum=True)["x-queue-type"] == "quorum"
+
+
+def test_beat_queues_follow_the_work_queues_type() -> None:
+    assert topology.beat_lease_arguments()["x-queue-type"] == "classic"
+    lease = topology.beat_lease_arguments(quorum=True)
+    assert lease["x-queue-type"] == "quorum" and lease["x-single-active-consumer"] is True
+    status = topology.beat_status_arguments(quorum=True)
+    assert status["x-queue-type"] == "quorum" and status["x-max-length"] == 1
 
 
 @pytest.mark.parametrize("level", [0, 1, 5, DELAY_LEVELS - 1])
