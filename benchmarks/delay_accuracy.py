@@ -26,17 +26,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import aio_pika
-
 from taskq import App, Worker
 from taskq.cli.common import run_loop
-from taskq.topology import (
-    DELAY_LEVELS,
-    DELAY_UNIT_SECONDS,
-    MAX_DELAY_SECONDS,
-    Names,
-    every_name,
-)
+from taskq.testing.isolation import delete_topology
+from taskq.testing.worker import running
+from taskq.topology import DELAY_LEVELS, DELAY_UNIT_SECONDS, MAX_DELAY_SECONDS
 
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 FULL = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -117,44 +111,20 @@ async def measure(app: App, delays: Sequence[float], per_delay: int) -> list[dic
     return [summarise(d, list(r)) for d, r in zip(delays, results, strict=True)]
 
 
-async def delete_topology(prefix: str) -> None:
-    """Delete every queue and exchange the run declared."""
-    names = Names(prefix)
-    connection = await aio_pika.connect(BROKER)
-    try:
-        channel = await connection.channel()
-        queue_names, exchanges = every_name(names, ["default"])
-        for queue in queue_names:
-            await channel.queue_delete(queue)
-        for exchange in exchanges:
-            await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
-
-
 async def run(delays: Sequence[float], per_delay: int, concurrency: int) -> list[dict[str, Any]]:
     """Start a worker, measure, stop, clean up."""
     prefix = f"bench-delay-{uuid.uuid4().hex[:8]}"
     app = make_app(prefix, concurrency)
     worker = Worker(app, concurrency=concurrency, shutdown_timeout=5)
     try:
-        async with app:
-            running = asyncio.create_task(worker.run())
-            ready = asyncio.create_task(worker.ready.wait())
-            await asyncio.wait({running, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            if running.done():
-                running.result()
+        async with app, running(worker, ready_timeout=30):
             # Declare up front: the first delayed send of a process declares the 36 levels
             # (about 150 round trips), which is not what this measures.
             await app.transport.declare_work_queue("default")
             await app.transport.declare_delay_levels()
-            try:
-                return await measure(app, delays, per_delay)
-            finally:
-                worker.stop()
-                await asyncio.wait_for(running, timeout=30)
+            return await measure(app, delays, per_delay)
     finally:
-        await delete_topology(prefix)
+        await delete_topology(app.settings, ["default"])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

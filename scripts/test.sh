@@ -7,13 +7,15 @@
 #    chromium is installed (the dashboard's browser tests); starts the 3-node test cluster
 #    (scripts/cluster.sh up: ports 5701..5703, 5711) and stops and removes it when the script
 #    exits, however it exits;
-# 3. ruff check on taskq, tests, examples and benchmarks (those that exist);
+# 3. ruff check on taskq, tests, examples, benchmarks and docs/hooks (those that exist);
 # 4. mypy --strict (pyproject.toml) on taskq, then on each example directory on its own (every
 #    example has a tasks.py: one mypy run cannot hold two modules named `tasks`);
-# 5. pytest on tests/ (the typing tests run mypy on tests/typing themselves), under coverage:
+# 5. mkdocs build --strict: the documentation site (mkdocs.yml, docs/) into site/, every link
+#    and anchor checked (its code samples run in pytest: tests/test_docs_samples.py);
+# 6. pytest on tests/ (the typing tests run mypy on tests/typing themselves), under coverage:
 #    first every test not marked serial, TEST_WORKERS (default 4) at a time, then the serial
 #    ones (they stop the broker);
-# 6. the coverage of taskq, lines and branches, subprocesses included (the taskq-worker
+# 7. the coverage of taskq, lines and branches, subprocesses included (the taskq-worker
 #    processes, the supervisor's children and the taskq CLI calls the tests start): the
 #    report, then one line with the line, branch and total figures. Below fail_under
 #    (pyproject.toml) is a failure when the whole suite ran (no extra arguments).
@@ -50,7 +52,7 @@ check() {
 }
 
 lint_dirs=()
-for dir in taskq tests examples benchmarks; do
+for dir in taskq tests examples benchmarks docs/hooks; do
     if [ -d "$dir" ]; then lint_dirs+=("$dir"); fi
 done
 step "ruff"
@@ -61,6 +63,10 @@ check "mypy taskq" "$VENV/bin/mypy" taskq
 for example in examples/*/; do
     if [ -d "$example" ]; then check "mypy ${example%/}" "$VENV/bin/mypy" "${example%/}"; fi
 done
+
+step "docs"
+check "mkdocs build --strict" env NO_MKDOCS_2_WARNING=1 \
+    "$VENV/bin/mkdocs" build --strict --quiet --site-dir "$ROOT/site"
 
 step "pytest"
 # pytest exits 5 when it collected no tests: check() counts that as a failure like any other.

@@ -183,7 +183,7 @@ class App:
         retry: RetryPolicy | None = None,
     ) -> _TaskDecorator:
         """Register ``func`` as a task (``.delay()`` still works) that a scheduler sends on a
-        schedule with ``args`` and ``kwargs`` (see taskq.periodic and docs/periodic.md).
+        schedule with ``args`` and ``kwargs`` (see taskq.periodic and docs/operations/periodic.md).
 
         ``every`` (seconds, or a timedelta, at least 1 s) ticks on multiples of the interval
         since the Unix epoch, or since ``start``; ``cron`` (five fields) ticks in
@@ -502,9 +502,7 @@ class App:
             delay_ms,
         )
 
-    def partition_for(
-        self, queue: str, key: str | bytes | int | None, task_id: str
-    ) -> int | None:
+    def partition_for(self, queue: str, key: str | bytes | int | None, task_id: str) -> int | None:
         """The partition of ``queue`` a task goes to: by ``key`` if given, else by its ID
         (None when the queue is not partitioned)."""
         count = self.settings.partitions_of(queue)

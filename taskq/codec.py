@@ -57,8 +57,9 @@ def _default(value: Any) -> msgpack.ExtType:
     if isinstance(value, BaseModel):
         # A Packer of its own: this runs inside the thread's Packer, which must not re-enter.
         dumped = value.model_dump(mode="python")
-        return msgpack.ExtType(EXT_MODEL, msgpack.packb(dumped, default=_default,
-                                                        use_bin_type=True, datetime=False))
+        return msgpack.ExtType(
+            EXT_MODEL, msgpack.packb(dumped, default=_default, use_bin_type=True, datetime=False)
+        )
     if isinstance(value, set | frozenset):
         return list(value)
     raise TypeError(f"cannot serialise a value of type {type(value).__qualname__}")

@@ -210,9 +210,13 @@ def reserved_task(delivery: Delivery) -> dict[str, Any]:
     try:
         envelope = envelope_of(delivery)
     except DecodeError as exc:
-        return {"task_id": delivery.message_id, "task": delivery.type,
-                "queue": logical_queue(delivery.queue), "attempt": None,
-                "args": f"<not a taskq message: {exc}>"}  # fmt: skip
+        return {
+            "task_id": delivery.message_id,
+            "task": delivery.type,
+            "queue": logical_queue(delivery.queue),
+            "attempt": None,
+            "args": f"<not a taskq message: {exc}>",
+        }
     return {
         "task_id": envelope.task_id,
         "task": envelope.task_name,
@@ -287,9 +291,7 @@ class LastSeen:
         if not isinstance(data, dict):
             return {}
         cutoff = time.time() - LAST_SEEN_TTL
-        return {
-            k: float(v) for k, v in data.items() if isinstance(v, int | float) and v >= cutoff
-        }
+        return {k: float(v) for k, v in data.items() if isinstance(v, int | float) and v >= cutoff}
 
     def save(self, seen: dict[str, float]) -> None:
         """Write ``seen``; a read-only home only costs the memory, so errors are logged."""

@@ -16,8 +16,9 @@ a bounded buffer; a flusher task publishes it. When the buffer is full the oldes
 dropped and counted, so a blocked broker connection never slows tasks down.
 
 Publishing is opt-in (``events=True`` setting, ``taskq-worker --events``): it costs a few
-publishes per task (see the README for the measured cost). The observation points themselves
-(the reserved registry, run times, listeners such as Prometheus metrics) are always on.
+publishes per task (docs/operations/monitoring.md has the measured cost). The observation
+points themselves (the reserved registry, run times, listeners such as Prometheus metrics) are
+always on.
 """
 
 from __future__ import annotations
@@ -251,7 +252,9 @@ async def sent(app: App, *sends: Envelope) -> None:
     batch = []
     for envelope in sends:
         fields: dict[str, Any] = {
-            "time": time.time(), **envelope_fields(envelope), "args": args_field(envelope)
+            "time": time.time(),
+            **envelope_fields(envelope),
+            "args": args_field(envelope),
         }
         if envelope.eta is not None:
             fields["eta"] = envelope.eta.isoformat()

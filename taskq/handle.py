@@ -148,6 +148,10 @@ def _block_on(
         try:
             return future.result(timeout=0.5)
         except concurrent.futures.TimeoutError:
+            # Since Python 3.11 this is the builtin TimeoutError, which the call itself may
+            # raise (ResultTimeout): that one is the answer, not a reason to wait again.
+            if future.done():
+                raise
             if loop.is_closed() or not loop.is_running():
                 future.cancel()
                 raise LifecycleError(closed_message) from None

@@ -55,15 +55,25 @@ def management_url(broker: str, explicit: str | None = None) -> tuple[str, str, 
     return base.rstrip("/"), vhost, f"{user}:{password}"
 
 
-def fetch(base: str, vhost: str, credentials: str) -> list[dict[str, Any]]:
-    """The management API's queue rows of ``vhost`` (blocking: run it in a thread)."""
-    path = "/api/queues/" + urllib.parse.quote(vhost, safe="")
-    query = "?columns=name,messages_ready,messages_unacknowledged,consumers"
-    request = urllib.request.Request(base + path + query)
+def get_json(base: str, path: str, credentials: str) -> Any:
+    """GET ``base + path`` of the management API and decode its JSON (blocking: run it in a
+    thread). OSError or ValueError when it does not answer or answers something else."""
+    request = urllib.request.Request(base + path)
     token = base64.b64encode(credentials.encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     with urllib.request.urlopen(request, timeout=API_TIMEOUT) as response:
-        data = json.loads(response.read())
+        return json.loads(response.read())
+
+
+def vhost_path(collection: str, vhost: str) -> str:
+    """``/api/{collection}/{vhost}``, the vhost quoted (``/`` is ``%2F``)."""
+    return f"/api/{collection}/" + urllib.parse.quote(vhost, safe="")
+
+
+def fetch(base: str, vhost: str, credentials: str) -> list[dict[str, Any]]:
+    """The management API's queue rows of ``vhost`` (blocking: run it in a thread)."""
+    query = "?columns=name,messages_ready,messages_unacknowledged,consumers"
+    data = get_json(base, vhost_path("queues", vhost) + query, credentials)
     if not isinstance(data, list):
         raise ValueError("unexpected answer from the management API")
     return data
@@ -175,13 +185,14 @@ async def depths(
             rows = by_logical_queue(from_api(api_rows, names.prefix), names.prefix)
             return Depths(rows, api, True)
         except (OSError, ValueError, urllib.error.URLError) as exc:
-            source = f"passive declares (management API not available: {_reason(exc)})"
+            source = f"passive declares (management API not available: {api_error(exc)})"
     full_names = known_queues(names, queues, transport.settings.partitions)
     rows = by_logical_queue(await from_declares(transport, full_names), names.prefix)
     return Depths(rows, source, False)
 
 
-def _reason(exc: Exception) -> str:
+def api_error(exc: Exception) -> str:
+    """Why a management API request failed, in a few words (no URL, so no password)."""
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code}"
     if isinstance(exc, urllib.error.URLError):

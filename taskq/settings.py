@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     broker: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
         description="AMQP URL of RabbitMQ, or several (the nodes of a cluster) separated by "
-        "commas; a list in code",
+        "commas (a list in code); passwords are redacted in logs",
     )
     tls_ca_file: str | None = Field(
         default=None, description="CA file that verifies the broker's certificate (amqps://)"
@@ -65,32 +65,36 @@ class Settings(BaseSettings):
         default=None, description="private key of the client certificate (amqps://)"
     )
     prefix: str = Field(default="taskq", description="prefix of every exchange and queue name")
-    default_queue: str = "default"
+    default_queue: str = Field(default="default", description="queue of tasks that name none")
     max_priority: int = Field(default=10, ge=1, le=255, description="x-max-priority of work queues")
-    default_priority: int = Field(default=0, ge=0, le=255)
+    default_priority: int = Field(
+        default=0, ge=0, le=255, description="priority of tasks and sends that set none"
+    )
     concurrency: int = Field(default=16, ge=1, description="tasks run at once per worker process")
     prefetch: int | None = Field(
-        default=None, ge=1, description="deliveries held per worker (default: concurrency)"
+        default=None,
+        ge=1,
+        description="deliveries a worker holds unacked per consumed queue (None: concurrency)",
     )
     threads: int = Field(default=8, ge=1, description="thread pool size for plain `def` tasks")
     task_timeout: float | None = Field(default=None, gt=0, description="default task timeout (s)")
-    shutdown_timeout: float = Field(default=30.0, ge=0)
+    shutdown_timeout: float = Field(
+        default=30.0, ge=0, description="seconds running tasks get to finish on SIGTERM"
+    )
     max_deliveries: int = Field(
         default=5, ge=1, description="deliveries that did not finish before crash-loop DLQ"
     )
     publish_timeout: float = Field(
         default=30.0, gt=0, description="how long a publish may wait for the broker to come back"
     )
-    connect_timeout: float = Field(default=10.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0, description="seconds to connect")
     queue_type: Literal["classic", "quorum"] = Field(
         default="classic", description="type of every work queue"
     )
     quorum_queues: frozenset[str] = Field(
         default=frozenset(), description="work queues that are quorum when queue_type is classic"
     )
-    results: str = Field(
-        default="amqp", description="'amqp', or a redis:// or postgresql:// URL"
-    )
+    results: str = Field(default="amqp", description="'amqp', or a redis:// or postgresql:// URL")
     events: bool = Field(default=False, description="publish task and worker events")
     reply_queue_ttl: float = Field(
         default=300.0,

@@ -22,6 +22,8 @@ import pytest
 from tests.apps import noise
 from tests.support import VARIANT, delete_topology, feed_noise, unique_prefix
 
+pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on users' test files
+
 ONE_QUEUE, TWO_QUEUES = "one-queue", "two-queues"
 
 # What starts a worker in a test (tests.support); a test function, fixture, helper or class of

@@ -32,6 +32,7 @@ from taskq.cli.common import UsageError, load_app
 from taskq.control import presence_queue
 from taskq.message import Envelope
 from taskq.testing.polling import eventually
+from taskq.testing.worker import running
 from taskq.topology import DELAY_LEVELS, Names, every_name
 from tests.apps import noise
 
@@ -227,15 +228,7 @@ async def running_worker(app: App, **options: Any) -> AsyncIterator[Worker]:
     In the busy two-queue variant it yields once the worker has run a noise task, so that
     the test's own deliveries interleave with noise from the start.
     """
-    worker = make_worker(app, **options)
-    task = asyncio.create_task(worker.run())
-    ready = asyncio.create_task(worker.ready.wait())
-    await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        ready.cancel()
-        task.result()  # raise the worker's error
-    assert worker.ready.is_set(), "worker did not become ready within 20 s"
-    try:
+    async with running(make_worker(app, **options), ready_timeout=20) as worker:
         if VARIANT.busy:
 
             async def noisy() -> bool:
@@ -243,9 +236,6 @@ async def running_worker(app: App, **options: Any) -> AsyncIterator[Worker]:
 
             await eventually(noisy, what="the worker to run a noise task")
         yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, timeout=60)
 
 
 def _with_extra_queue(app_spec: str, args: Sequence[str], extra: str) -> list[str]:

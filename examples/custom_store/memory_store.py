@@ -2,7 +2,8 @@
 
 For tests and single-process apps (a worker and its callers in one process). Every instance
 made with the same ``Memory`` sees the same states, as processes sharing a database would;
-``taskq.testing.contract`` runs the result-store contract against it (see docs/results.md).
+``taskq.testing.contract`` runs the result-store contract against it (see
+docs/operations/result-stores.md).
 """
 
 from __future__ import annotations

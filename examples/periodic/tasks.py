@@ -14,7 +14,7 @@ Every firing's task ID is ``periodic:{entry}:{tick}`` and each tick is sent once
 - ``heartbeat`` ticks on every multiple of 10 s since the Unix epoch, so every scheduler
   agrees on the ticks whenever it started; ``taskq.current().scheduled_for`` is the tick.
 - ``nightly_report`` runs at 02:30 Berlin time: once a day, also on the nights the clocks
-  change (see docs/periodic.md for which instant that is).
+  change (see docs/operations/periodic.md for which instant that is).
 - ``purge_old`` runs every hour on the hour with fixed arguments, on its own queue (run a
   worker with ``--queues default,maintenance``); it is a normal task too:
   ``await purge_old.delay(1)`` sends it now.

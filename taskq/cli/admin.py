@@ -1,9 +1,9 @@
 """``taskq``: send tasks and look after queues from the command line.
 
 Each command group lives in its own module with ``register(subparsers)``; a registered
-subcommand sets ``run``, an ``async def run(app, args) -> int`` called with the App open, and
-may set ``check``, a ``check(args, app)`` called before the App connects (bad flags then exit 2
-without touching the broker).
+subcommand sets ``run``, an ``async def run(app, args) -> int`` called with the App open (or
+not opened, if it sets ``opens_app=False``), and may set ``check``, a ``check(args, app)``
+called before the App connects (bad flags then exit 2 without touching the broker).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from ..app import App
 from ..exceptions import BrokerUnavailable, ConfigurationError, InvalidArguments, TaskqError
-from . import beat, dashboard, dlq, events, inspect, queues, send
+from . import beat, dashboard, dlq, doctor, events, inspect, queues, send
 from .common import ExitCode, UsageError, load_app, run_loop
 
-COMMAND_MODULES = [send, dlq, inspect, queues, events, beat, dashboard]
+COMMAND_MODULES = [send, dlq, inspect, queues, events, beat, dashboard, doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +41,8 @@ def _app_from(args: argparse.Namespace) -> App:
 
 
 async def _run(app: App, args: argparse.Namespace) -> int:
+    if not getattr(args, "opens_app", True):  # the command makes its own connections
+        return int(await args.run(app, args))
     async with app:
         return int(await args.run(app, args))
 

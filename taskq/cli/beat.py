@@ -3,8 +3,8 @@
 scheduler is active.
 
 Any number of schedulers may run for one App (and ``taskq-worker --beat`` embeds one in a
-worker): one is active, the others stand by (see docs/periodic.md). SIGTERM or SIGINT stops
-a scheduler at once, and the next one in line takes over.
+worker): one is active, the others stand by (see docs/operations/periodic.md). SIGTERM or
+SIGINT stops a scheduler at once, and the next one in line takes over.
 """
 
 from __future__ import annotations

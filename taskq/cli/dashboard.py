@@ -1,4 +1,4 @@
-"""``taskq dashboard``: serve the web dashboard (see taskq.dashboard and docs/dashboard.md).
+"""``taskq dashboard``: serve the web dashboard (taskq.dashboard, docs/operations/dashboard.md).
 
 Needs the ``dashboard`` extra (``pip install 'taskq[dashboard]'``). Listens on 127.0.0.1:5555
 by default; on any other address it refuses to start without ``--token`` (exit 2). Stops
@@ -37,9 +37,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--history-max", type=int, default=100_000, help="keep this many tasks")
     parser.add_argument("--queue", action="append", default=[], help="also watch this queue")
     parser.add_argument("--management-url", help="RabbitMQ management API base URL")
-    parser.add_argument(
-        "--no-management", action="store_true", help="never ask the management API"
-    )
+    parser.add_argument("--no-management", action="store_true", help="never ask the management API")
     parser.add_argument("--sample-interval", type=float, default=2.0, help="seconds")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     alerts = parser.add_argument_group("alerts (added to those of --alerts FILE)")

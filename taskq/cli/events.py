@@ -24,7 +24,15 @@ from . import tables
 from .common import ExitCode
 
 _SHOWN = (
-    "task_id", "task", "queue", "attempt", "runtime", "reason", "error", "worker", "active",
+    "task_id",
+    "task",
+    "queue",
+    "attempt",
+    "runtime",
+    "reason",
+    "error",
+    "worker",
+    "active",
     "processed",
 )
 
@@ -77,8 +85,9 @@ async def run(app: App, args: argparse.Namespace) -> int:
         await transport.declare_exchange(exchange, "topic")
         queue = f"{app.names.prefix}.events-tail.{uuid.uuid4().hex}"
         await transport.consume_bound(queue, exchange, args.filter, on_event)
-        print(f"listening to {exchange} ({args.filter}); Ctrl-C to stop", file=sys.stderr,
-              flush=True)
+        print(
+            f"listening to {exchange} ({args.filter}); Ctrl-C to stop", file=sys.stderr, flush=True
+        )
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -34,7 +34,10 @@ def register(sub: Any) -> None:
     parser.add_argument("what", choices=[*WORKER_COMMANDS, "scheduled", "periodic"])
     _common_options(parser)
     parser.add_argument(
-        "--peek", type=int, default=0, metavar="N",
+        "--peek",
+        type=int,
+        default=0,
+        metavar="N",
         help="scheduled: read up to N messages per delay level to show their ETA",
     )
     parser.set_defaults(run=run_inspect)
@@ -49,9 +52,7 @@ def register(sub: Any) -> None:
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for replies")
     parser.add_argument("--worker", help="ask only this worker")
-    parser.add_argument(
-        "--expect", default="", help="comma-separated workers that should answer"
-    )
+    parser.add_argument("--expect", default="", help="comma-separated workers that should answer")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -98,8 +99,7 @@ def _as_json(result: control.Result) -> dict[str, Any]:
             for r in result.replies
         ],
         "missing": [
-            {"worker": m.worker, "state": m.state, "last_seen": m.last_seen}
-            for m in result.missing
+            {"worker": m.worker, "state": m.state, "last_seen": m.last_seen} for m in result.missing
         ],
     }
 
@@ -122,9 +122,17 @@ def _ping(replies: list[control.Reply]) -> str:
 
 def _active(replies: list[control.Reply]) -> str:
     rows = [
-        (r.worker, t["task_id"], t["task"], t["attempt"], tables.clock(t["started_at"]),
-         tables.duration(t["runtime"]), t["args"])
-        for r in replies for t in r.answer
+        (
+            r.worker,
+            t["task_id"],
+            t["task"],
+            t["attempt"],
+            tables.clock(t["started_at"]),
+            tables.duration(t["runtime"]),
+            t["args"],
+        )
+        for r in replies
+        for t in r.answer
     ]
     heads = ["WORKER", "TASK ID", "NAME", "ATTEMPT", "STARTED (UTC)", "RUNTIME", "ARGS"]
     return tables.render(heads, rows) + f"\n{len(rows)} active task(s)"
@@ -133,7 +141,8 @@ def _active(replies: list[control.Reply]) -> str:
 def _reserved(replies: list[control.Reply]) -> str:
     rows = [
         (r.worker, t["task_id"], t["task"], t["queue"], t["attempt"], t["args"])
-        for r in replies for t in r.answer
+        for r in replies
+        for t in r.answer
     ]
     heads = ["WORKER", "TASK ID", "NAME", "QUEUE", "ATTEMPT", "ARGS"]
     return tables.render(heads, rows) + f"\n{len(rows)} reserved task(s)"
@@ -141,14 +150,40 @@ def _reserved(replies: list[control.Reply]) -> str:
 
 def _stats(replies: list[control.Reply]) -> str:
     rows = [
-        (s["worker"], s["hostname"], s["pid"], tables.duration(s["uptime"]), s["concurrency"],
-         s["processed"], s["succeeded"], s["failed"], s["retried"], s["dead_lettered"],
-         s["active"], s["reserved"], f"{s['load']:.0%}",
-         "connected" if s["broker_connected"] else "DISCONNECTED")
+        (
+            s["worker"],
+            s["hostname"],
+            s["pid"],
+            tables.duration(s["uptime"]),
+            s["concurrency"],
+            s["processed"],
+            s["succeeded"],
+            s["failed"],
+            s["retried"],
+            s["dead_lettered"],
+            s["active"],
+            s["reserved"],
+            f"{s['load']:.0%}",
+            "connected" if s["broker_connected"] else "DISCONNECTED",
+        )
         for s in (r.answer for r in replies)
     ]
-    heads = ["WORKER", "HOST", "PID", "UPTIME", "CONC", "PROCESSED", "OK", "FAILED", "RETRIED",
-             "DEAD", "ACTIVE", "RESERVED", "LOAD", "BROKER"]
+    heads = [
+        "WORKER",
+        "HOST",
+        "PID",
+        "UPTIME",
+        "CONC",
+        "PROCESSED",
+        "OK",
+        "FAILED",
+        "RETRIED",
+        "DEAD",
+        "ACTIVE",
+        "RESERVED",
+        "LOAD",
+        "BROKER",
+    ]
     return tables.render(heads, rows)
 
 
@@ -161,22 +196,37 @@ async def _scheduled(app: App, args: argparse.Namespace) -> int:
     for level in range(DELAY_LEVELS):
         depth = await transport.queue_depth(names.delay_level(level))
         if depth is not None and depth.messages:
-            levels.append({"level": level, "queue": depth.name, "messages": depth.messages,
-                           "ttl_ms": 2**level})
+            levels.append(
+                {
+                    "level": level,
+                    "queue": depth.name,
+                    "messages": depth.messages,
+                    "ttl_ms": 2**level,
+                }
+            )
     peeked = await _peek(app, [lv["queue"] for lv in levels], args.peek) if args.peek else []
     if args.json:
         print(json.dumps({"levels": levels, "peeked": peeked}, indent=2))
         return ExitCode.OK
-    print(tables.render(["DELAY QUEUE", "MESSAGES", "LEVEL TTL"],
-                        [(lv["queue"], lv["messages"], tables.duration(lv["ttl_ms"] / 1000))
-                         for lv in levels]))
+    print(
+        tables.render(
+            ["DELAY QUEUE", "MESSAGES", "LEVEL TTL"],
+            [(lv["queue"], lv["messages"], tables.duration(lv["ttl_ms"] / 1000)) for lv in levels],
+        )
+    )
     total = sum(lv["messages"] for lv in levels)
     print(f"{total} delayed message(s) (a message passes through several levels)")
     if peeked:
         print()
-        print(tables.render(["TASK ID", "NAME", "QUEUE", "ETA (UTC)", "IN"],
-                            [(p["task_id"], p["task"], p["queue"], tables.clock(p["eta"]),
-                              p["delay_queue"]) for p in peeked]))
+        print(
+            tables.render(
+                ["TASK ID", "NAME", "QUEUE", "ETA (UTC)", "IN"],
+                [
+                    (p["task_id"], p["task"], p["queue"], tables.clock(p["eta"]), p["delay_queue"])
+                    for p in peeked
+                ],
+            )
+        )
     return ExitCode.OK
 
 
@@ -188,11 +238,15 @@ async def _peek(app: App, queues: list[str], limit: int) -> list[dict[str, Any]]
         try:
             while len(held) < limit and (delivery := await app.transport.get(queue)) is not None:
                 held.append(delivery)
-                found.append({
-                    "task_id": delivery.message_id, "task": delivery.type,
-                    "queue": logical_queue(queue_from_delay_key(delivery.routing_key or "")),
-                    "eta": _eta_of(delivery), "delay_queue": queue,
-                })
+                found.append(
+                    {
+                        "task_id": delivery.message_id,
+                        "task": delivery.type,
+                        "queue": logical_queue(queue_from_delay_key(delivery.routing_key or "")),
+                        "eta": _eta_of(delivery),
+                        "delay_queue": queue,
+                    }
+                )
         finally:
             for delivery in held:
                 await delivery.reject(requeue=True)

@@ -59,10 +59,12 @@ async def run(app: App, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"source": source, "queues": rows}, indent=2))
         return ExitCode.OK
-    print(tables.render(
-        ["QUEUE", "READY", "UNACKED", "CONSUMERS"],
-        [line for r in rows for line in _lines(r, args.partitions)],
-    ))
+    print(
+        tables.render(
+            ["QUEUE", "READY", "UNACKED", "CONSUMERS"],
+            [line for r in rows for line in _lines(r, args.partitions)],
+        )
+    )
     print(f"source: {source}")
     return ExitCode.OK
 

@@ -130,5 +130,8 @@ class Supervisor:
         child.restart_at = now + delay
         log.warning(
             "worker process %d (pid %d) exited with %d; restarting in %.0f s",
-            child.index, child.process.pid, code, delay,
+            child.index,
+            child.process.pid,
+            code,
+            delay,
         )

@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shutdown-timeout", type=float, help="seconds to finish running tasks")
     parser.add_argument("--name", help="worker name (default: app@host.pid)")
     parser.add_argument(
-        "--processes", "-p", type=int, default=1,
+        "--processes",
+        "-p",
+        type=int,
+        default=1,
         help="run N worker processes under a supervisor that restarts them (default 1)",
     )
     parser.add_argument(
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", action="store_true", help="publish task and worker events")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1")
     parser.add_argument(
-        "--beat", action="store_true",
+        "--beat",
+        action="store_true",
         help="also run a periodic scheduler (any number may run: one is active)",
     )
     return parser

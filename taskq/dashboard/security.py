@@ -127,9 +127,7 @@ def _host_of(request: Request) -> str:
 
 
 def _unauthorized(request: Request) -> Response:
-    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get(
-        "accept", ""
-    ):
+    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
         return JSONResponse(
             {"error": "token required: Authorization: Bearer TOKEN, or ?token=TOKEN once"},
             status_code=401, headers={"WWW-Authenticate": "Bearer"},

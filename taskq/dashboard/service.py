@@ -7,7 +7,7 @@ webhook, and serves HTTP, until ``stop`` is set. The web layer (taskq.dashboard.
 the methods below; none of them blocks the loop (SQLite runs in a thread).
 
 Broker use: the App's two connections (one publishes and declares, one consumes the events
-and the control replies); see docs/dashboard.md for the measured cost.
+and the control replies); see docs/operations/dashboard.md for the measured cost.
 """
 
 from __future__ import annotations

@@ -124,8 +124,7 @@ class Sampler:
         result = await control.broadcast(self.app, "stats", timeout=timeout, memory=self.memory)
         self.live.on_stats(_answers(result.replies), asked, time.time())
         self.live.on_missing(
-            {"worker": m.worker, "state": m.state, "last_seen": m.last_seen}
-            for m in result.missing
+            {"worker": m.worker, "state": m.state, "last_seen": m.last_seen} for m in result.missing
         )
 
 

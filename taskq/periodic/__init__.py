@@ -7,7 +7,7 @@
 - ``scheduler``: the Scheduler, which holds the lease (taskq.transport.lease) and sends.
 - ``status``: what ``taskq beat list`` shows, read from the broker.
 
-See docs/periodic.md for the failover model and its limits.
+See docs/operations/periodic.md for the failover model and its limits.
 """
 
 from .entry import CatchUp, PeriodicEntry

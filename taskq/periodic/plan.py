@@ -103,9 +103,7 @@ def _missed(
     return [] if latest is None else [latest]
 
 
-def next_tick(
-    entries: Iterable[Plannable], states: Mapping[str, EntryState]
-) -> dt.datetime | None:
+def next_tick(entries: Iterable[Plannable], states: Mapping[str, EntryState]) -> dt.datetime | None:
     """The earliest tick after the entries' cursors (None with no entries, or none to come).
     An entry without state is left out: the next settle gives it one."""
     upcoming = [

@@ -367,8 +367,10 @@ class PostgresResultStore:
         return await self._reader(task_id)
 
     async def _get_many(self, ids: Sequence[str]) -> dict[str, TaskState]:
-        what = f"could not read task {ids[0]} from" if len(ids) == 1 else (
-            f"could not read {len(ids)} tasks from"
+        what = (
+            f"could not read task {ids[0]} from"
+            if len(ids) == 1
+            else (f"could not read {len(ids)} tasks from")
         )
         rows = await self._call(what, "fetch", "get", ids)
         return {row["task_id"]: _state(row["task_id"], row) for row in rows}

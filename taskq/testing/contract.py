@@ -46,10 +46,10 @@ from ..app import App
 from ..context import current
 from ..exceptions import EncodeError, ResultTimeout, ResultUnavailable, TaskFailed
 from ..results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
-from ..topology import every_name
-from ..transport import Transport
 from ..worker import Worker
+from .isolation import delete_topology
 from .polling import eventually
+from .worker import running as running_worker
 
 
 class StoreFactory(Protocol):
@@ -146,9 +146,9 @@ async def typed_states_round_trip(contract: Contract) -> None:
                                    progress_message="a quarter"), reply_to=None)  # fmt: skip
         started = await reader.get(done)
         assert started is not None, "a recorded state is not visible to another instance"
-        assert (started.status, started.attempt, started.worker) == (
-            TaskStatus.STARTED, 1, "w1"
-        ), started
+        assert (started.status, started.attempt, started.worker) == (TaskStatus.STARTED, 1, "w1"), (
+            started
+        )
         assert (started.progress, started.progress_message) == (0.25, "a quarter"), started
         await writer.record(_state(done, TaskStatus.SUCCESS, result=RICH), reply_to=None)
         success = await reader.get(done)
@@ -418,34 +418,15 @@ async def running(contract: Contract) -> AsyncIterator[Pair]:
                 _app(contract, "contract-worker", gate, calls), gate, calls)  # fmt: skip
     try:
         async with pair.client, pair.served:
-            worker = pair.worker = Worker(pair.served, concurrency=4)
-            task = asyncio.ensure_future(worker.run())
-            ready = asyncio.ensure_future(worker.ready.wait())
-            await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                ready.cancel()
-                task.result()
-            try:
-                yield pair
-            finally:
-                gate.set()
-                worker.stop()
-                await asyncio.wait_for(task, 60)
+            pair.worker = Worker(pair.served, concurrency=4)
+            async with running_worker(pair.worker, ready_timeout=30):
+                try:
+                    yield pair
+                finally:
+                    gate.set()
     finally:
-        await _delete_topology(pair.served)
-
-
-async def _delete_topology(app: App) -> None:
-    transport = Transport(app.settings, connection_name="taskq-contract-cleanup")
-    await transport.connect()
-    try:
-        queues, exchanges = every_name(app.names, [app.settings.default_queue])
-        for queue in queues:
-            await transport.delete_queue(queue)
-        for exchange in exchanges:
-            await transport.delete_exchange(exchange)
-    finally:
-        await transport.close()
+        settings = pair.served.settings
+        await delete_topology(settings, [settings.default_queue])
 
 
 @_check("app", durable=False)
@@ -491,7 +472,9 @@ async def statuses_progress_and_retries_are_visible(contract: Contract) -> None:
         async def progressed() -> bool:
             info = await handle.info()
             return (info.status, info.progress, info.progress_message) == (
-                TaskStatus.STARTED, 0.5, "half way"
+                TaskStatus.STARTED,
+                0.5,
+                "half way",
             )
 
         await eventually(progressed, what="STARTED with progress 0.5")

@@ -314,6 +314,8 @@ class Connection(asyncio.Protocol):
     def __init__(self, name: str) -> None:
         self.name = name
         self.frame_max = FRAME_MAX
+        self.server_properties: dict[str, Any] = {}
+        """What the broker said of itself at the handshake (``product``, ``version``...)."""
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[ChannelClosed] = loop.create_future()
         self._transport: asyncio.Transport | None = None
@@ -413,6 +415,7 @@ class Connection(asyncio.Protocol):
         """The AMQP handshake: start, tune, open (raises on refusal or timeout)."""
         async with asyncio.timeout(timeout):
             start = await self._expect(commands.Connection.Start)
+            self.server_properties = dict(start.server_properties or {})
             if "PLAIN" not in str(start.mechanisms).split():
                 raise BrokerUnavailable("the broker does not offer PLAIN authentication")
             response = f"\0{endpoint.user}\0{endpoint.password}"

@@ -128,8 +128,10 @@ class Transport:
     @property
     def connected(self) -> bool:
         """Whether every opened connection is up now."""
-        return self._out is not None and self._out.connected and (
-            self._in is None or self._in.connected
+        return (
+            self._out is not None
+            and self._out.connected
+            and (self._in is None or self._in.connected)
         )
 
     def _require(self, value: Any, what: str) -> Any:
@@ -224,18 +226,44 @@ class Transport:
 
     async def queue_depth(self, queue_name: str) -> QueueDepth | None:
         """Ready messages and consumers of a queue (full name), or None if it does not exist."""
-        out: Link = self._require(self._out, "queue_depth")
-        connection = await out.connection(self.settings.publish_timeout)
-        probe = await connection.channel()  # a failed passive declare closes its channel
         try:
-            ok = await probe.rpc(commands.Queue.Declare(queue=queue_name, passive=True))
+            ok = await self._probe(commands.Queue.Declare(queue=queue_name, passive=True))
         except ChannelClosed as exc:
             if exc.code == NOT_FOUND:
                 return None
             raise BrokerUnavailable(f"lost the broker while asking for {queue_name}") from exc
+        return QueueDepth(queue_name, ok.message_count or 0, ok.consumer_count or 0)
+
+    async def argument_refusal(self, queue_name: str, arguments: dict[str, Any]) -> str | None:
+        """Declare queue ``queue_name`` with ``arguments``: None if the broker agrees, else its
+        refusal (``inequivalent arg 'x-max-priority' ... received '10' but current is '5'``).
+
+        A declare creates a queue that does not exist: ask only about existing queues.
+        """
+        try:
+            await self._probe(_queue_declare(queue_name, arguments))
+        except ChannelClosed as exc:
+            if exc.code == PRECONDITION_FAILED:
+                return str(exc)
+            raise BrokerUnavailable(f"lost the broker while declaring {queue_name}") from exc
+        return None
+
+    async def server_properties(self) -> dict[str, Any]:
+        """What the broker said of itself when the publishing connection opened
+        (``product``, ``version``, ``cluster_name``...)."""
+        out: Link = self._require(self._out, "server_properties")
+        connection = await out.connection(self.settings.publish_timeout)
+        return dict(connection.server_properties)
+
+    async def _probe(self, request: Any) -> Any:
+        """One method on a throwaway channel: a refused declare closes the channel it was on."""
+        out: Link = self._require(self._out, "probe")
+        connection = await out.connection(self.settings.publish_timeout)
+        probe = await connection.channel()
+        try:
+            return await probe.rpc(request)
         finally:
             await probe.close()
-        return QueueDepth(queue_name, ok.message_count or 0, ok.consumer_count or 0)
 
     async def purge(self, queue_name: str) -> int:
         """Remove every ready message from a queue by its full name; return how many."""
@@ -526,9 +554,7 @@ def _ignore(delivery: Delivery) -> None:
     """Deliveries to a held queue mean nothing (nobody publishes there)."""
 
 
-def _work_queue_methods(
-    names: topology.Names, route: str, arguments: dict[str, Any]
-) -> list[Any]:
+def _work_queue_methods(names: topology.Names, route: str, arguments: dict[str, Any]) -> list[Any]:
     """Declare the work queue of ``route`` and bind it to the task and delivery exchanges."""
     work = names.work_queue(route)
     return [

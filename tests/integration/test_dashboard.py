@@ -4,7 +4,7 @@ One dashboard (a real ``taskq dashboard`` subprocess, with a token, two alert ru
 webhook to a local receiver) and three ``taskq-worker --events`` processes serve the whole
 module: starting them is the slow part. Chromium is Debian's, driven by Playwright (no browser
 download). With ``TASKQ_DASHBOARD_SCREENSHOTS=DIR`` the tests also save the screenshots of
-docs/dashboard.md there.
+docs/operations/dashboard.md there.
 """
 
 from __future__ import annotations

@@ -13,7 +13,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from taskq import App, LifecycleError, ResultUnavailable, TaskFailed, TaskStatus
+from taskq import (
+    App,
+    LifecycleError,
+    ResultTimeout,
+    ResultUnavailable,
+    TaskFailed,
+    TaskStatus,
+)
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
 from tests.support import BROKER, eventually, running_worker
 
@@ -113,6 +120,18 @@ async def test_close_releases_a_waiting_caller(worker_app: App, prefix: str) -> 
     await asyncio.to_thread(thread.join, 10)
     assert isinstance(error, LifecycleError)
     assert not sync_threads()
+
+
+async def test_a_wait_past_its_timeout_raises_result_timeout(worker_app: App, prefix: str) -> None:
+    """ResultTimeout is a TimeoutError, as the facade's own poll timeout is since Python 3.11:
+    the facade once took it for its own and waited again, forever."""
+    client = make_app(prefix).sync
+    try:
+        waiting = await asyncio.to_thread(client.handle, "never-sent")
+        with pytest.raises(ResultTimeout):
+            await asyncio.wait_for(asyncio.to_thread(waiting.result, timeout=0.2), timeout=20)
+    finally:
+        await asyncio.to_thread(client.close)
 
 
 async def test_result_sync_on_its_own_loop_is_refused(worker_app: App) -> None:
