@@ -9,6 +9,9 @@ The convention the pages follow (docs/contributing.md says it to writers):
 - each App it opens (``async with app:``, ``app.sync``) gets an in-process Worker on the App's
   queues once it is open, as if ``taskq-worker`` ran beside it; the worker stops gracefully
   before the App closes;
+- a block preceded by ``<!-- sample: pytest -->`` is a test module of the sample project
+  ``examples/testing_plugin`` (or, when its first line names ``conftest.py``, that project's
+  conftest): it runs with pytest in a copy of that project, and passes when pytest does;
 - a block preceded by ``<!-- sample: skip -->`` (a fragment, or a sketch that needs servers the
   tests do not have) is not run.
 
@@ -23,6 +26,7 @@ import asyncio
 import dataclasses
 import inspect
 import re
+import shutil
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -32,9 +36,11 @@ import pytest
 
 from taskq import App, Worker
 from taskq.topology import routes
-from tests.support import REPO, delete_topology
+from tests.support import BROKER, REPO, delete_topology
 
 SKIP_MARK = "<!-- sample: skip -->"
+PYTEST_MARK = "<!-- sample: pytest -->"
+PLUGIN_SAMPLE = REPO / "examples" / "testing_plugin"
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*$")
 WORKER_START_TIMEOUT = 20.0
 WORKER_STOP_TIMEOUT = 60.0
@@ -47,6 +53,7 @@ class Sample:
     path: str
     line: int
     code: str
+    under_pytest: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}"
@@ -69,7 +76,8 @@ def extract(text: str, path: str) -> Iterator[Sample]:
             (j for j in range(i + 1, len(lines)) if lines[j].rstrip() == closing), len(lines)
         )
         if previous != SKIP_MARK:
-            yield Sample(path, i + 1, textwrap.dedent("\n".join(lines[i + 1 : end])))
+            code = textwrap.dedent("\n".join(lines[i + 1 : end]))
+            yield Sample(path, i + 1, code, under_pytest=previous == PYTEST_MARK)
         previous = closing
         i = end + 1
 
@@ -84,7 +92,8 @@ def documented_samples() -> list[Sample]:
     ]
 
 
-SAMPLES = documented_samples()
+SAMPLES = [sample for sample in documented_samples() if not sample.under_pytest]
+PYTEST_SAMPLES = [sample for sample in documented_samples() if sample.under_pytest]
 
 
 # -- the extractor --------------------------------------------------------------------------
@@ -120,7 +129,8 @@ def test_the_docs_have_samples_to_run() -> None:
     paths = {sample.path for sample in SAMPLES}
     assert "README.md" in paths
     assert {"docs/guide/sending.md", "docs/guide/results.md"} <= paths
-    assert len(SAMPLES) >= 15
+    assert len(SAMPLES) >= 15 and len(PYTEST_SAMPLES) >= 4
+    assert {sample.path for sample in PYTEST_SAMPLES} == {"docs/guide/testing.md"}
 
 
 # -- running them ---------------------------------------------------------------------------
@@ -188,3 +198,18 @@ def test_sample_runs(sample: Sample, prefix: str, monkeypatch: pytest.MonkeyPatc
         run_sample(sample.code, str(sample))
     finally:
         asyncio.run(delete_topology(prefix, workers.queues))
+
+
+@pytest.mark.parametrize("sample", PYTEST_SAMPLES, ids=str)
+def test_pytest_sample_passes(
+    sample: Sample, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(PLUGIN_SAMPLE, pytester.path, dirs_exist_ok=True)
+    first_line = sample.code.splitlines()[0]
+    target = "conftest.py" if "conftest.py" in first_line else "tests/test_doc_sample.py"
+    (pytester.path / target).write_text(sample.code)
+    monkeypatch.setenv("TASKQ_BROKER", BROKER)
+    monkeypatch.delenv("TASKQ_PREFIX", raising=False)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    outcomes = result.parseoutcomes()
+    assert result.ret == 0 and outcomes.get("passed", 0) >= 1, result.stdout.str()[-3000:]
