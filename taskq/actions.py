@@ -18,6 +18,7 @@ from .message import (
     H_DEAD_AT,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
+    H_PARTITION,
     H_REASON,
     H_TRACEBACK,
     H_WORKER,
@@ -26,7 +27,7 @@ from .message import (
 )
 from .recorder import Recorder
 from .results.base import ErrorInfo, TaskStatus
-from .topology import MAX_DELAY_MS, Names, delay_routing_key
+from .topology import MAX_DELAY_MS, Names, delay_routing_key, split_route
 from .transport import Delivery, Transport
 
 log = logging.getLogger("taskq.worker")
@@ -116,10 +117,10 @@ class Actions:
         delay_ms = min(MAX_DELAY_MS, int(delay * 1000))
         transport = self.transport
         if delay_ms > 0:
-            key = delay_routing_key(delay_ms, envelope.queue)
+            key = delay_routing_key(delay_ms, envelope.route)  # back to its own partition
             await transport.publish(self.names.delay_exchange(delay_ms), key, message)
         else:
-            await transport.publish(self.names.exchange, envelope.queue, message)
+            await transport.publish(self.names.exchange, envelope.route, message)
         self.counters.retried += 1
         self._log(
             envelope, f"retrying in {delay:.3f} s after {error.type}: {error.message}", logging.INFO
@@ -133,8 +134,10 @@ class Actions:
         error: ErrorInfo,
         envelope: Envelope | None = None,
     ) -> None:
+        queue, partition = split_route(delivery.queue)  # one .dead queue for every partition
         headers = {
             **delivery.headers,
+            **({} if partition is None else {H_PARTITION: partition}),
             H_REASON: reason,
             H_ERROR_TYPE: truncate(error.type, 500),
             H_ERROR_MESSAGE: truncate(error.message),
@@ -142,19 +145,17 @@ class Actions:
             H_WORKER: self.worker,
             H_DEAD_AT: int(time.time() * 1000),
         }
-        await self.transport.publish(
-            self.names.dlx, delivery.queue, delivery.as_outgoing(headers=headers)
-        )
+        await self.transport.publish(self.names.dlx, queue, delivery.as_outgoing(headers=headers))
         self.counters.dead_lettered += 1
         self.events.dead_lettered(delivery, reason, error)
         log.warning(
             "message %s (%s) dead-lettered to %s: %s: %s",
-            delivery.message_id, delivery.type, self.names.dead_queue(delivery.queue),
+            delivery.message_id, delivery.type, self.names.dead_queue(queue),
             reason, error.message,
             extra={
                 "task_id": delivery.message_id,
                 "task_name": delivery.type,
-                "queue": delivery.queue,
+                "queue": queue,
                 "attempt": envelope.attempt if envelope is not None else None,
             },
         )  # fmt: skip

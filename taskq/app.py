@@ -24,7 +24,7 @@ from .results.amqp import AmqpResultStore
 from .results.base import ResultStore
 from .results.shared import SharedStore
 from .retry import RetryPolicy
-from .settings import Settings, check_queue_name, load_settings
+from .settings import Settings, check_partition_count, check_queue_name, load_settings
 from .sync import SyncClient
 from .task import SendOptions, Task, TaskCall, TaskConfig
 from .transport import Transport
@@ -123,6 +123,7 @@ class App:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         ignore_result: bool = False,
+        partitions: int | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -135,6 +136,7 @@ class App:
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
         ignore_result: bool = False,
+        partitions: int | None = None,
     ) -> Any:
         """Register ``func`` (``async def`` runs on the worker's loop; ``def`` in its thread pool).
 
@@ -143,10 +145,17 @@ class App:
         costs a worker nothing beyond running it). Fails at once, with TaskRegistrationError,
         on lambdas, generators, non-functions (partials, callable objects: they have no name
         of their own) and names already registered.
+
+        ``partitions`` splits the task's queue into that many work queues (see
+        docs/operations/partitions.md); it is a setting of the queue (``partitions``), so it
+        must agree with the setting and with other tasks of the queue (ConfigurationError).
         """
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
             task = self._new_task(fn, name, queue, priority, timeout, retry, ignore_result)
+            if partitions is not None:
+                self._set_partitions(task.config.queue, partitions)
+                task.config = dataclasses.replace(task.config, partitions=partitions)
             self._tasks[task.name] = task
             return task
 
@@ -227,6 +236,19 @@ class App:
             ignore_result=ignore_result,
         )
         return Task(self, fn, config)
+
+    def _set_partitions(self, queue: str, partitions: int) -> None:
+        """Record a task's partition count of ``queue`` in the settings (where the transport
+        and workers read it); ConfigurationError if the queue already has another count."""
+        check_partition_count(queue, partitions)
+        known = self.settings.partitions.get(queue)
+        if known is not None and known != partitions:
+            raise ConfigurationError(
+                f"queue {queue!r} has {known} partition(s) (from the partitions setting or "
+                f"another task), not {partitions}: every task of a queue must agree"
+            )
+        merged = {**self.settings.partitions, queue: partitions}
+        self.settings = self.settings.model_copy(update={"partitions": merged})
 
     def _check_priority(self, priority: int, queue: str, *, explicit: bool = False) -> int:
         if explicit and self.settings.queue_type_of(queue) == "quorum":
@@ -435,9 +457,9 @@ class App:
         await transport.declare_work_queue(envelope.queue)
         if delay_ms > 0:
             await transport.declare_delay_levels()
-            key = topology.delay_routing_key(delay_ms, envelope.queue)
+            key = topology.delay_routing_key(delay_ms, envelope.route)
             return _Send(handle, envelope, self.names.delay_exchange(delay_ms), key, message)
-        return _Send(handle, envelope, self.names.exchange, envelope.queue, message)
+        return _Send(handle, envelope, self.names.exchange, envelope.route, message)
 
     def _envelope(
         self,
@@ -458,9 +480,10 @@ class App:
             priority = self.settings.default_priority
         eta, delay_ms = _schedule(options)
         parent = current_or_none()
+        task_id = options.task_id or _new_task_id()
         return (
             Envelope(
-                task_id=options.task_id or _new_task_id(),
+                task_id=task_id,
                 task_name=cfg.name,
                 queue=queue,
                 args=bound_args,
@@ -474,9 +497,16 @@ class App:
                 dedupe=options.task_id is not None,  # an ID of the caller's may be sent twice
                 parent_id=parent.task_id if parent else None,
                 root_id=(parent.root_id or parent.task_id) if parent else None,
+                partition=self.partition_for(queue, options.partition_key, task_id),
             ),
             delay_ms,
         )
+
+    def partition_for(self, queue: str, key: str | bytes | int | None, task_id: str) -> int | None:
+        """The partition of ``queue`` a task goes to: by ``key`` if given, else by its ID
+        (None when the queue is not partitioned)."""
+        count = self.settings.partitions_of(queue)
+        return topology.partition_of(task_id if key is None else key, count)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

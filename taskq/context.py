@@ -15,7 +15,8 @@ class TaskContext:
     """Facts about the task running now, and a way to report its progress.
 
     ``scheduled_for`` is the tick a periodic firing is for (an aware UTC datetime), None
-    for a task sent any other way.
+    for a task sent any other way. ``partition`` is the partition of ``queue`` the task
+    came from (None: the queue is not partitioned).
     """
 
     task_id: str
@@ -25,6 +26,7 @@ class TaskContext:
     root_id: str | None
     _report: Callable[[float, str | None], Awaitable[None]] = dataclasses.field(repr=False)
     scheduled_for: dt.datetime | None = None
+    partition: int | None = None
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0.0 to 1.0, and an optional message), visible through the handle."""

@@ -47,7 +47,7 @@ from .exceptions import BrokerError, ConfigurationError, DecodeError
 from .execution import ActiveTask
 from .message import OutgoingMessage, envelope_of
 from .redact import call_repr
-from .topology import Names
+from .topology import Names, logical_queue
 from .transport import Delivery, Transport
 from .transport.connection import RESOURCE_LOCKED, ChannelClosed
 from .transport.endpoints import parse_endpoint, split_urls
@@ -221,7 +221,7 @@ def reserved_task(delivery: Delivery) -> dict[str, Any]:
         return {
             "task_id": delivery.message_id,
             "task": delivery.type,
-            "queue": delivery.queue,
+            "queue": logical_queue(delivery.queue),
             "attempt": None,
             "args": f"<not a taskq message: {exc}>",
         }

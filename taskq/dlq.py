@@ -30,6 +30,7 @@ from .message import (
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
     H_EXPIRES,
+    H_PARTITION,
     H_REASON,
     H_TRACEBACK,
     H_WORKER,
@@ -40,6 +41,7 @@ from .message import (
 )
 from .redact import redact_url
 from .results.base import ResultStore
+from .topology import partition_of, route_of
 from .transport import Delivery, Transport
 
 # Headers that describe a death; a replayed message loses them. H_EXPIRES goes too: an
@@ -53,6 +55,7 @@ DEATH_HEADERS = frozenset(
         H_WORKER,
         H_DEAD_AT,
         H_EXPIRES,
+        H_PARTITION,
         "x-death",
         "x-first-death-exchange",
         "x-first-death-queue",
@@ -182,6 +185,18 @@ def replay_copy(delivery: Delivery) -> OutgoingMessage:
     return fresh.to_message()
 
 
+def replay_route(message: ReceivedMessage, queue: str, partitions: int) -> str:
+    """The routing key to replay a dead message of ``queue`` to: the partition it died in
+    (the ``x-taskq-partition`` header) while the queue still has it, else the partition of
+    its task ID, as for a new send."""
+    if partitions <= 1:
+        return queue
+    died_in = message.headers.get(H_PARTITION)
+    if isinstance(died_in, int) and not isinstance(died_in, bool) and 0 <= died_in < partitions:
+        return route_of(queue, died_in)
+    return route_of(queue, partition_of(message.message_id or "", partitions))
+
+
 def selector(
     ids: Collection[str] = (), reason: str | None = None, *, everything: bool = False
 ) -> Callable[[DeadMessage], bool]:
@@ -242,7 +257,8 @@ async def replay(
     select: Callable[[DeadMessage], bool],
     store: ResultStore | None = None,
 ) -> list[DeadMessage]:
-    """Send the selected dead messages of ``queue`` back to the work queue; return them.
+    """Send the selected dead messages of ``queue`` back to the work queue (a partition of
+    it, see :func:`replay_route`); return them.
 
     Each copy goes to the work exchange with the attempt reset and the death headers removed,
     and is confirmed by the broker before the dead copy is acked. Messages not selected go
@@ -261,7 +277,8 @@ async def replay(
             if store is not None and store.durable and dead.task_id:
                 await store.reset(dead.task_id)
             copy = replay_copy(delivery)
-            await transport.publish(transport.names.exchange, queue, copy)
+            route = replay_route(delivery, queue, transport.settings.partitions_of(queue))
+            await transport.publish(transport.names.exchange, route, copy)
             await delivery.ack()
             acked.add(id(delivery))
             replayed.append(dead)

@@ -38,6 +38,7 @@ from .exceptions import DecodeError
 from .message import Envelope, OutgoingMessage, envelope_of, truncate
 from .redact import call_repr, redact_url, value_repr
 from .results.base import ErrorInfo
+from .topology import logical_queue
 
 if TYPE_CHECKING:
     from .app import App
@@ -75,7 +76,7 @@ def delivery_fields(delivery: Delivery) -> dict[str, Any]:
         return envelope_fields(envelope_of(delivery))
     except DecodeError:  # not taskq's format: it will be dead-lettered
         return {"task_id": delivery.message_id, "task": delivery.type,
-                "queue": delivery.queue, "attempt": None}  # fmt: skip
+                "queue": logical_queue(delivery.queue), "attempt": None}  # fmt: skip
 
 
 def envelope_fields(envelope: Envelope) -> dict[str, Any]:

@@ -167,6 +167,7 @@ class Executor:
         return TaskContext(
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.root_id or envelope.task_id, report, envelope.scheduled_for,
+            envelope.partition,
         )  # fmt: skip
 
     async def _call(

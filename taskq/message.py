@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from . import codec
 from .exceptions import DecodeError
+from .topology import route_of, split_route
 
 SCHEMA_VERSION = 2
 SCHEMA_V1 = 1
@@ -50,6 +51,7 @@ H_ERROR_MESSAGE = "x-taskq-error-message"
 H_TRACEBACK = "x-taskq-traceback"
 H_WORKER = "x-taskq-worker"
 H_DEAD_AT = "x-taskq-dead-at"
+H_PARTITION = "x-taskq-partition"  # the partition a dead message came from (replays go back)
 
 # Header values are capped so that a huge traceback cannot exceed the broker's frame limits.
 MAX_HEADER_TEXT = 8000
@@ -99,6 +101,15 @@ class Envelope:
     dedupe: bool = False
     """Whether this message may repeat one that already ran (an explicit task ID, a publish
     sent again): the worker then checks a durable store for a recorded success first."""
+    partition: int | None = None
+    """The partition of ``queue`` the message goes to or came from (None: not partitioned).
+    Not carried in the body: it is the routing key's, so retries and redeliveries of a task
+    stay in its partition."""
+
+    @property
+    def route(self) -> str:
+        """The routing key of the message's work queue: ``queue``, or ``queue.{partition}``."""
+        return route_of(self.queue, self.partition)
 
     def meta(self) -> dict[str, Any]:
         """The schema 2 metadata map: only what differs from the defaults travels."""
@@ -186,14 +197,15 @@ def decode_envelope(
         if type(meta) is not dict:
             raise DecodeError("schema 2 metadata is not a map")
         fields = _meta_fields(meta)
-        fields["queue"] = queue
+        fields["queue"], fields["partition"] = split_route(queue)
     elif isinstance(payload, list) and len(payload) == 2:
         schema = headers.get(H_SCHEMA, SCHEMA_V1)
         if schema != SCHEMA_V1:
             raise DecodeError(f"unsupported schema version {schema!r}")
         args, kwargs = payload
         fields = _header_fields(headers)
-        fields["queue"] = fields["queue"] or queue
+        logical, fields["partition"] = split_route(queue)
+        fields["queue"] = fields["queue"] or logical
     else:
         raise DecodeError("body is neither msgpack [2, args, kwargs, meta] nor [args, kwargs]")
     if type(args) is not list or type(kwargs) is not dict:

@@ -7,6 +7,11 @@
   queues, the delay levels). A passive declare tells ready messages and consumers, not
   unacked ones (``unacked`` is None).
 
+The partitions of a partitioned queue (``{p}.q.orders.0`` ...) come back as one row of the
+logical queue (``{p}.q.orders``): ready and unacked summed, consumers the fewest any
+partition has (a partition nobody consumes is what an operator must see), and the rows of
+the partitions under ``partitions``.
+
 Taskq never enables the plugin itself. Used by ``taskq queues`` and the dashboard.
 """
 
@@ -19,11 +24,11 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .redact import redact_url
-from .topology import DELAY_LEVELS, Names
+from .topology import DELAY_LEVELS, Names, routes, split_route
 from .transport import Transport
 from .transport.endpoints import split_urls
 
@@ -96,13 +101,55 @@ def _order(name: str, prefix: str) -> tuple[int, int, str]:
     return (0, 0, name)
 
 
-def known_queues(names: Names, queues: Iterable[str]) -> list[str]:
-    """Full names of the work queues ``queues`` (short names), their ``.dead`` queues and the
-    delay levels: what taskq knows about without the management API."""
+def known_queues(
+    names: Names, queues: Iterable[str], partitions: Mapping[str, int] | None = None
+) -> list[str]:
+    """Full names of the work queues ``queues`` (short names; each partition of those in
+    ``partitions``), their ``.dead`` queues and the delay levels: what taskq knows about
+    without the management API."""
+    counts = partitions or {}
     full = []
     for queue in sorted(set(queues)):
-        full += [names.work_queue(queue), names.dead_queue(queue)]
+        full += [names.work_queue(route) for route in routes(queue, counts.get(queue, 1))]
+        full.append(names.dead_queue(queue))
     return full + [names.delay_level(level) for level in range(DELAY_LEVELS)]
+
+
+def by_logical_queue(rows: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """``rows`` with the partitions of each partitioned work queue folded into one row of the
+    logical queue (see the module doc), in the place of its first partition."""
+    work = f"{prefix}.q."
+    merged: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        name = str(row["name"])
+        queue, partition = split_route(name[len(work) :]) if name.startswith(work) else ("", None)
+        if partition is None:
+            merged.append(row)
+            continue
+        group = groups.get(queue)
+        if group is None:
+            group = groups[queue] = {"name": work + queue, "partitions": []}
+            merged.append(group)
+        group["partitions"].append({**row, "partition": partition})
+    for group in groups.values():
+        parts = sorted(group["partitions"], key=lambda r: r["partition"])
+        group["partitions"] = parts
+        group["ready"] = _sum(p["ready"] for p in parts)
+        group["unacked"] = _sum(p["unacked"] for p in parts)
+        consumers = [p["consumers"] for p in parts if p["consumers"] is not None]
+        group["consumers"] = min(consumers) if consumers else None
+    return merged
+
+
+def _sum(values: Iterable[int | None]) -> int | None:
+    """The sum, or None if any value is unknown."""
+    total = 0
+    for value in values:
+        if value is None:
+            return None
+        total += value
+    return total
 
 
 async def from_declares(transport: Transport, full_names: Iterable[str]) -> list[dict[str, Any]]:
@@ -135,10 +182,12 @@ async def depths(
         try:
             api_rows = await asyncio.to_thread(fetch, base, vhost, credentials)
             api = f"management API ({redact_url(base)})"
-            return Depths(from_api(api_rows, names.prefix), api, True)
+            rows = by_logical_queue(from_api(api_rows, names.prefix), names.prefix)
+            return Depths(rows, api, True)
         except (OSError, ValueError, urllib.error.URLError) as exc:
             source = f"passive declares (management API not available: {api_error(exc)})"
-    rows = await from_declares(transport, known_queues(names, queues))
+    full_names = known_queues(names, queues, transport.settings.partitions)
+    rows = by_logical_queue(await from_declares(transport, full_names), names.prefix)
     return Depths(rows, source, False)
 
 

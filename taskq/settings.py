@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .exceptions import ConfigurationError
 from .redact import redact_url
+from .topology import MAX_PARTITIONS
 from .transport.endpoints import Endpoint, TlsFiles, parse_endpoints, split_urls
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,120}")
@@ -30,6 +31,16 @@ def check_queue_name(name: str) -> str:
             f"invalid queue name {name!r}: use 1-120 letters, digits, '_' or '-'"
         )
     return name
+
+
+def check_partition_count(queue: str, count: int) -> int:
+    """Return ``count`` if it is a valid partition count of ``queue``, else ConfigurationError."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PARTITIONS:
+        raise ConfigurationError(
+            f"partitions of queue {queue!r} must be an integer from 1 to {MAX_PARTITIONS}, "
+            f"got {count!r}"
+        )
+    return count
 
 
 class Settings(BaseSettings):
@@ -93,6 +104,11 @@ class Settings(BaseSettings):
     result_ttl: float | None = Field(
         default=86400.0, gt=0, description="seconds a durable store keeps a result (None: keep)"
     )
+    partitions: dict[str, int] = Field(
+        default_factory=dict,
+        description="work queues split into partitions: queue -> count (TASKQ_PARTITIONS as "
+        "JSON); a count of 1 means not partitioned",
+    )
 
     @field_validator("broker", mode="before")
     @classmethod
@@ -113,6 +129,14 @@ class Settings(BaseSettings):
     def _queue_name(cls, value: str) -> str:
         return check_queue_name(value)
 
+    @field_validator("partitions")
+    @classmethod
+    def _partitions(cls, value: dict[str, int]) -> dict[str, int]:
+        for queue, count in value.items():
+            check_queue_name(queue)
+            check_partition_count(queue, count)
+        return value
+
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -123,6 +147,10 @@ class Settings(BaseSettings):
     def queue_type_of(self, queue: str) -> Literal["classic", "quorum"]:
         """The type of work queue ``queue``."""
         return "quorum" if queue in self.quorum_queues else self.queue_type
+
+    def partitions_of(self, queue: str) -> int:
+        """How many partitions work queue ``queue`` has (1: not partitioned)."""
+        return self.partitions.get(queue, 1)
 
     @property
     def any_quorum(self) -> bool:

@@ -32,6 +32,9 @@ class SendOptions:
     - ``expires``: seconds from now, or an aware datetime; a task not started by then is
       dead-lettered as ``expired`` instead of running.
     - ``ignore_result``: record no state or result for this call (None: the task's setting).
+    - ``partition_key``: on a partitioned queue, the partition is picked from this key
+      instead of the task ID: tasks with one key go to one partition, in the order sent
+      (ignored on a queue that is not partitioned).
     """
 
     task_id: str | None = None
@@ -41,6 +44,7 @@ class SendOptions:
     eta: dt.datetime | None = None
     expires: float | dt.datetime | None = None
     ignore_result: bool | None = None
+    partition_key: str | bytes | int | None = None
 
     def __post_init__(self) -> None:
         if self.task_id is not None:
@@ -58,6 +62,8 @@ class TaskConfig:
     retry: RetryPolicy | None
     is_async: bool
     ignore_result: bool = False
+    partitions: int | None = None
+    """The partition count the task asked for (None: what the settings say)."""
 
 
 class Task(Generic[P, R]):
@@ -113,11 +119,13 @@ class Task(Generic[P, R]):
         eta: dt.datetime | None = None,
         expires: float | dt.datetime | None = None,
         ignore_result: bool | None = None,
+        partition_key: str | bytes | int | None = None,
     ) -> TaskCall[P, R]:
         """A frozen view of this task with per-call options (see SendOptions)."""
         return TaskCall(self, SendOptions()).options(
             task_id=task_id, priority=priority, queue=queue,
             countdown=countdown, eta=eta, expires=expires, ignore_result=ignore_result,
+            partition_key=partition_key,
         )  # fmt: skip
 
     def validate_result(self, value: Any) -> R:
@@ -150,6 +158,7 @@ class TaskCall(Generic[P, R]):
         eta: dt.datetime | None = None,
         expires: float | dt.datetime | None = None,
         ignore_result: bool | None = None,
+        partition_key: str | bytes | int | None = None,
     ) -> TaskCall[P, R]:
         """A new view with the given options set on top of these (None keeps the current)."""
         current = self.send_options
@@ -161,6 +170,7 @@ class TaskCall(Generic[P, R]):
             eta=current.eta if eta is None else eta,
             expires=current.expires if expires is None else expires,
             ignore_result=current.ignore_result if ignore_result is None else ignore_result,
+            partition_key=current.partition_key if partition_key is None else partition_key,
         )
         return TaskCall(self.task, changes)
 

@@ -5,6 +5,7 @@ name                          kind           purpose
 ============================ ============== ================================================
 ``{p}``                       direct         task routing; routing key = queue name
 ``{p}.q.{queue}``             queue          work queue (classic priority, or quorum)
+``{p}.q.{queue}.{i}``         queue          partition i of a partitioned work queue
 ``{p}.dlx``                   direct         dead-letter exchange of every work queue
 ``{p}.q.{queue}.dead``        queue          what finally failed, reason in headers
 ``{p}.delay.{L}``             topic + queue  delay level L, TTL 2**L ms, dead-letters to L-1
@@ -16,7 +17,11 @@ name                          kind           purpose
 ``{p}.beat.status``           queue          the latest state record, for ``beat list``
 ============================ ============== ================================================
 
-Delays are written in binary into the routing key: ``b35.b34. ... .b0.{queue}``. A message
+A queue with k > 1 partitions (see :func:`routes`) is k work queues ``{queue}.0`` ...
+``{queue}.{k-1}`` (their routing keys: the route), with one ``.dead`` queue for all of them.
+Queue names have no dots, so the one dot of a route always separates the partition number.
+
+Delays are written in binary into the routing key: ``b35.b34. ... .b0.{route}``. A message
 passes through level queue L only if bit L is set; each level queue has one fixed TTL, so
 RabbitMQ's head-first expiry is exact and a long delay never holds back a short one.
 The unit is one millisecond and there are 36 levels: the longest delay is 2**36 - 1 ms
@@ -26,6 +31,7 @@ The unit is one millisecond and there are 36 levels: the longest delay is 2**36 
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -118,7 +124,8 @@ class Names:
 
 def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str]]:
     """``(queues, exchanges)``: every entity taskq may declare for ``queues`` under one prefix
-    (what to delete to remove a prefix's topology)."""
+    (what to delete to remove a prefix's topology). Name partitions by their routes
+    (``orders.0``...): a route's work queue is ``{p}.q.{route}``."""
     queue_names = [n for q in queues for n in (names.work_queue(q), names.dead_queue(q))]
     levels = [names.delay_level(level) for level in range(DELAY_LEVELS)]
     fixed = [names.exchange, names.dlx, names.delivery, names.events, names.control]
@@ -229,13 +236,16 @@ def delay_level_bindings(names: Names, level: int) -> tuple[tuple[str, str], tup
     return (names.delay_level(level), _bit_pattern(level, "1")), (below, _bit_pattern(level, "0"))
 
 
-def delivery_binding(queue: str) -> str:
-    """The ``{p}.delivery`` binding pattern of a work queue: the key's last word."""
-    return f"#.{queue}"
+def delivery_binding(route: str) -> str:
+    """The ``{p}.delivery`` binding pattern of a work queue (its route, see :func:`routes`):
+    exactly DELAY_LEVELS bit words, then the route. Anchored on the bit count rather than
+    ``#.{route}``, so that the key of ``orders.3`` cannot match the binding of a queue named
+    ``3`` (topic ``*`` is exactly one word, ``#`` any number)."""
+    return "*." * DELAY_LEVELS + route
 
 
 def delay_routing_key(delay_ms: int, queue: str) -> str:
-    """The routing key that carries ``delay_ms`` in binary, then the target queue."""
+    """The routing key that carries ``delay_ms`` in binary, then the target route."""
     if not 0 <= delay_ms <= MAX_DELAY_MS:
         raise ValueError(f"delay must be between 0 and {MAX_DELAY_MS} ms, got {delay_ms}")
     bits = format(delay_ms, f"0{DELAY_LEVELS}b")
@@ -243,5 +253,50 @@ def delay_routing_key(delay_ms: int, queue: str) -> str:
 
 
 def queue_from_delay_key(routing_key: str) -> str:
-    """The target queue written at the end of a delay routing key."""
-    return routing_key.rsplit(".", 1)[-1]
+    """The target route (queue, or ``queue.i`` for a partition) written after the bit words
+    of a delay routing key."""
+    return routing_key.split(".", DELAY_LEVELS)[-1]
+
+
+# -- partitions --------------------------------------------------------------------------------
+
+MAX_PARTITIONS = 256
+
+
+def routes(queue: str, partitions: int) -> list[str]:
+    """The routes (routing keys, and work queue names after ``{p}.q.``) of ``queue``: itself
+    when it has one partition, else ``queue.0`` ... ``queue.{k-1}``."""
+    if partitions <= 1:
+        return [queue]
+    return [f"{queue}.{i}" for i in range(partitions)]
+
+
+def route_of(queue: str, partition: int | None) -> str:
+    """The route of one partition of ``queue`` (None: the queue is not partitioned)."""
+    return queue if partition is None else f"{queue}.{partition}"
+
+
+def split_route(route: str) -> tuple[str, int | None]:
+    """``(queue, partition)`` of a route: ``("orders", 3)`` of ``orders.3``, ``(q, None)``
+    of a plain queue name."""
+    queue, dot, number = route.partition(".")
+    if dot and number.isdigit():
+        return queue, int(number)
+    return route, None
+
+
+def logical_queue(route: str) -> str:
+    """The queue a route belongs to (``orders`` of ``orders.3``): what users see."""
+    return split_route(route)[0]
+
+
+def partition_of(key: str | bytes | int, partitions: int) -> int | None:
+    """The partition of ``key`` among ``partitions`` (None when there is only one): CRC-32 of
+    its bytes (text as UTF-8, an int as its decimal text), mod the count. The same in every
+    process and Python version (unlike ``hash()``): one key always lands in one partition."""
+    if partitions <= 1:
+        return None
+    if isinstance(key, int):
+        key = str(key)
+    data = key.encode() if isinstance(key, str) else key
+    return zlib.crc32(data) % partitions

@@ -35,7 +35,7 @@ from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
 from .message import Envelope
 from .recorder import Recorder
-from .topology import check_amqp_name
+from .topology import check_amqp_name, routes
 from .transport import Delivery, Transport
 
 log = logging.getLogger("taskq.worker")
@@ -87,7 +87,8 @@ class Worker:
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
         self.prefetch = settings.prefetch or self.concurrency
-        """Unacked deliveries held at most per consumed queue."""
+        """Unacked deliveries held at most per consumed queue (a partitioned queue shares it
+        out: ceil(prefetch / k) per partition)."""
         self.shutdown_timeout = (
             settings.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
         )
@@ -148,7 +149,7 @@ class Worker:
             "queues": self.queues,
             "concurrency": self.concurrency,
             "prefetch": self.prefetch,
-            "prefetch_total": self.prefetch * len(self.queues),
+            "prefetch_total": sum(share * len(each) for each, share in self._consumed()),
             "processed": done,
             **counters,
             "active": len(self._active),
@@ -236,8 +237,9 @@ class Worker:
             # delivery arrives, so a second worker of the same name fails without taking any.
             await control.serve(self, transport, self.app.names)
             cancels = [
-                await transport.consume(q, self._on_delivery, prefetch=self.prefetch)
-                for q in self.queues
+                await transport.consume(route, self._on_delivery, prefetch=prefetch)
+                for each, prefetch in self._consumed()
+                for route in each
             ]
             tg.create_task(
                 self.events.run(
@@ -260,6 +262,15 @@ class Worker:
                 await cancel()
             await self._drain(parts)
         await control.depart(transport, self.app.names, self.name)  # a stop, not a crash
+
+    def _consumed(self) -> list[tuple[list[str], int]]:
+        """``(routes, prefetch of each)`` per queue: every partition of a partitioned queue is
+        consumed, each on a channel of its own with its share of the queue's prefetch."""
+        consumed = []
+        for queue in self.queues:
+            count = self.app.settings.partitions_of(queue)
+            consumed.append((routes(queue, count), -(-self.prefetch // count)))
+        return consumed
 
     async def _drain(self, parts: _Parts) -> None:
         """Let running tasks finish within the shutdown timeout (or until a forced stop), and

@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from taskq import App, Worker
+from taskq.topology import routes
 from tests.support import BROKER, REPO, delete_topology
 
 SKIP_MARK = "<!-- sample: skip -->"
@@ -158,7 +159,8 @@ class WorkersBeside:
         # A name of its own: a worker the sample starts itself has the default name, and two
         # workers of one name would share one exclusive control queue.
         worker = Worker(app, name=f"docs-sample-{uuid.uuid4().hex[:8]}")
-        self.queues.update(worker.queues)
+        partitions = app.settings.partitions_of
+        self.queues.update(r for q in worker.queues for r in routes(q, partitions(q)))
         running = asyncio.create_task(worker.run())
         ready = asyncio.create_task(worker.ready.wait())
         await asyncio.wait(

@@ -49,6 +49,7 @@ def scheduler_for(app: App, name: str | None = None) -> Scheduler:
         app.names,
         name=name or f"{app.name}-beat@{socket.gethostname()}.{os.getpid()}",
         default_priority=app.settings.default_priority,
+        partitions=app.settings.partitions,
     )
 
 

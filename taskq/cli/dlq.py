@@ -18,6 +18,7 @@ from typing import Any
 from .. import dlq
 from ..app import App
 from ..settings import check_queue_name
+from ..topology import routes
 from . import tables
 from .common import ExitCode, UsageError
 
@@ -159,16 +160,22 @@ async def run_replay(app: App, args: argparse.Namespace) -> int:
 
 async def run_purge_dead(app: App, args: argparse.Namespace) -> int:
     """``taskq dlq purge QUEUE [--yes]``."""
-    return await _purge(app, app.names.dead_queue(check_queue_name(args.queue)), args.yes)
+    dead = app.names.dead_queue(check_queue_name(args.queue))
+    return await _purge(app, dead, [dead], args.yes)
 
 
 async def run_purge(app: App, args: argparse.Namespace) -> int:
-    """``taskq purge QUEUE [--yes]``: the work queue (unacked deliveries are not touched)."""
-    return await _purge(app, app.names.work_queue(check_queue_name(args.queue)), args.yes)
+    """``taskq purge QUEUE [--yes]``: the work queue, every partition of a partitioned one
+    (unacked deliveries are not touched)."""
+    queue = check_queue_name(args.queue)
+    full = [app.names.work_queue(r) for r in routes(queue, app.settings.partitions_of(queue))]
+    shown = full[0] if len(full) == 1 else f"{app.names.work_queue(queue)} ({len(full)} partitions)"
+    return await _purge(app, shown, full, args.yes)
 
 
-async def _purge(app: App, full_name: str, yes: bool) -> int:
-    count = await _depth(app, full_name)
-    await confirm(f"delete {count} ready message(s) from {full_name}?", yes)
-    print(f"purged {await app.transport.purge(full_name)} message(s) from {full_name}")
+async def _purge(app: App, shown: str, full_names: list[str], yes: bool) -> int:
+    count = sum([await _depth(app, full_name) for full_name in full_names])
+    await confirm(f"delete {count} ready message(s) from {shown}?", yes)
+    purged = sum([await app.transport.purge(full_name) for full_name in full_names])
+    print(f"purged {purged} message(s) from {shown}")
     return ExitCode.OK

@@ -19,7 +19,7 @@ from .. import control
 from ..app import App
 from ..exceptions import DecodeError
 from ..message import envelope_of
-from ..topology import DELAY_LEVELS, queue_from_delay_key
+from ..topology import DELAY_LEVELS, logical_queue, queue_from_delay_key
 from ..transport import Delivery
 from . import beat, tables
 from .common import ExitCode, UsageError
@@ -242,7 +242,7 @@ async def _peek(app: App, queues: list[str], limit: int) -> list[dict[str, Any]]
                     {
                         "task_id": delivery.message_id,
                         "task": delivery.type,
-                        "queue": queue_from_delay_key(delivery.routing_key or ""),
+                        "queue": logical_queue(queue_from_delay_key(delivery.routing_key or "")),
                         "eta": _eta_of(delivery),
                         "delay_queue": queue,
                     }

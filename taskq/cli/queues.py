@@ -5,6 +5,10 @@ RabbitMQ management HTTP API when the plugin is enabled (every queue of the pref
 unacked counts), otherwise passive declares of the queues taskq knows about: the App's queues
 (``--app``), the default queue, ``--queue`` names, their ``.dead`` queues and the delay
 levels. Taskq never enables the plugin itself.
+
+A partitioned queue shows as one row under its logical name (counts summed, consumers the
+fewest of any partition); ``--partitions`` adds a row per partition beneath it, and
+``--json`` always has them under ``partitions``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ def register(sub: Any) -> None:
         help=f"management API base URL (default: the broker's host, port {MANAGEMENT_PORT})",
     )
     parser.add_argument("--all", action="store_true", help="also list empty delay levels")
+    parser.add_argument(
+        "--partitions", action="store_true", help="a row per partition of partitioned queues"
+    )
     parser.set_defaults(run=run)
 
 
@@ -55,8 +62,18 @@ async def run(app: App, args: argparse.Namespace) -> int:
     print(
         tables.render(
             ["QUEUE", "READY", "UNACKED", "CONSUMERS"],
-            [(r["name"], r["ready"], r["unacked"], r["consumers"]) for r in rows],
+            [line for r in rows for line in _lines(r, args.partitions)],
         )
     )
     print(f"source: {source}")
     return ExitCode.OK
+
+
+def _lines(row: dict[str, Any], partitions: bool) -> list[tuple[Any, ...]]:
+    """The table line of a row, with one line per partition beneath it if asked."""
+    parts = row.get("partitions")
+    name = row["name"] if parts is None else f"{row['name']} ({len(parts)} partitions)"
+    lines: list[tuple[Any, ...]] = [(name, row["ready"], row["unacked"], row["consumers"])]
+    if partitions and parts:
+        lines += [(f"  {p['name']}", p["ready"], p["unacked"], p["consumers"]) for p in parts]
+    return lines

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..exceptions import BrokerUnavailable, ConfigurationError, LifecycleError
 from ..message import OutgoingMessage
-from ..topology import Names
+from ..topology import Names, partition_of
 from ..transport import Transport
 from ..transport.connection import ChannelClosed
 from ..transport.lease import Lease, Tenure
@@ -82,6 +82,7 @@ class Scheduler:
         *,
         name: str,
         default_priority: int = 0,
+        partitions: Mapping[str, int] | None = None,
         clock: Callable[[], dt.datetime] = _utc_now,
     ) -> None:
         if not entries:
@@ -90,6 +91,8 @@ class Scheduler:
         self.names = names
         self.name = name
         self.default_priority = default_priority
+        self.partitions = dict(partitions or {})
+        """Partition counts of partitioned queues (a firing's partition: by its task ID)."""
         self.clock = clock
         self.fired = 0
         """Firings sent by this scheduler."""
@@ -206,7 +209,9 @@ class Scheduler:
             entry = by_name[firing.entry]
             envelope = entry.envelope(firing.tick, sent_at=sent_at,
                                       default_priority=self.default_priority)  # fmt: skip
-            messages.append((self.names.exchange, envelope.queue, envelope.to_message()))
+            partition = partition_of(envelope.task_id, self.partitions.get(envelope.queue, 1))
+            envelope = dataclasses.replace(envelope, partition=partition)
+            messages.append((self.names.exchange, envelope.route, envelope.to_message()))
         returned = await term.tenure.commit(messages, state.encode())
         term.state, term.last_commit = state, now
         self.fired += len(firings)

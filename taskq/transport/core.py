@@ -171,7 +171,7 @@ class Transport:
 
     async def _declare_queue_set(self, queue: str) -> None:
         names, s = self.names, self.settings
-        work, dead = names.work_queue(queue), names.dead_queue(queue)
+        dead = names.dead_queue(queue)
         work_arguments = topology.work_queue_arguments(
             names, queue, max_priority=s.max_priority, queue_type=s.queue_type_of(queue)
         )
@@ -179,13 +179,12 @@ class Transport:
             _exchange_declare(names.exchange, "direct"),
             _exchange_declare(names.dlx, "direct"),
             _exchange_declare(names.delivery, "topic"),
-            _queue_declare(work, work_arguments),
             _queue_declare(dead, topology.dead_queue_arguments(s.queue_type_of(queue))),
-            commands.Queue.Bind(queue=work, exchange=names.exchange, routing_key=queue),
-            commands.Queue.Bind(
-                queue=work, exchange=names.delivery, routing_key=topology.delivery_binding(queue)
-            ),
         ]
+        # Every partition dead-letters under the logical name (one .dead queue) and, quorum,
+        # gets its leader on the node with the fewest (x-queue-leader-locator: balanced).
+        for route in topology.routes(queue, s.partitions_of(queue)):
+            methods += _work_queue_methods(names, route, work_arguments)
         for method in methods:
             method.nowait = True
         await self._rpc(commands.Queue.Bind(queue=dead, exchange=names.dlx, routing_key=queue),
@@ -387,7 +386,9 @@ class Transport:
     async def consume(
         self, queue: str, on_delivery: Callable[[Delivery], None], *, prefetch: int
     ) -> Callable[[], Awaitable[None]]:
-        """Consume work queue ``queue`` (short name) with manual acks; return a cancel function.
+        """Consume work queue ``queue`` (short name, or the route of one partition, such as
+        ``orders.3``: deliveries carry it as their queue) with manual acks; return a cancel
+        function.
 
         Each queue gets a channel of its own with ``prefetch`` as its limit, so a worker on k
         queues holds at most k x prefetch unacked deliveries (per-consumer QoS: RabbitMQ 4.3
@@ -551,6 +552,18 @@ class Transport:
 
 def _ignore(delivery: Delivery) -> None:
     """Deliveries to a held queue mean nothing (nobody publishes there)."""
+
+
+def _work_queue_methods(names: topology.Names, route: str, arguments: dict[str, Any]) -> list[Any]:
+    """Declare the work queue of ``route`` and bind it to the task and delivery exchanges."""
+    work = names.work_queue(route)
+    return [
+        _queue_declare(work, arguments),
+        commands.Queue.Bind(queue=work, exchange=names.exchange, routing_key=route),
+        commands.Queue.Bind(
+            queue=work, exchange=names.delivery, routing_key=topology.delivery_binding(route)
+        ),
+    ]
 
 
 def _exchange_declare(name: str, kind: str) -> commands.Exchange.Declare:

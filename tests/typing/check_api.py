@@ -92,6 +92,8 @@ async def client() -> None:
 
         call: TaskCall[[int, int], int] = add.options(priority=3)
         refined: TaskCall[[int, int], int] = call.options(countdown=5)
+        keyed: TaskCall[[int, int], int] = add.options(partition_key="customer-7")
+        assert_type(await keyed.delay(1, 2), TaskHandle[int])
         wrong_call: TaskCall[[int, int], str] = add.options()  # type: ignore[assignment]
         del wrong_call
         assert_type(await refined.delay(1, 2), TaskHandle[int])

@@ -39,6 +39,7 @@ NOT_EXPORTED = {
     ("context", "set_current"),
     ("context", "reset_current"),
     ("settings", "check_queue_name"),
+    ("settings", "check_partition_count"),
     ("settings", "load_settings"),
     ("retry", "NO_RETRY"),
     ("worker", "ActiveTask"),

@@ -139,7 +139,8 @@ def test_delay_routing_key_out_of_range(delay: int) -> None:
 
 
 def test_delivery_binding() -> None:
-    assert topology.delivery_binding("emails") == "#.emails"
+    assert topology.delivery_binding("emails") == "*." * DELAY_LEVELS + "emails"
+    assert topology.delivery_binding("orders.3") == "*." * DELAY_LEVELS + "orders.3"
 
 
 # -- a pure model of RabbitMQ topic routing, and a walk through the delay levels ---------------

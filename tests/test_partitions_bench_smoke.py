@@ -1,0 +1,29 @@
+"""The partition benchmark runs end to end with tiny N on the local broker: a row per partition
+count, every task drained, nothing left in any partition. Timing never decides pass or fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import BROKER, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_partition_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "partitions.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.partitions", "--tasks", "300", "--partitions", "1,4",
+         "--workers", "2", "--brokers", BROKER, "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["partitions"], r["tasks"], r["left"]) for r in rows] == [(1, 300, 0), (4, 300, 0)]
+    assert all(r["tasks_per_s"] > 0 for r in rows)
+    assert "| 4 | 2 | 300 |" in proc.stdout
