@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from taskq import App
+from taskq.testing.isolation import delete_topology
 from taskq.topology import routes
 
 from . import cpu
@@ -213,10 +214,8 @@ async def _until(workers: list[h.Workers], done: Callable[[Reads], bool], deadli
 
 
 async def _delete(app: App, partitions: int) -> None:
-    transport, names = app.transport, app.names
-    for route in routes(QUEUE, partitions):
-        await transport.delete_queue(names.work_queue(route))
-    await transport.delete_queue(names.dead_queue(QUEUE))
+    # Everything the run declared: partitions, dead queue, delay levels, exchanges.
+    await delete_topology(app.settings, [QUEUE])
 
 
 def median_row(runs: list[Row]) -> Row:

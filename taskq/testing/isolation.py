@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 
 from ..app import App
 from ..settings import Settings
-from ..topology import every_name
+from ..topology import every_name, routes
 from ..transport import Transport
 from ..worker import Worker
 
@@ -40,7 +40,8 @@ def prefixed(app: App, prefix: str) -> Iterator[App]:
 
 async def delete_topology(settings: Settings, queues: Iterable[str]) -> None:
     """Delete every exchange and queue taskq may have declared under ``settings.prefix`` for
-    ``queues`` (short names): work and ``.dead`` queues, delay levels, every exchange.
+    ``queues`` (short names): work and ``.dead`` queues (every partition of a partitioned
+    queue), delay levels, every exchange.
 
     One at a time on one channel: RabbitMQ 3.10 fails with INTERNAL_ERROR when two exchanges
     bound to each other (the delay levels) are deleted at the same moment.
@@ -48,7 +49,8 @@ async def delete_topology(settings: Settings, queues: Iterable[str]) -> None:
     transport = Transport(settings, connection_name="taskq-testing-cleanup")
     await transport.connect()
     try:
-        queue_names, exchanges = every_name(transport.names, queues)
+        physical = [r for q in queues for r in (q, *routes(q, settings.partitions_of(q)))]
+        queue_names, exchanges = every_name(transport.names, dict.fromkeys(physical))
         for queue in queue_names:
             await transport.delete_queue(queue)
         for exchange in exchanges:
