@@ -122,16 +122,23 @@ class Link:
 
     async def _open(self, connection: Connection, subscription: _Subscription) -> None:
         channel = await connection.channel()
-        if subscription.prepare is not None:
-            subscription.queue = await subscription.prepare(channel) or subscription.queue
-        await channel.consume(
-            subscription.queue, subscription.label, subscription.on_delivery,
-            prefetch=subscription.prefetch, acks=subscription.acks,
-        )  # fmt: skip
+        try:
+            if subscription.prepare is not None:
+                subscription.queue = await subscription.prepare(channel) or subscription.queue
+            await channel.consume(
+                subscription.queue, subscription.label, subscription.on_delivery,
+                prefetch=subscription.prefetch, acks=subscription.acks,
+            )  # fmt: skip
+        except BaseException:
+            await channel.close()
+            raise
         subscription.channel = channel
-        watcher = asyncio.ensure_future(self._watch(connection, subscription, channel))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+        self._spawn(self._watch(connection, subscription, channel))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
 
     async def _watch(
         self, connection: Connection, subscription: _Subscription, channel: Channel
@@ -139,15 +146,23 @@ class Link:
         """Consume again when a consumer stops while its connection stays up (the broker
         cancelled it, or closed its channel on an error): a worker must not go on looking
         alive while it no longer consumes a queue. A lost connection is left to _keep."""
-        reason: object = await asyncio.shield(channel.consumer_stopped)
+        reason = await asyncio.shield(channel.consumer_stopped)
+        await self._retry(connection, subscription, channel, reason)
+
+    async def _retry(
+        self, connection: Connection, subscription: _Subscription, stopped: Channel | None,
+        reason: object,
+    ) -> None:  # fmt: skip
+        """Open ``subscription`` again on ``connection``, with a growing pause, until it
+        consumes, the connection is lost, or someone else replaced channel ``stopped``."""
         pause = RECONNECT_INTERVAL
 
         def still_needed() -> bool:
-            return (subscription.active and not self._closing and subscription.channel is channel
+            return (subscription.active and not self._closing and subscription.channel is stopped
                     and not connection.closed.done())  # fmt: skip
 
         while still_needed():
-            log.warning("the consumer of %s stopped (%s); consuming it again in %.0f s",
+            log.warning("not consuming %s (%s); trying again in %.0f s",
                         subscription.queue, reason, pause)  # fmt: skip
             await asyncio.sleep(pause)
             if not still_needed():
@@ -185,15 +200,17 @@ class Link:
         except Exception as exc:
             log.warning("reconnecting %s failed (%s); retrying", self.name, exc)
             return None
-        try:
-            for subscription in list(self._subscriptions):
-                if subscription.active:
-                    await self._open(connection, subscription)
-        except Exception as exc:
-            log.warning("re-subscribing on %s failed (%s); retrying", self.name, exc)
-            await connection.close()
-            return None
         self._subscriptions = [s for s in self._subscriptions if s.active]
+        for subscription in self._subscriptions:
+            try:
+                await self._open(connection, subscription)
+            except Exception as exc:
+                if connection.closed.done():
+                    log.warning("re-subscribing on %s failed (%s); retrying", self.name, exc)
+                    return None
+                # One queue that cannot be consumed now (e.g. a classic queue whose node is
+                # down) must not keep the others from being consumed: it is retried alone.
+                self._spawn(self._retry(connection, subscription, subscription.channel, exc))
         log.info("connection %s is back", self.name)
         return connection
 

@@ -197,3 +197,38 @@ async def test_a_worker_consumes_again_after_the_broker_cancels_its_consumer(
         async with App(f"r{prefix}", broker=BROKER, prefix=prefix) as redeclarer:
             await redeclarer.transport.declare_work_queue("default")
         assert await (await add.delay(2, 2)).result(timeout=30) == 4
+
+
+async def test_a_queue_that_cannot_be_consumed_after_a_reconnect_does_not_stop_the_others(
+    prefix: str, topology_cleanup: set[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # On a cluster, a classic queue (a worker's presence queue, a classic work queue) is
+    # gone while its node is down: re-subscribing it fails. Staged here by deleting one of
+    # the worker's queues while its connection is cut.
+    topology_cleanup.update({"side"})
+    async with tcp_proxy(5672) as proxy:
+        app = App(f"w{prefix}", broker=proxy.amqp_url(), prefix=prefix)
+
+        @app.task
+        async def add(x: int, y: int) -> int:
+            return x + y
+
+        @app.task(queue="side")
+        async def side(x: int) -> int:
+            return x
+
+        caplog.set_level(logging.WARNING, "taskq.transport")
+        async with App(f"c{prefix}", broker=BROKER, prefix=prefix) as client:
+            async with app, running_worker(app, queues=["default", "side"]):
+                proxy.refuse()
+                proxy.cut()
+                await client.transport.delete_queue(client.names.work_queue("side"))
+                proxy.restore()
+                assert await (await client.send("add", 2, 3)).result(timeout=30) == 5
+
+                async def retried() -> bool:
+                    return "not consuming" in caplog.text
+
+                await eventually(retried, what="the worker to retry the deleted queue alone")
+                await client.transport.declare_work_queue("side")
+                assert await (await client.send("side", 7)).result(timeout=60) == 7
