@@ -27,21 +27,26 @@ ROLES = {1: "the workers' first node", 2: "the client's first node"}
 async def node_kill(sizes: Sizes) -> list[Row]:
     """``node_kill_tasks`` tasks of 2-20 ms sent at once; when a third are done, SIGKILL the
     node that leads the work queue; when two thirds are done, start it again; then
-    ``AFTER_RESTART`` more tasks. Targets as every scenario's, and no worker process lost."""
+    ``AFTER_RESTART`` more tasks. Targets as every scenario's, and no worker process lost.
+
+    Then the same with the workers' node killed (node 1, where their connections, presence
+    and control queues are), whoever leads the work queue: the full run only
+    (``Sizes.node_kill_victims``)."""
     cluster = Cluster.from_env()
     started = await asyncio.to_thread(cluster.ensure_up)
     try:
-        return [await _node_kill(cluster, sizes)]
+        return [await _node_kill(cluster, sizes, victim) for victim in sizes.node_kill_victims]
     finally:
         if started:
             await asyncio.to_thread(cluster.run, "down")
 
 
-async def _node_kill(cluster: Cluster, sizes: Sizes) -> Row:
+async def _node_kill(cluster: Cluster, sizes: Sizes, victim: int | None) -> Row:
+    """One run; ``victim`` is the node to kill, None for the work queue's leader."""
     rng = random.Random(0)
     n = sizes.node_kill_tasks
     async with Run(
-        "node kill (work queue leader)",
+        "node kill (work queue leader)" if victim is None else f"node kill ({ROLES[victim]})",
         results=sizes.redis,
         concurrency=8,
         client_broker=cluster.urls(2, 3, 1),
@@ -55,7 +60,7 @@ async def _node_kill(cluster: Cluster, sizes: Sizes) -> Row:
         await run.send([(work, rng.uniform(0.002, 0.02), i) for i in range(n)])
         sent_at = time.monotonic()
         await run.until(lambda s: run.done(s) >= n // 3, f"{n // 3} tasks done", timeout=120)
-        leader = await asyncio.to_thread(
+        leader = victim or await asyncio.to_thread(
             cluster.queue_leader, run.client.names.work_queue("default")
         )
         running = len(run.ledger.read().running(run.live_pids()))
