@@ -24,24 +24,45 @@ SYSTEMS = ["taskq", "raw", "celery", "dramatiq", "taskiq"]
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--tasks", type=int, default=20_000, help="N tasks per scenario")
     p.add_argument("--roundtrips", type=int, default=1000, help="round trips (default 1000)")
     p.add_argument("--fanout", type=int, default=5000, help="concurrent sends in fan-out")
-    p.add_argument("--sequential-cap", type=int, default=5000,
-                   help="tasks for the one-at-a-time enqueue variants (slow by nature)")
-    p.add_argument("--prefetch", type=int, default=1000,
-                   help="taskq-worker --concurrency of the headline rows and raw prefetch of "
-                   "the ceiling (issue 10: 1000; the peers' tuned 1000 is fixed)")
-    p.add_argument("--concurrency", type=int, default=64,
-                   help="the second taskq-worker --concurrency and raw prefetch (default 64)")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny figures for a smoke run: --tasks 200 --roundtrips 50 "
-                   "--fanout 200 --sequential-cap 200")
-    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
-                   help=f"comma-separated, of {','.join(SCENARIOS)} (memory: worker RSS over "
-                   "--tasks tasks; the issue's check is --tasks 200000 --scenarios memory)")
+    p.add_argument(
+        "--sequential-cap",
+        type=int,
+        default=5000,
+        help="tasks for the one-at-a-time enqueue variants (slow by nature)",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=1000,
+        help="taskq-worker --concurrency of the headline rows and raw prefetch of "
+        "the ceiling (issue 10: 1000; the peers' tuned 1000 is fixed)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="the second taskq-worker --concurrency and raw prefetch (default 64)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny figures for a smoke run: --tasks 200 --roundtrips 50 "
+        "--fanout 200 --sequential-cap 200",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"comma-separated, of {','.join(SCENARIOS)} (memory: worker RSS over "
+        "--tasks tasks; the issue's check is --tasks 200000 --scenarios memory)",
+    )
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot", help="write a PNG chart here")
@@ -59,10 +80,16 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    opts = h.Options(tasks=args.tasks, roundtrips=min(args.roundtrips, max(args.tasks, 1)),
-                     fanout=min(args.fanout, args.tasks), sequential_cap=args.sequential_cap,
-                     scenarios=args.scenarios, systems=args.systems,
-                     concurrency=args.concurrency, prefetch=args.prefetch)
+    opts = h.Options(
+        tasks=args.tasks,
+        roundtrips=min(args.roundtrips, max(args.tasks, 1)),
+        fanout=min(args.fanout, args.tasks),
+        sequential_cap=args.sequential_cap,
+        scenarios=args.scenarios,
+        systems=args.systems,
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+    )
     if not await broker.wait_for_broker(timeout=300):
         raise SystemExit(f"no broker at {broker.BROKER}")
     meta = await broker.machine()
@@ -71,22 +98,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     meta["completion_signal"] = (
         "each no-op task bumps a per-process shared-memory counter (mmap on /dev/shm) with the "
         "monotonic time of its first and last hit; the harness polls it every 50 ms. Drain "
-        "rate = tasks / (last hit - first hit); startup_s = process start to first hit.")
+        "rate = tasks / (last hit - first hit); startup_s = process start to first hit."
+    )
     meta["cpu"] = (
         "utime+stime (+cutime+cstime) from /proc/PID/stat of each worker command and every "
         "descendant, and of every beam.smp process (RabbitMQ), sampled once every worker "
         "process has run a task (polled every 5 ms) and again after the last task; divided by "
-        "the tasks done in between. The broker is shared: its figure includes other clients.")
+        "the tasks done in between. The broker is shared: its figure includes other clients."
+    )
     meta["args"] = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "markdown")}
-    h.progress(f"machine: {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, Python "
-               f"{meta['python']}; {meta['load']}completion counter costs "
-               f"{meta['counter_cost_ns']} ns/task")
+    h.progress(
+        f"machine: {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, Python "
+        f"{meta['python']}; {meta['load']}completion counter costs "
+        f"{meta['counter_cost_ns']} ns/task"
+    )
     results: list[h.Result] = []
     notes: list[str] = []
     prefix = h.unique("")
     meta["prefix"] = prefix
-    h.progress(f"run prefix {prefix}: every queue, exchange and Redis key of this run starts "
-               "with it")
+    h.progress(
+        f"run prefix {prefix}: every queue, exchange and Redis key of this run starts with it"
+    )
     started = time.perf_counter()
     try:
         for system in args.systems:
@@ -98,8 +130,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     peers_skipped = {"memory"} & set(args.scenarios)
     if peers_skipped and {"celery", "dramatiq", "taskiq"} & set(args.systems):
         notes.append(f"peers are not measured for: {', '.join(sorted(peers_skipped))}")
-    notes += [f"{r.system} {r.scenario} [{r.variant}]: the broker restarted during both tries "
-              "(figure unreliable)" for r in results if r.extra.get("broker_restarted")]
+    notes += [
+        f"{r.system} {r.scenario} [{r.variant}]: the broker restarted during both tries "
+        "(figure unreliable)"
+        for r in results
+        if r.extra.get("broker_restarted")
+    ]
     report.add_fractions(results)
     meta["notes"] = notes
     meta["targets"] = report.targets(results)
@@ -108,8 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"meta": meta, "results": results}
 
 
-async def run_system(system: str, opts: h.Options, prefix: str,
-                     notes: list[str]) -> list[h.Result]:
+async def run_system(system: str, opts: h.Options, prefix: str, notes: list[str]) -> list[h.Result]:
     """Every selected scenario of one system. A failure (a broker restarted by someone else on
     a shared machine, a broken peer) retries the system once, once the broker answers again;
     a second failure is a note and the run goes on with the other systems."""

@@ -65,8 +65,11 @@ def check_broker() -> None:
         raise BrokerRestarted("the broker restarted during the measurement")
 
 
-BROKER_DOWN = (ConnectionError, aio_pika.exceptions.AMQPError,
-               aio_pika.exceptions.ChannelInvalidStateError)
+BROKER_DOWN = (
+    ConnectionError,
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+)
 """What a client raises when the broker restarts under it (AMQPConnectionError is both of the
 first two; ChannelInvalidStateError is a RuntimeError)."""
 
@@ -115,8 +118,12 @@ async def sweep(prefix: str) -> list[str]:
     found: dict[str, list[str]] = {}
     for kind in ("queues", "exchanges"):
         try:
-            out = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"],
-                                 capture_output=True, text=True, timeout=60).stdout
+            out = subprocess.run(
+                ["rabbitmqctl", "-q", f"list_{kind}", "name"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
         except (OSError, subprocess.TimeoutExpired):
             return []
         found[kind] = [n for n in out.split() if n.startswith(prefix)]

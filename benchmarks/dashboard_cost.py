@@ -240,9 +240,14 @@ def main() -> None:
             rows.append(synthetic(dashboard, prefix, rate, args.seconds))
         if args.real:
             cpu, real = measure(dashboard, 0, lambda: real_load(prefix, args.real, state))
-            rows.append({"phase": "real workers (2 x --events)", "cpu_pct": round(cpu, 1),
-                         "tasks_per_s": round(real["tasks"] / real["seconds"]),
-                         "connections": connections(prefix)})
+            rows.append(
+                {
+                    "phase": "real workers (2 x --events)",
+                    "cpu_pct": round(cpu, 1),
+                    "tasks_per_s": round(real["tasks"] / real["seconds"]),
+                    "connections": connections(prefix),
+                }
+            )
     finally:
         dashboard.stop()
         asyncio.run(delete_prefix(prefix, ["default"]))

@@ -71,34 +71,84 @@ class Options:
         return {"roundtrip": self.roundtrips, "fanout": self.fanout}.get(scenario, self.tasks)
 
 
-def rate(system: str, scenario: str, variant: str, config: str, tasks: int, seconds: float,
-         role: str = "", **extra: Any) -> Result:
+def rate(
+    system: str,
+    scenario: str,
+    variant: str,
+    config: str,
+    tasks: int,
+    seconds: float,
+    role: str = "",
+    **extra: Any,
+) -> Result:
     """A throughput result."""
     counted = extra.pop("counted", tasks)
-    return Result(system, scenario, variant, config, tasks, seconds, counted,
-                  tasks / seconds if seconds > 0 else 0.0, extra=extra, role=role)
+    return Result(
+        system,
+        scenario,
+        variant,
+        config,
+        tasks,
+        seconds,
+        counted,
+        tasks / seconds if seconds > 0 else 0.0,
+        extra=extra,
+        role=role,
+    )
 
 
-def latency(system: str, scenario: str, variant: str, config: str, samples: Sequence[float],
-            seconds: float, role: str = "") -> Result:
+def latency(
+    system: str,
+    scenario: str,
+    variant: str,
+    config: str,
+    samples: Sequence[float],
+    seconds: float,
+    role: str = "",
+) -> Result:
     """A latency result from per-call seconds: p50, p90, p99 in milliseconds."""
     ms = sorted(s * 1000 for s in samples)
 
     def pct(p: float) -> float:
         return ms[min(len(ms) - 1, round(p / 100 * (len(ms) - 1)))]
 
-    return Result(system, scenario, variant, config, len(ms), seconds, len(ms),
-                  len(ms) / seconds if seconds else 0.0,
-                  {"p50": pct(50), "p90": pct(90), "p99": pct(99),
-                   "mean": statistics.fmean(ms)}, role=role)
+    return Result(
+        system,
+        scenario,
+        variant,
+        config,
+        len(ms),
+        seconds,
+        len(ms),
+        len(ms) / seconds if seconds else 0.0,
+        {"p50": pct(50), "p90": pct(90), "p99": pct(99), "mean": statistics.fmean(ms)},
+        role=role,
+    )
 
 
-def failed(system: str, scenario: str, variant: str, config: str, tasks: int,
-           exc: BaseException, role: str = "") -> Result:
+def failed(
+    system: str,
+    scenario: str,
+    variant: str,
+    config: str,
+    tasks: int,
+    exc: BaseException,
+    role: str = "",
+) -> Result:
     """A row that says a measurement failed (the rest of the run keeps its figures)."""
     progress(f"{system} {scenario} [{variant}] failed: {str(exc)[:1500]}")
-    return Result(system, scenario, variant, config, tasks, 0.0, 0, failed=True, role=role,
-                  extra={"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+    return Result(
+        system,
+        scenario,
+        variant,
+        config,
+        tasks,
+        0.0,
+        0,
+        failed=True,
+        role=role,
+        extra={"error": f"{type(exc).__name__}: {str(exc)[:300]}"},
+    )
 
 
 def progress(message: str) -> None:
@@ -155,23 +205,35 @@ class Workers:
         self.counters = CounterDir()
         self.logs: list[Path] = []
         self.processes: list[subprocess.Popen[bytes]] = []
-        full_env = {**os.environ, **env, "BENCH_COUNTER_DIR": self.counters.path,
-                    "PYTHONPATH": str(REPO)}
+        full_env = {
+            **os.environ,
+            **env,
+            "BENCH_COUNTER_DIR": self.counters.path,
+            "PYTHONPATH": str(REPO),
+        }
         self.started_ns = time.monotonic_ns()
         for command in commands:
             log = Path(self.counters.path + f"-{len(self.logs)}.log")
             self.logs.append(log)
             with log.open("wb") as out:
-                self.processes.append(subprocess.Popen(
-                    list(command), cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True))  # own group: forked children die with it
+                self.processes.append(
+                    subprocess.Popen(
+                        list(command),
+                        cwd=REPO,
+                        env=full_env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )  # own group: forked children die with it
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
 
-    async def wait_running(self, processes: int, tasks: int,
-                           timeout: float) -> tuple[int, cpu.Sample]:
+    async def wait_running(
+        self, processes: int, tasks: int, timeout: float
+    ) -> tuple[int, cpu.Sample]:
         """Wait until ``processes`` worker processes have each run a task, then sample CPU:
         (tasks done by then, sample).
 
@@ -204,7 +266,8 @@ class Workers:
         for process in self.processes:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"worker {process.args!r} exited with {process.returncode}:\n{self.output()}")
+                    f"worker {process.args!r} exited with {process.returncode}:\n{self.output()}"
+                )
 
     async def wait_log(self, text: str, timeout: float = 60) -> None:
         """Wait until every worker's log contains ``text`` (e.g. its 'consuming' line)."""
@@ -280,8 +343,12 @@ class Drain:
 T = TypeVar("T", Result, list[Result])
 
 
-async def steadily(label: str, attempt: Callable[[], Awaitable[T]],
-                   cleanup: Callable[[], Awaitable[object]] | None = None, tries: int = 3) -> T:
+async def steadily(
+    label: str,
+    attempt: Callable[[], Awaitable[T]],
+    cleanup: Callable[[], Awaitable[object]] | None = None,
+    tries: int = 3,
+) -> T:
     """``attempt()``, again (up to ``tries`` in all) when the broker restarted meanwhile or
     dropped the connection: on a shared machine other engineers' tests restart RabbitMQ. Before
     another try: wait until the broker is steady, then ``cleanup()`` (purge what the try left).
@@ -307,8 +374,9 @@ async def steadily(label: str, attempt: Callable[[], Awaitable[T]],
     return result
 
 
-async def measure_drain(d: Drain, tasks: int,
-                        prequeue: Callable[[int], Awaitable[object]]) -> Result:
+async def measure_drain(
+    d: Drain, tasks: int, prequeue: Callable[[int], Awaitable[object]]
+) -> Result:
     """Queue ``tasks`` with ``prequeue``, start the workers, time the drain; sample CPU.
 
     Rate: tasks / (last task done - first task done); the time from process start to the first
@@ -319,14 +387,14 @@ async def measure_drain(d: Drain, tasks: int,
     """
     label = f"{d.system} {d.scenario} [{d.variant}]"
     try:
-        return await steadily(label, lambda: _drain_once(d, tasks, prequeue),
-                              lambda: purge(d.queue))
+        return await steadily(
+            label, lambda: _drain_once(d, tasks, prequeue), lambda: purge(d.queue)
+        )
     except BROKER_DOWN as exc:
         return failed(d.system, d.scenario, d.variant, d.config, tasks, exc, d.role)
 
 
-async def _drain_once(d: Drain, tasks: int,
-                      prequeue: Callable[[int], Awaitable[object]]) -> Result:
+async def _drain_once(d: Drain, tasks: int, prequeue: Callable[[int], Awaitable[object]]) -> Result:
     label = f"{d.system} {d.scenario} [{d.variant}]"
     try:
         progress(f"{label}: queueing {tasks} tasks")
@@ -345,7 +413,18 @@ async def _drain_once(d: Drain, tasks: int,
             await purge(d.queue)
         return failed(d.system, d.scenario, d.variant, d.config, tasks, exc, d.role)
     window = count - start_count
-    return rate(d.system, d.scenario, d.variant, d.config, tasks, (last - first) / 1e9,
-                d.role, counted=count, startup_s=round((first - workers.started_ns) / 1e9, 3),
-                left_in_queue=left, processes=d.processes, cpu_window_tasks=window,
-                **cpu.per_task_us(before, after, window))
+    return rate(
+        d.system,
+        d.scenario,
+        d.variant,
+        d.config,
+        tasks,
+        (last - first) / 1e9,
+        d.role,
+        counted=count,
+        startup_s=round((first - workers.started_ns) / 1e9, 3),
+        left_in_queue=left,
+        processes=d.processes,
+        cpu_window_tasks=window,
+        **cpu.per_task_us(before, after, window),
+    )

@@ -30,8 +30,10 @@ ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, result = EXCLUDED.
 RETURNING t.waiters)
 SELECT count(pg_notify(c, $4)) FROM up, unnest(up.waiters) c"""
 _READ = f"SELECT * FROM {_TABLE} WHERE task_id = $1"
-_FAN = ("SELECT count(pg_notify('drv_fan', 'x' || g || repeat('y', 150))) "
-        "FROM generate_series(1, 5000) g")
+_FAN = (
+    "SELECT count(pg_notify('drv_fan', 'x' || g || repeat('y', 150))) "
+    "FROM generate_series(1, 5000) g"
+)
 
 Call = Callable[[str, tuple[Any, ...]], Awaitable[Any]]
 

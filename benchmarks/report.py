@@ -16,8 +16,9 @@ DRAINS = ("drain", "drain2")
 def add_fractions(results: list[Result]) -> None:
     """Fill ``fraction_of_ceiling``: rate / raw rate, or raw p50 / p50 for latencies, against
     raw's "ceiling" row of the scenario (so 1.0 is the ceiling and lower is worse, always)."""
-    ceilings = {r.scenario: r for r in results if r.system == "raw" and r.role == "ceiling"
-                and not r.failed}
+    ceilings = {
+        r.scenario: r for r in results if r.system == "raw" and r.role == "ceiling" and not r.failed
+    }
     for r in results:
         ceiling = ceilings.get(r.scenario)
         if ceiling is None or r.failed:
@@ -30,19 +31,23 @@ def add_fractions(results: list[Result]) -> None:
 
 def header(meta: dict[str, Any]) -> str:
     """The machine line."""
-    return (f"{meta['date']} - {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, Python "
-            f"{meta['python']} ({meta['loop']}), {meta['platform']}. {meta.get('load', '')}"
-            "'vs raw' = rate / raw aio-pika rate (prefetch 1000 for drains), or raw p50 / p50 "
-            "for latency (1.00 = the ceiling). CPU us/task: worker process trees and RabbitMQ "
-            "(beam.smp) from /proc, drains only. Completion signal: shared-memory counter, "
-            f"{meta['counter_cost_ns']} ns/task.")
+    return (
+        f"{meta['date']} - {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, Python "
+        f"{meta['python']} ({meta['loop']}), {meta['platform']}. {meta.get('load', '')}"
+        "'vs raw' = rate / raw aio-pika rate (prefetch 1000 for drains), or raw p50 / p50 "
+        "for latency (1.00 = the ceiling). CPU us/task: worker process trees and RabbitMQ "
+        "(beam.smp) from /proc, drains only. Completion signal: shared-memory counter, "
+        f"{meta['counter_cost_ns']} ns/task."
+    )
 
 
 def render(rows: Sequence[Sequence[str]]) -> str:
     """An aligned Markdown table; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-             for row in rows]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 
@@ -63,15 +68,36 @@ def _us(value: float | None) -> str:
 
 def table(results: list[Result]) -> str:
     """Every row measured (each variant's exact configuration: ``configurations``)."""
-    rows = [["scenario", "system", "variant", "tasks", "tasks/s", "p50 / p90 / p99 ms",
-             "vs raw", "worker us/task", "broker us/task"]]
+    rows = [
+        [
+            "scenario",
+            "system",
+            "variant",
+            "tasks",
+            "tasks/s",
+            "p50 / p90 / p99 ms",
+            "vs raw",
+            "worker us/task",
+            "broker us/task",
+        ]
+    ]
     for r in results:
-        lat = ("{p50:.2f} / {p90:.2f} / {p99:.2f}".format(**r.latency_ms)
-               if r.latency_ms else "")
+        lat = "{p50:.2f} / {p90:.2f} / {p99:.2f}".format(**r.latency_ms) if r.latency_ms else ""
         frac = f"{r.fraction_of_ceiling:.2f}" if r.fraction_of_ceiling is not None else ""
         speed = "failed" if r.failed else (f"{r.tasks_per_s:,.0f}" if r.tasks_per_s else "")
-        rows.append([r.scenario, r.system, r.variant, str(r.tasks), speed, lat, frac,
-                     _us(r.extra.get("worker_cpu_us")), _us(r.extra.get("broker_cpu_us"))])
+        rows.append(
+            [
+                r.scenario,
+                r.system,
+                r.variant,
+                str(r.tasks),
+                speed,
+                lat,
+                frac,
+                _us(r.extra.get("worker_cpu_us")),
+                _us(r.extra.get("broker_cpu_us")),
+            ]
+        )
     return render(rows)
 
 
@@ -80,14 +106,19 @@ def table(results: list[Result]) -> str:
 
 def find(results: list[Result], system: str, scenario: str, role: str) -> Result | None:
     """The measured row of ``system`` in ``scenario`` with ``role`` (None: not run or failed)."""
-    return next((r for r in results if (r.system, r.scenario, r.role) == (system, scenario, role)
-                 and not r.failed), None)
+    return next(
+        (
+            r
+            for r in results
+            if (r.system, r.scenario, r.role) == (system, scenario, role) and not r.failed
+        ),
+        None,
+    )
 
 
 def best(results: list[Result], system: str, scenario: str) -> Result | None:
     """The best configuration of ``system`` in ``scenario``: highest rate, or lowest p50."""
-    rows = [r for r in results if r.system == system and r.scenario == scenario
-            and not r.failed]
+    rows = [r for r in results if r.system == system and r.scenario == scenario and not r.failed]
     if not rows:
         return None
     if scenario == "roundtrip":
@@ -109,16 +140,27 @@ def _ratio(taskq: Result | None, other: Result | None) -> float | None:
 def versus_best(results: list[Result]) -> str:
     """taskq's headline row of each scenario against each system's best configuration."""
     systems = [s for s in dict.fromkeys(r.system for r in results) if s != "taskq"]
-    rows = [["scenario", "taskq (headline)", *(f"best {s}" for s in systems),
-             *(f"taskq / {s}" for s in systems)]]
+    rows = [
+        [
+            "scenario",
+            "taskq (headline)",
+            *(f"best {s}" for s in systems),
+            *(f"taskq / {s}" for s in systems),
+        ]
+    ]
     for scenario in dict.fromkeys(r.scenario for r in results):
         head = find(results, "taskq", scenario, "headline")
         if head is None or scenario == "memory":
             continue
         bests = [best(results, s, scenario) for s in systems]
-        rows.append([scenario, _figure(head),
-                     *(f"{_figure(b)} ({b.variant})" if b else "not run" for b in bests),
-                     *(f"{x:.2f}x" if (x := _ratio(head, b)) else "" for b in bests)])
+        rows.append(
+            [
+                scenario,
+                _figure(head),
+                *(f"{_figure(b)} ({b.variant})" if b else "not run" for b in bests),
+                *(f"{x:.2f}x" if (x := _ratio(head, b)) else "" for b in bests),
+            ]
+        )
     return render(rows) if len(rows) > 1 else "(no taskq headline rows in this run)"
 
 
@@ -157,39 +199,91 @@ class Target:
 
 
 def _verdict(met: bool, ours: Result, theirs: Result) -> str:
-    return (f"{'met' if met else 'NOT met'}: {_figure(ours)} vs {theirs.system} "
-            f"{theirs.variant}: {_figure(theirs)}")
+    return (
+        f"{'met' if met else 'NOT met'}: {_figure(ours)} vs {theirs.system} "
+        f"{theirs.variant}: {_figure(theirs)}"
+    )
 
 
 TARGETS = [
-    Target("drain, 1 process: >= 1.25x Dramatiq's best 1-process configuration",
-           row("taskq", "drain", "headline"), best_of("dramatiq", "drain"), at_least=1.25),
-    Target("drain, 1 process: >= 1.0x raw aio-pika at prefetch 1000",
-           row("taskq", "drain", "headline"), row("raw", "drain", "ceiling"), at_least=1.0),
-    Target("drain, --processes 2: >= 1.1x Dramatiq's best 2-process configuration",
-           row("taskq", "drain2", "headline"), best_of("dramatiq", "drain2"), at_least=1.1),
-    Target("enqueue: gather of delay() >= 0.9x raw pipelined confirms",
-           row("taskq", "enqueue", "headline"), row("raw", "enqueue", "ceiling"), at_least=0.9),
-    Target("enqueue: map() >= gather of delay() (a batch is never slower than its parts)",
-           row("taskq", "enqueue", "batch"), row("taskq", "enqueue", "headline"), at_least=1.0),
-    Target("round trip p50 (AMQP results) <= Dramatiq's with its Redis backend",
-           row("taskq", "roundtrip", "headline"), best_of("dramatiq", "roundtrip"),
-           at_most=1.0),
-    Target("round trip p50 (AMQP results) <= 1.2x raw direct reply-to",
-           row("taskq", "roundtrip", "headline"), row("raw", "roundtrip", "ceiling"),
-           at_most=1.2),
-    Target("fan-out of 5,000 with results (AMQP) >= 1.3x Dramatiq",
-           row("taskq", "fanout", "headline"), best_of("dramatiq", "fanout"), at_least=1.3),
-    Target("Redis store: fan-out >= Dramatiq's Redis fan-out",
-           row("taskq", "fanout", "redis"), best_of("dramatiq", "fanout"), at_least=1.0),
-    Target("Redis store: round trip p50 <= 1.2x Dramatiq's",
-           row("taskq", "roundtrip", "redis"), best_of("dramatiq", "roundtrip"), at_most=1.2),
-    Target("--concurrency 1000 no slower than --concurrency 64 (drain, 1 process)",
-           row("taskq", "drain", "headline"), row("taskq", "drain", "c64"), at_least=1.0),
-    Target("--concurrency 1000 no slower than --concurrency 64 (drain, 2 processes)",
-           row("taskq", "drain2", "headline"), row("taskq", "drain2", "c64"), at_least=1.0),
-    Target("moonshot: drain, 1 process, >= 1.5x raw aio-pika (prefetch 1000)",
-           row("taskq", "drain", "headline"), row("raw", "drain", "ceiling"), at_least=1.5),
+    Target(
+        "drain, 1 process: >= 1.25x Dramatiq's best 1-process configuration",
+        row("taskq", "drain", "headline"),
+        best_of("dramatiq", "drain"),
+        at_least=1.25,
+    ),
+    Target(
+        "drain, 1 process: >= 1.0x raw aio-pika at prefetch 1000",
+        row("taskq", "drain", "headline"),
+        row("raw", "drain", "ceiling"),
+        at_least=1.0,
+    ),
+    Target(
+        "drain, --processes 2: >= 1.1x Dramatiq's best 2-process configuration",
+        row("taskq", "drain2", "headline"),
+        best_of("dramatiq", "drain2"),
+        at_least=1.1,
+    ),
+    Target(
+        "enqueue: gather of delay() >= 0.9x raw pipelined confirms",
+        row("taskq", "enqueue", "headline"),
+        row("raw", "enqueue", "ceiling"),
+        at_least=0.9,
+    ),
+    Target(
+        "enqueue: map() >= gather of delay() (a batch is never slower than its parts)",
+        row("taskq", "enqueue", "batch"),
+        row("taskq", "enqueue", "headline"),
+        at_least=1.0,
+    ),
+    Target(
+        "round trip p50 (AMQP results) <= Dramatiq's with its Redis backend",
+        row("taskq", "roundtrip", "headline"),
+        best_of("dramatiq", "roundtrip"),
+        at_most=1.0,
+    ),
+    Target(
+        "round trip p50 (AMQP results) <= 1.2x raw direct reply-to",
+        row("taskq", "roundtrip", "headline"),
+        row("raw", "roundtrip", "ceiling"),
+        at_most=1.2,
+    ),
+    Target(
+        "fan-out of 5,000 with results (AMQP) >= 1.3x Dramatiq",
+        row("taskq", "fanout", "headline"),
+        best_of("dramatiq", "fanout"),
+        at_least=1.3,
+    ),
+    Target(
+        "Redis store: fan-out >= Dramatiq's Redis fan-out",
+        row("taskq", "fanout", "redis"),
+        best_of("dramatiq", "fanout"),
+        at_least=1.0,
+    ),
+    Target(
+        "Redis store: round trip p50 <= 1.2x Dramatiq's",
+        row("taskq", "roundtrip", "redis"),
+        best_of("dramatiq", "roundtrip"),
+        at_most=1.2,
+    ),
+    Target(
+        "--concurrency 1000 no slower than --concurrency 64 (drain, 1 process)",
+        row("taskq", "drain", "headline"),
+        row("taskq", "drain", "c64"),
+        at_least=1.0,
+    ),
+    Target(
+        "--concurrency 1000 no slower than --concurrency 64 (drain, 2 processes)",
+        row("taskq", "drain2", "headline"),
+        row("taskq", "drain2", "c64"),
+        at_least=1.0,
+    ),
+    Target(
+        "moonshot: drain, 1 process, >= 1.5x raw aio-pika (prefetch 1000)",
+        row("taskq", "drain", "headline"),
+        row("raw", "drain", "ceiling"),
+        at_least=1.5,
+    ),
 ]
 
 RSS_FLAT = 0.05  # "flat": RSS after N tasks within 5 % of RSS after N/2
@@ -200,20 +294,36 @@ def targets(results: list[Result]) -> list[dict[str, Any]]:
     out = []
     for target in TARGETS:
         value, verdict = target.measure(results)
-        out.append({"target": target.text, "ratio": None if value is None else round(value, 3),
-                    "met": None if value is None else verdict.startswith("met"),
-                    "detail": verdict})
+        out.append(
+            {
+                "target": target.text,
+                "ratio": None if value is None else round(value, 3),
+                "met": None if value is None else verdict.startswith("met"),
+                "detail": verdict,
+            }
+        )
     memory = find(results, "taskq", "memory", "headline")
     text = f"worker RSS flat over 200,000 tasks (N/2 -> N within {RSS_FLAT:.0%})"
     if memory is None:
-        out.append({"target": text, "ratio": None, "met": None, "detail":
-                    "not measured in this run (python -m benchmarks --tasks 200000 --systems "
-                    "taskq --scenarios memory)"})
+        out.append(
+            {
+                "target": text,
+                "ratio": None,
+                "met": None,
+                "detail": "not measured in this run (python -m benchmarks --tasks 200000 --systems "
+                "taskq --scenarios memory)",
+            }
+        )
     else:
         growth = memory.extra["growth_half_to_end"]
-        out.append({"target": text, "ratio": round(1 + growth, 3),
-                    "met": growth <= RSS_FLAT and memory.tasks >= 200_000,
-                    "detail": f"RSS kB {memory.extra['rss_kb']} over {memory.tasks} tasks"})
+        out.append(
+            {
+                "target": text,
+                "ratio": round(1 + growth, 3),
+                "met": growth <= RSS_FLAT and memory.tasks >= 200_000,
+                "detail": f"RSS kB {memory.extra['rss_kb']} over {memory.tasks} tasks",
+            }
+        )
     return out
 
 
@@ -227,20 +337,23 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
 
 def configurations(configs: dict[str, list[str]]) -> str:
     """Each system's exact configurations, one bullet each."""
-    return "\n".join(f"- **{system}**\n" + "\n".join(f"  - {c}" for c in lines)
-                     for system, lines in configs.items())
+    return "\n".join(
+        f"- **{system}**\n" + "\n".join(f"  - {c}" for c in lines)
+        for system, lines in configs.items()
+    )
 
 
 def document(results: list[Result], meta: dict[str, Any]) -> str:
     """The whole Markdown report of one run."""
     notes = "".join(f"\n- {n}" for n in meta["notes"])
-    return (f"{header(meta)}\n\n## Every row\n\n{table(results)}\n\n"
-            f"## taskq against the best configuration of each system\n\n"
-            f"Ratios > 1: taskq is ahead (rates: taskq / best; latency: best p50 / taskq p50)."
-            f"\n\n{versus_best(results)}\n\n## Targets of issue 10\n\n"
-            f"{targets_table(meta['targets'])}\n\n## Configurations\n\n"
-            f"{configurations(meta['configurations'])}\n"
-            + (f"\n## Notes\n{notes}\n" if notes else ""))
+    return (
+        f"{header(meta)}\n\n## Every row\n\n{table(results)}\n\n"
+        f"## taskq against the best configuration of each system\n\n"
+        f"Ratios > 1: taskq is ahead (rates: taskq / best; latency: best p50 / taskq p50)."
+        f"\n\n{versus_best(results)}\n\n## Targets of issue 10\n\n"
+        f"{targets_table(meta['targets'])}\n\n## Configurations\n\n"
+        f"{configurations(meta['configurations'])}\n" + (f"\n## Notes\n{notes}\n" if notes else "")
+    )
 
 
 def to_json(results: list[Result], meta: dict[str, Any]) -> dict[str, Any]:
@@ -254,10 +367,16 @@ def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    throughput = [r for r in results if r.latency_ms is None and r.tasks_per_s
-                  and r.scenario != "memory" and not r.failed]
-    lat = [r for r in results if r.latency_ms is not None and r.scenario == "roundtrip"
-           and not r.failed]
+    throughput = [
+        r
+        for r in results
+        if r.latency_ms is None and r.tasks_per_s and r.scenario != "memory" and not r.failed
+    ]
+    lat = [
+        r
+        for r in results
+        if r.latency_ms is not None and r.scenario == "roundtrip" and not r.failed
+    ]
     groups = list(dict.fromkeys(r.scenario for r in throughput))
     fig, axes = plt.subplots(1, 2, figsize=(26, 8), gridspec_kw={"width_ratios": [4, 1]})
     ax = axes[0]
@@ -269,10 +388,22 @@ def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
         rows = [r for r in throughput if r.scenario == group]
         start = x
         for r in rows:
-            ax.bar(x, r.tasks_per_s, color=colors[r.system], width=0.8,
-                   label=r.system if r.system not in ax.get_legend_handles_labels()[1] else None)
-            ax.text(x, (r.tasks_per_s or 0) * 1.01, f"{(r.tasks_per_s or 0) / 1000:.1f}k\n"
-                    f"{r.variant[:38]}", ha="center", va="bottom", fontsize=5.5, rotation=90)
+            ax.bar(
+                x,
+                r.tasks_per_s,
+                color=colors[r.system],
+                width=0.8,
+                label=r.system if r.system not in ax.get_legend_handles_labels()[1] else None,
+            )
+            ax.text(
+                x,
+                (r.tasks_per_s or 0) * 1.01,
+                f"{(r.tasks_per_s or 0) / 1000:.1f}k\n{r.variant[:38]}",
+                ha="center",
+                va="bottom",
+                fontsize=5.5,
+                rotation=90,
+            )
             x += 1
         ticks.append((start + x - 1) / 2)
         labels.append(group)
@@ -288,15 +419,23 @@ def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
         assert r.latency_ms is not None
         ax2.bar(i - 0.2, r.latency_ms["p50"], width=0.4, color=colors[r.system])
         ax2.bar(i + 0.2, r.latency_ms["p99"], width=0.4, color=colors[r.system], alpha=0.5)
-        ax2.text(i, r.latency_ms["p99"], f"p50 {r.latency_ms['p50']:.2f}\np99 "
-                 f"{r.latency_ms['p99']:.2f}", ha="center", va="bottom", fontsize=7)
+        ax2.text(
+            i,
+            r.latency_ms["p99"],
+            f"p50 {r.latency_ms['p50']:.2f}\np99 {r.latency_ms['p99']:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax2.set_xticks(range(len(lat)), [f"{r.system}\n{r.role}" for r in lat], fontsize=7)
     ax2.set_ylabel("ms (lower is better; solid p50, light p99)")
     ax2.set_title("round trip, one task at a time")
     if lat:
         ax2.set_ylim(0, max(r.latency_ms["p99"] for r in lat if r.latency_ms) * 1.3)
-    fig.suptitle(f"taskq benchmarks - {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, "
-                 f"Python {meta['python']}, {meta['date'][:10]} (shared machine: noisy)")
+    fig.suptitle(
+        f"taskq benchmarks - {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, "
+        f"Python {meta['python']}, {meta['date'][:10]} (shared machine: noisy)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

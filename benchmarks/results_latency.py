@@ -185,7 +185,7 @@ async def measure_celery_db(
     lines = [line for line in text.splitlines() if line.startswith("RESULT ")]
     if not lines:
         raise RuntimeError(f"the Celery client failed ({client.returncode}):\n{text[-3000:]}")
-    data = json.loads(lines[-1][len("RESULT "):])
+    data = json.loads(lines[-1][len("RESULT ") :])
     assert not fanout or data["counted"] == fanout, data
     samples = [s * 1000 for s in data["samples"]]
     return row(store, samples, fanout, data["fanout_s"])
@@ -255,8 +255,12 @@ if __name__ == "__main__":
     parser.add_argument("--stores", default="amqp,redis,postgres,celery-db")
     parser.add_argument("--roundtrips", type=int, default=300)
     parser.add_argument("--fanout", type=int, default=2000)
-    parser.add_argument("--celery-interval", type=float, default=0.001,
-                        help="seconds between the Celery client's polls (celery-db)")
+    parser.add_argument(
+        "--celery-interval",
+        type=float,
+        default=0.001,
+        help="seconds between the Celery client's polls (celery-db)",
+    )
     parser.add_argument("--json", help="write the figures and the machine here")
     parser.add_argument("--markdown", help="write a table here")
     run_loop(main(parser.parse_args()))

@@ -18,12 +18,17 @@ REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 def _message(i: int, **props: object) -> aio_pika.Message:
-    return aio_pika.Message(str(i).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            message_id=uuid.uuid4().hex, **props)  # type: ignore[arg-type]
+    return aio_pika.Message(
+        str(i).encode(),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=uuid.uuid4().hex,
+        **props,
+    )  # type: ignore[arg-type]
 
 
-async def _publisher(queue: str) -> tuple[aio_pika.abc.AbstractConnection,
-                                          aio_pika.abc.AbstractChannel]:
+async def _publisher(
+    queue: str,
+) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractChannel]:
     connection = await aio_pika.connect(broker.BROKER)
     ch = await connection.channel(publisher_confirms=True, on_return_raises=True)
     await ch.declare_queue(queue, durable=True)
@@ -48,20 +53,39 @@ async def publish_all(queue: str, n: int, *, pipelined: bool) -> float:
 async def enqueue(queue: str, opts: Options) -> list[Result]:
     results = []
     seq = min(opts.tasks, opts.sequential_cap)
-    for role, variant, count, pipelined in (("ceiling", "pipelined confirms", opts.tasks, True),
-                                            ("", "await each", seq, False)):
+    for role, variant, count, pipelined in (
+        ("ceiling", "pipelined confirms", opts.tasks, True),
+        ("", "await each", seq, False),
+    ):
         h.progress(f"raw enqueue: {variant}, {count} messages")
         elapsed = await publish_all(queue, count, pipelined=pipelined)
         depth = await broker.queue_depth(queue)
-        results.append(h.rate("raw", "enqueue", variant, "aio-pika, persistent, mandatory",
-                              count, elapsed, role, counted=depth))
+        results.append(
+            h.rate(
+                "raw",
+                "enqueue",
+                variant,
+                "aio-pika, persistent, mandatory",
+                count,
+                elapsed,
+                role,
+                counted=depth,
+            )
+        )
         await broker.purge(queue)
     return results
 
 
 def worker_command(queue: str, prefetch: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.bench_apps.raw_worker", broker.BROKER, queue,
-            str(prefetch), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_apps.raw_worker",
+        broker.BROKER,
+        queue,
+        str(prefetch),
+        *extra,
+    ]
 
 
 async def prequeue(queue: str, tasks: int) -> None:
@@ -72,11 +96,21 @@ async def prequeue(queue: str, tasks: int) -> None:
 def drains(queue: str, opts: Options, processes: int) -> list[h.Drain]:
     """Prefetch 1000 (the ceiling) and the second prefetch (64), one consumer per process."""
     scenario = "drain" if processes == 1 else f"drain{processes}"
-    return [h.Drain("raw", scenario, f"prefetch {prefetch}, ack each",
-                    f"{processes} x aio-pika consumer process (one connection and channel), "
-                    f"prefetch {prefetch}, await message.ack() per message, uvloop",
-                    [worker_command(queue, prefetch)] * processes, {}, queue, processes, role)
-            for role, prefetch in (("ceiling", opts.prefetch), ("", opts.concurrency))]
+    return [
+        h.Drain(
+            "raw",
+            scenario,
+            f"prefetch {prefetch}, ack each",
+            f"{processes} x aio-pika consumer process (one connection and channel), "
+            f"prefetch {prefetch}, await message.ack() per message, uvloop",
+            [worker_command(queue, prefetch)] * processes,
+            {},
+            queue,
+            processes,
+            role,
+        )
+        for role, prefetch in (("ceiling", opts.prefetch), ("", opts.concurrency))
+    ]
 
 
 class RpcClient:
@@ -106,7 +140,8 @@ class RpcClient:
         future = asyncio.get_running_loop().create_future()
         self.waiting[cid] = future
         await self.channel.default_exchange.publish(
-            _message(i, correlation_id=cid, reply_to=REPLY_TO), self.queue)
+            _message(i, correlation_id=cid, reply_to=REPLY_TO), self.queue
+        )
         return await future
 
 
@@ -125,17 +160,34 @@ async def with_worker(queue: str, opts: Options) -> list[Result]:
                     t0 = time.perf_counter()
                     assert await client.call(i) == str(i).encode()
                     samples.append(time.perf_counter() - t0)
-                results.append(h.latency("raw", "roundtrip", "direct reply-to",
-                                         "confirmed publish + amq.rabbitmq.reply-to", samples,
-                                         time.perf_counter() - start, "ceiling"))
+                results.append(
+                    h.latency(
+                        "raw",
+                        "roundtrip",
+                        "direct reply-to",
+                        "confirmed publish + amq.rabbitmq.reply-to",
+                        samples,
+                        time.perf_counter() - start,
+                        "ceiling",
+                    )
+                )
             if "fanout" in opts.scenarios:
                 h.progress(f"raw fanout: {opts.fanout} concurrent calls")
                 start = time.perf_counter()
                 values = await asyncio.gather(*(client.call(i) for i in range(opts.fanout)))
                 elapsed = time.perf_counter() - start
-                results.append(h.rate("raw", "fanout", "direct reply-to",
-                                      "confirmed publishes + amq.rabbitmq.reply-to",
-                                      opts.fanout, elapsed, "ceiling", counted=len(values)))
+                results.append(
+                    h.rate(
+                        "raw",
+                        "fanout",
+                        "direct reply-to",
+                        "confirmed publishes + amq.rabbitmq.reply-to",
+                        opts.fanout,
+                        elapsed,
+                        "ceiling",
+                        counted=len(values),
+                    )
+                )
     finally:
         await workers.stop()
     return results
@@ -147,16 +199,21 @@ async def run(opts: Options, prefix: str) -> list[Result]:
     results: list[Result] = []
     try:
         if "enqueue" in opts.scenarios:
-            results += await h.steadily("raw enqueue", lambda: enqueue(queue, opts),
-                                        lambda: broker.purge(queue))
+            results += await h.steadily(
+                "raw enqueue", lambda: enqueue(queue, opts), lambda: broker.purge(queue)
+            )
         for processes, scenario in ((1, "drain"), (2, "drain2")):
             if scenario in opts.scenarios:
                 for drain in drains(queue, opts, processes):
-                    results.append(await h.measure_drain(
-                        drain, opts.tasks, lambda n: prequeue(queue, n)))
+                    results.append(
+                        await h.measure_drain(drain, opts.tasks, lambda n: prequeue(queue, n))
+                    )
         if {"roundtrip", "fanout"} & set(opts.scenarios):
-            results += await h.steadily("raw roundtrip/fanout", lambda: with_worker(queue, opts),
-                                        lambda: broker.purge(queue))
+            results += await h.steadily(
+                "raw roundtrip/fanout",
+                lambda: with_worker(queue, opts),
+                lambda: broker.purge(queue),
+            )
     finally:
         await broker.delete(queues=[queue])
     return results

@@ -18,10 +18,14 @@ from .bench_apps.taskq_app import make_app
 from .harness import Options, Result
 
 WORKER_APP = "benchmarks.bench_apps.taskq_app:app"
-NATURAL = ("client: asyncio.gather of delay() on an App with default settings (AMQP results: "
-           "every task carries reply_to), asks for no result, closes; ")
-NO_REPLY = ("client: map() in chunks of 5,000 with options(ignore_result=True): no reply_to "
-            "(a producer that never waits for results); ")
+NATURAL = (
+    "client: asyncio.gather of delay() on an App with default settings (AMQP results: "
+    "every task carries reply_to), asks for no result, closes; "
+)
+NO_REPLY = (
+    "client: map() in chunks of 5,000 with options(ignore_result=True): no reply_to "
+    "(a producer that never waits for results); "
+)
 
 
 def worker_command(concurrency: int, processes: int = 1) -> list[str]:
@@ -34,7 +38,7 @@ def worker_command(concurrency: int, processes: int = 1) -> list[str]:
 
 def shown(command: list[str]) -> str:
     """A worker command as a user would type it."""
-    args = command[command.index(WORKER_APP):]
+    args = command[command.index(WORKER_APP) :]
     return "taskq-worker " + " ".join(args) + ", uvloop"
 
 
@@ -72,8 +76,12 @@ async def enqueue(prefix: str, opts: Options) -> list[Result]:
         await noop.delay(-1)  # declare the topology outside the measurement
         await broker.purge(queue)
         variants: list[tuple[str, str, int, Callable[[], Awaitable[list[Any]]]]] = [
-            ("headline", "gather delay()", n,
-             lambda: asyncio.gather(*(noop.delay(i) for i in range(n)))),
+            (
+                "headline",
+                "gather delay()",
+                n,
+                lambda: asyncio.gather(*(noop.delay(i) for i in range(n))),
+            ),
             ("batch", "batch map()", n, lambda: noop.map(range(n))),
             ("", "await each delay()", seq, lambda: _sequential(noop, seq)),
         ]
@@ -84,9 +92,18 @@ async def enqueue(prefix: str, opts: Options) -> list[Result]:
             elapsed = time.perf_counter() - start
             assert len(handles) == count
             depth = await broker.queue_depth(queue)
-            results.append(h.rate("taskq", "enqueue", variant, "default App settings "
-                                  "(confirms always on, persistent, AMQP results)", count,
-                                  elapsed, role, counted=depth))
+            results.append(
+                h.rate(
+                    "taskq",
+                    "enqueue",
+                    variant,
+                    "default App settings (confirms always on, persistent, AMQP results)",
+                    count,
+                    elapsed,
+                    role,
+                    counted=depth,
+                )
+            )
             await broker.purge(queue)
     return results
 
@@ -95,20 +112,30 @@ async def _sequential(noop: Any, n: int) -> list[Any]:
     return [await noop.delay(i) for i in range(n)]
 
 
-def drains(prefix: str, opts: Options, processes: int) -> list[tuple[h.Drain, Callable[
-        [int], Awaitable[None]]]]:
+def drains(
+    prefix: str, opts: Options, processes: int
+) -> list[tuple[h.Drain, Callable[[int], Awaitable[None]]]]:
     """The taskq drains of one process count: (what to measure, how to queue the tasks)."""
     scenario = "drain" if processes == 1 else f"drain{processes}"
     queue = work_queue(prefix)
     out = []
     for role, kind, concurrency, client in (
-            ("headline", "natural API", opts.prefetch, NATURAL),
-            ("c64", "natural API", opts.concurrency, NATURAL),
-            ("no-reply", "no reply_to", opts.prefetch, NO_REPLY)):
+        ("headline", "natural API", opts.prefetch, NATURAL),
+        ("c64", "natural API", opts.concurrency, NATURAL),
+        ("no-reply", "no reply_to", opts.prefetch, NO_REPLY),
+    ):
         command = worker_command(concurrency, processes)
-        drain = h.Drain("taskq", scenario, f"{kind}, --concurrency {concurrency}",
-                        client + shown(command), [command], worker_env(prefix), queue,
-                        processes, role)
+        drain = h.Drain(
+            "taskq",
+            scenario,
+            f"{kind}, --concurrency {concurrency}",
+            client + shown(command),
+            [command],
+            worker_env(prefix),
+            queue,
+            processes,
+            role,
+        )
         send = send_natural if kind == "natural API" else send_no_reply
         out.append((drain, lambda n, send=send: send(prefix, n)))
     return out
@@ -129,16 +156,37 @@ async def with_worker(prefix: str, opts: Options, results_spec: str) -> list[Res
             if "roundtrip" in opts.scenarios:
                 h.progress(f"taskq roundtrip ({store}): {opts.roundtrips} round trips")
                 samples, seconds = await _roundtrip(noop, opts.roundtrips)
-                results.append(h.latency("taskq", "roundtrip", f"{store} results: delay() + "
-                                         "result()", config, samples, seconds, role))
+                results.append(
+                    h.latency(
+                        "taskq",
+                        "roundtrip",
+                        f"{store} results: delay() + result()",
+                        config,
+                        samples,
+                        seconds,
+                        role,
+                    )
+                )
             if "fanout" in opts.scenarios:
                 h.progress(f"taskq fanout ({store}): {opts.fanout} concurrent sends + results")
                 seconds = await _fanout(noop, opts.fanout)
-                results.append(h.rate("taskq", "fanout", f"{store} results: gather delay() + "
-                                      "result()", config, opts.fanout, seconds, role))
+                results.append(
+                    h.rate(
+                        "taskq",
+                        "fanout",
+                        f"{store} results: gather delay() + result()",
+                        config,
+                        opts.fanout,
+                        seconds,
+                        role,
+                    )
+                )
     except (RuntimeError, TimeoutError) as exc:
-        results += [h.failed("taskq", s, f"{store} results", config, opts.count(s), exc, role)
-                    for s in ("roundtrip", "fanout") if s in opts.scenarios]
+        results += [
+            h.failed("taskq", s, f"{store} results", config, opts.count(s), exc, role)
+            for s in ("roundtrip", "fanout")
+            if s in opts.scenarios
+        ]
     finally:
         await workers.stop()
     return results
@@ -185,11 +233,21 @@ async def memory(prefix: str, opts: Options) -> Result:
         await workers.stop()
     growth = (samples["end"] - samples["half"]) / samples["half"]
     h.progress(f"taskq memory: RSS kB {samples} (N/2 -> N: {growth:+.1%})")
-    return h.Result("taskq", "memory", "worker RSS", f"VmRSS from /proc/PID/status; "
-                    f"{NO_REPLY}{shown(command)}", n, 0.0, count, role="headline",
-                    extra={"rss_kb": samples, "growth_half_to_end": round(growth, 4),
-                           "growth_start_to_end": round(
-                               (samples["end"] - samples["start"]) / samples["start"], 4)})
+    return h.Result(
+        "taskq",
+        "memory",
+        "worker RSS",
+        f"VmRSS from /proc/PID/status; {NO_REPLY}{shown(command)}",
+        n,
+        0.0,
+        count,
+        role="headline",
+        extra={
+            "rss_kb": samples,
+            "growth_half_to_end": round(growth, 4),
+            "growth_start_to_end": round((samples["end"] - samples["start"]) / samples["start"], 4),
+        },
+    )
 
 
 async def run(opts: Options, prefix: str) -> list[Result]:
@@ -197,16 +255,19 @@ async def run(opts: Options, prefix: str) -> list[Result]:
     results: list[Result] = []
     if "enqueue" in opts.scenarios:
         queue = work_queue(prefix)
-        results += await h.steadily("taskq enqueue", lambda: enqueue(prefix, opts),
-                                    lambda: broker.purge(queue))
+        results += await h.steadily(
+            "taskq enqueue", lambda: enqueue(prefix, opts), lambda: broker.purge(queue)
+        )
     for processes, scenario in ((1, "drain"), (2, "drain2")):
         if scenario in opts.scenarios:
             for drain, send in drains(prefix, opts, processes):
                 results.append(await h.measure_drain(drain, opts.tasks, send))
     if {"roundtrip", "fanout"} & set(opts.scenarios):
         for spec in ("amqp", broker.REDIS):
-            results += await h.steadily(f"taskq roundtrip/fanout ({spec})",
-                                        lambda spec=spec: with_worker(prefix, opts, spec))
+            results += await h.steadily(
+                f"taskq roundtrip/fanout ({spec})",
+                lambda spec=spec: with_worker(prefix, opts, spec),
+            )
         await broker.delete_redis_keys(f"{prefix}:")
     if "memory" in opts.scenarios:
         results.append(await memory(prefix, opts))

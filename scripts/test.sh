@@ -7,7 +7,8 @@
 #    chromium is installed (the dashboard's browser tests); starts the 3-node test cluster
 #    (scripts/cluster.sh up: ports 5701..5703, 5711) and stops and removes it when the script
 #    exits, however it exits;
-# 3. ruff check on taskq, tests, examples, benchmarks and docs/hooks (those that exist);
+# 3. ruff check and ruff format --check on taskq, tests, examples, benchmarks and docs/hooks
+#    (those that exist: `ruff format` fixes what the second one finds);
 # 4. mypy --strict (pyproject.toml) on taskq, then on each example directory on its own (every
 #    example has a tasks.py: one mypy run cannot hold two modules named `tasks`);
 # 5. mkdocs build --strict: the documentation site (mkdocs.yml, docs/) into site/, every link
@@ -57,6 +58,7 @@ for dir in taskq tests examples benchmarks docs/hooks; do
 done
 step "ruff"
 check "ruff check" "$VENV/bin/ruff" check "${lint_dirs[@]}"
+check "ruff format" "$VENV/bin/ruff" format --check "${lint_dirs[@]}"
 
 step "mypy"
 check "mypy taskq" "$VENV/bin/mypy" taskq

@@ -8,9 +8,7 @@ import subprocess
 
 
 def _rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"rabbitmqctl {' '.join(args)} failed: {done.stderr}"
     return done.stdout
 

@@ -32,6 +32,7 @@ ONE_QUEUE, TWO_QUEUES = "one-queue", "two-queues"
 # the test's module that calls one of these, directly or through another, starts one too.
 WORKER_STARTERS = frozenset({"running_worker", "make_worker", "WorkerProcess"})
 
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The 3-node test cluster (scripts/cluster.sh), started if its nodes do not answer.

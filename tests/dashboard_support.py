@@ -53,7 +53,11 @@ class DashboardProcess:
         log = self.log_path.open("ab")
         offset = log.tell()  # a restart appends: look only at what this run prints
         self.process = subprocess.Popen(
-            self.command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.command,
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         log.close()

@@ -30,9 +30,7 @@ async def drop_tables(*tables: str) -> None:
     connection = await asyncpg.connect(POSTGRES)
     try:
         for table in tables:
-            await connection.execute(
-                f'DROP TABLE IF EXISTS "{table}", "{table}_schema"'
-            )
+            await connection.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_schema"')
     finally:
         await connection.close()
 

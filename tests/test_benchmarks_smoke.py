@@ -45,10 +45,27 @@ def test_harness_smoke(tmp_path: Path) -> None:
     systems = "taskq,raw,dramatiq" if peer else "taskq,raw"
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--tasks", str(TASKS), "--roundtrips",
-         str(ROUNDTRIPS), "--sequential-cap", str(TASKS), "--systems", systems,
-         "--scenarios", "enqueue,drain,roundtrip", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=110,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--tasks",
+            str(TASKS),
+            "--roundtrips",
+            str(ROUNDTRIPS),
+            "--sequential-cap",
+            str(TASKS),
+            "--systems",
+            systems,
+            "--scenarios",
+            "enqueue,drain,roundtrip",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
@@ -85,8 +102,7 @@ def test_counter_counts_every_hit_of_threaded_workers(tmp_path: Path) -> None:
     from benchmarks.bench_apps import counter
 
     c = counter.Counter(str(tmp_path))
-    threads = [threading.Thread(target=lambda: [c.hit() for _ in range(20_000)])
-               for _ in range(8)]
+    threads = [threading.Thread(target=lambda: [c.hit() for _ in range(20_000)]) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:

@@ -29,8 +29,9 @@ QUEUE = os.environ.get("BENCH_QUEUE", "bench.celerydb")
 DB_URL = os.environ.get("BENCH_DB_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_celery")
 
-app = Celery("bench_db", broker=os.environ.get("BENCH_BROKER",
-                                               "amqp://guest:guest@127.0.0.1:5672//"))
+app = Celery(
+    "bench_db", broker=os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
+)
 app.conf.update(
     task_default_queue=QUEUE,
     task_default_exchange=QUEUE,

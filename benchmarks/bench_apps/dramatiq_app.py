@@ -31,8 +31,11 @@ if REDIS_PREFIX is not None:
     from dramatiq.results import Results
     from dramatiq.results.backends import RedisBackend
 
-    backend = RedisBackend(namespace=REDIS_PREFIX, use_namespace_prefix_keys=True,
-                           url=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"))
+    backend = RedisBackend(
+        namespace=REDIS_PREFIX,
+        use_namespace_prefix_keys=True,
+        url=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"),
+    )
     broker.add_middleware(Results(backend=backend, result_ttl=600_000))
     actor_options["store_results"] = True
 dramatiq.set_broker(broker)

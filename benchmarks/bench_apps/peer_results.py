@@ -21,8 +21,9 @@ WARM_TIMEOUT = 120  # seconds for the first result: worker start, imports, conne
 TIMEOUT = 60  # seconds for any later result
 
 
-def _measure(n: int, fanout: int, call: Callable[[int], Any],
-             gather: Callable[[int], list[Any]]) -> dict[str, Any]:
+def _measure(
+    n: int, fanout: int, call: Callable[[int], Any], gather: Callable[[int], list[Any]]
+) -> dict[str, Any]:
     samples = []
     start = time.perf_counter()
     for i in range(n):
@@ -36,8 +37,12 @@ def _measure(n: int, fanout: int, call: Callable[[int], Any],
         values = gather(fanout)
         fanout_s = time.perf_counter() - start
         counted = sum(v == i for i, v in enumerate(values))
-    return {"samples": samples, "roundtrip_s": roundtrip_s, "fanout_s": fanout_s,
-            "counted": counted}
+    return {
+        "samples": samples,
+        "roundtrip_s": roundtrip_s,
+        "fanout_s": fanout_s,
+        "counted": counted,
+    }
 
 
 def celery(n: int, fanout: int) -> dict[str, Any]:
@@ -103,8 +108,12 @@ async def taskiq(n: int, fanout: int, interval: float) -> dict[str, Any]:
             values = [await result(task) for task in tasks]
             fanout_s = time.perf_counter() - start
             counted = sum(v == i for i, v in enumerate(values))
-        return {"samples": samples, "roundtrip_s": roundtrip_s, "fanout_s": fanout_s,
-                "counted": counted}
+        return {
+            "samples": samples,
+            "roundtrip_s": roundtrip_s,
+            "fanout_s": fanout_s,
+            "counted": counted,
+        }
     finally:
         await broker.shutdown()
 

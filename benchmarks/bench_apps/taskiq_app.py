@@ -31,11 +31,16 @@ if REDIS_PREFIX is not None:
     from taskiq.serializers import JSONSerializer
     from taskiq_redis import RedisAsyncResultBackend
 
-    broker = broker.with_result_backend(RedisAsyncResultBackend(
-        os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"), prefix_str=REDIS_PREFIX,
-        serializer=JSONSerializer(), result_ex_time=600,
-        # a bounded pool: concurrent waiters share connections instead of opening one each
-        max_connection_pool_size=16))
+    broker = broker.with_result_backend(
+        RedisAsyncResultBackend(
+            os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"),
+            prefix_str=REDIS_PREFIX,
+            serializer=JSONSerializer(),
+            result_ex_time=600,
+            # a bounded pool: concurrent waiters share connections instead of opening one each
+            max_connection_pool_size=16,
+        )
+    )
 
 
 @broker.task(task_name="noop")

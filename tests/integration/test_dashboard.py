@@ -253,8 +253,10 @@ def test_actions_need_csrf_and_nothing_shows_a_password(page: Page, world: World
         assert refused.status_code == 403
         ok = browser_like.post(purge, json={"confirm": "default"}, headers={"X-CSRF-Token": csrf})
         assert ok.status_code == 200 and ok.json() == {"purged": 0}
-        bodies = [browser_like.get(world.url + path).text
-                  for path in ("/", "/api/overview", "/api/session", "/metrics", "/tasks")]
+        bodies = [
+            browser_like.get(world.url + path).text
+            for path in ("/", "/api/overview", "/api/session", "/metrics", "/tasks")
+        ]
     assert all("guest:guest" not in body for body in bodies)
     assert "amqp://guest:***@127.0.0.1" in bodies[1]
 

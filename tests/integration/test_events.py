@@ -27,8 +27,19 @@ async def test_events_of_one_task_in_order(
     err_path = tmp_path / "tail.err"
     with err_path.open("wb") as err:
         tail = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "taskq.cli.admin", "events", "--json", "--filter", "task.*",
-            "--count", "4", cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=err,
+            sys.executable,
+            "-m",
+            "taskq.cli.admin",
+            "events",
+            "--json",
+            "--filter",
+            "task.*",
+            "--count",
+            "4",
+            cwd=REPO,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
         )
     app = App("ops-client", broker=BROKER, prefix=prefix, events=True)
     try:
@@ -47,7 +58,10 @@ async def test_events_of_one_task_in_order(
         assert await asyncio.wait_for(tail.wait(), timeout=10) == 0
         events = [json.loads(line) for line in out.decode().splitlines()]
         assert [e["type"] for e in events] == [
-            "task.sent", "task.received", "task.started", "task.succeeded"
+            "task.sent",
+            "task.received",
+            "task.started",
+            "task.succeeded",
         ]
         assert {e["task_id"] for e in events} == {handle.id}
         assert {e["task"] for e in events} == {"add"}
@@ -67,10 +81,17 @@ async def test_events_tail_stops_cleanly_on_sigterm(
     err_path = tmp_path / "tail.err"
     with err_path.open("wb") as err:
         tail = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "taskq.cli.admin", "events", cwd=REPO, env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+            sys.executable,
+            "-m",
+            "taskq.cli.admin",
+            "events",
+            cwd=REPO,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
         )
     try:
+
         async def listening() -> bool:
             assert tail.returncode is None, err_path.read_text()
             return "listening" in err_path.read_text()

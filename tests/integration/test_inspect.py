@@ -29,9 +29,7 @@ async def run_cli(prefix: str, state: Path, *args: str) -> tuple[int, str]:
 
 
 @pytest.mark.idle_extra_queue  # it asserts what each worker runs, holds and has done
-async def test_inspect_two_workers(
-    prefix: str, topology_cleanup: set[str], tmp_path: Path
-) -> None:
+async def test_inspect_two_workers(prefix: str, topology_cleanup: set[str], tmp_path: Path) -> None:
     topology_cleanup.add("busy")
     busy = WorkerProcess(APP, prefix, "--name", "w1", "-Q", "busy", "-c", "1", "--prefetch", "3")
     idle = WorkerProcess(APP, prefix, "--name", "w2")

@@ -162,8 +162,9 @@ async def test_lease_moves_with_its_record_when_the_broker_drops_the_holder(clie
         assert held is not None and held.records == [b"\x80"]
         # A firing routed nowhere comes back from the commit by its ID (it is not lost quietly).
         nowhere = OutgoingMessage(body=b"\x90", message_id="periodic:x:2024-01-01T00:00:00Z")
-        returned = await held.commit([("", f"{client.names.prefix}.nowhere", nowhere)],
-                                     b"\x81\xa1k\x01")  # the state the next holder must get
+        returned = await held.commit(
+            [("", f"{client.names.prefix}.nowhere", nowhere)], b"\x81\xa1k\x01"
+        )  # the state the next holder must get
         assert list(returned) == [nowhere.message_id]
         assert held.records == [b"\x81\xa1k\x01"]
         bid = asyncio.create_task(second.acquire(b"\x80", stop))
@@ -224,9 +225,7 @@ async def test_catch_up_policies_after_all_schedulers_were_down(prefix: str, cli
         assert on_time[0] == missed[-1] + SECOND
 
 
-async def test_a_schedule_changed_in_code_applies_after_a_restart(
-    prefix: str, client: App
-) -> None:
+async def test_a_schedule_changed_in_code_applies_after_a_restart(prefix: str, client: App) -> None:
     old = BeatProcess(APP, prefix, env={"BEAT_ENTRIES": "v1"})
     new: BeatProcess | None = None
     try:

@@ -79,9 +79,14 @@ def test_management_api_rows_are_filtered_by_prefix() -> None:
     ]
     assert [r["name"] for r in from_api(rows, "p")] == ["p.q.default", "p.delay.2", "p.delay.10"]
     assert from_api(rows, "p")[0] == {
-        "name": "p.q.default", "ready": 4, "unacked": 2, "consumers": 1
+        "name": "p.q.default",
+        "ready": 4,
+        "unacked": 2,
+        "consumers": 1,
     }
     assert management_url("amqp://u:s%40cret@rabbit:5672/vh") == (
-        "http://rabbit:15672", "vh", "u:s@cret"
+        "http://rabbit:15672",
+        "vh",
+        "u:s@cret",
     )
     assert management_url("amqp://127.0.0.1/")[1:] == ("/", "guest:guest")

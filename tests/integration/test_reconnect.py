@@ -218,17 +218,20 @@ async def test_a_queue_that_cannot_be_consumed_after_a_reconnect_does_not_stop_t
             return x
 
         caplog.set_level(logging.WARNING, "taskq.transport")
-        async with App(f"c{prefix}", broker=BROKER, prefix=prefix) as client:
-            async with app, running_worker(app, queues=["default", "side"]):
-                proxy.refuse()
-                proxy.cut()
-                await client.transport.delete_queue(client.names.work_queue("side"))
-                proxy.restore()
-                assert await (await client.send("add", 2, 3)).result(timeout=30) == 5
+        async with (
+            App(f"c{prefix}", broker=BROKER, prefix=prefix) as client,
+            app,
+            running_worker(app, queues=["default", "side"]),
+        ):
+            proxy.refuse()
+            proxy.cut()
+            await client.transport.delete_queue(client.names.work_queue("side"))
+            proxy.restore()
+            assert await (await client.send("add", 2, 3)).result(timeout=30) == 5
 
-                async def retried() -> bool:
-                    return "not consuming" in caplog.text
+            async def retried() -> bool:
+                return "not consuming" in caplog.text
 
-                await eventually(retried, what="the worker to retry the deleted queue alone")
-                await client.transport.declare_work_queue("side")
-                assert await (await client.send("side", 7)).result(timeout=60) == 7
+            await eventually(retried, what="the worker to retry the deleted queue alone")
+            await client.transport.declare_work_queue("side")
+            assert await (await client.send("side", 7)).result(timeout=60) == 7

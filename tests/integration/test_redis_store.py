@@ -77,8 +77,14 @@ async def test_lookup_from_a_second_process(prefix: str, results: str) -> None:
             """
         )
         other = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", script, done.id, later_id,
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            sys.executable,
+            "-c",
+            script,
+            done.id,
+            later_id,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             # The other process waits for a task nobody has sent yet; send it now.

@@ -54,9 +54,7 @@ async def test_send_puts_the_message_where_its_options_say(app: App, prefix: str
     assert msgpack.unpackb(message.body)[1:3] == [[2, 3], {}]  # [2, args, kwargs, meta]
 
     (message,) = await queue_messages(prefix, app.names.work_queue("other"))
-    assert (message.message_id, message.type, message.priority) == (
-        placed.out.strip(), "greet", 5
-    )
+    assert (message.message_id, message.type, message.priority) == (placed.out.strip(), "greet", 5)
     # A bare word is a string, anything else a JSON value.
     assert msgpack.unpackb(message.body)[1:3] == [["hello", [1, 2]], {"punct": "!"}]
 
@@ -76,9 +74,7 @@ async def test_send_and_wait_prints_the_result_or_the_failure(app: App, prefix: 
     assert "TaskFailed" in failed.err and "boom" in failed.err
 
 
-async def test_send_failures_have_their_exit_codes(
-    prefix: str, topology_cleanup: set[str]
-) -> None:
+async def test_send_failures_have_their_exit_codes(prefix: str, topology_cleanup: set[str]) -> None:
     not_json, not_object, wrong_args, no_result, no_broker = await asyncio.gather(
         run_taskq(prefix, "send", "add", "1", "--kwargs", "{nope"),
         run_taskq(prefix, "send", "add", "1", "--kwargs", "[1]"),

@@ -20,8 +20,15 @@ from taskq.dashboard.settings import check_exposure, is_loopback, load_alerts
 from taskq.exceptions import ConfigurationError
 
 
-def reading(at: float, ready: int = 0, consumers: int = 1, dead: int | None = 0,
-            missing: tuple[str, ...] = (), failed: int = 0, finished: int = 0) -> Reading:
+def reading(
+    at: float,
+    ready: int = 0,
+    consumers: int = 1,
+    dead: int | None = 0,
+    missing: tuple[str, ...] = (),
+    failed: int = 0,
+    finished: int = 0,
+) -> Reading:
     queues = {"default": QueueReading(ready, consumers, dead)}
     return Reading(at, queues, list(missing), lambda window: (failed, finished))
 

@@ -36,10 +36,18 @@ def test_stored_rows_merge_across_batches_and_a_replay_revives_a_task(tmp_path: 
     history.write([event("started", "a", 5.0), event("succeeded", "a", 6.0, result="3")])
     task = history.task("a")
     assert task is not None
-    assert (task["state"], task["result"], task["args"], task["sent_at"]) == ("SUCCESS", "3",
-                                                                              "'x'", 0.5)
+    assert (task["state"], task["result"], task["args"], task["sent_at"]) == (
+        "SUCCESS",
+        "3",
+        "'x'",
+        0.5,
+    )
     assert [e["type"] for e in task["timeline"]] == [
-        "task.sent", "task.sent", "task.failed", "task.dead-lettered", "task.started",
+        "task.sent",
+        "task.sent",
+        "task.failed",
+        "task.dead-lettered",
+        "task.started",
         "task.succeeded",
     ]
     assert task["timeline"][3]["detail"] == {"reason": "max-attempts"}

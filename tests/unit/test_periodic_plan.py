@@ -115,9 +115,7 @@ def test_daily_0230_berlin_fires_once_a_day_at_the_right_instant(
 def test_cron_latest_on_a_fall_back_night() -> None:
     # At 01:15 UTC (02:15 CET, the repeated hour) the day's 02:30 already ran at 00:30 UTC.
     nightly = Cron("30 2 * * *", "Europe/Berlin")
-    assert nightly.latest(at("2024-10-26T12:00"), at("2024-10-27T01:15")) == at(
-        "2024-10-27T00:30"
-    )
+    assert nightly.latest(at("2024-10-26T12:00"), at("2024-10-27T01:15")) == at("2024-10-27T00:30")
     assert nightly.after(at("2024-10-27T01:15")) == at("2024-10-28T01:30")
 
 

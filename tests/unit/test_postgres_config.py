@@ -29,7 +29,8 @@ def test_the_pool_follows_the_worker_concurrency_within_limits() -> None:
 def test_table_names_are_checked_and_quoted() -> None:
     tables = Tables.named("jobs.taskq_results")
     assert (tables.results, tables.versions) == (
-        '"jobs"."taskq_results"', '"jobs"."taskq_results_schema"'
+        '"jobs"."taskq_results"',
+        '"jobs"."taskq_results_schema"',
     )
     for bad in ("Results", "a.b.c", "drop table x", "1abc", "x" * 49, ""):
         with pytest.raises(ConfigurationError):
