@@ -255,6 +255,10 @@ def verdict(rows: list[Row], cores: int) -> str:
             continue
         per_task = broker + r.worker_cpu_us
         busiest = max(r.node_cpu_us.values(), default=broker)
+        if per_task <= 0 or busiest <= 0:
+            # A run too short for /proc's CPU ticks (10 ms) to count anything: no verdict.
+            lines.append(f"k={r.partitions}: {r.tasks_per_s:,.0f} tasks/s; too short to count CPU")
+            continue
         lines.append(
             f"k={r.partitions}: {r.tasks_per_s:,.0f} tasks/s; {per_task:.0f} us of CPU per task "
             f"(workers {r.worker_cpu_us:.0f}, cluster {broker:.0f}): {cores} cores allow "

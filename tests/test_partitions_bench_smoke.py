@@ -46,3 +46,13 @@ def test_partition_benchmark_on_the_cluster(cluster: Cluster, tmp_path: Path) ->
     assert [(r["partitions"], r["tasks"], r["left"]) for r in rows] == [(1, 300, 0), (4, 300, 0)]
     left = [q["name"] for q in cluster.api("queues/%2F?columns=name")]
     assert not [n for n in left if n.startswith("benchpart")], "the benchmark left queues"
+
+
+def test_the_verdict_of_a_run_too_short_to_count_cpu() -> None:
+    from benchmarks.partitions import Row, verdict
+
+    idle = Row(4, 2, 300, 0.1, 3000.0, 0.0, 0.0, node_cpu_us={"n1": 0.0})
+    counted = Row(1, 2, 300, 0.1, 3000.0, 30.0, 10.0, node_cpu_us={"n1": 10.0})
+    text = verdict([idle, counted], cores=2)
+    assert "k=4: 3,000 tasks/s; too short to count CPU" in text
+    assert "k=1: 3,000 tasks/s; 40 us of CPU per task" in text

@@ -424,13 +424,17 @@ class Transport:
 
         async def declare(channel: Channel) -> str:
             nonlocal current, reconnected
-            if reconnected and not await _exists(channel, current):
+            lost = reconnected and not await _exists(channel, current)
+            if lost:
                 current = self.names.reply_queue(uuid.uuid4().hex)
-                on_lost(current)
             reconnected = True
             await channel.rpc(
                 commands.Queue.Declare(queue=current, durable=True, arguments=arguments)
             )
+            if lost:
+                # Only now: a caller told at once may send again right away, and its reply
+                # must find the new queue (replies wait in it until the consumer starts).
+                on_lost(current)
             return current
 
         inbound = await self._inbound()
