@@ -157,7 +157,7 @@ class RedisResultStore:
         try:
             import redis.asyncio
             from redis.backoff import NoBackoff
-            from redis.retry import Retry
+            from redis.asyncio.retry import Retry
         except ImportError:
             raise ConfigurationError(
                 "the Redis result store needs the redis package: pip install 'taskq[redis]'"

@@ -10,7 +10,7 @@ An idle connection is checked with a PING: no reply to it counts as a lost conne
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .listener import Feed, Session, decode_published
@@ -48,7 +48,9 @@ def redis_session(pubsub: Callable[[], PubSub], channel: str) -> Session:
                     if state is not None:
                         feed.published(state)
         finally:
+            # aclose is untyped in redis-py 5 and typed from 6 on: call it untyped.
+            close: Callable[[], Awaitable[None]] = connection.aclose
             with contextlib.suppress(Exception):
-                await connection.aclose()  # type: ignore[no-untyped-call]
+                await close()
 
     return session
