@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigurationError
+from .extras import require_extra
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -32,12 +33,8 @@ OUTCOMES = {"task.succeeded": "succeeded", "task.failed": "failed", "task.retrie
 
 
 def _client() -> Any:
-    try:
-        return importlib.import_module("prometheus_client")
-    except ImportError:
-        raise ConfigurationError(
-            "metrics need prometheus-client: pip install 'taskq[metrics]'"
-        ) from None
+    require_extra("metrics", "the worker's Prometheus metrics")
+    return importlib.import_module("prometheus_client")
 
 
 class WorkerMetrics:

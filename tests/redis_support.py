@@ -6,6 +6,7 @@ Never the shared Redis: each helper owns what it starts and removes it afterward
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,9 @@ from collections.abc import Iterator
 import redis.asyncio
 
 from tests.support import eventually
+
+REDIS_URL = os.environ.get("TASKQ_TEST_REDIS", "redis://127.0.0.1:6379/0")
+"""The shared Redis of the tests (never stopped by them)."""
 
 
 def free_port() -> int:

@@ -79,8 +79,8 @@ def check(args: argparse.Namespace, app: App) -> None:
     """Check the flags before anything connects; UsageError (exit 2) if they are wrong."""
     try:
         from ..dashboard.settings import DashboardSettings, load_alerts
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise UsageError(f"taskq dashboard needs: pip install 'taskq[dashboard]' ({exc})") from exc
+    except ConfigurationError as exc:  # the dashboard extra is not installed
+        raise UsageError(str(exc)) from None
     token = args.token or os.environ.get(TOKEN_ENV) or None
     history = args.history or control.state_file(
         "dashboard", app.settings.broker, app.names.prefix, ".sqlite3"
@@ -95,10 +95,6 @@ def check(args: argparse.Namespace, app: App) -> None:
         )  # fmt: skip
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from exc
-    try:
-        from ..dashboard import web  # noqa: F401  (starlette, uvicorn, jinja2)
-    except ImportError as exc:
-        raise UsageError(f"taskq dashboard needs: pip install 'taskq[dashboard]' ({exc})") from exc
 
 
 async def run(app: App, args: argparse.Namespace) -> int:

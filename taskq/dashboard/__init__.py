@@ -14,3 +14,7 @@ Modules, each with one job:
 The dashboard is off the workers' hot path: it consumes the events they publish (``--events``)
 and asks the control plane; it never reads work queues.
 """
+
+from ..extras import require_extra
+
+require_extra("dashboard", "taskq dashboard")

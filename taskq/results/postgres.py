@@ -56,6 +56,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import codec
 from ..exceptions import ConfigurationError, ResultUnavailable
+from ..extras import require_extra
 from ..redact import redact_url
 from .background import Background
 from .base import _RANK, ErrorInfo, TaskState, TaskStatus
@@ -207,12 +208,9 @@ class PostgresResultStore:
         connect_timeout: float = 10.0,
         cleanup_interval: float = CLEANUP_INTERVAL,
     ) -> None:
-        try:
-            import asyncpg
-        except ImportError:
-            raise ConfigurationError(
-                "the PostgreSQL result store needs asyncpg: pip install 'taskq[postgres]'"
-            ) from None
+        require_extra("postgres", "the PostgreSQL result store")
+        import asyncpg
+
         self._asyncpg = asyncpg
         self._dsn, options = split_url(url)
         self._url = redact_url(url)

@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from .. import codec
-from ..exceptions import ConfigurationError, ResultUnavailable
+from ..exceptions import ResultUnavailable
+from ..extras import require_extra
 from ..redact import redact_url
 from ..transport import Transport
 from .background import Background
@@ -59,7 +60,6 @@ from .base import _RANK, ErrorInfo, TaskState, TaskStatus
 from .listener import Listener, wait_terminal
 from .redis_listener import redis_session
 from .redis_pipeline import ScriptPipeline
-from .redis_wire import RedisWire
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -154,14 +154,13 @@ class RedisResultStore:
     durable = True
 
     def __init__(self, url: str, transport: Transport) -> None:
-        try:
-            import redis.asyncio
-            from redis.backoff import NoBackoff
-            from redis.asyncio.retry import Retry
-        except ImportError:
-            raise ConfigurationError(
-                "the Redis result store needs the redis package: pip install 'taskq[redis]'"
-            ) from None
+        require_extra("redis", "the Redis result store")
+        import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        from .redis_wire import RedisWire
+
         settings = transport.settings
         self._url = redact_url(url)
         self._prefix = transport.names.prefix

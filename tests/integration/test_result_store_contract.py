@@ -5,7 +5,6 @@ store written as a user would (examples/custom_store/memory_store.py)."""
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 
@@ -18,9 +17,10 @@ from taskq.settings import load_settings
 from taskq.testing.contract import Check, Contract, StoreFactory, checks
 from taskq.transport import Transport
 from tests.postgres_support import POSTGRES, drop_tables, table_of
+from tests.redis_support import REDIS_URL
 from tests.support import BROKER, REPO
 
-REDIS = os.environ.get("TASKQ_TEST_REDIS", "redis://127.0.0.1:6379/0")
+REDIS = REDIS_URL
 
 
 async def delete_redis_keys(prefix: str, url: str = REDIS) -> int:
