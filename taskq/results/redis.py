@@ -55,7 +55,7 @@ from ..exceptions import ResultUnavailable
 from ..extras import require_extra
 from ..redact import redact_url
 from ..transport import Transport
-from .background import Background
+from .background import Background, InFlight
 from .base import _RANK, ErrorInfo, TaskState, TaskStatus
 from .listener import Listener, wait_terminal
 from .redis_listener import redis_session
@@ -186,6 +186,8 @@ class RedisResultStore:
         self._track_script: AsyncScript = self._redis.register_script(_TRACK)
         self._register_script: AsyncScript = self._redis.register_script(_REGISTER)
         self._errors = _redis_errors()
+        self._timeout = settings.connect_timeout
+        self._calls = InFlight(lambda: ResultUnavailable(f"the result store {self._url} is closed"))
         self._tracking = Background()
         self._wire = RedisWire(url, settings.connect_timeout)
         self._scripts = ScriptPipeline(self._wire)
@@ -230,6 +232,7 @@ class RedisResultStore:
         await self._scripts.close()
         await self._wire.close()
         await self._listener.close()
+        await self._calls.drain(self._timeout)
         await self._close_clients()
 
     async def _close_clients(self) -> None:
@@ -271,7 +274,8 @@ class RedisResultStore:
     async def reset(self, task_id: str) -> None:
         self._listener.forget(task_id)
         try:
-            await self._redis.delete(self.key(task_id))
+            with self._calls.call():
+                await self._redis.delete(self.key(task_id))
         except self._errors as exc:
             raise self._unavailable(f"could not reset task {task_id} in", exc) from None
 
@@ -296,7 +300,8 @@ class RedisResultStore:
 
     async def get(self, task_id: str) -> TaskState | None:
         try:
-            raw = await self._redis.hgetall(self.key(task_id))
+            with self._calls.call():
+                raw = await self._redis.hgetall(self.key(task_id))
         except self._errors as exc:
             raise self._unavailable(f"could not read task {task_id} from", exc) from None
         return _state(task_id, raw) if raw else None
