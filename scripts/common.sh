@@ -86,3 +86,14 @@ ensure_chromium() {
     apt_install chromium
     [ -x /usr/bin/chromium ] || die "chromium did not install at /usr/bin/chromium"
 }
+
+# uv, pinned: it installs uv.lock into the venv (scripts/ensure-venv.sh). It lives outside the
+# project's venv, which `uv sync` keeps to exactly what the lock lists.
+UV_VERSION="0.13.9"
+UV_HOME="$ROOT/.tools/uv-$UV_VERSION"
+UV="$UV_HOME/bin/uv"
+# Where `scripts/test.sh --latest` runs: the newest releases the ranges allow.
+LATEST_VENV="$ROOT/.venv-latest"
+# The oldest redis-py that the `redis` extra allows (pyproject.toml): the test command runs the
+# Redis store's tests on it too.
+OLDEST_REDIS="5.0.1"

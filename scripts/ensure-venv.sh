@@ -1,60 +1,54 @@
 #!/usr/bin/env bash
-# Make sure .venv exists and has taskq installed from this checkout (pip install -e '.[dev]').
+# Make sure .venv holds exactly what uv.lock says: taskq (editable) and its dev tools.
 #
-# Idempotent: a venv that works and was installed from the current pyproject.toml is left as
-# it is; a missing or broken one is (re)created. Uses python3 (override with PYTHON=...), which
-# must be 3.11 or newer. On Debian, `python3 -m venv` needs the python3-venv package: it is
-# installed with apt-get when missing.
+# `uv sync --frozen --extra dev` installs the committed lock and nothing newer, so a release
+# elsewhere never changes what the README's commands run; it also removes what the lock does
+# not list. uv itself (a pinned release, from the package index) lives in .tools/uv-VERSION,
+# outside the project's venv. Idempotent and fast when nothing changed. Uses python3 (override
+# with PYTHON=...), which must be 3.11 or newer. On Debian, `python3 -m venv` needs the
+# python3-venv package: it is installed with apt-get when missing.
+#
+# `--latest` (or LATEST=1) instead builds .venv-latest from the newest releases that
+# pyproject.toml's ranges allow, ignoring the lock: `scripts/test.sh --latest` runs the suite
+# there to see dependency drift before users do.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PYTHON="${PYTHON:-python3}"
-STAMP="$VENV/.taskq-installed"
-
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found: install Python 3.11+"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "taskq needs Python 3.11+, $PYTHON is $("$PYTHON" --version 2>&1)"
 
-venv_works() {
-    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1
-}
+# uv must not download interpreters (this machine's Python is the one to use).
+export UV_PYTHON_DOWNLOADS=never
 
-create_venv() {
-    step "creating the virtual environment $VENV"
-    rm -rf "$VENV"
-    if ! run "$PYTHON" -m venv "$VENV"; then
-        # Debian ships venv's ensurepip in a separate package.
-        rm -rf "$VENV"
+make_venv() {
+    # $1: where. Debian ships venv's ensurepip in a separate package.
+    if ! "$PYTHON" -m venv "$1" 2>/dev/null; then
+        rm -rf "$1"
         apt_install python3-venv
-        run "$PYTHON" -m venv "$VENV"
+        run "$PYTHON" -m venv "$1"
     fi
 }
 
-# What the installed venv must match: the dependencies and this checkout's location.
-wanted_stamp() {
-    { sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1; echo "$ROOT"; } | tr '\n' ' '
+ensure_uv() {
+    if [ -x "$UV" ] && [ "$("$UV" --version 2>/dev/null | cut -d' ' -f2)" = "$UV_VERSION" ]; then
+        return 0
+    fi
+    step "installing uv $UV_VERSION into $UV_HOME"
+    rm -rf "$UV_HOME"
+    make_venv "$UV_HOME"
+    run "$UV_HOME/bin/python" -m pip install --disable-pip-version-check --progress-bar off -q \
+        "uv==$UV_VERSION"
 }
 
-installed_here() {
-    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(wanted_stamp)" ] \
-        && [ -x "$VENV/bin/taskq-worker" ] \
-        && "$VENV/bin/python" -c '
-import os, sys, taskq
-sys.exit(os.path.dirname(os.path.realpath(taskq.__file__)) != os.path.realpath(sys.argv[1]))
-' "$ROOT/taskq" 2>/dev/null
-}
-
-if venv_works; then
-    info "virtual environment $VENV exists"
-else
-    create_venv
+ensure_uv
+cd "$ROOT"
+if [ "${1:-}" = "--latest" ] || [ "${LATEST:-}" = "1" ]; then
+    step "building $LATEST_VENV from the newest releases pyproject.toml allows (not the lock)"
+    run "$UV" venv -q --allow-existing --python "$PYTHON" "$LATEST_VENV"
+    run "$UV" pip install -q --python "$LATEST_VENV/bin/python" --upgrade -e "$ROOT[dev]"
+    exit 0
 fi
-
-if installed_here; then
-    info "taskq is installed in $VENV from $ROOT (pyproject.toml unchanged)"
-else
-    step "installing taskq and its dev tools into $VENV"
-    run "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off -q \
-        -e "$ROOT[dev]"
-    wanted_stamp >"$STAMP"
-fi
+step "syncing $VENV with uv.lock (uv sync --frozen --extra dev)"
+UV_PROJECT_ENVIRONMENT="$VENV" run "$UV" sync -q --frozen --extra dev --python "$PYTHON"

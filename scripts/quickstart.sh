@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quick start, end to end: `bash scripts/quickstart.sh` from a fresh clone.
 #
-# 1. creates .venv with taskq installed (pip install -e '.[dev]'), if not done already;
+# 1. syncs .venv with the committed lock (uv.lock; see scripts/ensure-venv.sh);
 # 2. makes sure RabbitMQ runs on 127.0.0.1:5672 (starts it, or installs it with apt-get);
 # 3. starts a worker in the background: `taskq-worker tasks:app` in examples/quickstart;
 # 4. sends tasks and prints their results (`python send.py`: add(4, 6) = 10 ...);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every check: `bash scripts/test.sh` from a fresh clone (CI runs exactly this).
 #
-# 1. creates .venv with taskq installed (pip install -e '.[dev]'), if not done already;
+# 1. syncs .venv with the committed lock (uv.lock: `uv sync --frozen --extra dev`, see
+#    scripts/ensure-venv.sh), so a dependency's new release cannot change what runs here;
 # 2. makes sure RabbitMQ (127.0.0.1:5672), Redis (127.0.0.1:6379) and PostgreSQL
 #    (127.0.0.1:5432) run: starts them, or installs them with apt-get; and that Debian's
 #    chromium is installed (the dashboard's browser tests); starts the 3-node test cluster
@@ -15,11 +16,16 @@
 #    and anchor checked (its code samples run in pytest: tests/test_docs_samples.py);
 # 6. pytest on tests/ (the typing tests run mypy on tests/typing themselves), under coverage:
 #    first every test not marked serial, TEST_WORKERS (default 4) at a time, then the serial
-#    ones (they stop the broker);
+#    ones (they stop the broker); then the Redis store's tests once more on the oldest
+#    redis-py the `redis` extra allows (the lock holds the newest);
 # 7. the coverage of taskq, lines and branches, subprocesses included (the taskq-worker
 #    processes, the supervisor's children and the taskq CLI calls the tests start): the
 #    report, then one line with the line, branch and total figures. Below fail_under
 #    (pyproject.toml) is a failure when the whole suite ran (no extra arguments).
+#
+# `--latest` (first argument) runs all of this in .venv-latest instead: the newest releases
+# that pyproject.toml's ranges allow, not the lock. It shows dependency drift before users see
+# it; the packages that differ from the lock are listed first. See docs/contributing.md.
 #
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -x -k priority`). Setting up the
 # environment stops at the first error; the checks all run, then the script exits 1 if any
@@ -28,7 +34,15 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-bash "$ROOT/scripts/ensure-venv.sh"
+if [ "${1:-}" = "--latest" ]; then
+    shift
+    bash "$ROOT/scripts/ensure-venv.sh" --latest
+    VENV="$LATEST_VENV"
+    step "packages that differ from uv.lock in $VENV"
+    "$VENV/bin/python" "$ROOT/scripts/lock_drift.py" "$ROOT/uv.lock" || true
+else
+    bash "$ROOT/scripts/ensure-venv.sh"
+fi
 bash "$ROOT/scripts/ensure-services.sh" rabbitmq redis postgres
 ensure_chromium
 # The cluster tests (node kill, TLS) need it; nothing of it may outlive this script.
@@ -86,10 +100,19 @@ else
         "$VENV/bin/coverage" run -m pytest -n "${TEST_WORKERS:-4}" -m "not serial"
     check "pytest (serial)" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" \
         "$VENV/bin/coverage" run -m pytest -m serial
+    # The lock holds the newest redis-py; the extra's oldest must work too. `uv run --with`
+    # layers it over the venv for this one run (the venv itself is not changed).
+    step "the Redis store on the oldest redis-py the extra allows ($OLDEST_REDIS)"
+    check "pytest (redis-py $OLDEST_REDIS)" env UV_PYTHON_DOWNLOADS=never \
+        UV_PROJECT_ENVIRONMENT="$VENV" "$UV" run -q --frozen --extra dev --no-sync \
+        --with "redis==$OLDEST_REDIS" python -m pytest -q -p no:cacheprovider -n 2 -k redis \
+        tests/integration/test_redis_store.py tests/integration/test_redis_outages.py \
+        tests/integration/test_redis_send_and_replay.py tests/unit/test_redis_wire.py \
+        tests/integration/test_result_store_contract.py
 fi
 
 step "coverage of taskq (lines and branches, subprocesses included)"
-"$VENV/bin/coverage" combine -q || true
+check "coverage combine" "$VENV/bin/coverage" combine -q
 fail_under=()
 if [ "$#" -gt 0 ]; then
     fail_under=(--fail-under=0) # a partial run: report, but do not judge

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,27 +37,50 @@ def test_strictness_is_configured() -> None:
     assert config.get("warn_unused_ignores", True) is True
 
 
-def test_mypy_does_flag_a_wrong_call(tmp_path: Path) -> None:
-    # Guards against a vacuous pass (e.g. a config that silently skips the file).
-    program = (
-        "from taskq import App\n"
-        "app = App('x')\n"
-        "@app.task\n"
-        "async def add(x: int, y: int) -> int:\n"
-        "    return x + y\n"
-        "async def main() -> None:\n"
-        "    await add.delay('x', 1)\n"
-    )
-    checked = tmp_path / "wrong_call.py"
-    checked.write_text(program)
-    proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", str(checked)],
-        cwd=REPO,
+WRONG_CALL = (
+    "from taskq import App\n"
+    "app = App('x')\n"
+    "@app.task\n"
+    "async def add(x: int, y: int) -> int:\n"
+    "    return x + y\n"
+    "async def main() -> None:\n"
+    "    await add.delay('x', 1)\n"
+)
+
+
+def run_mypy(checked: Path, *options: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "MYPYPATH"}
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", *options, str(checked)],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=110,
         check=False,
+        env=env,
     )
+
+
+def test_mypy_does_flag_a_wrong_call(tmp_path: Path) -> None:
+    # Guards against a vacuous pass (e.g. a config that silently skips the file).
+    checked = tmp_path / "wrong_call.py"
+    checked.write_text(WRONG_CALL)
+    proc = run_mypy(checked, "--config-file", "pyproject.toml", cwd=REPO)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "wrong_call.py:7: error:" in proc.stdout
     assert "[arg-type]" in proc.stdout
+
+
+def test_an_installed_taskq_is_typed_for_a_users_own_project(tmp_path: Path) -> None:
+    # mypy run from a project of the user's own, outside this checkout, finds taskq through
+    # the install (an editable one here: a .pth path entry, which mypy follows; setuptools'
+    # import-hook editable install was invisible to it, and every check silently vanished).
+    project = tmp_path / "userproject"
+    project.mkdir()
+    checked = project / "wrong_call.py"
+    checked.write_text(WRONG_CALL)
+    proc = run_mypy(checked, "--strict", "--no-incremental", cwd=project)
+    output = proc.stdout + proc.stderr
+    assert "Cannot find implementation or library stub" not in output, output
+    assert proc.returncode == 1, output
+    assert 'Argument 1 to "delay" of "Task" has incompatible type "str"; expected "int"' in output
