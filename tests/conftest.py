@@ -54,6 +54,13 @@ def prefix() -> str:
 
 
 @pytest.fixture
+def cluster_prefix(cluster: Cluster, prefix: str) -> Iterator[str]:
+    """The test's prefix; everything of it is deleted from the cluster afterwards."""
+    yield prefix
+    cluster.delete_prefix(prefix)
+
+
+@pytest.fixture
 async def topology_cleanup(prefix: str) -> AsyncIterator[set[str]]:
     """Yields a set: add the queue names (short) a test uses; they are deleted at the end."""
     queues: set[str] = {"default"}

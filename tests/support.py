@@ -34,7 +34,9 @@ from taskq.message import Envelope
 from taskq.testing.polling import eventually
 from taskq.testing.worker import running
 from taskq.topology import DELAY_LEVELS, Names, every_name
+from taskq.transport.endpoints import Endpoint, parse_endpoint
 from tests.apps import noise
+from tests.tcp_proxy import TcpProxy, tcp_proxy
 
 BROKER = os.environ.get("TASKQ_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 REPO = Path(__file__).resolve().parent.parent
@@ -51,6 +53,20 @@ def unique_prefix() -> str:
 
 
 # -- the broker, seen from outside taskq ------------------------------------------------------
+
+
+def broker_endpoint() -> Endpoint:
+    """Where the test broker (``BROKER``) is and how to log in: for a test that needs its host
+    and port apart (a raw socket, a proxy)."""
+    return parse_endpoint(BROKER)
+
+
+@contextlib.asynccontextmanager
+async def broker_proxy() -> AsyncIterator[TcpProxy]:
+    """A TCP proxy to the test broker; its ``amqp_url()`` is ``BROKER`` through the proxy."""
+    endpoint = broker_endpoint()
+    async with tcp_proxy(endpoint.port, endpoint.host, BROKER) as proxy:
+        yield proxy
 
 
 async def delete_topology(prefix: str, queues: Iterable[str]) -> None:

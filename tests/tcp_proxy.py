@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator
 
 Pair = tuple[asyncio.StreamWriter, asyncio.StreamWriter]
@@ -17,10 +18,19 @@ class TcpProxy:
     the open ones into black holes (they stay open, and what is sent on them is dropped, as on
     a dead network path); while ``refusing`` is set (``refuse()``/``restore()``), new
     connections are closed as soon as they are accepted.
+
+    ``amqp_base`` is the URL of the AMQP server behind it: ``amqp_url()`` keeps its
+    credentials, vhost and options.
     """
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        target_port: int,
+        target_host: str = "127.0.0.1",
+        amqp_base: str = "amqp://guest:guest@127.0.0.1/",
+    ) -> None:
         self.target = (target_host, target_port)
+        self.amqp_base = amqp_base
         self.port = 0
         self.accepted = 0
         self.refusing = False
@@ -34,8 +44,10 @@ class TcpProxy:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def amqp_url(self) -> str:
-        """An amqp:// URL (guest/guest, default vhost) through this proxy."""
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        """``amqp_base`` through this proxy: its host and port replaced by the proxy's."""
+        parts = urllib.parse.urlsplit(self.amqp_base)
+        login, at, _ = parts.netloc.rpartition("@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{login}{at}127.0.0.1:{self.port}"))
 
     async def start(self) -> None:
         """Listen on a free port (``self.port``)."""
@@ -113,9 +125,13 @@ class TcpProxy:
 
 
 @contextlib.asynccontextmanager
-async def tcp_proxy(target_port: int, target_host: str = "127.0.0.1") -> AsyncIterator[TcpProxy]:
+async def tcp_proxy(
+    target_port: int,
+    target_host: str = "127.0.0.1",
+    amqp_base: str = "amqp://guest:guest@127.0.0.1/",
+) -> AsyncIterator[TcpProxy]:
     """A started TcpProxy to ``target_host:target_port``, closed on exit."""
-    proxy = TcpProxy(target_port, target_host)
+    proxy = TcpProxy(target_port, target_host, amqp_base)
     await proxy.start()
     try:
         yield proxy

@@ -27,9 +27,17 @@ SCENARIOS = [
 ]  # fmt: skip
 # node-kill runs on the test cluster (scripts/cluster.sh): test_node_kill_on_the_cluster.
 
+# Seconds. A run gets its own budget, then CLEANUP to stop on SIGINT (its cleanup starts a
+# stopped broker again); CHECKS is for the test's look at the broker afterwards. Each test's
+# pytest-timeout covers all three, so that pytest-timeout never cuts the cleanup short.
+SHORT_RUN = 100
+NODE_KILL_RUN = 240
+CLEANUP = 90
+CHECKS = 60
+
 
 def run_suite(
-    only: str, out: Path, *, timeout: float = 100, env: dict[str, str] | None = None
+    only: str, out: Path, *, timeout: float = SHORT_RUN, env: dict[str, str] | None = None
 ) -> tuple[int, str]:
     """Run the short suite for ``only``; on a timeout, interrupt it as Ctrl-C would, so that
     its cleanup runs (it starts a stopped broker again), then kill it."""
@@ -43,7 +51,7 @@ def run_suite(
     except subprocess.TimeoutExpired as exc:
         process.send_signal(signal.SIGINT)
         try:
-            output, _ = process.communicate(timeout=90)
+            output, _ = process.communicate(timeout=CLEANUP)
         except subprocess.TimeoutExpired:
             process.kill()
             output, _ = process.communicate()
@@ -73,6 +81,7 @@ def worker_alive(pid: int, prefix: str) -> bool:
         return False
 
 
+@pytest.mark.timeout(SHORT_RUN + CLEANUP + CHECKS)
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_fault_scenario_meets_the_targets(scenario: str, tmp_path: Path) -> None:
     out = tmp_path / "faults.json"
@@ -93,12 +102,13 @@ def test_fault_scenario_meets_the_targets(scenario: str, tmp_path: Path) -> None
     assert returncode == 0, output[-4000:]
 
 
+@pytest.mark.timeout(NODE_KILL_RUN + CLEANUP + CHECKS)
 def test_node_kill_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
     """The leader of a quorum work queue SIGKILLed with 500 tasks in flight (workers and the
     client on different nodes), then started again: nothing lost, executed twice no more
     than in flight, nothing recorded twice in Redis, the same worker processes serve on."""
     out = tmp_path / "faults.json"
-    returncode, output = run_suite("node-kill", out, timeout=240, env=cluster.env())
+    returncode, output = run_suite("node-kill", out, timeout=NODE_KILL_RUN, env=cluster.env())
     assert returncode in (0, 1), output[-4000:]
     (row,) = json.loads(out.read_text())["rows"]
     assert row["error"] is None, f"node-kill broke: {row['error']}"

@@ -4,6 +4,7 @@ error, keep their original body, and the worker goes on serving."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,14 @@ from pamqp.body import ContentBody
 
 from taskq import App, TaskFailed, TaskStatus, Worker, codec
 from taskq.message import H_ERROR_MESSAGE, H_ERROR_TYPE, H_REASON
-from tests.support import BROKER, eventually, queue_length, queue_messages, running_worker
+from tests.support import (
+    BROKER,
+    broker_endpoint,
+    eventually,
+    queue_length,
+    queue_messages,
+    running_worker,
+)
 
 
 @pytest.fixture
@@ -59,48 +67,75 @@ async def publish_raw(app: App, body: bytes, **properties: Any) -> None:
         await connection.close()
 
 
-async def publish_without_message_id(app: App, body: bytes, **properties: Any) -> None:
-    """Publish with bare AMQP frames: aiormq gives every message it publishes a message_id,
-    so a producer that sends none (any other client may) cannot be imitated with aio-pika."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", 5672)
+class RawAmqp:
+    """One AMQP connection spoken in bare frames (pamqp), to send what aio-pika cannot.
 
-    async def expect(kind: type[Any]) -> Any:
-        data = b""
+    ``expect`` fails with AssertionError, never waits forever, when the broker closes the
+    connection or the channel instead of answering.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.received = bytearray()  # what the broker sent that no frame has consumed yet
+
+    def send(self, value: Any, channel: int = 0) -> None:
+        self.writer.write(frame.marshal(value, channel))
+
+    async def expect(self, kind: type[Any]) -> Any:
+        """Read frames until one of ``kind``; return it."""
         while True:
             try:
-                consumed, _, value = frame.unmarshal(data)
+                consumed, _, value = frame.unmarshal(bytes(self.received))
             except Exception:  # pamqp raises on an incomplete frame: read more
-                data += await reader.read(4096)
+                await self._read_more(kind.__name__)
                 continue
-            data = data[consumed:]
+            del self.received[:consumed]
+            if isinstance(value, (commands.Connection.Close, commands.Channel.Close)):
+                raise AssertionError(
+                    f"the broker closed before {kind.__name__}: {value.reply_text}"
+                )
             if isinstance(value, kind):
                 return value
 
-    def send(value: Any, channel: int = 0) -> None:
-        writer.write(frame.marshal(value, channel))
+    async def _read_more(self, awaited: str) -> None:
+        try:
+            chunk = await asyncio.wait_for(self.reader.read(4096), timeout=30)
+        except OSError as exc:
+            raise AssertionError(f"the broker dropped the connection before {awaited}") from exc
+        if not chunk:
+            raise AssertionError(f"the broker closed the connection before {awaited}")
+        self.received.extend(chunk)
 
+
+async def publish_without_message_id(app: App, body: bytes, **properties: Any) -> None:
+    """Publish with bare AMQP frames: aiormq gives every message it publishes a message_id,
+    so a producer that sends none (any other client may) cannot be imitated with aio-pika."""
+    broker = broker_endpoint()
+    reader, writer = await asyncio.open_connection(broker.host, broker.port, ssl=broker.tls)
+    amqp = RawAmqp(reader, writer)
     try:
         writer.write(header.ProtocolHeader().marshal())
-        await expect(commands.Connection.Start)
-        send(commands.Connection.StartOk(response="\0guest\0guest"))
-        tune = await expect(commands.Connection.Tune)
-        send(commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
-        send(commands.Connection.Open("/"))
-        await expect(commands.Connection.OpenOk)
-        send(commands.Channel.Open(), 1)
-        await expect(commands.Channel.OpenOk)
-        send(commands.Confirm.Select(), 1)
-        await expect(commands.Confirm.SelectOk)
-        send(commands.Basic.Publish(exchange=app.names.exchange, routing_key="default"), 1)
+        await amqp.expect(commands.Connection.Start)
+        amqp.send(commands.Connection.StartOk(response=f"\0{broker.user}\0{broker.password}"))
+        tune = await amqp.expect(commands.Connection.Tune)
+        amqp.send(commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+        amqp.send(commands.Connection.Open(broker.vhost))
+        await amqp.expect(commands.Connection.OpenOk)
+        amqp.send(commands.Channel.Open(), 1)
+        await amqp.expect(commands.Channel.OpenOk)
+        amqp.send(commands.Confirm.Select(), 1)
+        await amqp.expect(commands.Confirm.SelectOk)
+        amqp.send(commands.Basic.Publish(exchange=app.names.exchange, routing_key="default"), 1)
         props = commands.Basic.Properties(**properties)
-        send(header.ContentHeader(0, len(body), props), 1)
-        send(ContentBody(body), 1)
-        await expect(commands.Basic.Ack)
-        send(commands.Connection.Close(200, "done", 0, 0))
-        await expect(commands.Connection.CloseOk)
+        amqp.send(header.ContentHeader(0, len(body), props), 1)
+        amqp.send(ContentBody(body), 1)
+        await amqp.expect(commands.Basic.Ack)
+        amqp.send(commands.Connection.Close(200, "done", 0, 0))
+        await amqp.expect(commands.Connection.CloseOk)
     finally:
         writer.close()
-        await writer.wait_closed()
+        with contextlib.suppress(OSError):  # a broker that refused us reset the connection
+            await writer.wait_closed()
 
 
 async def dead_letters(app: App, count: int) -> list[aio_pika.abc.AbstractIncomingMessage]:

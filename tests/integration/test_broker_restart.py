@@ -15,15 +15,16 @@ import pytest
 from taskq import App
 from tests.broker_control import consumed, rabbitmqctl
 from tests.runlog import RunLog
-from tests.support import BROKER, WorkerProcess, eventually, queue_length
+from tests.support import BROKER, WorkerProcess, broker_endpoint, eventually, queue_length
 
 APP = "tests.apps.procapp:app"
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # it stops the broker
 
 
 async def _broker_answers() -> bool:
+    broker = broker_endpoint()
     try:
-        _, writer = await asyncio.open_connection("127.0.0.1", 5672)
+        _, writer = await asyncio.open_connection(broker.host, broker.port)
     except OSError:
         return False
     writer.close()

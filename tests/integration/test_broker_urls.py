@@ -10,8 +10,7 @@ import socket
 import pytest
 
 from taskq import App, BrokerUnavailable
-from tests.support import eventually, running_worker
-from tests.tcp_proxy import tcp_proxy
+from tests.support import BROKER, broker_proxy, eventually, running_worker
 
 
 def closed_port() -> int:
@@ -33,7 +32,7 @@ def make_app(prefix: str, broker: str | list[str]) -> App:
 
 async def test_a_dead_first_url_is_skipped(prefix: str, topology_cleanup: set[str]) -> None:
     dead = f"amqp://guest:guest@127.0.0.1:{closed_port()}/"
-    app = make_app(prefix, f"{dead},amqp://guest:guest@127.0.0.1:5672/")
+    app = make_app(prefix, f"{dead},{BROKER}")
     assert len(app.settings.broker_urls) == 2
     async with app, running_worker(app):
         assert await (await app.tasks["add"].delay(2, 3)).result(timeout=15) == 5
@@ -54,7 +53,7 @@ async def test_no_url_answers(prefix: str) -> None:
 async def test_clients_and_workers_move_to_the_next_url(
     prefix: str, topology_cleanup: set[str]
 ) -> None:
-    async with tcp_proxy(5672) as first, tcp_proxy(5672) as second:
+    async with broker_proxy() as first, broker_proxy() as second:
         app = make_app(prefix, [first.amqp_url(), second.amqp_url()])
         add = app.tasks["add"]
         async with app, running_worker(app) as worker:

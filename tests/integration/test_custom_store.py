@@ -40,5 +40,6 @@ async def test_one_store_object_serves_the_app_and_its_worker(prefix: str) -> No
         assert (await app.handle(handle.id).info()).status is TaskStatus.SUCCESS
     assert (store.opens, store.closes) == (1, 1)
     async with app:  # an App opened again opens its store again
-        assert await app.store.get(handle.id) is not None
+        state = await app.store.get(handle.id)
+        assert state is not None and (state.status, state.result) == (TaskStatus.SUCCESS, 3)
     assert (store.opens, store.closes) == (2, 2)

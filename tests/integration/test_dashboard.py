@@ -219,8 +219,12 @@ def test_shutdown_button_stops_a_worker_gracefully(page: Page, world: World) -> 
     row.locator("button").click()
     expect(page.locator(".notice")).to_contain_text("w-spare: stopping gracefully")
     spare = world.workers["w-spare"]
-    assert until(lambda: spare.process.poll() is not None, what="w-spare to exit") is True
+    until(lambda: spare.process.poll() is not None, what="w-spare to exit")
     assert spare.process.returncode == 0
+    # It stopped because the button asked it to, through its own graceful stop.
+    log = spare.output()
+    assert "shutdown requested over the control plane" in log, log
+    assert "worker w-spare stopped" in log, log
     expect(page.locator('#workers tr[data-worker="w-spare"]')).to_contain_text("stopped")
     seen = world.api("/api/overview")["time"]
     until(lambda: world.api("/api/overview")["time"] > seen + 1.5, what="three more readings")

@@ -8,12 +8,14 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
+import aio_pika
 import pytest
 
 from taskq import App
 from taskq.cli.events import format_event
-from tests.support import BROKER, REPO, WorkerProcess, eventually
+from tests.support import BROKER, REPO, WorkerProcess, eventually, running_worker
 
 APP = "tests.apps.ops_app:app"
 
@@ -106,6 +108,50 @@ async def test_events_tail_stops_cleanly_on_sigterm(
             await tail.wait()
 
 
-async def test_events_are_off_by_default(prefix: str, topology_cleanup: set[str]) -> None:
-    app = App("ops-client", broker=BROKER, prefix=prefix)
-    assert app.settings.events is False
+def _adder(prefix: str, **settings: Any) -> App:
+    app = App("ev-app", broker=BROKER, prefix=prefix, **settings)
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    return app
+
+
+async def test_nothing_is_published_while_events_are_off(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    off, on = _adder(prefix), _adder(prefix, events=True)
+    assert off.settings.events is False
+    connection = await aio_pika.connect(BROKER)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            off.names.events, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        listener = await channel.declare_queue(exclusive=True)
+        await listener.bind(exchange, "#")
+        async with off, running_worker(off) as quiet:
+            handles = [await off.tasks["add"].delay(i, 1) for i in range(3)]
+            assert [await h.result(timeout=15) for h in handles] == [1, 2, 3]
+        # Positive control, once the first client and worker have closed their connections
+        # (so anything they published is in the listener's queue by now): with events on, the
+        # same listener hears the task's events.
+        async with on, running_worker(on):
+            control = await on.tasks["add"].delay(2, 3)
+            assert await control.result(timeout=15) == 5
+        heard: list[dict[str, Any]] = []
+
+        async def control_heard() -> bool:
+            while (message := await listener.get(no_ack=True, fail=False)) is not None:
+                heard.append(json.loads(message.body))
+            return {"task.sent", "task.succeeded"} <= {
+                e["type"] for e in heard if e.get("task_id") == control.id
+            }
+
+        await eventually(control_heard, what="the events of the task sent with events on")
+    finally:
+        await connection.close()
+    quiet_ids = {h.id for h in handles}
+    from_off = [e for e in heard if e.get("task_id") in quiet_ids or e.get("worker") == quiet.name]
+    assert from_off == []

@@ -93,7 +93,8 @@ async def test_expired_rows_are_deleted_in_batches_around_locked_ones(
             await locker.close()
         assert await store.delete_expired(batch=500) == 1
         assert await count_rows(table) == 1
-        assert await store.get("kept") is not None
+        kept = await store.get("kept")
+        assert kept is not None and (kept.task_id, kept.status) == ("kept", TaskStatus.SUCCESS)
     finally:
         await store.close()
 

@@ -8,19 +8,22 @@ from typing import Any
 
 from taskq import App
 from taskq.queue_depths import from_api, management_url
+from tests.cluster_support import Cluster
+from tests.doctor_support import UNREACHABLE_API
 from tests.support import BROKER, eventually, run_taskq
 
 APP = "tests.apps.ops_app:app"
 
 
-async def run_cli(prefix: str, *args: str) -> tuple[int, str]:
-    done = await run_taskq(prefix, *args, app=APP)
+async def run_cli(prefix: str, *args: str, broker: str = BROKER) -> tuple[int, str]:
+    done = await run_taskq(prefix, *args, app=APP, broker=broker)
     return done.code, done.out
 
 
-async def test_queues_shows_known_depths(prefix: str, topology_cleanup: set[str]) -> None:
-    topology_cleanup.add("other")
-    async with App("ops-client", broker=BROKER, prefix=prefix) as app:
+async def known_depths(prefix: str, broker: str, api: str) -> tuple[str, dict[str, Any]]:
+    """Send 3 tasks to ``default`` and 2 to ``other``, then run ``taskq queues --json`` with
+    the management API at ``api`` until it shows them: the source it names and the rows."""
+    async with App("ops-client", broker=broker, prefix=prefix) as app:
         for i in range(3):
             await app.send("add", i, i)
         other = app.named("add").options(queue="other")
@@ -28,7 +31,9 @@ async def test_queues_shows_known_depths(prefix: str, topology_cleanup: set[str]
             await other.delay(i, i)
 
     async def listed() -> dict[str, Any]:
-        code, out = await run_cli(prefix, "queues", "--json", "--queue", "other")
+        code, out = await run_cli(
+            prefix, "queues", "--json", "--queue", "other", "--management-url", api, broker=broker
+        )
         assert code == 0
         result: dict[str, Any] = json.loads(out)
         rows = {row["name"]: row for row in result["queues"]}
@@ -36,22 +41,39 @@ async def test_queues_shows_known_depths(prefix: str, topology_cleanup: set[str]
         ready = rows.get(f"{prefix}.q.default", {}).get("ready")
         return result if ready == 3 else {}
 
-    result = await eventually(listed, timeout=30, what="the queue depths")
+    result = await eventually(listed, timeout=30, interval=0.5, what="the queue depths")
     rows = {row["name"]: row for row in result["queues"]}
     assert rows[f"{prefix}.q.other"]["ready"] == 2
     assert rows[f"{prefix}.q.default.dead"]["ready"] == 0
     assert rows[f"{prefix}.q.default"]["consumers"] == 0
-    if result["source"].startswith("passive declares"):
-        assert rows[f"{prefix}.q.default"]["unacked"] is None  # a declare cannot tell
-    else:
-        assert result["source"].startswith("management API")
-        assert rows[f"{prefix}.q.default"]["unacked"] == 0
+    return result["source"], rows
 
-    code, out = await run_cli(prefix, "queues", "--queue", "other")
+
+async def test_queues_shows_known_depths_by_passive_declares(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    topology_cleanup.add("other")
+    source, rows = await known_depths(prefix, BROKER, UNREACHABLE_API)
+    assert source.startswith("passive declares"), source
+    assert rows[f"{prefix}.q.default"]["unacked"] is None  # a declare cannot tell
+
+    code, out = await run_cli(
+        prefix, "queues", "--queue", "other", "--management-url", UNREACHABLE_API
+    )
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["QUEUE", "READY", "UNACKED", "CONSUMERS"]
-    assert f"{prefix}.q.other" in out and lines[-1].startswith("source: ")
+    assert f"{prefix}.q.other" in out and lines[-1].startswith("source: passive declares")
+
+
+async def test_queues_shows_known_depths_from_the_management_api(
+    cluster: Cluster, cluster_prefix: str
+) -> None:
+    # The shared broker has no management plugin; node 1 of the test cluster has.
+    api = f"http://localhost:{cluster.mgmt_port(1)}"
+    source, rows = await known_depths(cluster_prefix, cluster.url(1), api)
+    assert source.startswith("management API"), source
+    assert rows[f"{cluster_prefix}.q.default"]["unacked"] == 0
 
 
 async def test_inspect_scheduled_counts_and_peeks(prefix: str, topology_cleanup: set[str]) -> None:

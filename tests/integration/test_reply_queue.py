@@ -17,8 +17,7 @@ import pytest
 
 from taskq import App, ResultUnavailable
 from tests.broker_control import close_connections, queue_names
-from tests.support import BROKER, eventually, running_worker
-from tests.tcp_proxy import tcp_proxy
+from tests.support import BROKER, broker_proxy, eventually, running_worker
 
 
 async def _queue_exists(name: str) -> bool:
@@ -81,10 +80,10 @@ async def test_waiters_learn_at_once_when_the_reply_queue_expired_while_away(
         await release.wait()
         return tag
 
-    async with tcp_proxy(5672) as proxy:
+    async with broker_proxy() as proxy:
         client = App(
             "rq-client",
-            broker=f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+            broker=proxy.amqp_url(),
             prefix=prefix,
             reply_queue_ttl=1.0,
         )

@@ -11,7 +11,6 @@ settings' repr.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,13 +33,6 @@ def make_app(name: str, prefix: str, broker: str, **settings: Any) -> App:
         return x + y
 
     return app
-
-
-@pytest.fixture
-def cluster_prefix(cluster: Cluster, prefix: str) -> Iterator[str]:
-    """The test's prefix; everything of it is deleted from the cluster afterwards."""
-    yield prefix
-    cluster.delete_prefix(prefix)
 
 
 def key_lines(cluster: Cluster) -> list[str]:

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from taskq import App, ConfigurationError, Worker
+from taskq.testing.polling import eventually
 from tests.support import BROKER, running_worker
 
 
@@ -22,11 +23,22 @@ def app(prefix: str, topology_cleanup: set[str]) -> App:
     return app
 
 
+@pytest.mark.idle_extra_queue  # it counts what each worker ran: no noise on the extra queue
 async def test_two_default_workers_in_one_process_both_serve(app: App) -> None:
     async with app, running_worker(app) as first, running_worker(app) as second:
         assert first.name != second.name
+        assert first.queues == second.queues
         handles = [await app.tasks["add"].delay(i, 1) for i in range(40)]
         assert [await h.result(timeout=15) for h in handles] == [i + 1 for i in range(40)]
+
+        async def all_counted() -> list[int]:
+            served = [first.counters.succeeded, second.counters.succeeded]
+            return served if sum(served) == 40 else []
+
+        # Both consume the same queue before the first send: RabbitMQ deals the tasks out
+        # to them in turn, so each runs some (a worker on another queue would run none).
+        served = await eventually(all_counted, what="40 tasks counted by the two workers")
+        assert min(served) > 0, f"tasks run by each worker: {served}"
 
 
 async def test_a_name_in_use_is_refused_before_any_delivery(app: App) -> None:
