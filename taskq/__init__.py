@@ -37,7 +37,7 @@ from .exceptions import (
     TopologyMismatch,
 )
 from .handle import TaskHandle
-from .redact import install_redaction
+from .redact import install_log_redaction
 from .results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
 from .retry import RetryPolicy
 from .settings import Settings
@@ -46,8 +46,6 @@ from .task import SendOptions, Task, TaskCall
 from .worker import Worker, WorkerState
 
 __version__ = "0.1.0"
-
-install_redaction()
 
 __all__ = [
     "App",
@@ -87,4 +85,5 @@ __all__ = [
     "WorkerState",
     "__version__",
     "current",
+    "install_log_redaction",
 ]

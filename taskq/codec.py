@@ -114,7 +114,14 @@ def unpack(data: bytes) -> Any:
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types on garbage
-        raise DecodeError(f"malformed msgpack body: {exc}") from exc
+        raise DecodeError(f"malformed msgpack body: {_why(exc)}") from exc
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong, never empty: several of msgpack's errors have no text."""
+    if isinstance(exc, msgpack.StackError | RecursionError):
+        return f"nesting too deep ({type(exc).__name__})"
+    return str(exc) or type(exc).__name__
 
 
 _EXACT = frozenset({int, str, float, bool, bytes})

@@ -49,7 +49,7 @@ from .message import OutgoingMessage, envelope_of
 from .redact import call_repr
 from .topology import Names, logical_queue
 from .transport import Delivery, Transport
-from .transport.connection import RESOURCE_LOCKED, ChannelClosed
+from .transport.connection import RESOURCE_LOCKED
 from .transport.endpoints import parse_endpoint, split_urls
 
 if TYPE_CHECKING:
@@ -127,8 +127,8 @@ async def serve(worker: WorkerView, transport: Transport, names: Names) -> None:
     queue = control_queue(names.prefix, worker.name)
     try:
         await transport.consume_bound(queue, names.control, "", responder.on_request)
-    except ChannelClosed as exc:
-        if exc.code == RESOURCE_LOCKED:
+    except BrokerError as exc:
+        if exc.reply_code == RESOURCE_LOCKED:
             raise ConfigurationError(
                 f"a worker named {worker.name!r} already runs on this broker and prefix: give "
                 "each worker a name of its own (taskq-worker --name, Worker(name=...))"

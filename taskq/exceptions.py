@@ -58,7 +58,13 @@ class LifecycleError(TaskqError, RuntimeError):
 
 
 class BrokerError(TaskqError):
-    """Something went wrong talking to RabbitMQ."""
+    """Something went wrong talking to RabbitMQ. ``reply_code`` is the AMQP reply code when
+    RabbitMQ refused the request (404 not found, 403 access refused, 405 resource locked,
+    406 precondition failed), else None."""
+
+    def __init__(self, message: str, *, reply_code: int | None = None) -> None:
+        super().__init__(message)
+        self.reply_code = reply_code
 
 
 class BrokerUnavailable(BrokerError, ConnectionError):
@@ -69,8 +75,10 @@ class PublishError(BrokerError):
     """The broker did not accept a publish: it was returned as unroutable, or nacked, or the
     exchange does not exist. ``unroutable`` is True when no queue was bound for it."""
 
-    def __init__(self, message: str, *, unroutable: bool = False) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, unroutable: bool = False, reply_code: int | None = None
+    ) -> None:
+        super().__init__(message, reply_code=reply_code)
         self.unroutable = unroutable
 
 

@@ -64,7 +64,8 @@ class TaskHandle(Generic[R]):
     async def info(self) -> TaskState:
         """The latest known state (status, attempt, error, progress, worker).
 
-        ResultUnavailable if the task was sent with ``ignore_result``."""
+        ResultUnavailable if the task was sent with ``ignore_result``, or if the store cannot
+        know it (with the AMQP store, a task another process sent)."""
         self._check_recorded()
         state = await self._store.get(self.id)
         return (
@@ -74,7 +75,7 @@ class TaskHandle(Generic[R]):
         )
 
     async def status(self) -> TaskStatus:
-        """PENDING, STARTED, RETRYING, SUCCESS or FAILURE."""
+        """PENDING, STARTED, RETRYING, SUCCESS or FAILURE; raises what ``info()`` raises."""
         return (await self.info()).status
 
     async def result(self, timeout: float | None = None) -> R:

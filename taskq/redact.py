@@ -80,12 +80,17 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install_redaction(*handlers: logging.Handler) -> None:
-    """Add the redacting filter to ``handlers``, and to the loggers of taskq and its AMQP stack.
+def install_log_redaction(*handlers: logging.Handler) -> None:
+    """Redact URL passwords in what taskq and redis-py log: add a redacting filter to
+    ``handlers``, and to the loggers under ``taskq`` and ``redis``.
 
-    A filter on a logger applies only to records logged on that very logger, so it goes on
-    every existing logger under ``taskq`` and ``redis`` (they are created when their modules are
-    imported, before this runs).
+    Importing taskq changes no logging: taskq's commands (``taskq-worker``, ``taskq``, the
+    dashboard and beat) call this when they set up their logs; a program that embeds taskq
+    calls it once its own logging is configured. The filter formats each record's message
+    and redacts it in place (``record.args`` becomes None), so handlers see the redacted
+    text. A filter on a logger applies only to records logged on that very logger, so it goes
+    on every logger that exists under ``taskq`` and ``redis`` at the time of the call (they are
+    created when their modules are imported). Calling it again adds no second filter.
     """
     flt = RedactingFilter()
     for handler in handlers:

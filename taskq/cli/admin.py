@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ..app import App
 from ..exceptions import BrokerUnavailable, ConfigurationError, InvalidArguments, TaskqError
+from ..redact import install_log_redaction
 from . import beat, dashboard, dlq, doctor, events, inspect, queues, send
 from .common import ExitCode, UsageError, load_app, run_loop
 
@@ -49,6 +50,9 @@ async def _run(app: App, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The commands print their output and leave logging unconfigured (warnings reach stderr
+    # through Python's last-resort handler): only the redaction is installed.
+    install_log_redaction()
     if args.command == "version":
         from .. import __version__
 

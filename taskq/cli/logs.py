@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from ..redact import install_redaction, redact_url
+from ..redact import install_log_redaction, redact_url
 
 FLUSH_INTERVAL = 0.2
 MAX_BUFFERED = 512
@@ -114,7 +114,7 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     """Log to stderr at ``level`` in ``text`` or ``json``, with credentials redacted."""
     handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    install_redaction(handler)
+    install_log_redaction(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -160,16 +160,25 @@ class AmqpResultStore:
     def _is_gone(self, reply_to: str) -> bool:
         return reply_to in self._gone
 
-    async def get(self, task_id: str) -> TaskState | None:
-        return self._states.get(task_id)
+    async def get(self, task_id: str) -> TaskState:
+        """The state of a task this process sent; ResultUnavailable for any other (its
+        states go to its sender's reply queue: "not known here" would read as PENDING,
+        forever)."""
+        return self._known(task_id)
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskState:
+    def _known(self, task_id: str) -> TaskState:
         state = self._states.get(task_id)
         if state is None:
             raise ResultUnavailable(
-                f"task {task_id} was not sent by this process; the AMQP result store only "
-                "answers the sender (use a durable store to look tasks up by ID)"
+                f"task {task_id} was not sent by this process (or its handle is gone): the "
+                "AMQP result store only answers the process that sent a task. To look tasks "
+                "up by ID from any process, use a durable store (results='redis://...' or "
+                "'postgresql://...')"
             )
+        return state
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskState:
+        state = self._known(task_id)
         if not state.status.terminal and task_id not in self._lost and not self._closed:
             event = self._done.setdefault(task_id, asyncio.Event())
             try:

@@ -153,7 +153,9 @@ class ResultStore(Protocol):
         """Store ``state`` unless a newer one is stored (see TaskState.supersedes)."""
 
     async def get(self, task_id: str) -> TaskState | None:
-        """The latest known state of ``task_id``, or None if unknown here."""
+        """The latest known state of ``task_id``, or None if none is recorded yet.
+        ResultUnavailable if this store cannot know it (the AMQP store, for a task that
+        another process sent)."""
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskState:
         """Wait until ``task_id`` is SUCCESS or FAILURE; raise ResultTimeout past ``timeout``."""

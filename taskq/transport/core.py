@@ -8,7 +8,9 @@ consuming connection is opened at its first use, so a client with a durable resu
 one connection.
 
 A publish that fails because the connection dropped is retried after the reconnect, up to
-``publish_timeout`` (so it may be duplicated, never lost: at-least-once).
+``publish_timeout`` (so it may be duplicated, never lost: at-least-once); so are declares,
+deletes, purges and basic.gets, which may be repeated. No error of the AMQP client leaves this
+class: every public method raises taskq.exceptions only (see :mod:`taskq.transport.errors`).
 """
 
 from __future__ import annotations
@@ -20,31 +22,23 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pamqp import commands
 
 from .. import topology
-from ..exceptions import (
-    BrokerError,
-    BrokerUnavailable,
-    LifecycleError,
-    PublishError,
-    TopologyMismatch,
-)
+from ..exceptions import BrokerError, LifecycleError, PublishError
 from ..message import OutgoingMessage
 from ..redact import redact_url
 from ..settings import Settings
-from .connection import ACCESS_REFUSED, NOT_FOUND, Channel, ChannelClosed, Nacked, Returned
+from .connection import NOT_FOUND, Channel, ChannelClosed, Nacked, Returned
+from .errors import PRECONDITION_FAILED, broker_error, is_refusal, mapped
 from .lease import Lease
 from .link import ChannelSlot, Link
 from .wire import Delivery, properties
 
 log = logging.getLogger("taskq.transport")
-
-PRECONDITION_FAILED = 406
-# A channel closed with one of these refused the request itself: retrying would repeat it.
-_REFUSALS = {NOT_FOUND, ACCESS_REFUSED, PRECONDITION_FAILED}
+T = TypeVar("T")
 
 Reply = Callable[[str | None, bytes, str | None], None]
 """Called with ``(correlation_id, body, type)`` of a message on a reply queue."""
@@ -98,7 +92,8 @@ class Transport:
         if self._out is not None:
             raise LifecycleError("transport already connected")
         out = self._link("publish")
-        await out.start()
+        with mapped("connecting"):
+            await out.start()
         self._out = out
         self._confirm = ChannelSlot(out, _confirm_mode)
         self._plain = ChannelSlot(out)
@@ -111,7 +106,8 @@ class Transport:
         async with self._in_lock:
             if self._in is None:
                 inbound = self._link("consume")
-                await inbound.start()
+                with mapped("connecting to consume"):
+                    await inbound.start()
                 self._in = inbound
             return self._in
 
@@ -121,6 +117,7 @@ class Transport:
             task.cancel()
         links = (self._in, self._out)
         self._in = self._out = None
+        self._confirm = self._plain = self._admin = self._getter = None  # used now: LifecycleError
         for link in links:
             if link is not None:
                 await link.close()
@@ -141,22 +138,36 @@ class Transport:
 
     # -- topology ----------------------------------------------------------------------------
 
+    async def _patiently(self, what: str, attempt: Callable[[float], Awaitable[T]]) -> T:
+        """``attempt(seconds it may wait for the connection)``, made again after the
+        connection was lost, until ``publish_timeout`` from now; then the last ChannelClosed
+        (which says so). A refusal is raised at once: repeating would repeat it."""
+        timeout = self.settings.publish_timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await attempt(max(deadline - time.monotonic(), 0.0))
+            except ChannelClosed as exc:
+                if is_refusal(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise ChannelClosed(
+                        f"{exc}; the broker did not come back within publish_timeout "
+                        f"({timeout:g} s)"
+                    ) from exc
+                log.warning("%s interrupted (%s); retrying after reconnect", what, exc)
+
     async def _rpc(self, request: Any, *, after: Sequence[Any] = ()) -> Any:
-        """One method on the declaring channel (after ``after``, sent first with nowait);
-        TopologyMismatch when the broker refuses one as different from what exists."""
+        """One method on the declaring channel (after ``after``, sent first with nowait),
+        made again after a reconnect within ``publish_timeout``. ChannelClosed as it comes:
+        callers map it (a refusal of 406 is a TopologyMismatch)."""
         slot: ChannelSlot = self._require(self._admin, "declare")
-        channel = await slot.get(self.settings.publish_timeout)
-        try:
+
+        async def attempt(timeout: float) -> Any:
+            channel = await slot.get(timeout)
             return await channel.rpc(request, after=after)
-        except ChannelClosed as exc:
-            if exc.code == PRECONDITION_FAILED:
-                raise TopologyMismatch(
-                    f"an existing exchange or queue has other arguments than taskq declares: "
-                    f"{exc}. Delete it (rabbitmqctl delete_queue NAME) or use another prefix."
-                ) from exc
-            if exc.code in _REFUSALS:
-                raise BrokerError(f"RabbitMQ refused {type(request).__name__}: {exc}") from exc
-            raise BrokerUnavailable(f"lost the broker while declaring: {exc}") from exc
+
+        return await self._patiently(type(request).__name__, attempt)
 
     async def declare_work_queue(self, queue: str) -> None:
         """Declare (idempotently) everything a work queue needs: its exchange, dead-letter
@@ -166,7 +177,8 @@ class Transport:
         async with self._declare_lock:
             if queue in self._declared:
                 return
-            await self._declare_queue_set(queue)
+            with mapped(f"declaring queue {queue!r}"):
+                await self._declare_queue_set(queue)
             self._declared.add(queue)
 
     async def _declare_queue_set(self, queue: str) -> None:
@@ -197,7 +209,8 @@ class Transport:
         async with self._declare_lock:
             if "::delay" in self._declared:
                 return
-            await self._declare_levels()
+            with mapped("declaring the delay levels"):
+                await self._declare_levels()
             self._declared.add("::delay")
 
     async def _declare_levels(self) -> None:
@@ -222,16 +235,18 @@ class Transport:
 
     async def declare_exchange(self, name: str, kind: str) -> None:
         """Declare one durable exchange of ``kind`` ('direct', 'topic' or 'fanout')."""
-        await self._rpc(_exchange_declare(name, kind))
+        with mapped(f"declaring exchange {name!r}"):
+            await self._rpc(_exchange_declare(name, kind))
 
     async def queue_depth(self, queue_name: str) -> QueueDepth | None:
         """Ready messages and consumers of a queue (full name), or None if it does not exist."""
         try:
-            ok = await self._probe(commands.Queue.Declare(queue=queue_name, passive=True))
-        except ChannelClosed as exc:
-            if exc.code == NOT_FOUND:
+            with mapped(f"asking for queue {queue_name!r}"):
+                ok = await self._probe(commands.Queue.Declare(queue=queue_name, passive=True))
+        except BrokerError as exc:
+            if exc.reply_code == NOT_FOUND:
                 return None
-            raise BrokerUnavailable(f"lost the broker while asking for {queue_name}") from exc
+            raise
         return QueueDepth(queue_name, ok.message_count or 0, ok.consumer_count or 0)
 
     async def argument_refusal(self, queue_name: str, arguments: dict[str, Any]) -> str | None:
@@ -241,35 +256,42 @@ class Transport:
         A declare creates a queue that does not exist: ask only about existing queues.
         """
         try:
-            await self._probe(_queue_declare(queue_name, arguments))
-        except ChannelClosed as exc:
-            if exc.code == PRECONDITION_FAILED:
-                return str(exc)
-            raise BrokerUnavailable(f"lost the broker while declaring {queue_name}") from exc
+            with mapped(f"declaring queue {queue_name!r}"):
+                await self._probe(_queue_declare(queue_name, arguments))
+        except BrokerError as exc:
+            if exc.reply_code == PRECONDITION_FAILED and isinstance(exc.__cause__, ChannelClosed):
+                return str(exc.__cause__)
+            raise
         return None
 
     async def server_properties(self) -> dict[str, Any]:
         """What the broker said of itself when the publishing connection opened
         (``product``, ``version``, ``cluster_name``...)."""
         out: Link = self._require(self._out, "server_properties")
-        connection = await out.connection(self.settings.publish_timeout)
+        with mapped("waiting for the connection"):
+            connection = await out.connection(self.settings.publish_timeout)
         return dict(connection.server_properties)
 
     async def _probe(self, request: Any) -> Any:
-        """One method on a throwaway channel: a refused declare closes the channel it was on."""
+        """One method on a throwaway channel (a refused declare closes the channel it was
+        on), made again after a reconnect within ``publish_timeout``."""
         out: Link = self._require(self._out, "probe")
-        connection = await out.connection(self.settings.publish_timeout)
-        probe = await connection.channel()
-        try:
-            return await probe.rpc(request)
-        finally:
-            await probe.close()
+
+        async def attempt(timeout: float) -> Any:
+            probe = await (await out.connection(timeout)).channel()
+            try:
+                return await probe.rpc(request)
+            finally:
+                await probe.close()
+
+        return await self._patiently(type(request).__name__, attempt)
 
     async def purge(self, queue_name: str) -> int:
         """Remove every ready message from a queue by its full name; return how many."""
         if await self.queue_depth(queue_name) is None:
-            raise BrokerError(f"no queue named {queue_name!r}")
-        ok = await self._rpc(commands.Queue.Purge(queue=queue_name))
+            raise BrokerError(f"no queue named {queue_name!r}", reply_code=NOT_FOUND)
+        with mapped(f"purging queue {queue_name!r}"):
+            ok = await self._rpc(commands.Queue.Purge(queue=queue_name))
         return int(ok.message_count or 0)
 
     def beat_lease(self, holder: str) -> Lease:
@@ -287,11 +309,13 @@ class Transport:
 
     async def delete_queue(self, queue_name: str) -> None:
         """Delete a queue by its full name (nothing happens if it does not exist)."""
-        await self._rpc(commands.Queue.Delete(queue=queue_name))
+        with mapped(f"deleting queue {queue_name!r}"):
+            await self._rpc(commands.Queue.Delete(queue=queue_name))
 
     async def delete_exchange(self, name: str) -> None:
         """Delete an exchange by its full name (nothing happens if it does not exist)."""
-        await self._rpc(commands.Exchange.Delete(exchange=name))
+        with mapped(f"deleting exchange {name!r}"):
+            await self._rpc(commands.Exchange.Delete(exchange=name))
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -305,34 +329,25 @@ class Transport:
         if mandatory and message.message_id is None:  # a return is matched to its publish by it
             message = dataclasses.replace(message, message_id=uuid.uuid4().hex)
         props = properties(message)
-        deadline = 0.0
-        while True:
-            remaining = (deadline - time.monotonic()) if deadline else None
-            try:
-                channel = await slot.get(remaining)
-                confirm = channel.publish(exchange, routing_key, message.body, props,
-                                          mandatory=mandatory)  # fmt: skip
-                assert confirm is not None
-                await confirm
-                return
-            except Returned as exc:
-                raise PublishError(
-                    _refused(message, exchange, routing_key, exc), unroutable=True
-                ) from exc
-            except Nacked as exc:
-                raise PublishError(_refused(message, exchange, routing_key, exc)) from exc
-            except ChannelClosed as exc:
-                if exc.code in _REFUSALS:
-                    raise PublishError(_refused(message, exchange, routing_key, exc)) from exc
-                deadline = deadline or time.monotonic() + self.settings.publish_timeout
-                if time.monotonic() >= deadline:
-                    raise BrokerUnavailable(
-                        f"publish failed and the broker did not come back: {exc}"
-                    ) from exc
-                log.warning("publish interrupted (%s); retrying after reconnect", exc)
-                if message.resend is not None:  # the first may have arrived: send the copy
-                    message = message.resend()
-                    props = properties(message)
+        tried = False
+
+        async def attempt(timeout: float) -> None:
+            nonlocal message, props, tried
+            if tried and message.resend is not None:  # the first may have arrived: the copy
+                message = message.resend()
+                props = properties(message)
+            tried = True
+            channel = await slot.get(timeout)
+            confirm = channel.publish(exchange, routing_key, message.body, props,
+                                      mandatory=mandatory)  # fmt: skip
+            assert confirm is not None
+            await confirm
+
+        try:
+            await self._patiently("publish", attempt)
+        except (ChannelClosed, Returned, Nacked) as exc:  # mapped here: only a failure pays
+            what = f"publishing message {message.message_id} to {exchange!r}/{routing_key!r}"
+            raise broker_error(exc, what, PublishError) from exc
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
         """Publish ``(exchange, routing_key, message)`` items with pipelined confirms.
@@ -398,12 +413,10 @@ class Transport:
         channel stays open for the acks of what still runs.
         """
         inbound = await self._inbound()
-        try:
+        with mapped(f"consuming queue {queue!r}"):
             return await inbound.subscribe(
                 self.names.work_queue(queue), queue, on_delivery, prefetch=prefetch
             )
-        except ChannelClosed as exc:
-            raise BrokerError(f"cannot consume queue {queue!r}: {exc}") from exc
 
     async def consume_replies(
         self, queue_name: str, on_reply: Reply, *, expires: float, on_lost: Callable[[str], None]
@@ -438,9 +451,10 @@ class Transport:
             return current
 
         inbound = await self._inbound()
-        return await inbound.subscribe(
-            queue_name, "", _replies_to(on_reply), acks=False, prepare=declare
-        )
+        with mapped(f"consuming reply queue {queue_name!r}"):
+            return await inbound.subscribe(
+                queue_name, "", _replies_to(on_reply), acks=False, prepare=declare
+            )
 
     @contextlib.asynccontextmanager
     async def reply_inbox(self, on_reply: Reply) -> AsyncIterator[str]:
@@ -450,11 +464,14 @@ class Transport:
         deletes the queue: repeated broadcasts leave no channel or queue behind.
         """
         inbound = await self._inbound()
-        connection = await inbound.connection(self.settings.publish_timeout)
-        channel = await connection.channel()
+        doing = mapped("opening a reply queue")
+        with doing:
+            connection = await inbound.connection(self.settings.publish_timeout)
+            channel = await connection.channel()
         try:
-            ok = await channel.rpc(commands.Queue.Declare(exclusive=True, auto_delete=True))
-            await channel.consume(ok.queue, "", _replies_to(on_reply), prefetch=0, acks=False)
+            with doing:
+                ok = await channel.rpc(commands.Queue.Declare(exclusive=True, auto_delete=True))
+                await channel.consume(ok.queue, "", _replies_to(on_reply), prefetch=0, acks=False)
             yield ok.queue
         finally:
             await channel.close()
@@ -466,13 +483,14 @@ class Transport:
         a channel of its own: the consumers' coalesced acks must never cover it.
         """
         slot: ChannelSlot = self._require(self._getter, "get")
-        channel = await slot.get(self.settings.publish_timeout)
-        try:
-            got = await channel.rpc(commands.Basic.Get(queue=queue_name))
-        except ChannelClosed as exc:
-            if exc.code == NOT_FOUND:
-                raise BrokerError(f"no queue named {queue_name!r}") from exc
-            raise BrokerUnavailable(f"lost the broker while reading {queue_name}") from exc
+
+        async def attempt(timeout: float) -> Any:
+            channel = await slot.get(timeout)
+            return await channel.rpc(commands.Basic.Get(queue=queue_name))
+
+        # A get repeated after a lost connection is safe: what the lost one fetched went back.
+        with mapped(f"reading queue {queue_name!r}"):
+            got = await self._patiently("basic.get", attempt)
         if not isinstance(got, Delivery):
             return None  # basic.get-empty
         got.queue = queue_name
@@ -525,7 +543,8 @@ class Transport:
             return None
 
         inbound = await self._inbound()
-        await inbound.subscribe(queue_name, "", on_delivery, acks=False, prepare=declare)
+        with mapped(f"consuming queue {queue_name!r}"):
+            await inbound.subscribe(queue_name, "", on_delivery, acks=False, prepare=declare)
 
     async def hold(self, queue_name: str, arguments: dict[str, Any]) -> None:
         """Declare a durable queue with ``arguments`` and keep a consumer on it for as long as
@@ -540,9 +559,10 @@ class Transport:
             return None
 
         inbound = await self._inbound()
-        self._held[queue_name] = await inbound.subscribe(
-            queue_name, "", _ignore, acks=False, prepare=declare
-        )
+        with mapped(f"holding queue {queue_name!r}"):
+            self._held[queue_name] = await inbound.subscribe(
+                queue_name, "", _ignore, acks=False, prepare=declare
+            )
 
     async def release(self, queue_name: str) -> None:
         """Stop holding ``queue_name`` (see :meth:`hold`) and delete it. The consumer goes
@@ -598,7 +618,3 @@ async def _exists(channel: Channel, queue_name: str) -> bool:
     finally:
         await probe.close()
     return True
-
-
-def _refused(message: OutgoingMessage, exchange: str, routing_key: str, why: Exception) -> str:
-    return f"broker refused message {message.message_id} to {exchange!r}/{routing_key!r}: {why}"

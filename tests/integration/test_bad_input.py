@@ -194,6 +194,24 @@ async def test_undecodable_message_is_dead_lettered_as_invalid(
     assert runs == [(41, 1)]
 
 
+async def test_a_body_nested_too_deep_says_why_in_its_dead_letter(
+    app: App, worker: Worker, runs: list[tuple[int, int]]
+) -> None:
+    # 200,000 one-element arrays inside each other: msgpack refuses it with an exception whose
+    # text is empty, which used to leave the dead letter's error message ending in ": ".
+    body = b"\x91" * 200_000 + b"\xc0"
+    await publish_raw(
+        app, body, content_type="application/x-msgpack", message_id=str(uuid.uuid4()), type="add"
+    )
+    (message,) = await dead_letters(app, 1)
+    assert_dead(message, "invalid-message", body)
+    error = text(message.headers[H_ERROR_MESSAGE])
+    assert "nesting too deep" in error, error
+    assert not error.rstrip().endswith(":"), error
+    assert runs == []
+    await still_serving(app, 7)
+
+
 async def test_message_without_id_is_invalid(
     app: App, worker: Worker, runs: list[tuple[int, int]]
 ) -> None:

@@ -204,6 +204,22 @@ def test_unpack_garbage_raises_decode_error(garbage: bytes) -> None:
         codec.unpack(garbage)
 
 
+@pytest.mark.parametrize(
+    ("garbage", "why"),
+    [
+        (b"\x91" * 200_000 + b"\xc0", "nesting too deep"),  # msgpack's error has no text
+        (b"\xc1", "FormatError"),  # neither has this one: its type says what happened
+        (b"", "incomplete input"),  # a text of its own is kept
+    ],
+    ids=["deep", "reserved-byte", "empty"],
+)
+def test_a_decode_error_always_says_why(garbage: bytes, why: str) -> None:
+    with pytest.raises(DecodeError) as raised:
+        codec.unpack(garbage)
+    assert why in str(raised.value)
+    assert not str(raised.value).rstrip().endswith(":")
+
+
 def test_decode_error_is_value_error() -> None:
     with pytest.raises(ValueError):
         codec.unpack(b"\xc1")

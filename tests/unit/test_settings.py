@@ -10,7 +10,7 @@ import pytest
 
 from taskq import App, Settings
 from taskq.exceptions import ConfigurationError
-from taskq.redact import RedactingFilter, install_redaction, redact_url
+from taskq.redact import RedactingFilter, install_log_redaction, redact_url
 from taskq.settings import check_queue_name, load_settings
 
 SECRET = "s3cr3t-pa55"
@@ -217,12 +217,12 @@ def test_redacting_filter_on_handler() -> None:
     ]
 
 
-def test_install_redaction_on_taskq_loggers(caplog: pytest.LogCaptureFixture) -> None:
+def test_install_log_redaction_on_taskq_loggers(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("taskq")
     before = list(logger.filters)
     try:
-        install_redaction()
-        install_redaction()  # idempotent
+        install_log_redaction()
+        install_log_redaction()  # idempotent
         assert sum(isinstance(f, RedactingFilter) for f in logger.filters) == 1
         with caplog.at_level(logging.INFO, logger="taskq"):
             logging.getLogger("taskq").warning("broker %s unreachable", BROKER_WITH_SECRET)

@@ -1,0 +1,76 @@
+"""Where the AMQP client's errors become taskq's: the one translation at the transport's edge.
+
+The connection module raises ChannelClosed (a channel or its connection closed: ``code`` is
+the broker's reply code, 0 for a lost connection), Returned and Nacked. None of them reaches
+a user: every public method of the Transport runs inside :class:`mapped`, which raises the
+matching class of taskq.exceptions instead (as httpx maps httpcore's errors in one place):
+
+* a lost connection (no reply code, or one that closed the whole connection) ->
+  BrokerUnavailable;
+* a refusal of the request itself (404, 403, 405, 406) -> the ``refused`` class the caller
+  names (PublishError for a publish), else TopologyMismatch for 406 and BrokerError for the
+  rest, with the code as ``reply_code``;
+* a returned publish -> PublishError(unroutable=True); a nacked one -> PublishError.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from ..exceptions import BrokerError, BrokerUnavailable, PublishError, TopologyMismatch
+from .connection import ACCESS_REFUSED, NOT_FOUND, RESOURCE_LOCKED, ChannelClosed, Nacked, Returned
+
+PRECONDITION_FAILED = 406
+# A channel closed with one of these refused the request itself: retrying would repeat it.
+REFUSALS = frozenset({NOT_FOUND, ACCESS_REFUSED, RESOURCE_LOCKED, PRECONDITION_FAILED})
+
+
+def is_refusal(exc: ChannelClosed) -> bool:
+    """Whether the broker refused the request (rather than the connection being lost)."""
+    return exc.code in REFUSALS
+
+
+def broker_error(
+    exc: Exception, doing: str, refused: type[BrokerError] | None = None
+) -> BrokerError:
+    """The taskq error for ``exc``, raised by the transport while ``doing`` something (its
+    text starts with ``doing``: "declaring queue 'emails': lost the broker: ...")."""
+    if isinstance(exc, Returned):
+        return PublishError(f"{doing}: returned by RabbitMQ as unroutable: {exc}", unroutable=True)
+    if isinstance(exc, Nacked):
+        return PublishError(f"{doing}: nacked by RabbitMQ: {exc}")
+    code = exc.code if isinstance(exc, ChannelClosed) else 0
+    if code not in REFUSALS:
+        return BrokerUnavailable(f"{doing}: lost the broker: {exc}")
+    if refused is None:
+        refused = TopologyMismatch if code == PRECONDITION_FAILED else BrokerError
+    if refused is TopologyMismatch:
+        return TopologyMismatch(
+            f"{doing}: an existing exchange or queue has other arguments than taskq declares: "
+            f"{exc}. Delete it (rabbitmqctl delete_queue NAME) or use another prefix.",
+            reply_code=code,
+        )
+    return refused(f"{doing}: refused by RabbitMQ: {exc}", reply_code=code)
+
+
+class mapped:  # lower case: it reads as a statement, `with mapped("declaring"):`
+    """A context in which the AMQP client's errors are raised as taskq's (see the module
+    doc); ``doing`` says what was under way, ``refused`` is the class of a refusal."""
+
+    __slots__ = ("doing", "refused")
+
+    def __init__(self, doing: str, refused: type[BrokerError] | None = None) -> None:
+        self.doing = doing
+        self.refused = refused
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, ChannelClosed | Returned | Nacked):
+            raise broker_error(exc, self.doing, self.refused) from exc
