@@ -81,27 +81,24 @@ class Executor:
             max_workers=settings.threads, thread_name_prefix="taskq-task"
         )
 
-    async def decide(self, delivery: Delivery) -> tuple[Envelope | None, oc.Outcome]:
-        """The outcome of ``delivery`` (and its envelope, if it could be decoded)."""
+    async def decide(self, delivery: Delivery) -> oc.Decision:
+        """What became of ``delivery`` (with its envelope, if it could be decoded)."""
         try:
             envelope = envelope_of(delivery)
         except DecodeError as exc:
-            return None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc))
+            return oc.Decision(None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc)))
         if delivery.redelivered:
-            return envelope, self._redelivered(envelope)
+            return oc.Decision(envelope, self._redelivered(envelope))
         if envelope.expires is not None and envelope.expires < dt.datetime.now(dt.UTC):
-            return envelope, oc.DeadLetter(
-                oc.EXPIRED, ErrorInfo("taskq.Expired", f"not started before {envelope.expires}")
-            )
+            expired = ErrorInfo("taskq.Expired", f"not started before {envelope.expires}")
+            return oc.Decision(envelope, oc.DeadLetter(oc.EXPIRED, expired))
         task = self.tasks.get(envelope.task_name)
         if task is None:
-            return envelope, oc.DeadLetter(
-                oc.UNKNOWN_TASK,
-                ErrorInfo(
-                    "taskq.UnknownTask", f"no task named {envelope.task_name!r} in this worker"
-                ),
+            unknown = ErrorInfo(
+                "taskq.UnknownTask", f"no task named {envelope.task_name!r} in this worker"
             )
-        return envelope, await self._run(task, envelope)
+            return oc.Decision(envelope, oc.DeadLetter(oc.UNKNOWN_TASK, unknown))
+        return await self._run(task, envelope)
 
     def _redelivered(self, envelope: Envelope) -> oc.Outcome:
         # The last holder died before acking: count it, so that a message that kills workers
@@ -114,14 +111,14 @@ class Executor:
             )
         return oc.CountRedelivery(deliveries)
 
-    async def _run(self, task: Task[Any, Any], envelope: Envelope) -> oc.Outcome:
+    async def _run(self, task: Task[Any, Any], envelope: Envelope) -> oc.Decision:
         try:
             args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
         except InvalidArguments as exc:
-            return oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc))
+            return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
         recorder = self.recorder
         if may_repeat(envelope) and await recorder.succeeded_before(envelope):
-            return oc.Skip()
+            return oc.Decision(envelope, oc.Skip())
         started = None
         if recorder.wanted(envelope):
             started = asyncio.get_running_loop().call_later(
@@ -133,9 +130,27 @@ class Executor:
         )  # fmt: skip
         self.events.started(envelope)
         token = set_current(self._context(envelope))
+        began = time.monotonic()
+        try:
+            outcome = await self._outcome(task, envelope, args, kwargs)
+        finally:
+            reset_current(token)
+            self.active.pop(envelope.task_id, None)
+            if started is not None:
+                started.cancel()
+        return oc.Decision(envelope, outcome, time.monotonic() - began)
+
+    async def _outcome(
+        self,
+        task: Task[Any, Any],
+        envelope: Envelope,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> oc.Outcome:
+        """Run the task's function: what it returned or raised, as an Outcome."""
         policy = task.config.retry or self.default_retry
         try:
-            value = await self._call(task, args, kwargs)
+            return oc.Succeeded(await self._call(task, args, kwargs))
         except Exception as exc:
             return oc.from_exception(exc, envelope.attempt, policy)
         except asyncio.CancelledError as exc:
@@ -146,12 +161,6 @@ class Executor:
             # cancelled): that is the task failing, not the worker stopping.
             error = RuntimeError(f"task raised CancelledError: {exc}")
             return oc.from_exception(error, envelope.attempt, policy)
-        finally:
-            reset_current(token)
-            self.active.pop(envelope.task_id, None)
-            if started is not None:
-                started.cancel()
-        return oc.Succeeded(value)
 
     def _report_started(self, envelope: Envelope) -> None:
         # Best effort, like every non-terminal AMQP status: a STARTED that arrives after the

@@ -33,7 +33,6 @@ from .actions import Actions, Counters
 from .app import App
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
-from .message import Envelope
 from .recorder import Recorder
 from .topology import check_amqp_name, routes
 from .transport import Delivery, Transport
@@ -324,11 +323,10 @@ class Worker:
     async def _handle(self, parts: _Parts, delivery: Delivery) -> None:
         try:
             self.counters.received += 1
-            envelope: Envelope | None = None
-            outcome: oc.Outcome = oc.Requeue()
+            decision = oc.Decision(None, oc.Requeue())
             if self._state is not WorkerState.STOPPING:
-                envelope, outcome = await parts.executor.decide(delivery)
-            await parts.actions.act(delivery, envelope, outcome)
+                decision = await parts.executor.decide(delivery)
+            await parts.actions.act(delivery, decision)
         except asyncio.CancelledError:
             await parts.actions.give_back(delivery, "the worker is stopping")
             raise
