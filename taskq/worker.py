@@ -178,8 +178,12 @@ class Worker:
     async def run(self) -> None:
         """Connect, declare the topology, consume until stopped, drain, close.
 
-        The worker has its own connections. If its App is not open, the worker lends them to
-        the App for the run, so that tasks can send tasks. LifecycleError on a second call.
+        Raises the error that stopped it: BrokerUnavailable if the broker cannot be reached,
+        ConfigurationError if another worker of this name runs on the broker, TopologyMismatch
+        if a queue exists with other arguments (an ExceptionGroup if several errors stopped
+        it at once). The worker has its own connections. If its App is not open, the worker
+        lends them to the App for the run, so that tasks can send tasks. LifecycleError on a
+        second call.
         """
         if self._state is not WorkerState.NEW:
             raise LifecycleError(f"worker {self.name} already ran: a Worker runs once")
@@ -216,6 +220,13 @@ class Worker:
         self._parts = _Parts(transport, actions, executor)
         try:
             await self._consume_until_stopped(self._parts)
+        except ExceptionGroup as group:
+            # The TaskGroup wraps what stopped the worker: one error is raised as itself (a
+            # name in use is a ConfigurationError, not a group of one).
+            sole = group.exceptions[0]
+            if len(group.exceptions) == 1 and not isinstance(sole, ExceptionGroup):
+                raise sole from None
+            raise
         finally:
             executor.close()
             if lent:

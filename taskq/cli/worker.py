@@ -11,7 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from .. import metrics
-from ..exceptions import BrokerUnavailable, ConfigurationError, TopologyMismatch
+from ..exceptions import (
+    BrokerUnavailable,
+    ConfigurationError,
+    TaskqError,
+    TopologyMismatch,
+    find_error,
+)
 from ..periodic import Scheduler
 from ..worker import Worker
 from .beat import scheduler_for
@@ -79,18 +85,15 @@ async def _serve(worker: Worker, scheduler: Scheduler | None) -> None:
 async def _run_with_beat(worker: Worker, scheduler: Scheduler) -> None:
     """Run the worker, and the scheduler beside it from the moment the worker consumes (on the
     worker's connections) until the worker stops."""
-    try:
-        async with asyncio.TaskGroup() as tg:
-            running = tg.create_task(worker.run())
-            ready = tg.create_task(worker.ready.wait())
-            await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-            if ready.done() and not running.done():
-                beat = tg.create_task(scheduler.run(worker.app.transport))
-                await asyncio.wait({running, beat}, return_when=asyncio.FIRST_COMPLETED)
-            ready.cancel()
-            scheduler.stop()
-    except ExceptionGroup as group:  # main() maps single errors (broker, topology) to exit codes
-        raise group.exceptions[0] from None
+    async with asyncio.TaskGroup() as tg:  # main() finds known errors in its ExceptionGroup
+        running = tg.create_task(worker.run())
+        ready = tg.create_task(worker.ready.wait())
+        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done() and not running.done():
+            beat = tg.create_task(scheduler.run(worker.app.transport))
+            await asyncio.wait({running, beat}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        scheduler.stop()
 
 
 async def _stop_if_orphaned(worker: Worker, supervisor_pid: int) -> None:
@@ -157,16 +160,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     try:
         run_loop(_serve(worker, scheduler))
-    except BrokerUnavailable as exc:
-        log.error("%s", exc)
-        return ExitCode.BROKER_UNREACHABLE
-    except (TopologyMismatch, ConfigurationError) as exc:
-        log.error("%s", exc)
-        return ExitCode.USAGE
-    except Exception:
-        log.exception("worker crashed")
-        return ExitCode.CRASHED
+    except Exception as exc:
+        return _exit_code_of(exc)
     return ExitCode.OK
+
+
+# The errors that say what is wrong by themselves: logged as one line, with their exit code.
+KNOWN_ERRORS: dict[type[TaskqError], ExitCode] = {
+    BrokerUnavailable: ExitCode.BROKER_UNREACHABLE,
+    TopologyMismatch: ExitCode.USAGE,
+    ConfigurationError: ExitCode.USAGE,
+}
+
+
+def _exit_code_of(exc: Exception) -> ExitCode:
+    """Log the error that stopped the worker; its exit code. A known error may come wrapped
+    in an ExceptionGroup (from a TaskGroup, e.g. with ``--beat``)."""
+    known = find_error(exc, tuple(KNOWN_ERRORS))
+    if known is None:
+        log.error("worker crashed", exc_info=exc)
+        return ExitCode.CRASHED
+    log.error("%s", known)
+    return next(code for kind, code in KNOWN_ERRORS.items() if isinstance(known, kind))
 
 
 if __name__ == "__main__":

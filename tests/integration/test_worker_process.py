@@ -3,6 +3,7 @@ nothing, and the exit codes are the named ones (taskq.cli.common.ExitCode)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -212,6 +213,23 @@ def test_exit_code_broker_unreachable_hides_the_password(prefix: str, url: str, 
     assert done.returncode == ExitCode.BROKER_UNREACHABLE, done.stdout + done.stderr
     assert why in done.stderr
     assert "s3cr3tpw" not in done.stdout + done.stderr
+
+
+async def test_exit_code_usage_for_a_worker_name_in_use(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    first = WorkerProcess(APP, prefix, "--name", "twin")
+    try:
+        await first.wait_ready()
+        done = await asyncio.to_thread(
+            _run_cli, APP, "--name", "twin", env={"TASKQ_PREFIX": prefix}
+        )
+        # A clear one-line error and the usage code, not "worker crashed" and a traceback.
+        assert done.returncode == ExitCode.USAGE, done.stderr
+        assert "a worker named 'twin' already runs" in done.stderr
+        assert "Traceback" not in done.stderr and "crashed" not in done.stderr
+    finally:
+        first.kill()
 
 
 def test_exit_code_ok_for_help() -> None:
