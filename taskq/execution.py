@@ -13,6 +13,7 @@ import concurrent.futures
 import contextvars
 import dataclasses
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
@@ -80,6 +81,14 @@ class Executor:
         self.threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix="taskq-task"
         )
+        self._busy_threads = 0
+        self._busy_lock = threading.Lock()
+
+    @property
+    def busy_threads(self) -> int:
+        """Threads running a plain ``def`` task's function now, including one whose task timed
+        out or was given back: a thread cannot be stopped, it runs until the function returns."""
+        return self._busy_threads
 
     async def decide(self, delivery: Delivery) -> oc.Decision:
         """What became of ``delivery`` (with its envelope, if it could be decoded)."""
@@ -195,7 +204,7 @@ class Executor:
                 raise
         ctx = contextvars.copy_context()
         future = asyncio.get_running_loop().run_in_executor(
-            self.threads, lambda: ctx.run(task.func, *args, **kwargs)
+            self.threads, lambda: self._in_thread(ctx, task.func, args, kwargs)
         )
         try:
             return await asyncio.wait_for(future, timeout)
@@ -208,6 +217,21 @@ class Executor:
             raise TaskTimeout(
                 f"task {task.name} ran longer than {timeout} s (its thread runs on)"
             ) from None
+
+    def _in_thread(
+        self,
+        ctx: contextvars.Context,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        with self._busy_lock:
+            self._busy_threads += 1
+        try:
+            return ctx.run(func, *args, **kwargs)
+        finally:
+            with self._busy_lock:
+                self._busy_threads -= 1
 
     def close(self) -> None:
         """Stop the thread pool (threads still running a timed-out task run on)."""

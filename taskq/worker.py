@@ -131,6 +131,14 @@ class Worker:
         return list(self.events.reserved.values())
 
     @property
+    def task_threads(self) -> int:
+        """Threads running a plain ``def`` task now. Python cannot stop a thread: one whose
+        task timed out, or that still ran when the worker stopped (its delivery was given
+        back), runs on until its function returns, even after ``run()`` has returned.
+        ``taskq-worker`` exits without waiting for them (exit code 4)."""
+        return 0 if self._parts is None else self._parts.executor.busy_threads
+
+    @property
     def connected(self) -> bool:
         """Whether the worker's broker connections are up now."""
         return self._parts is not None and self._parts.transport.connected

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +22,7 @@ from ..worker import Worker
 from .beat import scheduler_for
 from .common import ExitCode, UsageError, load_app, run_loop
 from .logs import setup_logging
+from .stopping import Stopper
 from .supervisor import PARENT_PID_ENV, Supervisor
 
 log = logging.getLogger("taskq.cli")
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="taskq-worker",
         description="Run the tasks of a taskq App. SIGTERM/SIGINT stop it gracefully; a "
         "second signal forces the stop (running tasks go back to their queue).",
-        epilog="exit codes: 0 ok, 1 crashed, 2 usage or import error, 3 broker unreachable",
+        epilog="exit codes: 0 ok, 1 crashed, 2 usage or import error, 3 broker unreachable, "
+        "4 stopped but left task threads running, 130 stop forced by a second signal",
     )
     parser.add_argument("app", help="the App to run, as module:attribute (e.g. tasks:app)")
     parser.add_argument("--queues", "-Q", help="comma-separated queues (default: the app's)")
@@ -64,10 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(worker: Worker, scheduler: Scheduler | None) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_signal, worker, scheduler, sig)
+async def _serve(worker: Worker, scheduler: Scheduler | None, stopper: Stopper) -> None:
+    stopper.install()
     supervisor = os.environ.get(PARENT_PID_ENV)
     watchdog = None
     if supervisor:
@@ -101,17 +100,6 @@ async def _stop_if_orphaned(worker: Worker, supervisor_pid: int) -> None:
     while os.getppid() == supervisor_pid:
         await asyncio.sleep(1.0)
     log.warning("supervisor %d is gone; stopping", supervisor_pid)
-    worker.stop()
-
-
-def _on_signal(worker: Worker, scheduler: Scheduler | None, sig: signal.Signals) -> None:
-    log.info(
-        "received %s: %s",
-        sig.name,
-        "stopping now" if worker.stopping else "stopping gracefully",
-    )
-    if scheduler is not None:
-        scheduler.stop()  # at once, so that another scheduler takes over without waiting
     worker.stop()
 
 
@@ -158,11 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigurationError) as exc:
         print(f"taskq-worker: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    stopper = Stopper(worker, scheduler)
     try:
-        run_loop(_serve(worker, scheduler))
+        run_loop(_serve(worker, scheduler, stopper))
     except Exception as exc:
-        return _exit_code_of(exc)
-    return ExitCode.OK
+        return stopper.leave(_exit_code_of(exc))
+    return stopper.leave(ExitCode.OK)
 
 
 # The errors that say what is wrong by themselves: logged as one line, with their exit code.
