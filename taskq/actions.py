@@ -65,30 +65,32 @@ class Actions:
         self.events = events
         self.worker = worker
 
-    async def act(self, delivery: Delivery, envelope: Envelope | None, outcome: oc.Outcome) -> None:
-        """Turn ``outcome`` into broker actions. Every branch records, then acks last."""
+    async def act(self, delivery: Delivery, decision: oc.Decision) -> None:
+        """Turn a decision's outcome into broker actions. Every branch records, then acks last."""
         record = self.recorder.record
-        match outcome:
+        envelope, runtime = decision.envelope, decision.runtime
+        match decision.outcome:
             case oc.Succeeded(value):
-                assert envelope is not None
+                assert envelope is not None and runtime is not None
                 try:
                     await record(envelope, TaskStatus.SUCCESS, result=value)
                 except EncodeError as exc:
-                    await self.act(delivery, envelope, oc.Failed(oc.error_info(exc)))
+                    failed = oc.Failed(oc.error_info(exc))
+                    await self.act(delivery, dataclasses.replace(decision, outcome=failed))
                     return
-                self._finished(envelope, "succeeded", result=value)
+                self._finished(envelope, runtime, "succeeded", result=value)
             case oc.Failed(error):
-                assert envelope is not None
+                assert envelope is not None and runtime is not None
                 await record(envelope, TaskStatus.FAILURE, error=error)
-                await self._dead_letter(delivery, oc.MAX_ATTEMPTS, error, envelope)
-                self._finished(envelope, "failed", error)
+                await self._dead_letter(delivery, oc.MAX_ATTEMPTS, error, envelope, runtime)
+                self._finished(envelope, runtime, "failed", error)
             case oc.RetryLater(delay, error):
-                assert envelope is not None
-                await self._retry(envelope, delay, error)
+                assert envelope is not None and runtime is not None
+                await self._retry(envelope, runtime, delay, error)
             case oc.DeadLetter(reason, error):
                 if envelope is not None:  # the caller learns why instead of timing out
                     await record(envelope, TaskStatus.FAILURE, error=error)
-                await self._dead_letter(delivery, reason, error, envelope)
+                await self._dead_letter(delivery, reason, error, envelope, runtime)
             case oc.CountRedelivery(deliveries):
                 assert envelope is not None
                 counted = dataclasses.replace(envelope, deliveries=deliveries)
@@ -109,7 +111,9 @@ class Actions:
 
     # -- broker actions ----------------------------------------------------------------------
 
-    async def _retry(self, envelope: Envelope, delay: float, error: ErrorInfo) -> None:
+    async def _retry(
+        self, envelope: Envelope, runtime: float, delay: float, error: ErrorInfo
+    ) -> None:
         await self.recorder.record(envelope, TaskStatus.RETRYING, error=error)
         message = dataclasses.replace(
             envelope, attempt=envelope.attempt + 1, deliveries=0
@@ -122,17 +126,17 @@ class Actions:
         else:
             await transport.publish(self.names.exchange, envelope.route, message)
         self.counters.retried += 1
-        self._log(
-            envelope, f"retrying in {delay:.3f} s after {error.type}: {error.message}", logging.INFO
-        )
-        self.events.finished("retried", envelope, delay=delay, error=error)
+        what = f"retrying in {delay:.3f} s after {error.type}: {error.message}"
+        self._log(envelope, runtime, what, logging.INFO)
+        self.events.finished("retried", envelope, runtime, delay=delay, error=error)
 
     async def _dead_letter(
         self,
         delivery: Delivery,
         reason: str,
         error: ErrorInfo,
-        envelope: Envelope | None = None,
+        envelope: Envelope | None,
+        runtime: float | None,
     ) -> None:
         queue, partition = split_route(delivery.queue)  # one .dead queue for every partition
         headers = {
@@ -147,7 +151,7 @@ class Actions:
         }
         await self.transport.publish(self.names.dlx, queue, delivery.as_outgoing(headers=headers))
         self.counters.dead_lettered += 1
-        self.events.dead_lettered(delivery, reason, error)
+        self.events.dead_lettered(delivery, reason, error, runtime)
         log.warning(
             "message %s (%s) dead-lettered to %s: %s: %s",
             delivery.message_id, delivery.type, self.names.dead_queue(queue),
@@ -174,34 +178,38 @@ class Actions:
     # -- logs and counters -------------------------------------------------------------------
 
     def _finished(
-        self, envelope: Envelope, what: str, error: ErrorInfo | None = None, result: Any = None
+        self,
+        envelope: Envelope,
+        runtime: float,
+        what: str,
+        error: ErrorInfo | None = None,
+        result: Any = None,
     ) -> None:
         counters, events = self.counters, self.events
         if error is None:
             counters.succeeded += 1
             # DEBUG, not INFO: a line per success cost a worker as much CPU as the rest of a
             # no-op task. Failures log at WARNING and retries at INFO.
-            self._log(envelope, what, logging.DEBUG)
-            events.finished(what, envelope, result=result)
+            self._log(envelope, runtime, what, logging.DEBUG)
+            events.finished(what, envelope, runtime, result=result)
         else:
             counters.failed += 1
-            self._log(envelope, f"{what}: {error.type}: {error.message}", logging.WARNING)
-            events.finished(what, envelope, error=error)
+            self._log(envelope, runtime, f"{what}: {error.type}: {error.message}", logging.WARNING)
+            events.finished(what, envelope, runtime, error=error)
 
-    def _log(self, envelope: Envelope, what: str, level: int) -> None:
+    def _log(self, envelope: Envelope, runtime: float, what: str, level: int) -> None:
         if not log.isEnabledFor(level):
             return
-        duration = self.events.runtime(envelope.task_id)
         log.log(
             level,
             "task %s[%s] %s (queue=%s attempt=%d, ran %.3f s)",
             envelope.task_name, envelope.task_id, what, envelope.queue, envelope.attempt,
-            duration,
+            runtime,
             extra={
                 "task_id": envelope.task_id,
                 "task_name": envelope.task_name,
                 "queue": envelope.queue,
                 "attempt": envelope.attempt,
-                "duration": round(duration, 6),
+                "duration": round(runtime, 6),
             },
         )  # fmt: skip

@@ -8,7 +8,9 @@ Routing key = event type: ``task.sent``, ``task.received``, ``task.started``,
 carry ``args`` (a short repr, redacted as taskq.redact does), ``task.succeeded`` a short
 ``result``, and ``task.failed``, ``task.retried`` and ``task.dead-lettered`` the ``error``
 type, ``error_message`` and ``traceback`` (cut to a few KB, URL passwords redacted): what a
-dashboard needs to show a task's history without asking the result store.
+dashboard needs to show a task's history without asking the result store. ``task.succeeded``,
+``task.failed`` and ``task.retried`` carry the ``runtime`` of the task's function in seconds,
+and ``task.dead-lettered`` too when the task ran.
 
 Events are telemetry, not records: published unconfirmed, non-persistent and non-mandatory
 (an event nobody listens to is dropped by the exchange). The worker's hot path only appends to
@@ -106,9 +108,9 @@ def error_fields(error: ErrorInfo) -> dict[str, Any]:
 class WorkerEvents:
     """A worker's observation points.
 
-    Keeps the deliveries waiting for a slot (``inspect reserved``) and the start time of every
-    running task (run times in logs and metrics), tells listeners, and, when ``publish`` is on,
-    buffers events for :meth:`run` to publish.
+    Keeps the deliveries waiting for a slot (``inspect reserved``), tells listeners, and, when
+    ``publish`` is on, buffers events for :meth:`run` to publish. Run times come with each
+    outcome (measured per run by the executor: see taskq.outcome.Decision).
     """
 
     def __init__(self, worker: str, *, publish: bool) -> None:
@@ -117,7 +119,6 @@ class WorkerEvents:
         self.listeners: list[Listener] = []
         self.reserved: dict[int, Delivery] = {}
         self.dropped = 0
-        self._started: dict[str, float] = {}
         self._buffer: collections.deque[OutgoingMessage] = collections.deque(maxlen=BUFFER_SIZE)
         self._wake = asyncio.Event()
         self._origin = {"worker": worker, "hostname": socket.gethostname(), "pid": os.getpid()}
@@ -149,31 +150,24 @@ class WorkerEvents:
 
     def started(self, envelope: Envelope) -> None:
         """The task's function is about to run: ``task.started``."""
-        self._started[envelope.task_id] = time.monotonic()
         if self.publish or self.listeners:
             fields = envelope_fields(envelope)
             if self.publish:
                 fields["args"] = args_field(envelope)
             self.emit("task.started", fields)
 
-    def runtime(self, task_id: str) -> float:
-        """Seconds the task has run (0 if it never started here)."""
-        started = self._started.get(task_id)
-        return 0.0 if started is None else time.monotonic() - started
-
     def finished(
         self,
         kind: str,
         envelope: Envelope,
+        runtime: float,
         *,
         error: ErrorInfo | None = None,
         result: Any = None,
         **extra: Any,
     ) -> None:
-        """A task ended as ``kind`` (``succeeded`` with ``result``, ``failed`` or ``retried``
-        with ``error``)."""
-        runtime = self.runtime(envelope.task_id)
-        self._started.pop(envelope.task_id, None)
+        """A task that ran for ``runtime`` seconds ended as ``kind`` (``succeeded`` with
+        ``result``, ``failed`` or ``retried`` with ``error``)."""
         if self.publish or self.listeners:
             fields = {**envelope_fields(envelope), "runtime": runtime, **extra}
             if error is not None:
@@ -182,11 +176,15 @@ class WorkerEvents:
                 fields["result"] = value_repr(result, REPR_WIDTH)
             self.emit(f"task.{kind}", fields)
 
-    def dead_lettered(self, delivery: Delivery, reason: str, error: ErrorInfo) -> None:
-        """A message went to its queue's ``.dead`` queue: ``task.dead-lettered``."""
-        self._started.pop(delivery.message_id or "", None)  # e.g. a task that raised Reject
+    def dead_lettered(
+        self, delivery: Delivery, reason: str, error: ErrorInfo, runtime: float | None = None
+    ) -> None:
+        """A message went to its queue's ``.dead`` queue: ``task.dead-lettered`` (with the
+        ``runtime`` of its task, when it ran: e.g. raised Reject, or failed its last attempt)."""
         if self.publish or self.listeners:
             fields = {**delivery_fields(delivery), "reason": reason, **error_fields(error)}
+            if runtime is not None:
+                fields["runtime"] = runtime
             self.emit("task.dead-lettered", fields)
 
     # -- publishing --------------------------------------------------------------------------

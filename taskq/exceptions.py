@@ -28,9 +28,30 @@ Control flow raised inside a task is not an error and does not derive from Taskq
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class TaskqError(Exception):
     """Root of every error taskq raises."""
+
+
+_Known = TypeVar("_Known", bound=TaskqError)
+
+
+def find_error(error: BaseException, kinds: tuple[type[_Known], ...]) -> _Known | None:
+    """``error`` if it is one of ``kinds``; else, if it is an exception group, the first error
+    of one of ``kinds`` inside it (nested groups searched too); else None.
+
+    An ``asyncio.TaskGroup`` wraps whatever fails inside it in an ExceptionGroup: this finds
+    the taskq error a caller knows how to answer (e.g. with an exit code) in there.
+    """
+    if isinstance(error, kinds):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := find_error(inner, kinds)) is not None:
+                return found
+    return None
 
 
 class ConfigurationError(TaskqError, ValueError):

@@ -13,6 +13,7 @@ import concurrent.futures
 import contextvars
 import dataclasses
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
@@ -80,28 +81,33 @@ class Executor:
         self.threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix="taskq-task"
         )
+        self._busy_threads = 0
+        self._busy_lock = threading.Lock()
 
-    async def decide(self, delivery: Delivery) -> tuple[Envelope | None, oc.Outcome]:
-        """The outcome of ``delivery`` (and its envelope, if it could be decoded)."""
+    @property
+    def busy_threads(self) -> int:
+        """Threads running a plain ``def`` task's function now, including one whose task timed
+        out or was given back: a thread cannot be stopped, it runs until the function returns."""
+        return self._busy_threads
+
+    async def decide(self, delivery: Delivery) -> oc.Decision:
+        """What became of ``delivery`` (with its envelope, if it could be decoded)."""
         try:
             envelope = envelope_of(delivery)
         except DecodeError as exc:
-            return None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc))
+            return oc.Decision(None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc)))
         if delivery.redelivered:
-            return envelope, self._redelivered(envelope)
+            return oc.Decision(envelope, self._redelivered(envelope))
         if envelope.expires is not None and envelope.expires < dt.datetime.now(dt.UTC):
-            return envelope, oc.DeadLetter(
-                oc.EXPIRED, ErrorInfo("taskq.Expired", f"not started before {envelope.expires}")
-            )
+            expired = ErrorInfo("taskq.Expired", f"not started before {envelope.expires}")
+            return oc.Decision(envelope, oc.DeadLetter(oc.EXPIRED, expired))
         task = self.tasks.get(envelope.task_name)
         if task is None:
-            return envelope, oc.DeadLetter(
-                oc.UNKNOWN_TASK,
-                ErrorInfo(
-                    "taskq.UnknownTask", f"no task named {envelope.task_name!r} in this worker"
-                ),
+            unknown = ErrorInfo(
+                "taskq.UnknownTask", f"no task named {envelope.task_name!r} in this worker"
             )
-        return envelope, await self._run(task, envelope)
+            return oc.Decision(envelope, oc.DeadLetter(oc.UNKNOWN_TASK, unknown))
+        return await self._run(task, envelope)
 
     def _redelivered(self, envelope: Envelope) -> oc.Outcome:
         # The last holder died before acking: count it, so that a message that kills workers
@@ -114,14 +120,14 @@ class Executor:
             )
         return oc.CountRedelivery(deliveries)
 
-    async def _run(self, task: Task[Any, Any], envelope: Envelope) -> oc.Outcome:
+    async def _run(self, task: Task[Any, Any], envelope: Envelope) -> oc.Decision:
         try:
             args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
         except InvalidArguments as exc:
-            return oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc))
+            return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
         recorder = self.recorder
         if may_repeat(envelope) and await recorder.succeeded_before(envelope):
-            return oc.Skip()
+            return oc.Decision(envelope, oc.Skip())
         started = None
         if recorder.wanted(envelope):
             started = asyncio.get_running_loop().call_later(
@@ -133,9 +139,27 @@ class Executor:
         )  # fmt: skip
         self.events.started(envelope)
         token = set_current(self._context(envelope))
+        began = time.monotonic()
+        try:
+            outcome = await self._outcome(task, envelope, args, kwargs)
+        finally:
+            reset_current(token)
+            self.active.pop(envelope.task_id, None)
+            if started is not None:
+                started.cancel()
+        return oc.Decision(envelope, outcome, time.monotonic() - began)
+
+    async def _outcome(
+        self,
+        task: Task[Any, Any],
+        envelope: Envelope,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> oc.Outcome:
+        """Run the task's function: what it returned or raised, as an Outcome."""
         policy = task.config.retry or self.default_retry
         try:
-            value = await self._call(task, args, kwargs)
+            return oc.Succeeded(await self._call(task, args, kwargs))
         except Exception as exc:
             return oc.from_exception(exc, envelope.attempt, policy)
         except asyncio.CancelledError as exc:
@@ -146,12 +170,6 @@ class Executor:
             # cancelled): that is the task failing, not the worker stopping.
             error = RuntimeError(f"task raised CancelledError: {exc}")
             return oc.from_exception(error, envelope.attempt, policy)
-        finally:
-            reset_current(token)
-            self.active.pop(envelope.task_id, None)
-            if started is not None:
-                started.cancel()
-        return oc.Succeeded(value)
 
     def _report_started(self, envelope: Envelope) -> None:
         # Best effort, like every non-terminal AMQP status: a STARTED that arrives after the
@@ -186,7 +204,7 @@ class Executor:
                 raise
         ctx = contextvars.copy_context()
         future = asyncio.get_running_loop().run_in_executor(
-            self.threads, lambda: ctx.run(task.func, *args, **kwargs)
+            self.threads, lambda: self._in_thread(ctx, task.func, args, kwargs)
         )
         try:
             return await asyncio.wait_for(future, timeout)
@@ -199,6 +217,21 @@ class Executor:
             raise TaskTimeout(
                 f"task {task.name} ran longer than {timeout} s (its thread runs on)"
             ) from None
+
+    def _in_thread(
+        self,
+        ctx: contextvars.Context,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        with self._busy_lock:
+            self._busy_threads += 1
+        try:
+            return ctx.run(func, *args, **kwargs)
+        finally:
+            with self._busy_lock:
+                self._busy_threads -= 1
 
     def close(self) -> None:
         """Stop the thread pool (threads still running a timed-out task run on)."""

@@ -11,6 +11,7 @@ import traceback
 from typing import Any
 
 from .exceptions import Reject, Retry
+from .message import Envelope
 from .results.base import ErrorInfo
 from .retry import RetryPolicy
 
@@ -77,6 +78,21 @@ class Skip:
 
 
 Outcome = Succeeded | RetryLater | Failed | DeadLetter | CountRedelivery | Requeue | Skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """What became of one delivery: its envelope (None if it could not be decoded), the
+    Outcome, and for how many seconds the task's function ran (None if it never ran).
+
+    The run time travels with the outcome, measured per run: two attempts of one task ID
+    may overlap in a worker (a retry without delay arrives before the first attempt's
+    outcome is told), so a clock kept by task ID would mix them up.
+    """
+
+    envelope: Envelope | None
+    outcome: Outcome
+    runtime: float | None = None
 
 
 def qualified_name(exc_type: type[BaseException]) -> str:

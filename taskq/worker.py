@@ -33,7 +33,6 @@ from .actions import Actions, Counters
 from .app import App
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
-from .message import Envelope
 from .recorder import Recorder
 from .topology import check_amqp_name, routes
 from .transport import Delivery, Transport
@@ -132,6 +131,14 @@ class Worker:
         return list(self.events.reserved.values())
 
     @property
+    def task_threads(self) -> int:
+        """Threads running a plain ``def`` task now. Python cannot stop a thread: one whose
+        task timed out, or that still ran when the worker stopped (its delivery was given
+        back), runs on until its function returns, even after ``run()`` has returned.
+        ``taskq-worker`` exits without waiting for them (exit code 4)."""
+        return 0 if self._parts is None else self._parts.executor.busy_threads
+
+    @property
     def connected(self) -> bool:
         """Whether the worker's broker connections are up now."""
         return self._parts is not None and self._parts.transport.connected
@@ -179,8 +186,12 @@ class Worker:
     async def run(self) -> None:
         """Connect, declare the topology, consume until stopped, drain, close.
 
-        The worker has its own connections. If its App is not open, the worker lends them to
-        the App for the run, so that tasks can send tasks. LifecycleError on a second call.
+        Raises the error that stopped it: BrokerUnavailable if the broker cannot be reached,
+        ConfigurationError if another worker of this name runs on the broker, TopologyMismatch
+        if a queue exists with other arguments (an ExceptionGroup if several errors stopped
+        it at once). The worker has its own connections. If its App is not open, the worker
+        lends them to the App for the run, so that tasks can send tasks. LifecycleError on a
+        second call.
         """
         if self._state is not WorkerState.NEW:
             raise LifecycleError(f"worker {self.name} already ran: a Worker runs once")
@@ -217,6 +228,13 @@ class Worker:
         self._parts = _Parts(transport, actions, executor)
         try:
             await self._consume_until_stopped(self._parts)
+        except ExceptionGroup as group:
+            # The TaskGroup wraps what stopped the worker: one error is raised as itself (a
+            # name in use is a ConfigurationError, not a group of one).
+            sole = group.exceptions[0]
+            if len(group.exceptions) == 1 and not isinstance(sole, ExceptionGroup):
+                raise sole from None
+            raise
         finally:
             executor.close()
             if lent:
@@ -324,11 +342,10 @@ class Worker:
     async def _handle(self, parts: _Parts, delivery: Delivery) -> None:
         try:
             self.counters.received += 1
-            envelope: Envelope | None = None
-            outcome: oc.Outcome = oc.Requeue()
+            decision = oc.Decision(None, oc.Requeue())
             if self._state is not WorkerState.STOPPING:
-                envelope, outcome = await parts.executor.decide(delivery)
-            await parts.actions.act(delivery, envelope, outcome)
+                decision = await parts.executor.decide(delivery)
+            await parts.actions.act(delivery, decision)
         except asyncio.CancelledError:
             await parts.actions.give_back(delivery, "the worker is stopping")
             raise

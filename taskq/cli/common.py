@@ -21,6 +21,8 @@ class ExitCode(enum.IntEnum):
     CRASHED = 1  # an unexpected error stopped the process
     USAGE = 2  # bad arguments, or the app could not be imported
     BROKER_UNREACHABLE = 3  # RabbitMQ could not be reached at start
+    THREADS_ABANDONED = 4  # the worker stopped, but left task threads running (taskq-worker)
+    FORCED = 130  # a second signal forced the stop (taskq-worker; 128 + SIGINT, as shells do)
 
 
 class UsageError(Exception):

@@ -3,10 +3,11 @@
 It starts N ``taskq-worker`` children with the same arguments (child i serves metrics on
 ``--metrics-port`` + i), restarts one that dies (with
 exponential backoff, reset once a child has lived a minute), forwards SIGTERM/SIGINT so that
-every child stops gracefully (a second signal is forwarded too, forcing them), and exits 0
-when every child stopped cleanly, or with the first meaningful failure code otherwise. A child
-that exits with a usage/import error or cannot reach the broker at its first start stops the
-whole group: restarting would not help.
+every child stops gracefully (a second signal is forwarded too, forcing them; a child still
+alive a little after its own forced-exit deadline is killed), and exits 0 when every child
+stopped cleanly, or with the first meaningful failure code otherwise (e.g. 4 when a child left
+task threads running, 130 after a forced stop). A child that exits with a usage/import error
+or cannot reach the broker at its first start stops the whole group: restarting would not help.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .common import ExitCode
+from .stopping import FORCED_EXIT_AFTER
 
 log = logging.getLogger("taskq.supervisor")
 
@@ -29,6 +31,8 @@ PARENT_PID_ENV = "TASKQ_SUPERVISOR_PID"
 POLL_INTERVAL = 0.1
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0
+# After a forced stop, how long past the children's own deadline before they are killed.
+KILL_MARGIN = 3.0
 _CLEAN_STOP = (None, 0, -signal.SIGTERM, -signal.SIGINT)
 
 
@@ -60,6 +64,8 @@ class Supervisor:
         self.children: list[Child] = []
         self.signals_received = 0
         self.exit_code = ExitCode.OK
+        self.kill_at: float | None = None
+        """When children still alive after a forced stop get SIGKILL."""
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "taskq.cli.worker", *self.worker_args]
@@ -74,6 +80,8 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals_received += 1
+        if self.signals_received == 2:
+            self.kill_at = time.monotonic() + FORCED_EXIT_AFTER + KILL_MARGIN
         for child in self.children:
             if child.process.poll() is None:
                 child.process.send_signal(signum)
@@ -90,9 +98,20 @@ class Supervisor:
             # still have their exit codes seen (and restarts scheduled) before the loop ends.
             for child in self.children:
                 self._watch(child)
+            if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                self._kill_the_rest()
             if not any(self._alive_or_pending(child) for child in self.children):
                 return int(self.exit_code)
             time.sleep(POLL_INTERVAL)
+
+    def _kill_the_rest(self) -> None:
+        self.kill_at = None
+        for child in self.children:
+            if child.process.poll() is None:
+                log.warning("worker process %d ignored the forced stop: killing it", child.index)
+                child.process.kill()
+        if self.exit_code == ExitCode.OK:
+            self.exit_code = ExitCode.FORCED
 
     def _alive_or_pending(self, child: Child) -> bool:
         return child.process.poll() is None or (

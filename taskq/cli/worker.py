@@ -6,17 +6,23 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
 from .. import metrics
-from ..exceptions import BrokerUnavailable, ConfigurationError, TopologyMismatch
+from ..exceptions import (
+    BrokerUnavailable,
+    ConfigurationError,
+    TaskqError,
+    TopologyMismatch,
+    find_error,
+)
 from ..periodic import Scheduler
 from ..worker import Worker
 from .beat import scheduler_for
 from .common import ExitCode, UsageError, load_app, run_loop
 from .logs import setup_logging
+from .stopping import Stopper
 from .supervisor import PARENT_PID_ENV, Supervisor
 
 log = logging.getLogger("taskq.cli")
@@ -27,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="taskq-worker",
         description="Run the tasks of a taskq App. SIGTERM/SIGINT stop it gracefully; a "
         "second signal forces the stop (running tasks go back to their queue).",
-        epilog="exit codes: 0 ok, 1 crashed, 2 usage or import error, 3 broker unreachable",
+        epilog="exit codes: 0 ok, 1 crashed, 2 usage or import error, 3 broker unreachable, "
+        "4 stopped but left task threads running, 130 stop forced by a second signal",
     )
     parser.add_argument("app", help="the App to run, as module:attribute (e.g. tasks:app)")
     parser.add_argument("--queues", "-Q", help="comma-separated queues (default: the app's)")
@@ -58,10 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(worker: Worker, scheduler: Scheduler | None) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_signal, worker, scheduler, sig)
+async def _serve(worker: Worker, scheduler: Scheduler | None, stopper: Stopper) -> None:
+    stopper.install()
     supervisor = os.environ.get(PARENT_PID_ENV)
     watchdog = None
     if supervisor:
@@ -79,18 +84,15 @@ async def _serve(worker: Worker, scheduler: Scheduler | None) -> None:
 async def _run_with_beat(worker: Worker, scheduler: Scheduler) -> None:
     """Run the worker, and the scheduler beside it from the moment the worker consumes (on the
     worker's connections) until the worker stops."""
-    try:
-        async with asyncio.TaskGroup() as tg:
-            running = tg.create_task(worker.run())
-            ready = tg.create_task(worker.ready.wait())
-            await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-            if ready.done() and not running.done():
-                beat = tg.create_task(scheduler.run(worker.app.transport))
-                await asyncio.wait({running, beat}, return_when=asyncio.FIRST_COMPLETED)
-            ready.cancel()
-            scheduler.stop()
-    except ExceptionGroup as group:  # main() maps single errors (broker, topology) to exit codes
-        raise group.exceptions[0] from None
+    async with asyncio.TaskGroup() as tg:  # main() finds known errors in its ExceptionGroup
+        running = tg.create_task(worker.run())
+        ready = tg.create_task(worker.ready.wait())
+        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done() and not running.done():
+            beat = tg.create_task(scheduler.run(worker.app.transport))
+            await asyncio.wait({running, beat}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        scheduler.stop()
 
 
 async def _stop_if_orphaned(worker: Worker, supervisor_pid: int) -> None:
@@ -98,17 +100,6 @@ async def _stop_if_orphaned(worker: Worker, supervisor_pid: int) -> None:
     while os.getppid() == supervisor_pid:
         await asyncio.sleep(1.0)
     log.warning("supervisor %d is gone; stopping", supervisor_pid)
-    worker.stop()
-
-
-def _on_signal(worker: Worker, scheduler: Scheduler | None, sig: signal.Signals) -> None:
-    log.info(
-        "received %s: %s",
-        sig.name,
-        "stopping now" if worker.stopping else "stopping gracefully",
-    )
-    if scheduler is not None:
-        scheduler.stop()  # at once, so that another scheduler takes over without waiting
     worker.stop()
 
 
@@ -155,18 +146,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigurationError) as exc:
         print(f"taskq-worker: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    stopper = Stopper(worker, scheduler)
     try:
-        run_loop(_serve(worker, scheduler))
-    except BrokerUnavailable as exc:
-        log.error("%s", exc)
-        return ExitCode.BROKER_UNREACHABLE
-    except (TopologyMismatch, ConfigurationError) as exc:
-        log.error("%s", exc)
-        return ExitCode.USAGE
-    except Exception:
-        log.exception("worker crashed")
+        run_loop(_serve(worker, scheduler, stopper))
+    except Exception as exc:
+        return stopper.leave(_exit_code_of(exc))
+    return stopper.leave(ExitCode.OK)
+
+
+# The errors that say what is wrong by themselves: logged as one line, with their exit code.
+KNOWN_ERRORS: dict[type[TaskqError], ExitCode] = {
+    BrokerUnavailable: ExitCode.BROKER_UNREACHABLE,
+    TopologyMismatch: ExitCode.USAGE,
+    ConfigurationError: ExitCode.USAGE,
+}
+
+
+def _exit_code_of(exc: Exception) -> ExitCode:
+    """Log the error that stopped the worker; its exit code. A known error may come wrapped
+    in an ExceptionGroup (from a TaskGroup, e.g. with ``--beat``)."""
+    known = find_error(exc, tuple(KNOWN_ERRORS))
+    if known is None:
+        log.error("worker crashed", exc_info=exc)
         return ExitCode.CRASHED
-    return ExitCode.OK
+    log.error("%s", known)
+    return next(code for kind, code in KNOWN_ERRORS.items() if isinstance(known, kind))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from taskq import App, current
@@ -22,6 +23,19 @@ async def sleepy(seconds: float, tag: int) -> int:
     """Work for ``seconds`` (the task's own work, not a wait for the broker), return ``tag``."""
     await asyncio.sleep(seconds)
     return tag
+
+
+@app.task(timeout=1)
+def stuck(seconds: float) -> None:
+    """A plain def task that outlives its 1 s timeout: its thread sleeps on (Python cannot
+    stop a thread)."""
+    time.sleep(seconds)
+
+
+@app.task
+def busy(seconds: float) -> None:
+    """A plain def task without a timeout, for a worker to stop while it runs."""
+    time.sleep(seconds)
 
 
 @app.task

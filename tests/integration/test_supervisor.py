@@ -13,7 +13,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from taskq import App
+from taskq import App, TaskStatus
 from taskq.cli.common import ExitCode
 from taskq.topology import Names
 from tests.runlog import RunLog
@@ -290,3 +290,25 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+async def test_second_sigterm_forces_both_children_while_task_threads_run(
+    prefix: str, client: App
+) -> None:
+    # Each child runs a plain def task whose thread sleeps 60 s, as long as the shutdown timeout.
+    args = ("--concurrency", "1", "--shutdown-timeout", "60")
+    async with serving(prefix, client, *args) as (sup, pids):
+        handles = [await client.send("busy", 60.0) for _ in range(2)]
+
+        async def started() -> bool:
+            return all([await h.status() is TaskStatus.STARTED for h in handles])
+
+        await eventually(started, what="both tasks to start")
+        sup.worker.signal(signal.SIGTERM)
+        await sup.logged("waiting up to 60.0 s", 2)  # both children drain
+        sup.worker.signal(signal.SIGTERM)  # forwarded: both children force their stop
+        # Far less than the 60 s the tasks and the shutdown timeout would take.
+        assert await sup.worker.wait_exit(timeout=20) == ExitCode.FORCED, sup.output()
+        for pid in pids:
+            await eventually(_async(not_running, pid), timeout=10, what=f"child {pid} to stop")
+        assert "restarting" not in sup.output()

@@ -3,6 +3,7 @@ nothing, and the exit codes are the named ones (taskq.cli.common.ExitCode)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -78,26 +79,63 @@ async def test_sigterm_drains_running_tasks_and_loses_none(
             second.kill()
 
 
-async def test_second_signal_forces_stop_and_requeues(prefix: str, client: App) -> None:
-    worker = WorkerProcess(APP, prefix, "--concurrency", "2")
+@pytest.mark.parametrize("task", ["stuck", "busy"], ids=["past-its-timeout", "at-the-stop"])
+async def test_sigterm_exits_without_waiting_for_a_task_thread(
+    prefix: str, client: App, task: str
+) -> None:
+    # A plain def task's thread sleeps 60 s: Python cannot stop it. "stuck" timed out after
+    # 1 s and runs on; "busy" still runs when the 1 s shutdown timeout ends.
+    worker = WorkerProcess(APP, prefix, "--shutdown-timeout", "1")
     try:
         await worker.wait_ready()
         async with client:
-            handle = await client.send("sleepy", 60.0, 7)
+            handle = await client.send(task, 60.0)
+            if task == "stuck":
+                with pytest.raises(TaskFailed, match="ran longer than 1"):
+                    await handle.result(timeout=30)
+            else:
+                await eventually(
+                    lambda: _all_have([handle], TaskStatus.STARTED), what="the task to start"
+                )
+            worker.signal(signal.SIGTERM)
+            # The shutdown timeout and a few seconds, far less than the thread's 60 s.
+            code = await worker.wait_exit(timeout=20)
+            assert code == ExitCode.THREADS_ABANDONED, worker.output()
+            assert "1 task thread(s) still running" in worker.output()
+            if task == "busy":  # given back to its queue, for the next worker
+                messages = await queue_messages(prefix, Names(prefix).work_queue("default"))
+                assert [m.message_id for m in messages] == [handle.id]
+    finally:
+        worker.kill()
+
+
+@pytest.mark.parametrize(
+    ("task", "args", "second"),
+    [("sleepy", (60.0, 7), signal.SIGINT), ("busy", (60.0,), signal.SIGTERM)],
+    ids=["async-task", "thread-task"],  # a plain def task's thread cannot be stopped
+)
+async def test_second_signal_forces_stop_and_requeues(
+    prefix: str, client: App, task: str, args: tuple[object, ...], second: signal.Signals
+) -> None:
+    worker = WorkerProcess(APP, prefix, "--concurrency", "2", "--shutdown-timeout", "60")
+    try:
+        await worker.wait_ready()
+        async with client:
+            handle = await client.send(task, *args)
             await eventually(
                 lambda: _all_have([handle], TaskStatus.STARTED), what="the task to start"
             )
             worker.signal(signal.SIGTERM)
             await eventually(
-                _async(lambda: "stopping gracefully" in worker.output()),
-                what="the worker to log the first signal",
+                _async(lambda: "waiting up to 60.0 s" in worker.output()),
+                what="the worker to drain",
             )
-            worker.signal(signal.SIGINT)
-            # Far less than the task's 60 s and the 30 s shutdown timeout.
-            assert await worker.wait_exit(timeout=20) == ExitCode.OK, worker.output()
+            worker.signal(second)
+            # Far less than the task's 60 s and the 60 s shutdown timeout.
+            assert await worker.wait_exit(timeout=20) == ExitCode.FORCED, worker.output()
             assert "stopping now" in worker.output()
             messages = await queue_messages(prefix, Names(prefix).work_queue("default"))
-            assert [(m.message_id, m.type) for m in messages] == [(handle.id, "sleepy")]
+            assert [(m.message_id, m.type) for m in messages] == [(handle.id, task)]
     finally:
         worker.kill()
 
@@ -212,6 +250,23 @@ def test_exit_code_broker_unreachable_hides_the_password(prefix: str, url: str, 
     assert done.returncode == ExitCode.BROKER_UNREACHABLE, done.stdout + done.stderr
     assert why in done.stderr
     assert "s3cr3tpw" not in done.stdout + done.stderr
+
+
+async def test_exit_code_usage_for_a_worker_name_in_use(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    first = WorkerProcess(APP, prefix, "--name", "twin")
+    try:
+        await first.wait_ready()
+        done = await asyncio.to_thread(
+            _run_cli, APP, "--name", "twin", env={"TASKQ_PREFIX": prefix}
+        )
+        # A clear one-line error and the usage code, not "worker crashed" and a traceback.
+        assert done.returncode == ExitCode.USAGE, done.stderr
+        assert "a worker named 'twin' already runs" in done.stderr
+        assert "Traceback" not in done.stderr and "crashed" not in done.stderr
+    finally:
+        first.kill()
 
 
 def test_exit_code_ok_for_help() -> None:
