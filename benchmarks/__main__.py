@@ -107,9 +107,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "the tasks done in between. The broker is shared: its figure includes other clients."
     )
     meta["log_guard"] = (
-        "lines the worker processes wrote to stdout/stderr from the first task done to the "
-        f"last (log_lines); a drain with >= 1 line per {log_guard.TASKS_PER_LINE} tasks (and "
-        f">= {log_guard.MIN_LINES}) is invalid, reported and left out of every comparison"
+        "lines the worker processes wrote to stdout/stderr from the moment every one of them "
+        "had run a task to the last task (log_lines); a drain with >= 1 line per "
+        f"{log_guard.TASKS_PER_LINE} tasks (and >= {log_guard.MIN_LINES}) is invalid, "
+        "reported and left out of every comparison"
     )
     meta["args"] = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "markdown")}
     h.progress(

@@ -212,8 +212,8 @@ class Workers:
         self.counters = CounterDir()
         self.logs: list[Path] = []
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.first_task_mark: tuple[int, int] | None = None
-        """(log lines, tasks done) when a task was first seen done: the log guard's start."""
+        self.running_mark: tuple[int, int] | None = None
+        """(log lines, tasks done) once every process has run a task: the log guard's start."""
         full_env = {
             **os.environ,
             **env,
@@ -255,8 +255,6 @@ class Workers:
         idle = cpu.Sample(self.pids)
         while True:
             count = self.counters.read()[0]
-            if count and self.first_task_mark is None:
-                self.first_task_mark = (self.log_lines(), count)
             if (count and self.counters.processes() >= processes) or count >= tasks // 2:
                 break
             if not count:
@@ -265,6 +263,8 @@ class Workers:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no task done after {timeout:.0f} s:\n{self.output()}")
             await asyncio.sleep(0.005)
+        # from here, a process's startup lines (a second worker's banner) are behind it
+        self.running_mark = (self.log_lines(), count)
         if tasks - count < tasks / 10:
             return 0, idle
         return count, cpu.Sample(self.pids)
@@ -273,9 +273,9 @@ class Workers:
         """Lines the workers have written to stdout/stderr so far."""
         return log_guard.count_lines(self.logs)
 
-    def lines_since_first_task(self, count: int) -> tuple[int, int]:
-        """(lines written, tasks done) since a task was first seen done, ``count`` done now."""
-        lines, done = self.first_task_mark or (0, 0)
+    def lines_since_running(self, count: int) -> tuple[int, int]:
+        """(lines written, tasks done) since every process ran a task, ``count`` done now."""
+        lines, done = self.running_mark or (0, 0)
         return self.log_lines() - lines, count - done
 
     def output(self) -> str:
@@ -404,8 +404,8 @@ async def measure_drain(
     task (imports, connect, declare) is ``startup_s``. CPU per task: worker trees and broker,
     from the moment every worker process has run a task to the last task, divided by the tasks
     done in between. After the workers stop, the queue must be empty (``left_in_queue``).
-    Lines the workers wrote from the first task to the last are ``log_lines``; too many make
-    the row invalid (``log_guard``).
+    Lines the workers wrote from then to the last task are ``log_lines``; too many make the row
+    invalid (``log_guard``).
     A failure gives a failed row (and purges the queue); a broker restart, another try.
     """
     label = f"{d.system} {d.scenario} [{d.variant}]"
@@ -428,7 +428,7 @@ async def _drain_once(d: Drain, tasks: int, prequeue: Callable[[int], Awaitable[
             start_count, before = await workers.wait_running(d.processes, tasks, timeout)
             count, first, last = await workers.wait_count(tasks, label, timeout)
             after = cpu.Sample(workers.pids)
-            lines, logged_tasks = workers.lines_since_first_task(count)
+            lines, logged_tasks = workers.lines_since_running(count)
         finally:
             await workers.stop()
         left = await queue_depth(d.queue)
