@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import broker, report, scenarios_peers, scenarios_raw, scenarios_taskq
+from . import broker, log_guard, report, scenarios_peers, scenarios_raw, scenarios_taskq
 from . import harness as h
 
 SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout", "memory"]
@@ -106,6 +106,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "process has run a task (polled every 5 ms) and again after the last task; divided by "
         "the tasks done in between. The broker is shared: its figure includes other clients."
     )
+    meta["log_guard"] = (
+        "lines the worker processes wrote to stdout/stderr from the moment every one of them "
+        "had run a task to the last task (log_lines); a drain with >= 1 line per "
+        f"{log_guard.TASKS_PER_LINE} tasks (and >= {log_guard.MIN_LINES}) is invalid, "
+        "reported and left out of every comparison"
+    )
     meta["args"] = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "markdown")}
     h.progress(
         f"machine: {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, Python "
@@ -135,6 +141,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "(figure unreliable)"
         for r in results
         if r.extra.get("broker_restarted")
+    ]
+    notes += [
+        f"{r.system} {r.scenario} [{r.variant}]: {r.invalid} (left out of every comparison)"
+        for r in results
+        if r.invalid
     ]
     report.add_fractions(results)
     meta["notes"] = notes

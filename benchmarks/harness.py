@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import cpu
+from . import cpu, log_guard
 from .bench_apps import counter
 from .broker import BROKER_DOWN, BrokerWatch, check_broker, purge, queue_depth, wait_for_broker
 
@@ -44,6 +44,8 @@ class Result:
     fraction_of_ceiling: float | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     failed: bool = False
+    invalid: str = ""
+    """Why the figure does not count ("" when it does): see ``log_guard``."""
     role: str = ""
     """What the row stands for in the ratios: taskq's "headline" figure of its scenario (and
     "batch", "c64", "no-reply", "redis"), raw's "ceiling", a peer's "default" or "tuned"."""
@@ -51,6 +53,11 @@ class Result:
     @property
     def p50(self) -> float | None:
         return self.latency_ms["p50"] if self.latency_ms else None
+
+    @property
+    def usable(self) -> bool:
+        """Measured and valid: a row that may enter a comparison."""
+        return not self.failed and not self.invalid
 
 
 @dataclasses.dataclass
@@ -205,11 +212,14 @@ class Workers:
         self.counters = CounterDir()
         self.logs: list[Path] = []
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.running_mark: tuple[int, int] | None = None
+        """(log lines, tasks done) once every process has run a task: the log guard's start."""
         full_env = {
             **os.environ,
             **env,
             "BENCH_COUNTER_DIR": self.counters.path,
             "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",  # a line written is in the log file at once (log guard)
         }
         self.started_ns = time.monotonic_ns()
         for command in commands:
@@ -253,9 +263,20 @@ class Workers:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no task done after {timeout:.0f} s:\n{self.output()}")
             await asyncio.sleep(0.005)
+        # from here, a process's startup lines (a second worker's banner) are behind it
+        self.running_mark = (self.log_lines(), count)
         if tasks - count < tasks / 10:
             return 0, idle
         return count, cpu.Sample(self.pids)
+
+    def log_lines(self) -> int:
+        """Lines the workers have written to stdout/stderr so far."""
+        return log_guard.count_lines(self.logs)
+
+    def lines_since_running(self, count: int) -> tuple[int, int]:
+        """(lines written, tasks done) since every process ran a task, ``count`` done now."""
+        lines, done = self.running_mark or (0, 0)
+        return self.log_lines() - lines, count - done
 
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.logs if p.exists())
@@ -383,6 +404,8 @@ async def measure_drain(
     task (imports, connect, declare) is ``startup_s``. CPU per task: worker trees and broker,
     from the moment every worker process has run a task to the last task, divided by the tasks
     done in between. After the workers stop, the queue must be empty (``left_in_queue``).
+    Lines the workers wrote from then to the last task are ``log_lines``; too many make the row
+    invalid (``log_guard``).
     A failure gives a failed row (and purges the queue); a broker restart, another try.
     """
     label = f"{d.system} {d.scenario} [{d.variant}]"
@@ -405,6 +428,7 @@ async def _drain_once(d: Drain, tasks: int, prequeue: Callable[[int], Awaitable[
             start_count, before = await workers.wait_running(d.processes, tasks, timeout)
             count, first, last = await workers.wait_count(tasks, label, timeout)
             after = cpu.Sample(workers.pids)
+            lines, logged_tasks = workers.lines_since_running(count)
         finally:
             await workers.stop()
         left = await queue_depth(d.queue)
@@ -413,7 +437,7 @@ async def _drain_once(d: Drain, tasks: int, prequeue: Callable[[int], Awaitable[
             await purge(d.queue)
         return failed(d.system, d.scenario, d.variant, d.config, tasks, exc, d.role)
     window = count - start_count
-    return rate(
+    row = rate(
         d.system,
         d.scenario,
         d.variant,
@@ -426,5 +450,10 @@ async def _drain_once(d: Drain, tasks: int, prequeue: Callable[[int], Awaitable[
         left_in_queue=left,
         processes=d.processes,
         cpu_window_tasks=window,
+        log_lines=lines,
         **cpu.per_task_us(before, after, window),
     )
+    row.invalid = log_guard.invalid_reason(lines, logged_tasks)
+    if row.invalid:
+        progress(f"{label}: {row.invalid}")
+    return row

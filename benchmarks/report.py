@@ -17,11 +17,11 @@ def add_fractions(results: list[Result]) -> None:
     """Fill ``fraction_of_ceiling``: rate / raw rate, or raw p50 / p50 for latencies, against
     raw's "ceiling" row of the scenario (so 1.0 is the ceiling and lower is worse, always)."""
     ceilings = {
-        r.scenario: r for r in results if r.system == "raw" and r.role == "ceiling" and not r.failed
+        r.scenario: r for r in results if r.system == "raw" and r.role == "ceiling" and r.usable
     }
     for r in results:
         ceiling = ceilings.get(r.scenario)
-        if ceiling is None or r.failed:
+        if ceiling is None or not r.usable:
             continue
         if r.p50 and ceiling.p50:
             r.fraction_of_ceiling = ceiling.p50 / r.p50
@@ -85,6 +85,8 @@ def table(results: list[Result]) -> str:
         lat = "{p50:.2f} / {p90:.2f} / {p99:.2f}".format(**r.latency_ms) if r.latency_ms else ""
         frac = f"{r.fraction_of_ceiling:.2f}" if r.fraction_of_ceiling is not None else ""
         speed = "failed" if r.failed else (f"{r.tasks_per_s:,.0f}" if r.tasks_per_s else "")
+        if r.invalid:
+            speed += " (invalid: see the notes)"
         rows.append(
             [
                 r.scenario,
@@ -105,20 +107,22 @@ def table(results: list[Result]) -> str:
 
 
 def find(results: list[Result], system: str, scenario: str, role: str) -> Result | None:
-    """The measured row of ``system`` in ``scenario`` with ``role`` (None: not run or failed)."""
+    """The measured row of ``system`` in ``scenario`` with ``role`` (None: not run, failed or
+    invalid)."""
     return next(
         (
             r
             for r in results
-            if (r.system, r.scenario, r.role) == (system, scenario, role) and not r.failed
+            if (r.system, r.scenario, r.role) == (system, scenario, role) and r.usable
         ),
         None,
     )
 
 
 def best(results: list[Result], system: str, scenario: str) -> Result | None:
-    """The best configuration of ``system`` in ``scenario``: highest rate, or lowest p50."""
-    rows = [r for r in results if r.system == system and r.scenario == scenario and not r.failed]
+    """The best valid configuration of ``system`` in ``scenario``: highest rate, or lowest p50
+    (failed and invalid rows never count)."""
+    rows = [r for r in results if r.system == system and r.scenario == scenario and r.usable]
     if not rows:
         return None
     if scenario == "roundtrip":
@@ -370,12 +374,10 @@ def plot(results: list[Result], meta: dict[str, Any], path: str) -> None:
     throughput = [
         r
         for r in results
-        if r.latency_ms is None and r.tasks_per_s and r.scenario != "memory" and not r.failed
+        if r.latency_ms is None and r.tasks_per_s and r.scenario != "memory" and r.usable
     ]
     lat = [
-        r
-        for r in results
-        if r.latency_ms is not None and r.scenario == "roundtrip" and not r.failed
+        r for r in results if r.latency_ms is not None and r.scenario == "roundtrip" and r.usable
     ]
     groups = list(dict.fromkeys(r.scenario for r in throughput))
     fig, axes = plt.subplots(1, 2, figsize=(26, 8), gridspec_kw={"width_ratios": [4, 1]})

@@ -233,6 +233,9 @@ def _taskiq(workers: int, *args: str) -> Callable[[str], list[list[str]]]:
             "benchmarks.bench_apps.taskiq_app:broker",
             "--workers",
             str(workers),
+            # its default, INFO, logs "Executing task" for every message (receiver.py)
+            "--log-level",
+            "WARNING",
             *args,
         ]
     ]
@@ -240,7 +243,8 @@ def _taskiq(workers: int, *args: str) -> Callable[[str], list[list[str]]]:
 
 TASKIQ_COMMON = (
     "taskiq-aio-pika, classic queue (its default is quorum), persistent, "
-    "confirms on, ack when saved (default), uvloop"
+    "confirms on, ack when saved (default), uvloop, --log-level WARNING (its default INFO "
+    "logs a line per task)"
 )
 
 

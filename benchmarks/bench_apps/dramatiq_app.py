@@ -2,7 +2,9 @@
 
 With BENCH_REDIS_PREFIX set, the Results middleware stores every result in a RedisBackend at
 BENCH_REDIS (default redis://127.0.0.1:6379/0) under keys prefixed with BENCH_REDIS_PREFIX
-(``namespace`` with ``use_namespace_prefix_keys``), so the harness can delete them.
+(``namespace`` with ``use_namespace_prefix_keys``), so the harness can delete them. Without it
+the actor returns None, as Dramatiq intends: a value returned with no Results middleware is
+discarded with a WARNING logged for every message (dramatiq/worker.py, ``process_message``).
 
 Run: dramatiq benchmarks.bench_apps.dramatiq_app --processes 1 --threads 8 -Q $BENCH_QUEUE
 Its prefetch is Dramatiq's own setting: the environment variable ``dramatiq_queue_prefetch``,
@@ -42,6 +44,6 @@ dramatiq.set_broker(broker)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, **actor_options)
-def noop(i: int) -> int:
+def noop(i: int) -> int | None:
     hit()
-    return i
+    return i if backend is not None else None
