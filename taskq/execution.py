@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from . import outcome as oc
@@ -130,15 +131,15 @@ class Executor:
             return oc.Decision(envelope, oc.Skip())
         started = None
         if recorder.wanted(envelope):
-            started = asyncio.get_running_loop().call_later(
-                STARTED_AFTER, self._report_started, envelope
+            started = DeferredStarted(
+                lambda: recorder.record(envelope, TaskStatus.STARTED), self._notices
             )
         self.active[envelope.task_id] = ActiveTask(
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.args, envelope.kwargs, time.time(),
         )  # fmt: skip
         self.events.started(envelope)
-        token = set_current(self._context(envelope))
+        token = set_current(self._context(envelope, started))
         began = time.monotonic()
         try:
             outcome = await self._outcome(task, envelope, args, kwargs)
@@ -171,15 +172,10 @@ class Executor:
             error = RuntimeError(f"task raised CancelledError: {exc}")
             return oc.from_exception(error, envelope.attempt, policy)
 
-    def _report_started(self, envelope: Envelope) -> None:
-        # Best effort, like every non-terminal AMQP status: a STARTED that arrives after the
-        # outcome is ignored by the receiver (statuses never move backwards).
-        notice = asyncio.ensure_future(self.recorder.record(envelope, TaskStatus.STARTED))
-        self._notices.add(notice)
-        notice.add_done_callback(self._notices.discard)
-
-    def _context(self, envelope: Envelope) -> TaskContext:
+    def _context(self, envelope: Envelope, started: DeferredStarted | None) -> TaskContext:
         async def report(fraction: float, message: str | None) -> None:
+            if started is not None:
+                await started.settle()
             await self.recorder.record(envelope, TaskStatus.STARTED, progress=(fraction, message))
 
         return TaskContext(
@@ -236,3 +232,39 @@ class Executor:
     def close(self) -> None:
         """Stop the thread pool (threads still running a timed-out task run on)."""
         self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+class DeferredStarted:
+    """The STARTED record of one run, made ``STARTED_AFTER`` seconds in (a task that ends
+    sooner records only its outcome), and kept ahead of the run's progress reports.
+
+    A progress report is a STARTED record with progress; a plain STARTED written after it
+    (same attempt, same rank) would erase the progress, so a report first cancels the
+    timer, or waits for the STARTED write already under way.
+    """
+
+    def __init__(
+        self, record: Callable[[], Awaitable[None]], notices: set[asyncio.Future[None]]
+    ) -> None:
+        self._record = record
+        self._notices = notices
+        self._notice: asyncio.Future[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(STARTED_AFTER, self._fire)
+
+    def _fire(self) -> None:
+        # Best effort, like every non-terminal AMQP status: a STARTED that arrives after the
+        # outcome is ignored by the receiver (statuses never move backwards).
+        notice = self._notice = asyncio.ensure_future(self._record())
+        self._notices.add(notice)
+        notice.add_done_callback(self._notices.discard)
+
+    def cancel(self) -> None:
+        """The run ended: no STARTED record from now on."""
+        self._timer.cancel()
+
+    async def settle(self) -> None:
+        """Before a progress report: no STARTED from now on, and the one sent has landed."""
+        self._timer.cancel()
+        if self._notice is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._notice)

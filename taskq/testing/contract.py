@@ -392,6 +392,14 @@ def _app(contract: Contract, name: str, gate: asyncio.Event, calls: list[str]) -
         return Point(x=p.y, y=p.x)
 
     @app.task
+    async def reports_early() -> str:
+        await current().progress(0.25, "early")
+        await asyncio.sleep(0.3)  # the task's own work, past the worker's deferred STARTED
+        calls.append("reported early")
+        await gate.wait()
+        return "done"
+
+    @app.task
     async def gated(report: bool) -> str:
         if report:
             await current().progress(0.5, "half way")
@@ -489,6 +497,27 @@ async def statuses_progress_and_retries_are_visible(contract: Contract) -> None:
         assert await handle.result(timeout=20) == "done"
         assert await flaky.result(timeout=20) == 2
         assert await handle.status() is TaskStatus.SUCCESS
+
+
+@_check("app", durable=False)
+async def progress_reported_early_is_kept(contract: Contract) -> None:
+    """Progress reported at once stays visible: the worker's deferred STARTED record (made a
+    moment into every run) must not overwrite it with a STARTED without progress."""
+    async with running(contract) as pair:
+        handle = await pair.client.tasks["reports_early"].delay()
+
+        async def past_the_deferred_started() -> bool:
+            return "reported early" in pair.calls
+
+        await eventually(past_the_deferred_started, what="the task to pass its own work")
+        info = await handle.info()
+        assert (info.status, info.progress, info.progress_message) == (
+            TaskStatus.STARTED,
+            0.25,
+            "early",
+        ), info
+        pair.gate.set()
+        assert await handle.result(timeout=20) == "done"
 
 
 @_check("app", durable=True)
