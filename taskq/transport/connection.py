@@ -28,7 +28,7 @@ from pamqp import commands, header
 from pamqp.base import Frame as PamqpFrame
 
 from ..exceptions import BrokerUnavailable
-from . import frames
+from . import frames, refusals
 from .endpoints import Endpoint, describe_tls_failure
 from .wire import Delivery, acker_of
 
@@ -57,6 +57,10 @@ class Returned(Exception):
 
 class Nacked(Exception):
     """The broker nacked a publish (it could not take responsibility for it)."""
+
+
+Pending = tuple[asyncio.Future[None], str | None, str, int]
+"""An unconfirmed publish: its confirm, message ID (if mandatory), exchange and body size."""
 
 
 def _closed_by(close: commands.Channel.Close | commands.Connection.Close) -> ChannelClosed:
@@ -89,7 +93,7 @@ class Channel:
         self._seq = 0
         # Publishes awaiting their confirm, by sequence number, and those numbers in order (a
         # multiple ack settles every one up to its tag; single acks may come in any order).
-        self._unconfirmed: dict[int, tuple[asyncio.Future[None], str | None]] = {}
+        self._unconfirmed: dict[int, Pending] = {}
         self._order: collections.deque[int] = collections.deque()
         self._returned: dict[str, int] = {}  # message ID -> reply code, until its confirm
 
@@ -196,10 +200,8 @@ class Channel:
             if entry is not None:  # else settled by a single ack already
                 self._settle(entry, failure)
 
-    def _settle(
-        self, entry: tuple[asyncio.Future[None], str | None], failure: Exception | None
-    ) -> None:
-        future, message_id = entry
+    def _settle(self, entry: Pending, failure: Exception | None) -> None:
+        future, message_id, _, _ = entry
         code = self._returned.pop(message_id, None) if message_id is not None else None
         if code is not None and failure is None:
             failure = Returned(f"returned: {code} (no queue bound for it)")
@@ -219,14 +221,28 @@ class Channel:
             self._reply.set_exception(exc)
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         self._order.clear()
-        for future, _ in unconfirmed.values():
-            if not future.done():
-                future.set_exception(exc)
+        self._fail_unconfirmed(list(unconfirmed.values()), exc)
         if not self.closing.done():
             self.closing.set_result(exc)
         if not self.consumer_stopped.done():
             self.consumer_stopped.set_result(f"channel closed: {exc}")
         self.connection.forget(self.number)
+
+    def _fail_unconfirmed(self, pending: list[Pending], exc: ChannelClosed) -> None:
+        """Fail the confirms the channel took with it. When the broker closed it to refuse
+        one publish, only that one gets the refusal; the others get a ChannelClosed without a
+        reply code, as after a lost connection: they were not refused, so their publishers send
+        them again on a new channel (at-least-once: one that was routed may then arrive twice).
+        """
+        pending = [entry for entry in pending if not entry[0].done()]
+        refused = refusals.blamed(exc.code, str(exc), [(e[2], e[3]) for e in pending])
+        for index, (future, *_) in enumerate(pending):
+            if refused is None or index == refused:
+                future.set_exception(exc)
+            else:
+                future.set_exception(ChannelClosed(
+                    f"not confirmed: channel {self.number} was closed for another publish ({exc})"
+                ))  # fmt: skip
 
     async def close(self) -> None:
         """Close the channel (idempotent); what it held unacked goes back to its queues."""
@@ -304,7 +320,8 @@ class Channel:
             return None
         self._seq += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._unconfirmed[self._seq] = (future, props.get("message_id") if mandatory else None)
+        message_id = props.get("message_id") if mandatory else None
+        self._unconfirmed[self._seq] = (future, message_id, exchange, len(body))
         self._order.append(self._seq)
         return future
 

@@ -155,7 +155,7 @@ class Transport:
                         f"{exc}; the broker did not come back within publish_timeout "
                         f"({timeout:g} s)"
                     ) from exc
-                log.warning("%s interrupted (%s); retrying after reconnect", what, exc)
+                log.warning("%s interrupted (%s); trying again", what, exc)
 
     async def _rpc(self, request: Any, *, after: Sequence[Any] = ()) -> Any:
         """One method on the declaring channel (after ``after``, sent first with nowait),
