@@ -40,6 +40,12 @@ CLOSE_TIMEOUT = 5.0
 NOT_FOUND = 404
 ACCESS_REFUSED = 403
 RESOURCE_LOCKED = 405
+UNCONFIRMED_LIMIT = 1 << 20
+"""Bytes a connection may hold for its socket, while the socket takes no more, before
+unconfirmed publishes (events, status notifications) are dropped instead of written."""
+FLUSH_AT = 1 << 18
+"""Bytes written in one event-loop turn after which they go to the socket at once: the
+socket then says within the turn when it takes no more (``pause_writing``)."""
 
 
 class ChannelClosed(ConnectionError):
@@ -346,7 +352,10 @@ class Connection(asyncio.Protocol):
         self._beats: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[None] = loop.create_future()
         self._out: list[bytes] = []
+        self._out_size = 0
         self._flush_scheduled = False
+        self._writable = asyncio.Event()
+        self._writable.set()
         self.blocked = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -372,6 +381,16 @@ class Connection(asyncio.Protocol):
             self._fail(ChannelClosed(f"protocol error: {exc!r}"))
             return
         self._buffer = bytearray(buffer[used:]) if used < len(buffer) else bytearray()
+
+    def pause_writing(self) -> None:
+        # asyncio: the socket's buffer passed its high-water mark (the peer does not read, e.g.
+        # RabbitMQ blocked this connection on a memory alarm).
+        self._writable.clear()
+        log.debug("connection %s: writing paused", self.name)
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+        log.debug("connection %s: writing resumed", self.name)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ChannelClosed(f"connection lost: {exc or 'closed by the broker'}"))
@@ -412,16 +431,43 @@ class Connection(asyncio.Protocol):
         one write at its end (a socket write costs far more than joining bytes). Nothing
         happens once the connection is lost."""
         self._out.append(data)
-        if not self._flush_scheduled:
+        self._out_size += len(data)
+        if self._out_size >= FLUSH_AT:
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        data, self._out = self._out, []
+        data, self._out, self._out_size = self._out, [], 0
         transport = self._transport
         if transport is not None and not transport.is_closing() and data:
             transport.write(data[0] if len(data) == 1 else b"".join(data))
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the socket (this process's memory)."""
+        transport = self._transport
+        held = transport.get_write_buffer_size() if transport is not None else 0
+        return held + self._out_size
+
+    @property
+    def paused(self) -> bool:
+        """Whether the socket takes no more for now (until ``resume_writing``)."""
+        return not self._writable.is_set()
+
+    def has_room(self) -> bool:
+        """Whether an unconfirmed publish may be written now: always while the socket takes
+        what is written; while it does not, until ``UNCONFIRMED_LIMIT`` bytes wait."""
+        return self._writable.is_set() or self.buffered < UNCONFIRMED_LIMIT
+
+    async def writable(self) -> None:
+        """Wait until the socket takes writes again (ChannelClosed if the connection is
+        lost meanwhile): confirmed publishes wait here instead of piling up in memory."""
+        await self._writable.wait()
+        if self.closed.done():
+            raise self.closed.result()
 
     def forget(self, number: int) -> None:
         """Drop a closed channel."""
@@ -505,6 +551,7 @@ class Connection(asyncio.Protocol):
         if self.closed.done():
             return
         self.closed.set_result(exc)
+        self._writable.set()  # wakes the publishers waiting in writable(): they find it lost
         for channel in list(self._channels.values()):
             channel.closed(exc)
         if self._beats is not None:

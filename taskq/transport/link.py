@@ -72,6 +72,12 @@ class Link:
         """Whether the connection is up now."""
         return self._connection is not None and not self._connection.closed.done()
 
+    @property
+    def current(self) -> Connection | None:
+        """The connection now, or None between a loss and the reconnect."""
+        connection = self._connection
+        return connection if connection is not None and not connection.closed.done() else None
+
     async def start(self) -> None:
         """Connect (BrokerUnavailable if the broker cannot be reached now)."""
         self._connection, self._at = await connect_any(self.endpoints, self.name, self._timeout)
