@@ -173,9 +173,12 @@ class Transport:
 
         return await self._patiently(type(request).__name__, attempt)
 
-    async def declare_work_queue(self, queue: str) -> None:
+    async def declare_work_queue(self, queue: str, *, again: bool = False) -> None:
         """Declare (idempotently) everything a work queue needs: its exchange, dead-letter
-        exchange and ``.dead`` queue, and its binding from the delay levels' delivery exchange."""
+        exchange and ``.dead`` queue, and its binding from the delay levels' delivery exchange.
+        Once per transport, unless ``again`` (it was deleted since: a publish came back)."""
+        if again:
+            self._declared.discard(queue)
         if queue in self._declared:
             return
         async with self._declare_lock:

@@ -10,24 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from taskq import App, PublishError, TaskHandle
 from taskq.message import OutgoingMessage
-from tests.support import BROKER, queue_messages
+from tests.support import queue_messages
 
 VALID = 15
-
-
-@pytest.fixture
-def app(prefix: str, topology_cleanup: set[str]) -> App:
-    app = App("refused", broker=BROKER, prefix=prefix)
-
-    @app.task
-    async def add(x: int, y: int) -> int:
-        return x + y
-
-    return app
 
 
 async def test_one_refused_publish_fails_alone_and_its_neighbours_are_confirmed(
