@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import inspect
+import logging
 import math
 import random
 import time
@@ -14,7 +15,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import codec, events, topology
 from .context import current_or_none
-from .exceptions import ConfigurationError, LifecycleError, TaskRegistrationError
+from .exceptions import ConfigurationError, LifecycleError, PublishError, TaskRegistrationError
 from .handle import TaskHandle
 from .message import Envelope, OutgoingMessage
 from .periodic.entry import CatchUp, PeriodicEntry, make_entry
@@ -29,6 +30,7 @@ from .sync import SyncClient
 from .task import SendOptions, Task, TaskCall, TaskConfig
 from .transport import Transport
 
+log = logging.getLogger("taskq.app")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -404,7 +406,17 @@ class App:
     ) -> TaskHandle[Any]:
         send = await self._prepare(task, options, args, kwargs)
         await events.sent(self, send.envelope)  # first: it must come before task.received
-        await self.transport.publish(send.exchange, send.routing_key, send.message)
+        try:
+            await self.transport.publish(send.exchange, send.routing_key, send.message)
+        except PublishError as exc:
+            if not exc.unroutable or send.exchange != self.names.exchange:
+                raise
+            # The queue was deleted after this App declared it (declarations are made once
+            # per connection): declare it again and send once more. A returned message went
+            # nowhere, so this sends no copy.
+            log.warning("%s; declaring queue %r again", exc, send.envelope.queue)
+            await self.transport.declare_work_queue(send.envelope.queue, again=True)
+            await self.transport.publish(send.exchange, send.routing_key, send.message)
         return send.handle
 
     async def send_many(self, calls: Iterable[SendItem]) -> list[TaskHandle[Any]]:

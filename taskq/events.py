@@ -15,7 +15,10 @@ and ``task.dead-lettered`` too when the task ran.
 Events are telemetry, not records: published unconfirmed, non-persistent and non-mandatory
 (an event nobody listens to is dropped by the exchange). The worker's hot path only appends to
 a bounded buffer; a flusher task publishes it. When the buffer is full the oldest events are
-dropped and counted, so a blocked broker connection never slows tasks down.
+dropped and counted, so a blocked broker connection never slows tasks down. Nor does it make
+the process hold more than a bounded amount for the socket: while RabbitMQ reads nothing (a
+memory alarm), events that find about 1 MiB waiting are dropped by the transport and counted
+too (``events_dropped`` in the worker's stats).
 
 Publishing is opt-in (``events=True`` setting, ``taskq-worker --events``): it costs a few
 publishes per task (docs/operations/monitoring.md has the measured cost). The observation
@@ -221,7 +224,7 @@ class WorkerEvents:
         while self._buffer:
             batch = [(m.type or "", m) for m in self._buffer]
             self._buffer.clear()
-            await transport.emit(exchange, batch)
+            self.dropped += await transport.emit(exchange, batch)
 
 
 async def _wait_any(first: asyncio.Event, second: asyncio.Event, *, timeout: float) -> None:

@@ -17,7 +17,9 @@ class TcpProxy:
     ``cut()`` drops every open connection at once (both sides, as a reset); ``freeze()`` turns
     the open ones into black holes (they stay open, and what is sent on them is dropped, as on
     a dead network path); while ``refusing`` is set (``refuse()``/``restore()``), new
-    connections are closed as soon as they are accepted.
+    connections are closed as soon as they are accepted. ``stall()`` stops reading what
+    clients send (as a broker that blocked their connections does) until ``unstall()``: the
+    kernel buffers fill and the client's socket stops taking writes.
 
     ``amqp_base`` is the URL of the AMQP server behind it: ``amqp_url()`` keeps its
     credentials, vhost and options.
@@ -38,6 +40,8 @@ class TcpProxy:
         self._pipes: set[asyncio.Task[None]] = set()
         self._pairs: set[Pair] = set()
         self._frozen: set[Pair] = set()
+        self._reading = asyncio.Event()
+        self._reading.set()
 
     def redis_url(self, db: int = 0) -> str:
         """A redis:// URL through this proxy."""
@@ -66,16 +70,21 @@ class TcpProxy:
             return
         pair = (writer, up_writer)
         self._pairs.add(pair)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            pipe = asyncio.ensure_future(self._pipe(source, sink, pair))
+        for source, sink, stalls in ((reader, up_writer, True), (up_reader, writer, False)):
+            pipe = asyncio.ensure_future(self._pipe(source, sink, pair, stalls=stalls))
             self._pipes.add(pipe)
             pipe.add_done_callback(self._pipes.discard)
 
     async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, pair: Pair
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, pair: Pair, *, stalls: bool
     ) -> None:
         try:
-            while data := await source.read(65536):
+            while True:
+                if stalls:
+                    await self._reading.wait()
+                data = await source.read(65536)
+                if not data:
+                    break
                 if pair in self._frozen:
                     continue
                 sink.write(data)
@@ -102,6 +111,14 @@ class TcpProxy:
         """Silently drop all traffic on every open connection from now on; return how many."""
         self._frozen |= self._pairs
         return len(self._pairs)
+
+    def stall(self) -> None:
+        """Stop reading from the clients (what the server sends still reaches them)."""
+        self._reading.clear()
+
+    def unstall(self) -> None:
+        """Read from the clients again."""
+        self._reading.set()
 
     def refuse(self) -> int:
         """Close new connections at once until ``restore()``, and cut the open ones."""

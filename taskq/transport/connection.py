@@ -28,7 +28,7 @@ from pamqp import commands, header
 from pamqp.base import Frame as PamqpFrame
 
 from ..exceptions import BrokerUnavailable
-from . import frames
+from . import frames, refusals
 from .endpoints import Endpoint, describe_tls_failure
 from .wire import Delivery, acker_of
 
@@ -40,6 +40,12 @@ CLOSE_TIMEOUT = 5.0
 NOT_FOUND = 404
 ACCESS_REFUSED = 403
 RESOURCE_LOCKED = 405
+UNCONFIRMED_LIMIT = 1 << 20
+"""Bytes a connection may hold for its socket, while the socket takes no more, before
+unconfirmed publishes (events, status notifications) are dropped instead of written."""
+FLUSH_AT = 1 << 18
+"""Bytes written in one event-loop turn after which they go to the socket at once: the
+socket then says within the turn when it takes no more (``pause_writing``)."""
 
 
 class ChannelClosed(ConnectionError):
@@ -57,6 +63,10 @@ class Returned(Exception):
 
 class Nacked(Exception):
     """The broker nacked a publish (it could not take responsibility for it)."""
+
+
+Pending = tuple[asyncio.Future[None], str | None, str, int]
+"""An unconfirmed publish: its confirm, message ID (if mandatory), exchange and body size."""
 
 
 def _closed_by(close: commands.Channel.Close | commands.Connection.Close) -> ChannelClosed:
@@ -89,7 +99,7 @@ class Channel:
         self._seq = 0
         # Publishes awaiting their confirm, by sequence number, and those numbers in order (a
         # multiple ack settles every one up to its tag; single acks may come in any order).
-        self._unconfirmed: dict[int, tuple[asyncio.Future[None], str | None]] = {}
+        self._unconfirmed: dict[int, Pending] = {}
         self._order: collections.deque[int] = collections.deque()
         self._returned: dict[str, int] = {}  # message ID -> reply code, until its confirm
 
@@ -196,10 +206,8 @@ class Channel:
             if entry is not None:  # else settled by a single ack already
                 self._settle(entry, failure)
 
-    def _settle(
-        self, entry: tuple[asyncio.Future[None], str | None], failure: Exception | None
-    ) -> None:
-        future, message_id = entry
+    def _settle(self, entry: Pending, failure: Exception | None) -> None:
+        future, message_id, _, _ = entry
         code = self._returned.pop(message_id, None) if message_id is not None else None
         if code is not None and failure is None:
             failure = Returned(f"returned: {code} (no queue bound for it)")
@@ -219,14 +227,28 @@ class Channel:
             self._reply.set_exception(exc)
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
         self._order.clear()
-        for future, _ in unconfirmed.values():
-            if not future.done():
-                future.set_exception(exc)
+        self._fail_unconfirmed(list(unconfirmed.values()), exc)
         if not self.closing.done():
             self.closing.set_result(exc)
         if not self.consumer_stopped.done():
             self.consumer_stopped.set_result(f"channel closed: {exc}")
         self.connection.forget(self.number)
+
+    def _fail_unconfirmed(self, pending: list[Pending], exc: ChannelClosed) -> None:
+        """Fail the confirms the channel took with it. When the broker closed it to refuse
+        one publish, only that one gets the refusal; the others get a ChannelClosed without a
+        reply code, as after a lost connection: they were not refused, so their publishers send
+        them again on a new channel (at-least-once: one that was routed may then arrive twice).
+        """
+        pending = [entry for entry in pending if not entry[0].done()]
+        refused = refusals.blamed(exc.code, str(exc), [(e[2], e[3]) for e in pending])
+        for index, (future, *_) in enumerate(pending):
+            if refused is None or index == refused:
+                future.set_exception(exc)
+            else:
+                future.set_exception(ChannelClosed(
+                    f"not confirmed: channel {self.number} was closed for another publish ({exc})"
+                ))  # fmt: skip
 
     async def close(self) -> None:
         """Close the channel (idempotent); what it held unacked goes back to its queues."""
@@ -304,7 +326,8 @@ class Channel:
             return None
         self._seq += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._unconfirmed[self._seq] = (future, props.get("message_id") if mandatory else None)
+        message_id = props.get("message_id") if mandatory else None
+        self._unconfirmed[self._seq] = (future, message_id, exchange, len(body))
         self._order.append(self._seq)
         return future
 
@@ -329,7 +352,10 @@ class Connection(asyncio.Protocol):
         self._beats: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[None] = loop.create_future()
         self._out: list[bytes] = []
+        self._out_size = 0
         self._flush_scheduled = False
+        self._writable = asyncio.Event()
+        self._writable.set()
         self.blocked = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -355,6 +381,16 @@ class Connection(asyncio.Protocol):
             self._fail(ChannelClosed(f"protocol error: {exc!r}"))
             return
         self._buffer = bytearray(buffer[used:]) if used < len(buffer) else bytearray()
+
+    def pause_writing(self) -> None:
+        # asyncio: the socket's buffer passed its high-water mark (the peer does not read, e.g.
+        # RabbitMQ blocked this connection on a memory alarm).
+        self._writable.clear()
+        log.debug("connection %s: writing paused", self.name)
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+        log.debug("connection %s: writing resumed", self.name)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ChannelClosed(f"connection lost: {exc or 'closed by the broker'}"))
@@ -395,16 +431,43 @@ class Connection(asyncio.Protocol):
         one write at its end (a socket write costs far more than joining bytes). Nothing
         happens once the connection is lost."""
         self._out.append(data)
-        if not self._flush_scheduled:
+        self._out_size += len(data)
+        if self._out_size >= FLUSH_AT:
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        data, self._out = self._out, []
+        data, self._out, self._out_size = self._out, [], 0
         transport = self._transport
         if transport is not None and not transport.is_closing() and data:
             transport.write(data[0] if len(data) == 1 else b"".join(data))
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the socket (this process's memory)."""
+        transport = self._transport
+        held = transport.get_write_buffer_size() if transport is not None else 0
+        return held + self._out_size
+
+    @property
+    def paused(self) -> bool:
+        """Whether the socket takes no more for now (until ``resume_writing``)."""
+        return not self._writable.is_set()
+
+    def has_room(self) -> bool:
+        """Whether an unconfirmed publish may be written now: always while the socket takes
+        what is written; while it does not, until ``UNCONFIRMED_LIMIT`` bytes wait."""
+        return self._writable.is_set() or self.buffered < UNCONFIRMED_LIMIT
+
+    async def writable(self) -> None:
+        """Wait until the socket takes writes again (ChannelClosed if the connection is
+        lost meanwhile): confirmed publishes wait here instead of piling up in memory."""
+        await self._writable.wait()
+        if self.closed.done():
+            raise self.closed.result()
 
     def forget(self, number: int) -> None:
         """Drop a closed channel."""
@@ -488,6 +551,7 @@ class Connection(asyncio.Protocol):
         if self.closed.done():
             return
         self.closed.set_result(exc)
+        self._writable.set()  # wakes the publishers waiting in writable(): they find it lost
         for channel in list(self._channels.values()):
             channel.closed(exc)
         if self._beats is not None:

@@ -31,7 +31,7 @@ from ..exceptions import BrokerError, LifecycleError, PublishError
 from ..message import OutgoingMessage
 from ..redact import redact_url
 from ..settings import Settings
-from .connection import NOT_FOUND, Channel, ChannelClosed, Nacked, Returned
+from .connection import NOT_FOUND, UNCONFIRMED_LIMIT, Channel, ChannelClosed, Nacked, Returned
 from .errors import PRECONDITION_FAILED, broker_error, is_refusal, mapped
 from .lease import Lease
 from .link import ChannelSlot, Link
@@ -77,6 +77,10 @@ class Transport:
         self._declare_lock = asyncio.Lock()
         self._handlers: set[asyncio.Task[None]] = set()
         self._held: dict[str, Callable[[], Awaitable[None]]] = {}
+        self.dropped = 0
+        """Unconfirmed messages (events, status notifications) dropped because the publishing
+        connection's socket took no more and ``UNCONFIRMED_LIMIT`` bytes already waited."""
+        self._dropping = 0  # dropped since the last unconfirmed publish that went out
 
     def __repr__(self) -> str:
         return f"<Transport {redact_url(self.settings.broker)} prefix={self.settings.prefix!r}>"
@@ -155,7 +159,7 @@ class Transport:
                         f"{exc}; the broker did not come back within publish_timeout "
                         f"({timeout:g} s)"
                     ) from exc
-                log.warning("%s interrupted (%s); retrying after reconnect", what, exc)
+                log.warning("%s interrupted (%s); trying again", what, exc)
 
     async def _rpc(self, request: Any, *, after: Sequence[Any] = ()) -> Any:
         """One method on the declaring channel (after ``after``, sent first with nowait),
@@ -169,9 +173,12 @@ class Transport:
 
         return await self._patiently(type(request).__name__, attempt)
 
-    async def declare_work_queue(self, queue: str) -> None:
+    async def declare_work_queue(self, queue: str, *, again: bool = False) -> None:
         """Declare (idempotently) everything a work queue needs: its exchange, dead-letter
-        exchange and ``.dead`` queue, and its binding from the delay levels' delivery exchange."""
+        exchange and ``.dead`` queue, and its binding from the delay levels' delivery exchange.
+        Once per transport, unless ``again`` (it was deleted since: a publish came back)."""
+        if again:
+            self._declared.discard(queue)
         if queue in self._declared:
             return
         async with self._declare_lock:
@@ -338,6 +345,8 @@ class Transport:
                 props = properties(message)
             tried = True
             channel = await slot.get(timeout)
+            if channel.connection.paused:  # the broker reads nothing: wait, do not pile up
+                await channel.connection.writable()
             confirm = channel.publish(exchange, routing_key, message.body, props,
                                       mandatory=mandatory)  # fmt: skip
             assert confirm is not None
@@ -375,26 +384,66 @@ class Transport:
 
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         """Publish a transient, unconfirmed, non-mandatory message on the default exchange
-        (status updates to a reply queue). Replies to a queue that is gone are dropped by design."""
+        (status updates to a reply queue). Replies to a queue that is gone are dropped by design;
+        so are they while the broker reads nothing (see :attr:`dropped`)."""
         await self._unconfirmed("", [(routing_key, message)])
 
-    async def emit(self, exchange: str, messages: Sequence[tuple[str, OutgoingMessage]]) -> None:
+    async def emit(self, exchange: str, messages: Sequence[tuple[str, OutgoingMessage]]) -> int:
         """Publish ``(routing_key, message)`` items unconfirmed and non-mandatory to
-        ``exchange`` (events: telemetry that may be dropped, never waited for). Lost while the
-        connection is down, with a warning."""
-        await self._unconfirmed(exchange, messages)
+        ``exchange`` (events: telemetry that may be dropped, never waited for); return how many
+        were dropped. Lost while the connection is down, with a warning; dropped, counted in
+        :attr:`dropped`, once the broker reads nothing and ``UNCONFIRMED_LIMIT`` bytes wait."""
+        return await self._unconfirmed(exchange, messages)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes this process holds for the publishing connection's socket (0 while it is
+        down): at most about ``UNCONFIRMED_LIMIT`` plus the confirmed publishes under way."""
+        out = self._out
+        connection = out.current if out is not None else None
+        return connection.buffered if connection is not None else 0
 
     async def _unconfirmed(
         self, exchange: str, messages: Sequence[tuple[str, OutgoingMessage]]
-    ) -> None:
+    ) -> int:
+        """Write ``messages`` without waiting for anything; return how many were dropped:
+        all of them while the connection is down, and those that find no room (see
+        Connection.has_room) while the broker reads nothing."""
         slot: ChannelSlot = self._require(self._plain, "notify")
+        sent = 0
         try:
             channel = await slot.get(0)
+            room = channel.connection.has_room
             for routing_key, message in messages:
+                if not room():
+                    break
                 channel.publish(exchange, routing_key, message.body, properties(message),
                                 mandatory=False)  # fmt: skip
+                sent += 1
         except ChannelClosed as exc:
-            log.warning("%d unconfirmed message(s) not sent: %s", len(messages), exc)
+            log.warning("%d unconfirmed message(s) not sent: %s", len(messages) - sent, exc)
+            return len(messages) - sent
+        self._count_dropped(len(messages) - sent)
+        return len(messages) - sent
+
+    def _count_dropped(self, dropped: int) -> None:
+        """Count unconfirmed messages dropped for want of room; log when that starts and
+        when it ends (not each one: it happens in bursts of thousands)."""
+        if dropped:
+            if not self._dropping:
+                log.warning("RabbitMQ reads nothing from %s:publish and %d bytes wait: dropping "
+                            "events and status notifications until it reads again",
+                            self._connection_name, UNCONFIRMED_LIMIT)  # fmt: skip
+            self.dropped += dropped
+            self._dropping += dropped
+        elif self._dropping:
+            log.warning(
+                "%d event(s) and status notification(s) dropped while RabbitMQ read "
+                "nothing from %s:publish",
+                self._dropping,
+                self._connection_name,
+            )
+            self._dropping = 0
 
     # -- consuming ---------------------------------------------------------------------------
 

@@ -15,14 +15,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from .connection import Channel, ChannelClosed, Connection, OnDelivery, connect_any
 from .endpoints import Endpoint
+from .wire import acker_of
 
 log = logging.getLogger("taskq.transport")
 
 RECONNECT_INTERVAL = 1.0
-MAX_RESUBSCRIBE_PAUSE = 30.0
+MAX_RESUBSCRIBE_PAUSE = 5.0
+"""The longest pause between two tries to consume a queue again while its connection is up
+(it was deleted, or its node is down): how long a worker may stay idle once it is back."""
 Prepare = Callable[[Channel], Awaitable[str | None]]
 """Run on a subscription's new channel before it consumes; may return another queue name to
 consume from now on."""
@@ -71,6 +75,12 @@ class Link:
     def connected(self) -> bool:
         """Whether the connection is up now."""
         return self._connection is not None and not self._connection.closed.done()
+
+    @property
+    def current(self) -> Connection | None:
+        """The connection now, or None between a loss and the reconnect."""
+        connection = self._connection
+        return connection if connection is not None and not connection.closed.done() else None
 
     async def start(self) -> None:
         """Connect (BrokerUnavailable if the broker cannot be reached now)."""
@@ -147,6 +157,7 @@ class Link:
         cancelled it, or closed its channel on an error): a worker must not go on looking
         alive while it no longer consumes a queue. A lost connection is left to _keep."""
         reason = await asyncio.shield(channel.consumer_stopped)
+        self._spawn(_retire(channel))
         await self._retry(connection, subscription, channel, reason)
 
     async def _retry(
@@ -226,6 +237,21 @@ class Link:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
+
+
+async def _retire(channel: Channel) -> None:
+    """Close a channel whose consumer the broker cancelled, once every delivery it brought
+    is acked or rejected (running tasks still ack on it): the subscription goes on on a new
+    channel, and one channel left open per cancel would add up on a long-lived connection."""
+    if channel.is_closed:
+        return
+    settled = asyncio.ensure_future(acker_of(channel).settled())
+    either: set[asyncio.Future[Any]] = {settled, channel.closing}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        settled.cancel()
+    await channel.close()
 
 
 class ChannelSlot:

@@ -126,12 +126,26 @@ class Acker:
     Get it with :func:`acker_of`, so that every consumer of a channel shares one.
     """
 
-    __slots__ = ("__weakref__", "_scheduled", "channel", "ledger")
+    __slots__ = ("__weakref__", "_scheduled", "_settled", "channel", "ledger")
 
     def __init__(self, channel: AckChannel) -> None:
         self.channel = channel
         self.ledger = AckLedger()
         self._scheduled = False
+        self._settled: asyncio.Future[None] | None = None
+
+    async def settled(self) -> None:
+        """Wait until every delivery tracked so far is acked or rejected."""
+        while self.ledger.unsettled:
+            if self._settled is None:
+                self._settled = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._settled)
+
+    def _wake(self) -> None:
+        settled = self._settled
+        if settled is not None and not self.ledger.unsettled:
+            self._settled = None
+            settled.set_result(None)
 
     def track(self, tag: int) -> None:
         """A delivery with ``tag`` arrived on this channel."""
@@ -147,6 +161,7 @@ class Acker:
     async def reject(self, tag: int, requeue: bool) -> None:
         """Reject ``tag`` now (never coalesced)."""
         self.ledger.drop(tag)
+        self._wake()
         await self.channel.basic_reject(tag, requeue=requeue)
 
     def _flush(self) -> None:
@@ -154,6 +169,7 @@ class Acker:
         frames = self.ledger.flush()
         if not frames:
             return
+        self._wake()
         try:
             self.channel.write_acks(frames)
         except ConnectionError as exc:

@@ -193,5 +193,9 @@ async def test_missing_exchange_fails_fast_without_duplicating_the_batch(
             return await queue_length(queue) >= 1 and not any(await delay_level_messages(prefix))
 
         await eventually(arrived_and_levels_empty, what="the delayed message to arrive")
-        # Exactly one copy: a second one would mean the failed batch was published again.
-        assert [m.message_id for m in await queue_messages(prefix, queue)] == [delayed]
+        # The delayed message was written before the refused one: its confirm went with the
+        # channel, so it was sent again once (at-least-once, issue 20). More copies would mean
+        # the failed batch was published again and again.
+        copies = [m.message_id for m in await queue_messages(prefix, queue)]
+        assert set(copies) == {delayed}
+        assert len(copies) <= 2
