@@ -35,6 +35,7 @@ from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
 from .message import Envelope
 from .recorder import Recorder
+from .sending import Sender
 from .topology import check_amqp_name, routes
 from .transport import Delivery, Transport
 
@@ -207,7 +208,7 @@ class Worker:
             stopping=lambda: self._state is WorkerState.STOPPING,
         )
         actions = Actions(
-            transport=transport,
+            sender=Sender.over(transport, store),
             names=self.app.names,
             recorder=recorder,
             counters=self.counters,
