@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import outcome as oc
 from .events import WorkerEvents
@@ -28,7 +28,10 @@ from .message import (
 from .recorder import Recorder
 from .results.base import ErrorInfo, TaskStatus
 from .topology import MAX_DELAY_MS, Names, delay_routing_key, split_route
-from .transport import Delivery, Transport
+from .transport import Delivery
+
+if TYPE_CHECKING:
+    from .sending import Sender
 
 log = logging.getLogger("taskq.worker")
 
@@ -46,19 +49,20 @@ class Counters:
 
 
 class Actions:
-    """Records outcomes and acts on the broker for one worker."""
+    """Records outcomes and acts on the broker for one worker (every message it publishes
+    goes out through ``sender.republish``)."""
 
     def __init__(
         self,
         *,
-        transport: Transport,
+        sender: Sender,
         names: Names,
         recorder: Recorder,
         counters: Counters,
         events: WorkerEvents,
         worker: str,
     ) -> None:
-        self.transport = transport
+        self.sender = sender
         self.names = names
         self.recorder = recorder
         self.counters = counters
@@ -94,14 +98,14 @@ class Actions:
             case oc.CountRedelivery(deliveries):
                 assert envelope is not None
                 counted = dataclasses.replace(envelope, deliveries=deliveries)
-                await self.transport.publish(
+                await self.sender.republish(
                     self.names.exchange, delivery.queue, counted.to_message()
                 )
             case oc.Requeue():
                 # Never started: republish it as it came, then ack. A reject would set the
                 # broker's redelivered flag, and the next worker would count a crash for a
                 # task that never ran (a few restarts would dead-letter it as crash-loop).
-                await self.transport.publish(
+                await self.sender.republish(
                     self.names.exchange, delivery.queue, delivery.as_outgoing()
                 )
                 self.counters.requeued += 1
@@ -119,12 +123,12 @@ class Actions:
             envelope, attempt=envelope.attempt + 1, deliveries=0
         ).to_message()
         delay_ms = min(MAX_DELAY_MS, int(delay * 1000))
-        transport = self.transport
+        sender = self.sender
         if delay_ms > 0:
             key = delay_routing_key(delay_ms, envelope.route)  # back to its own partition
-            await transport.publish(self.names.delay_exchange(delay_ms), key, message)
+            await sender.republish(self.names.delay_exchange(delay_ms), key, message)
         else:
-            await transport.publish(self.names.exchange, envelope.route, message)
+            await sender.republish(self.names.exchange, envelope.route, message)
         self.counters.retried += 1
         what = f"retrying in {delay:.3f} s after {error.type}: {error.message}"
         self._log(envelope, runtime, what, logging.INFO)
@@ -149,7 +153,7 @@ class Actions:
             H_WORKER: self.worker,
             H_DEAD_AT: int(time.time() * 1000),
         }
-        await self.transport.publish(self.names.dlx, queue, delivery.as_outgoing(headers=headers))
+        await self.sender.republish(self.names.dlx, queue, delivery.as_outgoing(headers=headers))
         self.counters.dead_lettered += 1
         self.events.dead_lettered(delivery, reason, error, runtime)
         log.warning(

@@ -14,7 +14,8 @@ is left as it was. Replaying publishes a copy to the work queue (confirmed) befo
 dead copy: a crash in between duplicates a task, never loses one.
 
 The pure part (:func:`describe`, :func:`replay_copy`) decodes messages and builds the copy to
-replay; the functions below it do the broker I/O through :class:`taskq.transport.Transport`.
+replay; the functions below it do the broker I/O through :class:`taskq.transport.Transport`
+(a replay publishes through :class:`taskq.sending.Sender`, the way out of every task message).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigurationError, DecodeError
 from .message import (
@@ -40,9 +41,11 @@ from .message import (
     envelope_of,
 )
 from .redact import redact_url
-from .results.base import ResultStore
 from .topology import partition_of, route_of
 from .transport import Delivery, Transport
+
+if TYPE_CHECKING:
+    from .sending import Sender
 
 # Headers that describe a death; a replayed message loses them. H_EXPIRES goes too: an
 # operator who replays an expired task wants it to run, not to expire again at once.
@@ -252,19 +255,17 @@ async def list_dead(
 
 
 async def replay(
-    transport: Transport,
-    queue: str,
-    select: Callable[[DeadMessage], bool],
-    store: ResultStore | None = None,
+    sender: Sender, queue: str, select: Callable[[DeadMessage], bool]
 ) -> list[DeadMessage]:
     """Send the selected dead messages of ``queue`` back to the work queue (a partition of
     it, see :func:`replay_route`); return them.
 
     Each copy goes to the work exchange with the attempt reset and the death headers removed,
     and is confirmed by the broker before the dead copy is acked. Messages not selected go
-    back to the ``.dead`` queue untouched. With a durable ``store``, the task's recorded
-    FAILURE is dropped first, so that the replay's outcome is recorded.
+    back to the ``.dead`` queue untouched. When the sender's store is durable, the task's
+    recorded FAILURE is dropped first, so that the replay's outcome is recorded.
     """
+    transport, store = sender.transport, sender.store
     fetched: list[Delivery] = []
     replayed: list[DeadMessage] = []
     acked: set[int] = set()
@@ -274,11 +275,11 @@ async def replay(
             dead = describe(delivery)
             if not select(dead):
                 continue
-            if store is not None and store.durable and dead.task_id:
+            if store.durable and dead.task_id:
                 await store.reset(dead.task_id)
             copy = replay_copy(delivery)
             route = replay_route(delivery, queue, transport.settings.partitions_of(queue))
-            await transport.publish(transport.names.exchange, route, copy)
+            await sender.republish(transport.names.exchange, route, copy)
             await delivery.ack()
             acked.add(id(delivery))
             replayed.append(dead)

@@ -46,7 +46,6 @@ from .results.base import ErrorInfo
 from .topology import logical_queue
 
 if TYPE_CHECKING:
-    from .app import App
     from .transport import Delivery, Transport
 
 log = logging.getLogger("taskq.events")
@@ -241,12 +240,9 @@ async def _wait_any(first: asyncio.Event, second: asyncio.Event, *, timeout: flo
 _declared: weakref.WeakSet[Transport] = weakref.WeakSet()
 
 
-async def sent(app: App, *sends: Envelope) -> None:
-    """Publish ``task.sent`` for these task sends, if events are on."""
-    if not app.settings.events:
-        return
-    transport = app.transport
-    exchange = app.names.events
+async def sent(transport: Transport, *sends: Envelope) -> None:
+    """Publish ``task.sent`` for these task sends (the caller checks that events are on)."""
+    exchange = transport.names.events
     if transport not in _declared:
         await transport.declare_exchange(exchange, "topic")
         _declared.add(transport)

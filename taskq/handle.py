@@ -98,6 +98,11 @@ class TaskHandle(Generic[R]):
         value = state.result
         return self._validate(value) if self._validate is not None else value
 
+    def run_sync_calls_with(self, runner: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        """Run this handle's ``*_sync`` calls with ``runner`` (the sync facade's, so that its
+        close() can cancel them) instead of on the handle's own loop."""
+        self._runner = runner
+
     def result_sync(self, timeout: float | None = None) -> R:
         """``result()`` for a thread without an event loop (e.g. a handle from ``app.sync``).
 
@@ -134,10 +139,10 @@ class TaskHandle(Generic[R]):
             raise LifecycleError(problem)
         assert loop is not None
         future = asyncio.run_coroutine_threadsafe(call, loop)
-        return _block_on(future, loop, f"the app was closed while waiting on {self!r}")
+        return block_on(future, loop, f"the app was closed while waiting on {self!r}")
 
 
-def _block_on(
+def block_on(
     future: concurrent.futures.Future[T], loop: asyncio.AbstractEventLoop, closed_message: str
 ) -> T:
     """Block the calling thread for ``future``, which runs on ``loop`` in another thread.

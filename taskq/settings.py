@@ -43,6 +43,25 @@ def check_partition_count(queue: str, count: int) -> int:
     return count
 
 
+def check_priority(settings: Settings, priority: int, queue: str, *, explicit: bool = False) -> int:
+    """Return ``priority`` if messages of ``queue`` may carry it, else ConfigurationError.
+
+    ``explicit``: the priority was asked for (by a task or a call), not a default; a quorum
+    queue then refuses it.
+    """
+    if explicit and settings.queue_type_of(queue) == "quorum":
+        # RabbitMQ 3.10 quorum queues ignore message priority; refuse rather than mislead.
+        raise ConfigurationError(
+            f"priority needs a classic work queue, and {queue!r} is a quorum queue: quorum "
+            "queues have no priorities on RabbitMQ 3.10"
+        )
+    if not 0 <= priority <= settings.max_priority:
+        raise ConfigurationError(
+            f"priority must be between 0 and {settings.max_priority}, got {priority}"
+        )
+    return priority
+
+
 class Settings(BaseSettings):
     """Everything an App needs to know, validated once and frozen."""
 
@@ -94,7 +113,10 @@ class Settings(BaseSettings):
     quorum_queues: frozenset[str] = Field(
         default=frozenset(), description="work queues that are quorum when queue_type is classic"
     )
-    results: str = Field(default="amqp", description="'amqp', or a redis:// or postgresql:// URL")
+    results: str = Field(
+        default="amqp",
+        description="'amqp', a redis:// or postgresql:// URL, or a URL of a registered scheme",
+    )
     events: bool = Field(default=False, description="publish task and worker events")
     reply_queue_ttl: float = Field(
         default=300.0,

@@ -26,7 +26,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from .exceptions import LifecycleError
-from .handle import TaskHandle, _block_on
+from .handle import TaskHandle, block_on
 from .results.base import TaskState, TaskStatus
 from .task import Task, TaskCall
 
@@ -46,7 +46,7 @@ class SyncHandle(Generic[R]):
     __slots__ = ("handle",)
 
     def __init__(self, handle: TaskHandle[R], client: SyncClient) -> None:
-        handle._runner = client.run  # its *_sync calls go through the client, which can cancel
+        handle.run_sync_calls_with(client.run)
         self.handle = handle
         """The underlying async handle (its ``result_sync()`` also works)."""
 
@@ -146,7 +146,7 @@ class SyncClient:
             coro.close()
             raise
         future = asyncio.run_coroutine_threadsafe(self._tracked(coro), loop)
-        return _block_on(future, loop, "the sync client was closed while this call waited")
+        return block_on(future, loop, "the sync client was closed while this call waited")
 
     def close(self) -> None:
         """Close the App, cancel waiting calls, stop the loop thread (idempotent)."""

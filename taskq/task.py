@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .codec import Signature
+from .exceptions import TaskRegistrationError
 from .handle import TaskHandle
 from .retry import RetryPolicy
-from .topology import check_amqp_name
+from .topology import MAX_NAME_BYTES, check_amqp_name
 
 if TYPE_CHECKING:
     from .app import App
@@ -99,7 +101,7 @@ class Task(Generic[P, R]):
 
         A call that does not fit the signature raises InvalidArguments before anything is sent.
         """
-        return self.app._send_task(self, SendOptions(), args, kwargs)
+        return self.app.sender.send(self, SendOptions(), args, kwargs)
 
     async def map(self, iterable_of_args: Iterable[Any]) -> list[TaskHandle[R]]:
         """Send one task per item, with pipelined confirms (see ``App.send_many``).
@@ -142,7 +144,7 @@ class TaskCall(Generic[P, R]):
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[TaskHandle[R]]:
         """Send the task with these options (see Task.delay)."""
-        return self.task.app._send_task(self.task, self.send_options, args, kwargs)
+        return self.task.app.sender.send(self.task, self.send_options, args, kwargs)
 
     async def map(self, iterable_of_args: Iterable[Any]) -> list[TaskHandle[R]]:
         """Send one task per item with these options (see Task.map)."""
@@ -188,3 +190,39 @@ async def _map(
         else:
             calls.append((target, (item,)))
     return await app.send_many(calls)
+
+
+def task_name_of(fn: Callable[..., Any], explicit: str | None) -> str:
+    """The name to register ``fn`` under; TaskRegistrationError if it cannot be a task."""
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        raise TaskRegistrationError(f"@app.task needs a function, got {fn!r}")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TaskRegistrationError(f"{fn.__qualname__} is a generator; a task must return a value")
+    name = fn.__name__
+    if name == "<lambda>":
+        raise TaskRegistrationError(
+            "a lambda cannot be a task: workers find tasks by name in an imported module; use a def"
+        )
+    if explicit is not None:
+        if not explicit or not explicit.isprintable():
+            raise TaskRegistrationError(f"invalid task name {explicit!r}")
+        name = explicit
+    size = len(name.encode())
+    if size > MAX_NAME_BYTES:
+        # The name travels as the AMQP `type` property, a short string.
+        raise TaskRegistrationError(
+            f"task name {name[:40]!r}... is {size} bytes of UTF-8; AMQP allows "
+            f"{MAX_NAME_BYTES}: pass a shorter name="
+        )
+    return name
+
+
+def unknown_task(app: App, name: str, queue: str) -> Task[..., Any]:
+    """A stand-in for the task called ``name`` that this process does not have, sent to
+    ``queue``: any arguments bind (the worker that knows the task validates them)."""
+    config = TaskConfig(name, queue, None, None, None, True)
+    return Task(app, _unknown_signature, config)
+
+
+def _unknown_signature(*args: Any, **kwargs: Any) -> Any:
+    """Stands in for a task this process does not have: any arguments bind."""

@@ -34,6 +34,7 @@ from .app import App
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
 from .recorder import Recorder
+from .sending import Sender
 from .topology import check_amqp_name, routes
 from .transport import Delivery, Transport
 
@@ -218,7 +219,7 @@ class Worker:
             stopping=lambda: self._state is WorkerState.STOPPING,
         )
         actions = Actions(
-            transport=transport,
+            sender=Sender.over(transport, store),
             names=self.app.names,
             recorder=recorder,
             counters=self.counters,

@@ -48,8 +48,6 @@ def scheduler_for(app: App, name: str | None = None) -> Scheduler:
         app.periodic_entries,
         app.names,
         name=name or f"{app.name}-beat@{socket.gethostname()}.{os.getpid()}",
-        default_priority=app.settings.default_priority,
-        partitions=app.settings.partitions,
     )
 
 
@@ -61,7 +59,7 @@ async def run_beat(app: App, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, scheduler.stop)
-    await scheduler.run(app.transport)
+    await scheduler.run(app.sender)
     return ExitCode.OK
 
 

@@ -147,7 +147,7 @@ async def run_replay(app: App, args: argparse.Namespace) -> int:
     queue = check_queue_name(args.queue)
     select = dlq.selector(args.ids, args.reason, everything=args.all)
     await _depth(app, app.names.dead_queue(queue))
-    replayed = await dlq.replay(app.transport, queue, select, app.store)
+    replayed = await dlq.replay(app.sender, queue, select)
     for dead in replayed:
         print(f"replayed {dead.task_id} ({dead.task_name}, {dead.reason})")
     print(f"replayed {len(replayed)} message(s) to {app.names.work_queue(queue)}")

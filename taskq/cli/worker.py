@@ -89,7 +89,7 @@ async def _run_with_beat(worker: Worker, scheduler: Scheduler) -> None:
         ready = tg.create_task(worker.ready.wait())
         await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
         if ready.done() and not running.done():
-            beat = tg.create_task(scheduler.run(worker.app.transport))
+            beat = tg.create_task(scheduler.run(worker.app.sender))
             await asyncio.wait({running, beat}, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         scheduler.stop()

@@ -238,7 +238,7 @@ class Dashboard:
         queue = check_queue_name(queue)
         select = dlq.selector(task_ids or (), everything=task_ids is None)
         async with self._dlq_lock:
-            replayed = await dlq.replay(self.app.transport, queue, select, self.app.store)
+            replayed = await dlq.replay(self.app.sender, queue, select)
         log.info("replayed %d dead letter(s) of %s", len(replayed), queue)
         return replayed
 

@@ -13,7 +13,6 @@ from typing import Any, Literal, cast, get_args
 
 from .. import codec
 from ..exceptions import ConfigurationError, InvalidArguments
-from ..message import Envelope
 from ..task import Task
 from ..topology import MAX_NAME_BYTES
 from .schedule import Schedule, iso
@@ -49,23 +48,6 @@ class PeriodicEntry:
     def firing_id(self, tick: dt.datetime) -> str:
         """The task ID of the firing for ``tick``: the same in every replica."""
         return firing_id(self.name, tick)
-
-    def envelope(self, tick: dt.datetime, *, sent_at: float, default_priority: int) -> Envelope:
-        """The task message that fires this entry for ``tick`` (nobody waits for its result
-        over AMQP: there is no reply address; a durable result store records it by ID)."""
-        config = self.task.config
-        return Envelope(
-            task_id=self.firing_id(tick),
-            task_name=config.name,
-            queue=config.queue,
-            args=self.args,
-            kwargs=self.kwargs,
-            priority=default_priority if config.priority is None else config.priority,
-            sent_at=sent_at,
-            scheduled_for=tick,
-            ignore_result=config.ignore_result,
-            dedupe=True,  # a deterministic ID: a durable store skips a tick that already ran
-        )
 
 
 def firing_id(entry: str, tick: dt.datetime) -> str:

@@ -16,18 +16,19 @@ import datetime as dt
 import enum
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BrokerUnavailable, ConfigurationError, LifecycleError
-from ..message import OutgoingMessage
-from ..topology import Names, partition_of
-from ..transport import Transport
+from ..topology import Names
 from ..transport.connection import ChannelClosed
 from ..transport.lease import Lease, Tenure
 from .entry import PeriodicEntry
 from .plan import Firing, next_tick, settle
 from .schedule import iso
 from .state import BeatState, EntryState, merged
+
+if TYPE_CHECKING:
+    from ..sending import Sender
 
 log = logging.getLogger("taskq.beat")
 
@@ -70,7 +71,8 @@ class _Term:
 class Scheduler:
     """Bids for an App's lease and, while it holds it, sends its periodic entries' firings.
 
-    ``run(transport)`` may be called once; ``stop()`` ends it (the lease is released at
+    ``run(sender)`` may be called once (the sender's transport holds the lease, and the
+    sender builds the firings' messages); ``stop()`` ends it (the lease is released at
     once, so a standby scheduler takes over without waiting). ``clock`` gives the current
     time as an aware datetime (tests pass their own).
     """
@@ -81,8 +83,6 @@ class Scheduler:
         names: Names,
         *,
         name: str,
-        default_priority: int = 0,
-        partitions: Mapping[str, int] | None = None,
         clock: Callable[[], dt.datetime] = _utc_now,
     ) -> None:
         if not entries:
@@ -90,9 +90,6 @@ class Scheduler:
         self.entries = list(entries.values())
         self.names = names
         self.name = name
-        self.default_priority = default_priority
-        self.partitions = dict(partitions or {})
-        """Partition counts of partitioned queues (a firing's partition: by its task ID)."""
         self.clock = clock
         self.fired = 0
         """Firings sent by this scheduler."""
@@ -127,29 +124,29 @@ class Scheduler:
         """Stop bidding, and give up the lease if held (idempotent)."""
         self._stop.set()
 
-    async def run(self, transport: Transport) -> None:
+    async def run(self, sender: Sender) -> None:
         """Bid for the lease and serve while holding it, until ``stop()``. A lost lease or
         broker is bid for again every second. LifecycleError on a second call."""
         if self._state is not SchedulerState.NEW:
             raise LifecycleError(f"scheduler {self.name} already ran: a Scheduler runs once")
-        lease = transport.beat_lease(self.name)
+        lease = sender.transport.beat_lease(self.name)
         self._state = SchedulerState.STANDBY
         log.info("beat %s bidding for %s (%d entries)", self.name, self.names.beat_lease,
                  len(self.entries))  # fmt: skip
         try:
             while not self._stop.is_set():
-                await self._term(lease, transport)
+                await self._term(lease, sender)
         finally:
             await lease.release()
             self._state = SchedulerState.STOPPED
             log.info("beat %s stopped", self.name)
 
-    async def _term(self, lease: Lease, transport: Transport) -> None:
+    async def _term(self, lease: Lease, sender: Sender) -> None:
         """One bid, and the tenure that follows if it wins."""
         try:
             tenure = await lease.acquire(BeatState().encode(), self._stop)
             if tenure is not None:
-                await self._hold(tenure, transport)
+                await self._hold(tenure, sender)
         except (BrokerUnavailable, ChannelClosed) as exc:
             if self._stop.is_set():
                 return
@@ -164,14 +161,14 @@ class Scheduler:
             self._since = None
             await lease.release()
 
-    async def _hold(self, tenure: Tenure, transport: Transport) -> None:
+    async def _hold(self, tenure: Tenure, sender: Sender) -> None:
         """Serve as the active scheduler until the lease is lost or the scheduler stopped."""
         term = _Term(tenure, self.clock(), merged(tenure.records))
         self._since, self._state = term.since, SchedulerState.ACTIVE
         log.info("beat %s is active since %s (state last written by %s)", self.name,
                  iso(term.since), term.state.holder or "nobody")  # fmt: skip
         for queue in sorted({entry.task.config.queue for entry in self.entries}):
-            await transport.declare_work_queue(queue)
+            await sender.transport.declare_work_queue(queue)
         while not self._stop.is_set() and not tenure.lost:
             # A record that arrives after activation (a second initial record, see
             # taskq.transport.lease) may know more: merging never loses what a record says.
@@ -180,7 +177,7 @@ class Scheduler:
             firings, states = settle(self.entries, term.state.entries, now=now,
                                      since=term.since, limit=BATCH)  # fmt: skip
             if firings or states != term.state.entries or term.renewal_due(now):
-                await self._commit(term, firings, states, now)
+                await self._commit(sender, term, firings, states, now)
                 if len(firings) == BATCH:
                     continue  # more is due
             await tenure.wait(self._sleep(term), self._stop)
@@ -198,20 +195,18 @@ class Scheduler:
         return max(0.0, seconds)
 
     async def _commit(
-        self, term: _Term, firings: list[Firing], states: dict[str, EntryState], now: dt.datetime
+        self,
+        sender: Sender,
+        term: _Term,
+        firings: list[Firing],
+        states: dict[str, EntryState],
+        now: dt.datetime,
     ) -> None:
         """Send ``firings`` with the state that counts them as sent (see the module doc)."""
         state = BeatState(states, self.name, term.since, now)
         by_name = {entry.name: entry for entry in self.entries}
-        sent_at = now.timestamp()
-        messages: list[tuple[str, str, OutgoingMessage]] = []
-        for firing in firings:
-            entry = by_name[firing.entry]
-            envelope = entry.envelope(firing.tick, sent_at=sent_at,
-                                      default_priority=self.default_priority)  # fmt: skip
-            partition = partition_of(envelope.task_id, self.partitions.get(envelope.queue, 1))
-            envelope = dataclasses.replace(envelope, partition=partition)
-            messages.append((self.names.exchange, envelope.route, envelope.to_message()))
+        fired = [(by_name[firing.entry], firing.tick) for firing in firings]
+        messages = sender.firings(fired, sent_at=now.timestamp())
         returned = await term.tenure.commit(messages, state.encode())
         term.state, term.last_commit = state, now
         self.fired += len(firings)

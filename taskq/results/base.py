@@ -26,13 +26,14 @@ class TaskStatus(enum.StrEnum):
         return self in (TaskStatus.SUCCESS, TaskStatus.FAILURE)
 
 
-_RANK = {
+STATUS_RANK = {
     TaskStatus.PENDING: 0,
     TaskStatus.STARTED: 1,
     TaskStatus.RETRYING: 2,
     TaskStatus.SUCCESS: 3,
     TaskStatus.FAILURE: 3,
 }
+"""How far along each status is: a state of a lower rank never replaces one of a higher."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ class TaskState:
             return True
         if self.attempt != older.attempt:
             return self.attempt > older.attempt
-        return _RANK[self.status] >= _RANK[older.status]
+        return STATUS_RANK[self.status] >= STATUS_RANK[older.status]
 
     def encode(self) -> bytes:
         """msgpack bytes of this state (raises EncodeError if the result cannot be carried)."""

@@ -59,7 +59,7 @@ from ..exceptions import ConfigurationError, ResultUnavailable
 from ..extras import require_extra
 from ..redact import redact_url
 from .background import Background
-from .base import _RANK, ErrorInfo, TaskState, TaskStatus
+from .base import STATUS_RANK, ErrorInfo, TaskState, TaskStatus
 from .batch import Batcher
 from .listener import Feed, Listener, Session, decode_published, wait_terminal
 from .postgres_schema import Tables, ensure_schema
@@ -339,7 +339,7 @@ class PostgresResultStore:
         error = state.error
         await self._write(
             "record", f"could not record task {state.task_id} in",
-            state.task_id, state.status.value, terminal, state.attempt, _RANK[state.status],
+            state.task_id, state.status.value, terminal, state.attempt, STATUS_RANK[state.status],
             state.task_name, state.worker, result,
             error.type if error else None, error.message if error else None,
             error.traceback if error else None, state.progress, state.progress_message,

@@ -56,7 +56,7 @@ from ..extras import require_extra
 from ..redact import redact_url
 from ..transport import Transport
 from .background import Background, InFlight
-from .base import _RANK, ErrorInfo, TaskState, TaskStatus
+from .base import STATUS_RANK, ErrorInfo, TaskState, TaskStatus
 from .listener import Listener, wait_terminal
 from .redis_listener import redis_session
 from .redis_pipeline import ScriptPipeline
@@ -286,7 +286,7 @@ class RedisResultStore:
             state.status.value,
             terminal,
             state.attempt,
-            _RANK[state.status],
+            STATUS_RANK[state.status],
             repr(time.time()),
             self._ttl_ms,
             state.encode() if state.status.terminal else b"",

@@ -157,7 +157,7 @@ async def test_one_dead_queue_and_replay_to_the_partition(
         dead = await eventually(both_dead, what="both tasks in orders.dead")
         assert {m.headers[H_PARTITION] for m in dead} == {home, partition_of("E", K)}
         flags["reject"] = False
-        replayed = await dlq.replay(app.transport, "orders", dlq.selector(everything=True))
+        replayed = await dlq.replay(app.sender, "orders", dlq.selector(everything=True))
         assert len(replayed) == 2
 
         async def ran_again() -> bool:

@@ -101,7 +101,7 @@ async def test_a_dlq_replay_records_the_new_outcome(prefix: str) -> None:
 
             fixed["fragile"] = True
             select = dlq.selector([handle.id])
-            replayed = await dlq.replay(app.transport, "default", select, app.store)
+            replayed = await dlq.replay(app.sender, "default", select)
             assert [d.task_id for d in replayed] == [handle.id]
             assert await handle.result(timeout=30) == 70  # the new outcome, not the old one
             info = await handle.info()

@@ -6,13 +6,13 @@ import dataclasses
 import datetime as dt
 import functools
 import math
+import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from taskq import App, RetryPolicy, SendOptions, Task, TaskCall, topology
-from taskq.app import _schedule
 from taskq.context import TaskContext, reset_current, set_current
 from taskq.exceptions import (
     ConfigurationError,
@@ -20,6 +20,7 @@ from taskq.exceptions import (
     LifecycleError,
     TaskRegistrationError,
 )
+from taskq.sending import build_envelope, eta_and_delay
 
 # Nothing is ever sent: 192.0.2.0/24 is TEST-NET-1 and no test opens the app.
 UNREACHABLE = "amqp://guest:guest@192.0.2.1:1/"
@@ -239,7 +240,8 @@ async def test_correct_call_on_closed_app_raises_lifecycle_error(app: App) -> No
 async def test_configure_after_open_is_refused(app: App) -> None:
     app.configure(prefix="other")
     assert app.names.exchange == "other"
-    app._transport = object()  # type: ignore[assignment]  # pretend it is open
+    transport = types.SimpleNamespace(settings=app.settings, names=app.names)
+    app.attach(transport, object())  # type: ignore[arg-type]  # pretend it is open
     try:
         with pytest.raises(LifecycleError):
             app.configure(prefix="again")
@@ -301,7 +303,7 @@ def test_named_registered_task(app: App) -> None:
 
 
 def envelope_of(app: App, task: Task[Any, Any], **options: Any) -> Any:
-    return app._envelope(task, SendOptions(**options), ([1], {}), None, False)
+    return build_envelope(app.settings, task, SendOptions(**options), ([1], {}), None, False)
 
 
 def test_envelope_defaults(app: App) -> None:
@@ -349,18 +351,18 @@ def test_invalid_send_options(app: App, options: dict[str, Any], match: str) -> 
         envelope_of(app, app.task(_plain), **options)
 
 
-def test_countdown_schedule() -> None:
+def test_countdowneta_and_delay() -> None:
     before = dt.datetime.now(dt.UTC)
-    eta, delay_ms = _schedule(SendOptions(countdown=30))
+    eta, delay_ms = eta_and_delay(SendOptions(countdown=30))
     after = dt.datetime.now(dt.UTC)
     assert eta is not None
     assert before + dt.timedelta(seconds=30) <= eta <= after + dt.timedelta(seconds=30)
     assert 29_000 <= delay_ms <= 30_000
 
 
-def test_eta_schedule() -> None:
+def test_etaeta_and_delay() -> None:
     target = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-    eta, delay_ms = _schedule(SendOptions(eta=target))
+    eta, delay_ms = eta_and_delay(SendOptions(eta=target))
     assert eta == target
     assert 3_590_000 <= delay_ms <= 3_600_000
 
@@ -369,19 +371,19 @@ def test_eta_in_another_timezone() -> None:
     target = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)).astimezone(
         dt.timezone(dt.timedelta(hours=-7))
     )
-    _, delay_ms = _schedule(SendOptions(eta=target))
+    _, delay_ms = eta_and_delay(SendOptions(eta=target))
     assert 590_000 <= delay_ms <= 600_000
 
 
 def test_past_eta_means_now() -> None:
-    eta, delay_ms = _schedule(SendOptions(eta=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
+    eta, delay_ms = eta_and_delay(SendOptions(eta=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
     assert eta is not None
     assert delay_ms == 0
 
 
-def test_no_schedule() -> None:
-    assert _schedule(SendOptions()) == (None, 0)
-    assert _schedule(SendOptions(countdown=0))[1] == 0
+def test_noeta_and_delay() -> None:
+    assert eta_and_delay(SendOptions()) == (None, 0)
+    assert eta_and_delay(SendOptions(countdown=0))[1] == 0
 
 
 def test_expires_in_seconds(app: App) -> None:

@@ -12,6 +12,7 @@ from taskq.message import envelope_of
 from taskq.periodic import Cron, Every
 from taskq.periodic.entry import firing_id
 from taskq.periodic.state import BeatState, EntryState, merged
+from taskq.sending import firing_envelope
 from taskq.topology import MAX_NAME_BYTES
 
 UNREACHABLE = "amqp://guest:guest@192.0.2.1:1/"  # TEST-NET-1: nothing here opens the app
@@ -94,7 +95,7 @@ def test_a_firing_carries_its_tick_and_a_derived_task_id(app: App) -> None:
     async def purge(days: int) -> None: ...
 
     entry = app.periodic_entries["purge"]
-    envelope = entry.envelope(TICK, sent_at=1.0, default_priority=0)
+    envelope = firing_envelope(app.settings, entry, TICK, sent_at=1.0)
     assert envelope.task_id == "periodic:purge:2024-03-31T01:00:00Z"
     assert envelope.scheduled_for == TICK and envelope.priority == 4
     assert envelope.reply_to is None

@@ -15,6 +15,7 @@ from taskq.message import OutgoingMessage
 from taskq.periodic import Scheduler
 from taskq.periodic.scheduler import RENEW_AFTER
 from taskq.periodic.state import BeatState
+from taskq.sending import Sender
 
 UNREACHABLE = "amqp://guest:guest@192.0.2.1:1/"  # TEST-NET-1: nothing here connects
 START = dt.datetime(2024, 5, 1, 12, 0, 0, 500_000, tzinfo=dt.UTC)
@@ -70,8 +71,9 @@ class FakeLease:
 
 
 class FakeTransport:
-    def __init__(self, lease: FakeLease) -> None:
+    def __init__(self, lease: FakeLease, app: App) -> None:
         self.lease = lease
+        self.settings, self.names = app.settings, app.names
         self.declared: list[str] = []
 
     def beat_lease(self, holder: str) -> FakeLease:
@@ -86,10 +88,10 @@ async def _run(app: App, seconds: float) -> tuple[FakeTenure, FakeTransport]:
     holder: list[Scheduler] = []
     until = START + dt.timedelta(seconds=seconds)
     tenure = FakeTenure(clock, BeatState().encode(), holder, until)
-    transport = FakeTransport(FakeLease(tenure))
+    transport = FakeTransport(FakeLease(tenure), app)
     scheduler = Scheduler(app.periodic_entries, app.names, name="s", clock=clock)
     holder.append(scheduler)
-    await scheduler.run(transport)  # type: ignore[arg-type]
+    await scheduler.run(Sender.over(transport, None))  # type: ignore[arg-type]
     assert scheduler.state == "stopped" and transport.lease.released >= 1
     return tenure, transport
 

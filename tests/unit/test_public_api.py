@@ -40,6 +40,10 @@ NOT_EXPORTED = {
     ("context", "reset_current"),
     ("settings", "check_queue_name"),
     ("settings", "check_partition_count"),
+    ("settings", "check_priority"),
+    ("task", "task_name_of"),  # App's registration check
+    ("task", "unknown_task"),  # what App.named sends for a task this process lacks
+    ("handle", "block_on"),  # shared with the sync facade (taskq.sync)
     ("settings", "load_settings"),
     ("retry", "NO_RETRY"),
     ("worker", "ActiveTask"),

@@ -1,0 +1,359 @@
+"""Sender: the one way out for task messages.
+
+Every task message taskq publishes leaves through a Sender: a send (``Task.delay``,
+``TaskCall.delay``, ``App.send``), a batch (``App.send_many``, ``map``), a periodic firing
+(built here, committed by the scheduler's lease), and an existing message sent again (a
+worker's retry, requeue, crash-loop count or dead-lettering, a DLQ replay: ``republish``).
+Each passes :meth:`Sender._emit` just before it is handed to the transport or the lease.
+
+The pure part (:func:`build_envelope`, :func:`firing_envelope`, :func:`eta_and_delay`,
+:func:`partition_for`) turns a call and the settings into an Envelope; unit tests use it
+without a broker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import events, topology
+from .context import current_or_none
+from .exceptions import ConfigurationError, LifecycleError, PublishError
+from .handle import TaskHandle
+from .message import Envelope, OutgoingMessage
+from .results.base import ResultStore
+from .settings import Settings, check_priority, check_queue_name
+from .task import SendOptions, Task, TaskCall
+
+if TYPE_CHECKING:
+    from .periodic.entry import PeriodicEntry
+    from .transport import Transport
+
+log = logging.getLogger("taskq.sending")
+
+Routed = tuple[str, str, OutgoingMessage]
+"""A message ready to publish: ``(exchange, routing_key, message)``."""
+
+SendItem = (
+    tuple[Task[Any, Any] | TaskCall[..., Any] | str, Iterable[Any]]
+    | tuple[Task[Any, Any] | TaskCall[..., Any] | str, Iterable[Any], dict[str, Any]]
+)
+"""One call for ``App.send_many``: (task, args) or (task, args, kwargs)."""
+
+
+class Sender:
+    """Builds task messages, tracks their results in the store and publishes them.
+
+    Detached until :meth:`attach` gives it a connected transport and an open store (an App
+    attaches its Sender when opened); used detached, it raises LifecycleError with
+    ``closed_message``. Stateless otherwise: any number may share one transport.
+    """
+
+    __slots__ = ("_closed", "_events", "_store", "_transport", "names", "settings")
+
+    def __init__(self, closed_message: str) -> None:
+        self._closed = closed_message
+        self._transport: Transport | None = None
+        self._store: ResultStore | None = None
+        self._events = False
+        self.settings: Settings | None = None
+        """The settings of the attached transport (None while detached)."""
+        self.names: topology.Names | None = None
+        """The entity names of the attached transport (None while detached)."""
+
+    @classmethod
+    def over(cls, transport: Transport, store: ResultStore) -> Sender:
+        """A Sender attached to ``transport`` and ``store`` (e.g. a worker's own)."""
+        sender = cls("this sender is detached")
+        sender.attach(transport, store)
+        return sender
+
+    def attach(self, transport: Transport, store: ResultStore) -> None:
+        """Send through ``transport``, with results tracked in ``store``; the settings (queue
+        partitions, priorities, events) are the transport's."""
+        self._transport, self._store = transport, store
+        self.settings, self.names = transport.settings, transport.names
+        self._events = transport.settings.events
+
+    def detach(self) -> None:
+        """Stop using the transport and the store (they are not closed)."""
+        self._transport = self._store = None
+        self.settings = self.names = None
+
+    @property
+    def is_attached(self) -> bool:
+        """Whether the Sender can send now."""
+        return self._transport is not None
+
+    @property
+    def transport(self) -> Transport:
+        """The attached transport; LifecycleError while detached."""
+        if self._transport is None:
+            raise LifecycleError(self._closed)
+        return self._transport
+
+    @property
+    def store(self) -> ResultStore:
+        """The attached result store; LifecycleError while detached."""
+        if self._store is None:
+            raise LifecycleError(self._closed)
+        return self._store
+
+    # -- new messages ------------------------------------------------------------------------
+
+    async def send(
+        self,
+        task: Task[Any, Any],
+        options: SendOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> TaskHandle[Any]:
+        """Send one call; the handle is returned once the broker confirmed the message.
+        InvalidArguments for a call that does not fit, whether attached or not."""
+        send = await self._prepare(task, options, args, kwargs)
+        if self._events:  # first: task.sent must come before task.received
+            await events.sent(self.transport, send.envelope)
+        transport, message = self.transport, self._emit(send.message)
+        try:
+            await transport.publish(send.exchange, send.routing_key, message)
+        except PublishError as exc:
+            if not exc.unroutable or send.exchange != transport.names.exchange:
+                raise
+            # The queue was deleted after this connection declared it (declarations are
+            # made once per connection): declare it again and send once more. A returned
+            # message went nowhere, so this sends no copy.
+            log.warning("%s; declaring queue %r again", exc, send.envelope.queue)
+            await transport.declare_work_queue(send.envelope.queue, again=True)
+            await transport.publish(send.exchange, send.routing_key, message)
+        return send.handle
+
+    async def send_many(
+        self, calls: Iterable[SendItem], named: Callable[[str], TaskCall[..., Any]]
+    ) -> list[TaskHandle[Any]]:
+        """Send many calls with pipelined confirms (see ``App.send_many``); ``named`` turns a
+        task name into its sendable view."""
+        prepared = []
+        for call in calls:
+            target, args, kwargs = call if len(call) == 3 else (*call, {})
+            view = named(target) if isinstance(target, str) else target
+            if isinstance(view, TaskCall):
+                view_task, view_options = view.task, view.send_options
+            else:
+                view_task, view_options = view, SendOptions()
+            prepared.append(await self._prepare(view_task, view_options, tuple(args), kwargs))
+        if self._events:
+            await events.sent(self.transport, *(send.envelope for send in prepared))
+        await self.transport.publish_many(
+            [(send.exchange, send.routing_key, self._emit(send.message)) for send in prepared]
+        )
+        return [send.handle for send in prepared]
+
+    def firings(
+        self, fired: Iterable[tuple[PeriodicEntry, dt.datetime]], *, sent_at: float
+    ) -> list[Routed]:
+        """The messages of periodic firings ``(entry, tick)``, for the scheduler to publish
+        with its state in one transaction (nothing is tracked: nobody here waits for them)."""
+        settings, names = self._require()
+        routed = []
+        for entry, tick in fired:
+            envelope = firing_envelope(settings, entry, tick, sent_at=sent_at)
+            routed.append((names.exchange, envelope.route, self._emit(envelope.to_message())))
+        return routed
+
+    async def _prepare(
+        self,
+        task: Task[Any, Any],
+        options: SendOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _Send:
+        """Check a call, declare its queue, build its message and track its result."""
+        bound = task.signature.bind(args, kwargs)  # a wrong call fails here, open or not
+        transport, store = self.transport, self.store
+        settings, names = transport.settings, transport.names
+        ignore = options.ignore_result
+        if ignore is None:
+            ignore = task.config.ignore_result
+        reply_to = None if ignore else store.reply_to()
+        envelope, delay_ms = build_envelope(settings, task, options, bound, reply_to, ignore)
+        message = envelope.to_message()
+        if options.expires is not None and delay_ms == 0 and envelope.expires is not None:
+            remaining = max(1, int((envelope.expires - _now()).total_seconds() * 1000))
+            message = dataclasses.replace(message, expiration_ms=remaining)
+        if not ignore:
+            store.track(envelope.task_id, task.name)
+        handle: TaskHandle[Any] = TaskHandle(
+            envelope.task_id, task.name, store, task.validate_result, ignored=ignore
+        )
+        await transport.declare_work_queue(envelope.queue)
+        if delay_ms > 0:
+            await transport.declare_delay_levels()
+            key = topology.delay_routing_key(delay_ms, envelope.route)
+            return _Send(handle, envelope, names.delay_exchange(delay_ms), key, message)
+        return _Send(handle, envelope, names.exchange, envelope.route, message)
+
+    # -- existing messages -------------------------------------------------------------------
+
+    def republish(
+        self, exchange: str, routing_key: str, message: OutgoingMessage
+    ) -> Awaitable[None]:
+        """Publish an existing task message again, confirmed (a retry, a requeue, a counted
+        redelivery, a dead-lettering, a DLQ replay). Raises what ``Transport.publish`` does."""
+        return self.transport.publish(exchange, routing_key, self._emit(message))
+
+    # -- the way out -------------------------------------------------------------------------
+
+    def _emit(self, message: OutgoingMessage) -> OutgoingMessage:
+        """The message to publish for ``message``: every outgoing task message passes here,
+        right before the transport (or the scheduler's lease) gets it.
+
+        This is the one point where send hooks are to run. Keep it synchronous and cheap:
+        it is on the hot path of every send.
+        """
+        return message
+
+    def _require(self) -> tuple[Settings, topology.Names]:
+        if self.settings is None or self.names is None:
+            raise LifecycleError(self._closed)
+        return self.settings, self.names
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Send:
+    """One checked call, ready to publish."""
+
+    handle: TaskHandle[Any]
+    envelope: Envelope
+    exchange: str
+    routing_key: str
+    message: OutgoingMessage
+
+
+# -- pure: envelopes -------------------------------------------------------------------------
+
+
+def build_envelope(
+    settings: Settings,
+    task: Task[Any, Any],
+    options: SendOptions,
+    bound: tuple[list[Any], dict[str, Any]],
+    reply_to: str | None,
+    ignore_result: bool,
+    *,
+    sent_at: float | None = None,
+    scheduled_for: dt.datetime | None = None,
+) -> tuple[Envelope, int]:
+    """The envelope of a call with bound arguments, and its delay in milliseconds.
+
+    ConfigurationError for options that do not fit (a priority out of range or on a quorum
+    queue, a bad queue name, countdown and eta together, a naive eta or expiry). A periodic
+    firing gives its ``scheduled_for`` tick and has no parent task.
+    """
+    bound_args, bound_kwargs = bound
+    cfg = task.config
+    # The task's own queue was checked when it was registered.
+    queue = cfg.queue if options.queue is None else check_queue_name(options.queue)
+    if options.priority is not None:
+        check_priority(settings, options.priority, queue, explicit=True)
+    priority = options.priority if options.priority is not None else cfg.priority
+    if priority is None:
+        priority = settings.default_priority
+    eta, delay_ms = eta_and_delay(options)
+    parent = current_or_none() if scheduled_for is None else None
+    task_id = options.task_id or _new_task_id()
+    return (
+        Envelope(
+            task_id=task_id,
+            task_name=cfg.name,
+            queue=queue,
+            args=bound_args,
+            kwargs=bound_kwargs,
+            priority=check_priority(settings, priority, queue),
+            sent_at=time.time() if sent_at is None else sent_at,
+            eta=eta,
+            expires=_absolute(options.expires),
+            reply_to=reply_to,
+            scheduled_for=scheduled_for,
+            ignore_result=ignore_result,
+            dedupe=options.task_id is not None,  # an ID of the caller's may be sent twice
+            parent_id=parent.task_id if parent else None,
+            root_id=(parent.root_id or parent.task_id) if parent else None,
+            partition=partition_for(settings, queue, options.partition_key, task_id),
+        ),
+        delay_ms,
+    )
+
+
+def firing_envelope(
+    settings: Settings, entry: PeriodicEntry, tick: dt.datetime, *, sent_at: float
+) -> Envelope:
+    """The task message that fires ``entry`` for ``tick``. Its task ID is derived from the
+    entry and the tick, so a durable store skips a tick that already ran; nobody waits for
+    its result over AMQP (no reply address): a durable store records it by ID."""
+    options = SendOptions(task_id=entry.firing_id(tick))
+    bound = (entry.args, entry.kwargs)  # bound and checked when the entry was made
+    ignore = entry.task.config.ignore_result
+    envelope, _ = build_envelope(settings, entry.task, options, bound, None, ignore,
+                                 sent_at=sent_at, scheduled_for=tick)  # fmt: skip
+    return envelope
+
+
+def partition_for(
+    settings: Settings, queue: str, key: str | bytes | int | None, task_id: str
+) -> int | None:
+    """The partition of ``queue`` a task goes to: by ``key`` if given, else by its ID
+    (None when the queue is not partitioned)."""
+    count = settings.partitions_of(queue)
+    return topology.partition_of(task_id if key is None else key, count)
+
+
+def eta_and_delay(options: SendOptions) -> tuple[dt.datetime | None, int]:
+    """The ETA and the delay in milliseconds of a send (a past ETA means now)."""
+    if options.countdown is not None and options.eta is not None:
+        raise ConfigurationError("give countdown or eta, not both")
+    if options.eta is not None:
+        if options.eta.tzinfo is None:
+            raise ConfigurationError(
+                "eta must be timezone-aware (e.g. datetime.now(timezone.utc) + timedelta(...))"
+            )
+        eta = options.eta
+    elif options.countdown is not None:
+        if options.countdown < 0 or not math.isfinite(options.countdown):
+            raise ConfigurationError("countdown must be a finite number of seconds >= 0")
+        eta = _now() + dt.timedelta(seconds=options.countdown)
+    else:
+        return None, 0
+    delay_ms = max(0, math.ceil((eta - _now()).total_seconds() * 1000))
+    if delay_ms > topology.MAX_DELAY_MS:
+        raise ConfigurationError(
+            f"delay of {delay_ms / 1000:.0f} s is longer than the longest supported "
+            f"({topology.MAX_DELAY_SECONDS:.0f} s, about 795 days)"
+        )
+    return eta, delay_ms
+
+
+def _new_task_id() -> str:
+    """A random UUID4 as text. From ``random``, not ``os.urandom``: a task ID must be unique,
+    not secret, and this costs no system call per send (``random`` reseeds after a fork)."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _absolute(when: float | dt.datetime | None) -> dt.datetime | None:
+    if when is None:
+        return None
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            raise ConfigurationError("expires must be a timezone-aware datetime (or seconds)")
+        return when
+    return _now() + dt.timedelta(seconds=when)
