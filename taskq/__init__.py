@@ -17,6 +17,7 @@ from .app import App
 from .context import TaskContext, current
 from .exceptions import (
     BrokerError,
+    BrokerRefused,
     BrokerUnavailable,
     ConfigurationError,
     DecodeError,
@@ -52,6 +53,7 @@ install_redaction()
 __all__ = [
     "App",
     "BrokerError",
+    "BrokerRefused",
     "BrokerUnavailable",
     "ConfigurationError",
     "DecodeError",

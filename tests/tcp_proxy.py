@@ -20,7 +20,8 @@ class TcpProxy:
     connections are closed as soon as they are accepted.
 
     ``amqp_base`` is the URL of the AMQP server behind it: ``amqp_url()`` keeps its
-    credentials, vhost and options.
+    credentials, vhost and options. While ``recording`` is set, ``from_clients`` collects the
+    bytes the clients send (to check what a client wrote, e.g. a frame it owes the server).
     """
 
     def __init__(
@@ -34,6 +35,8 @@ class TcpProxy:
         self.port = 0
         self.accepted = 0
         self.refusing = False
+        self.recording = False
+        self.from_clients = bytearray()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._pairs: set[Pair] = set()
@@ -66,18 +69,20 @@ class TcpProxy:
             return
         pair = (writer, up_writer)
         self._pairs.add(pair)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            pipe = asyncio.ensure_future(self._pipe(source, sink, pair))
+        for source, sink, record in ((reader, up_writer, True), (up_reader, writer, False)):
+            pipe = asyncio.ensure_future(self._pipe(source, sink, pair, record))
             self._pipes.add(pipe)
             pipe.add_done_callback(self._pipes.discard)
 
     async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, pair: Pair
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, pair: Pair, record: bool
     ) -> None:
         try:
             while data := await source.read(65536):
                 if pair in self._frozen:
                     continue
+                if record and self.recording:
+                    self.from_clients += data
                 sink.write(data)
                 await sink.drain()
         except (OSError, asyncio.IncompleteReadError):

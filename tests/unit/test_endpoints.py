@@ -89,5 +89,11 @@ def test_tls_failures_are_described() -> None:
     verify.verify_message = "unable to get local issuer certificate"
     text = describe_tls_failure(verify, "amqps://h:5671/")
     assert text is not None and "tls_ca_file" in text and "local issuer" in text
-    assert "client certificate" in (describe_tls_failure(ssl.SSLError(1, "x"), "h") or "")
+    wanted = ssl.SSLError(1, "alert")
+    wanted.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert "client certificate" in (describe_tls_failure(wanted, "h") or "")
+    plain = ssl.SSLError(1, "wrong version")
+    plain.reason = "WRONG_VERSION_NUMBER"  # what a plain AMQP port answers to a ClientHello
+    text = describe_tls_failure(plain, "h") or ""
+    assert "not be a TLS port" in text and "client certificate" not in text
     assert describe_tls_failure(OSError("refused"), "h") is None
