@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from ..app import App
+from ..exceptions import BrokerRefused, BrokerUnavailable
 
 T = TypeVar("T")
 
@@ -21,6 +22,15 @@ class ExitCode(enum.IntEnum):
     CRASHED = 1  # an unexpected error stopped the process
     USAGE = 2  # bad arguments, or the app could not be imported
     BROKER_UNREACHABLE = 3  # RabbitMQ could not be reached at start
+    BROKER_REFUSED = 4  # RabbitMQ refused the login (user, password) or the virtual host
+
+
+def broker_exit_code(exc: BrokerUnavailable) -> ExitCode:
+    """The exit code for a broker that could not be used at start: a refusal (retrying will
+    not help, the URL or the broker's users must change) or a broker out of reach."""
+    if isinstance(exc, BrokerRefused):
+        return ExitCode.BROKER_REFUSED
+    return ExitCode.BROKER_UNREACHABLE
 
 
 class UsageError(Exception):

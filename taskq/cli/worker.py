@@ -15,7 +15,7 @@ from ..exceptions import BrokerUnavailable, ConfigurationError, TopologyMismatch
 from ..periodic import Scheduler
 from ..worker import Worker
 from .beat import scheduler_for
-from .common import ExitCode, UsageError, load_app, run_loop
+from .common import ExitCode, UsageError, broker_exit_code, load_app, run_loop
 from .logs import setup_logging
 from .supervisor import PARENT_PID_ENV, Supervisor
 
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_loop(_serve(worker, scheduler))
     except BrokerUnavailable as exc:
         log.error("%s", exc)
-        return ExitCode.BROKER_UNREACHABLE
+        return broker_exit_code(exc)
     except (TopologyMismatch, ConfigurationError) as exc:
         log.error("%s", exc)
         return ExitCode.USAGE
