@@ -91,10 +91,11 @@ def parse_endpoint(url: str, defaults: TlsFiles = TlsFiles()) -> Endpoint:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in DEFAULT_PORTS:
         raise ConfigurationError(f"not an AMQP URL: {redact_url(url)}")
-    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    given = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = {name: value for name, value in given if value}  # a blank one: not given
     path = urllib.parse.unquote(parts.path[1:]) if parts.path.startswith("/") else ""
     shown = redact_url(urllib.parse.urlunsplit(parts._replace(query="")))
-    unknown = sorted(query.keys() - PARAMETERS)
+    unknown = sorted({name for name, _ in given} - PARAMETERS)
     if unknown:
         raise ConfigurationError(
             f"unknown parameter {', '.join(unknown)} in broker URL {shown}; "
@@ -125,7 +126,7 @@ def parse_endpoint(url: str, defaults: TlsFiles = TlsFiles()) -> Endpoint:
         server_name=query.get("server_name"),
         shown=shown,
         heartbeat=_heartbeat(query.get("heartbeat"), shown),
-        client_name=query.get("name") or None,
+        client_name=query.get("name"),
     )
 
 
