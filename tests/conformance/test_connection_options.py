@@ -59,7 +59,12 @@ async def test_a_silent_broker_is_detected_by_heartbeats(
     prefix: str, topology_cleanup: set[str]
 ) -> None:
     async with broker_proxy() as proxy:
-        app = App(prefix, broker=with_query(proxy.amqp_url(), heartbeat="1"), prefix=prefix)
+        app = App(
+            prefix,
+            broker=with_query(proxy.amqp_url(), heartbeat="1"),
+            prefix=prefix,
+            publish_timeout=2,  # closing the App waits that long for the lost connection
+        )
         async with app:
             assert app.transport.connected
             proxy.refusing = True  # no reconnect: the connection stays down once it is lost
@@ -76,7 +81,7 @@ async def test_a_close_from_the_broker_is_answered_with_close_ok(
     prefix: str, topology_cleanup: set[str]
 ) -> None:
     async with broker_proxy() as proxy:
-        app = App(prefix, broker=proxy.amqp_url(), prefix=prefix)
+        app = App(prefix, broker=proxy.amqp_url(), prefix=prefix, publish_timeout=2)
         async with app:
             proxy.refusing = True  # no reconnect: only the closed connections write from now on
             proxy.recording = True
