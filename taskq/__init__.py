@@ -17,6 +17,7 @@ from .app import App
 from .context import TaskContext, current
 from .exceptions import (
     BrokerError,
+    BrokerRefused,
     BrokerUnavailable,
     ConfigurationError,
     DecodeError,
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "BrokerError",
+    "BrokerRefused",
     "BrokerUnavailable",
     "ConfigurationError",
     "DecodeError",

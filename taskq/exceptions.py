@@ -11,6 +11,7 @@
     ├── LifecycleError (RuntimeError)        an App used outside `async with app:`, or reopened
     ├── BrokerError
     │   ├── BrokerUnavailable (ConnectionError)   the broker cannot be reached
+    │   │   └── BrokerRefused                     it answered, but refused the login or vhost
     │   ├── PublishError                          the broker refused or could not route a publish
     │   └── TopologyMismatch                      a queue exists with other arguments
     ├── ResultError
@@ -89,7 +90,14 @@ class BrokerError(TaskqError):
 
 
 class BrokerUnavailable(BrokerError, ConnectionError):
-    """The broker cannot be reached (refused, unknown host, bad credentials, timed out)."""
+    """The broker cannot be reached (connection refused, unknown host, timed out, not an AMQP
+    port), or it refused the login (BrokerRefused)."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """The broker answered but refused the connection: wrong user or password, or a virtual
+    host that does not exist or that the user may not use. Retrying does not help; fixing
+    the broker URL (or the broker's users and permissions) does."""
 
 
 class PublishError(BrokerError):

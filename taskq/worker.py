@@ -136,7 +136,7 @@ class Worker:
         """Threads running a plain ``def`` task now. Python cannot stop a thread: one whose
         task timed out, or that still ran when the worker stopped (its delivery was given
         back), runs on until its function returns, even after ``run()`` has returned.
-        ``taskq-worker`` exits without waiting for them (exit code 4)."""
+        ``taskq-worker`` exits without waiting for them (exit code 5)."""
         return 0 if self._parts is None else self._parts.executor.busy_threads
 
     @property

@@ -27,6 +27,15 @@ def channels_of(containing: str) -> int:
     return sum(int(row.split("\t", 1)[0]) for row in rows.splitlines() if containing in row)
 
 
+async def heartbeat_timeouts(containing: str) -> list[int]:
+    """The heartbeat timeouts (seconds; 0: none) the broker agreed with the connections whose
+    client properties (connection name) contain ``containing``."""
+    rows = await rabbitmqctl(
+        "list_connections", "--no-table-headers", "timeout", "client_properties"
+    )
+    return [int(row.split("\t", 1)[0]) for row in rows.splitlines() if containing in row]
+
+
 async def close_connections(containing: str) -> int:
     """Force-close (as the broker does on an admin's request) every connection whose name
     contains ``containing``; return how many were closed."""

@@ -10,9 +10,11 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import (
     AsyncIterator,
@@ -59,6 +61,20 @@ def broker_endpoint() -> Endpoint:
     """Where the test broker (``BROKER``) is and how to log in: for a test that needs its host
     and port apart (a raw socket, a proxy)."""
     return parse_endpoint(BROKER)
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def with_query(url: str, **params: str) -> str:
+    """``url`` with ``params`` added to its query string."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.urlencode([*urllib.parse.parse_qsl(parts.query), *params.items()])
+    return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
 @contextlib.asynccontextmanager

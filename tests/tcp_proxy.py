@@ -22,7 +22,8 @@ class TcpProxy:
     kernel buffers fill and the client's socket stops taking writes.
 
     ``amqp_base`` is the URL of the AMQP server behind it: ``amqp_url()`` keeps its
-    credentials, vhost and options.
+    credentials, vhost and options. While ``recording`` is set, ``from_clients`` collects the
+    bytes the clients send (to check what a client wrote, e.g. a frame it owes the server).
     """
 
     def __init__(
@@ -36,6 +37,8 @@ class TcpProxy:
         self.port = 0
         self.accepted = 0
         self.refusing = False
+        self.recording = False
+        self.from_clients = bytearray()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._pairs: set[Pair] = set()
@@ -70,23 +73,30 @@ class TcpProxy:
             return
         pair = (writer, up_writer)
         self._pairs.add(pair)
-        for source, sink, stalls in ((reader, up_writer, True), (up_reader, writer, False)):
-            pipe = asyncio.ensure_future(self._pipe(source, sink, pair, stalls=stalls))
+        for source, sink, from_client in ((reader, up_writer, True), (up_reader, writer, False)):
+            pipe = asyncio.ensure_future(self._pipe(source, sink, pair, from_client=from_client))
             self._pipes.add(pipe)
             pipe.add_done_callback(self._pipes.discard)
 
     async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, pair: Pair, *, stalls: bool
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        pair: Pair,
+        *,
+        from_client: bool,
     ) -> None:
         try:
             while True:
-                if stalls:
+                if from_client:  # stall() stops reading what clients send
                     await self._reading.wait()
                 data = await source.read(65536)
                 if not data:
                     break
                 if pair in self._frozen:
                     continue
+                if from_client and self.recording:
+                    self.from_clients += data
                 sink.write(data)
                 await sink.drain()
         except (OSError, asyncio.IncompleteReadError):

@@ -16,7 +16,7 @@ from ..app import App
 from ..exceptions import BrokerUnavailable, ConfigurationError, InvalidArguments, TaskqError
 from ..redact import install_log_redaction
 from . import beat, dashboard, dlq, doctor, events, inspect, queues, send
-from .common import ExitCode, UsageError, load_app, run_loop
+from .common import ExitCode, UsageError, broker_exit_code, load_app, run_loop
 
 COMMAND_MODULES = [send, dlq, inspect, queues, events, beat, dashboard, doctor]
 
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     except BrokerUnavailable as exc:
         print(f"taskq: {exc}", file=sys.stderr)
-        return ExitCode.BROKER_UNREACHABLE
+        return broker_exit_code(exc)
     except TaskqError as exc:
         print(f"taskq: {type(exc).__name__}: {exc}", file=sys.stderr)
         return ExitCode.CRASHED

@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from ..app import App
+from ..exceptions import BrokerRefused, BrokerUnavailable
 
 T = TypeVar("T")
 
@@ -21,8 +22,17 @@ class ExitCode(enum.IntEnum):
     CRASHED = 1  # an unexpected error stopped the process
     USAGE = 2  # bad arguments, or the app could not be imported
     BROKER_UNREACHABLE = 3  # RabbitMQ could not be reached at start
-    THREADS_ABANDONED = 4  # the worker stopped, but left task threads running (taskq-worker)
+    BROKER_REFUSED = 4  # RabbitMQ refused the login (user, password) or the virtual host
+    THREADS_ABANDONED = 5  # the worker stopped, but left task threads running (taskq-worker)
     FORCED = 130  # a second signal forced the stop (taskq-worker; 128 + SIGINT, as shells do)
+
+
+def broker_exit_code(exc: BrokerUnavailable) -> ExitCode:
+    """The exit code for a broker that could not be used at start: a refusal (retrying will
+    not help, the URL or the broker's users must change) or a broker out of reach."""
+    if isinstance(exc, BrokerRefused):
+        return ExitCode.BROKER_REFUSED
+    return ExitCode.BROKER_UNREACHABLE
 
 
 class UsageError(Exception):

@@ -10,7 +10,7 @@ A plain ``def`` task runs in a thread, and Python cannot stop a thread: one past
 or still running when the worker gave its delivery back, runs on after the worker stopped.
 The interpreter would wait for it at exit (concurrent.futures joins its threads) for as long
 as the function runs, minutes or forever. The process exits without it instead, with
-THREADS_ABANDONED (4), once its logs are written.
+THREADS_ABANDONED (5), once its logs are written.
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ STABLE_AFTER = 60.0
 # After a forced stop, how long past the children's own deadline before they are killed.
 KILL_MARGIN = 3.0
 _CLEAN_STOP = (None, 0, -signal.SIGTERM, -signal.SIGINT)
+# A worker that exits with one of these on its first start would fail the same way again.
+_FATAL_AT_START = (ExitCode.USAGE, ExitCode.BROKER_UNREACHABLE, ExitCode.BROKER_REFUSED)
 
 
 @dataclasses.dataclass(slots=True)
@@ -137,7 +139,7 @@ class Supervisor:
         self._on_child_died(child, code, now)
 
     def _on_child_died(self, child: Child, code: int, now: float) -> None:
-        if code in (ExitCode.USAGE, ExitCode.BROKER_UNREACHABLE) and child.restarts == 0:
+        if code in _FATAL_AT_START and child.restarts == 0:
             log.error("worker process %d exited with %d at start; stopping all", child.index, code)
             self.exit_code = ExitCode(code)
             self._on_signal(signal.SIGTERM, None)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from .. import metrics
 from ..exceptions import (
+    BrokerRefused,
     BrokerUnavailable,
     ConfigurationError,
     TaskqError,
@@ -156,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # The errors that say what is wrong by themselves: logged as one line, with their exit code.
 KNOWN_ERRORS: dict[type[TaskqError], ExitCode] = {
+    BrokerRefused: ExitCode.BROKER_REFUSED,  # before its base class: the first match counts
     BrokerUnavailable: ExitCode.BROKER_UNREACHABLE,
     TopologyMismatch: ExitCode.USAGE,
     ConfigurationError: ExitCode.USAGE,

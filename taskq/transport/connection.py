@@ -27,7 +27,7 @@ from typing import Any, cast
 from pamqp import commands, header
 from pamqp.base import Frame as PamqpFrame
 
-from ..exceptions import BrokerUnavailable
+from ..exceptions import BrokerRefused, BrokerUnavailable
 from . import frames, refusals
 from .endpoints import Endpoint, describe_tls_failure
 from .wire import Delivery, acker_of
@@ -37,6 +37,7 @@ log = logging.getLogger("taskq.transport")
 OnDelivery = Callable[[Delivery], None]
 FRAME_MAX = 131072
 CLOSE_TIMEOUT = 5.0
+DEFAULT_HEARTBEAT = 60
 NOT_FOUND = 404
 ACCESS_REFUSED = 403
 RESOURCE_LOCKED = 405
@@ -46,6 +47,7 @@ unconfirmed publishes (events, status notifications) are dropped instead of writ
 FLUSH_AT = 1 << 18
 """Bytes written in one event-loop turn after which they go to the socket at once: the
 socket then says within the turn when it takes no more (``pause_writing``)."""
+NOT_ALLOWED = 530
 
 
 class ChannelClosed(ConnectionError):
@@ -55,6 +57,19 @@ class ChannelClosed(ConnectionError):
     def __init__(self, message: str, code: int = 0) -> None:
         super().__init__(message)
         self.code = code
+
+
+def negotiate_heartbeat(asked: int | None, proposed: int) -> int:
+    """The heartbeat interval (seconds) to answer in Connection.TuneOk: what the URL asked
+    for (0: none, only when asked), else the broker's proposal, else DEFAULT_HEARTBEAT.
+
+    RabbitMQ takes the client's TuneOk value as the interval for both sides (what pika
+    does with a given value; aiormq always sends its own, 60 by default). A broker that
+    proposes 0 would otherwise leave the connection without any dead-peer detection: a
+    silent peer (a dead node, a dropped NAT entry) would look alive until TCP gave up."""
+    if asked is not None:
+        return asked
+    return proposed or DEFAULT_HEARTBEAT
 
 
 class Returned(Exception):
@@ -348,6 +363,7 @@ class Connection(asyncio.Protocol):
         self._numbers = itertools.count(1)
         self._handshake: asyncio.Queue[PamqpFrame] = asyncio.Queue()
         self._heartbeat = 0
+        self._step = "start"  # of the handshake: start, login, open, then open
         self._last_read = time.monotonic()
         self._beats: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[None] = loop.create_future()
@@ -415,7 +431,9 @@ class Connection(asyncio.Protocol):
 
     def _on_connection_method(self, value: PamqpFrame) -> None:
         if isinstance(value, commands.Connection.Close):
+            # CloseOk must reach the socket before _fail closes it (write only queues it).
             self.write(frames.marshal(0, commands.Connection.CloseOk()))
+            self._flush()
             self._fail(_closed_by(value))
         elif isinstance(value, commands.Connection.Blocked):
             self.blocked = True
@@ -476,28 +494,74 @@ class Connection(asyncio.Protocol):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self, endpoint: Endpoint, timeout: float) -> None:
-        """The AMQP handshake: start, tune, open (raises on refusal or timeout)."""
+        """The AMQP handshake: start, tune, open. Raises BrokerRefused if the broker refuses
+        the login or the virtual host, BrokerUnavailable if the peer closes the connection
+        (or is no AMQP broker at all), TimeoutError after ``timeout`` seconds."""
         async with asyncio.timeout(timeout):
-            start = await self._expect(commands.Connection.Start)
-            self.server_properties = dict(start.server_properties or {})
-            if "PLAIN" not in str(start.mechanisms).split():
-                raise BrokerUnavailable("the broker does not offer PLAIN authentication")
-            response = f"\0{endpoint.user}\0{endpoint.password}"
-            self.write(frames.marshal(0, commands.Connection.StartOk(
-                client_properties=self._client_properties(), mechanism="PLAIN",
-                response=response, locale="en_US",
-            )))  # fmt: skip
-            tune = await self._expect(commands.Connection.Tune)
-            self._heartbeat = tune.heartbeat
-            self.frame_max = min(tune.frame_max or FRAME_MAX, FRAME_MAX)
-            self.write(frames.marshal(0, commands.Connection.TuneOk(
-                channel_max=tune.channel_max or 2047, frame_max=self.frame_max,
-                heartbeat=tune.heartbeat,
-            )))  # fmt: skip
-            self.write(frames.marshal(0, commands.Connection.Open(virtual_host=endpoint.vhost)))
-            await self._expect(commands.Connection.OpenOk)
+            try:
+                await self._handshake_steps(endpoint)
+            except BrokerUnavailable:
+                if not self.closed.done():
+                    raise
+                raise self._why_closed(endpoint, self.closed.result()) from None
         if self._heartbeat:
             self._beats = asyncio.ensure_future(self._keep_alive(self._heartbeat))
+
+    async def _handshake_steps(self, endpoint: Endpoint) -> None:
+        start = await self._expect(commands.Connection.Start)
+        self._step = "login"
+        self.server_properties = dict(start.server_properties or {})
+        if "PLAIN" not in str(start.mechanisms).split():
+            raise BrokerUnavailable("the broker does not offer PLAIN authentication")
+        response = f"\0{endpoint.user}\0{endpoint.password}"
+        self.write(frames.marshal(0, commands.Connection.StartOk(
+            client_properties=self._client_properties(), mechanism="PLAIN",
+            response=response, locale="en_US",
+        )))  # fmt: skip
+        tune = await self._expect(commands.Connection.Tune)
+        self._heartbeat = negotiate_heartbeat(endpoint.heartbeat, tune.heartbeat)
+        self.frame_max = min(tune.frame_max or FRAME_MAX, FRAME_MAX)
+        self.write(frames.marshal(0, commands.Connection.TuneOk(
+            channel_max=tune.channel_max or 2047, frame_max=self.frame_max,
+            heartbeat=self._heartbeat,
+        )))  # fmt: skip
+        self._step = "open"
+        self.write(frames.marshal(0, commands.Connection.Open(virtual_host=endpoint.vhost)))
+        await self._expect(commands.Connection.OpenOk)
+        self._step = "done"
+
+    def _why_closed(self, endpoint: Endpoint, failure: ChannelClosed) -> BrokerUnavailable:
+        """What the peer closing the connection during the handshake means, by its step."""
+        where = endpoint.shown
+        if self._step == "start":
+            return BrokerUnavailable(
+                f"the server at {where} does not speak AMQP 0-9-1: it did not answer the "
+                f"protocol header with Connection.Start ({failure}); is this RabbitMQ's port "
+                "(5672 for amqp://, 5671 for amqps://)?"
+            )
+        if self._step == "login" and failure.code == ACCESS_REFUSED:
+            return BrokerRefused(
+                f"RabbitMQ at {where} refused the login of user {endpoint.user!r} (wrong user "
+                f"or password?): {failure}"
+            )
+        if self._step == "open" and failure.code in (ACCESS_REFUSED, NOT_ALLOWED):
+            return BrokerRefused(
+                f"RabbitMQ at {where} refused the virtual host {endpoint.vhost!r} (it does "
+                f"not exist, or user {endpoint.user!r} has no permission there): {failure}"
+            )
+        return BrokerUnavailable(f"the broker closed the connection: {failure}")
+
+    def handshake_timed_out(self, endpoint: Endpoint, timeout: float) -> BrokerUnavailable:
+        """The error for a handshake that did not finish within ``timeout`` seconds."""
+        if self._step == "start":
+            return BrokerUnavailable(
+                f"the server at {endpoint.shown} does not speak AMQP 0-9-1: no answer to the "
+                f"protocol header within {timeout:g} s; is this RabbitMQ's port (5672 for "
+                "amqp://, 5671 for amqps://)?"
+            )
+        return BrokerUnavailable(
+            f"RabbitMQ at {endpoint.shown} did not complete the handshake within {timeout:g} s"
+        )
 
     async def _expect(self, kind: type[Any]) -> Any:
         waiter: asyncio.Future[Any] = asyncio.ensure_future(self._handshake.get())
@@ -505,10 +569,7 @@ class Connection(asyncio.Protocol):
         await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
         if not waiter.done():
             waiter.cancel()
-            failure = self.closed.result()
-            if failure.code == ACCESS_REFUSED:
-                raise BrokerUnavailable(f"RabbitMQ refused the credentials: {failure}")
-            raise BrokerUnavailable(f"the broker closed the connection: {failure}")
+            raise BrokerUnavailable(f"the broker closed the connection: {self.closed.result()}")
         value = waiter.result()
         if not isinstance(value, kind):
             raise BrokerUnavailable(f"unexpected {type(value).__name__} from the broker")
@@ -581,11 +642,16 @@ class Connection(asyncio.Protocol):
 
 
 async def connect(endpoint: Endpoint, name: str, timeout: float) -> Connection:
-    """Open a Connection to ``endpoint``; BrokerUnavailable if that fails."""
+    """Open a Connection to ``endpoint`` within ``timeout`` seconds (TCP, TLS and the AMQP
+    handshake together); BrokerRefused if the broker refuses the login or the virtual host,
+    BrokerUnavailable if it cannot be reached or does not answer as an AMQP broker."""
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     where = endpoint.shown
+    if endpoint.client_name:
+        name = f"{endpoint.client_name}:{name}"
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             _, connection = await loop.create_connection(
                 lambda: Connection(name), endpoint.host, endpoint.port, ssl=endpoint.tls,
                 server_hostname=(endpoint.server_name or endpoint.host) if endpoint.tls else None,
@@ -594,11 +660,11 @@ async def connect(endpoint: Endpoint, name: str, timeout: float) -> Connection:
         clear = describe_tls_failure(exc, where)
         raise BrokerUnavailable(clear or f"cannot connect to RabbitMQ at {where}: {exc}") from exc
     try:
-        await connection.open(endpoint, timeout)
+        await connection.open(endpoint, max(deadline - loop.time(), 0.0))
     except TimeoutError as exc:
         connection._fail(ChannelClosed("handshake timed out"))
         await connection.wait_lost()
-        raise BrokerUnavailable(f"RabbitMQ at {where} did not complete the handshake") from exc
+        raise connection.handshake_timed_out(endpoint, timeout) from exc
     except BaseException:
         connection._fail(ChannelClosed("handshake failed"))
         await connection.wait_lost()
@@ -610,8 +676,9 @@ async def connect_any(
     endpoints: Sequence[Endpoint], name: str, timeout: float, first: int = 0
 ) -> tuple[Connection, int]:
     """A Connection to the first of ``endpoints`` that answers, trying them in order from
-    index ``first`` (wrapping around), and that one's index; BrokerUnavailable if none does."""
-    failures: list[str] = []
+    index ``first`` (wrapping around), and that one's index; BrokerUnavailable if none does
+    (BrokerRefused if every one refused the login or the virtual host)."""
+    failures: list[BrokerUnavailable] = []
     for step in range(len(endpoints)):
         index = (first + step) % len(endpoints)
         try:
@@ -619,5 +686,7 @@ async def connect_any(
         except BrokerUnavailable as exc:
             if len(endpoints) == 1:
                 raise
-            failures.append(str(exc))
-    raise BrokerUnavailable("no broker URL answered: " + "; ".join(failures))
+            failures.append(exc)
+    refused = all(isinstance(failure, BrokerRefused) for failure in failures)
+    kind = BrokerRefused if refused else BrokerUnavailable
+    raise kind("no broker URL answered: " + "; ".join(map(str, failures)))

@@ -7,8 +7,13 @@ it lost, so that a client leaves a dead node at once instead of waiting for it.
 TLS (``amqps://``) verifies the broker's certificate against the system's CAs, or against a
 CA file given in the URL (``?cafile=``) or in the ``tls_ca_file`` setting; a client
 certificate comes from ``certfile``/``keyfile`` (or ``tls_cert_file``/``tls_key_file``).
-``verify=false`` turns verification off (tests only) and ``server_name=`` sets the name
-the certificate must carry when it is not the URL's host.
+``verify=false`` (or aiormq's ``no_verify_ssl=1``) turns verification off (tests only) and
+``server_name=`` sets the name the certificate must carry when it is not the URL's host.
+
+Two more query parameters are the ones aiormq/aio-pika read too, so one URL serves both
+clients: ``heartbeat=`` (seconds; what taskq proposes to the broker, 0 turns heartbeats off)
+and ``name=`` (put in front of the name taskq gives each connection, as the broker shows it).
+Any other parameter is refused: a misspelt ``heartbeet=`` must not be silently ignored.
 """
 
 from __future__ import annotations
@@ -23,8 +28,18 @@ from ..exceptions import ConfigurationError
 from ..redact import redact_url
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
-TLS_PARAMETERS = frozenset({"cafile", "certfile", "keyfile", "verify", "server_name"})
+TLS_PARAMETERS = frozenset(
+    {"cafile", "certfile", "keyfile", "verify", "no_verify_ssl", "server_name"}
+)
+CONNECTION_PARAMETERS = frozenset({"heartbeat", "name"})
+PARAMETERS = TLS_PARAMETERS | CONNECTION_PARAMETERS
+MAX_HEARTBEAT = 65535  # the field is a short in Connection.TuneOk
 _FALSE = frozenset({"0", "false", "no", "off"})
+# The alerts a TLS server sends when it wants a client certificate it did not get (or did
+# not like); any other failure (WRONG_VERSION_NUMBER, an EOF) is a peer that does not speak
+# TLS at all.
+_CLIENT_CERTIFICATE_ALERTS = ("CERTIFICATE_REQUIRED", "HANDSHAKE_FAILURE", "BAD_CERTIFICATE",
+                              "UNKNOWN_CA", "CERTIFICATE_UNKNOWN")  # fmt: skip
 
 
 def split_urls(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -59,6 +74,10 @@ class Endpoint:
     server_name: str | None
     shown: str
     """The URL with its password redacted, for messages."""
+    heartbeat: int | None = None
+    """Seconds asked for in the URL (``heartbeat=``; 0: none), or None: the broker's."""
+    client_name: str | None = None
+    """``name=`` of the URL: put in front of the connection names taskq gives."""
 
     @property
     def location(self) -> str:
@@ -72,9 +91,16 @@ def parse_endpoint(url: str, defaults: TlsFiles = TlsFiles()) -> Endpoint:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in DEFAULT_PORTS:
         raise ConfigurationError(f"not an AMQP URL: {redact_url(url)}")
-    query = dict(urllib.parse.parse_qsl(parts.query))
+    given = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = {name: value for name, value in given if value}  # a blank one: not given
     path = urllib.parse.unquote(parts.path[1:]) if parts.path.startswith("/") else ""
     shown = redact_url(urllib.parse.urlunsplit(parts._replace(query="")))
+    unknown = sorted({name for name, _ in given} - PARAMETERS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown parameter {', '.join(unknown)} in broker URL {shown}; "
+            f"accepted: {', '.join(sorted(PARAMETERS))}"
+        )
     try:
         port = parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError as exc:
@@ -85,7 +111,7 @@ def parse_endpoint(url: str, defaults: TlsFiles = TlsFiles()) -> Endpoint:
             ca_file=query.get("cafile", defaults.ca_file),
             cert_file=query.get("certfile", defaults.cert_file),
             key_file=query.get("keyfile", defaults.key_file),
-            verify=query.get("verify", "true").lower() not in _FALSE,
+            verify=_verify(query),
             where=shown,
         )
     elif TLS_PARAMETERS & query.keys():
@@ -99,7 +125,32 @@ def parse_endpoint(url: str, defaults: TlsFiles = TlsFiles()) -> Endpoint:
         tls=tls,
         server_name=query.get("server_name"),
         shown=shown,
+        heartbeat=_heartbeat(query.get("heartbeat"), shown),
+        client_name=query.get("name"),
     )
+
+
+def _verify(query: dict[str, str]) -> bool:
+    """Whether to verify the broker's certificate: ``verify=`` (taskq's) or ``no_verify_ssl=``
+    (aiormq's spelling, inverted)."""
+    if query.get("no_verify_ssl", "0").lower() not in _FALSE:
+        return False
+    return query.get("verify", "true").lower() not in _FALSE
+
+
+def _heartbeat(value: str | None, shown: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= MAX_HEARTBEAT:
+        raise ConfigurationError(
+            f"heartbeat={value!r} in broker URL {shown}: give whole seconds from 0 (no "
+            f"heartbeats) to {MAX_HEARTBEAT}"
+        )
+    return seconds
 
 
 def parse_endpoints(urls: Sequence[str], defaults: TlsFiles = TlsFiles()) -> tuple[Endpoint, ...]:
@@ -145,7 +196,12 @@ def describe_tls_failure(exc: BaseException, where: str) -> str | None:
             "the CA (cafile= in the URL or the tls_ca_file setting) and the name the "
             "broker's certificate carries (server_name= in the URL)"
         )
+    if any(alert in str(reason).upper() for alert in _CLIENT_CERTIFICATE_ALERTS):
+        return (
+            f"TLS handshake with RabbitMQ at {where} failed: {reason}; the broker may require "
+            "a client certificate (certfile=/keyfile= in the URL, or tls_cert_file/tls_key_file)"
+        )
     return (
-        f"TLS handshake with RabbitMQ at {where} failed: {reason}; the broker may require a "
-        "client certificate (certfile=/keyfile= in the URL, or tls_cert_file/tls_key_file)"
+        f"TLS handshake with RabbitMQ at {where} failed: {reason}; the port may not be a TLS "
+        "port (RabbitMQ listens for amqps:// on 5671 by default, for amqp:// on 5672)"
     )

@@ -5,19 +5,11 @@ test cuts and refuses, so the failover is real while the broker stays up."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
 from taskq import App, BrokerUnavailable
-from tests.support import BROKER, broker_proxy, eventually, running_worker
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support import BROKER, broker_proxy, closed_port, eventually, running_worker
 
 
 def make_app(prefix: str, broker: str | list[str]) -> App:

@@ -89,5 +89,27 @@ def test_tls_failures_are_described() -> None:
     verify.verify_message = "unable to get local issuer certificate"
     text = describe_tls_failure(verify, "amqps://h:5671/")
     assert text is not None and "tls_ca_file" in text and "local issuer" in text
-    assert "client certificate" in (describe_tls_failure(ssl.SSLError(1, "x"), "h") or "")
+    wanted = ssl.SSLError(1, "alert")
+    wanted.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert "client certificate" in (describe_tls_failure(wanted, "h") or "")
+    plain = ssl.SSLError(1, "wrong version")
+    plain.reason = "WRONG_VERSION_NUMBER"  # what a plain AMQP port answers to a ClientHello
+    text = describe_tls_failure(plain, "h") or ""
+    assert "not be a TLS port" in text and "client certificate" not in text
     assert describe_tls_failure(OSError("refused"), "h") is None
+
+
+def test_the_parameters_aiormq_reads_too() -> None:
+    endpoint = parse_endpoint("amqp://h/?heartbeat=7&name=billing")
+    assert (endpoint.heartbeat, endpoint.client_name) == (7, "billing")
+    assert parse_endpoint("amqp://h/?heartbeat=0").heartbeat == 0  # asked: no heartbeats
+    assert parse_endpoint("amqp://h/").heartbeat is None  # not asked: negotiated
+    unverified = parse_endpoint("amqps://h/?no_verify_ssl=1")
+    assert unverified.tls is not None and unverified.tls.verify_mode == ssl.CERT_NONE
+    verified = parse_endpoint("amqps://h/?no_verify_ssl=0")
+    assert verified.tls is not None and verified.tls.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_an_unknown_parameter_is_named_even_when_blank() -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown parameter frame_max.*accepted: "):
+        parse_endpoint("amqp://u:secret@h/?frame_max=")
