@@ -83,6 +83,7 @@ class Channel:
         self._reply: asyncio.Future[Any] | None = None
         self._content: tuple[Any, ...] | None = None  # the method whose content is arriving
         self._props: dict[str, Any] = {}
+        self._flaws: Mapping[str, str] = frames.NO_FLAWS
         self._body: list[bytes] = []
         self._remaining = 0
         self._confirming = False
@@ -149,7 +150,7 @@ class Channel:
 
     def on_header(self, payload: memoryview) -> None:
         """A content header (after a deliver or a return)."""
-        self._remaining, self._props = frames.content_header(payload)
+        self._remaining, self._props, self._flaws = frames.content_header(payload)
         self._body = []
         if self._remaining == 0:
             self._complete()
@@ -175,14 +176,29 @@ class Channel:
         _, tag, redelivered, routing_key = content
         if kind == "get":
             got = Delivery(body, self._props, tag, redelivered, routing_key, self.label, self,
-                           acker_of(self))  # fmt: skip
+                           acker_of(self), self._flaws)  # fmt: skip
             if self._reply is not None and not self._reply.done():
                 self._reply.set_result(got)
         elif self.consumer is not None:
+            self._deliver(self.consumer, body, tag, redelivered, routing_key)
+
+    def _deliver(
+        self, consumer: OnDelivery, body: bytes, tag: int, redelivered: bool, routing_key: str
+    ) -> None:
+        """Hand one delivery to the consumer. Whatever goes wrong there fails this delivery
+        alone: it is rejected without requeue (the broker dead-letters it to the queue's
+        dead-letter exchange), and the connection, its other channels and deliveries go on."""
+        try:
             acker = acker_of(self) if self._acks else None
-            self.consumer(
-                Delivery(body, self._props, tag, redelivered, routing_key, self.label, self, acker)
-            )
+            delivery = Delivery(body, self._props, tag, redelivered, routing_key, self.label,
+                                self, acker, self._flaws)  # fmt: skip
+            consumer(delivery)
+        except Exception:
+            log.exception("delivery %d on %r failed in its consumer; rejecting it to the "
+                          "dead-letter exchange", tag, self)  # fmt: skip
+            if self._acks:
+                acker_of(self).ledger.drop(tag)
+                self.connection.write(frames.reject(self.number, tag, requeue=False))
 
     def _confirmed(self, tag: int, multiple: bool, failure: Exception | None) -> None:
         unconfirmed, order = self._unconfirmed, self._order
