@@ -18,6 +18,7 @@ from .context import TaskContext, current
 from .exceptions import (
     BrokerError,
     BrokerUnavailable,
+    ChannelsExhausted,
     ConfigurationError,
     DecodeError,
     EncodeError,
@@ -53,6 +54,7 @@ __all__ = [
     "App",
     "BrokerError",
     "BrokerUnavailable",
+    "ChannelsExhausted",
     "ConfigurationError",
     "DecodeError",
     "EncodeError",

@@ -12,6 +12,7 @@
     ├── BrokerError
     │   ├── BrokerUnavailable (ConnectionError)   the broker cannot be reached
     │   ├── PublishError                          the broker refused or could not route a publish
+│   ├── ChannelsExhausted                     every channel number of a connection is in use
     │   └── TopologyMismatch                      a queue exists with other arguments
     ├── ResultError
     │   ├── ResultTimeout (TimeoutError)     no outcome within the wait
@@ -63,6 +64,11 @@ class BrokerError(TaskqError):
 
 class BrokerUnavailable(BrokerError, ConnectionError):
     """The broker cannot be reached (refused, unknown host, bad credentials, timed out)."""
+
+
+class ChannelsExhausted(BrokerError):
+    """Every channel number a connection negotiated (``channel_max``) is in use: too many
+    operations at once on one connection. Numbers are reused as channels close."""
 
 
 class PublishError(BrokerError):

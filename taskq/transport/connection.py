@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
+import heapq
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +27,7 @@ from typing import Any, cast
 from pamqp import commands, header
 from pamqp.base import Frame as PamqpFrame
 
-from ..exceptions import BrokerUnavailable
+from ..exceptions import BrokerUnavailable, ChannelsExhausted
 from . import frames
 from .endpoints import Endpoint, describe_tls_failure
 from .wire import Delivery, acker_of
@@ -36,6 +36,8 @@ log = logging.getLogger("taskq.transport")
 
 OnDelivery = Callable[[Delivery], None]
 FRAME_MAX = 131072
+CHANNEL_MAX = 2047  # what RabbitMQ offers by default
+NUMBERS = 65535  # channel numbers are 16 bits; 0 is the connection's own
 CLOSE_TIMEOUT = 5.0
 NOT_FOUND = 404
 ACCESS_REFUSED = 403
@@ -79,6 +81,7 @@ class Channel:
         self.queue = ""
         self.label = ""
         self._acks = True
+        self._closing = False  # taskq sent channel.close
         self._lock = asyncio.Lock()
         self._reply: asyncio.Future[Any] | None = None
         self._content: tuple[Any, ...] | None = None  # the method whose content is arriving
@@ -139,6 +142,10 @@ class Channel:
         if isinstance(value, commands.Channel.Close):
             self.connection.write(frames.marshal(self.number, commands.Channel.CloseOk()))
             self.closed(_closed_by(value))
+        elif isinstance(value, commands.Channel.CloseOk) and not self._closing:
+            # The answer to the close of the channel this number had before, a close that
+            # crossed the broker's own: the number was freed at the broker's and used again.
+            return
         elif isinstance(value, commands.Basic.Cancel):
             # The queue was deleted, or its node went down. The channel stays open: running
             # tasks still ack on it. Whoever consumes (taskq.transport.link) consumes again.
@@ -248,6 +255,7 @@ class Channel:
         """Close the channel (idempotent); what it held unacked goes back to its queues."""
         if self.is_closed:
             return
+        self._closing = True
         with contextlib.suppress(ConnectionError):
             await self.rpc(commands.Channel.Close(200, "done", 0, 0))
         self.closed(ChannelClosed("closed by taskq", 200))
@@ -328,9 +336,12 @@ class Channel:
 class Connection(asyncio.Protocol):
     """One AMQP connection (see the module docstring)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, channel_max: int = CHANNEL_MAX) -> None:
         self.name = name
         self.frame_max = FRAME_MAX
+        self.channel_max = channel_max
+        """Channels open at once: what taskq asked for, then the lower of that and the
+        broker's limit once open. Numbers run from 1 to it and are reused (see channel())."""
         self.server_properties: dict[str, Any] = {}
         """What the broker said of itself at the handshake (``product``, ``version``...)."""
         loop = asyncio.get_running_loop()
@@ -338,7 +349,8 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._channels: dict[int, Channel] = {}
-        self._numbers = itertools.count(1)
+        self._next = 1  # the lowest number never used yet
+        self._free: list[int] = []  # numbers below _next whose channel closed: a heap
         self._handshake: asyncio.Queue[PamqpFrame] = asyncio.Queue()
         self._heartbeat = 0
         self._last_read = time.monotonic()
@@ -423,8 +435,9 @@ class Connection(asyncio.Protocol):
             transport.write(data[0] if len(data) == 1 else b"".join(data))
 
     def forget(self, number: int) -> None:
-        """Drop a closed channel."""
-        self._channels.pop(number, None)
+        """Drop a closed channel; its number may be used again."""
+        if self._channels.pop(number, None) is not None:
+            heapq.heappush(self._free, number)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -443,8 +456,9 @@ class Connection(asyncio.Protocol):
             tune = await self._expect(commands.Connection.Tune)
             self._heartbeat = tune.heartbeat
             self.frame_max = min(tune.frame_max or FRAME_MAX, FRAME_MAX)
+            self.channel_max = min(self.channel_max, tune.channel_max or NUMBERS)
             self.write(frames.marshal(0, commands.Connection.TuneOk(
-                channel_max=tune.channel_max or 2047, frame_max=self.frame_max,
+                channel_max=self.channel_max, frame_max=self.frame_max,
                 heartbeat=tune.heartbeat,
             )))  # fmt: skip
             self.write(frames.marshal(0, commands.Connection.Open(virtual_host=endpoint.vhost)))
@@ -492,13 +506,27 @@ class Connection(asyncio.Protocol):
                     self._transport.abort()
 
     async def channel(self) -> Channel:
-        """Open a new channel."""
+        """Open a new channel, on the lowest free number: ChannelsExhausted if all
+        ``channel_max`` are in use. A number is free again once its channel closed, by
+        either side, with the close-ok sent or received (the broker forgets it then)."""
         if self.closed.done():
             raise self.closed.result()
-        channel = Channel(self, next(self._numbers))
+        channel = Channel(self, self._number())
         self._channels[channel.number] = channel
         await channel.rpc(commands.Channel.Open())
         return channel
+
+    def _number(self) -> int:
+        if self._free:
+            return heapq.heappop(self._free)
+        if self._next > self.channel_max:
+            # RabbitMQ would close the whole connection on one more (530, NOT_ALLOWED).
+            raise ChannelsExhausted(
+                f"all {self.channel_max} channels of connection {self.name} are open "
+                f"(channel_max): too many operations at once on one connection"
+            )
+        self._next += 1
+        return self._next - 1
 
     def _fail(self, exc: ChannelClosed) -> None:
         if self.closed.done():
@@ -532,14 +560,18 @@ class Connection(asyncio.Protocol):
                 await asyncio.shield(self._lost)
 
 
-async def connect(endpoint: Endpoint, name: str, timeout: float) -> Connection:
-    """Open a Connection to ``endpoint``; BrokerUnavailable if that fails."""
+async def connect(
+    endpoint: Endpoint, name: str, timeout: float, channel_max: int = CHANNEL_MAX
+) -> Connection:
+    """Open a Connection to ``endpoint`` (at most ``channel_max`` channels open at once, or
+    fewer if the broker says so); BrokerUnavailable if that fails."""
     loop = asyncio.get_running_loop()
     where = endpoint.shown
     try:
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(
-                lambda: Connection(name), endpoint.host, endpoint.port, ssl=endpoint.tls,
+                lambda: Connection(name, channel_max), endpoint.host, endpoint.port,
+                ssl=endpoint.tls,
                 server_hostname=(endpoint.server_name or endpoint.host) if endpoint.tls else None,
             )  # fmt: skip
     except (OSError, TimeoutError) as exc:
@@ -559,7 +591,11 @@ async def connect(endpoint: Endpoint, name: str, timeout: float) -> Connection:
 
 
 async def connect_any(
-    endpoints: Sequence[Endpoint], name: str, timeout: float, first: int = 0
+    endpoints: Sequence[Endpoint],
+    name: str,
+    timeout: float,
+    first: int = 0,
+    channel_max: int = CHANNEL_MAX,
 ) -> tuple[Connection, int]:
     """A Connection to the first of ``endpoints`` that answers, trying them in order from
     index ``first`` (wrapping around), and that one's index; BrokerUnavailable if none does."""
@@ -567,7 +603,7 @@ async def connect_any(
     for step in range(len(endpoints)):
         index = (first + step) % len(endpoints)
         try:
-            return await connect(endpoints[index], name, timeout), index
+            return await connect(endpoints[index], name, timeout, channel_max), index
         except BrokerUnavailable as exc:
             if len(endpoints) == 1:
                 raise
