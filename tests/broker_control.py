@@ -20,6 +20,13 @@ def connection_pids(containing: str) -> list[str]:
     return [row.split("\t", 1)[0] for row in rows.splitlines() if containing in row]
 
 
+def channel_count(containing: str) -> int:
+    """How many channels the connections whose client properties (connection name) contain
+    ``containing`` have open, as the broker counts them."""
+    rows = _rabbitmqctl("list_connections", "--no-table-headers", "channels", "client_properties")
+    return sum(int(row.split("\t", 1)[0]) for row in rows.splitlines() if containing in row)
+
+
 async def close_connections(containing: str) -> int:
     """Force-close (as the broker does on an admin's request) every connection whose name
     contains ``containing``; return how many were closed."""

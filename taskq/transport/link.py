@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from .connection import CHANNEL_MAX, Channel, ChannelClosed, Connection, OnDelivery, connect_any
 from .endpoints import Endpoint
+from .wire import acker_of
 
 log = logging.getLogger("taskq.transport")
 
@@ -182,6 +183,8 @@ class Link:
                 reason, pause = exc, min(pause * 2, MAX_RESUBSCRIBE_PAUSE)
             else:
                 log.info("consuming %s again", subscription.queue)
+                if stopped is not None and not stopped.is_closed:
+                    self._spawn(_retire(stopped, subscription.acks))
                 return
 
     async def _keep(self) -> None:
@@ -235,6 +238,16 @@ class Link:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
+
+
+async def _retire(channel: Channel, acks: bool) -> None:
+    """Close the channel of a consumer the broker cancelled, now replaced, once nothing it
+    delivered is left unacked: tasks still running ack on it (a close would requeue what
+    they hold, and they would run twice). Left open, it would hold its number for good."""
+    ledger = acker_of(channel).ledger
+    while acks and ledger.unsettled and not channel.is_closed:
+        await asyncio.sleep(RECONNECT_INTERVAL)
+    await channel.close()
 
 
 class ChannelSlot:

@@ -18,8 +18,8 @@ from benchmarks.channel_churn import churn, refuse_then_send
 from taskq import App, ChannelsExhausted
 from taskq.control import LastSeen
 from taskq.transport import QueueDepth
-from tests.broker_control import connection_pids
-from tests.support import BROKER
+from tests.broker_control import channel_count, connection_pids, consumed
+from tests.support import BROKER, adding_app, eventually, running_worker
 
 pytestmark = pytest.mark.one_queue_only  # no worker: the client's connections are under test
 
@@ -68,3 +68,29 @@ async def test_all_numbers_in_use_is_a_clear_error_and_the_connection_stays(
         await refuse_then_send(app, 3)
     finally:
         await app.close()
+
+
+async def test_the_channel_of_a_consumer_the_broker_cancelled_is_closed_once_replaced(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    # Deleting a work queue makes the broker cancel its consumer; the worker consumes again on
+    # a new channel once the queue is back. The old one must not stay open for good.
+    app = adding_app("channels", prefix, [])
+    async with app, running_worker(app, queues=["default"]) as worker:
+        consuming = f"taskq-worker:{worker.name}:consume"
+        assert await (await app.send("add", 1, 2)).result(timeout=15) == 3
+        before = await asyncio.to_thread(channel_count, consuming)
+        await app.transport.delete_queue(app.names.work_queue("default"))
+
+        async def cancelled() -> bool:
+            return not await consumed(app.names.work_queue("default"))
+
+        await eventually(cancelled, what="the broker to cancel the consumer")
+        async with App("redeclarer", broker=BROKER, prefix=prefix) as redeclarer:
+            await redeclarer.send("add", 2, 2)  # declares the queue again
+        assert await (await app.send("add", 3, 3)).result(timeout=30) == 6
+
+        async def flat() -> bool:
+            return await asyncio.to_thread(channel_count, consuming) == before
+
+        await eventually(flat, what=f"{consuming} to have {before} channels again")

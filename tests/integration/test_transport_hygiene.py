@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,19 +15,11 @@ from taskq import App, LifecycleError, Worker, WorkerState
 from taskq.control import LastSeen, broadcast
 from taskq.message import OutgoingMessage
 from taskq.transport.connection import Channel
+from tests.broker_control import channel_count
 from tests.support import BROKER, running_worker
 
 # one-queue only: transport hygiene, not the worker's queues, is under test
 pytestmark = pytest.mark.one_queue_only
-
-
-def _channels_of(connection_name: str) -> int:
-    rows = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "channels",
-         "client_properties"],
-        check=True, capture_output=True, text=True, timeout=60,
-    ).stdout.splitlines()  # fmt: skip
-    return sum(int(row.split("\t", 1)[0]) for row in rows if connection_name in row)
 
 
 async def test_two_hundred_broadcasts_leave_the_channel_count_flat(
@@ -38,10 +29,10 @@ async def test_two_hundred_broadcasts_leave_the_channel_count_flat(
     memory = LastSeen(BROKER, prefix, str(tmp_path))
     async with app:
         await broadcast(app, "ping", timeout=0.01, memory=memory)
-        before = await asyncio.to_thread(_channels_of, prefix)
+        before = await asyncio.to_thread(channel_count, prefix)
         for _ in range(200):
             await broadcast(app, "ping", timeout=0.01, memory=memory)
-        after = await asyncio.to_thread(_channels_of, prefix)
+        after = await asyncio.to_thread(channel_count, prefix)
     assert before > 0
     assert after == before
 
