@@ -103,6 +103,14 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _shown(value: str | None) -> str:
+    """A property as text that prints anywhere: bytes a producer sent that are not UTF-8 (the
+    transport keeps them as lone surrogates, which no terminal encodes) become ``\\x`` escapes."""
+    if not value:
+        return ""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _latest_death(headers: Mapping[str, Any]) -> Mapping[str, Any] | None:
     # RabbitMQ keeps the newest x-death entry first.
     deaths = headers.get("x-death")
@@ -161,8 +169,8 @@ def describe(message: ReceivedMessage) -> DeadMessage:
         _taskq_reason(headers) if H_REASON in headers else _broker_reason(headers, envelope)
     )
     return DeadMessage(
-        task_id=message.message_id or "",
-        task_name=message.type or "",
+        task_id=_shown(message.message_id),
+        task_name=_shown(message.type),
         reason=reason,
         error_type=error_type,
         error_message=redact_url(error_message),

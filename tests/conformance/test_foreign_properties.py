@@ -95,6 +95,9 @@ async def test_odd_properties_fail_alone_and_never_the_connection(
     dead = await dlq.list_dead(app.transport, "default")
     assert {m.reason for m in dead} == {"invalid-message"}
     assert {m.error_type for m in dead} == {"taskq.exceptions.DecodeError"}
+    # Shown as text any terminal prints, the bytes that were not UTF-8 as escapes.
+    assert {m.task_name for m in dead} == {"add", "\\xff\\xfeadd"}
+    assert all(m.task_id.encode() for m in dead)
     named = sorted(re.findall(r"property (\w+) unreadable", m.error_message)[0] for m in dead)
     assert named == sorted(str(ODD[name][1]) for name in DEAD)
     # The same connection served everything: never dropped and reopened.
