@@ -27,6 +27,7 @@ from .message import (
 )
 from .recorder import Recorder
 from .results.base import ErrorInfo, TaskStatus
+from .text import printable
 from .topology import MAX_DELAY_MS, Names, delay_routing_key, split_route
 from .transport import Delivery
 
@@ -158,11 +159,11 @@ class Actions:
         self.events.dead_lettered(delivery, reason, error, runtime)
         log.warning(
             "message %s (%s) dead-lettered to %s: %s: %s",
-            delivery.message_id, delivery.type, self.names.dead_queue(queue),
-            reason, error.message,
+            printable(delivery.message_id), printable(delivery.type),
+            self.names.dead_queue(queue), reason, printable(error.message),
             extra={
-                "task_id": delivery.message_id,
-                "task_name": delivery.type,
+                "task_id": printable(delivery.message_id),
+                "task_name": printable(delivery.type),
                 "queue": queue,
                 "attempt": envelope.attempt if envelope is not None else None,
             },

@@ -41,6 +41,7 @@ from .message import (
     envelope_of,
 )
 from .redact import redact_url
+from .text import printable
 from .topology import partition_of, route_of
 from .transport import Delivery, Transport
 
@@ -164,8 +165,8 @@ def describe(message: ReceivedMessage) -> DeadMessage:
         _taskq_reason(headers) if H_REASON in headers else _broker_reason(headers, envelope)
     )
     return DeadMessage(
-        task_id=message.message_id or "",
-        task_name=message.type or "",
+        task_id=printable(message.message_id),
+        task_name=printable(message.type),
         reason=reason,
         error_type=error_type,
         error_message=redact_url(error_message),

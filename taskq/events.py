@@ -43,6 +43,7 @@ from .exceptions import DecodeError
 from .message import Envelope, OutgoingMessage, envelope_of, truncate
 from .redact import call_repr, redact_url, value_repr
 from .results.base import ErrorInfo
+from .text import printable
 from .topology import logical_queue
 
 if TYPE_CHECKING:
@@ -79,15 +80,15 @@ def delivery_fields(delivery: Delivery) -> dict[str, Any]:
     try:
         return envelope_fields(envelope_of(delivery))
     except DecodeError:  # not taskq's format: it will be dead-lettered
-        return {"task_id": delivery.message_id, "task": delivery.type,
+        return {"task_id": printable(delivery.message_id), "task": printable(delivery.type),
                 "queue": logical_queue(delivery.queue), "attempt": None}  # fmt: skip
 
 
 def envelope_fields(envelope: Envelope) -> dict[str, Any]:
     """Task fields of a decoded envelope."""
     return {
-        "task_id": envelope.task_id,
-        "task": envelope.task_name,
+        "task_id": printable(envelope.task_id),
+        "task": printable(envelope.task_name),
         "queue": envelope.queue,
         "attempt": envelope.attempt,
     }

@@ -13,6 +13,7 @@
     │   ├── BrokerUnavailable (ConnectionError)   the broker cannot be reached
     │   │   └── BrokerRefused                     it answered, but refused the login or vhost
     │   ├── PublishError                          the broker refused or could not route a publish
+│   ├── ChannelsExhausted                     every channel number of a connection is in use
     │   └── TopologyMismatch                      a queue exists with other arguments
     ├── ResultError
     │   ├── ResultTimeout (TimeoutError)     no outcome within the wait
@@ -98,6 +99,11 @@ class BrokerRefused(BrokerUnavailable):
     """The broker answered but refused the connection: wrong user or password, or a virtual
     host that does not exist or that the user may not use. Retrying does not help; fixing
     the broker URL (or the broker's users and permissions) does."""
+
+
+class ChannelsExhausted(BrokerError):
+    """Every channel number a connection negotiated (``channel_max``) is in use: too many
+    operations at once on one connection. Numbers are reused as channels close."""
 
 
 class PublishError(BrokerError):

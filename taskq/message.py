@@ -69,7 +69,8 @@ class OutgoingMessage:
     reply_to: str | None = None
     correlation_id: str | None = None
     expiration_ms: int | None = None
-    timestamp: dt.datetime | None = None
+    timestamp: dt.datetime | int | None = None
+    """When it was sent; an int is a received value no datetime can hold, sent back as is."""
     persistent: bool = True
     content_type: str = CONTENT_TYPE
     resend: Callable[[], OutgoingMessage] | None = dataclasses.field(default=None, compare=False)
@@ -294,10 +295,24 @@ class ReceivedMessage(Protocol):
     priority: int | None
     reply_to: str | None
     queue: str
+    flaws: Mapping[str, str]
+    """Properties the transport could not read, each with why."""
+
+
+# What a task message is read from ("properties": the property list could not be parsed).
+# The others (app_id, user_id...) mean nothing to taskq: a flaw there lets the message run.
+_READ_PROPERTIES = ("properties", "content_type", "headers", "priority", "correlation_id",
+                    "reply_to", "message_id", "type")  # fmt: skip
 
 
 def envelope_of(delivery: ReceivedMessage) -> Envelope:
-    """Decode a received task message; DecodeError says what is wrong with it."""
+    """Decode a received task message; DecodeError says what is wrong with it (including
+    which property could not be read)."""
+    if delivery.flaws:
+        unread = [f"property {name} unreadable ({why})" for name, why in delivery.flaws.items()
+                  if name in _READ_PROPERTIES]  # fmt: skip
+        if unread:
+            raise DecodeError("; ".join(unread))
     return decode_envelope(
         body=delivery.body,
         content_type=delivery.content_type,

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="how long a publish may wait for the broker to come back"
     )
     connect_timeout: float = Field(default=10.0, gt=0, description="seconds to connect")
+    channel_max: int = Field(
+        default=2047,
+        ge=1,
+        le=65535,
+        description="channels open at once per connection (the broker's limit wins if lower)",
+    )
     queue_type: Literal["classic", "quorum"] = Field(
         default="classic", description="type of every work queue"
     )

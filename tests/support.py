@@ -243,6 +243,18 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+def adding_app(name: str, prefix: str, runs: list[tuple[int, int]]) -> App:
+    """An App with one task, ``add(x, y)``, that appends each call's arguments to ``runs``."""
+    app = App(name, broker=BROKER, prefix=prefix)
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        runs.append((x, y))
+        return x + y
+
+    return app
+
+
 def make_worker(app: App, **options: Any) -> Worker:
     """A Worker for ``app``; in the two-queue variant it also consumes the extra queue."""
     extra = VARIANT.extra_queue

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
+import heapq
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +27,7 @@ from typing import Any, cast
 from pamqp import commands, header
 from pamqp.base import Frame as PamqpFrame
 
-from ..exceptions import BrokerRefused, BrokerUnavailable
+from ..exceptions import BrokerRefused, BrokerUnavailable, ChannelsExhausted
 from . import frames, refusals
 from .endpoints import Endpoint, describe_tls_failure
 from .wire import Delivery, acker_of
@@ -36,6 +36,8 @@ log = logging.getLogger("taskq.transport")
 
 OnDelivery = Callable[[Delivery], None]
 FRAME_MAX = 131072
+CHANNEL_MAX = 2047  # what RabbitMQ offers by default
+NUMBERS = 65535  # channel numbers are 16 bits; 0 is the connection's own
 CLOSE_TIMEOUT = 5.0
 DEFAULT_HEARTBEAT = 60
 NOT_FOUND = 404
@@ -104,10 +106,12 @@ class Channel:
         self.queue = ""
         self.label = ""
         self._acks = True
+        self._closing = False  # taskq sent channel.close
         self._lock = asyncio.Lock()
         self._reply: asyncio.Future[Any] | None = None
         self._content: tuple[Any, ...] | None = None  # the method whose content is arriving
         self._props: dict[str, Any] = {}
+        self._flaws: Mapping[str, str] = frames.NO_FLAWS
         self._body: list[bytes] = []
         self._remaining = 0
         self._confirming = False
@@ -163,6 +167,10 @@ class Channel:
         if isinstance(value, commands.Channel.Close):
             self.connection.write(frames.marshal(self.number, commands.Channel.CloseOk()))
             self.closed(_closed_by(value))
+        elif isinstance(value, commands.Channel.CloseOk) and not self._closing:
+            # The answer to the close of the channel this number had before, a close that
+            # crossed the broker's own: the number was freed at the broker's and used again.
+            return
         elif isinstance(value, commands.Basic.Cancel):
             # The queue was deleted, or its node went down. The channel stays open: running
             # tasks still ack on it. Whoever consumes (taskq.transport.link) consumes again.
@@ -174,7 +182,7 @@ class Channel:
 
     def on_header(self, payload: memoryview) -> None:
         """A content header (after a deliver or a return)."""
-        self._remaining, self._props = frames.content_header(payload)
+        self._remaining, self._props, self._flaws = frames.content_header(payload)
         self._body = []
         if self._remaining == 0:
             self._complete()
@@ -200,14 +208,29 @@ class Channel:
         _, tag, redelivered, routing_key = content
         if kind == "get":
             got = Delivery(body, self._props, tag, redelivered, routing_key, self.label, self,
-                           acker_of(self))  # fmt: skip
+                           acker_of(self), self._flaws)  # fmt: skip
             if self._reply is not None and not self._reply.done():
                 self._reply.set_result(got)
         elif self.consumer is not None:
+            self._deliver(self.consumer, body, tag, redelivered, routing_key)
+
+    def _deliver(
+        self, consumer: OnDelivery, body: bytes, tag: int, redelivered: bool, routing_key: str
+    ) -> None:
+        """Hand one delivery to the consumer. Whatever goes wrong there fails this delivery
+        alone: it is rejected without requeue (the broker dead-letters it to the queue's
+        dead-letter exchange), and the connection, its other channels and deliveries go on."""
+        try:
             acker = acker_of(self) if self._acks else None
-            self.consumer(
-                Delivery(body, self._props, tag, redelivered, routing_key, self.label, self, acker)
-            )
+            delivery = Delivery(body, self._props, tag, redelivered, routing_key, self.label,
+                                self, acker, self._flaws)  # fmt: skip
+            consumer(delivery)
+        except Exception:
+            log.exception("delivery %d on %r failed in its consumer; rejecting it to the "
+                          "dead-letter exchange", tag, self)  # fmt: skip
+            if self._acks:
+                acker_of(self).ledger.drop(tag)
+                self.connection.write(frames.reject(self.number, tag, requeue=False))
 
     def _confirmed(self, tag: int, multiple: bool, failure: Exception | None) -> None:
         unconfirmed, order = self._unconfirmed, self._order
@@ -269,6 +292,7 @@ class Channel:
         """Close the channel (idempotent); what it held unacked goes back to its queues."""
         if self.is_closed:
             return
+        self._closing = True
         with contextlib.suppress(ConnectionError):
             await self.rpc(commands.Channel.Close(200, "done", 0, 0))
         self.closed(ChannelClosed("closed by taskq", 200))
@@ -350,9 +374,12 @@ class Channel:
 class Connection(asyncio.Protocol):
     """One AMQP connection (see the module docstring)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, channel_max: int = CHANNEL_MAX) -> None:
         self.name = name
         self.frame_max = FRAME_MAX
+        self.channel_max = channel_max
+        """Channels open at once: what taskq asked for, then the lower of that and the
+        broker's limit once open. Numbers run from 1 to it and are reused (see channel())."""
         self.server_properties: dict[str, Any] = {}
         """What the broker said of itself at the handshake (``product``, ``version``...)."""
         loop = asyncio.get_running_loop()
@@ -360,7 +387,8 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._channels: dict[int, Channel] = {}
-        self._numbers = itertools.count(1)
+        self._next = 1  # the lowest number never used yet
+        self._free: list[int] = []  # numbers below _next whose channel closed: a heap
         self._handshake: asyncio.Queue[PamqpFrame] = asyncio.Queue()
         self._heartbeat = 0
         self._step = "start"  # of the handshake: start, login, open, then open
@@ -488,8 +516,9 @@ class Connection(asyncio.Protocol):
             raise self.closed.result()
 
     def forget(self, number: int) -> None:
-        """Drop a closed channel."""
-        self._channels.pop(number, None)
+        """Drop a closed channel; its number may be used again."""
+        if self._channels.pop(number, None) is not None:
+            heapq.heappush(self._free, number)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -521,8 +550,9 @@ class Connection(asyncio.Protocol):
         tune = await self._expect(commands.Connection.Tune)
         self._heartbeat = negotiate_heartbeat(endpoint.heartbeat, tune.heartbeat)
         self.frame_max = min(tune.frame_max or FRAME_MAX, FRAME_MAX)
+        self.channel_max = min(self.channel_max, tune.channel_max or NUMBERS)
         self.write(frames.marshal(0, commands.Connection.TuneOk(
-            channel_max=tune.channel_max or 2047, frame_max=self.frame_max,
+            channel_max=self.channel_max, frame_max=self.frame_max,
             heartbeat=self._heartbeat,
         )))  # fmt: skip
         self._step = "open"
@@ -600,13 +630,27 @@ class Connection(asyncio.Protocol):
                     self._transport.abort()
 
     async def channel(self) -> Channel:
-        """Open a new channel."""
+        """Open a new channel, on the lowest free number: ChannelsExhausted if all
+        ``channel_max`` are in use. A number is free again once its channel closed, by
+        either side, with the close-ok sent or received (the broker forgets it then)."""
         if self.closed.done():
             raise self.closed.result()
-        channel = Channel(self, next(self._numbers))
+        channel = Channel(self, self._number())
         self._channels[channel.number] = channel
         await channel.rpc(commands.Channel.Open())
         return channel
+
+    def _number(self) -> int:
+        if self._free:
+            return heapq.heappop(self._free)
+        if self._next > self.channel_max:
+            # RabbitMQ would close the whole connection on one more (530, NOT_ALLOWED).
+            raise ChannelsExhausted(
+                f"all {self.channel_max} channels of connection {self.name} are open "
+                f"(channel_max): too many operations at once on one connection"
+            )
+        self._next += 1
+        return self._next - 1
 
     def _fail(self, exc: ChannelClosed) -> None:
         if self.closed.done():
@@ -641,9 +685,12 @@ class Connection(asyncio.Protocol):
                 await asyncio.shield(self._lost)
 
 
-async def connect(endpoint: Endpoint, name: str, timeout: float) -> Connection:
+async def connect(
+    endpoint: Endpoint, name: str, timeout: float, channel_max: int = CHANNEL_MAX
+) -> Connection:
     """Open a Connection to ``endpoint`` within ``timeout`` seconds (TCP, TLS and the AMQP
-    handshake together); BrokerRefused if the broker refuses the login or the virtual host,
+    handshake together), with at most ``channel_max`` channels open at once (fewer if the
+    broker says so); BrokerRefused if the broker refuses the login or the virtual host,
     BrokerUnavailable if it cannot be reached or does not answer as an AMQP broker."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -653,7 +700,8 @@ async def connect(endpoint: Endpoint, name: str, timeout: float) -> Connection:
     try:
         async with asyncio.timeout_at(deadline):
             _, connection = await loop.create_connection(
-                lambda: Connection(name), endpoint.host, endpoint.port, ssl=endpoint.tls,
+                lambda: Connection(name, channel_max), endpoint.host, endpoint.port,
+                ssl=endpoint.tls,
                 server_hostname=(endpoint.server_name or endpoint.host) if endpoint.tls else None,
             )  # fmt: skip
     except (OSError, TimeoutError) as exc:
@@ -673,7 +721,11 @@ async def connect(endpoint: Endpoint, name: str, timeout: float) -> Connection:
 
 
 async def connect_any(
-    endpoints: Sequence[Endpoint], name: str, timeout: float, first: int = 0
+    endpoints: Sequence[Endpoint],
+    name: str,
+    timeout: float,
+    first: int = 0,
+    channel_max: int = CHANNEL_MAX,
 ) -> tuple[Connection, int]:
     """A Connection to the first of ``endpoints`` that answers, trying them in order from
     index ``first`` (wrapping around), and that one's index; BrokerUnavailable if none does
@@ -682,7 +734,7 @@ async def connect_any(
     for step in range(len(endpoints)):
         index = (first + step) % len(endpoints)
         try:
-            return await connect(endpoints[index], name, timeout), index
+            return await connect(endpoints[index], name, timeout, channel_max), index
         except BrokerUnavailable as exc:
             if len(endpoints) == 1:
                 raise

@@ -89,7 +89,9 @@ class Transport:
 
     def _link(self, role: str) -> Link:
         s = self.settings
-        return Link(self._endpoints, f"{self._connection_name}:{role}", s.connect_timeout)
+        return Link(
+            self._endpoints, f"{self._connection_name}:{role}", s.connect_timeout, s.channel_max
+        )
 
     async def connect(self) -> None:
         """Open the publishing connection; BrokerUnavailable if the broker is down."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pamqp import decode, encode, frame
@@ -42,6 +43,7 @@ NACK = 120
 _FRAME_HEAD = struct.Struct(">BHI")
 _CLASS_METHOD = struct.Struct(">HH")
 _U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
 _HEADER_FIXED = struct.Struct(">HHQH")  # class, weight, body size, property flags
 _ACK = struct.Struct(">BHIHHQBB")  # head, class, method, tag, multiple, frame end
 _TAG_BITS = struct.Struct(">QB")
@@ -98,8 +100,19 @@ def method(channel: int, payload: memoryview) -> PamqpFrame:
 
 
 def _short_str(payload: memoryview, pos: int) -> tuple[str, int]:
+    # Bytes that are not UTF-8 (any client may send them) become lone surrogates, which
+    # _encode_short turns back into the same bytes: a message republished as it came keeps them.
     size = payload[pos]
-    return str(payload[pos + 1 : pos + 1 + size], "utf-8"), pos + 1 + size
+    return str(payload[pos + 1 : pos + 1 + size], "utf-8", "surrogateescape"), pos + 1 + size
+
+
+class _Unreadable(Exception):
+    """A property that could not be read as its type: ``value`` stands in for it, ``end`` is
+    where the next property starts, ``why`` says what was wrong."""
+
+    def __init__(self, value: Any, end: int, why: str) -> None:
+        super().__init__(why)
+        self.value, self.end, self.why = value, end, why
 
 
 def deliver(payload: memoryview) -> tuple[str, int, bool, str, str]:
@@ -121,32 +134,84 @@ def get_ok(payload: memoryview) -> tuple[int, bool, str]:
     return tag, redelivered, routing_key
 
 
-def content_header(payload: memoryview) -> tuple[int, dict[str, Any]]:
-    """A content header: (body size, the properties that are set, by name)."""
+NO_FLAWS: Mapping[str, str] = MappingProxyType({})
+"""The flaws of a content header whose every property could be read."""
+
+
+def content_header(payload: memoryview) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+    """A content header: (body size, the properties that are set, by name, and the flaws:
+    what could not be read, by property name, each with why).
+
+    Other clients fill properties their own way, so reading is tolerant, and a property that
+    cannot be read spoils only its own message, never the frames after it: a timestamp in
+    milliseconds is read as such, one out of a datetime's range is kept as the raw integer,
+    a short string that is not UTF-8 is kept (and flawed), a header table that cannot be
+    decoded becomes ``{}`` (and flawed). Raises nothing once the body size is known."""
     _, _, body_size, flags = _HEADER_FIXED.unpack_from(payload)
-    if flags & 1:
-        raise FrameError("continued property flags are not supported")
     props: dict[str, Any] = {}
+    flaws = NO_FLAWS
     pos = 14
     bit = 1 << 15
-    for name in PROPERTY_ORDER:
-        if flags & bit:
-            props[name], pos = _property(name, payload, pos)
-        bit >>= 1
-    return body_size, props
+    try:
+        if flags & 1:
+            raise FrameError("continued property flags are not supported")
+        for name in PROPERTY_ORDER:
+            if flags & bit:
+                try:
+                    props[name], pos = _property(name, payload, pos)
+                except _Unreadable as exc:
+                    props[name], pos = exc.value, exc.end
+                    flaws = {**flaws, name: exc.why}
+            bit >>= 1
+        if pos > len(payload):  # a short string said longer than what is left
+            raise IndexError(f"properties run {pos - len(payload)} bytes past the header")
+    except (FrameError, struct.error, IndexError) as exc:  # cut short: nothing after is known
+        flaws = {**flaws, "properties": f"{type(exc).__name__}: {exc}"}
+    return body_size, props, flaws
 
 
 def _property(name: str, payload: memoryview, pos: int) -> tuple[Any, int]:
     if name in ("delivery_mode", "priority"):
         return payload[pos], pos + 1
     if name == "headers":
-        (size,) = struct.unpack_from(">I", payload, pos)
-        used, table = decode.field_table(bytes(payload[pos : pos + 4 + size]))
-        return table, pos + used
+        return _table(payload, pos)
     if name == "timestamp":
-        (seconds,) = _U64.unpack_from(payload, pos)
-        return dt.datetime.fromtimestamp(seconds, dt.UTC), pos + 8
-    return _short_str(payload, pos)
+        (value,) = _U64.unpack_from(payload, pos)
+        return timestamp_of(value), pos + 8
+    size = payload[pos]
+    end = pos + 1 + size
+    try:
+        return str(payload[pos + 1 : end], "utf-8"), end
+    except UnicodeDecodeError as exc:
+        kept = str(payload[pos + 1 : end], "utf-8", "surrogateescape")
+        raise _Unreadable(kept, end, f"not UTF-8: {exc}") from None
+
+
+def _table(payload: memoryview, pos: int) -> tuple[dict[str, Any], int]:
+    (size,) = _U32.unpack_from(payload, pos)
+    end = pos + 4 + size
+    if end > len(payload):
+        raise IndexError("the header table runs past the end of the content header")
+    try:
+        _, table = decode.field_table(bytes(payload[pos:end]))
+    except Exception as exc:  # pamqp's ValueError, UnicodeDecodeError, RecursionError...
+        why = f"header table not decodable: {type(exc).__name__}: {exc}"
+        raise _Unreadable({}, end, why) from None
+    return table, end
+
+
+# pamqp's rule: a timestamp above 2^32 seconds (year 2106) is in milliseconds, what
+# Date.now() or System.currentTimeMillis() give a producer in another language.
+_LAST_SECOND = 0xFFFFFFFF
+
+
+def timestamp_of(value: int) -> dt.datetime | int:
+    """A ``timestamp`` property as a datetime (seconds, or milliseconds above 2^32), or the
+    raw integer when no datetime can hold it (nanoseconds, 2^64-1, a negative int64)."""
+    try:
+        return dt.datetime.fromtimestamp(value / 1000 if value > _LAST_SECOND else value, dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        return value
 
 
 def confirm(payload: memoryview) -> tuple[int, bool]:
@@ -163,7 +228,7 @@ def returned(payload: memoryview) -> tuple[int, str]:
 
 
 def _encode_short(value: str) -> bytes:
-    data = value.encode()
+    data = value.encode("utf-8", "surrogateescape")
     if len(data) > 255:
         raise ValueError(f"AMQP short string longer than 255 bytes: {value[:40]!r}...")
     return bytes((len(data),)) + data
@@ -183,8 +248,8 @@ def properties(props: Mapping[str, Any]) -> tuple[int, bytes]:
             parts.append(bytes((value,)))
         elif name == "headers":
             parts.append(encode.field_table(value))
-        elif name == "timestamp":
-            parts.append(_U64.pack(int(value.timestamp())))
+        elif name == "timestamp":  # a raw int is one no datetime could hold: sent back as is
+            parts.append(_U64.pack(value if isinstance(value, int) else int(value.timestamp())))
         else:
             parts.append(_encode_short(value))
     return flags, b"".join(parts)

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .connection import Channel, ChannelClosed, Connection, OnDelivery, connect_any
+from .connection import CHANNEL_MAX, Channel, ChannelClosed, Connection, OnDelivery, connect_any
 from .endpoints import Endpoint
 from .wire import acker_of
 
@@ -59,8 +59,15 @@ class Link:
     """One AMQP connection to one of ``endpoints`` that comes back after a loss (see the
     module doc)."""
 
-    def __init__(self, endpoints: Sequence[Endpoint], name: str, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        name: str,
+        connect_timeout: float,
+        channel_max: int = CHANNEL_MAX,
+    ) -> None:
         self.endpoints = tuple(endpoints)
+        self.channel_max = channel_max
         self._at = 0  # index of the endpoint of the current (or last) connection
         self.name = name
         self._timeout = connect_timeout
@@ -84,7 +91,9 @@ class Link:
 
     async def start(self) -> None:
         """Connect (BrokerUnavailable if the broker cannot be reached now)."""
-        self._connection, self._at = await connect_any(self.endpoints, self.name, self._timeout)
+        self._connection, self._at = await connect_any(
+            self.endpoints, self.name, self._timeout, channel_max=self.channel_max
+        )
         self._up.set()
         self._keeper = asyncio.ensure_future(self._keep())
 
@@ -206,7 +215,7 @@ class Link:
         """A new connection with every active subscription on it, or None (try again)."""
         try:
             connection, self._at = await connect_any(
-                self.endpoints, self.name, self._timeout, first=self._at + 1
+                self.endpoints, self.name, self._timeout, self._at + 1, self.channel_max
             )
         except Exception as exc:
             log.warning("reconnecting %s failed (%s); retrying", self.name, exc)

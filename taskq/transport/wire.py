@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..message import OutgoingMessage
+from .frames import NO_FLAWS
 
 log = logging.getLogger("taskq.transport")
 
@@ -201,6 +202,7 @@ class Delivery:
         "content_type",
         "correlation_id",
         "expiration",
+        "flaws",
         "headers",
         "message_id",
         "priority",
@@ -223,8 +225,11 @@ class Delivery:
         queue: str,
         channel: Any,
         acker: Acker | None,
+        flaws: Mapping[str, str] = NO_FLAWS,
     ) -> None:
         self.body = body
+        self.flaws = flaws
+        """Properties that could not be read, each with why (see frames.content_header)."""
         self.headers: Mapping[str, Any] = props.get("headers") or {}
         self.content_type: str | None = props.get("content_type")
         self.message_id: str | None = props.get("message_id")

@@ -3,8 +3,6 @@ error, keep their original body, and the worker goes on serving."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -13,14 +11,13 @@ from typing import Any
 import aio_pika
 import msgpack
 import pytest
-from pamqp import commands, frame, header
-from pamqp.body import ContentBody
 
 from taskq import App, TaskFailed, TaskStatus, Worker, codec
 from taskq.message import H_ERROR_MESSAGE, H_ERROR_TYPE, H_REASON
+from tests.foreign_producer import raw_amqp, short
 from tests.support import (
     BROKER,
-    broker_endpoint,
+    adding_app,
     eventually,
     queue_length,
     queue_messages,
@@ -35,14 +32,7 @@ def runs() -> list[tuple[int, int]]:
 
 @pytest.fixture
 def app(prefix: str, topology_cleanup: set[str], runs: list[tuple[int, int]]) -> App:
-    app = App("bad", broker=BROKER, prefix=prefix)
-
-    @app.task
-    async def add(x: int, y: int) -> int:
-        runs.append((x, y))
-        return x + y
-
-    return app
+    return adding_app("bad", prefix, runs)
 
 
 @pytest.fixture
@@ -67,75 +57,12 @@ async def publish_raw(app: App, body: bytes, **properties: Any) -> None:
         await connection.close()
 
 
-class RawAmqp:
-    """One AMQP connection spoken in bare frames (pamqp), to send what aio-pika cannot.
-
-    ``expect`` fails with AssertionError, never waits forever, when the broker closes the
-    connection or the channel instead of answering.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.received = bytearray()  # what the broker sent that no frame has consumed yet
-
-    def send(self, value: Any, channel: int = 0) -> None:
-        self.writer.write(frame.marshal(value, channel))
-
-    async def expect(self, kind: type[Any]) -> Any:
-        """Read frames until one of ``kind``; return it."""
-        while True:
-            try:
-                consumed, _, value = frame.unmarshal(bytes(self.received))
-            except Exception:  # pamqp raises on an incomplete frame: read more
-                await self._read_more(kind.__name__)
-                continue
-            del self.received[:consumed]
-            if isinstance(value, (commands.Connection.Close, commands.Channel.Close)):
-                raise AssertionError(
-                    f"the broker closed before {kind.__name__}: {value.reply_text}"
-                )
-            if isinstance(value, kind):
-                return value
-
-    async def _read_more(self, awaited: str) -> None:
-        try:
-            chunk = await asyncio.wait_for(self.reader.read(4096), timeout=30)
-        except OSError as exc:
-            raise AssertionError(f"the broker dropped the connection before {awaited}") from exc
-        if not chunk:
-            raise AssertionError(f"the broker closed the connection before {awaited}")
-        self.received.extend(chunk)
-
-
-async def publish_without_message_id(app: App, body: bytes, **properties: Any) -> None:
+async def publish_without_message_id(app: App, body: bytes, **properties: str) -> None:
     """Publish with bare AMQP frames: aiormq gives every message it publishes a message_id,
     so a producer that sends none (any other client may) cannot be imitated with aio-pika."""
-    broker = broker_endpoint()
-    reader, writer = await asyncio.open_connection(broker.host, broker.port, ssl=broker.tls)
-    amqp = RawAmqp(reader, writer)
-    try:
-        writer.write(header.ProtocolHeader().marshal())
-        await amqp.expect(commands.Connection.Start)
-        amqp.send(commands.Connection.StartOk(response=f"\0{broker.user}\0{broker.password}"))
-        tune = await amqp.expect(commands.Connection.Tune)
-        amqp.send(commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
-        amqp.send(commands.Connection.Open(broker.vhost))
-        await amqp.expect(commands.Connection.OpenOk)
-        amqp.send(commands.Channel.Open(), 1)
-        await amqp.expect(commands.Channel.OpenOk)
-        amqp.send(commands.Confirm.Select(), 1)
-        await amqp.expect(commands.Confirm.SelectOk)
-        amqp.send(commands.Basic.Publish(exchange=app.names.exchange, routing_key="default"), 1)
-        props = commands.Basic.Properties(**properties)
-        amqp.send(header.ContentHeader(0, len(body), props), 1)
-        amqp.send(ContentBody(body), 1)
-        await amqp.expect(commands.Basic.Ack)
-        amqp.send(commands.Connection.Close(200, "done", 0, 0))
-        await amqp.expect(commands.Connection.CloseOk)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):  # a broker that refused us reset the connection
-            await writer.wait_closed()
+    raw = {name: short(value.encode()) for name, value in properties.items()}
+    async with raw_amqp() as amqp:
+        await amqp.publish(app.names.exchange, "default", body, **raw)
 
 
 async def dead_letters(app: App, count: int) -> list[aio_pika.abc.AbstractIncomingMessage]:
@@ -216,9 +143,7 @@ async def test_message_without_id_is_invalid(
     app: App, worker: Worker, runs: list[tuple[int, int]]
 ) -> None:
     body = msgpack.packb([[1, 2], {}])
-    await publish_without_message_id(
-        app, body, content_type="application/x-msgpack", message_type="add"
-    )
+    await publish_without_message_id(app, body, content_type="application/x-msgpack", type="add")
     (message,) = await dead_letters(app, 1)
     assert_dead(message, "invalid-message", body)
     # The dead-lettered copy does carry a message_id: aiormq invents one when republishing.

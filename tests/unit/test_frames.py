@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from typing import Any
 
 import pytest
@@ -57,9 +58,10 @@ def test_properties_read_back_as_written(names: tuple[str, ...]) -> None:
     encoded = frame.marshal(
         header.ContentHeader(0, 5, commands.Basic.Properties(**_pamqp_names(props))), 1
     )
-    body_size, decoded = frames.content_header(memoryview(encoded)[7:-1])
+    body_size, decoded, flaws = frames.content_header(memoryview(encoded)[7:-1])
     assert body_size == 5
     assert decoded == props
+    assert flaws == {}
 
 
 def _pamqp_names(props: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +80,7 @@ def test_a_delivery_is_split_and_decoded() -> None:
     (k1, c1, p1), (k2, _, p2), (k3, _, p3) = parsed
     assert (k1, k2, k3, c1) == (frames.METHOD, frames.HEADER, frames.BODY, 9)
     assert frames.deliver(p1) == ("ctag", 2**40 + 5, True, "ex", "default")
-    assert frames.content_header(p2) == (4, {"message_id": "m"})
+    assert frames.content_header(p2) == (4, {"message_id": "m"}, {})
     assert bytes(p3) == b"body"
 
 
@@ -111,3 +113,88 @@ def test_a_frame_without_its_end_marker_is_refused() -> None:
 def test_a_short_string_over_255_bytes_is_refused() -> None:
     with pytest.raises(ValueError, match="255"):
         frames.publish(1, "", "é" * 200, b"", {}, mandatory=False, frame_max=131072)
+
+
+def _header(*props: tuple[str, bytes]) -> memoryview:
+    """A content header payload of body size 9 with these properties, given as raw bytes."""
+    flags = sum(1 << (15 - frames.PROPERTY_ORDER.index(name)) for name, _ in props)
+    ordered = sorted(props, key=lambda p: frames.PROPERTY_ORDER.index(p[0]))
+    return memoryview(struct.pack(">HHQH", 60, 0, 9, flags) + b"".join(raw for _, raw in ordered))
+
+
+def _short(data: bytes) -> bytes:
+    return bytes((len(data),)) + data
+
+
+MS = 1_733_000_000_000  # what Date.now() gave on 2024-11-30
+
+
+@pytest.mark.parametrize(
+    ("raw", "read"),
+    [
+        (1_733_000_000, dt.datetime.fromtimestamp(1_733_000_000, dt.UTC)),
+        (MS, dt.datetime.fromtimestamp(MS / 1000, dt.UTC)),  # milliseconds, as pamqp reads
+        (MS * 1_000_000, MS * 1_000_000),  # nanoseconds: no datetime holds it, kept raw
+        (2**64 - 1, 2**64 - 1),  # -1 as an int64, or "unset" to some clients
+    ],
+    ids=["seconds", "milliseconds", "nanoseconds", "max"],
+)
+def test_timestamps_of_other_clients_are_read(raw: int, read: dt.datetime | int) -> None:
+    size, props, flaws = frames.content_header(
+        _header(("timestamp", struct.pack(">Q", raw)), ("type", _short(b"add")))
+    )
+    assert (size, props, flaws) == (9, {"timestamp": read, "type": "add"}, {})
+    # Sent back (a dead-lettered copy): a datetime as seconds, a raw value as it came.
+    _, encoded = frames.properties({"timestamp": read})
+    seconds = raw // 1000 if raw > 2**32 else raw
+    assert struct.unpack(">Q", encoded)[0] == (raw if isinstance(read, int) else seconds)
+
+
+@pytest.mark.parametrize("name", ["type", "message_id", "app_id", "content_type"])
+def test_a_short_string_that_is_not_utf8_is_kept_and_flawed(name: str) -> None:
+    raw = b"\xffbad\xc3"
+    size, props, flaws = frames.content_header(
+        _header((name, _short(raw)), ("priority", b"\x05"), ("cluster_id", _short(b"c")))
+    )
+    assert size == 9
+    assert props["priority"] == 5 and props["cluster_id"] == "c"  # the others still read
+    assert "not UTF-8" in flaws[name] and set(flaws) == {name}
+    _, encoded = frames.properties({name: props[name]})
+    assert encoded == _short(raw)  # republished with the bytes it came with
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        b"\x01k" + b"Z" + b"junk",  # a field type nobody defines
+        b"\x02\xff\xfe" + b"t\x01",  # a key that is not UTF-8
+        b"\x01k" + b"T" + struct.pack(">Q", 2**64 - 1),  # a timestamp no datetime holds
+        b"\x01kF" + struct.pack(">I", 100),  # a nested table said longer than it is
+    ],
+    ids=["unknown-type", "key-not-utf8", "timestamp-out-of-range", "truncated"],
+)
+def test_a_header_table_that_cannot_be_decoded_is_flawed(table: bytes) -> None:
+    size, props, flaws = frames.content_header(
+        _header(("headers", struct.pack(">I", len(table)) + table), ("type", _short(b"add")))
+    )
+    assert size == 9
+    assert props == {"headers": {}, "type": "add"}  # the property after it is still read
+    assert set(flaws) == {"headers"} and "header table" in flaws["headers"]
+
+
+def test_properties_cut_short_are_flawed_but_the_body_size_is_known() -> None:
+    whole = _header(("message_id", _short(b"abcdef")), ("type", _short(b"add")))
+    size, _, flaws = frames.content_header(whole[:-5])
+    assert size == 9
+    assert set(flaws) == {"properties"}
+
+
+def test_a_deeply_nested_header_table_is_flawed() -> None:
+    table = b""
+    for _ in range(5000):  # deeper than Python's recursion limit
+        table = b"\x01kF" + struct.pack(">I", len(table)) + table
+    size, props, flaws = frames.content_header(
+        _header(("headers", struct.pack(">I", len(table)) + table))
+    )
+    assert (size, props) == (9, {"headers": {}})
+    assert "RecursionError" in flaws["headers"]

@@ -111,6 +111,7 @@ class _Received:
     priority = None
     reply_to = None
     queue = "default"
+    flaws: dict[str, str] = {}
 
     def __init__(self, body: bytes, message_id: str | None, type_: str | None) -> None:
         self.body, self.message_id, self.type = body, message_id, type_
