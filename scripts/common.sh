@@ -96,4 +96,4 @@ UV="$UV_HOME/bin/uv"
 LATEST_VENV="$ROOT/.venv-latest"
 # The oldest redis-py that the `redis` extra allows (pyproject.toml): the test command runs the
 # Redis store's tests on it too.
-OLDEST_REDIS="5.0.1"
+OLDEST_REDIS="5.0.8"
