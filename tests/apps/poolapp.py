@@ -39,6 +39,16 @@ def spin(iterations: int) -> int:
     return total
 
 
+@app.task(pool="process")
+def rendezvous(directory: str, count: int) -> int:
+    """Say this process arrived, wait (at most 30 s) until ``count`` runs have, return the pid."""
+    Path(directory, str(os.getpid())).touch()
+    deadline = time.monotonic() + 30
+    while len(list(Path(directory).iterdir())) < count and time.monotonic() < deadline:
+        time.sleep(0.01)  # waiting for the other run, not for the broker
+    return os.getpid()
+
+
 @app.task(pool="process", timeout=0.5)
 def soft(path: str) -> None:
     """Sleeps past its 0.5 s soft timeout; its cleanup writes ``path`` when TaskTimeout lands."""
