@@ -7,6 +7,7 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -64,86 +65,80 @@ async def test_soft_timeout_raises_in_the_task_and_its_cleanup_runs(
         worker.kill()
 
 
-@pytest.mark.parametrize("task", ["sleeps_forever", "deaf_c_call"])
 async def test_hard_timeout_kills_the_process_and_the_worker_serves_on(
-    prefix: str, client: App, task: str
+    prefix: str, client: App
 ) -> None:
     # sleeps_forever: time.sleep(3600); deaf_c_call: libc sleep(3600) with SIGALRM blocked,
     # past its 0.3 s soft timeout. SIGKILL ends both.
     worker = WorkerProcess(APP, prefix, "--sync-workers", "1")
     try:
         await worker.wait_ready()
-        (first,) = pool_pids(worker)
         async with client:
-            handle = await client.send(task)
-            with pytest.raises(TaskFailed, match="hard timeout") as failed:
-                await handle.result(timeout=30)
-            assert failed.value.remote_type == "taskq.exceptions.TaskHardTimeout"
-            assert not alive(first)
-            dead = await queue_messages(prefix, Names(prefix).dead_queue("default"))
-            assert [(m.message_id, m.headers[H_REASON]) for m in dead] == [
-                (handle.id, "hard-timeout")
-            ]
-            # A new process took the killed one's place.
-            replacement = await (await client.send("pid")).result(timeout=30)
-            assert replacement != first
-            # (the log is written in batches: its line may come a moment later)
-            await eventually(_async(lambda: replacement in pool_pids(worker)), what="its log")
+            for task in ("sleeps_forever", "deaf_c_call"):
+                (victim,) = [pid for pid in pool_pids(worker) if alive(pid)]
+                handle = await client.send(task)
+                with pytest.raises(TaskFailed, match="hard timeout") as failed:
+                    await handle.result(timeout=30)
+                assert failed.value.remote_type == "taskq.exceptions.TaskHardTimeout"
+                assert f"its process {victim} was killed" in str(failed.value)
+                assert not alive(victim)
+                dead = await queue_messages(prefix, Names(prefix).dead_queue("default"))
+                assert (handle.id, "hard-timeout") in [
+                    (m.message_id, m.headers[H_REASON]) for m in dead
+                ]
+                # A new process took the killed one's place.
+                replacement = await (await client.send("pid")).result(timeout=30)
+                assert replacement != victim
+                # (the log is written in batches: its line may come a moment later)
+                await eventually(_async(partial(_started, worker, replacement)), what="log")
     finally:
         worker.kill()
 
 
-async def test_max_tasks_per_child_replaces_the_process_after_its_task(
-    prefix: str, client: App
-) -> None:
-    worker = WorkerProcess(APP, prefix, "--sync-workers", "1", "--max-tasks-per-child", "2")
-    try:
-        await worker.wait_ready()
-        async with client:
-            pids = [await (await client.send("pid")).result(timeout=30) for _ in range(5)]
-        assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4], pids
-        assert "ran 2 tasks (max_tasks_per_child)" in worker.output()
-    finally:
-        worker.kill()
-
-
-async def test_max_memory_per_child_replaces_the_process_after_its_task(
+async def test_both_recycling_limits_replace_the_process_after_its_task(
     prefix: str, client: App
 ) -> None:
     # A pool process of this app starts well under 150 MiB; keep(200) leaks 200 MiB.
-    worker = WorkerProcess(APP, prefix, "--sync-workers", "1", "--max-memory-per-child", "150")
+    worker = WorkerProcess(
+        APP, prefix, "--sync-workers", "1",
+        "--max-tasks-per-child", "3", "--max-memory-per-child", "150",
+    )  # fmt: skip
     try:
         await worker.wait_ready()
         async with client:
-            small = [await (await client.send("keep", 1)).result(timeout=30) for _ in range(2)]
+            counted = [await (await client.send("keep", 1)).result(timeout=30) for _ in range(4)]
             big = await (await client.send("keep", 200)).result(timeout=30)
             after = await (await client.send("pid")).result(timeout=30)
-        assert small[0] == small[1] == big != after
-        assert "(max_memory_per_child)" in worker.output()
+        assert counted[0] == counted[1] == counted[2] != counted[3] == big != after, counted
+        output = worker.output()
+        assert "ran 3 tasks (max_tasks_per_child)" in output
+        assert "(max_memory_per_child)" in output
     finally:
         worker.kill()
 
 
-@pytest.mark.parametrize("task", ["segfault", "exits"])
-async def test_a_dying_process_costs_only_its_task(prefix: str, client: App, task: str) -> None:
+async def test_a_dying_process_costs_only_its_task(prefix: str, client: App) -> None:
     # Each death counts as a redelivery; at max_deliveries (2 here) the crash-loop rule
     # parks the message in the dead-letter queue. Meanwhile the worker serves on.
     worker = WorkerProcess(APP, prefix, "--sync-workers", "2", env={"TASKQ_MAX_DELIVERIES": "2"})
     try:
         await worker.wait_ready()
         async with client:
-            handle = await client.send(task)
+            dying = [await client.send(task) for task in ("segfault", "exits")]
             others = [await client.send("spin", 1000) for _ in range(4)]
             assert [await h.result(timeout=30) for h in others] == [499500] * 4
-            with pytest.raises(TaskFailed, match="CrashLoop"):
-                await handle.result(timeout=30)
+            for handle in dying:
+                with pytest.raises(TaskFailed, match="CrashLoop"):
+                    await handle.result(timeout=30)
             dead = await queue_messages(prefix, Names(prefix).dead_queue("default"))
-            assert [(m.message_id, m.headers[H_REASON]) for m in dead] == [
-                (handle.id, "crash-loop")
-            ]
+            assert sorted((m.message_id, m.headers[H_REASON]) for m in dead) == sorted(
+                (h.id, "crash-loop") for h in dying
+            )
             alive_pid = await (await client.send("pid")).result(timeout=30)
             await eventually(_async(lambda: alive_pid in pool_pids(worker)), what="its log")
-        assert "died running the task" in worker.output()
+        output = worker.output()
+        assert "exit status -11" in output  # SIGSEGV
+        assert "exit status 3" in output  # os._exit(3)
         assert worker.process.poll() is None
     finally:
         worker.kill()
@@ -221,6 +216,10 @@ async def test_tasks_run_in_parallel_in_every_process(
         assert pids == set(pool_pids(worker))
     finally:
         worker.kill()
+
+
+def _started(worker: WorkerProcess, pid: int) -> bool:
+    return pid in pool_pids(worker)
 
 
 def all_gone_now(pids: list[int]) -> bool:
