@@ -84,10 +84,10 @@ class Actions:
                     await self.act(delivery, dataclasses.replace(decision, outcome=failed))
                     return
                 self._finished(envelope, runtime, "succeeded", result=value)
-            case oc.Failed(error):
+            case oc.Failed(error, reason):
                 assert envelope is not None and runtime is not None
                 await record(envelope, TaskStatus.FAILURE, error=error)
-                await self._dead_letter(delivery, oc.MAX_ATTEMPTS, error, envelope, runtime)
+                await self._dead_letter(delivery, reason, error, envelope, runtime)
                 self._finished(envelope, runtime, "failed", error)
             case oc.RetryLater(delay, error):
                 assert envelope is not None and runtime is not None

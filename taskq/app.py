@@ -26,7 +26,16 @@ from .settings import (
     load_settings,
 )
 from .sync import SyncClient
-from .task import SendOptions, Task, TaskCall, TaskConfig, task_name_of, unknown_task
+from .task import (
+    PoolKind,
+    SendOptions,
+    Task,
+    TaskCall,
+    TaskConfig,
+    check_pool_options,
+    task_name_of,
+    unknown_task,
+)
 from .transport import Transport
 
 P = ParamSpec("P")
@@ -118,6 +127,8 @@ class App:
         retry: RetryPolicy | None = None,
         ignore_result: bool = False,
         partitions: int | None = None,
+        pool: PoolKind | None = None,
+        hard_timeout: float | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -131,6 +142,8 @@ class App:
         retry: RetryPolicy | None = None,
         ignore_result: bool = False,
         partitions: int | None = None,
+        pool: PoolKind | None = None,
+        hard_timeout: float | None = None,
     ) -> Any:
         """Register ``func`` (``async def`` runs on the worker's loop; ``def`` in its thread pool).
 
@@ -143,10 +156,20 @@ class App:
         ``partitions`` splits the task's queue into that many work queues (see
         docs/operations/partitions.md); it is a setting of the queue (``partitions``), so it
         must agree with the setting and with other tasks of the queue (ConfigurationError).
+
+        ``pool`` chooses where a plain ``def`` task runs: ``"thread"`` or ``"process"`` (None:
+        the worker's ``sync_pool``). ``hard_timeout`` (seconds) kills the task's process when
+        it runs that long; it needs the process pool (a thread cannot be killed), so a task
+        with one runs there. ConfigurationError for either on an ``async def`` task, for a
+        hard timeout with ``pool="thread"`` or shorter than ``timeout``.
         """
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
             task = self._new_task(fn, name, queue, priority, timeout, retry, ignore_result)
+            if pool is not None or hard_timeout is not None:
+                task.config = dataclasses.replace(
+                    task.config, **check_pool_options(task.config, pool, hard_timeout)
+                )
             if partitions is not None:
                 self._set_partitions(task.config.queue, partitions)
                 task.config = dataclasses.replace(task.config, partitions=partitions)

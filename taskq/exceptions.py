@@ -19,7 +19,9 @@
     │   ├── ResultTimeout (TimeoutError)     no outcome within the wait
     │   ├── ResultUnavailable                the store cannot answer for this task
     │   └── TaskFailed                       the task failed remotely (type, message, traceback)
+    ├── PoolProcessDied                      a process pool child died while it ran a task
     └── TaskTimeout (TimeoutError)           a task ran past its timeout (raised in the worker)
+        └── TaskHardTimeout                  ... past its hard timeout: its process was killed
 
 Control flow raised inside a task is not an error and does not derive from TaskqError:
 
@@ -155,6 +157,21 @@ class TaskFailed(ResultError):
 
 class TaskTimeout(TaskqError, TimeoutError):
     """A task ran longer than its timeout and was stopped (recorded as its failure)."""
+
+
+class PoolProcessDied(TaskqError):
+    """A process pool child exited (a crash, ``os._exit``, the OOM killer) while it ran a
+    task. The worker counts it as a redelivery of that task (the crash-loop rule)."""
+
+    def __init__(self, pid: int, returncode: int | None) -> None:
+        super().__init__(f"pool process {pid} died running the task (exit status {returncode})")
+        self.pid = pid
+        self.returncode = returncode
+
+
+class TaskHardTimeout(TaskTimeout):
+    """A task in the process pool ran past its ``hard_timeout``: its process was killed
+    (recorded as its failure, reason ``hard-timeout``, or retried if its policy says so)."""
 
 
 class TaskControl(Exception):

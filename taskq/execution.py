@@ -14,22 +14,32 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from . import outcome as oc
-from .context import TaskContext, reset_current, set_current
+from .context import TaskContext, current, reset_current, set_current
 from .events import WorkerEvents
-from .exceptions import DecodeError, InvalidArguments, TaskTimeout
+from .exceptions import (
+    DecodeError,
+    InvalidArguments,
+    PoolProcessDied,
+    TaskHardTimeout,
+    TaskTimeout,
+)
 from .message import Envelope, envelope_of
+from .pool import Job, ProcessPool
 from .recorder import Recorder
 from .results.base import ErrorInfo, TaskStatus
 from .retry import RetryPolicy
 from .settings import Settings
 from .task import Task
 from .transport import Delivery
+
+log = logging.getLogger("taskq.worker")
 
 # STARTED is recorded only for a task still running after this long: most tasks finish
 # sooner, and then cost one write (the outcome) instead of two, or one reply instead of two.
@@ -69,6 +79,7 @@ class Executor:
         events: WorkerEvents,
         active: MutableMapping[str, ActiveTask],
         stopping: Callable[[], bool],
+        pool: ProcessPool | None = None,
     ) -> None:
         self.tasks = tasks
         self.settings = settings
@@ -78,6 +89,8 @@ class Executor:
         self.active = active
         """The tasks running now, by ID (owned by the worker, filled here)."""
         self.stopping = stopping
+        self.pool = pool
+        """Runs the plain ``def`` tasks that run in processes (None: the worker has none)."""
         self._notices: set[asyncio.Future[None]] = set()
         self.threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix="taskq-task"
@@ -159,6 +172,8 @@ class Executor:
     ) -> oc.Outcome:
         """Run the task's function: what it returned or raised, as an Outcome."""
         policy = task.config.retry or self.default_retry
+        if self.pool is not None and task.config.runs_in_process(self.settings.sync_pool):
+            return await self._in_process(self.pool, task, envelope, policy)
         try:
             return oc.Succeeded(await self._call(task, args, kwargs))
         except Exception as exc:
@@ -171,6 +186,32 @@ class Executor:
             # cancelled): that is the task failing, not the worker stopping.
             error = RuntimeError(f"task raised CancelledError: {exc}")
             return oc.from_exception(error, envelope.attempt, policy)
+
+    async def _in_process(
+        self,
+        pool: ProcessPool,
+        task: Task[Any, Any],
+        envelope: Envelope,
+        policy: RetryPolicy | None,
+    ) -> oc.Outcome:
+        """Run the task in a pool child, which decides its Outcome (it has the App, so the
+        retry policy's exception types); a hard timeout follows the policy too, and a child
+        that died counts as a redelivery (the crash-loop rule)."""
+        job = Job(
+            task.name, envelope.args, envelope.kwargs, envelope.attempt, envelope.task_id,
+            envelope.queue, envelope.root_id, envelope.scheduled_for, envelope.partition,
+            task.config.timeout or self.settings.task_timeout,
+        )  # fmt: skip
+        try:
+            return await pool.run(job, task.config.hard_timeout, current().progress)
+        except TaskHardTimeout as exc:
+            outcome = oc.from_exception(exc, envelope.attempt, policy)
+            if isinstance(outcome, oc.Failed):
+                return dataclasses.replace(outcome, reason=oc.HARD_TIMEOUT)
+            return outcome
+        except PoolProcessDied as exc:
+            log.warning("%s; it counts as a redelivery of task %s", exc, envelope.task_id)
+            return self._redelivered(envelope)
 
     def _context(self, envelope: Envelope, started: DeferredStarted | None) -> TaskContext:
         async def report(fraction: float, message: str | None) -> None:

@@ -23,6 +23,7 @@ MAX_ATTEMPTS = "max-attempts"
 REJECTED = "rejected"
 CRASH_LOOP = "crash-loop"
 EXPIRED = "expired"
+HARD_TIMEOUT = "hard-timeout"
 
 DEFAULT_EXPLICIT_RETRY = RetryPolicy()
 
@@ -45,9 +46,11 @@ class RetryLater:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Failed:
-    """The last attempt failed: record FAILURE, keep a copy in ``.dead`` (max-attempts), ack."""
+    """The last attempt failed: record FAILURE, keep a copy in ``.dead`` with ``reason``
+    (max-attempts, or hard-timeout for a task whose process was killed), ack."""
 
     error: ErrorInfo
+    reason: str = MAX_ATTEMPTS
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -96,6 +96,21 @@ class Settings(BaseSettings):
         description="deliveries a worker holds unacked per consumed queue (None: concurrency)",
     )
     threads: int = Field(default=8, ge=1, description="thread pool size for plain `def` tasks")
+    sync_pool: Literal["thread", "process"] = Field(
+        default="thread",
+        description="where plain `def` tasks run unless they choose (`@app.task(pool=...)`)",
+    )
+    sync_workers: int | None = Field(
+        default=None, ge=1, description="processes of the process pool (None: the CPU count)"
+    )
+    max_tasks_per_child: int | None = Field(
+        default=None, ge=1, description="tasks a pool process runs before it is replaced"
+    )
+    max_memory_per_child: int | None = Field(
+        default=None,
+        ge=1,
+        description="resident memory (MiB) past which a pool process is replaced after its task",
+    )
     task_timeout: float | None = Field(default=None, gt=0, description="default task timeout (s)")
     shutdown_timeout: float = Field(
         default=30.0, ge=0, description="seconds running tasks get to finish on SIGTERM"

@@ -6,10 +6,10 @@ import dataclasses
 import datetime as dt
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from .codec import Signature
-from .exceptions import TaskRegistrationError
+from .exceptions import ConfigurationError, TaskRegistrationError
 from .handle import TaskHandle
 from .retry import RetryPolicy
 from .topology import MAX_NAME_BYTES, check_amqp_name
@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+PoolKind = Literal["thread", "process"]
+"""Where a plain ``def`` task runs: the worker's thread pool or its process pool."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,6 +69,19 @@ class TaskConfig:
     ignore_result: bool = False
     partitions: int | None = None
     """The partition count the task asked for (None: what the settings say)."""
+    pool: PoolKind | None = None
+    """Where a plain ``def`` task runs (None: the worker's ``sync_pool``)."""
+    hard_timeout: float | None = None
+    """Seconds after which the task's process is killed (process pool only)."""
+
+    def runs_in_process(self, default: PoolKind) -> bool:
+        """Whether the task runs in the worker's process pool, given the worker's default pool
+        for plain ``def`` tasks (a hard timeout needs a process: it kills one)."""
+        if self.is_async:
+            return False
+        if self.hard_timeout is not None:
+            return True
+        return (self.pool or default) == "process"
 
 
 class Task(Generic[P, R]):
@@ -215,6 +231,34 @@ def task_name_of(fn: Callable[..., Any], explicit: str | None) -> str:
             f"{MAX_NAME_BYTES}: pass a shorter name="
         )
     return name
+
+
+def check_pool_options(
+    config: TaskConfig, pool: PoolKind | None, hard_timeout: float | None
+) -> dict[str, Any]:
+    """The ``pool`` and ``hard_timeout`` of a task declared with ``config``, checked:
+    ConfigurationError where they cannot be honoured."""
+    name = config.name
+    if pool not in (None, "thread", "process"):
+        raise ConfigurationError(f"pool of task {name!r} must be 'thread' or 'process'")
+    if config.is_async:
+        raise ConfigurationError(
+            f"task {name!r} is async: it runs on the worker's event loop, so pool= and "
+            "hard_timeout= do not apply (timeout= cancels it)"
+        )
+    if hard_timeout is not None:
+        if hard_timeout <= 0:
+            raise ConfigurationError(f"hard_timeout of task {name!r} must be > 0")
+        if pool == "thread":
+            raise ConfigurationError(
+                f"task {name!r}: a hard timeout kills the task's process, and a thread cannot "
+                "be killed: use pool='process' (or leave pool unset)"
+            )
+        if config.timeout is not None and hard_timeout < config.timeout:
+            raise ConfigurationError(
+                f"hard_timeout of task {name!r} must not be shorter than its timeout"
+            )
+    return {"pool": pool, "hard_timeout": hard_timeout}
 
 
 def unknown_task(app: App, name: str, queue: str) -> Task[..., Any]:

@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import control, events
@@ -33,7 +33,9 @@ from .actions import Actions, Counters
 from .app import App
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
+from .pool import ProcessPool, app_spec_of
 from .recorder import Recorder
+from .results.base import ResultStore
 from .sending import Sender
 from .topology import check_amqp_name, routes
 from .transport import Delivery, Transport
@@ -79,8 +81,15 @@ class Worker:
         concurrency: int | None = None,
         shutdown_timeout: float | None = None,
         name: str | None = None,
+        app_spec: str | None = None,
+        process_init: Callable[[App], None] | None = None,
     ) -> None:
         self.app = app
+        self.app_spec = app_spec
+        """``module:attr`` where pool processes import the App (None: found from the
+        modules of its tasks, see :func:`taskq.pool.app_spec_of`)."""
+        self.process_init = process_init
+        """Runs in each pool process once it has imported the App (process-init hooks)."""
         settings = app.settings
         self.queues = list(dict.fromkeys(queues)) if queues else _queues_of(app)
         self.concurrency = concurrency or settings.concurrency
@@ -209,6 +218,11 @@ class Worker:
         if lent:
             self.app.attach(transport, store)
         recorder = Recorder(store, self.name)
+        try:
+            pool = await self._start_pool()
+        except BaseException:
+            await self._close(transport, store, lent)
+            raise
         executor = Executor(
             tasks=self.app.tasks,
             settings=self.app.settings,
@@ -217,6 +231,7 @@ class Worker:
             events=self.events,
             active=self._active,
             stopping=lambda: self._state is WorkerState.STOPPING,
+            pool=pool,
         )
         actions = Actions(
             sender=Sender.over(transport, store),
@@ -238,12 +253,35 @@ class Worker:
             raise
         finally:
             executor.close()
-            if lent:
-                self.app.detach()
-            await store.close()
-            await transport.close()
-            self._state = WorkerState.STOPPED
+            if pool is not None:
+                await pool.close()
+            await self._close(transport, store, lent)
             log.info("worker %s stopped", self.name)
+
+    async def _close(self, transport: Transport, store: ResultStore, lent: bool) -> None:
+        if lent:
+            self.app.detach()
+        await store.close()
+        await transport.close()
+        self._state = WorkerState.STOPPED
+
+    async def _start_pool(self) -> ProcessPool | None:
+        """The process pool, started, if some task of the App runs in processes."""
+        settings = self.app.settings
+        if not any(t.config.runs_in_process(settings.sync_pool) for t in self.app.tasks.values()):
+            return None
+        memory = settings.max_memory_per_child
+        pool = ProcessPool(
+            self.app_spec or app_spec_of(self.app),
+            settings.sync_workers or os.cpu_count() or 1,
+            max_tasks=settings.max_tasks_per_child,
+            max_memory_kib=None if memory is None else memory * 1024,
+            initializer=self.process_init,
+            stopping=lambda: self._state is WorkerState.STOPPING,
+        )
+        await pool.start()
+        log.info("process pool of %d started (%s)", pool.size, " ".join(map(str, pool.pids)))
+        return pool
 
     async def _consume_until_stopped(self, parts: _Parts) -> None:
         transport = parts.transport

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the tasks of a taskq App. SIGTERM/SIGINT stop it gracefully; a "
         "second signal forces the stop (running tasks go back to their queue).",
         epilog="exit codes: 0 ok, 1 crashed, 2 usage or import error, 3 broker unreachable, "
-        "4 stopped but left task threads running, 130 stop forced by a second signal",
+        "4 broker refused the login, 5 stopped but left task threads running, 130 stop forced "
+        "by a second signal",
     )
     parser.add_argument("app", help="the App to run, as module:attribute (e.g. tasks:app)")
     parser.add_argument("--queues", "-Q", help="comma-separated queues (default: the app's)")
@@ -44,6 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefetch", type=int, help="deliveries held at once (default: concurrency)"
     )
     parser.add_argument("--shutdown-timeout", type=float, help="seconds to finish running tasks")
+    parser.add_argument(
+        "--sync-pool",
+        choices=["thread", "process"],
+        help="where plain def tasks run unless they choose (default: thread)",
+    )
+    parser.add_argument(
+        "--sync-workers", type=int, help="processes of the process pool (default: CPU count)"
+    )
+    parser.add_argument(
+        "--max-tasks-per-child", type=int, help="replace a pool process after N tasks"
+    )
+    parser.add_argument(
+        "--max-memory-per-child",
+        type=int,
+        metavar="MIB",
+        help="replace a pool process, after its task, once its resident memory passes MIB",
+    )
     parser.add_argument("--name", help="worker name (default: app@host.pid)")
     parser.add_argument(
         "--processes",
@@ -138,9 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefetch=args.prefetch,
             shutdown_timeout=args.shutdown_timeout,
             events=args.events or None,
+            sync_pool=args.sync_pool,
+            sync_workers=args.sync_workers,
+            max_tasks_per_child=args.max_tasks_per_child,
+            max_memory_per_child=args.max_memory_per_child,
         )
         queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
-        worker = Worker(app, queues=queues, name=args.name)
+        worker = Worker(app, queues=queues, name=args.name, app_spec=args.app)
         scheduler = scheduler_for(app, worker.name) if args.beat else None
         if args.metrics_port:
             metrics.serve(worker, args.metrics_port)

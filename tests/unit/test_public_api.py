@@ -42,7 +42,11 @@ NOT_EXPORTED = {
     ("settings", "check_partition_count"),
     ("settings", "check_priority"),
     ("task", "task_name_of"),  # App's registration check
-    ("task", "unknown_task"),  # what App.named sends for a task this process lacks
+    ("task", "unknown_task"),
+    (
+        "task",
+        "check_pool_options",
+    ),  # App's registration check  # what App.named sends for a task this process lacks
     ("handle", "block_on"),  # shared with the sync facade (taskq.sync)
     ("settings", "load_settings"),
     ("retry", "NO_RETRY"),
