@@ -338,27 +338,38 @@ class Transport:
         if mandatory and message.message_id is None:  # a return is matched to its publish by it
             message = dataclasses.replace(message, message_id=uuid.uuid4().hex)
         props = properties(message)
-        tried = False
-
-        async def attempt(timeout: float) -> None:
-            nonlocal message, props, tried
-            if tried and message.resend is not None:  # the first may have arrived: the copy
-                message = message.resend()
-                props = properties(message)
-            tried = True
-            channel = await slot.get(timeout)
-            if channel.connection.paused:  # the broker reads nothing: wait, do not pile up
-                await channel.connection.writable()
-            confirm = channel.publish(exchange, routing_key, message.body, props,
-                                      mandatory=mandatory)  # fmt: skip
-            assert confirm is not None
-            await confirm
-
-        try:
-            await self._patiently("publish", attempt)
-        except (ChannelClosed, Returned, Nacked) as exc:  # mapped here: only a failure pays
+        # Inline rather than through _patiently: this is the hot path, and a closure and two
+        # more coroutines per send doubled the garbage collector's work under load.
+        timeout = self.settings.publish_timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                channel = await slot.get(max(deadline - time.monotonic(), 0.0))
+                if channel.connection.paused:  # the broker reads nothing: wait, do not pile up
+                    await channel.connection.writable()
+                confirm = channel.publish(exchange, routing_key, message.body, props,
+                                          mandatory=mandatory)  # fmt: skip
+                assert confirm is not None
+                await confirm
+                return
+            except ChannelClosed as exc:
+                if is_refusal(exc):
+                    failure: Exception = exc
+                elif time.monotonic() < deadline:
+                    log.warning("publish interrupted (%s); trying again", exc)
+                    if message.resend is not None:  # the first may have arrived: the copy
+                        message = message.resend()
+                        props = properties(message)
+                    continue
+                else:
+                    failure = ChannelClosed(
+                        f"{exc}; the broker did not come back within publish_timeout "
+                        f"({timeout:g} s)"
+                    )
+            except (Returned, Nacked) as exc:
+                failure = exc
             what = f"publishing message {message.message_id} to {exchange!r}/{routing_key!r}"
-            raise broker_error(exc, what, PublishError) from exc
+            raise broker_error(failure, what, PublishError) from failure
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
         """Publish ``(exchange, routing_key, message)`` items with pipelined confirms.
