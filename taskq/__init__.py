@@ -14,7 +14,7 @@
 """
 
 from .app import App
-from .context import TaskContext, current
+from .context import TaskContext, current, current_or_none
 from .exceptions import (
     BrokerError,
     BrokerRefused,
@@ -31,6 +31,7 @@ from .exceptions import (
     ResultTimeout,
     ResultUnavailable,
     Retry,
+    SendRefused,
     TaskControl,
     TaskFailed,
     TaskqError,
@@ -39,6 +40,7 @@ from .exceptions import (
     TopologyMismatch,
 )
 from .handle import TaskHandle
+from .hooks import DeadLettered, Hook, Sending, TaskDone, TaskRun
 from .redact import install_log_redaction
 from .results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
 from .retry import RetryPolicy
@@ -56,9 +58,11 @@ __all__ = [
     "BrokerUnavailable",
     "ChannelsExhausted",
     "ConfigurationError",
+    "DeadLettered",
     "DecodeError",
     "EncodeError",
     "ErrorInfo",
+    "Hook",
     "InvalidArguments",
     "LifecycleError",
     "PublishError",
@@ -70,6 +74,8 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "SendOptions",
+    "SendRefused",
+    "Sending",
     "Settings",
     "SyncClient",
     "SyncHandle",
@@ -77,9 +83,11 @@ __all__ = [
     "TaskCall",
     "TaskContext",
     "TaskControl",
+    "TaskDone",
     "TaskFailed",
     "TaskHandle",
     "TaskRegistrationError",
+    "TaskRun",
     "TaskState",
     "TaskStatus",
     "TaskTimeout",
@@ -89,5 +97,6 @@ __all__ = [
     "WorkerState",
     "__version__",
     "current",
+    "current_or_none",
     "install_log_redaction",
 ]

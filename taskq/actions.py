@@ -12,8 +12,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import outcome as oc
-from .events import WorkerEvents
 from .exceptions import EncodeError
+from .hooks import DeadLettered, Hooks, TaskDone
 from .message import (
     H_DEAD_AT,
     H_ERROR_MESSAGE,
@@ -60,14 +60,14 @@ class Actions:
         names: Names,
         recorder: Recorder,
         counters: Counters,
-        events: WorkerEvents,
+        hooks: Hooks,
         worker: str,
     ) -> None:
         self.sender = sender
         self.names = names
         self.recorder = recorder
         self.counters = counters
-        self.events = events
+        self.hooks = hooks
         self.worker = worker
 
     async def act(self, delivery: Delivery, decision: oc.Decision) -> None:
@@ -83,12 +83,12 @@ class Actions:
                     failed = oc.Failed(oc.error_info(exc))
                     await self.act(delivery, dataclasses.replace(decision, outcome=failed))
                     return
-                self._finished(envelope, runtime, "succeeded", result=value)
+                await self._finished(envelope, runtime, "succeeded", result=value)
             case oc.Failed(error):
                 assert envelope is not None and runtime is not None
                 await record(envelope, TaskStatus.FAILURE, error=error)
                 await self._dead_letter(delivery, oc.MAX_ATTEMPTS, error, envelope, runtime)
-                self._finished(envelope, runtime, "failed", error)
+                await self._finished(envelope, runtime, "failed", error)
             case oc.RetryLater(delay, error):
                 assert envelope is not None and runtime is not None
                 await self._retry(envelope, runtime, delay, error)
@@ -133,7 +133,9 @@ class Actions:
         self.counters.retried += 1
         what = f"retrying in {delay:.3f} s after {error.type}: {error.message}"
         self._log(envelope, runtime, what, logging.INFO)
-        self.events.finished("retried", envelope, runtime, delay=delay, error=error)
+        if self.hooks.on_retry:
+            done = TaskDone(envelope, runtime, error=error, delay=delay)
+            await self.hooks.notify(self.hooks.on_retry, done)
 
     async def _dead_letter(
         self,
@@ -156,7 +158,9 @@ class Actions:
         }
         await self.sender.republish(self.names.dlx, queue, delivery.as_outgoing(headers=headers))
         self.counters.dead_lettered += 1
-        self.events.dead_lettered(delivery, reason, error, runtime)
+        if self.hooks.on_dead_letter:
+            dead = DeadLettered(delivery, envelope, reason, error, runtime)
+            await self.hooks.notify(self.hooks.on_dead_letter, dead)
         log.warning(
             "message %s (%s) dead-lettered to %s: %s: %s",
             printable(delivery.message_id), printable(delivery.type),
@@ -182,7 +186,7 @@ class Actions:
 
     # -- logs and counters -------------------------------------------------------------------
 
-    def _finished(
+    async def _finished(
         self,
         envelope: Envelope,
         runtime: float,
@@ -190,17 +194,19 @@ class Actions:
         error: ErrorInfo | None = None,
         result: Any = None,
     ) -> None:
-        counters, events = self.counters, self.events
+        counters, hooks = self.counters, self.hooks
         if error is None:
             counters.succeeded += 1
             # DEBUG, not INFO: a line per success cost a worker as much CPU as the rest of a
             # no-op task. Failures log at WARNING and retries at INFO.
             self._log(envelope, runtime, what, logging.DEBUG)
-            events.finished(what, envelope, runtime, result=result)
+            if hooks.on_success:
+                await hooks.notify(hooks.on_success, TaskDone(envelope, runtime, result=result))
         else:
             counters.failed += 1
             self._log(envelope, runtime, f"{what}: {error.type}: {error.message}", logging.WARNING)
-            events.finished(what, envelope, runtime, error=error)
+            if hooks.on_failure:
+                await hooks.notify(hooks.on_failure, TaskDone(envelope, runtime, error=error))
 
     def _log(self, envelope: Envelope, runtime: float, what: str, level: int) -> None:
         if not log.isEnabledFor(level):

@@ -21,8 +21,8 @@ from typing import Any
 
 from . import outcome as oc
 from .context import TaskContext, reset_current, set_current
-from .events import WorkerEvents
 from .exceptions import DecodeError, InvalidArguments, TaskTimeout
+from .hooks import Hooks, TaskRun
 from .message import Envelope, envelope_of
 from .recorder import Recorder
 from .results.base import ErrorInfo, TaskStatus
@@ -66,7 +66,7 @@ class Executor:
         settings: Settings,
         default_retry: RetryPolicy | None,
         recorder: Recorder,
-        events: WorkerEvents,
+        hooks: Hooks,
         active: MutableMapping[str, ActiveTask],
         stopping: Callable[[], bool],
     ) -> None:
@@ -74,7 +74,7 @@ class Executor:
         self.settings = settings
         self.default_retry = default_retry
         self.recorder = recorder
-        self.events = events
+        self.hooks = hooks
         self.active = active
         """The tasks running now, by ID (owned by the worker, filled here)."""
         self.stopping = stopping
@@ -138,17 +138,40 @@ class Executor:
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.args, envelope.kwargs, time.time(),
         )  # fmt: skip
-        self.events.started(envelope)
-        token = set_current(self._context(envelope, started))
-        began = time.monotonic()
+        ctx = self._context(envelope, started)
+        token = set_current(ctx)
         try:
-            outcome = await self._outcome(task, envelope, args, kwargs)
+            outcome, runtime = await self._timed(task, envelope, args, kwargs, ctx)
         finally:
             reset_current(token)
             self.active.pop(envelope.task_id, None)
             if started is not None:
                 started.cancel()
-        return oc.Decision(envelope, outcome, time.monotonic() - began)
+        return oc.Decision(envelope, outcome, runtime)
+
+    async def _timed(
+        self,
+        task: Task[Any, Any],
+        envelope: Envelope,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: TaskContext,
+    ) -> tuple[oc.Outcome, float]:
+        """Run the task's function between the ``before_run`` and ``after_run`` hooks: its
+        Outcome, and for how many seconds it ran (the hooks' time not counted)."""
+        hooks = self.hooks
+        run = TaskRun(envelope, ctx) if hooks.before_run or hooks.after_run else None
+        if run is not None:
+            await hooks.notify(hooks.before_run, run)
+        began = time.monotonic()
+        try:
+            outcome = await self._outcome(task, envelope, args, kwargs, run)
+        finally:
+            runtime = time.monotonic() - began
+            if run is not None:
+                run.runtime = runtime
+                await hooks.notify(hooks.after_run, run)
+        return outcome, runtime
 
     async def _outcome(
         self,
@@ -156,14 +179,20 @@ class Executor:
         envelope: Envelope,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        run: TaskRun | None,
     ) -> oc.Outcome:
-        """Run the task's function: what it returned or raised, as an Outcome."""
+        """Run the task's function: what it returned or raised, as an Outcome (told to
+        ``run`` too, for the ``after_run`` hooks)."""
         policy = task.config.retry or self.default_retry
         try:
-            return oc.Succeeded(await self._call(task, args, kwargs))
+            value = await self._call(task, args, kwargs)
         except Exception as exc:
+            if run is not None:
+                run.exception = exc
             return oc.from_exception(exc, envelope.attempt, policy)
         except asyncio.CancelledError as exc:
+            if run is not None:
+                run.exception = exc
             current = asyncio.current_task()
             if self.stopping() or (current is not None and current.cancelling()):
                 raise  # the worker is stopping: the delivery goes back to its queue
@@ -171,6 +200,9 @@ class Executor:
             # cancelled): that is the task failing, not the worker stopping.
             error = RuntimeError(f"task raised CancelledError: {exc}")
             return oc.from_exception(error, envelope.attempt, policy)
+        if run is not None:
+            run.result = value
+        return oc.Succeeded(value)
 
     def _context(self, envelope: Envelope, started: DeferredStarted | None) -> TaskContext:
         async def report(fraction: float, message: str | None) -> None:
@@ -181,7 +213,7 @@ class Executor:
         return TaskContext(
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.root_id or envelope.task_id, report, envelope.scheduled_for,
-            envelope.partition,
+            envelope.partition, envelope.headers,
         )  # fmt: skip
 
     async def _call(
