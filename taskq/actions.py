@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import outcome as oc
 from .exceptions import EncodeError
@@ -83,19 +83,18 @@ class Actions:
                     failed = oc.Failed(oc.error_info(exc))
                     await self.act(delivery, dataclasses.replace(decision, outcome=failed))
                     return
-                await self._finished(envelope, runtime, "succeeded", result=value)
+                self._finished(envelope, runtime, "succeeded")
+                if self.hooks.on_success:
+                    done = TaskDone(envelope, runtime, result=value)
+                    await self.hooks.notify(self.hooks.on_success, done)
             case oc.Failed(error):
                 assert envelope is not None and runtime is not None
-                await record(envelope, TaskStatus.FAILURE, error=error)
-                await self._dead_letter(delivery, oc.MAX_ATTEMPTS, error, envelope, runtime)
-                await self._finished(envelope, runtime, "failed", error)
+                await self._failed(delivery, envelope, runtime, error)
             case oc.RetryLater(delay, error):
                 assert envelope is not None and runtime is not None
                 await self._retry(envelope, runtime, delay, error)
             case oc.DeadLetter(reason, error):
-                if envelope is not None:  # the caller learns why instead of timing out
-                    await record(envelope, TaskStatus.FAILURE, error=error)
-                await self._dead_letter(delivery, reason, error, envelope, runtime)
+                await self._refused(delivery, reason, error, envelope, runtime)
             case oc.CountRedelivery(deliveries):
                 assert envelope is not None
                 counted = dataclasses.replace(envelope, deliveries=deliveries)
@@ -115,6 +114,31 @@ class Actions:
         await delivery.ack()
 
     # -- broker actions ----------------------------------------------------------------------
+
+    async def _refused(
+        self,
+        delivery: Delivery,
+        reason: str,
+        error: ErrorInfo,
+        envelope: Envelope | None,
+        runtime: float | None,
+    ) -> None:
+        """Never run, or rejected: record the failure if the task is known (the caller
+        learns why instead of timing out), then dead-letter it."""
+        if envelope is not None:
+            await self.recorder.record(envelope, TaskStatus.FAILURE, error=error)
+        await self._dead_letter(delivery, reason, error, envelope, runtime)
+
+    async def _failed(
+        self, delivery: Delivery, envelope: Envelope, runtime: float, error: ErrorInfo
+    ) -> None:
+        """The last attempt failed: record it, keep a copy in the dead-letter queue."""
+        await self.recorder.record(envelope, TaskStatus.FAILURE, error=error)
+        await self._dead_letter(delivery, oc.MAX_ATTEMPTS, error, envelope, runtime)
+        self._finished(envelope, runtime, "failed", error)
+        if self.hooks.on_failure:
+            done = TaskDone(envelope, runtime, error=error)
+            await self.hooks.notify(self.hooks.on_failure, done)
 
     async def _retry(
         self, envelope: Envelope, runtime: float, delay: float, error: ErrorInfo
@@ -186,27 +210,21 @@ class Actions:
 
     # -- logs and counters -------------------------------------------------------------------
 
-    async def _finished(
+    def _finished(
         self,
         envelope: Envelope,
         runtime: float,
         what: str,
         error: ErrorInfo | None = None,
-        result: Any = None,
     ) -> None:
-        counters, hooks = self.counters, self.hooks
         if error is None:
-            counters.succeeded += 1
+            self.counters.succeeded += 1
             # DEBUG, not INFO: a line per success cost a worker as much CPU as the rest of a
             # no-op task. Failures log at WARNING and retries at INFO.
             self._log(envelope, runtime, what, logging.DEBUG)
-            if hooks.on_success:
-                await hooks.notify(hooks.on_success, TaskDone(envelope, runtime, result=result))
         else:
-            counters.failed += 1
+            self.counters.failed += 1
             self._log(envelope, runtime, f"{what}: {error.type}: {error.message}", logging.WARNING)
-            if hooks.on_failure:
-                await hooks.notify(hooks.on_failure, TaskDone(envelope, runtime, error=error))
 
     def _log(self, envelope: Envelope, runtime: float, what: str, level: int) -> None:
         if not log.isEnabledFor(level):

@@ -141,7 +141,12 @@ class Executor:
         ctx = self._context(envelope, started)
         token = set_current(ctx)
         try:
-            outcome, runtime = await self._timed(task, envelope, args, kwargs, ctx)
+            if self.hooks.before_run or self.hooks.after_run:
+                outcome, runtime = await self._timed(task, envelope, args, kwargs, ctx)
+            else:  # no hooks (the usual case): no TaskRun, no extra coroutine
+                began = time.monotonic()
+                outcome = await self._outcome(task, envelope, args, kwargs, None)
+                runtime = time.monotonic() - began
         finally:
             reset_current(token)
             self.active.pop(envelope.task_id, None)
@@ -160,17 +165,14 @@ class Executor:
         """Run the task's function between the ``before_run`` and ``after_run`` hooks: its
         Outcome, and for how many seconds it ran (the hooks' time not counted)."""
         hooks = self.hooks
-        run = TaskRun(envelope, ctx) if hooks.before_run or hooks.after_run else None
-        if run is not None:
-            await hooks.notify(hooks.before_run, run)
+        run = TaskRun(envelope, ctx)
+        await hooks.notify(hooks.before_run, run)
         began = time.monotonic()
         try:
             outcome = await self._outcome(task, envelope, args, kwargs, run)
         finally:
-            runtime = time.monotonic() - began
-            if run is not None:
-                run.runtime = runtime
-                await hooks.notify(hooks.after_run, run)
+            run.runtime = runtime = time.monotonic() - began
+            await hooks.notify(hooks.after_run, run)
         return outcome, runtime
 
     async def _outcome(
