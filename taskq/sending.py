@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import events, topology
 from .context import current_or_none
-from .exceptions import ConfigurationError, LifecycleError, PublishError
+from .exceptions import ConfigurationError, LifecycleError, PublishError, SendRefused
 from .handle import TaskHandle
 from .hooks import Hooks, Sending
 from .message import Envelope, OutgoingMessage
@@ -170,13 +170,17 @@ class Sender:
     ) -> tuple[list[Routed], list[Sending]]:
         """The messages of periodic firings ``(entry, tick)``, for the scheduler to publish
         with its state in one transaction (nothing is tracked: nobody here waits for them),
-        and what to give :meth:`after_send` once that is committed. SendRefused if a
-        ``before_send`` hook refuses one."""
+        and what to give :meth:`after_send` once that is committed. A firing that a
+        ``before_send`` hook refuses (SendRefused) is logged and left out."""
         settings, names = self._require()
         routed, sendings = [], []
         for entry, tick in fired:
             envelope = firing_envelope(settings, entry, tick, sent_at=sent_at)
-            envelope, sending = await self._before_send(envelope)
+            try:
+                envelope, sending = await self._before_send(envelope)
+            except SendRefused as exc:  # the tick counts as fired: it is skipped, not retried
+                log.warning("a hook refused firing %s for %s: %s", entry.name, tick, exc)
+                continue
             routed.append((names.exchange, envelope.route, self._emit(envelope.to_message())))
             if sending is not None:
                 sendings.append(sending)
