@@ -14,7 +14,7 @@
 """
 
 from .app import App
-from .context import TaskContext, current
+from .context import TaskContext, current, current_or_none
 from .exceptions import (
     BrokerError,
     BrokerRefused,
@@ -32,6 +32,7 @@ from .exceptions import (
     ResultTimeout,
     ResultUnavailable,
     Retry,
+    SendRefused,
     TaskControl,
     TaskFailed,
     TaskHardTimeout,
@@ -41,6 +42,7 @@ from .exceptions import (
     TopologyMismatch,
 )
 from .handle import TaskHandle
+from .hooks import DeadLettered, Hook, Sending, TaskDone, TaskRun
 from .redact import install_log_redaction
 from .results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
 from .retry import RetryPolicy
@@ -58,9 +60,11 @@ __all__ = [
     "BrokerUnavailable",
     "ChannelsExhausted",
     "ConfigurationError",
+    "DeadLettered",
     "DecodeError",
     "EncodeError",
     "ErrorInfo",
+    "Hook",
     "InvalidArguments",
     "LifecycleError",
     "PoolProcessDied",
@@ -73,6 +77,8 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "SendOptions",
+    "SendRefused",
+    "Sending",
     "Settings",
     "SyncClient",
     "SyncHandle",
@@ -80,10 +86,12 @@ __all__ = [
     "TaskCall",
     "TaskContext",
     "TaskControl",
+    "TaskDone",
     "TaskFailed",
     "TaskHandle",
     "TaskHardTimeout",
     "TaskRegistrationError",
+    "TaskRun",
     "TaskState",
     "TaskStatus",
     "TaskTimeout",
@@ -93,5 +101,6 @@ __all__ = [
     "WorkerState",
     "__version__",
     "current",
+    "current_or_none",
     "install_log_redaction",
 ]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import outcome as oc
-from .events import WorkerEvents
 from .exceptions import EncodeError
+from .hooks import DeadLettered, Hooks, TaskDone
 from .message import (
     H_DEAD_AT,
     H_ERROR_MESSAGE,
@@ -60,14 +60,14 @@ class Actions:
         names: Names,
         recorder: Recorder,
         counters: Counters,
-        events: WorkerEvents,
+        hooks: Hooks,
         worker: str,
     ) -> None:
         self.sender = sender
         self.names = names
         self.recorder = recorder
         self.counters = counters
-        self.events = events
+        self.hooks = hooks
         self.worker = worker
 
     async def act(self, delivery: Delivery, decision: oc.Decision) -> None:
@@ -83,19 +83,18 @@ class Actions:
                     failed = oc.Failed(oc.error_info(exc))
                     await self.act(delivery, dataclasses.replace(decision, outcome=failed))
                     return
-                self._finished(envelope, runtime, "succeeded", result=value)
+                self._finished(envelope, runtime, "succeeded")
+                if self.hooks.on_success:
+                    done = TaskDone(envelope, runtime, result=value)
+                    await self.hooks.notify(self.hooks.on_success, done)
             case oc.Failed(error, reason):
                 assert envelope is not None and runtime is not None
-                await record(envelope, TaskStatus.FAILURE, error=error)
-                await self._dead_letter(delivery, reason, error, envelope, runtime)
-                self._finished(envelope, runtime, "failed", error)
+                await self._failed(delivery, envelope, runtime, error, reason)
             case oc.RetryLater(delay, error):
                 assert envelope is not None and runtime is not None
                 await self._retry(envelope, runtime, delay, error)
             case oc.DeadLetter(reason, error):
-                if envelope is not None:  # the caller learns why instead of timing out
-                    await record(envelope, TaskStatus.FAILURE, error=error)
-                await self._dead_letter(delivery, reason, error, envelope, runtime)
+                await self._refused(delivery, reason, error, envelope, runtime)
             case oc.CountRedelivery(deliveries):
                 assert envelope is not None
                 counted = dataclasses.replace(envelope, deliveries=deliveries)
@@ -116,6 +115,37 @@ class Actions:
 
     # -- broker actions ----------------------------------------------------------------------
 
+    async def _refused(
+        self,
+        delivery: Delivery,
+        reason: str,
+        error: ErrorInfo,
+        envelope: Envelope | None,
+        runtime: float | None,
+    ) -> None:
+        """Never run, or rejected: record the failure if the task is known (the caller
+        learns why instead of timing out), then dead-letter it."""
+        if envelope is not None:
+            await self.recorder.record(envelope, TaskStatus.FAILURE, error=error)
+        await self._dead_letter(delivery, reason, error, envelope, runtime)
+
+    async def _failed(
+        self,
+        delivery: Delivery,
+        envelope: Envelope,
+        runtime: float,
+        error: ErrorInfo,
+        reason: str = oc.MAX_ATTEMPTS,
+    ) -> None:
+        """The last attempt failed: record it, keep a copy in the dead-letter queue (with
+        ``reason``: max-attempts, or hard-timeout for a process the pool had to kill)."""
+        await self.recorder.record(envelope, TaskStatus.FAILURE, error=error)
+        await self._dead_letter(delivery, reason, error, envelope, runtime)
+        self._finished(envelope, runtime, "failed", error)
+        if self.hooks.on_failure:
+            done = TaskDone(envelope, runtime, error=error)
+            await self.hooks.notify(self.hooks.on_failure, done)
+
     async def _retry(
         self, envelope: Envelope, runtime: float, delay: float, error: ErrorInfo
     ) -> None:
@@ -133,7 +163,9 @@ class Actions:
         self.counters.retried += 1
         what = f"retrying in {delay:.3f} s after {error.type}: {error.message}"
         self._log(envelope, runtime, what, logging.INFO)
-        self.events.finished("retried", envelope, runtime, delay=delay, error=error)
+        if self.hooks.on_retry:
+            done = TaskDone(envelope, runtime, error=error, delay=delay)
+            await self.hooks.notify(self.hooks.on_retry, done)
 
     async def _dead_letter(
         self,
@@ -156,7 +188,9 @@ class Actions:
         }
         await self.sender.republish(self.names.dlx, queue, delivery.as_outgoing(headers=headers))
         self.counters.dead_lettered += 1
-        self.events.dead_lettered(delivery, reason, error, runtime)
+        if self.hooks.on_dead_letter:
+            dead = DeadLettered(delivery, envelope, reason, error, runtime)
+            await self.hooks.notify(self.hooks.on_dead_letter, dead)
         log.warning(
             "message %s (%s) dead-lettered to %s: %s: %s",
             printable(delivery.message_id), printable(delivery.type),
@@ -188,19 +222,15 @@ class Actions:
         runtime: float,
         what: str,
         error: ErrorInfo | None = None,
-        result: Any = None,
     ) -> None:
-        counters, events = self.counters, self.events
         if error is None:
-            counters.succeeded += 1
+            self.counters.succeeded += 1
             # DEBUG, not INFO: a line per success cost a worker as much CPU as the rest of a
             # no-op task. Failures log at WARNING and retries at INFO.
             self._log(envelope, runtime, what, logging.DEBUG)
-            events.finished(what, envelope, runtime, result=result)
         else:
-            counters.failed += 1
+            self.counters.failed += 1
             self._log(envelope, runtime, f"{what}: {error.type}: {error.message}", logging.WARNING)
-            events.finished(what, envelope, runtime, error=error)
 
     def _log(self, envelope: Envelope, runtime: float, what: str, level: int) -> None:
         if not log.isEnabledFor(level):

@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 from . import topology
 from .exceptions import ConfigurationError, LifecycleError, TaskRegistrationError
 from .handle import TaskHandle
+from .hooks import Hook, Hooks, entry_point_hooks
 from .periodic.entry import CatchUp, PeriodicEntry, make_entry
 from .periodic.schedule import schedule_of
 from .results.base import ResultStore
@@ -84,7 +85,10 @@ class App:
         self._sync: SyncClient | None = None
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._periodic: dict[str, PeriodicEntry] = {}
-        self.sender = Sender(f"App {name!r} is not open: use `async with app:`")
+        self.hooks = Hooks()
+        """The hooks added with ``add_hook`` and from entry points (see taskq.hooks)."""
+        self._entry_points_loaded = False
+        self.sender = Sender(f"App {name!r} is not open: use `async with app:`", self.hooks)
         """Sends this App's tasks once it is open (see taskq.sending)."""
         self.default_retry = retry
         """The retry policy of tasks that declare none (None: one attempt)."""
@@ -106,6 +110,21 @@ class App:
         }
         self.settings = load_settings(**merged)
         self.names = topology.Names(self.settings.prefix)
+
+    def add_hook(self, hook: Hook) -> None:
+        """Add ``hook`` after the hooks added so far (see taskq.hooks and
+        docs/guide/hooks.md): its send methods run in this App's sends, its worker methods
+        in workers started after this call. ConfigurationError if it is not a Hook."""
+        self.hooks.add(hook)
+
+    def load_entry_point_hooks(self) -> None:
+        """Add the hooks of the ``taskq.hooks`` entry point group (once: later calls do
+        nothing). Opening the App and starting a worker call this. ConfigurationError if an
+        entry point cannot be loaded or gives no Hook."""
+        if not self._entry_points_loaded:
+            for hook in entry_point_hooks():
+                self.hooks.add(hook)
+            self._entry_points_loaded = True
 
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
@@ -280,6 +299,7 @@ class App:
         """Connect to the broker and open the result store (``async with app:`` calls this)."""
         if self.sender.is_attached:
             raise LifecycleError(f"App {self.name!r} is already open")
+        self.load_entry_point_hooks()
         self.attach(*await self.connect(connection_name or f"taskq:{self.name}"))
 
     async def connect(

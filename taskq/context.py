@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from .exceptions import LifecycleError
 
@@ -14,9 +15,14 @@ from .exceptions import LifecycleError
 class TaskContext:
     """Facts about the task running now, and a way to report its progress.
 
-    ``scheduled_for`` is the tick a periodic firing is for (an aware UTC datetime), None
-    for a task sent any other way. ``partition`` is the partition of ``queue`` the task
-    came from (None: the queue is not partitioned).
+    ``taskq.current()`` returns it inside a task (``taskq.current_or_none()`` anywhere);
+    worker hooks get it as ``run.context``, and ``before_send`` hooks get the sending task's
+    as ``send.context``. ``root_id`` is the ID of the first task of the chain this one belongs
+    to (its own ID when nothing sent it from inside a task). ``scheduled_for`` is the tick a
+    periodic firing is for (an aware UTC datetime), None for a task sent any other way.
+    ``partition`` is the partition of ``queue`` the task came from (None: the queue is not
+    partitioned). ``headers`` are the headers the message was sent with (what the sender's
+    ``before_send`` hooks added: e.g. a trace context).
     """
 
     task_id: str
@@ -27,6 +33,7 @@ class TaskContext:
     _report: Callable[[float, str | None], Awaitable[None]] = dataclasses.field(repr=False)
     scheduled_for: dt.datetime | None = None
     partition: int | None = None
+    headers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0.0 to 1.0, and an optional message), visible through the handle."""
@@ -49,7 +56,8 @@ def current() -> TaskContext:
 
 
 def current_or_none() -> TaskContext | None:
-    """The context of the task running now, or None."""
+    """The context of the task running now, or None outside a task (e.g. when a task's
+    function is called directly, or from a hook that runs outside one)."""
     return _current.get()
 
 

@@ -21,9 +21,9 @@ memory alarm), events that find about 1 MiB waiting are dropped by the transport
 too (``events_dropped`` in the worker's stats).
 
 Publishing is opt-in (``events=True`` setting, ``taskq-worker --events``): it costs a few
-publishes per task (docs/operations/monitoring.md has the measured cost). The observation
-points themselves (the reserved registry, run times, listeners such as Prometheus metrics) are
-always on.
+publishes per task (docs/operations/monitoring.md has the measured cost). Both publishers are
+hooks (taskq.hooks): a worker adds its :class:`WorkerEvents` to its hooks, an App's Sender
+adds a :class:`SentEvents` while it is attached, only when events are on.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import DecodeError
+from .hooks import DeadLettered, Hook, Sending, TaskDone, TaskRun
 from .message import Envelope, OutgoingMessage, envelope_of, truncate
 from .redact import call_repr, redact_url, value_repr
 from .results.base import ErrorInfo
@@ -56,9 +57,6 @@ HEARTBEAT_INTERVAL = 5.0
 BUFFER_SIZE = 10_000
 REPR_WIDTH = 300  # characters of args and result reprs in an event
 ERROR_TEXT = 4000  # characters of an error message or traceback in an event
-
-Listener = Callable[[str, Mapping[str, Any]], None]
-"""Called with ``(event type, fields)`` for every event, published or not (e.g. metrics)."""
 
 
 def encode(kind: str, fields: Mapping[str, Any]) -> OutgoingMessage:
@@ -108,87 +106,62 @@ def error_fields(error: ErrorInfo) -> dict[str, Any]:
     }
 
 
-class WorkerEvents:
-    """A worker's observation points.
+class WorkerEvents(Hook):
+    """A worker's event publisher: a hook that buffers an event for each thing that happens
+    to a task, and :meth:`run`, which publishes the buffer and the worker's heartbeats."""
 
-    Keeps the deliveries waiting for a slot (``inspect reserved``), tells listeners, and, when
-    ``publish`` is on, buffers events for :meth:`run` to publish. Run times come with each
-    outcome (measured per run by the executor: see taskq.outcome.Decision).
-    """
-
-    def __init__(self, worker: str, *, publish: bool) -> None:
+    def __init__(self, worker: str) -> None:
         self.worker = worker
-        self.publish = publish
-        self.listeners: list[Listener] = []
-        self.reserved: dict[int, Delivery] = {}
         self.dropped = 0
         self._buffer: collections.deque[OutgoingMessage] = collections.deque(maxlen=BUFFER_SIZE)
         self._wake = asyncio.Event()
         self._origin = {"worker": worker, "hostname": socket.gethostname(), "pid": os.getpid()}
 
-    # -- the worker's hooks (synchronous, never block) ---------------------------------------
-
     def emit(self, kind: str, fields: Mapping[str, Any]) -> None:
-        """Tell the listeners and, if publishing, buffer the event."""
-        for listener in self.listeners:
-            try:
-                listener(kind, fields)
-            except Exception:  # an observer must never break the worker
-                log.exception("event listener failed on %s", kind)
-        if self.publish:
-            if len(self._buffer) == self._buffer.maxlen:
-                self.dropped += 1
-            self._buffer.append(encode(kind, {"time": time.time(), **self._origin, **fields}))
-            self._wake.set()
+        """Buffer an event for publishing (the oldest is dropped, and counted, when full)."""
+        if len(self._buffer) == self._buffer.maxlen:
+            self.dropped += 1
+        self._buffer.append(encode(kind, {"time": time.time(), **self._origin, **fields}))
+        self._wake.set()
 
-    def reserve(self, delivery: Delivery) -> None:
-        """A delivery arrived and waits for a slot: ``task.received``."""
-        self.reserved[id(delivery)] = delivery
-        if self.publish or self.listeners:
-            self.emit("task.received", delivery_fields(delivery))
+    # -- hooks (they never block: they only append to the buffer) ---------------------------
 
-    def unreserve(self, delivery: Delivery) -> None:
-        """The delivery got a slot (or the worker is stopping)."""
-        self.reserved.pop(id(delivery), None)
+    def on_received(self, delivery: Delivery) -> None:
+        """``task.received``: the delivery waits for a slot."""
+        self.emit("task.received", delivery_fields(delivery))
 
-    def started(self, envelope: Envelope) -> None:
-        """The task's function is about to run: ``task.started``."""
-        if self.publish or self.listeners:
-            fields = envelope_fields(envelope)
-            if self.publish:
-                fields["args"] = args_field(envelope)
-            self.emit("task.started", fields)
+    async def before_run(self, run: TaskRun) -> None:
+        """``task.started``: the task's function is about to run."""
+        self.emit(
+            "task.started", {**envelope_fields(run.envelope), "args": args_field(run.envelope)}
+        )
 
-    def finished(
-        self,
-        kind: str,
-        envelope: Envelope,
-        runtime: float,
-        *,
-        error: ErrorInfo | None = None,
-        result: Any = None,
-        **extra: Any,
-    ) -> None:
-        """A task that ran for ``runtime`` seconds ended as ``kind`` (``succeeded`` with
-        ``result``, ``failed`` or ``retried`` with ``error``)."""
-        if self.publish or self.listeners:
-            fields = {**envelope_fields(envelope), "runtime": runtime, **extra}
-            if error is not None:
-                fields.update(error_fields(error))
-            elif self.publish:
-                fields["result"] = value_repr(result, REPR_WIDTH)
-            self.emit(f"task.{kind}", fields)
+    async def on_success(self, done: TaskDone) -> None:
+        """``task.succeeded``, with a short ``result``."""
+        self._finished("succeeded", done, result=value_repr(done.result, REPR_WIDTH))
 
-    def dead_lettered(
-        self, delivery: Delivery, reason: str, error: ErrorInfo, runtime: float | None = None
-    ) -> None:
-        """A message went to its queue's ``.dead`` queue: ``task.dead-lettered`` (with the
-        ``runtime`` of its task, when it ran: e.g. raised Reject, or failed its last attempt)."""
-        if self.publish or self.listeners:
-            fields = {**delivery_fields(delivery), "reason": reason, **error_fields(error)}
-            if runtime is not None:
-                fields["runtime"] = runtime
-            self.emit("task.dead-lettered", fields)
+    async def on_failure(self, done: TaskDone) -> None:
+        """``task.failed``, with the error."""
+        self._finished("failed", done)
+
+    async def on_retry(self, done: TaskDone) -> None:
+        """``task.retried``, with the error and the ``delay`` before the next attempt."""
+        self._finished("retried", done, delay=done.delay)
+
+    async def on_dead_letter(self, dead: DeadLettered) -> None:
+        """``task.dead-lettered``, with the ``reason``, the error and, if the task ran (it
+        raised Reject, or failed its last attempt), its ``runtime``."""
+        fields = {**delivery_fields(dead.delivery), "reason": dead.reason,
+                  **error_fields(dead.error)}  # fmt: skip
+        if dead.runtime is not None:
+            fields["runtime"] = dead.runtime
+        self.emit("task.dead-lettered", fields)
+
+    def _finished(self, kind: str, done: TaskDone, **extra: Any) -> None:
+        fields = {**envelope_fields(done.envelope), "runtime": done.runtime, **extra}
+        if done.error is not None:
+            fields.update(error_fields(done.error))
+        self.emit(f"task.{kind}", fields)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -201,8 +174,6 @@ class WorkerEvents:
     ) -> None:
         """Publish buffered events and heartbeats until ``stopped`` is set and ``idle()`` says
         no task is left running; then publish ``worker.offline``."""
-        if not self.publish:
-            return
         exchange = transport.names.events
         await transport.declare_exchange(exchange, "topic")
         self.emit("worker.online", stats())
@@ -241,14 +212,20 @@ async def _wait_any(first: asyncio.Event, second: asyncio.Event, *, timeout: flo
 _declared: weakref.WeakSet[Transport] = weakref.WeakSet()
 
 
-async def sent(transport: Transport, *sends: Envelope) -> None:
-    """Publish ``task.sent`` for these task sends (the caller checks that events are on)."""
-    exchange = transport.names.events
-    if transport not in _declared:
-        await transport.declare_exchange(exchange, "topic")
-        _declared.add(transport)
-    batch = []
-    for envelope in sends:
+class SentEvents(Hook):
+    """A client's ``task.sent`` publisher: a ``before_send`` hook, so that ``task.sent``
+    comes before the worker's ``task.received``."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    async def before_send(self, send: Sending) -> None:
+        """Publish ``task.sent`` (unconfirmed, like every event)."""
+        transport, envelope = self.transport, send.envelope
+        exchange = transport.names.events
+        if transport not in _declared:
+            await transport.declare_exchange(exchange, "topic")
+            _declared.add(transport)
         fields: dict[str, Any] = {
             "time": time.time(),
             **envelope_fields(envelope),
@@ -256,5 +233,4 @@ async def sent(transport: Transport, *sends: Envelope) -> None:
         }
         if envelope.eta is not None:
             fields["eta"] = envelope.eta.isoformat()
-        batch.append(("task.sent", encode("task.sent", fields)))
-    await transport.emit(exchange, batch)
+        await transport.emit(exchange, [("task.sent", encode("task.sent", fields))])

@@ -9,6 +9,7 @@
     ├── EncodeError (TypeError)              a value msgpack cannot carry
     ├── DecodeError (ValueError)             a body that is not taskq's format
     ├── LifecycleError (RuntimeError)        an App used outside `async with app:`, or reopened
+    ├── SendRefused                          a before_send hook refused to send a task
     ├── BrokerError
     │   ├── BrokerUnavailable (ConnectionError)   the broker cannot be reached
     │   │   └── BrokerRefused                     it answered, but refused the login or vhost
@@ -80,6 +81,11 @@ class DecodeError(TaskqError, ValueError):
 
 class LifecycleError(TaskqError, RuntimeError):
     """An object was used in a state that does not allow it."""
+
+
+class SendRefused(TaskqError):
+    """A ``before_send`` hook refused to send a task (nothing was published). Raise it from
+    the hook with the reason; the caller of ``delay()`` / ``send()`` gets it."""
 
 
 class BrokerError(TaskqError):

@@ -22,7 +22,6 @@ from typing import Any
 
 from . import outcome as oc
 from .context import TaskContext, current, reset_current, set_current
-from .events import WorkerEvents
 from .exceptions import (
     DecodeError,
     InvalidArguments,
@@ -30,6 +29,7 @@ from .exceptions import (
     TaskHardTimeout,
     TaskTimeout,
 )
+from .hooks import Hooks, TaskRun
 from .message import Envelope, envelope_of
 from .pool import Job, ProcessPool
 from .recorder import Recorder
@@ -76,7 +76,7 @@ class Executor:
         settings: Settings,
         default_retry: RetryPolicy | None,
         recorder: Recorder,
-        events: WorkerEvents,
+        hooks: Hooks,
         active: MutableMapping[str, ActiveTask],
         stopping: Callable[[], bool],
         pool: ProcessPool | None = None,
@@ -85,7 +85,7 @@ class Executor:
         self.settings = settings
         self.default_retry = default_retry
         self.recorder = recorder
-        self.events = events
+        self.hooks = hooks
         self.active = active
         """The tasks running now, by ID (owned by the worker, filled here)."""
         self.stopping = stopping
@@ -151,17 +151,42 @@ class Executor:
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.args, envelope.kwargs, time.time(),
         )  # fmt: skip
-        self.events.started(envelope)
-        token = set_current(self._context(envelope, started))
-        began = time.monotonic()
+        ctx = self._context(envelope, started)
+        token = set_current(ctx)
         try:
-            outcome = await self._outcome(task, envelope, args, kwargs)
+            if self.hooks.before_run or self.hooks.after_run:
+                outcome, runtime = await self._timed(task, envelope, args, kwargs, ctx)
+            else:  # no hooks (the usual case): no TaskRun, no extra coroutine
+                began = time.monotonic()
+                outcome = await self._outcome(task, envelope, args, kwargs, None)
+                runtime = time.monotonic() - began
         finally:
             reset_current(token)
             self.active.pop(envelope.task_id, None)
             if started is not None:
                 started.cancel()
-        return oc.Decision(envelope, outcome, time.monotonic() - began)
+        return oc.Decision(envelope, outcome, runtime)
+
+    async def _timed(
+        self,
+        task: Task[Any, Any],
+        envelope: Envelope,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: TaskContext,
+    ) -> tuple[oc.Outcome, float]:
+        """Run the task's function between the ``before_run`` and ``after_run`` hooks: its
+        Outcome, and for how many seconds it ran (the hooks' time not counted)."""
+        hooks = self.hooks
+        run = TaskRun(envelope, ctx)
+        await hooks.notify(hooks.before_run, run)
+        began = time.monotonic()
+        try:
+            outcome = await self._outcome(task, envelope, args, kwargs, run)
+        finally:
+            run.runtime = runtime = time.monotonic() - began
+            await hooks.notify(hooks.after_run, run)
+        return outcome, runtime
 
     async def _outcome(
         self,
@@ -169,16 +194,22 @@ class Executor:
         envelope: Envelope,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        run: TaskRun | None,
     ) -> oc.Outcome:
-        """Run the task's function: what it returned or raised, as an Outcome."""
+        """Run the task's function: what it returned or raised, as an Outcome (told to
+        ``run`` too, for the ``after_run`` hooks)."""
         policy = task.config.retry or self.default_retry
         if self.pool is not None and task.config.runs_in_process(self.settings.sync_pool):
             return await self._in_process(self.pool, task, envelope, policy)
         try:
-            return oc.Succeeded(await self._call(task, args, kwargs))
+            value = await self._call(task, args, kwargs)
         except Exception as exc:
+            if run is not None:
+                run.exception = exc
             return oc.from_exception(exc, envelope.attempt, policy)
         except asyncio.CancelledError as exc:
+            if run is not None:
+                run.exception = exc
             current = asyncio.current_task()
             if self.stopping() or (current is not None and current.cancelling()):
                 raise  # the worker is stopping: the delivery goes back to its queue
@@ -186,6 +217,9 @@ class Executor:
             # cancelled): that is the task failing, not the worker stopping.
             error = RuntimeError(f"task raised CancelledError: {exc}")
             return oc.from_exception(error, envelope.attempt, policy)
+        if run is not None:
+            run.result = value
+        return oc.Succeeded(value)
 
     async def _in_process(
         self,
@@ -222,7 +256,7 @@ class Executor:
         return TaskContext(
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.root_id or envelope.task_id, report, envelope.scheduled_for,
-            envelope.partition,
+            envelope.partition, envelope.headers,
         )  # fmt: skip
 
     async def _call(

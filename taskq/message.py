@@ -12,7 +12,9 @@ Schema 2 (what taskq sends):
   ``p`` parent and ``r`` root task IDs, ``ir`` true when no result is to be recorded, ``dd``
   true when the message may repeat one that ran already (an explicit task ID, a publish sent
   again after a dropped connection).
-- no headers, except on the dead-letter queue: the ``x-taskq-*`` reason and error headers.
+- no headers of taskq's, except on the dead-letter queue: the ``x-taskq-*`` reason and error
+  headers. Headers that hooks add at send time (``Envelope.headers``: a trace context, say)
+  travel as AMQP headers and stay with the message through retries and redeliveries.
 
 Schema 1 (taskq before 0.2) still decodes: body ``[args, kwargs]``, metadata in ``x-taskq-*``
 headers. A message of any other shape goes to the dead-letter queue as ``invalid-message``.
@@ -106,6 +108,9 @@ class Envelope:
     """The partition of ``queue`` the message goes to or came from (None: not partitioned).
     Not carried in the body: it is the routing key's, so retries and redeliveries of a task
     stay in its partition."""
+    headers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The message's own AMQP headers: what ``before_send`` hooks added (never taskq's
+    ``x-taskq-*`` headers, nor the broker's ``x-death`` ones)."""
 
     @property
     def route(self) -> str:
@@ -143,6 +148,7 @@ class Envelope:
             type=self.task_name,
             priority=self.priority or None,
             reply_to=self.reply_to,
+            headers=self.headers,
             resend=None if self.dedupe else self._sent_again,
         )
 
@@ -220,8 +226,23 @@ def decode_envelope(
         kwargs=kwargs,
         priority=priority or 0,
         reply_to=reply_to or None,
+        headers=user_headers(headers) if headers else {},
         **fields,
     )
+
+
+# Headers that are not the message's own: taskq's, and what the broker adds on dead-lettering
+# (a delayed message passes through the delay levels by dead-lettering).
+_NOT_USER_HEADERS = ("x-taskq-", "x-death", "x-first-death-", "x-last-death-")
+
+
+def user_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The headers of a received message that were sent with it (see ``Envelope.headers``)."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if not (isinstance(name, str) and name.startswith(_NOT_USER_HEADERS))
+    }
 
 
 def _meta_fields(meta: Mapping[Any, Any]) -> dict[str, Any]:

@@ -15,21 +15,25 @@ collide):
 - ``taskq_tasks_in_flight``, ``taskq_tasks_reserved``, ``taskq_prefetch``,
   ``taskq_concurrency``
 - ``taskq_broker_connected``: 1 while both broker connections are up, else 0
+- ``taskq_hook_errors``: exceptions raised by hooks (each one is logged)
+
+The counters are fed by a hook (:class:`WorkerMetrics`, added to the worker's hooks).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigurationError
 from .extras import require_extra
+from .hooks import DeadLettered, Hook, TaskDone
+from .text import printable
+from .topology import logical_queue
 
 if TYPE_CHECKING:
+    from .transport import Delivery
     from .worker import Worker
-
-OUTCOMES = {"task.succeeded": "succeeded", "task.failed": "failed", "task.retried": "retried"}
 
 
 def _client() -> Any:
@@ -37,8 +41,8 @@ def _client() -> Any:
     return importlib.import_module("prometheus_client")
 
 
-class WorkerMetrics:
-    """The metrics of one worker, fed by its events (see :class:`taskq.events.WorkerEvents`)."""
+class WorkerMetrics(Hook):
+    """The metrics of one worker: a hook that counts what happens to its tasks."""
 
     def __init__(self, worker: Worker) -> None:
         prom = _client()
@@ -68,23 +72,36 @@ class WorkerMetrics:
                 "1 while connected to the broker",
                 lambda: 1.0 if worker.connected else 0.0,
             ),
+            "taskq_hook_errors": ("Exceptions raised by hooks", lambda: worker.hook_errors),
         }
         for name, (doc, read) in gauges.items():
             prom.Gauge(name, doc, registry=reg).set_function(read)
 
-    def __call__(self, kind: str, fields: Mapping[str, Any]) -> None:
-        """An events listener: count what the event says."""
-        task = str(fields.get("task"))
-        outcome = OUTCOMES.get(kind)
-        if outcome is not None:
-            self.tasks.labels(task, outcome).inc()
-            self.duration.labels(task).observe(float(fields.get("runtime", 0.0)))
-            if outcome == "retried":
-                self.retries.labels(task).inc()
-        elif kind == "task.dead-lettered":
-            self.dead_letters.labels(str(fields.get("queue")), str(fields.get("reason"))).inc()
-        elif kind == "task.received":
-            self.received.labels(str(fields.get("queue"))).inc()
+    def on_received(self, delivery: Delivery) -> None:
+        """Count a delivery received."""
+        self.received.labels(logical_queue(delivery.queue)).inc()
+
+    async def on_success(self, done: TaskDone) -> None:
+        """Count a success and its run time."""
+        self._finished(done, "succeeded")
+
+    async def on_failure(self, done: TaskDone) -> None:
+        """Count a failure and its run time."""
+        self._finished(done, "failed")
+
+    async def on_retry(self, done: TaskDone) -> None:
+        """Count a retry and its run time."""
+        self._finished(done, "retried")
+        self.retries.labels(printable(done.envelope.task_name)).inc()
+
+    async def on_dead_letter(self, dead: DeadLettered) -> None:
+        """Count a dead-lettered message."""
+        self.dead_letters.labels(logical_queue(dead.delivery.queue), dead.reason).inc()
+
+    def _finished(self, done: TaskDone, outcome: str) -> None:
+        task = printable(done.envelope.task_name)
+        self.tasks.labels(task, outcome).inc()
+        self.duration.labels(task).observe(done.runtime)
 
     def render(self) -> bytes:
         """The metrics in Prometheus text format."""
@@ -100,5 +117,5 @@ def serve(worker: Worker, port: int, host: str = "127.0.0.1") -> Any:
         server, _thread = _client().start_http_server(port, addr=host, registry=metrics.registry)
     except OSError as exc:
         raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {exc}") from None
-    worker.events.listeners.append(metrics)
+    worker.add_hook(metrics)
     return server

@@ -4,7 +4,10 @@ Every task message taskq publishes leaves through a Sender: a send (``Task.delay
 ``TaskCall.delay``, ``App.send``), a batch (``App.send_many``, ``map``), a periodic firing
 (built here, committed by the scheduler's lease), and an existing message sent again (a
 worker's retry, requeue, crash-loop count or dead-lettering, a DLQ replay: ``republish``).
-Each passes :meth:`Sender._emit` just before it is handed to the transport or the lease.
+Each passes :meth:`Sender._emit` just before it is handed to the transport or the lease. A
+new task message (not one sent again) also passes the ``before_send`` hooks (taskq.hooks),
+which may add headers or refuse it, before its result is tracked; ``after_send`` hooks run
+once the broker confirmed it.
 
 The pure part (:func:`build_envelope`, :func:`firing_envelope`, :func:`eta_and_delay`,
 :func:`partition_for`) turns a call and the settings into an Envelope; unit tests use it
@@ -25,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import events, topology
 from .context import current_or_none
-from .exceptions import ConfigurationError, LifecycleError, PublishError
+from .exceptions import ConfigurationError, LifecycleError, PublishError, SendRefused
 from .handle import TaskHandle
+from .hooks import Hooks, Sending
 from .message import Envelope, OutgoingMessage
 from .results.base import ResultStore
 from .settings import Settings, check_priority, check_queue_name
@@ -56,13 +60,15 @@ class Sender:
     ``closed_message``. Stateless otherwise: any number may share one transport.
     """
 
-    __slots__ = ("_closed", "_events", "_store", "_transport", "names", "settings")
+    __slots__ = ("_closed", "_events", "_store", "_transport", "hooks", "names", "settings")
 
-    def __init__(self, closed_message: str) -> None:
+    def __init__(self, closed_message: str, hooks: Hooks | None = None) -> None:
         self._closed = closed_message
         self._transport: Transport | None = None
         self._store: ResultStore | None = None
-        self._events = False
+        self._events: events.SentEvents | None = None
+        self.hooks = Hooks() if hooks is None else hooks
+        """The hooks of new messages (``before_send``, ``after_send``)."""
         self.settings: Settings | None = None
         """The settings of the attached transport (None while detached)."""
         self.names: topology.Names | None = None
@@ -80,10 +86,15 @@ class Sender:
         partitions, priorities, events) are the transport's."""
         self._transport, self._store = transport, store
         self.settings, self.names = transport.settings, transport.names
-        self._events = transport.settings.events
+        if transport.settings.events:
+            self._events = events.SentEvents(transport)
+            self.hooks.add(self._events)
 
     def detach(self) -> None:
         """Stop using the transport and the store (they are not closed)."""
+        if self._events is not None:
+            self.hooks.remove(self._events)
+            self._events = None
         self._transport = self._store = None
         self.settings = self.names = None
 
@@ -118,8 +129,6 @@ class Sender:
         """Send one call; the handle is returned once the broker confirmed the message.
         InvalidArguments for a call that does not fit, whether attached or not."""
         send = await self._prepare(task, options, args, kwargs)
-        if self._events:  # first: task.sent must come before task.received
-            await events.sent(self.transport, send.envelope)
         transport, message = self.transport, self._emit(send.message)
         try:
             await transport.publish(send.exchange, send.routing_key, message)
@@ -132,6 +141,8 @@ class Sender:
             log.warning("%s; declaring queue %r again", exc, send.envelope.queue)
             await transport.declare_work_queue(send.envelope.queue, again=True)
             await transport.publish(send.exchange, send.routing_key, message)
+        if send.sending is not None and self.hooks.after_send:
+            await self.hooks.notify(self.hooks.after_send, send.sending)
         return send.handle
 
     async def send_many(
@@ -148,24 +159,50 @@ class Sender:
             else:
                 view_task, view_options = view, SendOptions()
             prepared.append(await self._prepare(view_task, view_options, tuple(args), kwargs))
-        if self._events:
-            await events.sent(self.transport, *(send.envelope for send in prepared))
         await self.transport.publish_many(
             [(send.exchange, send.routing_key, self._emit(send.message)) for send in prepared]
         )
+        await self.after_send(send.sending for send in prepared)
         return [send.handle for send in prepared]
 
-    def firings(
+    async def firings(
         self, fired: Iterable[tuple[PeriodicEntry, dt.datetime]], *, sent_at: float
-    ) -> list[Routed]:
+    ) -> tuple[list[Routed], list[Sending]]:
         """The messages of periodic firings ``(entry, tick)``, for the scheduler to publish
-        with its state in one transaction (nothing is tracked: nobody here waits for them)."""
+        with its state in one transaction (nothing is tracked: nobody here waits for them),
+        and what to give :meth:`after_send` once that is committed. A firing that a
+        ``before_send`` hook refuses (SendRefused) is logged and left out."""
         settings, names = self._require()
-        routed = []
+        routed, sendings = [], []
         for entry, tick in fired:
             envelope = firing_envelope(settings, entry, tick, sent_at=sent_at)
+            try:
+                envelope, sending = await self._before_send(envelope)
+            except SendRefused as exc:  # the tick counts as fired: it is skipped, not retried
+                log.warning("a hook refused firing %s for %s: %s", entry.name, tick, exc)
+                continue
             routed.append((names.exchange, envelope.route, self._emit(envelope.to_message())))
-        return routed
+            if sending is not None:
+                sendings.append(sending)
+        return routed, sendings
+
+    async def after_send(self, sendings: Iterable[Sending | None]) -> None:
+        """Run the ``after_send`` hooks for messages the broker confirmed."""
+        if self.hooks.after_send:
+            for sending in sendings:
+                if sending is not None:
+                    await self.hooks.notify(self.hooks.after_send, sending)
+
+    async def _before_send(self, envelope: Envelope) -> tuple[Envelope, Sending | None]:
+        """Run the ``before_send`` hooks: the envelope with the headers they added."""
+        if not self.hooks.before_send:
+            return envelope, None
+        sending = Sending(envelope, dict(envelope.headers), current_or_none())
+        await self.hooks.before_sending(sending)
+        if sending.headers:
+            envelope = dataclasses.replace(envelope, headers=sending.headers)
+            sending.envelope = envelope
+        return envelope, sending
 
     async def _prepare(
         self,
@@ -183,6 +220,7 @@ class Sender:
             ignore = task.config.ignore_result
         reply_to = None if ignore else store.reply_to()
         envelope, delay_ms = build_envelope(settings, task, options, bound, reply_to, ignore)
+        envelope, sending = await self._before_send(envelope)
         message = envelope.to_message()
         if options.expires is not None and delay_ms == 0 and envelope.expires is not None:
             remaining = max(1, int((envelope.expires - _now()).total_seconds() * 1000))
@@ -196,8 +234,8 @@ class Sender:
         if delay_ms > 0:
             await transport.declare_delay_levels()
             key = topology.delay_routing_key(delay_ms, envelope.route)
-            return _Send(handle, envelope, names.delay_exchange(delay_ms), key, message)
-        return _Send(handle, envelope, names.exchange, envelope.route, message)
+            return _Send(handle, envelope, names.delay_exchange(delay_ms), key, message, sending)
+        return _Send(handle, envelope, names.exchange, envelope.route, message, sending)
 
     # -- existing messages -------------------------------------------------------------------
 
@@ -234,6 +272,8 @@ class _Send:
     exchange: str
     routing_key: str
     message: OutgoingMessage
+    sending: Sending | None
+    """What the send hooks saw (None: there were none)."""
 
 
 # -- pure: envelopes -------------------------------------------------------------------------

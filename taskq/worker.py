@@ -33,6 +33,7 @@ from .actions import Actions, Counters
 from .app import App
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
+from .hooks import Hook, Hooks
 from .pool import ProcessPool, app_spec_of
 from .recorder import Recorder
 from .results.base import ResultStore
@@ -104,7 +105,15 @@ class Worker:
         self.name = name or _default_name(app.name)
         check_amqp_name(app.names.prefix + ".control." + self.name, "worker name")
         self.counters = Counters()
-        self.events = events.WorkerEvents(self.name, publish=settings.events)
+        self._own_hooks: list[Hook] = []
+        self.hooks = Hooks(app.hooks)
+        """The worker's hooks: the App's (with its entry point hooks once ``run()`` starts),
+        then the worker's own (``add_hook``)."""
+        self.events = events.WorkerEvents(self.name) if settings.events else None
+        """The event publisher (a hook), when events are on."""
+        if self.events is not None:
+            self.add_hook(self.events)
+        self._reserved: dict[int, Delivery] = {}
         self.started_at = time.time()
         self.ready = asyncio.Event()
         """Set once the worker consumes its queues."""
@@ -118,6 +127,11 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} {self._state.value} queues={','.join(self.queues)}>"
+
+    def add_hook(self, hook: Hook) -> None:
+        """Add a hook to this worker only (after the App's hooks); it applies at once."""
+        self._own_hooks.append(hook)
+        self.hooks.add(hook)
 
     # -- observation (every state) -----------------------------------------------------------
 
@@ -134,11 +148,11 @@ class Worker:
     @property
     def reserved(self) -> int:
         """Deliveries received and waiting for a runner."""
-        return len(self.events.reserved)
+        return len(self._reserved)
 
     def reserved_deliveries(self) -> list[Delivery]:
         """The deliveries received and waiting for a runner."""
-        return list(self.events.reserved.values())
+        return list(self._reserved.values())
 
     @property
     def task_threads(self) -> int:
@@ -173,9 +187,15 @@ class Worker:
             "reserved": self.reserved,
             "load": round(len(self._active) / self.concurrency, 3),
             "broker_connected": self.connected,
-            "events": self.events.publish,
-            "events_dropped": self.events.dropped,
+            "events": self.events is not None,
+            "events_dropped": 0 if self.events is None else self.events.dropped,
+            "hook_errors": self.hook_errors,
         }
+
+    @property
+    def hook_errors(self) -> int:
+        """Exceptions raised by hooks in this worker (its own, and its App's send hooks)."""
+        return self.hooks.errors + self.app.hooks.errors
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -208,6 +228,9 @@ class Worker:
         self._state = WorkerState.STARTING
         self._warn_long_timeouts()
         try:
+            self.app.load_entry_point_hooks()
+            self.hooks.replace([*self.app.hooks, *self._own_hooks])
+            self.hooks.process_init()
             transport, store = await self.app.connect(
                 f"taskq-worker:{self.name}", concurrency=self.concurrency
             )
@@ -228,7 +251,7 @@ class Worker:
             settings=self.app.settings,
             default_retry=self.app.default_retry,
             recorder=recorder,
-            events=self.events,
+            hooks=self.hooks,
             active=self._active,
             stopping=lambda: self._state is WorkerState.STOPPING,
             pool=pool,
@@ -238,7 +261,7 @@ class Worker:
             names=self.app.names,
             recorder=recorder,
             counters=self.counters,
-            events=self.events,
+            hooks=self.hooks,
             worker=self.name,
         )
         self._parts = _Parts(transport, actions, executor)
@@ -288,6 +311,7 @@ class Worker:
         for queue in self.queues:
             await transport.declare_work_queue(queue)
         await transport.declare_delay_levels()
+        await self.hooks.notify(self.hooks.on_worker_start, self)
         async with asyncio.TaskGroup() as tg:
             self._runners = [tg.create_task(self._runner(parts)) for _ in range(self.concurrency)]
             # The control queue first: it claims the worker's name (exclusive) before any
@@ -298,14 +322,15 @@ class Worker:
                 for each, prefetch in self._consumed()
                 for route in each
             ]
-            tg.create_task(
-                self.events.run(
-                    transport,
-                    self._stop,
-                    idle=lambda: not self._active and not self.events.reserved,
-                    stats=self.stats,
+            if self.events is not None:
+                tg.create_task(
+                    self.events.run(
+                        transport,
+                        self._stop,
+                        idle=lambda: not self._active and not self._reserved,
+                        stats=self.stats,
+                    )
                 )
-            )
             self._state = WorkerState.RUNNING
             log.info(
                 "worker %s consuming %s (concurrency %d, prefetch %d per queue) from %s",
@@ -318,6 +343,7 @@ class Worker:
             for cancel in cancels:
                 await cancel()
             await self._drain(parts)
+            await self.hooks.notify(self.hooks.on_worker_stop, self)
         await control.depart(transport, self.app.names, self.name)  # a stop, not a crash
 
     def _consumed(self) -> list[tuple[list[str], int]]:
@@ -352,7 +378,7 @@ class Worker:
         while not self._inbox.empty():
             leftover = self._inbox.get_nowait()
             if leftover is not None:
-                self.events.unreserve(leftover)
+                self._reserved.pop(id(leftover), None)
                 await parts.actions.give_back(leftover, "the worker is stopping")
 
     def _warn_long_timeouts(self) -> None:
@@ -369,13 +395,15 @@ class Worker:
     # -- per delivery ------------------------------------------------------------------------
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        self.events.reserve(delivery)
+        self._reserved[id(delivery)] = delivery
+        if self.hooks.on_received:
+            self.hooks.notify_sync(self.hooks.on_received, delivery)
         self._inbox.put_nowait(delivery)
 
     async def _runner(self, parts: _Parts) -> None:
-        inbox = self._inbox
+        inbox, reserved = self._inbox, self._reserved
         while (delivery := await inbox.get()) is not None:
-            self.events.unreserve(delivery)
+            reserved.pop(id(delivery), None)
             await self._handle(parts, delivery)
 
     async def _handle(self, parts: _Parts, delivery: Delivery) -> None:

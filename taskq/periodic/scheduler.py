@@ -206,8 +206,9 @@ class Scheduler:
         state = BeatState(states, self.name, term.since, now)
         by_name = {entry.name: entry for entry in self.entries}
         fired = [(by_name[firing.entry], firing.tick) for firing in firings]
-        messages = sender.firings(fired, sent_at=now.timestamp())
+        messages, sendings = await sender.firings(fired, sent_at=now.timestamp())
         returned = await term.tenure.commit(messages, state.encode())
+        await sender.after_send(sendings)
         term.state, term.last_commit = state, now
         self.fired += len(firings)
         for firing in firings:

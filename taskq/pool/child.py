@@ -34,6 +34,7 @@ from .. import outcome as oc
 from ..app import App
 from ..context import TaskContext, reset_current, set_current
 from ..exceptions import InvalidArguments, TaskTimeout
+from ..hooks import init_process
 from ..results.base import ErrorInfo
 from .frames import HEADER, Job, encode_outcome, frame
 
@@ -179,6 +180,7 @@ def main(argv: list[str]) -> int:
     app = _load(argv[0])
     if not isinstance(app, App):
         raise SystemExit(f"{argv[0]!r} is not a taskq App")
+    init_process(app)  # the App's on_process_init hooks (entry point hooks included)
     if len(argv) > 2 and argv[1] == "--init":
         _load(argv[2])(app)
     runner = Runner(app, out)

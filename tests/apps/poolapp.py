@@ -13,9 +13,23 @@ import signal
 import time
 from pathlib import Path
 
-from taskq import App, TaskTimeout
+from taskq import App, Hook, TaskTimeout
 
 app = App("poolapp")
+
+
+class RecordProcessInit(Hook):
+    """Appends the PID of each process that runs ``on_process_init`` to the file named by
+    ``TASKQ_TEST_INIT_LOG`` (when set): the worker's own process and each pool process."""
+
+    def on_process_init(self) -> None:
+        path = os.environ.get("TASKQ_TEST_INIT_LOG")
+        if path:
+            with open(path, "a") as log:
+                log.write(f"{os.getpid()}\n")
+
+
+app.add_hook(RecordProcessInit())
 _kept: list[bytes] = []
 
 

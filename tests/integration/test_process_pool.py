@@ -206,7 +206,11 @@ async def test_tasks_run_in_parallel_in_every_process(
 ) -> None:
     # Each rendezvous task waits until both have started: they finish only if two processes
     # run them at the same time. (1 vs 2 processes on CPU-bound work: benchmarks/pool.py.)
-    worker = WorkerProcess(APP, prefix, "--sync-workers", "2", "--concurrency", "2")
+    init_log = tmp_path / "process-init.log"
+    worker = WorkerProcess(
+        APP, prefix, "--sync-workers", "2", "--concurrency", "2",
+        env={"TASKQ_TEST_INIT_LOG": str(init_log)},
+    )  # fmt: skip
     try:
         await worker.wait_ready()
         async with client:
@@ -214,6 +218,10 @@ async def test_tasks_run_in_parallel_in_every_process(
             pids = {await h.result(timeout=60) for h in handles}
         assert len(pids) == 2
         assert pids == set(pool_pids(worker))
+        # The App's on_process_init hooks ran in each pool process (and in the worker's own).
+        initialised = {int(line) for line in init_log.read_text().split()}
+        assert pids <= initialised
+        assert worker.process.pid in initialised
     finally:
         worker.kill()
 

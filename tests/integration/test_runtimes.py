@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from taskq import App, Reject, RetryPolicy, TaskFailed
+from taskq import App, DeadLettered, Hook, Reject, RetryPolicy, TaskDone, TaskFailed
 from taskq.metrics import WorkerMetrics
 from tests.support import BROKER, eventually, running_worker
 
@@ -42,13 +41,25 @@ async def test_failed_retried_and_dead_lettered_tasks_report_their_runtime(
     caplog.set_level(logging.INFO, logger="taskq.worker")
     seen: list[tuple[str, dict[str, Any]]] = []
 
-    def listen(kind: str, fields: Mapping[str, Any]) -> None:
-        if fields.get("task") in ("slow_fail", "slow_reject"):
-            seen.append((kind, dict(fields)))
+    class Listen(Hook):
+        async def on_failure(self, done: TaskDone) -> None:
+            seen.append(("task.failed", {"task": done.envelope.task_name, "runtime": done.runtime}))
+
+        async def on_retry(self, done: TaskDone) -> None:
+            seen.append(
+                ("task.retried", {"task": done.envelope.task_name, "runtime": done.runtime})
+            )
+
+        async def on_dead_letter(self, dead: DeadLettered) -> None:
+            assert dead.envelope is not None
+            seen.append(
+                ("task.dead-lettered", {"task": dead.envelope.task_name, "runtime": dead.runtime})
+            )
 
     async with app, running_worker(app) as worker:
         metrics = WorkerMetrics(worker)
-        worker.events.listeners += [metrics, listen]
+        worker.add_hook(metrics)
+        worker.add_hook(Listen())
         with pytest.raises(TaskFailed):
             await (await app.send("slow_fail")).result(timeout=30)
         with pytest.raises(TaskFailed):

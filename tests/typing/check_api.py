@@ -12,7 +12,23 @@ from typing import Any, assert_type
 
 from pydantic import BaseModel
 
-from taskq import App, RetryPolicy, Task, TaskCall, TaskHandle, TaskStatus, current
+from taskq import (
+    App,
+    DeadLettered,
+    ErrorInfo,
+    Hook,
+    RetryPolicy,
+    Sending,
+    Task,
+    TaskCall,
+    TaskContext,
+    TaskDone,
+    TaskHandle,
+    TaskRun,
+    TaskStatus,
+    current,
+    current_or_none,
+)
 
 app = App("typing", broker="amqp://guest:guest@127.0.0.1:5672/")
 
@@ -127,3 +143,51 @@ async def inside_a_task() -> None:
     assert_type(ctx.attempt, int)
     assert_type(ctx.scheduled_for, dt.datetime | None)
     await ctx.progress(0.5, "half")
+
+
+# -- hooks -----------------------------------------------------------------------------------
+
+
+class Tracing(Hook):
+    """A hook with the right signatures: mypy accepts it."""
+
+    async def before_send(self, send: Sending) -> None:
+        assert_type(send.envelope.task_id, str)
+        assert_type(send.context, TaskContext | None)
+        send.headers["traceparent"] = "00-..."
+
+    async def before_run(self, run: TaskRun) -> None:
+        assert_type(run.context, TaskContext)
+        assert_type(run.headers.get("traceparent"), Any | None)
+
+    async def after_run(self, run: TaskRun) -> None:
+        assert_type(run.exception, BaseException | None)
+        assert_type(run.runtime, float | None)
+
+    async def on_failure(self, done: TaskDone) -> None:
+        assert_type(done.error, ErrorInfo | None)
+
+    async def on_dead_letter(self, dead: DeadLettered) -> None:
+        assert_type(dead.reason, str)
+
+    def on_process_init(self) -> None: ...
+
+
+app.add_hook(Tracing())
+assert_type(current_or_none(), TaskContext | None)
+
+
+class WrongHook(Hook):
+    """Overrides that do not fit the base class are errors."""
+
+    async def before_send(self, send: TaskRun) -> None:  # type: ignore[override]
+        ...
+
+    def after_run(self, run: TaskRun) -> None:  # type: ignore[override]
+        ...
+
+    async def on_process_init(self) -> None:  # type: ignore[override]
+        ...
+
+
+app.add_hook("not a hook")  # type: ignore[arg-type]

@@ -26,7 +26,8 @@ REQUIRED = {
 
 # The modules users work with. Their public classes and functions are exported unless listed
 # in NOT_EXPORTED; the others (codec, message, topology, transport, outcome, ...) are internals.
-USER_MODULES = ["app", "task", "handle", "retry", "settings", "context", "worker", "results.base"]
+USER_MODULES = ["app", "task", "handle", "retry", "settings", "context", "worker", "results.base",
+                "hooks"]  # fmt: skip
 # Public names of user-facing modules that are deliberately not exported.
 NOT_EXPORTED = {
     ("app", "P"),
@@ -35,7 +36,6 @@ NOT_EXPORTED = {
     ("task", "R"),
     ("task", "TaskConfig"),  # reachable as task.config, not constructed by users
     ("handle", "R"),
-    ("context", "current_or_none"),
     ("context", "set_current"),
     ("context", "reset_current"),
     ("settings", "check_queue_name"),
@@ -52,6 +52,9 @@ NOT_EXPORTED = {
     ("retry", "NO_RETRY"),
     ("worker", "ActiveTask"),
     ("worker", "Counters"),
+    ("hooks", "Hooks"),  # the chain (app.hooks, worker.hooks): built by taskq, not by users
+    ("hooks", "entry_point_hooks"),  # what App.load_entry_point_hooks adds
+    ("hooks", "init_process"),  # for process pools: taskq.hooks.init_process(app)
 }
 
 
