@@ -86,9 +86,7 @@ SCALARS: st.SearchStrategy[bytes] = st.one_of(
     _packed(b"L", ">Q", _ints(64, False)),
     _packed(b"f", ">f", st.floats(width=32)),
     _packed(b"d", ">d", st.floats()),
-    st.tuples(st.integers(0, 255), _ints(32, False)).map(
-        lambda sv: b"D" + struct.pack(">BI", *sv)
-    ),
+    st.tuples(st.integers(0, 255), _ints(32, False)).map(lambda sv: b"D" + struct.pack(">BI", *sv)),
     _long_bytes(b"S", _ANY_BYTES),
     _long_bytes(b"x", st.binary(max_size=40)),
     _packed(b"T", ">Q", _TIMESTAMPS),
@@ -220,9 +218,7 @@ BODIES: tuple[st.SearchStrategy[tuple[str, bytes]], ...] = (
     st.just(("body:empty", b"")),
     st.binary(max_size=200).map(lambda raw: ("body:garbage", raw)),
     _MSGPACK.map(lambda value: ("body:wrong-shape", _packb(value))),
-    st.tuples(_MSGPACK, _MSGPACK, _MSGPACK).map(
-        lambda v: ("body:wrong-shape", _packb([2, *v]))
-    ),
+    st.tuples(_MSGPACK, _MSGPACK, _MSGPACK).map(lambda v: ("body:wrong-shape", _packb([2, *v]))),
     st.just(("body:large", _packb([2, [_TAG_PLACEHOLDER], {}, {"pad": "p" * 300_000}]))),
 )
 

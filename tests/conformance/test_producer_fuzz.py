@@ -17,6 +17,7 @@ The long run (10,000 messages) is ``python -m benchmarks.faults --only producer-
 from __future__ import annotations
 
 import collections
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -25,8 +26,8 @@ from taskq import App, Worker, dlq
 from taskq.outcome import INVALID_ARGS, INVALID_MESSAGE, UNKNOWN_TASK
 from tests.apps import noise
 from tests.broker_control import connection_pids
-from tests.foreign_producer import RefusalTolerantProducer
-from tests.fuzz_messages import PROBE, FuzzMessage, generate
+from tests.foreign_producer import RefusalTolerantProducer, short, table
+from tests.fuzz_messages import FRAME_MAX, PROBE, FuzzMessage, generate, large_table
 from tests.support import eventually, queue_length, running_worker
 
 EXAMPLES = 80  # hypothesis draws them derandomized: the same messages on every run
@@ -115,3 +116,41 @@ async def test_no_producer_stalls_a_worker(
     assert worker.counters.requeued == 0
     assert connection_pids(consuming) == [connection]
     assert worker.connected
+
+
+# Header tables the broker accepts and the worker decodes, but that could not go out again
+# with the dead-letter headers added: a long string that is not UTF-8, a double beyond a
+# float's range, and a table that fills a frame (found by the fuzz: the worker's publish
+# connection was closed with FRAME_ERROR, and the message given back, forever).
+UNSENDABLE = {
+    "bytes": table(b"\x01kS" + struct.pack(">I", 2) + b"\xff\xfe"),
+    "double": table(b"\x01kd" + struct.pack(">d", 1e300)),
+    "full-frame": large_table(FRAME_MAX - 200),
+}
+
+
+async def test_headers_that_cannot_go_out_again_never_stall_the_worker(
+    app: App, worker: Worker
+) -> None:
+    consuming = f"taskq-worker:{worker.name}:consume"
+    (connection,) = connection_pids(consuming)
+    async with RefusalTolerantProducer() as producer:
+        for name, headers in UNSENDABLE.items():
+            props = {"content_type": short(b"text/plain"), "message_id": short(name.encode()),
+                     "type": short(PROBE.encode()), "headers": headers}  # fmt: skip
+            assert await producer.publish(app.names.exchange, "default", b"x", props) is None
+    dead_queue = app.names.dead_queue("default")
+
+    async def parked() -> bool:
+        return await queue_length(dead_queue) == len(UNSENDABLE)
+
+    await eventually(parked, what="every message with unsendable headers dead-lettered")
+    dead = {m.task_id: m for m in await dlq.list_dead(app.transport, "default")}
+    assert set(dead) == set(UNSENDABLE)
+    assert {m.reason for m in dead.values()} == {INVALID_MESSAGE}
+    # Kept as they came where they fit; dropped, and said so, where they do not.
+    assert "headers were dropped" not in dead["bytes"].error_message
+    assert "headers were dropped" in dead["full-frame"].error_message
+    assert worker.counters.requeued == 0
+    assert connection_pids(consuming) == [connection]
+    assert connection_pids(f"taskq-worker:{worker.name}:publish") != []
