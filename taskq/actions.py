@@ -176,8 +176,7 @@ class Actions:
         runtime: float | None,
     ) -> None:
         queue, partition = split_route(delivery.queue)  # one .dead queue for every partition
-        headers = {
-            **delivery.headers,
+        headers: dict[str, Any] = {
             **({} if partition is None else {H_PARTITION: partition}),
             H_REASON: reason,
             H_ERROR_TYPE: truncate(error.type, 500),
@@ -186,7 +185,19 @@ class Actions:
             H_WORKER: self.worker,
             H_DEAD_AT: int(time.time() * 1000),
         }
-        await self.sender.republish(self.names.dlx, queue, delivery.as_outgoing(headers=headers))
+        try:
+            copy = delivery.as_outgoing(headers={**delivery.headers, **headers})
+            await self.sender.republish(self.names.dlx, queue, copy)
+        except EncodeError as exc:
+            # The producer's own headers cannot go out again (too large for a frame once
+            # ours are added, or nested too deep): park the message without them rather
+            # than give it back to be delivered, fail and given back forever.
+            headers[H_ERROR_MESSAGE] = truncate(
+                f"{error.message} (the message's own headers were dropped: {exc})"
+            )
+            await self.sender.republish(
+                self.names.dlx, queue, delivery.as_outgoing(headers=headers)
+            )
         self.counters.dead_lettered += 1
         if self.hooks.on_dead_letter:
             dead = DeadLettered(delivery, envelope, reason, error, runtime)

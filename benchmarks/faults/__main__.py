@@ -27,7 +27,7 @@ from taskq.cli.common import run_loop
 from taskq.redact import redact_url
 
 from .. import broker, harness
-from . import kills, nodes, outages, poison
+from . import fuzz, kills, nodes, outages, poison
 from .report import Row, header, markdown, to_json
 from .run import LOGS_ENV
 from .sizes import Sizes, sizes
@@ -40,6 +40,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "broker-restart": ("broker restart", outages.broker_restart),
     "store-outage": ("result-store outage", outages.store_outage),
     "poison": ("poison messages", poison.poison),
+    "producer-fuzz": ("producer fuzz", fuzz.producer_fuzz),
     "node-kill": ("cluster node kill", nodes.node_kill),
 }
 RESULTS = harness.REPO / "benchmarks" / "results"

@@ -26,6 +26,8 @@ class Sizes:
     node_kill_victims: tuple[int | None, ...] = (None, 1)
     """Nodes the node-kill runs SIGKILL, one run each: None is the work queue's leader, 1 the
     workers' node."""
+    fuzz_messages: int = 10_000
+    """Messages the producer fuzz publishes (hypothesis draws them, seed 20)."""
     slow_seconds: tuple[float, float] = (4.0, 7.0)
     settle_timeout: float = 120.0
     grace: float = 15.0
@@ -40,7 +42,7 @@ SHORT = {
     "storm_tasks": 300, "seeds": 2, "drop_runs": 1, "restart_tasks": 100,
     "sent_during_outage": 10, "outage_tasks": 150, "cuts": 1, "cut_seconds": 2.0,
     "node_kill_tasks": 500, "node_kill_victims": (None,), "slow_seconds": (2.0, 3.0),
-    "settle_timeout": 45.0, "grace": 5.0,
+    "settle_timeout": 45.0, "grace": 5.0, "fuzz_messages": 200,
 }  # fmt: skip
 
 

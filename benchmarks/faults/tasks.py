@@ -28,9 +28,16 @@ async def work(seconds: float, tag: int) -> int:
     return tag
 
 
+async def probe(tag: int) -> None:
+    """What a runnable message of the producer fuzz calls: ``done probe-TAG`` in the ledger
+    (its task ID is whatever the producer drew, unfit for a ledger line)."""
+    ledger.note("done", f"probe-{tag}")
+
+
 def register(app: A) -> A:
     """Register the suite's tasks on ``app`` and return it."""
     app.task(work)
+    app.task(probe)
     return app
 
 

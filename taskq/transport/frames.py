@@ -16,13 +16,16 @@ the order of :data:`PROPERTY_ORDER`.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from pamqp import decode, encode, frame
 from pamqp.base import Frame as PamqpFrame
+
+from ..exceptions import EncodeError
 
 METHOD = 1
 HEADER = 2
@@ -237,6 +240,59 @@ def _encode_short(value: str) -> bytes:
 _FLAG = {name: 1 << (15 - index) for index, name in enumerate(PROPERTY_ORDER)}
 
 
+def _long(kind: bytes, data: bytes) -> bytes:
+    return kind + _U32.pack(len(data)) + data
+
+
+# Each value type a header table decodes to (see _table), and how it goes back: losslessly,
+# so that a message republished as it came (a dead-letter copy, a requeue) keeps its
+# headers. pamqp's own encoder refuses some of them: bytes (a long string that was not
+# UTF-8), and a double beyond a float's range (it writes every float as 32 bits).
+_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    bool: lambda v: b"t" + (b"\x01" if v else b"\x00"),
+    int: encode.table_integer,
+    float: lambda v: b"d" + struct.pack(">d", v),
+    str: lambda v: _long(b"S", v.encode("utf-8", "surrogateescape")),
+    bytes: lambda v: _long(b"S", v),
+    bytearray: lambda v: _long(b"x", bytes(v)),
+    decimal.Decimal: lambda v: b"D" + encode.decimal(v),
+    dt.datetime: lambda v: b"T" + encode.timestamp(v),
+    dict: lambda v: b"F" + _field_table(v),
+    list: lambda v: _long(b"A", b"".join(_field_value(item) for item in v)),
+    tuple: lambda v: _long(b"A", b"".join(_field_value(item) for item in v)),
+    type(None): lambda v: b"V",
+}
+
+
+def _field_value(value: Any) -> bytes:
+    for kind in type(value).__mro__:  # the exact type first: a bool is not sent as an int
+        encoder = _ENCODERS.get(kind)
+        if encoder is not None:
+            return encoder(value)
+    raise TypeError(f"no AMQP field type for {type(value).__name__}")
+
+
+def _field_table(table: Mapping[str, Any]) -> bytes:
+    parts: list[bytes] = []
+    for key, value in table.items():
+        name = key.encode("utf-8", "surrogateescape")
+        if len(name) > 255:
+            raise ValueError(f"header name longer than 255 bytes: {key[:40]!r}...")
+        parts += (bytes((len(name),)), name, _field_value(value))
+    data = b"".join(parts)
+    return _U32.pack(len(data)) + data
+
+
+def field_table(table: Mapping[str, Any]) -> bytes:
+    """An AMQP field table of ``table``: every value a received header table decodes to goes
+    back as it came. Raises EncodeError for a value no field type holds (or nested too deep
+    to encode)."""
+    try:
+        return _field_table(table)
+    except (TypeError, ValueError, OverflowError, struct.error, RecursionError) as exc:
+        raise EncodeError(f"headers cannot be sent: {type(exc).__name__}: {exc}") from None
+
+
 def properties(props: Mapping[str, Any]) -> tuple[int, bytes]:
     """(property flags, encoded properties) of ``props``, which holds only the properties to
     send, in :data:`PROPERTY_ORDER` (as ``wire.properties`` builds them)."""
@@ -247,7 +303,7 @@ def properties(props: Mapping[str, Any]) -> tuple[int, bytes]:
         if name == "delivery_mode" or name == "priority":
             parts.append(bytes((value,)))
         elif name == "headers":
-            parts.append(encode.field_table(value))
+            parts.append(field_table(value))
         elif name == "timestamp":  # a raw int is one no datetime could hold: sent back as is
             parts.append(_U64.pack(value if isinstance(value, int) else int(value.timestamp())))
         else:
@@ -265,12 +321,21 @@ def publish(
     mandatory: bool,
     frame_max: int,
 ) -> bytes:
-    """The frames of one ``basic.publish`` (method, content header, body), as one write."""
+    """The frames of one ``basic.publish`` (method, content header, body), as one write.
+
+    Raises EncodeError, before anything is written, for properties the broker would refuse
+    by closing the whole connection: headers no field type holds, or a content header larger
+    than a frame (RabbitMQ answers that with FRAME_ERROR)."""
+    flags, encoded = properties(props)
+    if 22 + len(encoded) > frame_max:  # frame head 7, class..flags 14, frame end 1
+        raise EncodeError(
+            f"the message's properties ({len(encoded)} bytes) do not fit in one frame "
+            f"(frame_max {frame_max})"
+        )
     method_payload = b"".join((
         _CLASS_METHOD.pack(BASIC, PUBLISH), b"\0\0", _encode_short(exchange),
         _encode_short(routing_key), b"\x01" if mandatory else b"\x00",
     ))  # fmt: skip
-    flags, encoded = properties(props)
     parts = [
         _FRAME_HEAD.pack(METHOD, channel, len(method_payload)), method_payload, FRAME_END_BYTE,
         _HEADER_HEAD.pack(HEADER, channel, 14 + len(encoded), BASIC, 0, len(body), flags),

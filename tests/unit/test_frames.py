@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pamqp import commands, frame, header
+from pamqp import commands, decode, frame, header
 from pamqp.body import ContentBody
 
+from taskq.exceptions import EncodeError
 from taskq.transport import frames
+from tests import fuzz_messages
 
 PROPS: dict[str, Any] = {
     "content_type": "application/x-msgpack",
@@ -198,3 +200,40 @@ def test_a_deeply_nested_header_table_is_flawed() -> None:
     )
     assert (size, props) == (9, {"headers": {}})
     assert "RecursionError" in flaws["headers"]
+
+
+def _comparable(value: Any) -> Any:
+    """``value`` with what a re-encode may change on purpose made equal: a timestamp goes back
+    in whole seconds, NaN is never equal to itself."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return int(value.timestamp())
+    if isinstance(value, float) and value != value:
+        return "nan"
+    return value
+
+
+@given(st.lists(st.tuples(st.binary(max_size=8), fuzz_messages.FIELD_VALUES), max_size=6))
+def test_a_decoded_header_table_goes_back_as_it_came(fields: list[tuple[bytes, bytes]]) -> None:
+    raw = b"".join(fuzz_messages.short(key) + value for key, value in fields)
+    header_frame = struct.pack(">HHQH", 60, 0, 0, 1 << 13) + struct.pack(">I", len(raw)) + raw
+    _, props, flaws = frames.content_header(memoryview(header_frame))
+    if flaws:
+        return  # not decodable: the worker dead-letters it with no headers of its own
+    again = frames.field_table(props["headers"])
+    _, decoded = decode.field_table(again)
+    assert _comparable(decoded) == _comparable(props["headers"])
+
+
+def test_properties_larger_than_a_frame_are_refused_before_anything_is_written() -> None:
+    headers = {"filler": "z" * 200_000}
+    with pytest.raises(EncodeError, match="do not fit in one frame"):
+        frames.publish(1, "x", "q", b"", {"headers": headers}, mandatory=False, frame_max=131072)
+
+
+def test_a_header_no_field_type_holds_is_an_encode_error() -> None:
+    with pytest.raises(EncodeError, match="no AMQP field type for object"):
+        frames.field_table({"k": object()})
