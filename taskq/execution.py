@@ -22,7 +22,7 @@ from typing import Any
 from . import outcome as oc
 from .context import TaskContext, reset_current, set_current
 from .exceptions import DecodeError, InvalidArguments, TaskTimeout
-from .hooks import Hooks, TaskRun
+from .hooks import Hooks, TaskRun, is_hook_header
 from .message import Envelope, envelope_of
 from .recorder import Recorder
 from .results.base import ErrorInfo, TaskStatus
@@ -142,7 +142,7 @@ class Executor:
         token = set_current(ctx)
         try:
             if self.hooks.before_run or self.hooks.after_run:
-                outcome, runtime = await self._timed(task, envelope, args, kwargs, ctx)
+                outcome, runtime, envelope = await self._timed(task, envelope, args, kwargs, ctx)
             else:  # no hooks (the usual case): no TaskRun, no extra coroutine
                 began = time.monotonic()
                 outcome = await self._outcome(task, envelope, args, kwargs, None)
@@ -161,9 +161,10 @@ class Executor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         ctx: TaskContext,
-    ) -> tuple[oc.Outcome, float]:
+    ) -> tuple[oc.Outcome, float, Envelope]:
         """Run the task's function between the ``before_run`` and ``after_run`` hooks: its
-        Outcome, and for how many seconds it ran (the hooks' time not counted)."""
+        Outcome, for how many seconds it ran (the hooks' time not counted), and the envelope
+        with the hooks' ``next_headers`` (what a retry sends)."""
         hooks = self.hooks
         run = TaskRun(envelope, ctx)
         await hooks.notify(hooks.before_run, run)
@@ -173,7 +174,10 @@ class Executor:
         finally:
             run.runtime = runtime = time.monotonic() - began
             await hooks.notify(hooks.after_run, run)
-        return outcome, runtime
+        added = {k: v for k, v in run.next_headers.items() if is_hook_header(k)}
+        if added:
+            envelope = dataclasses.replace(envelope, headers={**envelope.headers, **added})
+        return outcome, runtime, envelope
 
     async def _outcome(
         self,

@@ -51,6 +51,7 @@ NOT_EXPORTED = {
     ("hooks", "Hooks"),  # the chain (app.hooks, worker.hooks): built by taskq, not by users
     ("hooks", "entry_point_hooks"),  # what App.load_entry_point_hooks adds
     ("hooks", "init_process"),  # for process pools: taskq.hooks.init_process(app)
+    ("hooks", "is_hook_header"),  # the header-name rule that send and retry headers share
 }
 
 
