@@ -43,6 +43,7 @@ NOT_EXPORTED = {
     ("settings", "check_priority"),
     ("task", "task_name_of"),  # App's registration check
     ("task", "unknown_task"),  # what App.named sends for a task this process lacks
+    ("task", "args_repr"),  # the arguments shown by inspect, events and integrations
     ("handle", "block_on"),  # shared with the sync facade (taskq.sync)
     ("settings", "load_settings"),
     ("retry", "NO_RETRY"),

@@ -33,3 +33,18 @@ def test_a_secret_var_positional_redacts_every_extra_argument() -> None:
 def test_without_a_signature_positional_arguments_are_shown() -> None:
     # What callers that do not know the function get: only keywords are recognised.
     assert call_repr(("bob", "hunter2"), {"token": "t"}) == "'bob', 'hunter2', token='***'"
+
+
+def test_a_task_s_arguments_are_redacted_through_its_signature() -> None:
+    from taskq import App
+    from taskq.task import args_repr
+
+    app = App("redact")
+
+    @app.task
+    async def connect(user: str, api_key: str) -> None:
+        """A task with a secret parameter."""
+
+    bound, _ = connect.signature.bind(("bob",), {"api_key": "k-123"})  # keywords travel by position
+    assert args_repr(connect, bound, {}) == "'bob', '***'"
+    assert args_repr(None, bound, {}) == "'bob', 'k-123'"  # a task this process lacks
