@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .exceptions import BrokerError, ConfigurationError, DecodeError
 from .execution import ActiveTask
 from .message import OutgoingMessage, envelope_of
-from .redact import call_repr
+from .task import Task, args_repr
 from .topology import Names, logical_queue
 from .transport import Delivery, Transport
 from .transport.connection import RESOURCE_LOCKED
@@ -111,6 +111,10 @@ class WorkerView(Protocol):
 
     def reserved_deliveries(self) -> list[Delivery]:
         """The deliveries received and waiting for a slot."""
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """The tasks the worker runs, by name (their signatures redact the arguments shown)."""
 
     def stats(self) -> dict[str, Any]:
         """Who the worker is, what it has done, and how busy it is."""
@@ -181,9 +185,9 @@ class Responder:
         if command == "ping":
             return "pong"
         if command == "active":
-            return active_tasks(worker.active)
+            return active_tasks(worker.active, worker.tasks)
         if command == "reserved":
-            return [reserved_task(d) for d in worker.reserved_deliveries()]
+            return [reserved_task(d, worker.tasks) for d in worker.reserved_deliveries()]
         if command == "stats":
             return worker.stats()
         if command == "shutdown":
@@ -196,7 +200,9 @@ def iso_time(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def active_tasks(active: Mapping[str, ActiveTask]) -> list[dict[str, Any]]:
+def active_tasks(
+    active: Mapping[str, ActiveTask], tasks: Mapping[str, Task[Any, Any]]
+) -> list[dict[str, Any]]:
     """The tasks running now, oldest first."""
     now = time.time()
     return [
@@ -205,7 +211,7 @@ def active_tasks(active: Mapping[str, ActiveTask]) -> list[dict[str, Any]]:
             "task": a.task_name,
             "queue": a.queue,
             "attempt": a.attempt,
-            "args": call_repr(a.args, a.kwargs),
+            "args": args_repr(tasks.get(a.task_name), a.args, a.kwargs),
             "started_at": iso_time(a.started_at),
             "runtime": round(now - a.started_at, 3),
         }
@@ -213,7 +219,7 @@ def active_tasks(active: Mapping[str, ActiveTask]) -> list[dict[str, Any]]:
     ]
 
 
-def reserved_task(delivery: Delivery) -> dict[str, Any]:
+def reserved_task(delivery: Delivery, tasks: Mapping[str, Task[Any, Any]]) -> dict[str, Any]:
     """What a delivery waiting for a slot is (its body is decoded only now, for display)."""
     try:
         envelope = envelope_of(delivery)
@@ -230,7 +236,7 @@ def reserved_task(delivery: Delivery) -> dict[str, Any]:
         "task": envelope.task_name,
         "queue": envelope.queue,
         "attempt": envelope.attempt,
-        "args": call_repr(envelope.args, envelope.kwargs),
+        "args": args_repr(tasks.get(envelope.task_name), envelope.args, envelope.kwargs),
     }
 
 

@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 from .exceptions import DecodeError
 from .hooks import DeadLettered, Hook, Sending, TaskDone, TaskRun
 from .message import Envelope, OutgoingMessage, envelope_of, truncate
-from .redact import call_repr, redact_url, value_repr
+from .redact import redact_url, value_repr
 from .results.base import ErrorInfo
+from .task import Task, args_repr
 from .text import printable
 from .topology import logical_queue
 
@@ -92,9 +93,10 @@ def envelope_fields(envelope: Envelope) -> dict[str, Any]:
     }
 
 
-def args_field(envelope: Envelope) -> str:
-    """The task's arguments as a short, redacted repr."""
-    return call_repr(envelope.args, envelope.kwargs, REPR_WIDTH)
+def args_field(envelope: Envelope, task: Task[Any, Any] | None = None) -> str:
+    """The task's arguments as a short, redacted repr (see :func:`taskq.task.args_repr`:
+    without ``task``, a secret passed by position shows)."""
+    return args_repr(task, envelope.args, envelope.kwargs, REPR_WIDTH)
 
 
 def error_fields(error: ErrorInfo) -> dict[str, Any]:
@@ -110,8 +112,9 @@ class WorkerEvents(Hook):
     """A worker's event publisher: a hook that buffers an event for each thing that happens
     to a task, and :meth:`run`, which publishes the buffer and the worker's heartbeats."""
 
-    def __init__(self, worker: str) -> None:
+    def __init__(self, worker: str, tasks: Mapping[str, Task[Any, Any]] | None = None) -> None:
         self.worker = worker
+        self.tasks: Mapping[str, Task[Any, Any]] = tasks or {}
         self.dropped = 0
         self._buffer: collections.deque[OutgoingMessage] = collections.deque(maxlen=BUFFER_SIZE)
         self._wake = asyncio.Event()
@@ -133,7 +136,11 @@ class WorkerEvents(Hook):
     async def before_run(self, run: TaskRun) -> None:
         """``task.started``: the task's function is about to run."""
         self.emit(
-            "task.started", {**envelope_fields(run.envelope), "args": args_field(run.envelope)}
+            "task.started",
+            {
+                **envelope_fields(run.envelope),
+                "args": args_field(run.envelope, self.tasks.get(run.envelope.task_name)),
+            },
         )
 
     async def on_success(self, done: TaskDone) -> None:

@@ -29,7 +29,7 @@ from .exceptions import (
     TaskHardTimeout,
     TaskTimeout,
 )
-from .hooks import Hooks, TaskRun
+from .hooks import Hooks, TaskRun, is_hook_header
 from .message import Envelope, envelope_of
 from .pool import Job, ProcessPool
 from .recorder import Recorder
@@ -155,7 +155,7 @@ class Executor:
         token = set_current(ctx)
         try:
             if self.hooks.before_run or self.hooks.after_run:
-                outcome, runtime = await self._timed(task, envelope, args, kwargs, ctx)
+                outcome, runtime, envelope = await self._timed(task, envelope, args, kwargs, ctx)
             else:  # no hooks (the usual case): no TaskRun, no extra coroutine
                 began = time.monotonic()
                 outcome = await self._outcome(task, envelope, args, kwargs, None)
@@ -174,9 +174,10 @@ class Executor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         ctx: TaskContext,
-    ) -> tuple[oc.Outcome, float]:
+    ) -> tuple[oc.Outcome, float, Envelope]:
         """Run the task's function between the ``before_run`` and ``after_run`` hooks: its
-        Outcome, and for how many seconds it ran (the hooks' time not counted)."""
+        Outcome, for how many seconds it ran (the hooks' time not counted), and the envelope
+        with the hooks' ``next_headers`` (what a retry sends)."""
         hooks = self.hooks
         run = TaskRun(envelope, ctx)
         await hooks.notify(hooks.before_run, run)
@@ -186,7 +187,10 @@ class Executor:
         finally:
             run.runtime = runtime = time.monotonic() - began
             await hooks.notify(hooks.after_run, run)
-        return outcome, runtime
+        added = {k: v for k, v in run.next_headers.items() if is_hook_header(k)}
+        if added:
+            envelope = dataclasses.replace(envelope, headers={**envelope.headers, **added})
+        return outcome, runtime, envelope
 
     async def _outcome(
         self,

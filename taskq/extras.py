@@ -17,10 +17,17 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("asyncpg",),
     "metrics": ("prometheus_client",),
     "dashboard": ("starlette", "uvicorn", "jinja2"),
+    "otel": ("opentelemetry.trace", "opentelemetry.propagate"),
+    "sentry": ("sentry_sdk",),
 }
 """Each extra of pyproject.toml that code imports, and the modules it provides."""
 
-DISTRIBUTIONS = {"prometheus_client": "prometheus-client"}
+DISTRIBUTIONS = {
+    "prometheus_client": "prometheus-client",
+    "opentelemetry.trace": "opentelemetry-api",
+    "opentelemetry.propagate": "opentelemetry-api",
+    "sentry_sdk": "sentry-sdk",
+}
 """Module names whose package on the index has another name."""
 
 

@@ -57,6 +57,9 @@ class Sending:
     envelope: Envelope
     headers: dict[str, Any]
     context: TaskContext | None
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The hooks' own, from ``before_send`` to ``after_send`` (a span): under a key of your
+    own. A send that fails after ``before_send`` gets no ``after_send``."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -66,7 +69,10 @@ class TaskRun:
     ``after_run`` finds ``runtime`` (seconds the function ran), and either ``result`` or the
     ``exception`` it raised (a ``Retry`` or ``Reject`` too; ``CancelledError`` when the worker
     stopped it). ``state`` is the hooks' own: keep there what ``after_run`` needs from
-    ``before_run`` (a span, a timer), under a key of your own.
+    ``before_run`` (a span, a timer), under a key of your own. ``next_headers``, set by
+    ``before_run`` or ``after_run``, are added to the headers of the next attempt's message if
+    this one is retried (a link to this attempt's span, say); names are strings, and
+    ``x-taskq-*`` ones are taskq's and left out.
     """
 
     envelope: Envelope
@@ -75,6 +81,7 @@ class TaskRun:
     result: Any = None
     exception: BaseException | None = None
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    next_headers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def headers(self) -> Mapping[str, Any]:
@@ -247,7 +254,7 @@ class Hooks:
             except Exception:
                 self.failed(method)
         for name in send.headers:
-            if not isinstance(name, str) or name.startswith("x-taskq-"):
+            if not is_hook_header(name):
                 raise ConfigurationError(
                     f"hook header {name!r}: header names are strings and x-taskq-* is taskq's"
                 )
@@ -264,6 +271,11 @@ class Hooks:
         """Log and count the exception being handled, raised by hook method ``method``."""
         self.errors += 1
         log.exception("hook %s failed; carrying on without it", _name_of(method))
+
+
+def is_hook_header(name: object) -> bool:
+    """Whether hooks may set a header named ``name``: a string, not one of taskq's."""
+    return isinstance(name, str) and not name.startswith("x-taskq-")
 
 
 def _name_of(method: Callable[..., Any]) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import reprlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 # scheme://user:password@host -> scheme://user:***@host; also catches URLs inside longer text.
@@ -48,15 +49,39 @@ def value_repr(value: Any, width: int = ARGS_WIDTH) -> str:
     return _cut(redact_url(_SHOWN.repr(value)), width)
 
 
-def call_repr(args: Sequence[Any], kwargs: Mapping[str, Any], width: int = ARGS_WIDTH) -> str:
+def call_repr(
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    width: int = ARGS_WIDTH,
+    signature: inspect.Signature | None = None,
+) -> str:
     """``args`` and ``kwargs`` as call arguments (``1, 'x', key=2``), like :func:`value_repr`;
-    the value of a keyword argument named like a secret (``password``, ``token``...) is
-    shown as ``'***'``."""
-    parts = [_SHOWN.repr(a) for a in args] + [
-        f"{k}='***'" if SECRET_NAMES.search(k) else f"{k}={_SHOWN.repr(v)}"
-        for k, v in kwargs.items()
+    the value of an argument named like a secret (``password``, ``token``...) is shown as
+    ``'***'``. Keyword arguments are named by their keyword; positional ones only through
+    ``signature``, the function's: give it, or ``login("bob", "hunter2")`` for
+    ``def login(user, password)`` shows the password."""
+    names = _positional_names(signature)
+    parts = ["'***'" if _is_secret(next(names, None)) else _SHOWN.repr(a) for a in args] + [
+        f"{k}='***'" if _is_secret(k) else f"{k}={_SHOWN.repr(v)}" for k, v in kwargs.items()
     ]
     return _cut(redact_url(", ".join(parts)), width)
+
+
+def _is_secret(name: str | None) -> bool:
+    return name is not None and SECRET_NAMES.search(name) is not None
+
+
+def _positional_names(signature: inspect.Signature | None) -> Iterator[str]:
+    """The names positional arguments bind to, in order: a ``*args`` parameter names all the
+    rest."""
+    if signature is None:
+        return
+    for param in signature.parameters.values():
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            yield param.name
+        elif param.kind is param.VAR_POSITIONAL:
+            while True:
+                yield param.name
 
 
 def _cut(text: str, width: int) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from .codec import Signature
 from .exceptions import ConfigurationError, TaskRegistrationError
 from .handle import TaskHandle
+from .redact import ARGS_WIDTH, call_repr
 from .retry import RetryPolicy
 from .topology import MAX_NAME_BYTES, check_amqp_name
 
@@ -270,3 +271,17 @@ def unknown_task(app: App, name: str, queue: str) -> Task[..., Any]:
 
 def _unknown_signature(*args: Any, **kwargs: Any) -> Any:
     """Stands in for a task this process does not have: any arguments bind."""
+
+
+def args_repr(
+    task: Task[Any, Any] | None,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    width: int = ARGS_WIDTH,
+) -> str:
+    """The arguments of a call of ``task`` (None: a task this process lacks) for display,
+    redacted by :func:`taskq.redact.call_repr` through the task's signature, so that a secret
+    is hidden whether it was passed by position or by keyword (the sender binds keyword
+    arguments to positions)."""
+    signature = None if task is None else task.signature.inspected
+    return call_repr(args, kwargs, width, signature)

@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import control, events
@@ -38,6 +38,7 @@ from .pool import ProcessPool, app_spec_of
 from .recorder import Recorder
 from .results.base import ResultStore
 from .sending import Sender
+from .task import Task
 from .topology import check_amqp_name, routes
 from .transport import Delivery, Transport
 
@@ -109,7 +110,7 @@ class Worker:
         self.hooks = Hooks(app.hooks)
         """The worker's hooks: the App's (with its entry point hooks once ``run()`` starts),
         then the worker's own (``add_hook``)."""
-        self.events = events.WorkerEvents(self.name) if settings.events else None
+        self.events = events.WorkerEvents(self.name, app.tasks) if settings.events else None
         """The event publisher (a hook), when events are on."""
         if self.events is not None:
             self.add_hook(self.events)
@@ -139,6 +140,11 @@ class Worker:
     def state(self) -> WorkerState:
         """Where the worker is in its life."""
         return self._state
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """The tasks this worker's App has, by name."""
+        return self.app.tasks
 
     @property
     def active(self) -> dict[str, ActiveTask]:

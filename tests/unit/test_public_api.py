@@ -42,11 +42,9 @@ NOT_EXPORTED = {
     ("settings", "check_partition_count"),
     ("settings", "check_priority"),
     ("task", "task_name_of"),  # App's registration check
-    ("task", "unknown_task"),
-    (
-        "task",
-        "check_pool_options",
-    ),  # App's registration check  # what App.named sends for a task this process lacks
+    ("task", "unknown_task"),  # what App.named sends for a task this process lacks
+    ("task", "check_pool_options"),  # App's registration check
+    ("task", "args_repr"),  # the arguments shown by inspect, events and integrations
     ("handle", "block_on"),  # shared with the sync facade (taskq.sync)
     ("settings", "load_settings"),
     ("retry", "NO_RETRY"),
@@ -55,6 +53,7 @@ NOT_EXPORTED = {
     ("hooks", "Hooks"),  # the chain (app.hooks, worker.hooks): built by taskq, not by users
     ("hooks", "entry_point_hooks"),  # what App.load_entry_point_hooks adds
     ("hooks", "init_process"),  # for process pools: taskq.hooks.init_process(app)
+    ("hooks", "is_hook_header"),  # the header-name rule that send and retry headers share
 }
 
 
