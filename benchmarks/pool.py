@@ -29,7 +29,7 @@ from . import broker, pool_report, pool_shutdown, scenarios_peers
 from . import harness as h
 from .bench_apps.pool_app import make_app
 from .scenarios_peers import celery_command, dramatiq_command
-from .scenarios_taskq import shown, worker_command, worker_env
+from .scenarios_taskq import delete_topology, shown, worker_command, worker_env
 
 POOL_APP = pool_shutdown.POOL_APP
 SYSTEMS = ["taskq", "celery", "dramatiq"]
@@ -174,7 +174,7 @@ def plans(system: str, group: str, prefix: str, opts: Options) -> list[tuple[h.D
             return send_taskq(tq, name, n, argument)
 
     else:
-        queue = f"{prefix}{system}{'cpu' if spin else 'noop'}"
+        queue = f"{prefix}{system}{'cpu' if spin else 'noop'}"  # see delete_all
         rows = (celery_rows if system == "celery" else dramatiq_rows)(group, queue)
         peer = scenarios_peers.PEERS[system]
         env = {"BENCH_SPIN": str(opts.iterations)} if spin else {}
@@ -204,6 +204,19 @@ def plans(system: str, group: str, prefix: str, opts: Options) -> list[tuple[h.D
     ]
 
 
+async def delete_all(prefix: str, opts: Options) -> None:
+    """Delete every queue and exchange the run declared, by name (a ``broker.sweep`` by prefix
+    would wait 5 s for a steady broker and run rabbitmqctl twice)."""
+    prefixes = [f"{prefix}tq"] + [f"{prefix}sd{n}" for n in range(opts.shutdown_repeats)]
+    for tq in prefixes:
+        await delete_topology(tq)
+    for system in set(opts.systems) - {"taskq"}:
+        peer = scenarios_peers.PEERS[system]
+        for group in ("noop", "cpu"):
+            queue = f"{prefix}{system}{group}"
+            await broker.delete(queues=peer.queues(queue), exchanges=peer.exchanges(queue))
+
+
 def uptime() -> str:
     """``uptime``'s line (the load averages), or the load averages alone without it."""
     try:
@@ -214,7 +227,7 @@ def uptime() -> str:
 
 async def run(opts: Options) -> dict[str, Any]:
     """Every row, then the shutdown measurement; everything under one unique prefix."""
-    if not await broker.wait_for_broker(timeout=300):
+    if not await broker.wait_for_broker(timeout=300, steady=1.0):
         raise SystemExit(f"no broker at {broker.BROKER}")
     meta = await broker.machine()
     meta["load_start"] = uptime()
@@ -242,7 +255,7 @@ async def run(opts: Options) -> dict[str, Any]:
                 prefix, opts.shutdown_timeout, opts.shutdown_repeats
             )
     finally:
-        await broker.sweep(prefix)
+        await delete_all(prefix, opts)
     meta["load_end"] = uptime()
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     meta["notes"] = notes + [f"{r.system} {r.variant}: {r.invalid}" for r in rows if r.invalid]

@@ -47,6 +47,16 @@ def work_queue(prefix: str) -> str:
     return make_app(prefix=prefix).names.work_queue("default")
 
 
+async def delete_topology(prefix: str) -> None:
+    """Delete what taskq declared under ``prefix`` (what is missed: ``broker.sweep`` later)."""
+    try:
+        from taskq.topology import Names, every_name
+    except ImportError:  # renamed internals: the sweep by prefix still cleans up
+        return
+    queues, exchanges = every_name(Names(prefix), ["default"])
+    await broker.delete(queues=queues, exchanges=exchanges)
+
+
 def worker_env(prefix: str, results: str = "amqp") -> dict[str, str]:
     return {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": broker.BROKER, "TASKQ_RESULTS": results}
 
