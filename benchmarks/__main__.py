@@ -181,20 +181,10 @@ async def _run_system(system: str, opts: h.Options, prefix: str) -> list[h.Resul
         try:
             return await scenarios_taskq.run(opts, f"{prefix}tq")
         finally:
-            await delete_taskq_topology(f"{prefix}tq")
+            await scenarios_taskq.delete_topology(f"{prefix}tq")
     if system == "raw":
         return await scenarios_raw.run(opts, prefix)
     return await scenarios_peers.run(system, opts, prefix)
-
-
-async def delete_taskq_topology(prefix: str) -> None:
-    """Delete what taskq declared under ``prefix`` (what is missed: ``broker.sweep`` later)."""
-    try:
-        from taskq.topology import Names, every_name
-    except ImportError:  # renamed internals: the sweep by prefix still cleans up
-        return
-    queues, exchanges = every_name(Names(prefix), ["default"])
-    await broker.delete(queues=queues, exchanges=exchanges)
 
 
 def configurations(results: list[h.Result]) -> dict[str, list[str]]:

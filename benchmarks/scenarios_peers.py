@@ -57,7 +57,8 @@ class Peer:
     fanout: tuple[str, str]
 
 
-def _celery(queue: str, *args: str) -> list[str]:
+def celery_command(queue: str, *args: str) -> list[str]:
+    """A Celery worker on ``queue`` with ``args`` (pool, concurrency), quiet and lean."""
     return [
         PY,
         "-m",
@@ -92,7 +93,7 @@ CELERY = Peer(
                 "default",
                 "default: prefork -c 1, prefetch x4",
                 1,
-                lambda q: [_celery(q, "-c", "1")],
+                lambda q: [celery_command(q, "-c", "1")],
                 {"BENCH_CELERY_PREFETCH": "4"},
                 "celery worker -c 1 (prefork pool, its default), "
                 f"worker_prefetch_multiplier=4 (default), {CELERY_COMMON}",
@@ -101,7 +102,7 @@ CELERY = Peer(
                 "tuned",
                 "tuned: -P solo, prefetch 1000",
                 1,
-                lambda q: [_celery(q, "-P", "solo", "-c", "1")],
+                lambda q: [celery_command(q, "-P", "solo", "-c", "1")],
                 {"BENCH_CELERY_PREFETCH": str(TUNED_PREFETCH)},
                 "celery worker -P solo -c 1, worker_prefetch_multiplier=1000 (prefetch = "
                 "-c x multiplier = 1000; without -c 1 solo would take -c = cores = 2 "
@@ -114,7 +115,7 @@ CELERY = Peer(
                 "default",
                 "default: prefork -c 2, prefetch x4",
                 2,
-                lambda q: [_celery(q, "-c", "2")],
+                lambda q: [celery_command(q, "-c", "2")],
                 {"BENCH_CELERY_PREFETCH": "4"},
                 "celery worker -c 2 (prefork, its default: -c = cores = 2), "
                 f"worker_prefetch_multiplier=4 (default), {CELERY_COMMON}",
@@ -123,7 +124,7 @@ CELERY = Peer(
                 "tuned",
                 "tuned: 2 x -P solo, prefetch 1000",
                 2,
-                lambda q: [_celery(q, "-P", "solo", "-c", "1")] * 2,
+                lambda q: [celery_command(q, "-P", "solo", "-c", "1")] * 2,
                 {"BENCH_CELERY_PREFETCH": str(TUNED_PREFETCH)},
                 f"2 x celery worker -P solo -c 1, worker_prefetch_multiplier=1000, {CELERY_COMMON}",
             ),
@@ -142,7 +143,8 @@ CELERY = Peer(
 )
 
 
-def _dramatiq(processes: int, threads: int) -> Callable[[str], list[list[str]]]:
+def dramatiq_command(processes: int, threads: int) -> Callable[[str], list[list[str]]]:
+    """queue -> the command of a Dramatiq worker with ``processes`` x ``threads``."""
     return lambda q: [
         [
             PY,
@@ -173,7 +175,7 @@ DRAMATIQ = Peer(
                 "default",
                 "default: 1 process x 8 threads",
                 1,
-                _dramatiq(1, 8),
+                dramatiq_command(1, 8),
                 {},
                 "dramatiq --processes 1 --threads 8 (threads: its default), prefetch "
                 f"2 x threads = 16 (default), {DRAMATIQ_COMMON}",
@@ -182,7 +184,7 @@ DRAMATIQ = Peer(
                 "tuned",
                 "tuned: --threads 1, prefetch 1000",
                 1,
-                _dramatiq(1, 1),
+                dramatiq_command(1, 1),
                 DRAMATIQ_TUNED,
                 "dramatiq --processes 1 --threads 1, "
                 f"dramatiq_queue_prefetch=1000 (env), {DRAMATIQ_COMMON}",
@@ -193,7 +195,7 @@ DRAMATIQ = Peer(
                 "default",
                 "default: 2 processes x 8 threads",
                 2,
-                _dramatiq(2, 8),
+                dramatiq_command(2, 8),
                 {},
                 "dramatiq --processes 2 --threads 8 (its default on 2 cores), prefetch 16 "
                 f"per process (default), {DRAMATIQ_COMMON}",
@@ -202,7 +204,7 @@ DRAMATIQ = Peer(
                 "tuned",
                 "tuned: --processes 2 --threads 4, prefetch 1000",
                 2,
-                _dramatiq(2, 4),
+                dramatiq_command(2, 4),
                 DRAMATIQ_TUNED,
                 "dramatiq --processes 2 --threads 4, "
                 f"dramatiq_queue_prefetch=1000 (env), {DRAMATIQ_COMMON}",
@@ -302,9 +304,11 @@ def installed(system: str) -> bool:
     return importlib.util.find_spec(PEERS[system].package) is not None
 
 
-async def _enqueue(
+async def send_tasks(
     peer: Peer, queue: str, n: int, env: dict[str, str], flags: tuple[str, ...]
 ) -> float:
+    """Send ``n`` tasks to ``queue`` with the peer's own client (``peer_enqueue``, a process
+    of its own, ``env`` added to its environment): the seconds the sends took."""
     env = {"BENCH_QUEUE": queue, "BENCH_BROKER": broker.BROKER, "PYTHONPATH": str(h.REPO), **env}
     proc = await asyncio.create_subprocess_exec(
         PY,
@@ -331,7 +335,7 @@ async def enqueue(peer: Peer, queue: str, opts: Options) -> list[Result]:
     for variant, env, flags, capped in peer.enqueue_variants:
         n = min(opts.tasks, opts.sequential_cap) if capped else opts.tasks
         h.progress(f"{peer.system} enqueue: {variant}, {n} tasks")
-        seconds = await _enqueue(peer, queue, n, env, flags)
+        seconds = await send_tasks(peer, queue, n, env, flags)
         depth = await broker.queue_depth(queue)
         counted = None if depth is None else depth - 1  # minus the warm-up task
         results.append(
@@ -480,7 +484,7 @@ async def run(system: str, opts: Options, prefix: str) -> list[Result]:
                         await h.measure_drain(
                             drain(peer, queue, scenario, config),
                             opts.tasks,
-                            lambda n: _enqueue(peer, queue, n, {}, peer.prequeue_flags),
+                            lambda n: send_tasks(peer, queue, n, {}, peer.prequeue_flags),
                         )
                     )
         if {"roundtrip", "fanout"} & set(opts.scenarios):

@@ -28,23 +28,33 @@ NO_REPLY = (
 )
 
 
-def worker_command(concurrency: int, processes: int = 1) -> list[str]:
-    """``taskq-worker`` with default settings but these (log level: warning)."""
+def worker_command(concurrency: int, processes: int = 1, app: str = WORKER_APP) -> list[str]:
+    """``taskq-worker`` for ``app`` with default settings but these (log level: warning)."""
     script = shutil.which("taskq-worker", path=str(Path(sys.executable).parent))
     command = [script] if script else [sys.executable, "-m", "taskq.cli.worker"]
-    command += [WORKER_APP, "--concurrency", str(concurrency), "--log-level", "warning"]
+    command += [app, "--concurrency", str(concurrency), "--log-level", "warning"]
     return command + (["--processes", str(processes)] if processes > 1 else [])
 
 
-def shown(command: list[str]) -> str:
+def shown(command: list[str], app: str = WORKER_APP) -> str:
     """A worker command as a user would type it."""
-    args = command[command.index(WORKER_APP) :]
+    args = command[command.index(app) :]
     return "taskq-worker " + " ".join(args) + ", uvloop"
 
 
 def work_queue(prefix: str) -> str:
     """The name of the benchmark's work queue under ``prefix``."""
     return make_app(prefix=prefix).names.work_queue("default")
+
+
+async def delete_topology(prefix: str) -> None:
+    """Delete what taskq declared under ``prefix`` (what is missed: ``broker.sweep`` later)."""
+    try:
+        from taskq.topology import Names, every_name
+    except ImportError:  # renamed internals: the sweep by prefix still cleans up
+        return
+    queues, exchanges = every_name(Names(prefix), ["default"])
+    await broker.delete(queues=queues, exchanges=exchanges)
 
 
 def worker_env(prefix: str, results: str = "amqp") -> dict[str, str]:

@@ -4,7 +4,9 @@ Results are ignored unless BENCH_REDIS_PREFIX is set: then they go to the Redis 
 backend at BENCH_REDIS (default redis://127.0.0.1:6379/0), every key and pub/sub channel
 prefixed with ``$BENCH_REDIS_PREFIX:`` (``global_keyprefix``) so the harness can delete them.
 
-BENCH_CELERY_PREFETCH sets worker_prefetch_multiplier (default 4, as Celery's).
+BENCH_CELERY_PREFETCH sets worker_prefetch_multiplier (default 4, as Celery's);
+BENCH_CELERY_ACKS_LATE=1 sets task_acks_late (ack after the task: at-least-once, as taskq and
+Dramatiq; Celery's default acks before it runs).
 
 Run: celery -A benchmarks.bench_apps.celery_app worker -P solo --without-gossip
 --without-mingle --without-heartbeat -Q $BENCH_QUEUE
@@ -17,6 +19,7 @@ import os
 from celery import Celery
 
 from .counter import hit
+from .work import spin as add_up
 
 QUEUE = os.environ.get("BENCH_QUEUE", "bench.celery")
 REDIS_PREFIX = os.environ.get("BENCH_REDIS_PREFIX")
@@ -28,6 +31,7 @@ app.conf.update(
     task_ignore_result=REDIS_PREFIX is None,
     # per process of the pool (solo: one); 4 is Celery's default
     worker_prefetch_multiplier=int(os.environ.get("BENCH_CELERY_PREFETCH", "4")),
+    task_acks_late=os.environ.get("BENCH_CELERY_ACKS_LATE") == "1",
     worker_enable_remote_control=False,
     worker_send_task_events=False,
     broker_connection_retry_on_startup=True,
@@ -49,3 +53,11 @@ def noop(i: int) -> int | None:
     hit()
     # ignore_result is on without a backend (Celery's advice for results never read)
     return i if REDIS_PREFIX is not None else None
+
+
+@app.task(name="spin")
+def spin(iterations: int) -> None:
+    """benchmarks/pool.py's CPU-bound task: count the start, add, count the end."""
+    hit()
+    add_up(iterations)
+    hit()

@@ -20,6 +20,7 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from .counter import hit
+from .work import spin as add_up
 
 QUEUE = os.environ.get("BENCH_QUEUE", "bench_dramatiq")
 REDIS_PREFIX = os.environ.get("BENCH_REDIS_PREFIX")
@@ -47,3 +48,11 @@ dramatiq.set_broker(broker)
 def noop(i: int) -> int | None:
     hit()
     return i if backend is not None else None
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def spin(iterations: int) -> None:
+    """benchmarks/pool.py's CPU-bound task: count the start, add, count the end."""
+    hit()
+    add_up(iterations)
+    hit()

@@ -1,38 +1,49 @@
-"""Tasks for benchmarks/pool.py: a no-op and a CPU-bound loop, in threads and in processes."""
+"""taskq tasks for benchmarks/pool.py: plain ``def`` tasks whose pool the worker chooses
+(``--sync-pool thread|process``). Prefix and broker come from TASKQ_PREFIX / TASKQ_BROKER;
+the harness's clients build their own with ``make_app(prefix=...)``.
+
+Each task bumps the harness's completion counter (``counter.hit``): ``spin`` once when it
+starts and once when it ends, so a drain's window runs from the first task's start to the
+last task's end (with 40 tasks of a third of a second, counting only ends would leave a
+task's length out of each process's window).
+"""
 
 from __future__ import annotations
 
-import os
+import time
+from typing import Any
 
 from taskq import App
 
-app = App("poolbench", broker=os.environ.get("TASKQ_BROKER", "amqp://guest:guest@127.0.0.1:5672/"))
+from .counter import hit
+from .work import spin
+
+SLEEP = 3600.0  # ``stuck`` sleeps this long: only a shutdown ends it
 
 
-def _spin(iterations: int) -> int:
-    total = 0
-    for i in range(iterations):
-        total += i
-    return total
+def make_app(**settings: Any) -> App:
+    """An App with the benchmark's plain ``def`` tasks; ``settings`` as for ``App(...)``."""
+    app = App("poolbench", **settings)
+
+    @app.task(name="noop")
+    def noop() -> None:
+        """Count the task, nothing else."""
+        hit()
+
+    @app.task(name="spin")
+    def spin_task(iterations: int) -> None:
+        """Count the start, add ``iterations`` numbers, count the end."""
+        hit()
+        spin(iterations)
+        hit()
+
+    @app.task(name="stuck")
+    def stuck() -> None:
+        """Count the start, then sleep for an hour (the shutdown measurement's stuck task)."""
+        hit()
+        time.sleep(SLEEP)
+
+    return app
 
 
-@app.task(pool="thread")
-def noop_thread() -> None:
-    """Nothing, in the thread pool."""
-
-
-@app.task(pool="process")
-def noop_process() -> None:
-    """Nothing, in the process pool."""
-
-
-@app.task(pool="thread")
-def spin_thread(iterations: int) -> int:
-    """Pure Python additions (holding the GIL), in the thread pool."""
-    return _spin(iterations)
-
-
-@app.task(pool="process")
-def spin_process(iterations: int) -> int:
-    """Pure Python additions, in the process pool."""
-    return _spin(iterations)
+app = make_app()
