@@ -1,20 +1,21 @@
-"""MemoryResultStore: a durable-in-this-loop result store (``results="memory://"``).
+"""MemoryResultStore: a result store in the running event loop's memory, durable there.
 
-Every store of one name on the running event loop (the App's and its workers') sees the same
-states, as processes sharing a Redis do: ``app.handle(task_id)`` works, and a state is kept
-encoded (msgpack, as a real store keeps it), so a result comes back through the same
-decoding and validation. ``memory://NAME`` names separate spaces. Nothing survives the loop.
+``App(results=MemoryResultStore())``: every store of one name on the running event loop
+(the App's and its workers') sees the same states, as processes sharing a Redis do, so
+``app.handle(task_id)`` works. A state is kept encoded (msgpack, as a real store keeps it):
+a result comes back through the same decoding and validation. Nothing survives the loop.
+
+(Not a ``results=`` URL scheme: ``memory://`` is the scheme users register for stores of
+their own in docs/operations/result-stores.md.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import urllib.parse
 
-from ..exceptions import ConfigurationError, ResultTimeout, ResultUnavailable
-from ..results.base import ResultStore, TaskState, TaskStatus
-from ..results.registry import StoreRequest
+from ..exceptions import ResultTimeout, ResultUnavailable
+from ..results.base import TaskState, TaskStatus
 from .loopscope import of_running_loop
 
 
@@ -108,13 +109,3 @@ class MemoryResultStore:
             del self._space.states[task_id]
             return None
         return TaskState.decode(data)
-
-
-def make_memory_store(request: StoreRequest) -> ResultStore:
-    """The store of ``results="memory://[NAME]"`` (the registry's factory for ``memory``)."""
-    parts = urllib.parse.urlsplit(request.url)
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigurationError(
-            f"results: {request.url!r}: a memory:// store has a name only (memory://NAME)"
-        )
-    return MemoryResultStore(parts.netloc, result_ttl=request.settings.result_ttl)

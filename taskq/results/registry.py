@@ -91,14 +91,7 @@ def _postgres(request: StoreRequest) -> ResultStore:
     )
 
 
-def _memory(request: StoreRequest) -> ResultStore:
-    from ..memory.store import make_memory_store
-
-    return make_memory_store(request)
-
-
 _FACTORIES: dict[str, StoreFactory] = {
-    "memory": _memory,
     "amqp": _amqp,
     "redis": _redis,
     "rediss": _redis,

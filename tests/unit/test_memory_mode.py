@@ -28,6 +28,7 @@ from taskq import (
 from taskq.hooks import DeadLettered, TaskDone, TaskRun
 from taskq.memory import parse_memory_url
 from taskq.memory.seam import transport_for
+from taskq.memory.store import MemoryResultStore
 from taskq.memory.transport import MemoryTransport
 from taskq.testing.memory import broker_of, dead_letters
 from taskq.testing.worker import running
@@ -349,7 +350,7 @@ async def test_an_explicit_worker_with_worker_false() -> None:
 
 
 async def test_a_durable_memory_store_looks_tasks_up_by_id() -> None:
-    app = shop(results="memory://")
+    app = shop(results=MemoryResultStore())
     async with app:
         sent = await app.tasks["add"].delay(20, 22)
         await sent.result(timeout=5)
