@@ -6,8 +6,8 @@ is replaced by :class:`~taskq.memory.transport.MemoryTransport`, over a
 :mod:`taskq.memory.broker` for what it does and does not simulate). Opening a ``memory://``
 App starts a Worker beside it on the same loop (:mod:`taskq.memory.inprocess`;
 ``?worker=false`` leaves that to the test), so ``await (await add.delay(1, 2)).result()``
-just works. ``MemoryResultStore`` is a result store in the same loop's memory
-(:mod:`taskq.memory.store`). Tests inspect the broker with :mod:`taskq.testing.memory`.
+just works. Results use the App's store as usual (the AMQP store flows over in-memory reply
+queues). Tests inspect the broker with :mod:`taskq.testing.memory`.
 See docs/guide/testing.md.
 
 This package's ``__init__`` imports only the pure URL parsing: Settings use it.

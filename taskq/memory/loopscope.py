@@ -1,7 +1,7 @@
-"""Objects that live as long as the running event loop: the in-process broker and result
-states of one test, found again by name by every App and Worker of that loop.
+"""Objects that live as long as the running event loop: the in-process brokers of one test,
+found again by name by every App and Worker of that loop.
 
-An App's client and its worker each build their own transport and store (``App.connect``):
+An App's client and its worker each build their own transport (``App.connect``):
 they meet here, as processes meet at a RabbitMQ server. Keyed by the loop (weakly), so each
 test, which pytest-asyncio gives a loop of its own, starts from empty brokers, and nothing
 outlives the loop.

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from examples.custom_store.memory_store import MemoryStore
 from taskq import (
     App,
     ConfigurationError,
@@ -28,7 +29,6 @@ from taskq import (
 from taskq.hooks import DeadLettered, TaskDone, TaskRun
 from taskq.memory import parse_memory_url
 from taskq.memory.seam import transport_for
-from taskq.memory.store import MemoryResultStore
 from taskq.memory.transport import MemoryTransport
 from taskq.testing.memory import broker_of, dead_letters
 from taskq.testing.worker import running
@@ -350,7 +350,7 @@ async def test_an_explicit_worker_with_worker_false() -> None:
 
 
 async def test_a_durable_memory_store_looks_tasks_up_by_id() -> None:
-    app = shop(results=MemoryResultStore())
+    app = shop(results=MemoryStore())  # the example custom store, as an object
     async with app:
         sent = await app.tasks["add"].delay(20, 22)
         await sent.result(timeout=5)
