@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import inspect
@@ -12,6 +13,8 @@ from . import topology
 from .exceptions import ConfigurationError, LifecycleError, TaskRegistrationError
 from .handle import TaskHandle
 from .hooks import Hook, Hooks, entry_point_hooks
+from .memory.inprocess import start_in_process_worker
+from .memory.seam import transport_for
 from .periodic.entry import CatchUp, PeriodicEntry, make_entry
 from .periodic.schedule import schedule_of
 from .results.base import ResultStore
@@ -92,6 +95,7 @@ class App:
         """Sends this App's tasks once it is open (see taskq.sending)."""
         self.default_retry = retry
         """The retry policy of tasks that declare none (None: one attempt)."""
+        self._in_process: contextlib.AsyncExitStack | None = None  # memory:// only
 
     def __repr__(self) -> str:
         return (
@@ -301,6 +305,11 @@ class App:
             raise LifecycleError(f"App {self.name!r} is already open")
         self.load_entry_point_hooks()
         self.attach(*await self.connect(connection_name or f"taskq:{self.name}"))
+        try:
+            self._in_process = await start_in_process_worker(self)
+        except BaseException:
+            await self.close()
+            raise
 
     async def connect(
         self, connection_name: str, *, concurrency: int | None = None
@@ -310,7 +319,7 @@ class App:
         A worker uses its own, so that one App can send and run tasks in one process; it
         gives its ``concurrency``, which sizes the store's connection pool where it has one.
         """
-        transport = Transport(self.settings, connection_name=connection_name)
+        transport = transport_for(self.settings, connection_name)
         await transport.connect()
         try:
             store = (
@@ -344,6 +353,9 @@ class App:
         """Close the result store and the connections (idempotent)."""
         if not self.sender.is_attached:
             return
+        if self._in_process is not None:  # its tasks finish before the store closes
+            in_process, self._in_process = self._in_process, None
+            await in_process.aclose()
         transport, store = self.sender.transport, self.sender.store
         self.sender.detach()
         await store.close()

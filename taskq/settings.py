@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .exceptions import ConfigurationError
+from .memory import is_memory_url, parse_memory_url
 from .redact import redact_url
 from .topology import MAX_PARTITIONS
 from .transport.endpoints import Endpoint, TlsFiles, parse_endpoints, split_urls
@@ -164,7 +165,10 @@ class Settings(BaseSettings):
     @field_validator("broker")
     @classmethod
     def _broker_urls(cls, value: str) -> str:
-        parse_endpoints(split_urls(value))  # fail now on a URL that is not one
+        if is_memory_url(value):  # the in-process broker (taskq.memory)
+            parse_memory_url(value)
+        else:
+            parse_endpoints(split_urls(value))  # fail now on a URL that is not one
         return value
 
     @field_validator("default_queue")
