@@ -106,9 +106,12 @@ def _assert_once_each(ticks: list[dt.datetime], step: dt.timedelta = SECOND) -> 
 
 
 async def _stop(*processes: WorkerProcess) -> None:
-    """SIGTERM each process still running; each must exit cleanly."""
+    """SIGTERM each process still running; each must exit cleanly. A process still
+    starting (a standby just restarted, importing under load) is waited for first: a SIGTERM
+    before its handlers exist ends it like any Python process, with -15."""
     running = [p for p in processes if p.process.poll() is None]
     for process in running:
+        await process.wait_ready()
         process.signal(signal.SIGTERM)
     for process in running:
         assert await process.wait_exit(30) == ExitCode.OK, process.output()
