@@ -88,7 +88,8 @@ class Cluster:
 
 def all_running() -> bool:
     """Whether ``cluster.sh status`` shows every node running as a member."""
-    status = cluster_script("status", check=False, timeout=60)
+    # rabbitmqctl on 3 nodes: a minute was not enough at a load average of 10.
+    status = cluster_script("status", check=False, timeout=180)
     return status.count(" running (pid") == 3 and "running:" in status
 
 
