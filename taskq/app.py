@@ -27,7 +27,7 @@ from .settings import (
 )
 from .sync import SyncClient
 from .task import SendOptions, Task, TaskCall, TaskConfig, task_name_of, unknown_task
-from .transport import Transport
+from .transport import Transport, make_transport
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -267,13 +267,17 @@ class App:
         A worker uses its own, so that one App can send and run tasks in one process; it
         gives its ``concurrency``, which sizes the store's connection pool where it has one.
         """
-        transport = Transport(self.settings, connection_name=connection_name)
+        transport = make_transport(
+            self.settings.transport_options(), connection_name=connection_name
+        )
         await transport.connect()
         try:
             store = (
                 self._custom_store.lease()
                 if self._custom_store is not None
-                else make_store(self.settings.results, transport, concurrency)
+                else make_store(
+                    self.settings.results, transport, concurrency, settings=self.settings
+                )
             )
             await store.open()
         except BaseException:
@@ -283,7 +287,7 @@ class App:
 
     def attach(self, transport: Transport, store: ResultStore) -> None:
         """Use ``transport`` and ``store`` for sending (what ``open`` does with new ones)."""
-        self.sender.attach(transport, store)
+        self.sender.attach(transport, store, self.settings)
 
     @property
     def is_open(self) -> bool:

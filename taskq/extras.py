@@ -17,10 +17,11 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("asyncpg",),
     "metrics": ("prometheus_client",),
     "dashboard": ("starlette", "uvicorn", "jinja2"),
+    "aio-pika": ("aio_pika",),
 }
 """Each extra of pyproject.toml that code imports, and the modules it provides."""
 
-DISTRIBUTIONS = {"prometheus_client": "prometheus-client"}
+DISTRIBUTIONS = {"prometheus_client": "prometheus-client", "aio_pika": "aio-pika"}
 """Module names whose package on the index has another name."""
 
 

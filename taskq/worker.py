@@ -219,7 +219,7 @@ class Worker:
             stopping=lambda: self._state is WorkerState.STOPPING,
         )
         actions = Actions(
-            sender=Sender.over(transport, store),
+            sender=Sender.over(transport, store, self.app.settings),
             names=self.app.names,
             recorder=recorder,
             counters=self.counters,
