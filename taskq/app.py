@@ -253,14 +253,20 @@ class App:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def open(self, *, connection_name: str | None = None) -> None:
-        """Connect to the broker and open the result store (``async with app:`` calls this)."""
+    async def open(self, *, connection_name: str | None = None, connection: Any = None) -> None:
+        """Connect to the broker and open the result store (``async with app:`` calls this).
+
+        ``connection``: an aio-pika robust connection the application already holds (with
+        ``transport="aio-pika"``): the App then opens its channels on it, and leaves it open
+        when it closes. ConfigurationError with the native transport.
+        """
         if self.sender.is_attached:
             raise LifecycleError(f"App {self.name!r} is already open")
-        self.attach(*await self.connect(connection_name or f"taskq:{self.name}"))
+        name = connection_name or f"taskq:{self.name}"
+        self.attach(*await self.connect(name, connection=connection))
 
     async def connect(
-        self, connection_name: str, *, concurrency: int | None = None
+        self, connection_name: str, *, concurrency: int | None = None, connection: Any = None
     ) -> tuple[Transport, ResultStore]:
         """A new connected transport and open result store, owned by the caller.
 
@@ -268,7 +274,9 @@ class App:
         gives its ``concurrency``, which sizes the store's connection pool where it has one.
         """
         transport = make_transport(
-            self.settings.transport_options(), connection_name=connection_name
+            self.settings.transport_options(),
+            connection_name=connection_name,
+            connection=connection,
         )
         await transport.connect()
         try:

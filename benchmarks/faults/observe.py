@@ -50,9 +50,9 @@ class ObservedApp(App):
         super().__init__(*args, **kwargs)
         self.terminal_replies: collections.Counter[str] | None = None
 
-    async def connect(self, connection_name: str) -> tuple[Transport, ResultStore]:
-        if self.settings.results != "amqp":
-            return await super().connect(connection_name)
+    async def connect(self, connection_name: str, **options: Any) -> tuple[Transport, ResultStore]:
+        if self.settings.results != "amqp" or options.get("connection") is not None:
+            return await super().connect(connection_name, **options)
         counts: collections.Counter[str] = collections.Counter()
         transport = _tap(
             make_transport(self.settings.transport_options(), connection_name=connection_name),
@@ -65,7 +65,7 @@ class ObservedApp(App):
         except TypeError as exc:  # the store is built differently now: no tap
             await transport.close()
             log.warning("cannot tap the AMQP replies (%s): recorded twice is unknown", exc)
-            return await super().connect(connection_name)
+            return await super().connect(connection_name, **options)
         except BaseException:
             await transport.close()
             raise

@@ -36,7 +36,7 @@ from aio_pika.abc import (
 from .. import topology
 from ..exceptions import BrokerError, LifecycleError, PublishError
 from ..message import OutgoingMessage
-from .aiopika_errors import LOST, is_refusal, mapped
+from .aiopika_errors import LOST, is_lost, is_refusal, mapped, refused_this
 from .aiopika_lease import AioPikaLease, amqp_properties, connect
 from .errors import PRECONDITION_FAILED
 from .interface import NOT_FOUND, Cancel, QueueDepth, Reply
@@ -120,6 +120,7 @@ class AioPikaTransport:
         self._declare_lock = asyncio.Lock()
         self._handlers: set[asyncio.Task[None]] = set()
         self._held: dict[str, Cancel] = {}
+        self._opened: list[AbstractChannel] = []  # long-lived channels, closed by close()
 
     @classmethod
     def from_connection(
@@ -162,10 +163,13 @@ class AioPikaTransport:
         connections = {id(c): c for c in (self._in, self._out) if c is not None}
         self._in = self._out = None
         self._channels.clear()
-        if self._given is None:
-            for connection in connections.values():
-                with contextlib.suppress(*LOST):
-                    await connection.close()
+        # On the application's connection, only what this transport opened is closed.
+        closing = list(connections.values()) if self._given is None else self._opened
+        self._opened = []
+        for closable in closing:
+            # aio-pika's close of a connection that is down can wait for ever: bounded.
+            with contextlib.suppress(*LOST):
+                await asyncio.wait_for(closable.close(), self.options.publish_timeout)
 
     @property
     def connected(self) -> bool:
@@ -203,20 +207,26 @@ class AioPikaTransport:
             if channel is None or channel.is_closed:
                 confirms = role == "confirm"
                 channel = await out.channel(publisher_confirms=confirms, on_return_raises=confirms)
+                self._opened.append(channel)
                 self._channels[role] = channel
             return channel
 
-    async def _patiently(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _patiently(
+        self,
+        what: str,
+        attempt: Callable[[], Awaitable[T]],
+        refused: Callable[[BaseException], bool] = is_refusal,
+    ) -> T:
         """``attempt()``, made again after the connection was lost, until ``publish_timeout``
-        from now; a refusal is raised at once."""
+        from now; a refusal (what ``refused`` says is one) is raised at once."""
         out = self._require(self._out, what)
         timeout = self.options.publish_timeout
         deadline = time.monotonic() + timeout
         while True:
             try:
                 return await attempt()
-            except LOST as exc:
-                if is_refusal(exc):
+            except Exception as exc:
+                if not is_lost(exc) or refused(exc):
                     raise
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -402,8 +412,14 @@ class AioPikaTransport:
             )
 
         what = f"publishing message {message.message_id} to {exchange!r}/{routing_key!r}"
+
+        # A refusal closes the channel, and with it the confirms of the publishes written
+        # behind the refused one: those are sent again on a new channel, the refused one fails.
+        def refused(exc: BaseException) -> bool:
+            return refused_this(exc, exchange, len(message.body))
+
         with mapped(what, PublishError):
-            await self._patiently("publish", attempt)
+            await self._patiently("publish", attempt, refused)
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
         """Publish ``(exchange, routing_key, message)`` items with pipelined confirms; all or
@@ -461,6 +477,7 @@ class AioPikaTransport:
         reconnect, with its queue, bindings and consumer), consuming ``queue(channel)``."""
         inbound = await self._inbound()
         channel = await inbound.channel()
+        self._opened.append(channel)
         await channel.set_qos(prefetch_count=prefetch)
         consumed = await queue(channel)
 
@@ -476,8 +493,9 @@ class AioPikaTransport:
         tag = await consumed.consume(callback, no_ack=not acks)
 
         async def cancel() -> None:
+            # A robust queue's cancel waits for the connection to come back: bounded.
             with contextlib.suppress(*LOST):
-                await consumed.cancel(tag)
+                await asyncio.wait_for(consumed.cancel(tag), self.options.publish_timeout)
 
         return cancel
 
@@ -488,9 +506,14 @@ class AioPikaTransport:
         def on_message(message: AbstractIncomingMessage) -> None:
             on_delivery(delivery_of(message, queue))
 
+        # A passive declare through the robust channel registers the queue with aio-pika:
+        # after a broker cancel (the queue was deleted) it probes the queue until it is back
+        # (declared again by the next send) and consumes again.
         with mapped(f"consuming queue {queue!r}"):
             return await self._subscribe(
-                lambda channel: channel.get_queue(full, ensure=False), on_message, prefetch=prefetch
+                lambda channel: channel.declare_queue(full, passive=True),
+                on_message,
+                prefetch=prefetch,
             )
 
     async def consume_replies(
@@ -530,7 +553,7 @@ class AioPikaTransport:
             yield queue.name
         finally:
             with contextlib.suppress(*LOST):
-                await channel.close()
+                await asyncio.wait_for(channel.close(), self.options.publish_timeout)
 
     async def get(self, queue_name: str) -> Delivery | None:
         """Fetch one message unacked (basic.get) on a channel of its own, or None if empty."""

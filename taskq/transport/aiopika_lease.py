@@ -22,7 +22,15 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from ..exceptions import BrokerUnavailable, TopologyMismatch
 from ..message import OutgoingMessage
-from .aiopika_errors import LOST, broker_error, reply_code
+from .aiopika_errors import (
+    CLIENT_ERRORS,
+    LOST,
+    broker_error,
+    connect_error,
+    reply_code,
+    timed_out,
+)
+from .endpoints import Endpoint
 from .errors import PRECONDITION_FAILED
 from .lease import QueueSpec, first_of, record_message
 from .options import TransportOptions
@@ -30,11 +38,15 @@ from .wire import properties
 
 
 async def connect(options: TransportOptions, name: str, *, robust: bool) -> Any:
-    """An aio-pika connection to the first of ``options.endpoints`` that answers."""
-    failure: BaseException | None = None
+    """An aio-pika connection to the first of ``options.endpoints`` that answers;
+    BrokerUnavailable (BrokerRefused for a refused login or vhost) for the last one's failure."""
+    failure: BrokerUnavailable | None = None
     opener = aio_pika.connect_robust if robust else aio_pika.connect
     for endpoint in options.endpoints:
         shown = f"{endpoint.client_name}:{name}" if endpoint.client_name else name
+        extra: dict[str, Any] = {}
+        if endpoint.heartbeat is not None:
+            extra["heartbeat"] = endpoint.heartbeat
         try:
             return await opener(
                 host=endpoint.host,
@@ -46,11 +58,28 @@ async def connect(options: TransportOptions, name: str, *, robust: bool) -> Any:
                 ssl_context=endpoint.tls,
                 timeout=options.connect_timeout,
                 client_properties={"connection_name": shown},
+                **extra,
             )
-        except (*LOST, OSError) as exc:
-            failure = exc
+        except (*CLIENT_ERRORS, OSError) as exc:
+            listening = timed_out(exc) and await _listening(endpoint, options.connect_timeout)
+            failure = connect_error(exc, endpoint, listening=listening)
+            failure.__cause__ = exc
     assert failure is not None  # options always have an endpoint
     raise failure
+
+
+async def _listening(endpoint: Endpoint, timeout: float) -> bool:
+    """Whether something accepts TCP connections at ``endpoint`` (asked only after a connect
+    timed out: a server that is not RabbitMQ waits for more than the AMQP header)."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 class AioPikaTenure:
@@ -169,6 +198,9 @@ class AioPikaLease:
                 return tenure
             if not stop.is_set():
                 raise ConnectionError("the connection closed while waiting for the lease")
+        except BrokerUnavailable:  # from connect: already says what happened
+            await self.release()
+            raise
         except (*LOST, OSError) as exc:
             await self.release()
             if reply_code(exc) == PRECONDITION_FAILED:

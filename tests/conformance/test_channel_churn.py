@@ -15,10 +15,8 @@ from taskq import App
 from taskq.control import LastSeen
 from tests.support import BROKER
 
-pytestmark = [
-    pytest.mark.one_queue_only,  # no worker: the client's connections are under test
-    pytest.mark.native_only("channel-number reuse of the native client"),
-]
+pytestmark = pytest.mark.one_queue_only  # no worker: the client's connections are under test
+NATIVE_ONLY = "channel-number reuse of the native client"
 
 
 @pytest.mark.slow

@@ -21,10 +21,8 @@ from taskq.transport import QueueDepth
 from tests.broker_control import channels_of, connection_pids, consumed
 from tests.support import BROKER, adding_app, eventually, running_worker
 
-pytestmark = [
-    pytest.mark.one_queue_only,  # no worker: the client's connections are under test
-    pytest.mark.native_only("channel-number bookkeeping of the native client"),
-]
+pytestmark = pytest.mark.one_queue_only  # no worker: the client's connections are under test
+NATIVE_ONLY = "channel-number bookkeeping of the native client"
 
 
 async def open_app(app: App) -> str:

@@ -11,13 +11,10 @@ from __future__ import annotations
 import asyncio
 
 import aio_pika
-import pytest
 
 from taskq import App
 from tests.broker_control import channels_of
 from tests.support import BROKER, eventually, running_worker
-
-pytestmark = pytest.mark.aio_pika_gap("a consumer cancelled by the broker is not consumed again")
 
 
 async def _delete_queue(name: str) -> None:

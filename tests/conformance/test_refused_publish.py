@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from taskq import App, PublishError, TaskHandle
 from taskq.message import OutgoingMessage
 from tests.support import queue_messages
-
-pytestmark = pytest.mark.aio_pika_gap(
-    "a publish refused by a channel close fails the publishes pipelined behind it"
-)
 
 VALID = 15
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from taskq import App, TaskHandle
 from taskq.events import encode
 from taskq.transport.connection import FLUSH_AT, UNCONFIRMED_LIMIT
 from tests.support import broker_proxy, queue_messages
 
-pytestmark = pytest.mark.native_only("measures the native client's own write buffer and its limits")
+NATIVE_ONLY = "measures the native client's own write buffer and its limits"
 
 EVENTS = 50_000
 BATCH = 500
