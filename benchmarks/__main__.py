@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from . import harness as h
 
 SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout", "memory"]
 DEFAULT_SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout"]
-SYSTEMS = ["taskq", "raw", "celery", "dramatiq", "taskiq"]
+SYSTEMS = ["taskq", "taskq-aio-pika", "raw", "celery", "dramatiq", "taskiq"]
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -159,7 +160,7 @@ async def run_system(system: str, opts: h.Options, prefix: str, notes: list[str]
     """Every selected scenario of one system. A failure (a broker restarted by someone else on
     a shared machine, a broken peer) retries the system once, once the broker answers again;
     a second failure is a note and the run goes on with the other systems."""
-    if system not in ("taskq", "raw") and not scenarios_peers.installed(system):
+    if system not in ("taskq", "taskq-aio-pika", "raw") and not scenarios_peers.installed(system):
         notes.append(f"{system}: not installed (pip install -e '.[bench]'), skipped")
         h.progress(notes[-1])
         return []
@@ -182,9 +183,27 @@ async def _run_system(system: str, opts: h.Options, prefix: str) -> list[h.Resul
             return await scenarios_taskq.run(opts, f"{prefix}tq")
         finally:
             await scenarios_taskq.delete_topology(f"{prefix}tq")
+    if system == "taskq-aio-pika":
+        return await _taskq_over_aio_pika(opts, f"{prefix}tqa")
     if system == "raw":
         return await scenarios_raw.run(opts, prefix)
     return await scenarios_peers.run(system, opts, prefix)
+
+
+async def _taskq_over_aio_pika(opts: h.Options, prefix: str) -> list[h.Result]:
+    """taskq's scenarios with transport="aio-pika" (TASKQ_TRANSPORT reaches the Apps and the
+    worker processes they start), so each transport's price shows in the same run."""
+    saved = os.environ.get("TASKQ_TRANSPORT")
+    os.environ["TASKQ_TRANSPORT"] = "aio-pika"
+    try:
+        results = await scenarios_taskq.run(opts, prefix)
+    finally:
+        if saved is None:
+            os.environ.pop("TASKQ_TRANSPORT", None)
+        else:
+            os.environ["TASKQ_TRANSPORT"] = saved
+        await scenarios_taskq.delete_topology(prefix)
+    return [dataclasses.replace(r, system="taskq-aio-pika") for r in results]
 
 
 def configurations(results: list[h.Result]) -> dict[str, list[str]]:

@@ -299,12 +299,18 @@ class App:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def open(self, *, connection_name: str | None = None) -> None:
-        """Connect to the broker and open the result store (``async with app:`` calls this)."""
+    async def open(self, *, connection_name: str | None = None, connection: Any = None) -> None:
+        """Connect to the broker and open the result store (``async with app:`` calls this).
+
+        ``connection``: an aio-pika robust connection the application already holds (with
+        ``transport="aio-pika"``): the App then opens its channels on it, and leaves it open
+        when it closes. ConfigurationError with the native transport.
+        """
         if self.sender.is_attached:
             raise LifecycleError(f"App {self.name!r} is already open")
         self.load_entry_point_hooks()
-        self.attach(*await self.connect(connection_name or f"taskq:{self.name}"))
+        name = connection_name or f"taskq:{self.name}"
+        self.attach(*await self.connect(name, connection=connection))
         try:
             self._in_process = await start_in_process_worker(self)
         except BaseException:
@@ -312,20 +318,22 @@ class App:
             raise
 
     async def connect(
-        self, connection_name: str, *, concurrency: int | None = None
+        self, connection_name: str, *, concurrency: int | None = None, connection: Any = None
     ) -> tuple[Transport, ResultStore]:
         """A new connected transport and open result store, owned by the caller.
 
         A worker uses its own, so that one App can send and run tasks in one process; it
         gives its ``concurrency``, which sizes the store's connection pool where it has one.
         """
-        transport = transport_for(self.settings, connection_name)
+        transport = transport_for(self.settings, connection_name, connection)
         await transport.connect()
         try:
             store = (
                 self._custom_store.lease()
                 if self._custom_store is not None
-                else make_store(self.settings.results, transport, concurrency)
+                else make_store(
+                    self.settings.results, transport, concurrency, settings=self.settings
+                )
             )
             await store.open()
         except BaseException:
@@ -335,7 +343,7 @@ class App:
 
     def attach(self, transport: Transport, store: ResultStore) -> None:
         """Use ``transport`` and ``store`` for sending (what ``open`` does with new ones)."""
-        self.sender.attach(transport, store)
+        self.sender.attach(transport, store, self.settings)
 
     @property
     def is_open(self) -> bool:

@@ -48,9 +48,7 @@ from .execution import ActiveTask
 from .message import OutgoingMessage, envelope_of
 from .task import Task, args_repr
 from .topology import Names, logical_queue
-from .transport import Delivery, Transport
-from .transport.connection import RESOURCE_LOCKED
-from .transport.endpoints import parse_endpoint, split_urls
+from .transport import RESOURCE_LOCKED, Delivery, Transport, parse_endpoint, split_urls
 
 if TYPE_CHECKING:
     from .app import App

@@ -279,7 +279,7 @@ async def replay(
             if store.durable and dead.task_id:
                 await store.reset(dead.task_id)
             copy = replay_copy(delivery)
-            route = replay_route(delivery, queue, transport.settings.partitions_of(queue))
+            route = replay_route(delivery, queue, transport.options.partitions_of(queue))
             await sender.republish(transport.names.exchange, route, copy)
             await delivery.ack()
             acked.add(id(delivery))

@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "dashboard": ("starlette", "uvicorn", "jinja2"),
     "otel": ("opentelemetry.trace", "opentelemetry.propagate"),
     "sentry": ("sentry_sdk",),
+    "aio-pika": ("aio_pika",),
 }
 """Each extra of pyproject.toml that code imports, and the modules it provides."""
 
@@ -27,6 +28,7 @@ DISTRIBUTIONS = {
     "opentelemetry.trace": "opentelemetry-api",
     "opentelemetry.propagate": "opentelemetry-api",
     "sentry_sdk": "sentry-sdk",
+    "aio_pika": "aio-pika",
 }
 """Module names whose package on the index has another name."""
 

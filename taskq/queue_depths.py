@@ -29,8 +29,7 @@ from typing import Any
 
 from .redact import redact_url
 from .topology import DELAY_LEVELS, Names, routes, split_route
-from .transport import Transport
-from .transport.endpoints import split_urls
+from .transport import Transport, split_urls
 
 MANAGEMENT_PORT = 15672
 API_TIMEOUT = 3.0
@@ -186,7 +185,7 @@ async def depths(
             return Depths(rows, api, True)
         except (OSError, ValueError, urllib.error.URLError) as exc:
             source = f"passive declares (management API not available: {api_error(exc)})"
-    full_names = known_queues(names, queues, transport.settings.partitions)
+    full_names = known_queues(names, queues, transport.options.partitions)
     rows = by_logical_queue(await from_declares(transport, full_names), names.prefix)
     return Depths(rows, source, False)
 

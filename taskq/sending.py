@@ -75,18 +75,18 @@ class Sender:
         """The entity names of the attached transport (None while detached)."""
 
     @classmethod
-    def over(cls, transport: Transport, store: ResultStore) -> Sender:
+    def over(cls, transport: Transport, store: ResultStore, settings: Settings) -> Sender:
         """A Sender attached to ``transport`` and ``store`` (e.g. a worker's own)."""
         sender = cls("this sender is detached")
-        sender.attach(transport, store)
+        sender.attach(transport, store, settings)
         return sender
 
-    def attach(self, transport: Transport, store: ResultStore) -> None:
-        """Send through ``transport``, with results tracked in ``store``; the settings (queue
-        partitions, priorities, events) are the transport's."""
+    def attach(self, transport: Transport, store: ResultStore, settings: Settings) -> None:
+        """Send through ``transport``, with results tracked in ``store``, by ``settings``
+        (queue partitions, priorities, events: those the transport was built from)."""
         self._transport, self._store = transport, store
-        self.settings, self.names = transport.settings, transport.names
-        if transport.settings.events:
+        self.settings, self.names = settings, transport.names
+        if settings.events:
             self._events = events.SentEvents(transport)
             self.hooks.add(self._events)
 
@@ -214,7 +214,8 @@ class Sender:
         """Check a call, declare its queue, build its message and track its result."""
         bound = task.signature.bind(args, kwargs)  # a wrong call fails here, open or not
         transport, store = self.transport, self.store
-        settings, names = transport.settings, transport.names
+        settings, names = self.settings, transport.names
+        assert settings is not None  # attached with the transport
         ignore = options.ignore_result
         if ignore is None:
             ignore = task.config.ignore_result

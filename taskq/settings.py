@@ -16,7 +16,14 @@ from .exceptions import ConfigurationError
 from .memory import is_memory_url, parse_memory_url
 from .redact import redact_url
 from .topology import MAX_PARTITIONS
-from .transport.endpoints import Endpoint, TlsFiles, parse_endpoints, split_urls
+from .transport import (
+    Endpoint,
+    Implementation,
+    TlsFiles,
+    TransportOptions,
+    parse_endpoints,
+    split_urls,
+)
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,120}")
 
@@ -74,6 +81,11 @@ class Settings(BaseSettings):
         default="amqp://guest:guest@127.0.0.1:5672/",
         description="AMQP URL of RabbitMQ, or several (the nodes of a cluster) separated by "
         "commas (a list in code); passwords are redacted in logs",
+    )
+    transport: Implementation = Field(
+        default="native",
+        description="the AMQP client: 'native' (taskq's own, the fastest) or 'aio-pika' "
+        "(pip install 'taskq[aio-pika]')",
     )
     tls_ca_file: str | None = Field(
         default=None, description="CA file that verifies the broker's certificate (amqps://)"
@@ -226,6 +238,22 @@ class Settings(BaseSettings):
         cannot be)."""
         files = TlsFiles(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
         return parse_endpoints(self.broker_urls, files)
+
+    def transport_options(self) -> TransportOptions:
+        """The plain values a transport is built with (TLS files loaded: ConfigurationError
+        if they cannot be)."""
+        return TransportOptions(
+            self.endpoints(),
+            prefix=self.prefix,
+            implementation=self.transport,
+            connect_timeout=self.connect_timeout,
+            publish_timeout=self.publish_timeout,
+            channel_max=self.channel_max,
+            max_priority=self.max_priority,
+            queue_type=self.queue_type,
+            quorum_queues=self.quorum_queues,
+            partitions=self.partitions,
+        )
 
     def redacted_broker(self) -> str:
         """The broker URL with its password replaced, for logs and output."""

@@ -263,7 +263,7 @@ class Worker:
             pool=pool,
         )
         actions = Actions(
-            sender=Sender.over(transport, store),
+            sender=Sender.over(transport, store, self.app.settings),
             names=self.app.names,
             recorder=recorder,
             counters=self.counters,

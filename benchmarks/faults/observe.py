@@ -18,24 +18,25 @@ import redis.asyncio
 from taskq import App, ResultStore, TaskState
 from taskq.exceptions import DecodeError
 from taskq.results.amqp import AmqpResultStore
-from taskq.transport import Transport
+from taskq.transport import Transport, make_transport
 
 log = logging.getLogger("benchmarks.faults")
 
 
-class _TappedTransport(Transport):
-    """A Transport whose reply consumer also reports each reply body to ``seen``."""
+def _tap(transport: Transport, seen: Callable[[bytes], None]) -> Transport:
+    """``transport``, its reply consumer also reporting each reply body to ``seen`` (whichever
+    implementation it is)."""
+    consume_replies = transport.consume_replies
 
-    def __init__(self, *args: Any, seen: Callable[[bytes], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._seen = seen
-
-    async def consume_replies(self, queue_name: str, on_reply: Any, *args: Any, **kw: Any) -> Any:
+    async def tapped_replies(queue_name: str, on_reply: Any, *args: Any, **kw: Any) -> Any:
         def tapped(correlation_id: Any, body: bytes, *rest: Any) -> Any:
-            self._seen(body)
+            seen(body)
             return on_reply(correlation_id, body, *rest)
 
-        return await super().consume_replies(queue_name, tapped, *args, **kw)
+        return await consume_replies(queue_name, tapped, *args, **kw)
+
+    transport.consume_replies = tapped_replies  # type: ignore[method-assign]
+    return transport
 
 
 class ObservedApp(App):
@@ -49,21 +50,22 @@ class ObservedApp(App):
         super().__init__(*args, **kwargs)
         self.terminal_replies: collections.Counter[str] | None = None
 
-    async def connect(self, connection_name: str) -> tuple[Transport, ResultStore]:
-        if self.settings.results != "amqp":
-            return await super().connect(connection_name)
+    async def connect(self, connection_name: str, **options: Any) -> tuple[Transport, ResultStore]:
+        if self.settings.results != "amqp" or options.get("connection") is not None:
+            return await super().connect(connection_name, **options)
         counts: collections.Counter[str] = collections.Counter()
-        transport = _TappedTransport(
-            self.settings, connection_name=connection_name, seen=lambda b: _count(counts, b)
+        transport = _tap(
+            make_transport(self.settings.transport_options(), connection_name=connection_name),
+            lambda body: _count(counts, body),
         )
         await transport.connect()
         try:
-            store = AmqpResultStore(transport)
+            store = AmqpResultStore(transport, reply_queue_ttl=self.settings.reply_queue_ttl)
             await store.open()
         except TypeError as exc:  # the store is built differently now: no tap
             await transport.close()
             log.warning("cannot tap the AMQP replies (%s): recorded twice is unknown", exc)
-            return await super().connect(connection_name)
+            return await super().connect(connection_name, **options)
         except BaseException:
             await transport.close()
             raise

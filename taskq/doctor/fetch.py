@@ -18,8 +18,7 @@ from ..exceptions import TaskqError
 from ..queue_depths import api_error, get_json, management_url, vhost_path
 from ..redact import redact_url
 from ..settings import Settings
-from ..transport import Transport
-from ..transport.endpoints import split_urls
+from ..transport import Transport, make_transport, split_urls
 from .expected import Expected
 from .snapshot import ConsumerTimeouts, DeadSamples, Depth, Snapshot
 
@@ -66,7 +65,7 @@ async def gather(settings: Settings, expected: Expected, options: Options) -> Sn
     """Ask the broker everything the checks need (never raises for an unreachable broker:
     the Snapshot says what did not answer)."""
     api = await _api(settings.broker, options.management_urls)
-    transport = Transport(settings, connection_name="taskq-doctor")
+    transport = make_transport(settings.transport_options(), connection_name="taskq-doctor")
     amqp_error: str | None = None
     try:
         await transport.connect()

@@ -30,7 +30,7 @@ from typing import Any
 from ..exceptions import BrokerError, PublishError
 from ..message import OutgoingMessage
 from ..topology import DELAY_LEVELS
-from ..transport.wire import Delivery, properties
+from ..transport import Delivery, properties
 from .url import MemoryUrl
 
 log = logging.getLogger("taskq.memory")

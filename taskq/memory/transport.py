@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import topology
 from ..exceptions import BrokerError, ConfigurationError, LifecycleError, PublishError
 from ..message import OutgoingMessage
-from ..transport import Delivery, QueueDepth, Transport
-from ..transport.core import Reply
-from ..transport.lease import Lease
+from ..transport import Delivery, Lease, QueueDepth, Reply, Transport, TransportOptions
 from .broker import NOT_FOUND, Consumer, Holder, MemoryBroker
 from .loopscope import of_running_loop
 from .url import MemoryUrl, parse_memory_url
@@ -39,6 +37,10 @@ class MemoryTransport(Transport):
     def __init__(self, settings: Settings, *, connection_name: str = "taskq") -> None:
         # Not Transport.__init__: there is no endpoint to parse and no connection to keep.
         self.settings = settings
+        self.options = TransportOptions(
+            (), prefix=settings.prefix, publish_timeout=settings.publish_timeout,
+            partitions=settings.partitions,
+        )  # fmt: skip
         self.names = topology.Names(settings.prefix)
         self.url = parse_memory_url(settings.broker)
         self.dropped = 0

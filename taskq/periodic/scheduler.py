@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BrokerUnavailable, ConfigurationError, LifecycleError
 from ..topology import Names
-from ..transport.connection import ChannelClosed
-from ..transport.lease import Lease, Tenure
+from ..transport import Lease, Tenure
 from .entry import PeriodicEntry
 from .plan import Firing, next_tick, settle
 from .schedule import iso
@@ -147,7 +146,7 @@ class Scheduler:
             tenure = await lease.acquire(BeatState().encode(), self._stop)
             if tenure is not None:
                 await self._hold(tenure, sender)
-        except (BrokerUnavailable, ChannelClosed) as exc:
+        except BrokerUnavailable as exc:
             if self._stop.is_set():
                 return
             log.warning("beat %s lost the lease or the broker (%s); bidding again",

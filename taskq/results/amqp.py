@@ -44,8 +44,9 @@ class AmqpResultStore:
 
     durable = False
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, *, reply_queue_ttl: float = 300.0) -> None:
         self._transport = transport
+        self._reply_queue_ttl = reply_queue_ttl
         self._queue = transport.names.reply_queue(uuid.uuid4().hex)
         self._states: dict[str, TaskState] = {}
         self._done: dict[str, asyncio.Event] = {}
@@ -59,7 +60,7 @@ class AmqpResultStore:
         self._cancel = await self._transport.consume_replies(
             self._queue,
             self._on_reply,
-            expires=self._transport.settings.reply_queue_ttl,
+            expires=self._reply_queue_ttl,
             on_lost=self._on_queue_lost,
         )
         self._opened = True

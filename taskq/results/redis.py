@@ -153,7 +153,7 @@ class RedisResultStore:
 
     durable = True
 
-    def __init__(self, url: str, transport: Transport) -> None:
+    def __init__(self, url: str, transport: Transport, *, result_ttl: float | None) -> None:
         require_extra("redis", "the Redis result store")
         import redis.asyncio
         from redis.asyncio.retry import Retry
@@ -161,14 +161,14 @@ class RedisResultStore:
 
         from .redis_wire import RedisWire
 
-        settings = transport.settings
+        timeout = transport.options.connect_timeout
         self._url = redact_url(url)
         self._prefix = transport.names.prefix
-        ttl = settings.result_ttl
+        ttl = result_ttl
         self._ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
         timeouts = {
-            "socket_connect_timeout": settings.connect_timeout,
-            "socket_timeout": settings.connect_timeout,
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
         }
         # One immediate retry replaces a pooled connection that a Redis restart killed; longer
         # outages are the caller's to handle (the worker retries with backoff).
@@ -177,7 +177,7 @@ class RedisResultStore:
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
             max_connections=_POOL_SIZE,
-            timeout=settings.connect_timeout,
+            timeout=timeout,
             retry=Retry(NoBackoff(), 1),
             **timeouts,
         )
@@ -186,10 +186,10 @@ class RedisResultStore:
         self._track_script: AsyncScript = self._redis.register_script(_TRACK)
         self._register_script: AsyncScript = self._redis.register_script(_REGISTER)
         self._errors = _redis_errors()
-        self._timeout = settings.connect_timeout
+        self._timeout = timeout
         self._calls = InFlight(lambda: ResultUnavailable(f"the result store {self._url} is closed"))
         self._tracking = Background()
-        self._wire = RedisWire(url, settings.connect_timeout)
+        self._wire = RedisWire(url, timeout)
         self._scripts = ScriptPipeline(self._wire)
         # Pub/sub on a pool of its own, without redis-py's retries: a retry would reconnect
         # and subscribe again behind the listener's back, hiding that publishes were missed.

@@ -51,11 +51,8 @@ class StoreRequest:
     """The connected transport of the App or worker that opens the store."""
     concurrency: int | None
     """The worker's concurrency (sizes a connection pool), or None for a client."""
-
-    @property
-    def settings(self) -> Settings:
-        """The settings of the App or worker (``result_ttl``, ``connect_timeout``, ...)."""
-        return self.transport.settings
+    settings: Settings
+    """The settings of the App or worker (``result_ttl``, ``connect_timeout``, ...)."""
 
 
 StoreFactory = Callable[[StoreRequest], ResultStore]
@@ -68,13 +65,13 @@ def _amqp(request: StoreRequest) -> ResultStore:
             f"unknown result store {redact_url(request.url)!r}: the AMQP store is "
             "results='amqp' (it uses the broker connection)"
         )
-    return AmqpResultStore(request.transport)
+    return AmqpResultStore(request.transport, reply_queue_ttl=request.settings.reply_queue_ttl)
 
 
 def _redis(request: StoreRequest) -> ResultStore:
     from .redis import RedisResultStore
 
-    return RedisResultStore(request.url, request.transport)
+    return RedisResultStore(request.url, request.transport, result_ttl=request.settings.result_ttl)
 
 
 def _postgres(request: StoreRequest) -> ResultStore:
@@ -123,8 +120,11 @@ def scheme_of(spec: str) -> str:
     return scheme if sep else spec
 
 
-def make_store(spec: str, transport: Transport, concurrency: int | None = None) -> ResultStore:
-    """A new, unopened store for the ``results`` setting ``spec``.
+def make_store(
+    spec: str, transport: Transport, concurrency: int | None = None, *, settings: Settings
+) -> ResultStore:
+    """A new, unopened store for the ``results`` setting ``spec``, for an App or worker
+    with ``settings``.
 
     ConfigurationError for an unknown scheme (listing the known ones), a built-in store
     whose extra is missing, or a factory that returns something that is not a ResultStore.
@@ -139,7 +139,7 @@ def make_store(spec: str, transport: Transport, concurrency: int | None = None) 
             f"entry point in group {ENTRY_POINT_GROUP!r}), or pass a ResultStore object as "
             "App(results=...)"
         )
-    return check_store(factory(StoreRequest(spec, transport, concurrency)))
+    return check_store(factory(StoreRequest(spec, transport, concurrency, settings)))
 
 
 def _from_entry_points(scheme: str) -> StoreFactory | None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from ..app import App
 from ..settings import Settings
 from ..topology import every_name, routes
-from ..transport import Transport
+from ..transport import make_transport
 from ..worker import Worker
 
 
@@ -46,7 +46,9 @@ async def delete_topology(settings: Settings, queues: Iterable[str]) -> None:
     One at a time on one channel: RabbitMQ 3.10 fails with INTERNAL_ERROR when two exchanges
     bound to each other (the delay levels) are deleted at the same moment.
     """
-    transport = Transport(settings, connection_name="taskq-testing-cleanup")
+    transport = make_transport(
+        settings.transport_options(), connection_name="taskq-testing-cleanup"
+    )
     await transport.connect()
     try:
         physical = [r for q in queues for r in (q, *routes(q, settings.partitions_of(q)))]

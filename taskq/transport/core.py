@@ -29,28 +29,16 @@ from pamqp import commands
 from .. import topology
 from ..exceptions import BrokerError, LifecycleError, PublishError
 from ..message import OutgoingMessage
-from ..redact import redact_url
-from ..settings import Settings
 from .connection import NOT_FOUND, UNCONFIRMED_LIMIT, Channel, ChannelClosed, Nacked, Returned
 from .errors import PRECONDITION_FAILED, broker_error, is_refusal, mapped
-from .lease import Lease
+from .interface import QueueDepth, Reply
+from .lease import NativeLease
 from .link import ChannelSlot, Link
+from .options import TransportOptions
 from .wire import Delivery, properties
 
 log = logging.getLogger("taskq.transport")
 T = TypeVar("T")
-
-Reply = Callable[[str | None, bytes, str | None], None]
-"""Called with ``(correlation_id, body, type)`` of a message on a reply queue."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class QueueDepth:
-    """Ready messages and consumers of one queue, from a passive declare."""
-
-    name: str
-    messages: int
-    consumers: int
 
 
 async def _confirm_mode(channel: Channel) -> str | None:
@@ -58,14 +46,15 @@ async def _confirm_mode(channel: Channel) -> str | None:
     return None
 
 
-class Transport:
-    """Connections, channels, topology and publishing for one App (client or worker)."""
+class NativeTransport:
+    """Connections, channels, topology and publishing for one App (client or worker), over
+    taskq's own AMQP client: the default implementation of taskq.transport.Transport."""
 
-    def __init__(self, settings: Settings, *, connection_name: str = "taskq") -> None:
-        self.settings = settings
-        self.names = topology.Names(settings.prefix)
+    def __init__(self, options: TransportOptions, *, connection_name: str = "taskq") -> None:
+        self.options = options
+        self.names = topology.Names(options.prefix)
         self._connection_name = connection_name
-        self._endpoints = settings.endpoints()
+        self._endpoints = options.endpoints
         self._out: Link | None = None
         self._in: Link | None = None
         self._in_lock = asyncio.Lock()
@@ -83,12 +72,12 @@ class Transport:
         self._dropping = 0  # dropped since the last unconfirmed publish that went out
 
     def __repr__(self) -> str:
-        return f"<Transport {redact_url(self.settings.broker)} prefix={self.settings.prefix!r}>"
+        return f"<NativeTransport {self.options.shown} prefix={self.options.prefix!r}>"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _link(self, role: str) -> Link:
-        s = self.settings
+        s = self.options
         return Link(
             self._endpoints, f"{self._connection_name}:{role}", s.connect_timeout, s.channel_max
         )
@@ -148,7 +137,7 @@ class Transport:
         """``attempt(seconds it may wait for the connection)``, made again after the
         connection was lost, until ``publish_timeout`` from now; then the last ChannelClosed
         (which says so). A refusal is raised at once: repeating would repeat it."""
-        timeout = self.settings.publish_timeout
+        timeout = self.options.publish_timeout
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -191,7 +180,7 @@ class Transport:
             self._declared.add(queue)
 
     async def _declare_queue_set(self, queue: str) -> None:
-        names, s = self.names, self.settings
+        names, s = self.names, self.options
         dead = names.dead_queue(queue)
         work_arguments = topology.work_queue_arguments(
             names, queue, max_priority=s.max_priority, queue_type=s.queue_type_of(queue)
@@ -226,7 +215,7 @@ class Transport:
         # 36 exchanges, queues and pairs of bindings: sent in one write with nowait, answered
         # by the broker once (one round trip instead of 145).
         names = self.names
-        quorum = self.settings.any_quorum
+        quorum = self.options.any_quorum
         methods: list[Any] = [_exchange_declare(names.delivery, "topic")]
         for level in range(topology.DELAY_LEVELS):
             name = names.delay_level(level)
@@ -278,7 +267,7 @@ class Transport:
         (``product``, ``version``, ``cluster_name``...)."""
         out: Link = self._require(self._out, "server_properties")
         with mapped("waiting for the connection"):
-            connection = await out.connection(self.settings.publish_timeout)
+            connection = await out.connection(self.options.publish_timeout)
         return dict(connection.server_properties)
 
     async def _probe(self, request: Any) -> Any:
@@ -303,11 +292,11 @@ class Transport:
             ok = await self._rpc(commands.Queue.Purge(queue=queue_name))
         return int(ok.message_count or 0)
 
-    def beat_lease(self, holder: str) -> Lease:
+    def beat_lease(self, holder: str) -> NativeLease:
         """A bid of ``holder`` (a scheduler's name) for the periodic schedulers' lease, on a
         connection of its own named ``taskq-beat:{holder}`` (see taskq.transport.lease)."""
-        names, s = self.names, self.settings
-        return Lease(
+        names, s = self.names, self.options
+        return NativeLease(
             self._endpoints,
             f"taskq-beat:{holder}",
             (names.beat_lease, topology.beat_lease_arguments(s.any_quorum)),
@@ -340,7 +329,7 @@ class Transport:
         props = properties(message)
         # Inline rather than through _patiently: this is the hot path, and a closure and two
         # more coroutines per send doubled the garbage collector's work under load.
-        timeout = self.settings.publish_timeout
+        timeout = self.options.publish_timeout
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -494,7 +483,7 @@ class Transport:
         ``on_lost(new name)`` is called so that waiters learn it at once. Returns a cancel
         function.
         """
-        arguments = topology.reply_queue_arguments(expires, self.settings.any_quorum)
+        arguments = topology.reply_queue_arguments(expires, self.options.any_quorum)
         current, reconnected = queue_name, False
 
         async def declare(channel: Channel) -> str:
@@ -528,7 +517,7 @@ class Transport:
         inbound = await self._inbound()
         doing = mapped("opening a reply queue")
         with doing:
-            connection = await inbound.connection(self.settings.publish_timeout)
+            connection = await inbound.connection(self.options.publish_timeout)
             channel = await connection.channel()
         try:
             with doing:

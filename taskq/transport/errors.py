@@ -39,7 +39,15 @@ def broker_error(
         return PublishError(f"{doing}: returned by RabbitMQ as unroutable: {exc}", unroutable=True)
     if isinstance(exc, Nacked):
         return PublishError(f"{doing}: nacked by RabbitMQ: {exc}")
-    code = exc.code if isinstance(exc, ChannelClosed) else 0
+    return by_code(exc.code if isinstance(exc, ChannelClosed) else 0, exc, doing, refused)
+
+
+def by_code(
+    code: int, exc: BaseException, doing: str, refused: type[BrokerError] | None = None
+) -> BrokerError:
+    """The taskq error for a channel or connection that closed with reply ``code`` (0: the
+    connection was lost) because of ``exc``, while ``doing`` something; any AMQP client's
+    errors are mapped through here (see also taskq.transport.aiopika_errors)."""
     if code not in REFUSALS:
         return BrokerUnavailable(f"{doing}: lost the broker: {exc}")
     if refused is None:

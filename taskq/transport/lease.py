@@ -46,10 +46,10 @@ QueueSpec = tuple[str, dict[str, Any]]
 """A queue's name and declare arguments."""
 
 
-class Tenure:
+class NativeTenure:
     """The active term of a lease holder: the records it holds, and how it replaces them.
 
-    Ends when its channel closes (``lost``); ``commit`` then raises ChannelClosed.
+    Ends when its channel closes (``lost``); ``commit`` then raises BrokerUnavailable.
     """
 
     def __init__(self, channel: Channel, queue: str, mirror: str | None, timeout: float) -> None:
@@ -84,7 +84,7 @@ class Tenure:
 
     async def wait(self, timeout: float | None, stop: asyncio.Event) -> None:
         """Return after ``timeout`` seconds, or as soon as the lease is lost or ``stop`` set."""
-        await _first_of([self._channel.closing, stop.wait()], timeout)
+        await first_of([self._channel.closing, stop.wait()], timeout)
 
     async def commit(
         self, messages: Sequence[tuple[str, str, OutgoingMessage]], record: bytes
@@ -92,9 +92,17 @@ class Tenure:
         """Publish ``messages`` (mandatory) and ``record``, and ack the records held, in one
         transaction; return once the new record is back with this holder. Returns the
         message IDs of ``messages`` that the broker returned as unroutable (with their reply
-        codes). ChannelClosed if the lease was lost, or the broker did not answer within
+        codes). BrokerUnavailable if the lease was lost, or the broker did not answer within
         the timeout (the transaction's outcome is then unknown: release the lease, so that
         whoever holds it next reads the record that counts)."""
+        try:
+            return await self._commit(messages, record)
+        except ChannelClosed as exc:
+            raise BrokerUnavailable(f"the lease is lost: {exc}") from exc
+
+    async def _commit(
+        self, messages: Sequence[tuple[str, str, OutgoingMessage]], record: bytes
+    ) -> dict[str, int]:
         channel = self._channel
         if channel.is_closed:
             raise ChannelClosed("the lease is lost")
@@ -102,7 +110,7 @@ class Tenure:
             channel.publish(exchange, routing_key, message.body, properties(message),
                             mandatory=True)  # fmt: skip
         record_id = uuid.uuid4().hex
-        record_props = properties(_record(record, record_id))
+        record_props = properties(record_message(record, record_id))
         channel.publish("", self._queue, record, record_props, mandatory=False)
         if self._mirror is not None:
             channel.publish("", self._mirror, record, record_props, mandatory=False)
@@ -119,7 +127,7 @@ class Tenure:
                 for tag in tags:
                     self._held.pop(tag, None)
                 returned = channel.take_returns()
-                await _first_of([back, channel.closing], None)
+                await first_of([back, channel.closing], None)
         except TimeoutError:
             raise ChannelClosed("the broker did not confirm the lease's commit in time") from None
         finally:
@@ -129,7 +137,7 @@ class Tenure:
         return returned
 
 
-class Lease:
+class NativeLease:
     """One process's bid for a lease queue, on a connection of its own (see the module doc)."""
 
     def __init__(
@@ -151,7 +159,7 @@ class Lease:
         self._timeout = commit_timeout
         self._connection: Connection | None = None
 
-    async def acquire(self, initial: bytes, stop: asyncio.Event) -> Tenure | None:
+    async def acquire(self, initial: bytes, stop: asyncio.Event) -> NativeTenure | None:
         """Connect, bid, and wait until this bidder holds the lease: its Tenure, or None once
         ``stop`` is set. A bidder waits as long as another one holds the lease.
 
@@ -167,7 +175,7 @@ class Lease:
             self._connection = connection
             channel = await connection.channel()
             tenure = await self._bid(channel, initial)
-            await _first_of([tenure.started.wait(), connection.closed, stop.wait()], None)
+            await first_of([tenure.started.wait(), connection.closed, stop.wait()], None)
             if tenure.started.is_set() and not tenure.lost:
                 return tenure
             if not stop.is_set():
@@ -186,7 +194,7 @@ class Lease:
         await self.release()
         return None
 
-    async def _bid(self, channel: Channel, initial: bytes) -> Tenure:
+    async def _bid(self, channel: Channel, initial: bytes) -> NativeTenure:
         name, arguments = self._queue
         ok = await channel.rpc(
             commands.Queue.Declare(queue=name, durable=True, arguments=arguments)
@@ -200,10 +208,10 @@ class Lease:
         if not ok.message_count and not ok.consumer_count:
             # Nobody holds a record and none is waiting: this is a new lease. Published before
             # tx.select, so that it needs no commit.
-            record = _record(initial, uuid.uuid4().hex)
+            record = record_message(initial, uuid.uuid4().hex)
             channel.publish("", name, initial, properties(record), mandatory=False)
         await channel.rpc(commands.Tx.Select())
-        tenure = Tenure(channel, name, mirror, self._timeout)
+        tenure = NativeTenure(channel, name, mirror, self._timeout)
         await channel.consume(name, name, tenure.on_delivery, prefetch=0)
         return tenure
 
@@ -215,12 +223,13 @@ class Lease:
             await connection.close()
 
 
-def _record(body: bytes, record_id: str) -> OutgoingMessage:
+def record_message(body: bytes, record_id: str) -> OutgoingMessage:
+    """A lease record with ``body`` as an outgoing message."""
     return OutgoingMessage(body=body, message_id=record_id, type=RECORD_TYPE,
                            content_type=CONTENT_TYPE)  # fmt: skip
 
 
-async def _first_of(waits: Sequence[Awaitable[Any]], timeout: float | None) -> None:
+async def first_of(waits: Sequence[Awaitable[Any]], timeout: float | None) -> None:
     """Wait until one of ``waits`` finishes, or ``timeout``; futures passed in are not
     cancelled (they may belong to someone else), the rest are."""
     pending = [asyncio.ensure_future(w) for w in waits]

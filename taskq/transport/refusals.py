@@ -42,3 +42,11 @@ def blamed(code: int, reply_text: str, publishes: Sequence[tuple[str, int]]) -> 
 def _first(publishes: Sequence[tuple[str, int]], match: Callable[[str, int], bool]) -> int | None:
     # The broker reads a channel in order: the first publish that fits is the refused one.
     return next((i for i, (exchange, size) in enumerate(publishes) if match(exchange, size)), None)
+
+
+def names_one(code: int, reply_text: str) -> bool:
+    """Whether the broker's ``reply_text`` names what it refused (an exchange, a size): then
+    :func:`blamed` tells whether one publish is the refused one."""
+    if code in (NOT_FOUND, ACCESS_REFUSED):
+        return _EXCHANGE.search(reply_text) is not None
+    return code == PRECONDITION_FAILED and _TOO_LARGE.search(reply_text) is not None

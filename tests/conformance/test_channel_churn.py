@@ -16,6 +16,7 @@ from taskq.control import LastSeen
 from tests.support import BROKER
 
 pytestmark = pytest.mark.one_queue_only  # no worker: the client's connections are under test
+NATIVE_ONLY = "channel-number reuse of the native client"
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from tests.broker_control import channels_of, connection_pids, consumed
 from tests.support import BROKER, adding_app, eventually, running_worker
 
 pytestmark = pytest.mark.one_queue_only  # no worker: the client's connections are under test
+NATIVE_ONLY = "channel-number bookkeeping of the native client"
 
 
 async def open_app(app: App) -> str:

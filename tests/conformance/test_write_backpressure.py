@@ -17,6 +17,8 @@ from taskq.events import encode
 from taskq.transport.connection import FLUSH_AT, UNCONFIRMED_LIMIT
 from tests.support import broker_proxy, queue_messages
 
+NATIVE_ONLY = "measures the native client's own write buffer and its limits"
+
 EVENTS = 50_000
 BATCH = 500
 SENDS = 100

@@ -18,7 +18,7 @@ import redis.asyncio
 
 from taskq import App, ResultUnavailable, TaskHandle, TaskState, TaskStatus
 from taskq.results.redis import RedisResultStore
-from taskq.transport import Transport
+from taskq.transport import make_transport
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
 from tests.redis_support import OwnRedis, own_redis_server
 from tests.support import BROKER, eventually, running_worker
@@ -290,7 +290,11 @@ async def test_closing_the_store_while_its_listener_connects_is_prompt(prefix: s
     cancellation inside redis-py) and tell the waiter."""
     app = App("close", broker=BROKER, prefix=prefix, results=REDIS)
     for attempt in range(100):
-        store = RedisResultStore(REDIS, Transport(app.settings))
+        store = RedisResultStore(
+            REDIS,
+            make_transport(app.settings.transport_options()),
+            result_ttl=app.settings.result_ttl,
+        )
         await store.open()
         waiter = asyncio.create_task(store.wait("never", timeout=30))
         await asyncio.sleep(attempt % 50 * 0.0002)  # land the close at different points
@@ -302,7 +306,9 @@ async def test_closing_the_store_while_its_listener_connects_is_prompt(prefix: s
 
 async def test_a_waiter_on_a_closed_store_is_told(prefix: str) -> None:
     app = App("closed", broker=BROKER, prefix=prefix, results=REDIS)
-    store = RedisResultStore(REDIS, Transport(app.settings))
+    store = RedisResultStore(
+        REDIS, make_transport(app.settings.transport_options()), result_ttl=app.settings.result_ttl
+    )
     raw = redis.asyncio.from_url(REDIS)
     await store.open()
     try:

@@ -15,7 +15,7 @@ from taskq.results.postgres import PostgresResultStore
 from taskq.results.redis import RedisResultStore
 from taskq.settings import load_settings
 from taskq.testing.contract import Check, Contract, StoreFactory, checks
-from taskq.transport import Transport
+from taskq.transport import make_transport
 from tests.postgres_support import POSTGRES, drop_tables, table_of
 from tests.redis_support import REDIS_URL
 from tests.support import BROKER, REPO
@@ -58,7 +58,9 @@ def amqp(prefix: str) -> StoreFactory:
 def redis_store(prefix: str) -> StoreFactory:
     def make(*, result_ttl: float | None) -> RedisResultStore:
         settings = load_settings(prefix=prefix, result_ttl=result_ttl, broker=BROKER)
-        return RedisResultStore(REDIS, Transport(settings))
+        return RedisResultStore(
+            REDIS, make_transport(settings.transport_options()), result_ttl=settings.result_ttl
+        )
 
     return make
 

@@ -15,7 +15,7 @@ import pytest
 
 from taskq import App, BrokerError, BrokerUnavailable, TaskqError
 from taskq.settings import Settings
-from taskq.transport import Transport
+from taskq.transport import Transport, make_transport
 from taskq.transport.connection import ChannelClosed
 from tests.support import BROKER, eventually
 from tests.tcp_proxy import TcpProxy, tcp_proxy
@@ -72,7 +72,7 @@ async def test_a_cut_connection_never_lets_a_transport_error_escape(
 ) -> None:
     settings = Settings(broker=proxy.amqp_url(), prefix=prefix, publish_timeout=SHORT,
                         connect_timeout=SHORT)  # fmt: skip
-    transport = Transport(settings, connection_name=f"boundary-{prefix}")
+    transport = make_transport(settings.transport_options(), connection_name=f"boundary-{prefix}")
     await transport.connect()
     try:
         # Both connections open (the consuming one opens at its first use), then both drop.
@@ -128,7 +128,8 @@ async def test_a_refused_request_is_a_broker_error_with_its_reply_code(
     prefix: str, topology_cleanup: set[str]
 ) -> None:
     settings = Settings(broker=BROKER, prefix=prefix)
-    first, second = Transport(settings), Transport(settings)
+    options = settings.transport_options()
+    first, second = make_transport(options), make_transport(options)
     await first.connect()
     await second.connect()
     try:

@@ -240,7 +240,7 @@ async def test_correct_call_on_closed_app_raises_lifecycle_error(app: App) -> No
 async def test_configure_after_open_is_refused(app: App) -> None:
     app.configure(prefix="other")
     assert app.names.exchange == "other"
-    transport = types.SimpleNamespace(settings=app.settings, names=app.names)
+    transport = types.SimpleNamespace(names=app.names)
     app.attach(transport, object())  # type: ignore[arg-type]  # pretend it is open
     try:
         with pytest.raises(LifecycleError):

@@ -73,7 +73,7 @@ class FakeLease:
 class FakeTransport:
     def __init__(self, lease: FakeLease, app: App) -> None:
         self.lease = lease
-        self.settings, self.names = app.settings, app.names
+        self.names = app.names
         self.declared: list[str] = []
 
     def beat_lease(self, holder: str) -> FakeLease:
@@ -91,7 +91,7 @@ async def _run(app: App, seconds: float) -> tuple[FakeTenure, FakeTransport]:
     transport = FakeTransport(FakeLease(tenure), app)
     scheduler = Scheduler(app.periodic_entries, app.names, name="s", clock=clock)
     holder.append(scheduler)
-    await scheduler.run(Sender.over(transport, None))  # type: ignore[arg-type]
+    await scheduler.run(Sender.over(transport, None, app.settings))  # type: ignore[arg-type]
     assert scheduler.state == "stopped" and transport.lease.released >= 1
     return tenure, transport
 

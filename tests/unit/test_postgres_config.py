@@ -9,7 +9,11 @@ from taskq import App, ConfigurationError
 from taskq.results.postgres import PostgresResultStore, pool_size, split_url
 from taskq.results.postgres_schema import Tables
 from taskq.results.registry import make_store
-from taskq.transport import Transport
+from taskq.transport import Transport, make_transport
+
+
+def _transport(app: App) -> Transport:
+    return make_transport(app.settings.transport_options())
 
 
 def test_taskq_options_are_taken_out_of_the_url() -> None:
@@ -44,11 +48,11 @@ def test_table_names_are_checked_and_quoted() -> None:
 def test_an_app_builds_the_store_from_its_settings() -> None:
     app = App("pg", prefix="shop", results="postgresql://postgres@127.0.0.1/test",
               result_ttl=60, concurrency=64)  # fmt: skip
-    store = make_store(app.settings.results, Transport(app.settings), 64)
+    store = make_store(app.settings.results, _transport(app), 64, settings=app.settings)
     assert isinstance(store, PostgresResultStore)
     assert (store.tables.name, store.pool_size) == ("shop_results", 10)
     url = "postgres://postgres:s3cret@127.0.0.1/test?taskq_table=mine&taskq_pool_size=7"
-    store = make_store(url, Transport(app.settings))
+    store = make_store(url, _transport(app), settings=app.settings)
     assert isinstance(store, PostgresResultStore)
     assert (store.tables.name, store.pool_size) == ("mine", 7)
     assert "s3cret" not in repr(store)
@@ -57,6 +61,6 @@ def test_an_app_builds_the_store_from_its_settings() -> None:
 def test_results_must_be_a_known_url_or_a_store() -> None:
     app = App("x", results="mysql://db/x")
     with pytest.raises(ConfigurationError, match="unknown result store"):
-        make_store(app.settings.results, Transport(app.settings))
+        make_store(app.settings.results, _transport(app), settings=app.settings)
     with pytest.raises(ConfigurationError, match=r"lacks .*wait"):
         App("x", results=object())  # type: ignore[arg-type]

@@ -21,9 +21,10 @@ from taskq.results.registry import (
     protocol_members,
     register_store,
 )
-from taskq.transport import Transport
+from taskq.transport import Transport, make_transport
 
 UNREACHABLE = "amqp://guest:guest@192.0.2.1:1/"
+SETTINGS = App("unit", broker=UNREACHABLE, result_ttl=42).settings
 MADE: list[StoreRequest] = []
 
 
@@ -41,7 +42,7 @@ def restore_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def transport() -> Transport:
-    return Transport(App("unit", broker=UNREACHABLE, result_ttl=42).settings)
+    return make_transport(SETTINGS.transport_options())
 
 
 def test_the_built_in_schemes() -> None:
@@ -49,12 +50,12 @@ def test_the_built_in_schemes() -> None:
 
 
 def test_amqp_is_the_default_store(transport: Transport) -> None:
-    assert isinstance(make_store("amqp", transport), AmqpResultStore)
+    assert isinstance(make_store("amqp", transport, settings=SETTINGS), AmqpResultStore)
 
 
 def test_a_registered_scheme_builds_its_store(transport: Transport) -> None:
     register_store("memory", make_recorded)
-    store = make_store("memory://anything", transport, 8)
+    store = make_store("memory://anything", transport, 8, settings=SETTINGS)
     assert isinstance(store, MemoryStore) and store.result_ttl == 42
     assert [(r.url, r.concurrency, r.transport) for r in MADE] == [
         ("memory://anything", 8, transport)
@@ -64,12 +65,12 @@ def test_a_registered_scheme_builds_its_store(transport: Transport) -> None:
 
 def test_an_unknown_scheme_names_the_known_ones(transport: Transport) -> None:
     with pytest.raises(ConfigurationError, match="unknown result store") as caught:
-        make_store("mysql://user:s3cret@db/x", transport)
+        make_store("mysql://user:s3cret@db/x", transport, settings=SETTINGS)
     message = str(caught.value)
     assert "redis://" in message and "postgresql://" in message
     assert "s3cret" not in message
     with pytest.raises(ConfigurationError, match="unknown result store"):
-        make_store("amqp://elsewhere/", transport)  # the AMQP store has no URL
+        make_store("amqp://elsewhere/", transport, settings=SETTINGS)  # the AMQP store has no URL
 
 
 @pytest.mark.parametrize("scheme", ["", "My", "1x", "a b", "x:y"])
@@ -81,7 +82,7 @@ def test_a_scheme_must_be_a_url_scheme(scheme: str) -> None:
 def test_a_factory_must_make_a_store(transport: Transport) -> None:
     register_store("broken", lambda request: object())  # type: ignore[arg-type,return-value]
     with pytest.raises(ConfigurationError, match="lacks durable, open"):
-        make_store("broken://", transport)
+        make_store("broken://", transport, settings=SETTINGS)
 
 
 def _install_entry_point(root: Path, scheme: str, target: str) -> None:
@@ -101,7 +102,7 @@ def test_an_unknown_scheme_is_looked_up_by_entry_point(
     _install_entry_point(tmp_path, scheme, f"{__name__}:make_recorded")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert scheme not in known_schemes()  # loaded only when asked for
-    store = make_store(f"{scheme}://x", transport)
+    store = make_store(f"{scheme}://x", transport, settings=SETTINGS)
     assert isinstance(store, MemoryStore) and len(MADE) == 1
     assert scheme in known_schemes()  # and then kept
 
@@ -113,7 +114,7 @@ def test_an_entry_point_that_fails_to_load_is_a_configuration_error(
     _install_entry_point(tmp_path, scheme, "no_such_module_for_taskq:make")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigurationError, match=f"entry point '{scheme}'.*failed to load"):
-        make_store(f"{scheme}://x", transport)
+        make_store(f"{scheme}://x", transport, settings=SETTINGS)
 
 
 def test_the_checked_members_come_from_the_protocol() -> None:
