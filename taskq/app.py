@@ -3,43 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
-import inspect
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import topology
-from .exceptions import ConfigurationError, LifecycleError, TaskRegistrationError
+from .exceptions import LifecycleError
 from .handle import TaskHandle
-from .hooks import Hook, Hooks, entry_point_hooks
+from .hooks import Hook, Hooks
 from .memory.inprocess import start_in_process_worker
 from .memory.seam import transport_for
-from .periodic.entry import CatchUp, PeriodicEntry, make_entry
+from .periodic.entry import CatchUp, PeriodicEntry
 from .periodic.schedule import schedule_of
+from .registry import PeriodicOptions, TaskOptions, TaskRegistry
 from .results.base import ResultStore
 from .results.registry import check_store, make_store
 from .results.shared import SharedStore
 from .retry import RetryPolicy
 from .sending import Sender, SendItem, partition_for
-from .settings import (
-    Settings,
-    check_partition_count,
-    check_priority,
-    check_queue_name,
-    load_settings,
-)
+from .settings import Settings, load_settings
 from .sync import SyncClient
-from .task import (
-    PoolKind,
-    SendOptions,
-    Task,
-    TaskCall,
-    TaskConfig,
-    check_pool_options,
-    task_name_of,
-    unknown_task,
-)
+from .task import PoolKind, SendOptions, Task, TaskCall, unknown_task
 from .transport import Transport
 
 P = ParamSpec("P")
@@ -86,11 +70,10 @@ class App:
         self.settings: Settings = load_settings(broker=broker, **settings)
         self.names = topology.Names(self.settings.prefix)
         self._sync: SyncClient | None = None
-        self._tasks: dict[str, Task[Any, Any]] = {}
-        self._periodic: dict[str, PeriodicEntry] = {}
+        self.registry = TaskRegistry(self)
+        """The registered tasks and periodic entries (see taskq.registry)."""
         self.hooks = Hooks()
         """The hooks added with ``add_hook`` and from entry points (see taskq.hooks)."""
-        self._entry_points_loaded = False
         self.sender = Sender(f"App {name!r} is not open: use `async with app:`", self.hooks)
         """Sends this App's tasks once it is open (see taskq.sending)."""
         self.default_retry = retry
@@ -99,7 +82,7 @@ class App:
 
     def __repr__(self) -> str:
         return (
-            f"<App {self.name!r} broker={self.settings.redacted_broker()} tasks={len(self._tasks)}>"
+            f"<App {self.name!r} broker={self.settings.redacted_broker()} tasks={len(self.tasks)}>"
         )
 
     # -- configuration -----------------------------------------------------------------------
@@ -125,15 +108,12 @@ class App:
         """Add the hooks of the ``taskq.hooks`` entry point group (once: later calls do
         nothing). Opening the App and starting a worker call this. ConfigurationError if an
         entry point cannot be loaded or gives no Hook."""
-        if not self._entry_points_loaded:
-            for hook in entry_point_hooks():
-                self.hooks.add(hook)
-            self._entry_points_loaded = True
+        self.hooks.load_entry_points()
 
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
         """The registered tasks by name."""
-        return self._tasks
+        return self.registry.tasks
 
     @overload
     def task(self, func: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
@@ -187,24 +167,19 @@ class App:
         hard timeout with ``pool="thread"`` or shorter than ``timeout``.
         """
 
+        options = TaskOptions(
+            name, queue, priority, timeout, retry, ignore_result, partitions, pool, hard_timeout
+        )
+
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
-            task = self._new_task(fn, name, queue, priority, timeout, retry, ignore_result)
-            if pool is not None or hard_timeout is not None:
-                task.config = dataclasses.replace(
-                    task.config, **check_pool_options(task.config, pool, hard_timeout)
-                )
-            if partitions is not None:
-                self._set_partitions(task.config.queue, partitions)
-                task.config = dataclasses.replace(task.config, partitions=partitions)
-            self._tasks[task.name] = task
-            return task
+            return self.registry.add(fn, options)
 
         return register if func is None else register(func)
 
     @property
     def periodic_entries(self) -> Mapping[str, PeriodicEntry]:
         """The periodic entries by name (the name of each entry's task)."""
-        return self._periodic
+        return self.registry.periodic
 
     def periodic(
         self,
@@ -233,62 +208,14 @@ class App:
         time zone raises ConfigurationError and arguments that do not fit the function raise
         InvalidArguments, here, at import.
         """
+        options = TaskOptions(name, queue, priority, timeout, retry)
         schedule = schedule_of(every=every, cron=cron, timezone=timezone, start=start)
+        when = PeriodicOptions(schedule, args, kwargs, catch_up)
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
-            task = self._new_task(fn, name, queue, priority, timeout, retry, False)
-            entry = make_entry(task, schedule, args, kwargs, catch_up)
-            self._tasks[task.name] = task
-            self._periodic[task.name] = entry
-            return task
+            return self.registry.add_periodic(fn, options, when)
 
         return cast(_TaskDecorator, register)
-
-    def _new_task(
-        self,
-        fn: Callable[..., Any],
-        name: str | None,
-        queue: str | None,
-        priority: int | None,
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        ignore_result: bool,
-    ) -> Task[Any, Any]:
-        """A checked, not yet registered task of ``fn``."""
-        task_name = task_name_of(fn, name)
-        if task_name in self._tasks:
-            raise TaskRegistrationError(
-                f"a task named {task_name!r} is already registered "
-                f"({self._tasks[task_name].func!r}); pass name= to register another"
-            )
-        queue_name = check_queue_name(self.settings.default_queue if queue is None else queue)
-        if priority is not None:
-            check_priority(self.settings, priority, queue_name, explicit=True)
-        if timeout is not None and timeout <= 0:
-            raise ConfigurationError(f"timeout of task {task_name!r} must be > 0")
-        config = TaskConfig(
-            name=task_name,
-            queue=queue_name,
-            priority=priority,
-            timeout=timeout,
-            retry=retry,
-            is_async=inspect.iscoroutinefunction(fn),
-            ignore_result=ignore_result,
-        )
-        return Task(self, fn, config)
-
-    def _set_partitions(self, queue: str, partitions: int) -> None:
-        """Record a task's partition count of ``queue`` in the settings (where the transport
-        and workers read it); ConfigurationError if the queue already has another count."""
-        check_partition_count(queue, partitions)
-        known = self.settings.partitions.get(queue)
-        if known is not None and known != partitions:
-            raise ConfigurationError(
-                f"queue {queue!r} has {known} partition(s) (from the partitions setting or "
-                f"another task), not {partitions}: every task of a queue must agree"
-            )
-        merged = {**self.settings.partitions, queue: partitions}
-        self.settings = self.settings.model_copy(update={"partitions": merged})
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -391,7 +318,7 @@ class App:
         An unregistered name goes to the default queue with no argument checks; the worker
         that knows the task validates them.
         """
-        task = self._tasks.get(name) or unknown_task(self, name, self.settings.default_queue)
+        task = self.tasks.get(name) or unknown_task(self, name, self.settings.default_queue)
         return TaskCall(task, SendOptions())
 
     async def send(self, name: str, /, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
@@ -401,7 +328,7 @@ class App:
     def handle(self, task_id: str, task_name: str = "") -> TaskHandle[Any]:
         """A handle for a task sent earlier (by ID). Needs a durable store to see other
         processes' tasks; results come back untyped unless ``task_name`` is registered here."""
-        task = self._tasks.get(task_name)
+        task = self.tasks.get(task_name)
         validate = task.validate_result if task is not None else None
         return TaskHandle(task_id, task_name, self.store, validate, owned=False)
 

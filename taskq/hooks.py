@@ -199,6 +199,7 @@ class Hooks:
         self.errors = 0
         """Exceptions raised by hooks of this chain (each logged)."""
         self._hooks: list[Hook] = []
+        self._entry_points_loaded = False
         self.replace(hooks)
 
     def __iter__(self) -> Iterator[Hook]:
@@ -210,6 +211,13 @@ class Hooks:
     def add(self, hook: Hook) -> None:
         """Append ``hook``; ConfigurationError if it is not a Hook."""
         self.replace([*self._hooks, hook])
+
+    def load_entry_points(self) -> None:
+        """Append the hooks of the ``taskq.hooks`` entry point group, the first time only;
+        ConfigurationError if an entry point cannot be loaded or gives no Hook."""
+        if not self._entry_points_loaded:
+            self.replace([*self._hooks, *entry_point_hooks()])
+            self._entry_points_loaded = True
 
     def remove(self, hook: Hook) -> None:
         """Take ``hook`` out of the chain (nothing if it is not in it)."""

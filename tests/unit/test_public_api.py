@@ -51,7 +51,7 @@ NOT_EXPORTED = {
     ("worker", "ActiveTask"),
     ("worker", "Counters"),
     ("hooks", "Hooks"),  # the chain (app.hooks, worker.hooks): built by taskq, not by users
-    ("hooks", "entry_point_hooks"),  # what App.load_entry_point_hooks adds
+    ("hooks", "entry_point_hooks"),  # what Hooks.load_entry_points adds
     ("hooks", "init_process"),  # for process pools: taskq.hooks.init_process(app)
     ("hooks", "is_hook_header"),  # the header-name rule that send and retry headers share
 }
