@@ -175,15 +175,14 @@ class Signature:
         fields: dict[str, Any] = {}
         for index, (name, param) in enumerate(self.inspected.parameters.items()):
             hint = self._hints.get(name, Any)
+            default: Any
+            # A call may leave *args and **kwargs out: binding then has no entry for them.
             if param.kind is param.VAR_POSITIONAL:
-                hint = tuple[hint, ...]  # type: ignore[valid-type]
+                hint, default = tuple[hint, ...], ()  # type: ignore[valid-type]
             elif param.kind is param.VAR_KEYWORD:
-                hint = dict[str, hint]  # type: ignore[valid-type]
-            required = param.default is param.empty or param.kind in (
-                param.VAR_POSITIONAL,
-                param.VAR_KEYWORD,
-            )
-            default = ... if required else param.default
+                hint, default = dict[str, hint], {}  # type: ignore[valid-type]
+            else:
+                default = ... if param.default is param.empty else param.default
             fields[f"p{index}"] = (hint, Field(default, alias=name))
         if all(spec[0] is Any for spec in fields.values()):
             return None  # nothing to validate: skip pydantic on the hot path

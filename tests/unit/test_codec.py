@@ -472,3 +472,13 @@ def test_exactly_typed_arguments_skip_validation_and_others_are_validated() -> N
     assert coerced == (1, "x", 2.0, True, b"z") and type(coerced[2]) is float
     with pytest.raises(InvalidArguments):
         signature.validate(["not an int", "x", 2.5, True, b"z"], {})
+
+
+def test_var_parameters_may_be_left_empty() -> None:
+    def report(title: str, *values: int, **labels: str) -> str:
+        return title
+
+    signature = codec.Signature(report)
+    assert signature.validate(["t"], {}) == (("t",), {})
+    assert signature.validate(["t", "1"], {"env": "prod"}) == (("t", 1), {"env": "prod"})
+    assert signature.validate([], {"title": "t"}) == (("t",), {})
