@@ -97,7 +97,7 @@ else
     # TEST_WORKERS processes at once (pytest-xdist). Tests that stop the broker (marked
     # serial) would break the others, so they run afterwards, on their own.
     check "pytest (parallel)" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" \
-        "$VENV/bin/coverage" run -m pytest -n "${TEST_WORKERS:-4}" -m "not serial"
+        "$VENV/bin/coverage" run -m pytest -n "${TEST_WORKERS:-4}" -m "not serial" --durations=25
     check "pytest (serial)" timeout --kill-after=30 "${TESTS_TIMEOUT:-1800}" \
         "$VENV/bin/coverage" run -m pytest -m serial
     # The lock holds the newest redis-py; the extra's oldest must work too. `uv run --with`
