@@ -23,8 +23,8 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from taskq import App, Worker
 from taskq.cli.common import run_loop
@@ -33,6 +33,7 @@ from taskq.testing.worker import running
 from taskq.topology import DELAY_LEVELS, DELAY_UNIT_SECONDS, MAX_DELAY_SECONDS
 
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
+T = TypeVar("T")
 FULL = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 QUICK = (0.1, 0.5, 1.0, 2.0)
 
@@ -113,16 +114,21 @@ async def measure(app: App, delays: Sequence[float], per_delay: int) -> list[dic
 
 async def run(delays: Sequence[float], per_delay: int, concurrency: int) -> list[dict[str, Any]]:
     """Start a worker, measure, stop, clean up."""
-    prefix = f"bench-delay-{uuid.uuid4().hex[:8]}"
-    app = make_app(prefix, concurrency)
+    app = make_app(f"bench-delay-{uuid.uuid4().hex[:8]}", concurrency)
+    return await with_worker(app, concurrency, lambda: measure(app, delays, per_delay))
+
+
+async def with_worker(app: App, concurrency: int, measure: Callable[[], Awaitable[T]]) -> T:
+    """``measure()`` with ``app`` open and an in-process worker running; then the prefix's
+    topology is deleted."""
     worker = Worker(app, concurrency=concurrency, shutdown_timeout=5)
     try:
         async with app, running(worker, ready_timeout=30):
-            # Declare up front: the first delayed send of a process declares the 36 levels
-            # (about 150 round trips), which is not what this measures.
+            # Declare up front: the first delayed send of a process declares the delay
+            # queues, which is not what this measures.
             await app.transport.declare_work_queue("default")
             await app.transport.declare_delay_levels()
-            return await measure(app, delays, per_delay)
+            return await measure()
     finally:
         await delete_topology(app.settings, ["default"])
 

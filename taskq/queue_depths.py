@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .redact import redact_url
-from .topology import DELAY_LEVELS, Names, routes, split_route
+from .topology import Names, delay_queue_names, routes, split_route
 from .transport import Transport, split_urls
 
 MANAGEMENT_PORT = 15672
@@ -111,7 +111,7 @@ def known_queues(
     for queue in sorted(set(queues)):
         full += [names.work_queue(route) for route in routes(queue, counts.get(queue, 1))]
         full.append(names.dead_queue(queue))
-    return full + [names.delay_level(level) for level in range(DELAY_LEVELS)]
+    return full + delay_queue_names(names, legacy=True)
 
 
 def by_logical_queue(rows: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:

@@ -8,7 +8,9 @@ name                          kind           purpose
 ``{p}.q.{queue}.{i}``         queue          partition i of a partitioned work queue
 ``{p}.dlx``                   direct         dead-letter exchange of every work queue
 ``{p}.q.{queue}.dead``        queue          what finally failed, reason in headers
-``{p}.delay.{L}``             topic + queue  delay level L, TTL 2**L ms, dead-letters to L-1
+``{p}.delay16.{P}``           topic          delay digit position P (0-8)
+``{p}.delay16.{P}.{v}``       queue          TTL v * 16**P ms, dead-letters to position P-1
+``{p}.delay.{L}``             topic + queue  binary delay level L of older versions (drained)
 ``{p}.delivery``              topic          routes what leaves level 0 to its work queue
 ``{p}.events``                topic          task and worker events
 ``{p}.control``               fanout         inspect / ping broadcast
@@ -21,11 +23,11 @@ A queue with k > 1 partitions (see :func:`routes`) is k work queues ``{queue}.0`
 ``{queue}.{k-1}`` (their routing keys: the route), with one ``.dead`` queue for all of them.
 Queue names have no dots, so the one dot of a route always separates the partition number.
 
-Delays are written in binary into the routing key: ``b35.b34. ... .b0.{route}``. A message
-passes through level queue L only if bit L is set; each level queue has one fixed TTL, so
-RabbitMQ's head-first expiry is exact and a long delay never holds back a short one.
-The unit is one millisecond and there are 36 levels: the longest delay is 2**36 - 1 ms
-(about 795 days).
+Delays are written in base 16 into the routing key: ``d8.d7. ... .d0.{route}`` (see
+:class:`DelayScheme`). A message waits in queue ``(P, v)`` only if digit P is v != 0; each
+queue has one fixed TTL, so RabbitMQ's head-first expiry is exact and a long delay never holds
+back a short one. The unit is one millisecond and there are 9 digits: the longest delay is
+16**9 - 1 = 2**36 - 1 ms (about 795 days), as with the 36 binary levels it replaces.
 """
 
 from __future__ import annotations
@@ -106,20 +108,21 @@ class Names:
         return f"{self.prefix}.beat.status"
 
     def delay_level(self, level: int) -> str:
-        """Name of the exchange and of the queue of delay level ``level``."""
+        """Name of the exchange and of the queue of binary delay level ``level`` (the delay
+        path of older versions, :data:`LEGACY_DELAY`)."""
         return f"{self.prefix}.delay.{level}"
 
     @property
     def delay_entry(self) -> str:
-        """The top level's exchange: any delay routing key may be published to it."""
-        return self.delay_level(DELAY_LEVELS - 1)
+        """The top digit's exchange: any delay routing key may be published to it."""
+        return DELAY.exchange(self, DELAY.digits - 1)
 
     def delay_exchange(self, delay_ms: int) -> str:
-        """The exchange to publish a message delayed by ``delay_ms`` to: the level of its
-        highest set bit. The levels above would only pass it down (their bits are 0), and
-        each exchange-to-exchange hop is routing work for the broker on every publish
-        (entering at the top made delayed publishes 5-9x slower than direct ones)."""
-        return self.delay_level(max(0, delay_ms.bit_length() - 1))
+        """The exchange to publish a message delayed by ``delay_ms`` to: that of its highest
+        non-zero digit. The ones above would only pass it down, and each exchange-to-exchange
+        hop is routing work for the broker on every publish (entering at the top made delayed
+        publishes 5-9x slower than direct ones)."""
+        return DELAY.entry(self, delay_ms)
 
 
 def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -127,9 +130,24 @@ def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str
     (what to delete to remove a prefix's topology). Name partitions by their routes
     (``orders.0``...): a route's work queue is ``{p}.q.{route}``."""
     queue_names = [n for q in queues for n in (names.work_queue(q), names.dead_queue(q))]
-    levels = [names.delay_level(level) for level in range(DELAY_LEVELS)]
+    delay_queues = list(dict.fromkeys(delay_queue_names(names, legacy=True)))
+    delay_exchanges = list(
+        dict.fromkeys(DELAY.exchange_names(names) + LEGACY_DELAY.exchange_names(names))
+    )
     fixed = [names.exchange, names.dlx, names.delivery, names.events, names.control]
-    return queue_names + levels + [names.beat_lease, names.beat_status], levels + fixed
+    return (
+        queue_names + delay_queues + [names.beat_lease, names.beat_status],
+        delay_exchanges + fixed,
+    )
+
+
+def delay_queue_names(names: Names, *, legacy: bool = False) -> list[str]:
+    """Every TTL queue of the delay scheme, and with ``legacy`` the binary levels too (where
+    messages sent before an upgrade may wait)."""
+    current = DELAY.queue_names(names)
+    if not legacy or DELAY == LEGACY_DELAY:
+        return current
+    return current + LEGACY_DELAY.queue_names(names)
 
 
 QUORUM_DELIVERY_LIMIT = 100
@@ -176,26 +194,6 @@ def dead_queue_arguments(queue_type: QueueType = "classic") -> dict[str, Any]:
     return _quorum_arguments() if queue_type == "quorum" else {"x-queue-type": "classic"}
 
 
-def delay_level_arguments(names: Names, level: int, *, quorum: bool) -> dict[str, Any]:
-    """Arguments of delay level queue ``level``: fixed TTL 2**level ms, dead-letter one level down.
-
-    No dead-letter routing key is set, so the message keeps its binary routing key. With quorum
-    work queues the levels are quorum queues with at-least-once dead-lettering (which needs
-    ``x-overflow: reject-publish``), so a message cannot be lost between levels.
-    """
-    target = names.delay_level(level - 1) if level > 0 else names.delivery
-    args: dict[str, Any] = {
-        "x-message-ttl": 2**level,
-        "x-dead-letter-exchange": target,
-    }
-    if quorum:
-        args.update(_quorum_arguments())
-        args.update(_QUORUM_DEAD_LETTERING)
-    else:
-        args["x-queue-type"] = "classic"
-    return args
-
-
 def _classic_or_quorum(quorum: bool) -> dict[str, Any]:
     return _quorum_arguments() if quorum else {"x-queue-type": "classic"}
 
@@ -221,41 +219,200 @@ def beat_status_arguments(quorum: bool = False) -> dict[str, Any]:
     return {**_classic_or_quorum(quorum), "x-max-length": 1}
 
 
-def _bit_pattern(level: int, bit: str) -> str:
-    # The routing key lists bits from level DELAY_LEVELS-1 down to 0, then the queue name.
-    return "*." * (DELAY_LEVELS - 1 - level) + bit + ".#"
+@dataclasses.dataclass(frozen=True, slots=True)
+class DelayPath:
+    """Where one delayed message goes: the TTL queues it waits in, top first, and how many
+    exchanges route it (the delivery exchange included)."""
+
+    queues: list[str]
+    exchanges: int
 
 
-def delay_level_bindings(names: Names, level: int) -> tuple[tuple[str, str], tuple[str, str]]:
-    """``(queue binding pattern, (next exchange, pattern))`` of delay exchange ``level``.
+@dataclasses.dataclass(frozen=True, slots=True)
+class DelayDeclarations:
+    """Everything one delay scheme declares under a prefix, in declaration order."""
 
-    A key with bit ``level`` set goes into the level's queue; with it clear, on to the next
-    exchange down (``{p}.delivery`` below level 0).
+    exchanges: list[str]
+    queues: list[tuple[str, dict[str, Any]]]
+    queue_bindings: list[tuple[str, str, str]]
+    """``(queue, exchange, pattern)``"""
+    exchange_bindings: list[tuple[str, str, str]]
+    """``(destination, source, pattern)``"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DelayScheme:
+    """Delays written in base ``2**digit_bits`` into the routing key, one word per digit,
+    highest first, then the route: ``d8.d7. ... .d0.{route}`` (hexadecimal digits in base 16).
+
+    Digit position P has a topic exchange and one queue per non-zero digit value v, with the
+    fixed TTL v * radix**P ms, dead-lettering to the exchange of position P-1 (the delivery
+    exchange below position 0). A message waits only in the queues of its non-zero digits.
+    ``digit_bits=1`` is the binary levels ``{p}.delay.{L}`` (taskq 0.x): same names, keys.
     """
-    below = names.delay_level(level - 1) if level > 0 else names.delivery
-    return (names.delay_level(level), _bit_pattern(level, "1")), (below, _bit_pattern(level, "0"))
+
+    digit_bits: int
+
+    @property
+    def radix(self) -> int:
+        return int(2**self.digit_bits)
+
+    @property
+    def digits(self) -> int:
+        return -(-DELAY_LEVELS // self.digit_bits)
+
+    @property
+    def max_ms(self) -> int:
+        return int(self.radix**self.digits) - 1
+
+    def describe(self) -> str:
+        return f"base {self.radix}: {self.digits} digits, {self.digits * (self.radix - 1)} queues"
+
+    def exchange(self, names: Names, position: int) -> str:
+        """The exchange of digit ``position`` (the delivery exchange below 0)."""
+        if position < 0:
+            return names.delivery
+        if self.digit_bits == 1:
+            return names.delay_level(position)
+        return f"{names.prefix}.delay{self.radix}.{position}"
+
+    def queue(self, names: Names, position: int, value: int) -> str:
+        """The TTL queue of digit ``value`` at ``position``."""
+        if self.digit_bits == 1:
+            return names.delay_level(position)
+        return f"{self.exchange(names, position)}.{value}"
+
+    def split(self, delay_ms: int) -> list[int]:
+        """The digits of ``delay_ms``, lowest position first."""
+        if not 0 <= delay_ms <= self.max_ms:
+            raise ValueError(f"delay must be between 0 and {self.max_ms} ms, got {delay_ms}")
+        return [(delay_ms >> (self.digit_bits * p)) % self.radix for p in range(self.digits)]
+
+    def routing_key(self, delay_ms: int, route: str) -> str:
+        """The routing key that carries ``delay_ms``, then the target route."""
+        words = [format(d, "x") for d in reversed(self.split(delay_ms))]
+        return ".".join([*words, route])
+
+    def entry(self, names: Names, delay_ms: int) -> str:
+        """The exchange to publish ``delay_ms`` to: that of its highest non-zero digit (the
+        ones above would only pass it down, each a routing step on every publish)."""
+        return self.exchange(names, max(0, (delay_ms.bit_length() - 1) // self.digit_bits))
+
+    def path(self, names: Names, delay_ms: int) -> DelayPath:
+        """The queues ``delay_ms`` waits in and the exchanges that route it."""
+        digits = self.split(delay_ms)
+        top = max(0, (delay_ms.bit_length() - 1) // self.digit_bits)
+        waits = [self.queue(names, p, digits[p]) for p in range(top, -1, -1) if digits[p]]
+        return DelayPath(waits, top + 2)
+
+    def _pattern(self, position: int, word: str) -> str:
+        return "*." * (self.digits - 1 - position) + word + ".#"
+
+    def delivery_binding(self, route: str) -> str:
+        """The delivery exchange's binding of a route: exactly ``digits`` words, then it."""
+        return "*." * self.digits + route
+
+    def route_of_key(self, routing_key: str) -> str:
+        """The route written after the digit words of a delay routing key."""
+        return routing_key.split(".", self.digits)[-1]
+
+    def delay_of_key(self, routing_key: str) -> int:
+        """The delay in ms written in a delay routing key's digit words."""
+        words = routing_key.split(".", self.digits)[: self.digits]
+        return int("".join(words), self.radix)
+
+    def queue_arguments(
+        self, names: Names, position: int, value: int, *, quorum: bool
+    ) -> dict[str, Any]:
+        """Fixed TTL ``value * radix**position`` ms, dead-letter to the exchange one position
+        down with the routing key unchanged. Quorum: at-least-once dead-lettering (which
+        needs ``x-overflow: reject-publish``), so a message cannot be lost between queues."""
+        args: dict[str, Any] = {
+            "x-message-ttl": value * self.radix**position,
+            "x-dead-letter-exchange": self.exchange(names, position - 1),
+        }
+        if quorum:
+            args.update(_quorum_arguments())
+            args.update(_QUORUM_DEAD_LETTERING)
+        else:
+            args["x-queue-type"] = "classic"
+        return args
+
+    def declarations(self, names: Names, *, quorum: bool) -> DelayDeclarations:
+        """Every exchange, queue and binding of the scheme under ``names``."""
+        out = DelayDeclarations([], [], [], [])
+        for p in range(self.digits):
+            exchange = self.exchange(names, p)
+            out.exchanges.append(exchange)
+            for v in range(1, self.radix):
+                queue = self.queue(names, p, v)
+                out.queues.append((queue, self.queue_arguments(names, p, v, quorum=quorum)))
+                out.queue_bindings.append((queue, exchange, self._pattern(p, format(v, "x"))))
+            below = self.exchange(names, p - 1)
+            out.exchange_bindings.append((below, exchange, self._pattern(p, "0")))
+        return out
+
+    def queue_names(self, names: Names) -> list[str]:
+        """Every TTL queue of the scheme, highest position last."""
+        return [self.queue(names, p, v) for p in range(self.digits) for v in range(1, self.radix)]
+
+    def exchange_names(self, names: Names) -> list[str]:
+        return [self.exchange(names, p) for p in range(self.digits)]
+
+
+LEGACY_DELAY = DelayScheme(digit_bits=1)
+"""The binary levels of taskq before issue 25: what an older producer may still publish to,
+and where messages sent before an upgrade may still wait."""
+
+DELAY = DelayScheme(digit_bits=4)
+"""The delay scheme taskq publishes with: base 16, 9 digits, 135 queues. Measured against
+base 2, 4 and 8 in docs/internals/topology.md: the broker's cost of a delayed message is
+mostly topic routing, which grows with the words of the key times the exchanges passed."""
+
+
+def delay_path(delay_ms: int, names: Names | None = None) -> DelayPath:
+    """The path of ``delay_ms`` through :data:`DELAY` (queue names under ``names``)."""
+    return DELAY.path(names or Names("taskq"), delay_ms)
+
+
+def delay_queue_ttls(names: Names) -> list[tuple[str, int]]:
+    """``(queue, TTL in ms)`` of every delay queue, the binary levels of older versions last
+    (messages sent before an upgrade may wait there)."""
+    schemes = [DELAY] if DELAY == LEGACY_DELAY else [DELAY, LEGACY_DELAY]
+    return [
+        (scheme.queue(names, p, v), v * scheme.radix**p)
+        for scheme in schemes
+        for p in range(scheme.digits)
+        for v in range(1, scheme.radix)
+    ]
 
 
 def delivery_binding(route: str) -> str:
     """The ``{p}.delivery`` binding pattern of a work queue (its route, see :func:`routes`):
-    exactly DELAY_LEVELS bit words, then the route. Anchored on the bit count rather than
-    ``#.{route}``, so that the key of ``orders.3`` cannot match the binding of a queue named
-    ``3`` (topic ``*`` is exactly one word, ``#`` any number)."""
-    return "*." * DELAY_LEVELS + route
+    exactly as many digit words as the scheme has, then the route. Anchored on the word count
+    rather than ``#.{route}``, so that the key of ``orders.3`` cannot match the binding of a
+    queue named ``3`` (topic ``*`` is exactly one word, ``#`` any number)."""
+    return DELAY.delivery_binding(route)
+
+
+def delivery_bindings(route: str) -> list[str]:
+    """Every delivery binding of a route: the current scheme's and, while messages sent
+    before an upgrade may still wait in the binary levels, theirs."""
+    keys = [DELAY.delivery_binding(route), LEGACY_DELAY.delivery_binding(route)]
+    return list(dict.fromkeys(keys))
 
 
 def delay_routing_key(delay_ms: int, queue: str) -> str:
-    """The routing key that carries ``delay_ms`` in binary, then the target route."""
-    if not 0 <= delay_ms <= MAX_DELAY_MS:
-        raise ValueError(f"delay must be between 0 and {MAX_DELAY_MS} ms, got {delay_ms}")
-    bits = format(delay_ms, f"0{DELAY_LEVELS}b")
-    return ".".join(bits) + "." + queue
+    """The routing key that carries ``delay_ms``, then the target route."""
+    return DELAY.routing_key(delay_ms, queue)
 
 
 def queue_from_delay_key(routing_key: str) -> str:
-    """The target route (queue, or ``queue.i`` for a partition) written after the bit words
-    of a delay routing key."""
-    return routing_key.split(".", DELAY_LEVELS)[-1]
+    """The target route (queue, or ``queue.i`` for a partition) written after the digit words
+    of a delay routing key (of the current scheme, or of the binary levels)."""
+    words = routing_key.count(".") + 1
+    scheme = LEGACY_DELAY if words > LEGACY_DELAY.digits else DELAY
+    return scheme.route_of_key(routing_key)
 
 
 # -- partitions --------------------------------------------------------------------------------

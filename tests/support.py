@@ -35,7 +35,7 @@ from taskq.control import presence_queue
 from taskq.message import Envelope
 from taskq.testing.polling import eventually
 from taskq.testing.worker import running
-from taskq.topology import DELAY_LEVELS, Names, every_name
+from taskq.topology import DELAY, LEGACY_DELAY, Names, every_name
 from taskq.transport.endpoints import Endpoint, parse_endpoint
 from tests.apps import noise
 from tests.tcp_proxy import TcpProxy, tcp_proxy
@@ -89,11 +89,15 @@ async def delete_topology(prefix: str, queues: Iterable[str]) -> None:
     """Delete every exchange and queue a test with ``prefix`` may have declared."""
     names = Names(prefix)
     queue_names, exchanges = every_name(names, queues)
-    # Exchanges bound to each other (delay level L to L-1, level 0 to the delivery exchange)
+    # Exchanges bound to each other (delay position P to P-1, 0 to the delivery exchange)
     # must not be deleted at the same moment: RabbitMQ 3.10 then fails with INTERNAL_ERROR.
-    # Two rounds, each without neighbours: even levels with the others, then odd levels
-    # with the delivery exchange.
-    odd = {names.delay_level(level) for level in range(1, DELAY_LEVELS, 2)} | {names.delivery}
+    # Two rounds, each without neighbours: even positions with the others, then odd ones
+    # with the delivery exchange (of both schemes: the binary levels of older versions too).
+    odd = {
+        scheme.exchange(names, p)
+        for scheme in (DELAY, LEGACY_DELAY)
+        for p in range(1, scheme.digits, 2)
+    } | {names.delivery}
     connection = await aio_pika.connect(BROKER)
     try:
         # Spread over a few channels (a channel runs one synchronous method at a time), the
@@ -144,19 +148,29 @@ async def queue_length(queue_name: str) -> int:
 
 
 async def delay_level_messages(prefix: str) -> list[int]:
-    """Ready messages in each delay level queue of ``prefix``, level 0 first (all zeros if the
-    levels were never declared). A message moving between two levels is briefly in neither."""
+    """Ready messages in each delay queue of ``prefix`` (see :func:`delay_queue_messages`)."""
+    return list((await delay_queue_messages(prefix)).values())
+
+
+async def delay_queue_messages(prefix: str) -> dict[str, int]:
+    """Ready messages in each delay queue of ``prefix``: those of the base-16 scheme, then the
+    binary levels of older versions; zeros for queues never declared. A message moving
+    between two queues is briefly in neither."""
     names = Names(prefix)
     connection = await aio_pika.connect(BROKER)
     try:
         channel = await connection.channel()
-        counts = []
-        for level in range(DELAY_LEVELS):
-            try:
-                queue = await channel.declare_queue(names.delay_level(level), passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                return [0] * DELAY_LEVELS  # the levels are declared all together or not at all
-            counts.append(queue.declaration_result.message_count or 0)
+        counts: dict[str, int] = {}
+        for scheme in (DELAY, LEGACY_DELAY):
+            for name in scheme.queue_names(names):
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    # a scheme's queues are declared all together or not at all
+                    counts.update(dict.fromkeys(scheme.queue_names(names), 0))
+                    channel = await connection.channel()  # the refusal closed the channel
+                    break
+                counts[name] = queue.declaration_result.message_count or 0
         return counts
     finally:
         await connection.close()

@@ -19,7 +19,7 @@ from .. import control
 from ..app import App
 from ..exceptions import DecodeError
 from ..message import envelope_of
-from ..topology import DELAY_LEVELS, logical_queue, queue_from_delay_key
+from ..topology import delay_queue_ttls, logical_queue, queue_from_delay_key
 from ..transport import Delivery
 from . import beat, tables
 from .common import ExitCode, UsageError
@@ -192,17 +192,12 @@ _RENDER = {"ping": _ping, "active": _active, "reserved": _reserved, "stats": _st
 
 async def _scheduled(app: App, args: argparse.Namespace) -> int:
     transport, names = app.transport, app.names
-    levels = []
-    for level in range(DELAY_LEVELS):
-        depth = await transport.queue_depth(names.delay_level(level))
+    levels: list[dict[str, Any]] = []
+    for level, (queue, ttl_ms) in enumerate(delay_queue_ttls(names)):
+        depth = await transport.queue_depth(queue)
         if depth is not None and depth.messages:
             levels.append(
-                {
-                    "level": level,
-                    "queue": depth.name,
-                    "messages": depth.messages,
-                    "ttl_ms": 2**level,
-                }
+                {"level": level, "queue": depth.name, "messages": depth.messages, "ttl_ms": ttl_ms}
             )
     peeked = await _peek(app, [lv["queue"] for lv in levels], args.peek) if args.peek else []
     if args.json:

@@ -39,8 +39,9 @@ class Expected:
         return name.startswith(f"{self.prefix}.q.") and name.endswith(".dead")
 
     def owns(self, name: str) -> bool:
-        """Whether ``name`` is a work, dead-letter or delay queue of the prefix."""
-        return name.startswith((f"{self.prefix}.q.", f"{self.prefix}.delay."))
+        """Whether ``name`` is a work, dead-letter or delay queue of the prefix (the base-16
+        ``{p}.delay16.`` queues, and the binary ``{p}.delay.`` levels of older versions)."""
+        return name.startswith((f"{self.prefix}.q.", f"{self.prefix}.delay"))
 
 
 def expected_of(app: App, extra_queues: Iterable[str] = ()) -> Expected:
@@ -60,10 +61,8 @@ def expected_of(app: App, extra_queues: Iterable[str] = ()) -> Expected:
         arguments[names.dead_queue(queue)] = topology.dead_queue_arguments(
             settings.queue_type_of(queue)
         )
-    for level in range(topology.DELAY_LEVELS):
-        arguments[names.delay_level(level)] = topology.delay_level_arguments(
-            names, level, quorum=settings.any_quorum
-        )
+    plan = topology.DELAY.declarations(names, quorum=settings.any_quorum)
+    arguments.update(plan.queues)
     timeouts = {
         task.name: (
             names.work_queue(task.config.queue),

@@ -27,9 +27,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .. import topology
 from ..exceptions import BrokerError, PublishError
 from ..message import OutgoingMessage
-from ..topology import DELAY_LEVELS
 from ..transport import Delivery, properties
 from .url import MemoryUrl
 
@@ -204,9 +204,8 @@ def topic_matches(pattern: list[str], words: list[str]) -> bool:
 
 
 def delay_of(routing_key: str) -> float:
-    """Seconds of delay written in binary in a delay routing key's bit words."""
-    bits = routing_key.split(".", DELAY_LEVELS)[:DELAY_LEVELS]
-    return int("".join(bits), 2) / 1000
+    """Seconds of delay written in a delay routing key's digit words."""
+    return topology.DELAY.delay_of_key(routing_key) / 1000
 
 
 class MemoryBroker:

@@ -106,13 +106,14 @@ class MemoryTransport(Transport):
             work = names.work_queue(route)
             broker.declare_queue(work, dead_letter=(names.dlx, queue))
             broker.bind(work, names.exchange, route)
-            broker.bind(work, names.delivery, topology.delivery_binding(route))
+            for key in topology.delivery_bindings(route):
+                broker.bind(work, names.delivery, key)
 
     async def declare_delay_levels(self) -> None:
         broker, names = self.broker, self.names
         broker.declare_exchange(names.delivery, "topic")
-        for level in range(topology.DELAY_LEVELS):
-            broker.declare_exchange(names.delay_level(level), "topic").delay_to = names.delivery
+        for name in topology.DELAY.exchange_names(names):
+            broker.declare_exchange(name, "topic").delay_to = names.delivery
 
     async def declare_exchange(self, name: str, kind: str) -> None:
         self.broker.declare_exchange(name, kind)

@@ -273,7 +273,8 @@ class AioPikaTransport:
         for route in topology.routes(queue, o.partitions_of(queue)):
             work = await _queue(channel, names.work_queue(route), work_arguments)
             await work.bind(exchange, route)
-            await work.bind(delivery, topology.delivery_binding(route))
+            for key in topology.delivery_bindings(route):
+                await work.bind(delivery, key)
         await dead.bind(dlx, queue)
 
     async def declare_delay_levels(self) -> None:
@@ -286,16 +287,16 @@ class AioPikaTransport:
                 self._declared.add("::delay")
 
     async def _levels(self, channel: AbstractChannel) -> None:
-        names, quorum = self.names, self.options.any_quorum
-        await _exchange(channel, names.delivery, "topic")
-        for level in range(topology.DELAY_LEVELS):
-            name = names.delay_level(level)
-            (_, into_queue), (below, onward) = topology.delay_level_bindings(names, level)
-            exchange = await _exchange(channel, name, "topic")
-            arguments = topology.delay_level_arguments(names, level, quorum=quorum)
-            level_queue = await _queue(channel, name, arguments)
-            await level_queue.bind(exchange, into_queue)
-            await (await _exchange(channel, below, "topic")).bind(exchange, onward)
+        names = self.names
+        plan = topology.DELAY.declarations(names, quorum=self.options.any_quorum)
+        exchanges = {names.delivery: await _exchange(channel, names.delivery, "topic")}
+        for name in plan.exchanges:
+            exchanges[name] = await _exchange(channel, name, "topic")
+        queues = {name: await _queue(channel, name, arguments) for name, arguments in plan.queues}
+        for queue, exchange, key in plan.queue_bindings:
+            await queues[queue].bind(exchanges[exchange], key)
+        for destination, source, key in plan.exchange_bindings:
+            await exchanges[destination].bind(exchanges[source], key)
 
     async def declare_exchange(self, name: str, kind: str) -> None:
         """Declare one durable exchange of ``kind`` ('direct', 'topic' or 'fanout')."""

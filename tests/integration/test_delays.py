@@ -1,9 +1,10 @@
-"""Delayed delivery through the binary delay levels, against the real broker.
+"""Delayed delivery through the base-16 delay queues (and the binary levels of older
+versions, for messages sent before an upgrade), against the real broker.
 
-Timing never decides pass or fail beyond "not earlier than asked" (which the TTL levels
+Timing never decides pass or fail beyond "not earlier than asked" (which the TTL queues
 guarantee): a late delivery is only bounded by a deadline far beyond any plausible delay. The
-accuracy figures live in benchmarks/delay_accuracy.py. Every test also checks that the delay
-levels hold nothing (or only what it left there on purpose) at the end.
+figures live in benchmarks/delay_accuracy.py and benchmarks/delays.py. Every test also checks
+that the delay queues hold nothing (or only what it left there on purpose) at the end.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Sequence
 
 import pytest
 
-from taskq import App, ConfigurationError, TaskStatus
-from taskq.topology import DELAY_LEVELS, delay_routing_key
+from taskq import App, ConfigurationError, TaskStatus, topology
+from taskq.topology import DELAY
 from tests.support import (
     BROKER,
     delay_level_messages,
+    delay_queue_messages,
     eventually,
     queue_length,
     queue_messages,
@@ -35,6 +38,19 @@ async def levels_hold(app: App) -> int:
     return sum(await delay_level_messages(app.settings.prefix))
 
 
+async def waits(app: App, delays: Sequence[float]) -> list[float]:
+    """Send one ``arrive`` per delay, all at once; how long each took to arrive (s)."""
+    arrive = app.tasks["arrive"]
+
+    async def one(delay: float) -> float:
+        sent = time.time()
+        handle = await arrive.options(countdown=delay).delay(sent)
+        arrived: float = await handle.result(timeout=delay + DEADLINE)
+        return arrived - sent
+
+    return list(await asyncio.gather(*(one(d) for d in delays)))
+
+
 @pytest.fixture
 def app(prefix: str, topology_cleanup: set[str]) -> App:
     app = App("delays", broker=BROKER, prefix=prefix)
@@ -48,17 +64,9 @@ def app(prefix: str, topology_cleanup: set[str]) -> App:
 
 
 async def test_delays_arrive_no_earlier_than_asked(app: App) -> None:
-    arrive = app.tasks["arrive"]
+    delays = (0.2, 1.5, 3.3)  # digits 0xc8, 0x5dc and 0xce4 (in milliseconds)
     async with app, running_worker(app):
-
-        async def one(delay: float) -> float:
-            sent = time.time()
-            handle = await arrive.options(countdown=delay).delay(sent)
-            arrived: float = await handle.result(timeout=delay + DEADLINE)
-            return arrived - sent
-
-        delays = (0.2, 1.5, 3.3)  # levels 7..2, 10..2 and 11..2 (in milliseconds)
-        waited = await asyncio.gather(*(one(d) for d in delays))
+        waited = await waits(app, delays)
         assert await levels_hold(app) == 0
     for delay, took in zip(delays, waited, strict=True):
         assert took >= delay - GRANULARITY, f"{delay} s delay arrived after {took:.4f} s"
@@ -73,10 +81,11 @@ async def test_long_delay_does_not_hold_back_a_short_one(app: App) -> None:
         arrived = await short.result(timeout=1 + DEADLINE)
         assert arrived - sent >= 1 - GRANULARITY
         assert await long.status() is TaskStatus.PENDING
-        # The hour-long message is still parked in a level queue (2**21 ms ~ 35 min), and
-        # it is the only one there.
-        levels = await delay_level_messages(app.settings.prefix)
-        assert levels[21] + levels[20] == 1 and sum(levels) == 1
+        # The hour-long message is still parked in its top digit's queue (3 * 16**5 ms,
+        # about 52 min), and it is the only one there.
+        held = await delay_queue_messages(app.settings.prefix)
+        first = DELAY.path(app.names, 3_600_000).queues[0]
+        assert held[first] == 1 and sum(held.values()) == 1
 
 
 async def test_eta_in_the_past_runs_now_and_future_eta_waits(app: App) -> None:
@@ -131,25 +140,73 @@ async def test_delayed_message_survives_a_worker_restart(app: App) -> None:
         async with running_worker(app):
             sent = time.time()
             handle = await arrive.options(countdown=3).delay(sent)
-        # The worker is gone; the message is in the broker: parked in a delay level queue
-        # (bit L of the delay says the message waits in level L), or arrived in the work
-        # queue if the check comes late; never anywhere else, and never twice.
-        levels = [
-            level
-            for level, bit in enumerate(reversed(delay_routing_key(3000, "q").split(".")[:-1]))
-            if bit == "1"
-        ]
-        assert max(levels) == 11 and len(levels) < DELAY_LEVELS
+        # The worker is gone; the message is in the broker: parked in one of the queues of
+        # its path (one per non-zero digit of the delay), or arrived in the work queue if
+        # the check comes late; never anywhere else, and never twice.
+        path = DELAY.path(app.names, 3000).queues
+        assert path == [DELAY.queue(app.names, 2, 11), DELAY.queue(app.names, 1, 11),
+                        DELAY.queue(app.names, 0, 8)]  # fmt: skip
         work_queue = app.names.work_queue("default")
 
         async def in_the_broker() -> bool:
-            held = await delay_level_messages(app.settings.prefix)
-            parked = sum(held[level] for level in levels)
-            # A message moving between two levels is briefly in neither: eventually.
-            return parked + await queue_length(work_queue) == 1 and parked == sum(held)
+            held = await delay_queue_messages(app.settings.prefix)
+            parked = sum(held[queue] for queue in path)
+            # A message moving between two queues is briefly in neither: eventually.
+            return parked + await queue_length(work_queue) == 1 and parked == sum(held.values())
 
         await eventually(in_the_broker, timeout=DEADLINE, what="the message in the broker")
         async with running_worker(app):
             arrived = await handle.result(timeout=DEADLINE)
         assert arrived - sent >= 3 - GRANULARITY
         assert await levels_hold(app) == 0
+
+
+async def test_a_mixed_delay_batch_all_arrives_none_early(app: App) -> None:
+    """Delays of every magnitude, with odd milliseconds (every digit value and position up
+    to the seconds), sent at once: each arrives, none before its time."""
+    delays = [0.001, 0.017, 0.255, 0.256, 0.4095, 0.4096, 1.0, 1.234, 2.5, 3.75] * 3
+    async with app, running_worker(app):
+        waited = await waits(app, delays)
+        assert await levels_hold(app) == 0
+    early = [(d, w) for d, w in zip(delays, waited, strict=True) if w < d - GRANULARITY]
+    assert not early, early
+
+
+async def test_a_message_waiting_in_the_old_binary_levels_is_delivered(
+    prefix: str, topology_cleanup: set[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upgrade: a version with the binary levels sent a delayed task; the new version's
+    worker (which declares only the base-16 queues) still runs it: the old levels drain into
+    the delivery exchange by themselves, where every work queue keeps the old binding."""
+
+    arrivals: list[float] = []
+
+    def make() -> App:
+        app = App("delays", broker=BROKER, prefix=prefix)
+
+        @app.task(ignore_result=True)
+        async def arrive(sent: float) -> None:
+            arrivals.append(time.time())
+
+        return app
+
+    old = make()
+    monkeypatch.setattr(topology, "DELAY", topology.LEGACY_DELAY)
+    async with old:  # its reply queue goes when it closes: the task records its arrival
+        sent = time.time()
+        await old.tasks["arrive"].options(countdown=2).delay(sent)
+    held = await delay_queue_messages(prefix)
+    assert sum(held[name] for name in topology.LEGACY_DELAY.queue_names(old.names)) == 1
+    monkeypatch.undo()
+
+    new = make()
+    async with new, running_worker(new):
+        assert topology.DELAY.digit_bits == 4
+        await new.transport.declare_delay_levels()
+
+        async def ran() -> bool:
+            return bool(arrivals)
+
+        await eventually(ran, timeout=2 + DEADLINE, what="the task sent before the upgrade")
+        assert arrivals[0] >= sent + 2 - GRANULARITY and len(arrivals) == 1
+        assert await levels_hold(new) == 0

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from taskq import App, ConfigurationError
+from taskq.topology import DELAY
 from tests.support import BROKER, running_worker
 
 
@@ -65,10 +66,10 @@ async def test_round_trip_and_delay_on_quorum_queues(app: App) -> None:
     assert work["args"]["x-dead-letter-strategy"] == "at-least-once"
     assert queues[names.dead_queue("default")]["type"] == "quorum"
 
-    for level in (0, 9, 35):
-        delay = queues[names.delay_level(level)]
+    for position, value in ((0, 1), (2, 7), (8, 15)):
+        delay = queues[DELAY.queue(names, position, value)]
         assert delay["type"] == "quorum"
-        assert delay["args"]["x-message-ttl"] == 2**level
+        assert delay["args"]["x-message-ttl"] == value * 16**position
         assert delay["args"]["x-dead-letter-strategy"] == "at-least-once"
         assert delay["args"]["x-overflow"] == "reject-publish"
 

@@ -169,7 +169,7 @@ def test_memory_and_disk_alarms_fail(expected: Expected) -> None:
 def test_leaders_all_on_one_node_warn_and_a_leaderless_queue_fails(expected: Expected) -> None:
     rows = healthy_queues(expected)
     quorum = [r for r in rows if r["type"] == "quorum"]
-    assert len(quorum) == 40  # 2 work queues, their 2 dead queues and 36 delay levels
+    assert len(quorum) == 139  # 2 work queues, their 2 dead queues and 135 delay queues
     for row in quorum:
         row["leader"] = NODES[0]
     quorum[0]["leader"] = NODES[2] + "-gone"
@@ -177,8 +177,8 @@ def test_leaders_all_on_one_node_warn_and_a_leaderless_queue_fails(expected: Exp
     statuses = sorted(f.status for f in findings)
     assert statuses == [Status.FAIL, Status.WARN]
     heavy = next(f for f in findings if f.status is Status.WARN)
-    assert heavy.data["leaders"] == {NODES[0]: 39, NODES[1]: 0, NODES[2]: 0}
-    assert heavy.data["limit"] == leader_limit(40, 3) == 15
+    assert heavy.data["leaders"] == {NODES[0]: 138, NODES[1]: 0, NODES[2]: 0}
+    assert heavy.data["limit"] == leader_limit(139, 3)
     assert "rabbitmq-queues rebalance quorum" in heavy.detail
 
 
@@ -191,7 +191,7 @@ def test_leaders_ignore_other_prefixes_and_a_stopped_node(expected: Expected) ->
     (found,) = by_check(
         diagnose(snapshot(expected, queues=rows, nodes=nodes), expected), "quorum-leaders"
     )
-    assert found.status is Status.OK and found.data["leaders"] == {NODES[0]: 20, NODES[1]: 20}
+    assert found.status is Status.OK and found.data["leaders"] == {NODES[0]: 70, NODES[1]: 69}
 
 
 def test_drifted_arguments_fail_with_both_values() -> None:

@@ -1,4 +1,5 @@
-"""Topology names and arguments, and a simulation of the binary delay levels."""
+"""Topology names and arguments, and a simulation of the delay schemes (base 16, and the
+binary levels of older versions)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_names() -> None:
     assert NAMES.dead_queue("emails") == "tq.q.emails.dead"
     assert NAMES.delay_level(0) == "tq.delay.0"
     assert NAMES.delay_level(7) == "tq.delay.7"
-    assert NAMES.delay_entry == f"tq.delay.{DELAY_LEVELS - 1}"
+    assert NAMES.delay_entry == "tq.delay16.8"
 
 
 def test_limits() -> None:
@@ -78,58 +79,82 @@ def test_beat_queues_follow_the_work_queues_type() -> None:
     assert status["x-queue-type"] == "quorum" and status["x-max-length"] == 1
 
 
-@pytest.mark.parametrize("level", [0, 1, 5, DELAY_LEVELS - 1])
-def test_classic_delay_level_arguments(level: int) -> None:
-    args = topology.delay_level_arguments(NAMES, level, quorum=False)
-    target = "tq.delivery" if level == 0 else f"tq.delay.{level - 1}"
+SCHEMES = [topology.DelayScheme(bits) for bits in (1, 2, 3, 4)]
+
+
+def test_the_scheme_is_base_16_and_the_legacy_one_binary() -> None:
+    assert topology.DELAY.radix == 16 and topology.DELAY.digits == 9
+    assert topology.LEGACY_DELAY.radix == 2 and topology.LEGACY_DELAY.digits == DELAY_LEVELS
+    for scheme in SCHEMES:
+        assert scheme.max_ms == MAX_DELAY_MS
+
+
+def test_delay_queue_names_and_arguments() -> None:
+    scheme = topology.DELAY
+    assert scheme.exchange(NAMES, 3) == "tq.delay16.3"
+    assert scheme.queue(NAMES, 3, 10) == "tq.delay16.3.10"
+    args = scheme.queue_arguments(NAMES, 3, 10, quorum=False)
     assert args == {
+        "x-message-ttl": 10 * 16**3,
+        "x-dead-letter-exchange": "tq.delay16.2",
+        "x-queue-type": "classic",
+    }
+    # No dead-letter routing key: the message must keep its routing key.
+    assert "x-dead-letter-routing-key" not in args
+    bottom = scheme.queue_arguments(NAMES, 0, 1, quorum=True)
+    assert bottom["x-message-ttl"] == 1 and bottom["x-dead-letter-exchange"] == "tq.delivery"
+    assert bottom["x-queue-type"] == "quorum"
+    assert bottom["x-dead-letter-strategy"] == "at-least-once"
+    assert bottom["x-overflow"] == "reject-publish"
+
+
+@pytest.mark.parametrize("level", [0, 1, 5, DELAY_LEVELS - 1])
+def test_legacy_levels_keep_their_names_and_arguments(level: int) -> None:
+    legacy = topology.LEGACY_DELAY
+    assert legacy.queue(NAMES, level, 1) == legacy.exchange(NAMES, level) == f"tq.delay.{level}"
+    target = "tq.delivery" if level == 0 else f"tq.delay.{level - 1}"
+    assert legacy.queue_arguments(NAMES, level, 1, quorum=False) == {
         "x-message-ttl": 2**level,
         "x-dead-letter-exchange": target,
         "x-queue-type": "classic",
     }
-    # No dead-letter routing key: the message must keep its binary routing key.
-    assert "x-dead-letter-routing-key" not in args
+    key = legacy.routing_key(5, "q")
+    assert key == "0." * 33 + "1.0.1.q"
 
 
-@pytest.mark.parametrize("level", [0, 3, DELAY_LEVELS - 1])
-def test_quorum_delay_level_arguments(level: int) -> None:
-    args = topology.delay_level_arguments(NAMES, level, quorum=True)
-    assert args["x-message-ttl"] == 2**level
-    assert args["x-dead-letter-exchange"] == (
-        "tq.delivery" if level == 0 else f"tq.delay.{level - 1}"
-    )
-    assert args["x-queue-type"] == "quorum"
-    assert args["x-dead-letter-strategy"] == "at-least-once"
-    assert args["x-overflow"] == "reject-publish"
-    assert "x-dead-letter-routing-key" not in args
-
-
-def test_delay_level_ttls_sum_to_max_delay() -> None:
-    total = sum(
-        topology.delay_level_arguments(NAMES, level, quorum=False)["x-message-ttl"]
-        for level in range(DELAY_LEVELS)
-    )
-    assert total == MAX_DELAY_MS
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: f"base{s.radix}")
+def test_delay_queue_ttls_sum_to_max_delay(scheme: topology.DelayScheme) -> None:
+    plan = scheme.declarations(NAMES, quorum=False)
+    assert len(plan.queues) == scheme.digits * (scheme.radix - 1)
+    # the largest value of every digit: one queue per position, the longest TTL of each
+    longest = [args["x-message-ttl"] for name, args in plan.queues if name.endswith(".15")]
+    if scheme.radix == 16:
+        assert sum(longest) == MAX_DELAY_MS
 
 
 @pytest.mark.parametrize(
-    ("delay", "bits"),
+    ("delay", "digits"),
     [
-        (0, "0" * 36),
-        (1, "0" * 35 + "1"),
-        (2, "0" * 34 + "10"),
-        (5, "0" * 33 + "101"),
-        (1000, format(1000, "036b")),
-        (MAX_DELAY_MS, "1" * 36),
+        (0, "0" * 9),
+        (1, "0" * 8 + "1"),
+        (255, "0" * 7 + "ff"),
+        (10_000, "000002710"),
+        (MAX_DELAY_MS, "f" * 9),
     ],
 )
-def test_delay_routing_key(delay: int, bits: str) -> None:
+def test_delay_routing_key(delay: int, digits: str) -> None:
     key = topology.delay_routing_key(delay, "emails")
     words = key.split(".")
-    assert len(words) == DELAY_LEVELS + 1
-    assert "".join(words[:-1]) == bits
+    assert len(words) == 10
+    assert "".join(words[:-1]) == digits
     assert words[-1] == "emails"
     assert topology.queue_from_delay_key(key) == "emails"
+    assert topology.DELAY.delay_of_key(key) == delay
+
+
+def test_queue_from_a_legacy_key() -> None:
+    key = topology.LEGACY_DELAY.routing_key(1234, "orders.3")
+    assert topology.queue_from_delay_key(key) == "orders.3"
 
 
 @pytest.mark.parametrize("delay", [-1, MAX_DELAY_MS + 1, 2**40])
@@ -138,9 +163,12 @@ def test_delay_routing_key_out_of_range(delay: int) -> None:
         topology.delay_routing_key(delay, "emails")
 
 
-def test_delivery_binding() -> None:
-    assert topology.delivery_binding("emails") == "*." * DELAY_LEVELS + "emails"
-    assert topology.delivery_binding("orders.3") == "*." * DELAY_LEVELS + "orders.3"
+def test_delivery_bindings() -> None:
+    assert topology.delivery_binding("emails") == "*." * 9 + "emails"
+    assert topology.delivery_bindings("orders.3") == [
+        "*." * 9 + "orders.3",
+        "*." * DELAY_LEVELS + "orders.3",  # the binary levels, for messages sent before
+    ]
 
 
 # -- a pure model of RabbitMQ topic routing, and a walk through the delay levels ---------------
@@ -180,72 +208,78 @@ def test_topic_model(pattern: str, key: str, expected: bool) -> None:
     assert topic_matches(pattern, key) is expected
 
 
-def walk(delay: int, queue: str, names: Names = NAMES) -> tuple[list[int], str]:
-    """Follow a message from the delay entry exchange to the exchange that routes it to a queue.
-
-    Returns the levels whose queues the message sat in (each one's TTL elapsing, then
-    dead-lettering to the exchange below) and the final exchange reached.
-    """
-    key = topology.delay_routing_key(delay, queue)
-    levels_by_exchange = {names.delay_level(level): level for level in range(DELAY_LEVELS)}
-    exchange = names.delay_entry
-    visited: list[int] = []
-    for _ in range(2 * DELAY_LEVELS + 2):  # a bound, in case the bindings loop
+def walk(
+    delay: int, queue: str, scheme: topology.DelayScheme = topology.DELAY, names: Names = NAMES
+) -> tuple[list[str], int]:
+    """Follow a message from its entry exchange to the delivery exchange, through the
+    declarations of ``scheme``: the queues it sat in (each one's TTL elapsing, then
+    dead-lettering on) and how many exchanges routed it."""
+    plan = scheme.declarations(names, quorum=False)
+    ttl = {name: args for name, args in plan.queues}
+    key = scheme.routing_key(delay, queue)
+    exchange = scheme.entry(names, delay)
+    visited: list[str] = []
+    for exchanges in range(1, 2 * DELAY_LEVELS + 2):  # a bound, in case the bindings loop
         if exchange == names.delivery:
-            return visited, exchange
-        level = levels_by_exchange[exchange]
-        (queue_name, queue_pattern), (below, below_pattern) = topology.delay_level_bindings(
-            names, level
-        )
-        to_queue = topic_matches(queue_pattern, key)
-        onward = topic_matches(below_pattern, key)
-        assert to_queue != onward, f"key {key} must match exactly one binding of level {level}"
-        if to_queue:
-            assert queue_name == names.delay_level(level)
-            visited.append(level)
-            exchange = topology.delay_level_arguments(names, level, quorum=False)[
-                "x-dead-letter-exchange"
-            ]
+            return visited, exchanges
+        into = [q for q, x, pattern in plan.queue_bindings if x == exchange and topic_matches(
+            pattern, key)]  # fmt: skip
+        onward = [d for d, x, pattern in plan.exchange_bindings if x == exchange and topic_matches(
+            pattern, key)]  # fmt: skip
+        assert len(into) + len(onward) == 1, f"{key} must match one binding of {exchange}"
+        if into:
+            visited.append(into[0])
+            exchange = ttl[into[0]]["x-dead-letter-exchange"]
         else:
-            exchange = below
+            exchange = onward[0]
     raise AssertionError(f"delay {delay} never reached {names.delivery}")
 
 
+def waited(scheme: topology.DelayScheme, queues: list[str]) -> int:
+    plan = dict(scheme.declarations(NAMES, quorum=False).queues)
+    return sum(plan[q]["x-message-ttl"] for q in queues)
+
+
 def test_walk_zero_delay_goes_straight_through() -> None:
-    assert walk(0, "emails") == ([], "tq.delivery")
+    assert walk(0, "emails") == ([], 2)
 
 
-def test_walk_max_delay_visits_every_level() -> None:
-    levels, exchange = walk(MAX_DELAY_MS, "emails")
-    assert levels == list(range(DELAY_LEVELS - 1, -1, -1))
-    assert exchange == "tq.delivery"
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: f"base{s.radix}")
+def test_walk_max_delay_visits_every_position(scheme: topology.DelayScheme) -> None:
+    queues, exchanges = walk(MAX_DELAY_MS, "emails", scheme)
+    assert len(queues) == scheme.digits and exchanges == scheme.digits + 1
+    assert waited(scheme, queues) == MAX_DELAY_MS
 
 
-def test_walk_random_delays() -> None:
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: f"base{s.radix}")
+def test_walk_random_delays(scheme: topology.DelayScheme) -> None:
     rng = random.Random(20240506)
-    delays = [rng.randrange(MAX_DELAY_MS + 1) for _ in range(300)]
-    delays += [rng.randrange(2**16) for _ in range(100)] + [1, 2, 3, 2**35, 2**35 - 1]
+    delays = [rng.randrange(MAX_DELAY_MS + 1) for _ in range(60)]
+    delays += [rng.randrange(2**16) for _ in range(30)] + [1, 2, 3, 2**35, 2**35 - 1]
     for delay in delays:
-        queue = rng.choice(["default", "emails", "a-b_c", "q1"])
-        levels, exchange = walk(delay, queue)
-        expected = [level for level in range(DELAY_LEVELS - 1, -1, -1) if delay >> level & 1]
-        assert levels == expected, delay
-        ttl_total = sum(
-            topology.delay_level_arguments(NAMES, level, quorum=False)["x-message-ttl"]
-            for level in levels
-        )
-        assert ttl_total == delay
-        assert exchange == NAMES.delivery
-        key = topology.delay_routing_key(delay, queue)
-        assert topic_matches(topology.delivery_binding(queue), key)
+        queue = rng.choice(["default", "emails", "a-b_c", "q1", "orders.3"])
+        queues, exchanges = walk(delay, queue, scheme)
+        assert waited(scheme, queues) == delay
+        path = scheme.path(NAMES, delay)
+        assert (path.queues, path.exchanges) == (queues, exchanges)
+        key = scheme.routing_key(delay, queue)
+        assert topic_matches(scheme.delivery_binding(queue), key)
         # ...and only that queue's binding, never another queue's
-        assert not topic_matches(topology.delivery_binding("other"), key)
+        assert not topic_matches(scheme.delivery_binding("other"), key)
+        assert not topic_matches(scheme.delivery_binding("3"), key)
 
 
-def test_levels_are_visited_longest_first() -> None:
-    # A message waits out its long levels first: the top level is entered first.
-    levels, _ = walk(0b1010_0000_0001, "q")
-    assert levels == [11, 9, 0]
+def test_positions_are_visited_longest_first() -> None:
+    # A message waits out its long digits first: the top one is entered first.
+    queues, exchanges = walk(0xA01, "q")
+    assert queues == ["tq.delay16.2.10", "tq.delay16.0.1"] and exchanges == 4
+
+
+def test_a_current_key_never_matches_a_legacy_delivery_binding() -> None:
+    key = topology.delay_routing_key(1234, "q")
+    assert not topic_matches(topology.LEGACY_DELAY.delivery_binding("q"), key)
+    old = topology.LEGACY_DELAY.routing_key(1234, "q")
+    assert not topic_matches(topology.DELAY.delivery_binding("q"), old)
 
 
 def test_every_name_covers_what_a_prefix_declares() -> None:
@@ -253,4 +287,6 @@ def test_every_name_covers_what_a_prefix_declares() -> None:
     queues, exchanges = topology.every_name(names, ["default", "emails"])
     assert {"p.q.default", "p.q.default.dead", "p.q.emails", "p.q.emails.dead"} <= set(queues)
     assert {names.delay_level(level) for level in range(topology.DELAY_LEVELS)} <= set(queues)
+    assert set(topology.DELAY.queue_names(names)) <= set(queues)
     assert {"p", "p.dlx", "p.delivery", "p.events", "p.control", "p.delay.0"} <= set(exchanges)
+    assert {"p.delay16.0", "p.delay16.8"} <= set(exchanges)

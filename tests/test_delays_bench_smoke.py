@@ -1,0 +1,44 @@
+"""The delays benchmark (issue 25) runs end to end with tiny N: one countdown and a spread,
+with base 16 (taskq's) and the binary levels (the comparison); every figure is there, none
+started early, and the benchmark leaves no queue behind. Timing never decides pass or fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO
+
+pytestmark = pytest.mark.slow
+
+FIGURES = {
+    "send_s", "late_p50_ms", "late_p99_ms", "late_max_ms", "early", "broker_cpu_us_per_task",
+    "queue_hops_mean", "queue_hops_max", "exchange_hops_mean", "exchange_hops_max",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "scheme"),
+    [
+        (["--countdown", "0.3"], "base 16"),
+        (["--spread", "0.05", "0.6", "--digit-bits", "1"], "base 2"),
+    ],
+)
+def test_delays_benchmark_smoke(tmp_path: Path, args: list[str], scheme: str) -> None:
+    out = tmp_path / "delays.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.delays", "--tasks", "40", *args, "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report.keys() >= FIGURES and report["tasks"] == 40
+    assert report["early"] == 0
+    assert report["scheme"].startswith(scheme)
+    assert report["late_p50_ms"] <= report["late_p99_ms"] <= report["late_max_ms"]
+    assert 1 <= report["queue_hops_max"] < report["exchange_hops_max"]
+    assert "load_before" in report and "late_p99_ms" in proc.stdout
