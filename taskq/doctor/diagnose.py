@@ -16,6 +16,7 @@ from .queue_checks import (
     check_arguments,
     check_consumer_timeout,
     check_dead_letters,
+    check_old_delay_levels,
     check_unconsumed,
 )
 from .snapshot import Snapshot
@@ -37,4 +38,5 @@ def diagnose(snap: Snapshot, expected: Expected) -> list[Finding]:
         *check_consumer_timeout(snap, expected),
         *check_unconsumed(snap, expected),
         *check_dead_letters(snap, expected),
+        *check_old_delay_levels(snap, expected),
     ]

@@ -22,6 +22,9 @@ class Expected:
     """Arguments the App declares, by full queue name: work, ``.dead`` and delay queues."""
     task_timeouts: Mapping[str, tuple[str, float | None]]
     """``task name -> (full work queue name, timeout in seconds or None: unbounded)``."""
+    old_delay_levels: tuple[str, ...] = ()
+    """The binary delay levels of taskq before issue 25 (no longer declared; messages sent
+    before an upgrade may still wait there)."""
 
     @property
     def dead_queues(self) -> tuple[str, ...]:
@@ -70,4 +73,6 @@ def expected_of(app: App, extra_queues: Iterable[str] = ()) -> Expected:
         )
         for task in app.tasks.values()
     }
-    return Expected(names.prefix, tuple(names.work_queue(q) for q in short), arguments, timeouts)
+    old = tuple(topology.LEGACY_DELAY.queue_names(names))
+    work = tuple(names.work_queue(q) for q in short)
+    return Expected(names.prefix, work, arguments, timeouts, old_delay_levels=old)

@@ -123,7 +123,7 @@ async def _amqp(transport: Transport, expected: Expected, api: Mapping[str, Any]
     """Server properties and passive declares of the App's queues; without the API, the
     broker's refusals of the App's arguments for the queues that exist."""
     depths: dict[str, Depth | None] = {}
-    for name in (*expected.work_queues, *expected.dead_queues):
+    for name in (*expected.work_queues, *expected.dead_queues, *expected.old_delay_levels):
         found = await transport.queue_depth(name)
         depths[name] = None if found is None else Depth(found.messages, found.consumers)
     refusals: dict[str, str] = {}

@@ -285,3 +285,38 @@ def check_consumer_timeout(snap: Snapshot, expected: Expected) -> list[Finding]:
             per_node=dict(timeouts.per_node),
         )
     ]
+
+
+def check_old_delay_levels(snap: Snapshot, expected: Expected) -> list[Finding]:
+    """``old-delay-levels``: what still waits in the binary delay levels of taskq before
+    issue 25, and how to remove them once empty (nothing when they do not exist)."""
+    levels = {
+        name: depth
+        for name, depth in snap.depths.items()
+        if name in expected.old_delay_levels and depth is not None
+    }
+    if not levels:
+        return []
+    waiting = sum(depth.ready for depth in levels.values())
+    delete = (
+        f"delete them: for L in $(seq 0 35); do rabbitmqctl delete_queue "
+        f"{expected.prefix}.delay.$L; done (and the exchanges of the same names)"
+    )
+    if waiting:
+        return [
+            ok(
+                "old-delay-levels",
+                f"{waiting} delayed message(s) sent before the upgrade still wait in the binary "
+                f"delay levels {expected.prefix}.delay.0-35: they drain into their work queues "
+                f"by themselves; once `taskq inspect scheduled` shows none there, {delete}",
+                waiting=waiting,
+            )
+        ]
+    return [
+        ok(
+            "old-delay-levels",
+            f"the binary delay levels {expected.prefix}.delay.0-35 of an older version are "
+            f"empty; once no producer of an older version runs, {delete}",
+            waiting=0,
+        )
+    ]

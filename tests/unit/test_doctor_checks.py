@@ -388,3 +388,17 @@ def test_recorded_answers_of_a_3_10_cluster() -> None:
         "doctor2@localhost": 0,
         "doctor3@localhost": 0,
     }
+
+
+def test_old_delay_levels_say_what_waits_and_how_to_remove_them(expected: Expected) -> None:
+    """Issue 25: the binary levels of an older version drain by themselves; doctor tells
+    what still waits there, and how to delete them once empty. Absent: nothing is said."""
+    assert len(expected.old_delay_levels) == 36 and expected.old_delay_levels[0] == "pp.delay.0"
+    assert by_check(diagnose(snapshot(expected), expected), "old-delay-levels") == []
+    waiting = dict.fromkeys(expected.old_delay_levels, Depth(0, 0)) | {"pp.delay.20": Depth(2, 0)}
+    (found,) = by_check(diagnose(snapshot(expected, depths=waiting), expected), "old-delay-levels")
+    assert found.status is Status.OK and found.data["waiting"] == 2
+    assert "2 delayed message(s)" in found.detail and "taskq inspect scheduled" in found.detail
+    empty = dict.fromkeys(expected.old_delay_levels, Depth(0, 0))
+    (found,) = by_check(diagnose(snapshot(expected, depths=empty), expected), "old-delay-levels")
+    assert found.data["waiting"] == 0 and "rabbitmqctl delete_queue pp.delay.$L" in found.detail
