@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import msgpack
@@ -59,6 +60,12 @@ async def test_send_puts_the_message_where_its_options_say(app: App, prefix: str
     assert msgpack.unpackb(message.body)[1:3] == [["hello", [1, 2]], {"punct": "!"}]
 
     assert sum(await delay_level_messages(prefix)) == 1  # the hour-long countdown waits there
+    # ...in the queue of its top base-16 digit (3,600,000 ms = 0x36ee80), as inspect says
+    shown = await run_taskq(prefix, "inspect", "scheduled", "--json")
+    assert shown.code == ExitCode.OK, shown.err
+    [level] = json.loads(shown.out)["levels"]
+    assert (level["queue"], level["messages"]) == (f"{prefix}.delay16.5.3", 1)
+    assert level["ttl_ms"] == 3 * 16**5
 
 
 async def test_send_and_wait_prints_the_result_or_the_failure(app: App, prefix: str) -> None:
