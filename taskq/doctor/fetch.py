@@ -124,6 +124,8 @@ async def _amqp(transport: Transport, expected: Expected, api: Mapping[str, Any]
     broker's refusals of the App's arguments for the queues that exist."""
     depths: dict[str, Depth | None] = {}
     for name in (*expected.work_queues, *expected.dead_queues, *expected.old_delay_levels):
+        if name in expected.old_delay_levels[1:] and depths[expected.old_delay_levels[0]] is None:
+            break  # the old levels were declared all together or not at all
         found = await transport.queue_depth(name)
         depths[name] = None if found is None else Depth(found.messages, found.consumers)
     refusals: dict[str, str] = {}

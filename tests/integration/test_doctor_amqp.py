@@ -12,6 +12,7 @@ import aio_pika
 import pytest
 
 from taskq import App
+from taskq.topology import LEGACY_DELAY, Names
 from tests.doctor_support import UNREACHABLE_API, run_doctor
 from tests.support import BROKER
 
@@ -130,3 +131,33 @@ async def test_the_table_says_healthy_on_a_healthy_prefix(prefix: str) -> None:
     lines = done.out.splitlines()
     assert lines[0].split() == ["CHECK", "STATUS", "DETAIL"]
     assert lines[-1].startswith("healthy: 0 failed")
+
+
+async def test_messages_in_the_old_binary_delay_levels_are_counted_with_how_to_remove_them(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    """Issue 25: a version before the base-16 delay queues left a message in its binary
+    levels; doctor says it waits there (it drains by itself) and how to delete the levels."""
+    names, legacy = Names(prefix), LEGACY_DELAY
+    plan = legacy.declarations(names, quorum=False)
+    connection = await aio_pika.connect(BROKER)
+    async with connection:
+        channel = await connection.channel()
+        exchanges = {
+            name: await channel.declare_exchange(name, "topic", durable=True)
+            for name in [names.delivery, *plan.exchanges]
+        }
+        for name, arguments in plan.queues:
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        for queue, exchange, key in plan.queue_bindings:
+            await (await channel.get_queue(queue)).bind(exchanges[exchange], key)
+        for destination, source, key in plan.exchange_bindings:
+            await exchanges[destination].bind(exchanges[source], key)
+        hour = legacy.routing_key(3_600_000, "default")  # waits first in level 21
+        await exchanges[legacy.entry(names, 3_600_000)].publish(
+            aio_pika.Message(b"old", delivery_mode=aio_pika.DeliveryMode.PERSISTENT), hour
+        )
+    report = await run_doctor(prefix, *NO_API, *NO_TIMEOUT)
+    (old,) = report.of("old-delay-levels")
+    assert old["status"] == "ok" and old["data"] == {"waiting": 1}
+    assert f"rabbitmqctl delete_queue {prefix}.delay.$L" in old["detail"]
