@@ -155,6 +155,18 @@ _CLEANUP = """DELETE FROM {t} WHERE task_id IN (
     SELECT task_id FROM {t} WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)"""
 
 
+# $1 join, $2 index, $3 value, $4 ttl. The advisory lock serialises the members of one join,
+# so that the last two to commit cannot each miss the other's row.
+_JOIN_ADD = """INSERT INTO {j} (join_id, idx, value, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4)) ON CONFLICT DO NOTHING"""
+_JOIN_ALL = "SELECT idx, value FROM {j} WHERE join_id = $1 ORDER BY idx"
+_JOIN_COUNT = "SELECT count(*) FROM {j} WHERE join_id = $1"
+# $1 key, $2 token, $3 ttl: the holder's token (this one if the key was free).
+_CLAIM = """INSERT INTO {c} AS c (claim_key, token, expires_at)
+VALUES ($1, $2, now() + make_interval(secs => $3))
+ON CONFLICT (claim_key) DO UPDATE SET claim_key = c.claim_key RETURNING c.token"""
+
+
 def pool_size(concurrency: int | None) -> int:
     """Connections a store's pool opens at most: a client 4; a worker a quarter of its
     concurrency plus one, between 2 and 10 (each connection is a server process: ten workers
@@ -402,6 +414,42 @@ class PostgresResultStore:
             register=self._register,
             where=f"PostgreSQL at {self._url}",
         )
+
+    async def join(self, join_id: str, index: int, size: int, value: bytes) -> list[bytes] | None:
+        """Add member ``index`` to join ``join_id`` (see taskq.workflow.JoinStore): one
+        transaction on the ``_joins`` table, under an advisory lock of the join."""
+        pool = self._pool
+        if pool is None:
+            raise ResultUnavailable(f"the result store at {self._url} is not open")
+        table = self.tables.joins
+        try:
+            async with (
+                pool.acquire(timeout=self._timeout) as connection,
+                connection.transaction(),
+            ):
+                await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", join_id)
+                await connection.execute(
+                    _JOIN_ADD.format(j=table), join_id, index, value, self._ttl
+                )
+                count = await connection.fetchval(_JOIN_COUNT.format(j=table), join_id)
+                if count < size:
+                    return None
+                rows = await connection.fetch(_JOIN_ALL.format(j=table), join_id)
+        except self._errors as exc:
+            raise self._unavailable(f"could not join {join_id} in", exc) from None
+        return [bytes(row["value"]) for row in rows]
+
+    async def claim(self, key: str, token: str) -> bool:
+        """Claim ``key`` for ``token`` (see taskq.workflow.JoinStore): a row of ``_claims``."""
+        pool = self._pool
+        if pool is None:
+            raise ResultUnavailable(f"the result store at {self._url} is not open")
+        sql = _CLAIM.format(c=self.tables.claims)
+        try:
+            holder = await pool.fetchval(sql, key, token, self._ttl)
+        except self._errors as exc:
+            raise self._unavailable(f"could not claim {key} in", exc) from None
+        return bool(holder == token)
 
     async def delete_expired(self, batch: int = CLEANUP_BATCH) -> int:
         """Delete expired rows, ``batch`` per transaction, until none is left; how many.
