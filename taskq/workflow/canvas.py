@@ -74,12 +74,15 @@ class Signature(Generic[A_contra, R_co]):
     def __or__(self: Signature[A, R1], other: Signature[R1, R2]) -> Signature[A, R2]:
         return chain(self, other)
 
-    def delay(self: Signature[object, R1]) -> Awaitable[WorkflowHandle[R1]]:
-        """Send the workflow; the handle's ``result()`` is its final value. ConfigurationError
-        (before anything is sent) for a chord when the result store cannot join one."""
+    def delay(
+        self: Signature[object, R1], *, app: App | None = None
+    ) -> Awaitable[WorkflowHandle[R1]]:
+        """Send the workflow through ``app`` (default: the App of its first task); the
+        handle's ``result()`` is its final value. ConfigurationError (before anything is
+        sent) for a chord when the result store cannot join one."""
         from .send import send_workflow
 
-        return send_workflow(self.app, self)
+        return send_workflow(self.app if app is None else app, self)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

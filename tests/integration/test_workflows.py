@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from taskq import App, ConfigurationError, Retry, TaskFailed
+from taskq import App, ConfigurationError, Retry, TaskFailed, dlq
 from taskq.workflow import chain, chord, group
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
 from tests.postgres_support import POSTGRES, drop_tables
-from tests.support import BROKER, eventually, running_worker
+from tests.support import BROKER, eventually, queue_length, running_worker
 
 # The workflow logic is under test, not the worker's queues.
 pytestmark = [pytest.mark.one_queue_only, pytest.mark.usefixtures("topology_cleanup")]
@@ -229,3 +229,35 @@ async def test_a_task_awaiting_another_task_is_refused_and_pointed_to_chords(
             await handle.result(timeout=TIMEOUT)
     assert failed.value.remote_type == "taskq.exceptions.WaitRefused"
     assert "chord" in failed.value.remote_message
+
+
+async def test_a_dlq_replay_of_a_failed_step_resumes_the_workflow(
+    prefix: str, results: str
+) -> None:
+    calls = Calls()
+    fixed = {"fragile": False}
+    app = make_app(prefix, results, calls)
+
+    @app.task
+    async def fragile(x: int) -> int:
+        calls.log.append(("fragile", x))
+        if not fixed["fragile"]:
+            raise RuntimeError(f"fragile {x} broke")
+        return x
+
+    t = tasks(app)
+    async with app, running_worker(app, concurrency=4):
+        flow = chord([t("double").s(1), fragile.s(5)], t("total").s()) | t("double").s()
+        handle = await flow.delay()
+        with pytest.raises(TaskFailed, match="fragile 5 broke"):
+            await handle.result(timeout=TIMEOUT)
+
+        async def dead_lettered() -> bool:
+            return await queue_length(app.names.dead_queue("default")) == 1
+
+        await eventually(dead_lettered, what="the failed step in .dead")
+        fixed["fragile"] = True
+        await dlq.replay(app.sender, "default", lambda dead: dead.task_name == "fragile")
+        # The workflow's final task had recorded the failure; the replay resumes it.
+        assert await app.handle(handle.id, "double").result(timeout=TIMEOUT) == 14
+    assert calls.of("total") == [[2, 5]]
