@@ -354,8 +354,7 @@ class RedisResultStore:
         script on the hash ``{prefix}:join:{id}``, with the store's TTL."""
         key = f"{self._prefix}:join:{join_id}"
         try:
-            with self._calls.call():
-                flat = await self._join_script([key], [index, size, value, self._ttl_ms])
+            flat = await self._scripts(self._join_script, [key], [index, size, value, self._ttl_ms])
         except self._errors as exc:
             raise self._unavailable(f"could not join {join_id} in", exc) from None
         if not flat:
@@ -365,11 +364,9 @@ class RedisResultStore:
 
     async def claim(self, key: str, token: str) -> bool:
         """Claim ``key`` for ``token`` (see taskq.workflow.JoinStore): ``{prefix}:claim:{key}``."""
+        claim_key = f"{self._prefix}:claim:{key}"
         try:
-            with self._calls.call():
-                won = await self._claim_script(
-                    [f"{self._prefix}:claim:{key}"], [token, self._ttl_ms]
-                )
+            won = await self._scripts(self._claim_script, [claim_key], [token, self._ttl_ms])
         except self._errors as exc:
             raise self._unavailable(f"could not claim {key} in", exc) from None
         return bool(won)

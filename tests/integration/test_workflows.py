@@ -3,12 +3,13 @@ link, link_error, failure and a retry inside a member."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from taskq import App, ConfigurationError, Retry, TaskFailed, dlq
+from taskq import App, ConfigurationError, Hook, Retry, Sending, TaskFailed, dlq
 from taskq.workflow import chain, chord, group
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
 from tests.postgres_support import POSTGRES, drop_tables
@@ -261,3 +262,40 @@ async def test_a_dlq_replay_of_a_failed_step_resumes_the_workflow(
         # The workflow's final task had recorded the failure; the replay resumes it.
         assert await app.handle(handle.id, "double").result(timeout=TIMEOUT) == 14
     assert calls.of("total") == [[2, 5]]
+
+
+class Capture(Hook):
+    """Keeps the envelopes of the messages this App sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def before_send(self, send: Sending) -> None:
+        self.sent.append(send.envelope)
+
+
+async def test_a_member_redelivered_after_the_join_does_not_run_the_callback_again(
+    prefix: str, results: str
+) -> None:
+    calls = Calls()
+    app = make_app(prefix, results, calls)
+    capture = Capture()
+    app.add_hook(capture)
+    t = tasks(app)
+    async with app, running_worker(app, concurrency=4) as worker:
+        handle = await chord([t("double").s(1), t("double").s(2)], t("total").s()).delay()
+        assert await handle.result(timeout=TIMEOUT) == 6
+        # The last member's worker died after its join, before its ack: the broker delivers
+        # it again. It is skipped (it succeeded), sends the callback again (it cannot know
+        # whether its first send went out), and that copy is acked without running.
+        member = next(e for e in capture.sent if e.task_name == "double")
+        again = dataclasses.replace(member, deliveries=1).to_message()
+        received = worker.counters.received
+        await app.sender.republish(app.names.exchange, member.route, again)
+
+        async def both_handled() -> bool:
+            return worker.counters.received >= received + 2 and not worker.active
+
+        await eventually(both_handled, what="the member and the callback copies")
+    assert calls.of("total") == [[2, 4]]
+    assert sorted(calls.of("double")) == [1, 2]
