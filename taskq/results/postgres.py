@@ -463,8 +463,22 @@ class PostgresResultStore:
             count = int(status.split()[-1])
             deleted += count
             if count < batch:
+                await self._delete_expired_workflow_rows()
                 return deleted
             await asyncio.sleep(0.05)  # let other writers in between two batches
+
+    async def _delete_expired_workflow_rows(self) -> None:
+        """Delete the expired rows of the join and claim tables (small: a row per chord
+        member, and per step a worker sent)."""
+        pool = self._pool
+        if pool is None:
+            return
+        for table in (self.tables.joins, self.tables.claims):
+            sql = f"DELETE FROM {table} WHERE expires_at <= now()"
+            try:
+                await pool.execute(sql)
+            except self._errors as exc:
+                raise self._unavailable("could not delete expired workflow rows in", exc) from None
 
     async def _clean_periodically(self) -> None:
         while True:

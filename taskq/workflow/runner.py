@@ -58,7 +58,7 @@ class Continuation:
             return
         out: list[tuple[Node, list[Any], dict[str, Any]]] = []
         await self._follow(envelope.workflow, value, out)
-        await self._publish(out)
+        await self._publish(out, envelope)
 
     async def skipped(self, envelope: Envelope) -> None:
         """A step that succeeded before (a redelivery): send what follows it again."""
@@ -85,7 +85,7 @@ class Continuation:
         out = []
         for node in meta.get("e", ()):
             out.extend(expand(node, envelope.task_id, {}, has_value=True))
-        await self._publish(out)
+        await self._publish(out, envelope)
 
     async def _record(self, state: TaskState, reply_to: str | None) -> None:
         store = self.store
@@ -115,9 +115,11 @@ class Continuation:
         )
         return None if values is None else [codec.unpack(v) for v in values]
 
-    async def _publish(self, out: list[tuple[Node, list[Any], dict[str, Any]]]) -> None:
+    async def _publish(
+        self, out: list[tuple[Node, list[Any], dict[str, Any]]], after: Envelope
+    ) -> None:
         if out:
             settings = self.settings
             await self.sender.publish_envelopes(
-                [envelope_of_node(settings, n, a, m, claimed=True) for n, a, m in out]
+                [envelope_of_node(settings, n, a, m, claimed=True, after=after) for n, a, m in out]
             )

@@ -96,12 +96,14 @@ def envelope_of_node(
     meta: dict[str, Any],
     *,
     claimed: bool,
+    after: Envelope | None = None,
 ) -> Envelope:
     """The message of a task node. ``claimed``: sent by a worker (it may be sent more than
-    once), so it gets a claim token and asks its worker to check for a recorded success."""
+    once), so it gets a claim token and asks its worker to check for a recorded success.
+    ``after``: the step whose outcome sends it (its parent; the workflow's root is theirs)."""
     if claimed:
         meta = {**meta, "c": uuid.uuid4().hex}
-    parent = current_or_none()
+    parent: Any = after if after is not None else current_or_none()
     task_id = node["id"]
     queue = node["q"]
     return Envelope(

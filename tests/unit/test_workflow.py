@@ -10,7 +10,7 @@ from taskq import App, ConfigurationError, InvalidArguments, codec
 from taskq.message import Envelope, decode_envelope
 from taskq.workflow import Chain, Group, TaskSignature, chain, chord, group
 from taskq.workflow.compile import Compiler, needs_join
-from taskq.workflow.wire import expand, flat_ids, successors
+from taskq.workflow.wire import envelope_of_node, expand, flat_ids, successors
 
 app = App("wf-unit")
 
@@ -173,3 +173,13 @@ def test_a_group_result_shape_follows_its_nesting() -> None:
     compiled = compiler().compile(group(group(double.s(1), double.s(2)), double.s(3)))
     assert len(compiled.shape) == 2 and len(compiled.shape[0]) == 2
     assert len(flat_ids(compiled.shape)) == 3
+
+
+def test_a_step_sent_after_another_names_it_parent_and_keeps_the_root() -> None:
+    node = compiler().compile(double.s(1)).root
+    first = Envelope("first", "add", "default", [1, 2], {}, root_id=None)
+    second = envelope_of_node(app.settings, node, [3], {}, claimed=True, after=first)
+    assert (second.parent_id, second.root_id) == ("first", "first")
+    assert second.dedupe and second.workflow is not None and "c" in second.workflow
+    third = envelope_of_node(app.settings, node, [6], {}, claimed=True, after=second)
+    assert (third.parent_id, third.root_id) == (second.task_id, "first")
