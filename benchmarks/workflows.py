@@ -156,7 +156,7 @@ async def cleanup(prefix: str, store: str) -> None:
             table = f"{prefix}_results"
             await connection_pg.execute(
                 f'DROP TABLE IF EXISTS "{table}", "{table}_schema", "{table}_joins", '
-                f'"{table}_claims"'
+                f'"{table}_claims", "{table}_join_heads"'
             )
         finally:
             await connection_pg.close()

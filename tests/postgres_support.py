@@ -33,7 +33,7 @@ async def drop_tables(*tables: str) -> None:
         for table in tables:
             await connection.execute(
                 f'DROP TABLE IF EXISTS "{table}", "{table}_schema", "{table}_joins", '
-                f'"{table}_claims"'
+                f'"{table}_claims", "{table}_join_heads"'
             )
     finally:
         await connection.close()

@@ -155,12 +155,19 @@ _CLEANUP = """DELETE FROM {t} WHERE task_id IN (
     SELECT task_id FROM {t} WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)"""
 
 
-# $1 join, $2 index, $3 value, $4 ttl. The advisory lock serialises the members of one join,
-# so that the last two to commit cannot each miss the other's row.
-_JOIN_ADD = """INSERT INTO {j} (join_id, idx, value, expires_at)
-VALUES ($1, $2, $3, now() + make_interval(secs => $4)) ON CONFLICT DO NOTHING"""
+# $1 join, $2 index, $3 value, $4 ttl: the members joined so far, counting this one. A member
+# that joined before inserts nothing and reads the count. The head row's update serialises
+# the members of one join, so each sees the count with every earlier member committed.
+_JOIN = """WITH added AS (
+  INSERT INTO {j} (join_id, idx, value, expires_at)
+  VALUES ($1, $2, $3, now() + make_interval(secs => $4)) ON CONFLICT DO NOTHING RETURNING 1
+), head AS (
+  INSERT INTO {h} AS h (join_id, joined, expires_at)
+  SELECT $1, 1, now() + make_interval(secs => $4) FROM added
+  ON CONFLICT (join_id) DO UPDATE SET joined = h.joined + 1 RETURNING h.joined
+)
+SELECT COALESCE((SELECT joined FROM head), (SELECT joined FROM {h} WHERE join_id = $1), 0)"""
 _JOIN_ALL = "SELECT idx, value FROM {j} WHERE join_id = $1 ORDER BY idx"
-_JOIN_COUNT = "SELECT count(*) FROM {j} WHERE join_id = $1"
 # $1 key, $2 token, $3 ttl: the holder's token (this one if the key was free).
 _CLAIM = """INSERT INTO {c} AS c (claim_key, token, expires_at)
 VALUES ($1, $2, now() + make_interval(secs => $3))
@@ -417,24 +424,18 @@ class PostgresResultStore:
 
     async def join(self, join_id: str, index: int, size: int, value: bytes) -> list[bytes] | None:
         """Add member ``index`` to join ``join_id`` (see taskq.workflow.JoinStore): one
-        transaction on the ``_joins`` table, under an advisory lock of the join."""
+        statement on the ``_joins`` and ``_join_heads`` tables; once all are in, a read of
+        their values."""
         pool = self._pool
         if pool is None:
             raise ResultUnavailable(f"the result store at {self._url} is not open")
-        table = self.tables.joins
+        tables = self.tables
         try:
-            async with (
-                pool.acquire(timeout=self._timeout) as connection,
-                connection.transaction(),
-            ):
-                await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", join_id)
-                await connection.execute(
-                    _JOIN_ADD.format(j=table), join_id, index, value, self._ttl
-                )
-                count = await connection.fetchval(_JOIN_COUNT.format(j=table), join_id)
-                if count < size:
-                    return None
-                rows = await connection.fetch(_JOIN_ALL.format(j=table), join_id)
+            sql = _JOIN.format(j=tables.joins, h=tables.join_heads)
+            joined = await pool.fetchval(sql, join_id, index, value, self._ttl)
+            if joined < size:
+                return None
+            rows = await pool.fetch(_JOIN_ALL.format(j=tables.joins), join_id)
         except self._errors as exc:
             raise self._unavailable(f"could not join {join_id} in", exc) from None
         return [bytes(row["value"]) for row in rows]
@@ -473,7 +474,7 @@ class PostgresResultStore:
         pool = self._pool
         if pool is None:
             return
-        for table in (self.tables.joins, self.tables.claims):
+        for table in (self.tables.joins, self.tables.join_heads, self.tables.claims):
             sql = f"DELETE FROM {table} WHERE expires_at <= now()"
             try:
                 await pool.execute(sql)

@@ -39,6 +39,8 @@ class Tables:
     expires_index: str
     joins: str = ""
     """The chords' join state: one row per member that joined (version 2)."""
+    join_heads: str = ""
+    """How many members of each join have joined (version 2)."""
     claims: str = ""
     """Which publish of a workflow step may run it (version 2)."""
 
@@ -59,6 +61,7 @@ class Tables:
             versions=f'{qualify}"{table}_schema"',
             expires_index=f'"{table}_expires"',
             joins=f'{qualify}"{table}_joins"',
+            join_heads=f'{qualify}"{table}_join_heads"',
             claims=f'{qualify}"{table}_claims"',
         )
 
@@ -107,8 +110,9 @@ def _version_1(t: Tables) -> list[str]:
 
 def _version_2(t: Tables) -> list[str]:
     # Workflows: a chord's members join in rows of their own (a member that ran twice
-    # inserts nothing), and a step sent again by a worker runs only for the publish that
-    # claimed its task ID. Only additions: version 1 code keeps working (compatible_from 1).
+    # inserts nothing), counted in the join's head row (whose update serialises them), and
+    # a step sent again by a worker runs only for the publish that claimed its task ID.
+    # Only additions: version 1 code keeps working (compatible_from 1).
     return [
         f"""CREATE TABLE IF NOT EXISTS {t.joins} (
             join_id text NOT NULL,
@@ -116,6 +120,11 @@ def _version_2(t: Tables) -> list[str]:
             value bytea NOT NULL,
             expires_at timestamptz,
             PRIMARY KEY (join_id, idx)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS {t.join_heads} (
+            join_id text PRIMARY KEY,
+            joined integer NOT NULL,
+            expires_at timestamptz
         )""",
         f"""CREATE TABLE IF NOT EXISTS {t.claims} (
             claim_key text PRIMARY KEY,
