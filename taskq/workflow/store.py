@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from ..results.shared import Lease
+
 
 @runtime_checkable
 class JoinStore(Protocol):
@@ -27,5 +29,8 @@ class JoinStore(Protocol):
 
 
 def join_store_of(store: object) -> JoinStore | None:
-    """``store`` as a JoinStore, or None if it has not got the capability."""
+    """``store`` (or the store object an App's lease of it shares) as a JoinStore, or None
+    if it has not got the capability."""
+    if isinstance(store, Lease):
+        store = store.store
     return store if isinstance(store, JoinStore) else None

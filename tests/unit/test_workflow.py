@@ -8,8 +8,10 @@ import pytest
 
 from taskq import App, ConfigurationError, InvalidArguments, codec
 from taskq.message import Envelope, decode_envelope
+from taskq.results.shared import SharedStore
 from taskq.workflow import Chain, Group, TaskSignature, chain, chord, group
 from taskq.workflow.compile import Compiler, needs_join
+from taskq.workflow.store import join_store_of
 from taskq.workflow.wire import envelope_of_node, expand, flat_ids, successors
 
 app = App("wf-unit")
@@ -183,3 +185,22 @@ def test_a_step_sent_after_another_names_it_parent_and_keeps_the_root() -> None:
     assert second.dedupe and second.workflow is not None and "c" in second.workflow
     third = envelope_of_node(app.settings, node, [6], {}, claimed=True, after=second)
     assert (third.parent_id, third.root_id) == (second.task_id, "first")
+
+
+class _Joins:
+    """A stand-in with the join capability (never called here)."""
+
+    durable = True
+
+    async def join(self, join_id: str, index: int, size: int, value: bytes) -> list[bytes] | None:
+        return None
+
+    async def claim(self, key: str, token: str) -> bool:
+        return True
+
+
+def test_a_store_object_given_to_the_app_keeps_its_join_capability() -> None:
+    joins = _Joins()
+    lease = SharedStore(joins).lease()  # type: ignore[arg-type]
+    assert join_store_of(lease) is joins
+    assert join_store_of(object()) is None
