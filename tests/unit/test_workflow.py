@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from taskq import App, ConfigurationError, InvalidArguments, codec
+from taskq.events import envelope_fields
 from taskq.message import Envelope, decode_envelope
 from taskq.results.shared import SharedStore
 from taskq.workflow import Chain, Group, TaskSignature, chain, chord, group
@@ -204,3 +205,14 @@ def test_a_store_object_given_to_the_app_keeps_its_join_capability() -> None:
     lease = SharedStore(joins).lease()  # type: ignore[arg-type]
     assert join_store_of(lease) is joins
     assert join_store_of(object()) is None
+
+
+def test_events_show_a_steps_parent_root_and_chord_position() -> None:
+    compiled = compiler().compile(chord([double.s(1), double.s(2)], total.s()))
+    [_, (node, args, meta)] = expand(compiled.root, None, {}, has_value=False)
+    first = Envelope("first", "add", "default", [1, 2], {})
+    member = envelope_of_node(app.settings, node, args, meta, claimed=False, after=first)
+    fields = envelope_fields(member)
+    assert (fields["parent_id"], fields["root_id"]) == ("first", "first")
+    assert (fields["join"], fields["index"], fields["of"]) == (compiled.root["id"], 1, 2)
+    assert "join" not in envelope_fields(first) and "parent_id" not in envelope_fields(first)
