@@ -158,6 +158,21 @@ async def test_link_and_link_error(prefix: str, results: str) -> None:
         await eventually(errored, what="the error link to get the failed task's ID")
 
 
+async def test_a_group_link_gets_the_list_of_results(prefix: str, results: str) -> None:
+    calls = Calls()
+    app = make_app(prefix, results, calls)
+    t = tasks(app)
+    async with app, running_worker(app, concurrency=4):
+        flow = group(t("double").s(1), t("double").s(2)).link(t("noted").s())
+        handle = await flow.delay()
+        assert await handle.result(timeout=TIMEOUT) == [2, 4]
+
+        async def noted() -> bool:
+            return calls.of("noted") == [[2, 4]]
+
+        await eventually(noted, what="the group's link to get the list")
+
+
 async def test_a_failed_member_fails_the_chain_and_the_chord_once(
     prefix: str, results: str
 ) -> None:
