@@ -40,6 +40,7 @@ from .exceptions import (
     TaskRegistrationError,
     TaskTimeout,
     TopologyMismatch,
+    WaitRefused,
 )
 from .handle import TaskHandle
 from .hooks import DeadLettered, Hook, Sending, TaskDone, TaskRun
@@ -97,6 +98,7 @@ __all__ = [
     "TaskTimeout",
     "TaskqError",
     "TopologyMismatch",
+    "WaitRefused",
     "Worker",
     "WorkerState",
     "__version__",

@@ -33,6 +33,7 @@ from .transport import Delivery
 
 if TYPE_CHECKING:
     from .sending import Sender
+    from .workflow.runner import Continuation
 
 log = logging.getLogger("taskq.worker")
 
@@ -62,7 +63,10 @@ class Actions:
         counters: Counters,
         hooks: Hooks,
         worker: str,
+        workflow: Continuation | None = None,
     ) -> None:
+        self.workflow = workflow
+        """Sends what follows a workflow step, before its ack (None: no workflows)."""
         self.sender = sender
         self.names = names
         self.recorder = recorder
@@ -83,10 +87,7 @@ class Actions:
                     failed = oc.Failed(oc.error_info(exc))
                     await self.act(delivery, dataclasses.replace(decision, outcome=failed))
                     return
-                self._finished(envelope, runtime, "succeeded")
-                if self.hooks.on_success:
-                    done = TaskDone(envelope, runtime, result=value)
-                    await self.hooks.notify(self.hooks.on_success, done)
+                await self._succeeded(envelope, runtime, value)
             case oc.Failed(error, reason):
                 assert envelope is not None and runtime is not None
                 await self._failed(delivery, envelope, runtime, error, reason)
@@ -109,11 +110,32 @@ class Actions:
                     self.names.exchange, delivery.queue, delivery.as_outgoing()
                 )
                 self.counters.requeued += 1
-            case oc.Skip():
-                log.info("task %s already succeeded; not running it again", delivery.message_id)
+            case oc.Skip(duplicate):
+                await self._skipped(delivery, envelope, duplicate)
         await delivery.ack()
 
     # -- broker actions ----------------------------------------------------------------------
+
+    async def _succeeded(self, envelope: Envelope, runtime: float, value: Any) -> None:
+        """Recorded: send what follows a workflow step, run the ``on_success`` hooks."""
+        if envelope.workflow and self.workflow is not None:
+            await self.workflow.succeeded(envelope, value)
+        self._finished(envelope, runtime, "succeeded")
+        if self.hooks.on_success:
+            done = TaskDone(envelope, runtime, result=value)
+            await self.hooks.notify(self.hooks.on_success, done)
+
+    async def _skipped(
+        self, delivery: Delivery, envelope: Envelope | None, duplicate: bool
+    ) -> None:
+        """Not run: a duplicate publish of a workflow step, or a task that succeeded before
+        (its workflow successors are sent again: the run before may have died first)."""
+        if duplicate:
+            log.info("task %s was claimed by another publish; not running it", delivery.message_id)
+            return
+        log.info("task %s already succeeded; not running it again", delivery.message_id)
+        if envelope is not None and envelope.workflow and self.workflow is not None:
+            await self.workflow.skipped(envelope)
 
     async def _refused(
         self,
@@ -128,6 +150,8 @@ class Actions:
         if envelope is not None:
             await self.recorder.record(envelope, TaskStatus.FAILURE, error=error)
         await self._dead_letter(delivery, reason, error, envelope, runtime)
+        if envelope is not None and envelope.workflow and self.workflow is not None:
+            await self.workflow.failed(envelope, error)
 
     async def _failed(
         self,
@@ -141,6 +165,8 @@ class Actions:
         ``reason``: max-attempts, or hard-timeout for a process the pool had to kill)."""
         await self.recorder.record(envelope, TaskStatus.FAILURE, error=error)
         await self._dead_letter(delivery, reason, error, envelope, runtime)
+        if envelope.workflow and self.workflow is not None:
+            await self.workflow.failed(envelope, error)
         self._finished(envelope, runtime, "failed", error)
         if self.hooks.on_failure:
             done = TaskDone(envelope, runtime, error=error)

@@ -124,6 +124,8 @@ def _why(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+_LATER = object()  # stands for the argument a partial call leaves to be given later
+
 _EXACT = frozenset({int, str, float, bool, bytes})
 
 
@@ -163,6 +165,31 @@ class Signature:
         except TypeError as exc:
             raise InvalidArguments(f"{self.func.__qualname__}(): {exc}") from None
         return list(bound.args), dict(bound.kwargs)
+
+    def bind_partial(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Check a call that leaves the first parameter to be given later (a workflow step
+        that receives the previous result): bind and validate the rest; return the positional
+        (without the first) and keyword parts to send. InvalidArguments if they do not fit."""
+        name = self.func.__qualname__
+        first = next(iter(self.inspected.parameters), None)
+        if first is None:
+            raise InvalidArguments(f"{name}() takes no arguments, so no previous result")
+        try:
+            bound = self.inspected.bind(_LATER, *args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"{name}(): {exc}") from None
+        model = self._model
+        if model is not None:
+            given = {k: v for k, v in bound.arguments.items() if k != first}
+            try:
+                model.model_validate(given)
+            except ValidationError as exc:
+                wrong = [e for e in exc.errors() if e["loc"][:1] != (first,)]
+                if wrong:
+                    raise InvalidArguments(f"{name}(): {wrong}") from None
+        return list(bound.args[1:]), dict(bound.kwargs)
 
     @cached_property
     def _hints(self) -> dict[str, Any]:

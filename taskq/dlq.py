@@ -277,7 +277,8 @@ async def replay(
             if not select(dead):
                 continue
             if store.durable and dead.task_id:
-                await store.reset(dead.task_id)
+                for task_id in (dead.task_id, *_workflow_finals(delivery)):
+                    await store.reset(task_id)
             copy = replay_copy(delivery)
             route = replay_route(delivery, queue, transport.options.partitions_of(queue))
             await sender.republish(transport.names.exchange, route, copy)
@@ -288,6 +289,15 @@ async def replay(
         # What was not replayed (not selected, or an error stopped the loop) goes back.
         await _requeue([d for d in fetched if id(d) not in acked])
     return replayed
+
+
+def _workflow_finals(delivery: Delivery) -> list[str]:
+    """The final tasks of the workflow a dead step failed (their FAILURE is dropped too on
+    replay, so that the workflow, resumed from the step, records its outcome)."""
+    envelope = _envelope_or_none(delivery)
+    workflow = None if envelope is None else envelope.workflow
+    finals = (workflow or {}).get("f", [])
+    return [final for final in finals if isinstance(final, str)]
 
 
 async def purge_dead(transport: Transport, queue: str) -> int:

@@ -84,13 +84,28 @@ def delivery_fields(delivery: Delivery) -> dict[str, Any]:
 
 
 def envelope_fields(envelope: Envelope) -> dict[str, Any]:
-    """Task fields of a decoded envelope."""
-    return {
+    """Task fields of a decoded envelope; for a task sent by a task (a workflow step, say)
+    its ``parent_id`` and ``root_id``, and for a chord member its ``join`` and ``index``."""
+    fields: dict[str, Any] = {
         "task_id": printable(envelope.task_id),
         "task": printable(envelope.task_name),
         "queue": envelope.queue,
         "attempt": envelope.attempt,
     }
+    if envelope.parent_id is not None:
+        fields["parent_id"] = printable(envelope.parent_id)
+        fields["root_id"] = printable(envelope.root_id or envelope.parent_id)
+    if envelope.workflow:
+        fields.update(workflow_position(envelope.workflow))
+    return fields
+
+
+def workflow_position(workflow: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a workflow step stands: the chord join it goes to and its index there."""
+    join = workflow.get("j")
+    if not isinstance(join, Mapping):
+        return {}
+    return {"join": printable(str(join.get("id"))), "index": join.get("i"), "of": join.get("n")}
 
 
 def args_field(envelope: Envelope, task: Task[Any, Any] | None = None) -> str:

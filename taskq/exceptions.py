@@ -19,7 +19,8 @@
     ├── ResultError
     │   ├── ResultTimeout (TimeoutError)     no outcome within the wait
     │   ├── ResultUnavailable                the store cannot answer for this task
-    │   └── TaskFailed                       the task failed remotely (type, message, traceback)
+    │   ├── TaskFailed                       the task failed remotely (type, message, traceback)
+    │   └── WaitRefused (RuntimeError)       a task awaited another task's result (use a chord)
     ├── PoolProcessDied                      a process pool child died while it ran a task
     └── TaskTimeout (TimeoutError)           a task ran past its timeout (raised in the worker)
         └── TaskHardTimeout                  ... past its hard timeout: its process was killed
@@ -159,6 +160,14 @@ class TaskFailed(ResultError):
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+
+
+class WaitRefused(ResultError, RuntimeError):
+    """A running task awaited another task's result. Refused, as Celery does: parents that
+    wait for their children can take every slot of the workers, leaving none for the
+    children (a silent deadlock). Send a workflow instead (``chain``, ``chord``: see
+    docs/guide/workflows.md), or pass ``allow_in_task=True`` when the awaited task runs on
+    workers that never run the waiting one."""
 
 
 class TaskTimeout(TaskqError, TimeoutError):

@@ -80,7 +80,10 @@ class Executor:
         active: MutableMapping[str, ActiveTask],
         stopping: Callable[[], bool],
         pool: ProcessPool | None = None,
+        may_run: Callable[[Envelope], Awaitable[bool]] | None = None,
     ) -> None:
+        self.may_run = may_run
+        """Whether a workflow step may run (False: another publish of it claimed it)."""
         self.tasks = tasks
         self.settings = settings
         self.default_retry = default_retry
@@ -140,6 +143,8 @@ class Executor:
         except InvalidArguments as exc:
             return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
         recorder = self.recorder
+        if envelope.workflow and self.may_run is not None and not await self.may_run(envelope):
+            return oc.Decision(envelope, oc.Skip(duplicate=True))
         if may_repeat(envelope) and await recorder.succeeded_before(envelope):
             return oc.Decision(envelope, oc.Skip())
         started = None

@@ -7,7 +7,8 @@ import concurrent.futures
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-from .exceptions import LifecycleError, ResultUnavailable, TaskFailed
+from .context import current_or_none
+from .exceptions import LifecycleError, ResultUnavailable, TaskFailed, WaitRefused
 from .results.base import ResultStore, TaskState, TaskStatus
 
 R = TypeVar("R")
@@ -78,14 +79,18 @@ class TaskHandle(Generic[R]):
         """PENDING, STARTED, RETRYING, SUCCESS or FAILURE; raises what ``info()`` raises."""
         return (await self.info()).status
 
-    async def result(self, timeout: float | None = None) -> R:
+    async def result(self, timeout: float | None = None, *, allow_in_task: bool = False) -> R:
         """Wait for the outcome and return the result.
 
         Raises TaskFailed (with the remote type, message and traceback as text) if the task
         failed, ResultTimeout (a TimeoutError) if no outcome came within ``timeout`` seconds,
-        and ResultUnavailable if the task was sent with ``ignore_result``.
+        and ResultUnavailable if the task was sent with ``ignore_result``. Inside a running
+        task it raises WaitRefused at once (a parent waiting for its child can deadlock the
+        workers: use a chord), unless ``allow_in_task``.
         """
         self._check_recorded()
+        if not allow_in_task:
+            self._refuse_in_task()
         state = await self._store.wait(self.id, timeout)
         if state.status is TaskStatus.FAILURE:
             error = state.error
@@ -98,19 +103,33 @@ class TaskHandle(Generic[R]):
         value = state.result
         return self._validate(value) if self._validate is not None else value
 
+    def _refuse_in_task(self) -> None:
+        running = current_or_none()
+        if running is not None:
+            raise WaitRefused(
+                f"task {running.task_name}[{running.task_id}] awaits the result of task "
+                f"{self.task_name}[{self.id}]: a task that waits for another can take the "
+                "worker slot that one needs, a deadlock. Send a workflow instead, e.g. "
+                "chord(group(children), callback.s()) or chain(parent.s(...), next.s()) "
+                "(see docs/guide/workflows.md), or pass allow_in_task=True if the awaited "
+                "task runs on workers that never run this one"
+            )
+
     def run_sync_calls_with(self, runner: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
         """Run this handle's ``*_sync`` calls with ``runner`` (the sync facade's, so that its
         close() can cancel them) instead of on the handle's own loop."""
         self._runner = runner
 
-    def result_sync(self, timeout: float | None = None) -> R:
+    def result_sync(self, timeout: float | None = None, *, allow_in_task: bool = False) -> R:
         """``result()`` for a thread without an event loop (e.g. a handle from ``app.sync``).
 
         Runs the wait on the loop this handle belongs to, which must be running in another
         thread. Raises LifecycleError when called on that loop's own thread (it would block
         the loop it waits on) or when that loop is closed, plus what ``result()`` raises.
         """
-        return self._run_sync(self.result(timeout))
+        if not allow_in_task:
+            self._refuse_in_task()
+        return self._run_sync(self.result(timeout, allow_in_task=True))
 
     def status_sync(self) -> TaskStatus:
         """``status()`` for a thread without an event loop (see ``result_sync``)."""

@@ -16,6 +16,11 @@ Schema 2 (what taskq sends):
   headers. Headers that hooks add at send time (``Envelope.headers``: a trace context, say)
   travel as AMQP headers and stay with the message through retries and redeliveries.
 
+Schema 3 is schema 2 with one more metadata key, ``w``: the message is a step of a workflow
+(chain, group, chord: see taskq.workflow.wire for the map it holds). Only such messages use
+version 3, so that a worker that does not know workflows dead-letters them as
+``invalid-message`` instead of running the step and dropping the rest of the workflow.
+
 Schema 1 (taskq before 0.2) still decodes: body ``[args, kwargs]``, metadata in ``x-taskq-*``
 headers. A message of any other shape goes to the dead-letter queue as ``invalid-message``.
 
@@ -34,6 +39,7 @@ from .exceptions import DecodeError
 from .topology import route_of, split_route
 
 SCHEMA_VERSION = 2
+SCHEMA_WORKFLOW = 3
 SCHEMA_V1 = 1
 CONTENT_TYPE = "application/x-msgpack"
 
@@ -111,6 +117,9 @@ class Envelope:
     headers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """The message's own AMQP headers: what ``before_send`` hooks added (never taskq's
     ``x-taskq-*`` headers, nor the broker's ``x-death`` ones)."""
+    workflow: Mapping[str, Any] | None = None
+    """What follows this task in its workflow (None: not part of one); see
+    taskq.workflow.wire. It travels as the metadata key ``w`` of schema 3."""
 
     @property
     def route(self) -> str:
@@ -124,26 +133,27 @@ class Envelope:
             meta["a"] = self.attempt
         if self.deliveries:
             meta["d"] = self.deliveries
-        if self.eta is not None:
-            meta["eta"] = self.eta
-        if self.expires is not None:
-            meta["exp"] = self.expires
-        if self.scheduled_for is not None:
-            meta["sf"] = self.scheduled_for
-        if self.parent_id is not None:
-            meta["p"] = self.parent_id
-        if self.root_id is not None:
-            meta["r"] = self.root_id
+        for key, value in (
+            ("eta", self.eta), ("exp", self.expires), ("sf", self.scheduled_for),
+            ("p", self.parent_id), ("r", self.root_id), ("w", self.workflow),
+        ):  # fmt: skip
+            if value is not None:
+                meta[key] = value
         if self.ignore_result:
             meta["ir"] = True
         if self.dedupe:
             meta["dd"] = True
         return meta
 
+    @property
+    def schema(self) -> int:
+        """The schema version this envelope is sent with (3 for a workflow step, else 2)."""
+        return SCHEMA_VERSION if self.workflow is None else SCHEMA_WORKFLOW
+
     def to_message(self) -> OutgoingMessage:
         """Encode for publishing (schema 2); EncodeError if an argument cannot be carried."""
         return OutgoingMessage(
-            body=codec.pack([SCHEMA_VERSION, self.args, self.kwargs, self.meta()]),
+            body=codec.pack([self.schema, self.args, self.kwargs, self.meta()]),
             message_id=self.task_id,
             type=self.task_name,
             priority=self.priority or None,
@@ -199,7 +209,7 @@ def decode_envelope(
     if not task_name:
         raise DecodeError("message has no type (task name)")
     payload = codec.unpack(body)
-    if type(payload) is list and len(payload) == 4 and payload[0] == SCHEMA_VERSION:
+    if type(payload) is list and len(payload) == 4 and payload[0] in _SCHEMAS:
         _, args, kwargs, meta = payload
         if type(meta) is not dict:
             raise DecodeError("schema 2 metadata is not a map")
@@ -231,6 +241,8 @@ def decode_envelope(
     )
 
 
+_SCHEMAS = (SCHEMA_VERSION, SCHEMA_WORKFLOW)
+
 # Headers that are not the message's own: taskq's, and what the broker adds on dead-lettering
 # (a delayed message passes through the delay levels by dead-lettering).
 _NOT_USER_HEADERS = ("x-taskq-", "x-death", "x-first-death-", "x-last-death-")
@@ -261,6 +273,7 @@ def _meta_fields(meta: Mapping[Any, Any]) -> dict[str, Any]:
         "root_id": _text_of(meta, "r"),
         "ignore_result": meta.get("ir") is True,
         "dedupe": meta.get("dd") is True,
+        "workflow": _workflow_of(meta),
     }
 
 
@@ -290,6 +303,13 @@ def _datetime_of(meta: Mapping[Any, Any], key: str) -> dt.datetime | None:
     value = meta.get(key)
     if value is not None and not isinstance(value, dt.datetime):
         raise DecodeError(f"metadata {key!r} must be a datetime, got {value!r}")
+    return value
+
+
+def _workflow_of(meta: Mapping[Any, Any]) -> dict[str, Any] | None:
+    value = meta.get("w")
+    if value is not None and type(value) is not dict:
+        raise DecodeError(f"metadata 'w' must be a map, got {value!r}")
     return value
 
 

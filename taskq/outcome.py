@@ -77,7 +77,10 @@ class Requeue:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Skip:
-    """Already done (a durable store shows SUCCESS): ack without running."""
+    """Already done (a durable store shows SUCCESS), or a ``duplicate`` publish of a workflow
+    step that another publish of its task ID claimed: ack without running."""
+
+    duplicate: bool = False
 
 
 Outcome = Succeeded | RetryLater | Failed | DeadLetter | CountRedelivery | Requeue | Skip

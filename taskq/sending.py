@@ -23,7 +23,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import events, topology
@@ -164,6 +164,20 @@ class Sender:
         )
         await self.after_send(send.sending for send in prepared)
         return [send.handle for send in prepared]
+
+    async def publish_envelopes(self, envelopes: Sequence[Envelope]) -> None:
+        """Publish ready-made task messages (a workflow's steps, each with its task ID set)
+        with pipelined confirms. Each passes the ``before_send`` hooks (SendRefused goes to
+        the caller, before anything is published) and ``_emit``; their queues are declared."""
+        transport = self.transport
+        routed, sendings = [], []
+        for envelope in envelopes:
+            ready, sending = await self._before_send(envelope)
+            await transport.declare_work_queue(ready.queue)
+            routed.append((transport.names.exchange, ready.route, self._emit(ready.to_message())))
+            sendings.append(sending)
+        await transport.publish_many(routed)
+        await self.after_send(sendings)
 
     async def firings(
         self, fired: Iterable[tuple[PeriodicEntry, dt.datetime]], *, sent_at: float

@@ -6,20 +6,35 @@ import dataclasses
 import datetime as dt
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from .codec import Signature
+from .codec import Signature as CallSignature
 from .exceptions import ConfigurationError, TaskRegistrationError
 from .handle import TaskHandle
 from .redact import ARGS_WIDTH, call_repr
 from .retry import RetryPolicy
 from .topology import MAX_NAME_BYTES, check_amqp_name
+from .workflow.canvas import TaskSignature, task_signature
 
 if TYPE_CHECKING:
     from .app import App
 
 P = ParamSpec("P")
 R = TypeVar("R")
+P2 = ParamSpec("P2")
+A = TypeVar("A")
+A_contra = TypeVar("A_contra", contravariant=True)
+R2 = TypeVar("R2")
+R2_co = TypeVar("R2_co", covariant=True)
+
+
+class _Partial(Protocol[A_contra, P2, R2_co]):
+    """A task whose first parameter is an ``A``, its others ``P2``, its result ``R2`` (how
+    ``Task.s`` types a partial signature: mypy infers ``A`` through ``__call__``)."""
+
+    def __call__(self, first: A_contra, /, *args: P2.args, **kwargs: P2.kwargs) -> Any: ...
+    def validate_result(self, value: Any) -> R2_co: ...
+
 
 PoolKind = Literal["thread", "process"]
 """Where a plain ``def`` task runs: the worker's thread pool or its process pool."""
@@ -97,7 +112,7 @@ class Task(Generic[P, R]):
         self.app = app
         self.func = func
         self.config = config
-        self.signature = Signature(func)
+        self.signature = CallSignature(func)
         self.__doc__ = func.__doc__
         self.__name__ = getattr(func, "__name__", config.name)
         self.__wrapped__ = func
@@ -146,6 +161,19 @@ class Task(Generic[P, R]):
             countdown=countdown, eta=eta, expires=expires, ignore_result=ignore_result,
             partition_key=partition_key,
         )  # fmt: skip
+
+    @overload
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> TaskSignature[object, R]: ...
+    @overload
+    def s(
+        self: _Partial[A, P2, R2], *args: P2.args, **kwargs: P2.kwargs
+    ) -> TaskSignature[A, R2]: ...
+    def s(self, *args: Any, **kwargs: Any) -> Any:
+        """A signature of this task for a workflow (see taskq.workflow): complete when the
+        arguments fit the whole signature (``add.s(2, 2)``), else partial (``add.s(2)``: the
+        previous step's result comes first). Bound and validated now: InvalidArguments if the
+        arguments fit neither way."""
+        return task_signature(self, args, kwargs)
 
     def validate_result(self, value: Any) -> R:
         """Turn a received result into the annotated return type."""

@@ -41,6 +41,7 @@ from .sending import Sender
 from .task import Task
 from .topology import check_amqp_name, routes
 from .transport import Delivery, Transport
+from .workflow.runner import Continuation
 
 log = logging.getLogger("taskq.worker")
 
@@ -252,6 +253,10 @@ class Worker:
         except BaseException:
             await self._close(transport, store, lent)
             raise
+        sender = Sender.over(transport, store, self.app.settings)
+        workflow = Continuation(
+            sender=sender, store=store, settings=self.app.settings, recorder=recorder
+        )
         executor = Executor(
             tasks=self.app.tasks,
             settings=self.app.settings,
@@ -261,14 +266,16 @@ class Worker:
             active=self._active,
             stopping=lambda: self._state is WorkerState.STOPPING,
             pool=pool,
+            may_run=workflow.may_run,
         )
         actions = Actions(
-            sender=Sender.over(transport, store, self.app.settings),
+            sender=sender,
             names=self.app.names,
             recorder=recorder,
             counters=self.counters,
             hooks=self.hooks,
             worker=self.name,
+            workflow=workflow,
         )
         self._parts = _Parts(transport, actions, executor)
         try:

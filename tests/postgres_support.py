@@ -26,11 +26,15 @@ def via_proxy(port: int, table: str | None = None) -> str:
 
 
 async def drop_tables(*tables: str) -> None:
-    """Drop each results table and its schema-version table, if they exist."""
+    """Drop each results table, its schema-version table and its workflow tables, if they
+    exist."""
     connection = await asyncpg.connect(POSTGRES)
     try:
         for table in tables:
-            await connection.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_schema"')
+            await connection.execute(
+                f'DROP TABLE IF EXISTS "{table}", "{table}_schema", "{table}_joins", '
+                f'"{table}_claims", "{table}_join_heads"'
+            )
     finally:
         await connection.close()
 

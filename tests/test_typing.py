@@ -11,11 +11,10 @@ REPO = Path(__file__).resolve().parent.parent
 CHECKED = "tests/typing/check_api.py"
 
 
-def test_check_api_passes_mypy_strict() -> None:
-    # check_api.py holds assert_type()s and calls that must be errors (marked with ignores
-    # that warn_unused_ignores would report): exit 0 means every expectation held.
+def mypy_strict(checked: str) -> str:
+    """Run mypy with the repo's configuration on ``checked``; its output, asserting it passed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", CHECKED],
+        [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", checked],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -24,8 +23,20 @@ def test_check_api_passes_mypy_strict() -> None:
     )
     output = proc.stdout + proc.stderr
     print(output)
-    assert proc.returncode == 0, f"mypy failed on {CHECKED}:\n{output}"
-    assert "Success" in proc.stdout
+    assert proc.returncode == 0, f"mypy failed on {checked}:\n{output}"
+    return proc.stdout
+
+
+def test_check_api_passes_mypy_strict() -> None:
+    # check_api.py holds assert_type()s and calls that must be errors (marked with ignores
+    # that warn_unused_ignores would report): exit 0 means every expectation held.
+    assert "Success" in mypy_strict(CHECKED)
+
+
+def test_check_workflows_passes_mypy_strict() -> None:
+    # Signatures, chains, groups and chords: wrong arguments and a step that cannot take the
+    # previous result are errors (the ignores in the file prove it).
+    assert "Success" in mypy_strict("tests/typing/check_workflows.py")
 
 
 def test_strictness_is_configured() -> None:

@@ -155,6 +155,25 @@ _CLEANUP = """DELETE FROM {t} WHERE task_id IN (
     SELECT task_id FROM {t} WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)"""
 
 
+# $1 join, $2 index, $3 value, $4 ttl: the members joined so far, counting this one. A member
+# that joined before inserts nothing and reads the count. The head row's update serialises
+# the members of one join, so each sees the count with every earlier member committed.
+_JOIN = """WITH added AS (
+  INSERT INTO {j} (join_id, idx, value, expires_at)
+  VALUES ($1, $2, $3, now() + make_interval(secs => $4)) ON CONFLICT DO NOTHING RETURNING 1
+), head AS (
+  INSERT INTO {h} AS h (join_id, joined, expires_at)
+  SELECT $1, 1, now() + make_interval(secs => $4) FROM added
+  ON CONFLICT (join_id) DO UPDATE SET joined = h.joined + 1 RETURNING h.joined
+)
+SELECT COALESCE((SELECT joined FROM head), (SELECT joined FROM {h} WHERE join_id = $1), 0)"""
+_JOIN_ALL = "SELECT idx, value FROM {j} WHERE join_id = $1 ORDER BY idx"
+# $1 key, $2 token, $3 ttl: the holder's token (this one if the key was free).
+_CLAIM = """INSERT INTO {c} AS c (claim_key, token, expires_at)
+VALUES ($1, $2, now() + make_interval(secs => $3))
+ON CONFLICT (claim_key) DO UPDATE SET claim_key = c.claim_key RETURNING c.token"""
+
+
 def pool_size(concurrency: int | None) -> int:
     """Connections a store's pool opens at most: a client 4; a worker a quarter of its
     concurrency plus one, between 2 and 10 (each connection is a server process: ten workers
@@ -403,6 +422,36 @@ class PostgresResultStore:
             where=f"PostgreSQL at {self._url}",
         )
 
+    async def join(self, join_id: str, index: int, size: int, value: bytes) -> list[bytes] | None:
+        """Add member ``index`` to join ``join_id`` (see taskq.workflow.JoinStore): one
+        statement on the ``_joins`` and ``_join_heads`` tables; once all are in, a read of
+        their values."""
+        pool = self._pool
+        if pool is None:
+            raise ResultUnavailable(f"the result store at {self._url} is not open")
+        tables = self.tables
+        try:
+            sql = _JOIN.format(j=tables.joins, h=tables.join_heads)
+            joined = await pool.fetchval(sql, join_id, index, value, self._ttl)
+            if joined < size:
+                return None
+            rows = await pool.fetch(_JOIN_ALL.format(j=tables.joins), join_id)
+        except self._errors as exc:
+            raise self._unavailable(f"could not join {join_id} in", exc) from None
+        return [bytes(row["value"]) for row in rows]
+
+    async def claim(self, key: str, token: str) -> bool:
+        """Claim ``key`` for ``token`` (see taskq.workflow.JoinStore): a row of ``_claims``."""
+        pool = self._pool
+        if pool is None:
+            raise ResultUnavailable(f"the result store at {self._url} is not open")
+        sql = _CLAIM.format(c=self.tables.claims)
+        try:
+            holder = await pool.fetchval(sql, key, token, self._ttl)
+        except self._errors as exc:
+            raise self._unavailable(f"could not claim {key} in", exc) from None
+        return bool(holder == token)
+
     async def delete_expired(self, batch: int = CLEANUP_BATCH) -> int:
         """Delete expired rows, ``batch`` per transaction, until none is left; how many.
 
@@ -415,8 +464,22 @@ class PostgresResultStore:
             count = int(status.split()[-1])
             deleted += count
             if count < batch:
+                await self._delete_expired_workflow_rows()
                 return deleted
             await asyncio.sleep(0.05)  # let other writers in between two batches
+
+    async def _delete_expired_workflow_rows(self) -> None:
+        """Delete the expired rows of the join and claim tables (small: a row per chord
+        member, and per step a worker sent)."""
+        pool = self._pool
+        if pool is None:
+            return
+        for table in (self.tables.joins, self.tables.join_heads, self.tables.claims):
+            sql = f"DELETE FROM {table} WHERE expires_at <= now()"
+            try:
+                await pool.execute(sql)
+            except self._errors as exc:
+                raise self._unavailable("could not delete expired workflow rows in", exc) from None
 
     async def _clean_periodically(self) -> None:
         while True:

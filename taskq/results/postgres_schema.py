@@ -22,8 +22,8 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 
-VERSION = 1
-"""The schema version this code writes and reads."""
+VERSION = 2
+"""The schema version this code writes and reads (2 added the workflow tables)."""
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 
@@ -37,6 +37,12 @@ class Tables:
     results: str
     versions: str
     expires_index: str
+    joins: str = ""
+    """The chords' join state: one row per member that joined (version 2)."""
+    join_heads: str = ""
+    """How many members of each join have joined (version 2)."""
+    claims: str = ""
+    """Which publish of a workflow step may run it (version 2)."""
 
     @classmethod
     def named(cls, name: str) -> Tables:
@@ -54,6 +60,9 @@ class Tables:
             results=f'{qualify}"{table}"',
             versions=f'{qualify}"{table}_schema"',
             expires_index=f'"{table}_expires"',
+            joins=f'{qualify}"{table}_joins"',
+            join_heads=f'{qualify}"{table}_join_heads"',
+            claims=f'{qualify}"{table}_claims"',
         )
 
     @classmethod
@@ -99,7 +108,33 @@ def _version_1(t: Tables) -> list[str]:
     ]
 
 
-MIGRATIONS: dict[int, Callable[[Tables], list[str]]] = {1: _version_1}
+def _version_2(t: Tables) -> list[str]:
+    # Workflows: a chord's members join in rows of their own (a member that ran twice
+    # inserts nothing), counted in the join's head row (whose update serialises them), and
+    # a step sent again by a worker runs only for the publish that claimed its task ID.
+    # Only additions: version 1 code keeps working (compatible_from 1).
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {t.joins} (
+            join_id text NOT NULL,
+            idx integer NOT NULL,
+            value bytea NOT NULL,
+            expires_at timestamptz,
+            PRIMARY KEY (join_id, idx)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS {t.join_heads} (
+            join_id text PRIMARY KEY,
+            joined integer NOT NULL,
+            expires_at timestamptz
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS {t.claims} (
+            claim_key text PRIMARY KEY,
+            token text NOT NULL,
+            expires_at timestamptz
+        )""",
+    ]
+
+
+MIGRATIONS: dict[int, Callable[[Tables], list[str]]] = {1: _version_1, 2: _version_2}
 """Version -> a function of the Tables giving the statements that upgrade V-1 to V."""
 
 COMPATIBLE_FROM = 1

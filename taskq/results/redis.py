@@ -141,6 +141,28 @@ return state
 _POOL_SIZE = 32
 
 
+# KEYS: the join's hash (member index -> value). ARGV: index, size, value, ttl_ms (0 = keep).
+# A member that ran twice keeps its first value; every call once all are in returns them all.
+_JOIN = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3])
+if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then return redis.call('HGETALL', KEYS[1]) end
+return false
+"""
+
+# KEYS: the claim. ARGV: token, ttl_ms (0 = keep). 1 if free or held by this token.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  else redis.call('SET', KEYS[1], ARGV[1]) end
+  return 1
+end
+if holder == ARGV[1] then return 1 end
+return 0
+"""
+
+
 def _redis_errors() -> tuple[type[BaseException], ...]:
     from redis.exceptions import RedisError
 
@@ -185,6 +207,8 @@ class RedisResultStore:
         self._record_script: AsyncScript = self._redis.register_script(_RECORD)
         self._track_script: AsyncScript = self._redis.register_script(_TRACK)
         self._register_script: AsyncScript = self._redis.register_script(_REGISTER)
+        self._join_script: AsyncScript = self._redis.register_script(_JOIN)
+        self._claim_script: AsyncScript = self._redis.register_script(_CLAIM)
         self._errors = _redis_errors()
         self._timeout = timeout
         self._calls = InFlight(lambda: ResultUnavailable(f"the result store {self._url} is closed"))
@@ -324,6 +348,28 @@ class RedisResultStore:
             register=self._register,
             where=f"Redis at {self._url}",
         )
+
+    async def join(self, join_id: str, index: int, size: int, value: bytes) -> list[bytes] | None:
+        """Add member ``index`` to join ``join_id`` (see taskq.workflow.JoinStore): one
+        script on the hash ``{prefix}:join:{id}``, with the store's TTL."""
+        key = f"{self._prefix}:join:{join_id}"
+        try:
+            flat = await self._scripts(self._join_script, [key], [index, size, value, self._ttl_ms])
+        except self._errors as exc:
+            raise self._unavailable(f"could not join {join_id} in", exc) from None
+        if not flat:
+            return None
+        members = {int(k): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        return [members[i] for i in range(size)]
+
+    async def claim(self, key: str, token: str) -> bool:
+        """Claim ``key`` for ``token`` (see taskq.workflow.JoinStore): ``{prefix}:claim:{key}``."""
+        claim_key = f"{self._prefix}:claim:{key}"
+        try:
+            won = await self._scripts(self._claim_script, [claim_key], [token, self._ttl_ms])
+        except self._errors as exc:
+            raise self._unavailable(f"could not claim {key} in", exc) from None
+        return bool(won)
 
 
 def _fields(state: TaskState) -> bytes:

@@ -52,6 +52,11 @@ class Lease:
     def __repr__(self) -> str:
         return f"<Lease of {self._store!r}>"
 
+    @property
+    def store(self) -> ResultStore:
+        """The shared store object (what optional capabilities, such as joins, are of)."""
+        return self._store
+
     async def open(self) -> None:
         await self._shared.acquire()
         self._held = True

@@ -15,6 +15,7 @@ from taskq.results.postgres import PostgresResultStore
 from taskq.results.redis import RedisResultStore
 from taskq.settings import load_settings
 from taskq.testing.contract import Check, Contract, StoreFactory, checks
+from taskq.testing.join_contract import join_checks
 from taskq.transport import make_transport
 from tests.postgres_support import POSTGRES, drop_tables, table_of
 from tests.redis_support import REDIS_URL
@@ -83,8 +84,8 @@ def in_memory(prefix: str) -> StoreFactory:
 
 STORES: dict[str, tuple[Callable[[str], StoreFactory], list[Check]]] = {
     "amqp": (amqp, checks(durable=False, levels=("app",))),
-    "redis": (redis_store, checks()),
-    "postgres": (postgres_store, checks()),
+    "redis": (redis_store, checks() + join_checks()),
+    "postgres": (postgres_store, checks() + join_checks()),
     "memory": (in_memory, checks()),
 }
 

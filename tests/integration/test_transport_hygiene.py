@@ -101,7 +101,8 @@ async def test_a_worker_lends_its_connections_to_tasks_that_send(prefix: str) ->
 
     @app.task
     async def parent(x: int) -> int:
-        return await (await child.delay(x)).result(timeout=20)
+        # a parent that waits for its child: allowed here (4 slots, one parent)
+        return await (await child.delay(x)).result(timeout=20, allow_in_task=True)
 
     client = App("lend-client", broker=BROKER, prefix=prefix)
     async with running_worker(app, concurrency=4), client:

@@ -1,0 +1,125 @@
+"""The worker's side of workflows: what a step's outcome sends, before its message is acked.
+
+A step that succeeded sends what follows it (the chain's next step, its links) or adds its
+result to its join; the member that completes a join sends the join's callback. A step that
+failed for good records the failure on the workflow's final tasks (so its handle raises at
+once) and sends the error links. Everything is sent before the ack: a worker killed in
+between leaves the step to be redelivered, and it is sent again with the same task IDs
+(a redelivered step that succeeded already is skipped, and its successors sent again).
+
+Exactly once: every step a worker sends carries a claim token of its own; the first
+delivery of a task ID to claim it in the store runs, another publish of that ID is acked
+without running (see Continuation.may_run). A join is idempotent per member index.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .. import codec
+from ..exceptions import ConfigurationError
+from ..message import Envelope
+from ..results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
+from ..settings import Settings
+from .store import join_store_of
+from .wire import Meta, Node, envelope_of_node, expand, successors
+
+if TYPE_CHECKING:
+    from ..recorder import Recorder
+    from ..sending import Sender
+
+log = logging.getLogger("taskq.workflow")
+
+
+class Continuation:
+    """Sends what follows a workflow step, for one worker."""
+
+    def __init__(
+        self, *, sender: Sender, store: ResultStore, settings: Settings, recorder: Recorder
+    ) -> None:
+        self.sender = sender
+        self.store = store
+        self.settings = settings
+        self.recorder = recorder
+
+    async def may_run(self, envelope: Envelope) -> bool:
+        """Whether this delivery may run its task: not if another publish of its task ID
+        claimed it (a step sent again after a redelivery of the step before it)."""
+        token = (envelope.workflow or {}).get("c")
+        joins = join_store_of(self.store)
+        if token is None or joins is None:
+            return True
+        return await self.recorder.until_stored(lambda: joins.claim(envelope.task_id, token))
+
+    async def succeeded(self, envelope: Envelope, value: Any) -> None:
+        """Send what follows a step that returned ``value``."""
+        if not envelope.workflow:
+            return
+        out: list[tuple[Node, list[Any], dict[str, Any]]] = []
+        await self._follow(envelope.workflow, value, out)
+        await self._publish(out, envelope)
+
+    async def skipped(self, envelope: Envelope) -> None:
+        """A step that succeeded before (a redelivery): send what follows it again."""
+        if not envelope.workflow:
+            return
+        state = await self.recorder.until_stored(lambda: self.store.get(envelope.task_id))
+        if state is not None and state.status is TaskStatus.SUCCESS:
+            await self.succeeded(envelope, state.result)
+
+    async def failed(self, envelope: Envelope, error: ErrorInfo) -> None:
+        """A step failed for good: fail the final tasks that waited for it, send the error
+        links (a partial one gets the failed task's ID)."""
+        meta = envelope.workflow
+        if not meta:
+            return
+        why = ErrorInfo(
+            error.type,
+            f"workflow step {envelope.task_name}[{envelope.task_id}] failed: {error.message}",
+            error.traceback,
+        )
+        for final in meta.get("f", ()):
+            state = TaskState(final, TaskStatus.FAILURE, error=why, attempt=envelope.attempt)
+            await self._record(state, envelope.reply_to)
+        out = []
+        for node in meta.get("e", ()):
+            out.extend(expand(node, envelope.task_id, {}, has_value=True))
+        await self._publish(out, envelope)
+
+    async def _record(self, state: TaskState, reply_to: str | None) -> None:
+        store = self.store
+        await self.recorder.until_stored(lambda: store.record(state, reply_to=reply_to))
+
+    async def _follow(
+        self, meta: Meta, value: Any, out: list[tuple[Node, list[Any], dict[str, Any]]]
+    ) -> None:
+        follow, join = successors(meta)
+        for node, inherited in follow:
+            out.extend(expand(node, value, inherited, has_value=True))
+        if join is not None:
+            values = await self._join(join, value)
+            if values is not None:
+                await self._follow(join["c"], values, out)
+
+    async def _join(self, join: Meta, value: Any) -> list[Any] | None:
+        joins = join_store_of(self.store)
+        if joins is None:
+            raise ConfigurationError(
+                f"a workflow step joins {join['id']}, but this worker's result store "
+                f"{type(self.store).__name__} cannot hold joins: use Redis or PostgreSQL"
+            )
+        packed = codec.pack(value)
+        values = await self.recorder.until_stored(
+            lambda: joins.join(join["id"], join["i"], join["n"], packed)
+        )
+        return None if values is None else [codec.unpack(v) for v in values]
+
+    async def _publish(
+        self, out: list[tuple[Node, list[Any], dict[str, Any]]], after: Envelope
+    ) -> None:
+        if out:
+            settings = self.settings
+            await self.sender.publish_envelopes(
+                [envelope_of_node(settings, n, a, m, claimed=True, after=after) for n, a, m in out]
+            )
