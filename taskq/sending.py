@@ -30,7 +30,7 @@ from . import events, topology
 from .context import current_or_none
 from .exceptions import ConfigurationError, LifecycleError, PublishError, SendRefused
 from .handle import TaskHandle
-from .hooks import Hooks, Sending
+from .hooks import Hook, Hooks, Sending
 from .message import Envelope, OutgoingMessage
 from .results.base import ResultStore
 from .settings import Settings, check_priority, check_queue_name
@@ -75,9 +75,18 @@ class Sender:
         """The entity names of the attached transport (None while detached)."""
 
     @classmethod
-    def over(cls, transport: Transport, store: ResultStore, settings: Settings) -> Sender:
-        """A Sender attached to ``transport`` and ``store`` (e.g. a worker's own)."""
-        sender = cls("this sender is detached")
+    def over(
+        cls,
+        transport: Transport,
+        store: ResultStore,
+        settings: Settings,
+        hooks: Iterable[Hook] = (),
+    ) -> Sender:
+        """A Sender attached to ``transport`` and ``store`` (e.g. a worker's own), whose new
+        messages pass ``hooks`` (another sender's ``task.sent`` publisher excepted: this one
+        publishes its own when events are on)."""
+        own = Hooks(hook for hook in hooks if not isinstance(hook, events.SentEvents))
+        sender = cls("this sender is detached", own)
         sender.attach(transport, store, settings)
         return sender
 

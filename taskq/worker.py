@@ -253,7 +253,7 @@ class Worker:
         except BaseException:
             await self._close(transport, store, lent)
             raise
-        sender = Sender.over(transport, store, self.app.settings)
+        sender = Sender.over(transport, store, self.app.settings, self.hooks)  # workflow steps
         workflow = Continuation(
             sender=sender, store=store, settings=self.app.settings, recorder=recorder
         )

@@ -317,3 +317,27 @@ async def test_a_member_redelivered_after_the_join_does_not_run_the_callback_aga
         await eventually(both_handled, what="the member and the callback copies")
     assert calls.of("total") == [[2, 4]]
     assert sorted(calls.of("double")) == [1, 2]
+
+
+class Stamp(Hook):
+    """Adds a header to every message sent (as a tracing hook adds its context)."""
+
+    async def before_send(self, send: Sending) -> None:
+        send.headers["x-stamp"] = "stamped"
+
+
+async def test_steps_sent_by_the_worker_pass_the_apps_send_hooks(prefix: str, results: str) -> None:
+    app = App("wf", broker=BROKER, prefix=prefix, results=results)
+    seen: list[tuple[int, Any]] = []
+
+    @app.task
+    async def step(x: int) -> int:
+        seen.append((x, current().headers.get("x-stamp")))
+        return x + 1
+
+    app.add_hook(Stamp())
+    async with app, running_worker(app):
+        handle = await (step.s(0) | step.s() | step.s()).delay()
+        assert await handle.result(timeout=TIMEOUT) == 3
+    # The first step is sent by the client, the next two by the worker that ran the one before.
+    assert sorted(seen) == [(0, "stamped"), (1, "stamped"), (2, "stamped")]
