@@ -37,7 +37,8 @@ from .. import topology
 from ..exceptions import BrokerError, LifecycleError, PublishError
 from ..message import OutgoingMessage
 from .aiopika_errors import LOST, is_lost, is_refusal, mapped, refused_this
-from .aiopika_lease import AioPikaLease, amqp_properties, connect
+from .aiopika_lease import AioPikaLease, connect
+from .aiopika_properties import amqp_properties, flaws_of
 from .errors import PRECONDITION_FAILED
 from .interface import NOT_FOUND, Cancel, QueueDepth, Reply
 from .options import TransportOptions
@@ -68,8 +69,10 @@ class _Settle:
 def delivery_of(message: AbstractIncomingMessage, queue: str) -> Delivery:
     """A taskq Delivery of an aio-pika message (acked or rejected through aio-pika)."""
     expiration = message.expiration  # aio-pika decodes it to seconds
+    headers = message.headers
+    flaws = flaws_of(headers)
     props = {
-        "headers": message.headers,
+        "headers": headers,
         "content_type": message.content_type,
         "message_id": message.message_id,
         "type": message.type,
@@ -88,6 +91,7 @@ def delivery_of(message: AbstractIncomingMessage, queue: str) -> Delivery:
         queue,
         _Settle(message),
         None,
+        flaws,
     )
 
 
@@ -407,7 +411,7 @@ class AioPikaTransport:
                 message.body,
                 exchange=exchange,
                 routing_key=routing_key,
-                properties=amqp_properties(message),
+                properties=amqp_properties(message, channel),
                 mandatory=mandatory,
             )
 
@@ -455,7 +459,7 @@ class AioPikaTransport:
                     message.body,
                     exchange=exchange,
                     routing_key=routing_key,
-                    properties=amqp_properties(message),
+                    properties=amqp_properties(message, channel),
                 )
                 sent += 1
         except LOST as exc:

@@ -311,6 +311,19 @@ def properties(props: Mapping[str, Any]) -> tuple[int, bytes]:
     return flags, b"".join(parts)
 
 
+def sendable_properties(props: Mapping[str, Any], frame_max: int) -> tuple[int, bytes]:
+    """:func:`properties`, or EncodeError for properties the broker would refuse by closing
+    the whole connection: headers no field type holds, or a content header larger than a
+    frame (RabbitMQ answers that with FRAME_ERROR)."""
+    flags, encoded = properties(props)
+    if 22 + len(encoded) > frame_max:  # frame head 7, class..flags 14, frame end 1
+        raise EncodeError(
+            f"the message's properties ({len(encoded)} bytes) do not fit in one frame "
+            f"(frame_max {frame_max})"
+        )
+    return flags, encoded
+
+
 def publish(
     channel: int,
     exchange: str,
@@ -323,15 +336,8 @@ def publish(
 ) -> bytes:
     """The frames of one ``basic.publish`` (method, content header, body), as one write.
 
-    Raises EncodeError, before anything is written, for properties the broker would refuse
-    by closing the whole connection: headers no field type holds, or a content header larger
-    than a frame (RabbitMQ answers that with FRAME_ERROR)."""
-    flags, encoded = properties(props)
-    if 22 + len(encoded) > frame_max:  # frame head 7, class..flags 14, frame end 1
-        raise EncodeError(
-            f"the message's properties ({len(encoded)} bytes) do not fit in one frame "
-            f"(frame_max {frame_max})"
-        )
+    Raises EncodeError, before anything is written, as :func:`sendable_properties` does."""
+    flags, encoded = sendable_properties(props, frame_max)
     method_payload = b"".join((
         _CLASS_METHOD.pack(BASIC, PUBLISH), b"\0\0", _encode_short(exchange),
         _encode_short(routing_key), b"\x01" if mandatory else b"\x00",
