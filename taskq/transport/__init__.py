@@ -10,7 +10,8 @@ implementation that the options name:
   decoded by ``frames``), connections kept alive by ``link``, the lease in ``lease``;
 * ``aio-pika`` (``aiopika``): aio-pika's robust connection (the ``taskq[aio-pika]`` extra).
 
-``wire`` has the message properties, received deliveries and coalesced acks; ``errors`` maps
+``shared`` has what every implementation does the same way (the in-memory one too); ``wire``
+has the message properties, received deliveries and coalesced acks; ``errors`` maps
 the native client's errors to taskq.exceptions.
 """
 
@@ -27,6 +28,7 @@ from .interface import (
     Transport,
 )
 from .options import IMPLEMENTATIONS, Implementation, TransportOptions
+from .shared import SharedMethods
 from .wire import Delivery, properties
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "Lease",
     "QueueDepth",
     "Reply",
+    "SharedMethods",
     "Tenure",
     "TlsFiles",
     "Transport",

@@ -23,9 +23,10 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -39,9 +40,11 @@ from ..message import OutgoingMessage
 from .aiopika_errors import LOST, is_lost, is_refusal, mapped, refused_this
 from .aiopika_lease import AioPikaLease, connect
 from .aiopika_properties import amqp_properties, flaws_of
+from .connection import UNCONFIRMED_LIMIT
 from .errors import PRECONDITION_FAILED
 from .interface import NOT_FOUND, Cancel, QueueDepth, Reply
 from .options import TransportOptions
+from .shared import SharedMethods
 from .wire import Delivery
 
 log = logging.getLogger("taskq.transport")
@@ -100,7 +103,7 @@ def _milliseconds(expiration: Any) -> str:
     return str(int(float(seconds) * 1000))
 
 
-class AioPikaTransport:
+class AioPikaTransport(SharedMethods):
     """The Transport of taskq.transport.interface, over aio-pika's robust connections."""
 
     def __init__(
@@ -111,8 +114,8 @@ class AioPikaTransport:
         connection: AbstractRobustConnection | None = None,
     ) -> None:
         self.options = options
+        super().__init__()
         self.names = topology.Names(options.prefix)
-        self.dropped = 0
         self._name = connection_name
         self._given = connection
         self._out: AbstractRobustConnection | None = None
@@ -122,7 +125,6 @@ class AioPikaTransport:
         self._channel_lock = asyncio.Lock()
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
-        self._handlers: set[asyncio.Task[None]] = set()
         self._held: dict[str, Cancel] = {}
         self._opened: list[AbstractChannel] = []  # long-lived channels, closed by close()
 
@@ -162,8 +164,7 @@ class AioPikaTransport:
 
     async def close(self) -> None:
         """Close the connections this transport opened (idempotent)."""
-        for task in list(self._handlers):
-            task.cancel()
+        self.cancel_handlers()
         connections = {id(c): c for c in (self._in, self._out) if c is not None}
         self._in = self._out = None
         self._channels.clear()
@@ -425,46 +426,34 @@ class AioPikaTransport:
         with mapped(what, PublishError):
             await self._patiently("publish", attempt, refused)
 
-    async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
-        """Publish ``(exchange, routing_key, message)`` items with pipelined confirms; all or
-        PublishError naming the message IDs that were not confirmed."""
-        results = await asyncio.gather(
-            *(self.publish(exchange, key, message) for exchange, key, message in items),
-            return_exceptions=True,
-        )
-        failed = [
-            (m.message_id, r)
-            for (_, _, m), r in zip(items, results, strict=True)
-            if isinstance(r, BaseException)
-        ]
-        if failed:
-            ids = ", ".join(str(message_id) for message_id, _ in failed)
-            raise PublishError(
-                f"{len(failed)} of {len(items)} messages not confirmed: {ids} "
-                f"(first error: {failed[0][1]})"
-            ) from failed[0][1]
-
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         """Publish transient, unconfirmed, non-mandatory on the default exchange (replies)."""
         await self.emit("", [(routing_key, message)])
 
     async def emit(self, exchange: str, messages: Sequence[tuple[str, OutgoingMessage]]) -> int:
-        """Publish unconfirmed and non-mandatory; return how many were dropped (all of them
-        while the connection is down)."""
+        """Publish unconfirmed and non-mandatory, never waiting for the socket; return how
+        many were dropped: all of them while the connection is down, and, counted in
+        :attr:`dropped`, those that find no room (see :func:`has_room`) while the broker
+        reads nothing, as the native client drops them."""
         sent = 0
         try:
-            channel = await (await self._channel("plain")).get_underlay_channel()
+            underlay = await (await self._channel("plain")).get_underlay_channel()
+            channel = cast(aiormq.Channel, underlay)  # ``wait`` is not on the abstract one
             for routing_key, message in messages:
+                if not has_room(channel):
+                    break
                 await channel.basic_publish(
                     message.body,
                     exchange=exchange,
                     routing_key=routing_key,
                     properties=amqp_properties(message, channel),
+                    wait=False,  # aiormq would wait for the socket to drain: for ever, blocked
                 )
                 sent += 1
         except LOST as exc:
             log.warning("%d unconfirmed message(s) not sent: %r", len(messages) - sent, exc)
-            self.dropped += len(messages) - sent
+            return len(messages) - sent
+        self.count_dropped(len(messages) - sent, f"{self._name}:publish", UNCONFIRMED_LIMIT)
         return len(messages) - sent
 
     # -- consuming ---------------------------------------------------------------------------
@@ -573,25 +562,6 @@ class AioPikaTransport:
 
     # -- control plane and events ------------------------------------------------------------
 
-    async def consume_bound(
-        self,
-        queue_name: str,
-        exchange: str,
-        routing_key: str,
-        on_message: Callable[[str | None, bytes], Awaitable[None]],
-        *,
-        arguments: dict[str, Any] | None = None,
-    ) -> None:
-        """Declare an exclusive queue bound to ``exchange`` and consume it without acks,
-        calling ``on_message(type, body)`` in a task per message."""
-
-        def on_delivery(delivery: Delivery) -> None:
-            task = asyncio.ensure_future(on_message(delivery.type, delivery.body))
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
-
-        await self.listen(queue_name, exchange, routing_key, on_delivery, arguments=arguments)
-
     async def listen(
         self,
         queue_name: str,
@@ -629,6 +599,20 @@ class AioPikaTransport:
         if cancel is not None:
             await cancel()
         await self.delete_queue(queue_name)
+
+
+def has_room(channel: Any) -> bool:
+    """Whether an unconfirmed publish on aiormq ``channel`` can be written without waiting:
+    aiormq's write queue has a free place (its writer is not stuck draining a confirmed
+    publish into a socket the broker does not read) and fewer than ``UNCONFIRMED_LIMIT``
+    bytes wait in the socket's buffer (what the native client allows, see
+    Connection.has_room)."""
+    connection = channel.connection
+    if connection.write_queue.full():
+        return False
+    writer = getattr(connection, "writer", None)
+    socket = getattr(writer, "transport", None)
+    return socket is None or socket.get_write_buffer_size() < UNCONFIRMED_LIMIT
 
 
 def _ignore(message: AbstractIncomingMessage) -> None:
