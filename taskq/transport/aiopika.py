@@ -40,6 +40,7 @@ from ..message import OutgoingMessage
 from .aiopika_errors import LOST, is_lost, is_refusal, mapped, refused_this
 from .aiopika_lease import AioPikaLease, connect
 from .aiopika_properties import amqp_properties, flaws_of
+from .aiopika_replies import ReplyQueue
 from .connection import UNCONFIRMED_LIMIT
 from .errors import PRECONDITION_FAILED
 from .interface import NOT_FOUND, Cancel, QueueDepth, Reply
@@ -512,21 +513,22 @@ class AioPikaTransport(SharedMethods):
     async def consume_replies(
         self, queue_name: str, on_reply: Reply, *, expires: float, on_lost: Callable[[str], None]
     ) -> Cancel:
-        """Declare a durable reply queue with ``x-expires`` and consume it without acks.
-
-        aio-pika re-declares it under the same name after a reconnect: one that expired
-        meanwhile comes back empty (its replies were dropped by the broker), so ``on_lost``
-        is never called here; waiters time out instead of learning it at once.
-        """
+        """Declare a durable reply queue with ``x-expires`` and consume it without acks; after
+        a reconnect, if it expired meanwhile, a queue with a new name replaces it and
+        ``on_lost(new name)`` is called (see taskq.transport.aiopika_replies)."""
         arguments = topology.reply_queue_arguments(expires, self.options.any_quorum)
-
-        def on_message(message: AbstractIncomingMessage) -> None:
-            on_reply(message.correlation_id, message.body, message.type)
-
+        replies = ReplyQueue(
+            await self._inbound(),
+            queue_name,
+            arguments,
+            on_reply,
+            on_lost,
+            new_name=lambda: self.names.reply_queue(uuid.uuid4().hex),
+            timeout=self.options.publish_timeout,
+        )
         with mapped(f"consuming reply queue {queue_name!r}"):
-            return await self._subscribe(
-                lambda channel: _queue(channel, queue_name, arguments), on_message, acks=False
-            )
+            await replies.start()
+        return replies.cancel
 
     @contextlib.asynccontextmanager
     async def reply_inbox(self, on_reply: Reply) -> AsyncIterator[str]:
