@@ -144,6 +144,7 @@ class AioPikaTenure:
         if self.lost:
             raise ConnectionError("the lease is lost")
         self._returned = {}
+        tracked = _track_returns(channel, messages)
         for exchange, routing_key, message in messages:
             await channel.basic_publish(
                 message.body,
@@ -170,9 +171,37 @@ class AioPikaTenure:
             await first_of([back, channel.closing], None)
         finally:
             self._expected = None
+            _untrack(channel, tracked)
         if not back.done():
             raise ConnectionError("the lease was lost during a commit")
         return dict(self._returned)
+
+
+def _track_returns(
+    channel: Any, messages: Sequence[tuple[str, str, OutgoingMessage]]
+) -> dict[str, int]:
+    """Have aiormq hand the return of each of ``messages`` to the channel's return callbacks.
+
+    aiormq does so only for a publish it tracks for a confirm (by message ID, in
+    ``message_id_delivery_tag`` and ``confirmations``); on this transaction channel, which has
+    no confirms, it logged "Unhandled message" and dropped every return, so an unroutable
+    firing was lost quietly. Each is tracked here the same way, under a negative tag no
+    confirm ever has, with a future nobody awaits; :func:`_untrack` forgets them."""
+    tracked: dict[str, int] = {}
+    loop = asyncio.get_running_loop()
+    for _, _, message in messages:
+        if message.message_id is not None:
+            tag = -1 - len(tracked)
+            tracked[message.message_id] = tag
+            channel.message_id_delivery_tag[message.message_id] = tag
+            channel.confirmations[tag] = loop.create_future()
+    return tracked
+
+
+def _untrack(channel: Any, tracked: dict[str, int]) -> None:
+    for message_id, tag in tracked.items():
+        channel.message_id_delivery_tag.pop(message_id, None)
+        channel.confirmations.pop(tag, None)
 
 
 class AioPikaLease:
