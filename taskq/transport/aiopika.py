@@ -40,6 +40,7 @@ from ..message import OutgoingMessage
 from .aiopika_errors import LOST, is_lost, is_refusal, mapped, refused_this
 from .aiopika_lease import AioPikaLease, connect
 from .aiopika_properties import amqp_properties, flaws_of
+from .aiopika_queues import RetriedAlone
 from .aiopika_replies import ReplyQueue
 from .connection import UNCONFIRMED_LIMIT
 from .errors import PRECONDITION_FAILED
@@ -503,12 +504,13 @@ class AioPikaTransport(SharedMethods):
         # A passive declare through the robust channel registers the queue with aio-pika:
         # after a broker cancel (the queue was deleted) it probes the queue until it is back
         # (declared again by the next send) and consumes again.
+        def declare(channel: AbstractChannel) -> Awaitable[AbstractQueue]:
+            # This channel's queue is restored alone after a reconnect (see aiopika_queues).
+            setattr(channel, "QUEUE_CLASS", RetriedAlone)  # noqa: B010 - not on the ABC
+            return channel.declare_queue(full, passive=True)
+
         with mapped(f"consuming queue {queue!r}"):
-            return await self._subscribe(
-                lambda channel: channel.declare_queue(full, passive=True),
-                on_message,
-                prefetch=prefetch,
-            )
+            return await self._subscribe(declare, on_message, prefetch=prefetch)
 
     async def consume_replies(
         self, queue_name: str, on_reply: Reply, *, expires: float, on_lost: Callable[[str], None]
