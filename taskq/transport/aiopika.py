@@ -156,6 +156,8 @@ class AioPikaTransport(SharedMethods):
         if self._out is not None:
             raise LifecycleError("transport already connected")
         self._out = await self._open("publish")
+        with mapped("opening the channel of unconfirmed publishes"):
+            await self._channel("plain")  # now: emit never waits for it (see _plain_now)
 
     async def _inbound(self) -> AbstractRobustConnection:
         self._require(self._out, "consume")
@@ -439,7 +441,7 @@ class AioPikaTransport(SharedMethods):
         reads nothing, as the native client drops them."""
         sent = 0
         try:
-            underlay = await (await self._channel("plain")).get_underlay_channel()
+            underlay = await self._plain_now().get_underlay_channel()
             channel = cast(aiormq.Channel, underlay)  # ``wait`` is not on the abstract one
             for routing_key, message in messages:
                 if not has_room(channel):
@@ -457,6 +459,24 @@ class AioPikaTransport(SharedMethods):
             return len(messages) - sent
         self.count_dropped(len(messages) - sent, f"{self._name}:publish", UNCONFIRMED_LIMIT)
         return len(messages) - sent
+
+    def _plain_now(self) -> AbstractChannel:
+        """The channel of unconfirmed publishes if it is open now; else ConnectionError, and
+        it is opened again in the background. Never waited for: opening a channel waits for
+        the broker's answer, which a broker that reads nothing does not give, and aio-pika's
+        open does not give way to a cancel either."""
+        channel = self._channels.get("plain")
+        if channel is not None and not channel.is_closed:
+            return channel
+        if not any(task.get_name() == "taskq-plain-channel" for task in self._handlers):
+            task = asyncio.ensure_future(self._reopen_plain())
+            task.set_name("taskq-plain-channel")
+            self._handlers.add(task)
+            task.add_done_callback(_forget(self._handlers))
+        raise ConnectionError("the channel of unconfirmed publishes is being opened again")
+
+    async def _reopen_plain(self) -> None:
+        await self._channel("plain")
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -603,6 +623,18 @@ class AioPikaTransport(SharedMethods):
         if cancel is not None:
             await cancel()
         await self.delete_queue(queue_name)
+
+
+def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    """A done callback that drops a background task from ``tasks``; its failure (the
+    connection is down) is retrieved, the next use tries again."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done
 
 
 def has_room(channel: Any) -> bool:
