@@ -8,7 +8,10 @@ implementation that the options name:
 
 * ``native`` (``core``): taskq's own AMQP 0-9-1 client (``connection``, frames on the hot path
   decoded by ``frames``), connections kept alive by ``link``, the lease in ``lease``;
-* ``aio-pika`` (``aiopika``): aio-pika's robust connection (the ``taskq[aio-pika]`` extra).
+* ``aio-pika`` (``aiopika``): aio-pika's robust connection (the ``taskq[aio-pika]`` extra),
+  with its properties read and written as the native client does (``aiopika_properties``),
+  the reply queue and work queues restored by taskq (``aiopika_replies``, ``aiopika_queues``),
+  the lease in ``aiopika_lease`` and its errors mapped in ``aiopika_errors``.
 
 ``shared`` has what every implementation does the same way (the in-memory one too); ``wire``
 has the message properties, received deliveries and coalesced acks; ``errors`` maps
