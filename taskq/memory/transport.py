@@ -8,16 +8,23 @@ Publishes are "confirmed" when routed; nothing is ever unconfirmed or dropped fo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import topology
-from ..exceptions import BrokerError, ConfigurationError, LifecycleError, PublishError
+from ..exceptions import BrokerError, ConfigurationError, LifecycleError
 from ..message import OutgoingMessage
-from ..transport import Delivery, Lease, QueueDepth, Reply, Transport, TransportOptions
+from ..transport import (
+    Delivery,
+    Lease,
+    QueueDepth,
+    Reply,
+    SharedMethods,
+    Transport,
+    TransportOptions,
+)
 from .broker import NOT_FOUND, Consumer, Holder, MemoryBroker
 from .loopscope import of_running_loop
 from .url import MemoryUrl, parse_memory_url
@@ -31,7 +38,7 @@ def broker_for(url: MemoryUrl) -> MemoryBroker:
     return of_running_loop("broker", url.name, lambda: MemoryBroker(url))
 
 
-class MemoryTransport(Transport):
+class MemoryTransport(SharedMethods, Transport):
     """A Transport whose broker is a MemoryBroker of the running event loop (``memory://``)."""
 
     def __init__(self, settings: Settings, *, connection_name: str = "taskq") -> None:
@@ -43,12 +50,11 @@ class MemoryTransport(Transport):
         )  # fmt: skip
         self.names = topology.Names(settings.prefix)
         self.url = parse_memory_url(settings.broker)
-        self.dropped = 0
+        super().__init__()
         self._connection_name = connection_name
         self._broker: MemoryBroker | None = None
         self._consumers: list[Consumer] = []
         self._getters: dict[str, Holder] = {}
-        self._handlers: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<MemoryTransport memory://{self.url.name} prefix={self.settings.prefix!r}>"
@@ -73,8 +79,7 @@ class MemoryTransport(Transport):
         broker, self._broker = self._broker, None
         if broker is None:
             return
-        for task in list(self._handlers):
-            task.cancel()
+        self.cancel_handlers()
         for consumer in self._consumers:
             with contextlib.suppress(ValueError):
                 consumer.queue.consumers.remove(consumer)
@@ -154,20 +159,6 @@ class MemoryTransport(Transport):
     ) -> None:
         self.broker.publish(exchange, routing_key, message, mandatory=mandatory)
 
-    async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
-        failed = []
-        for exchange, key, message in items:
-            try:
-                self.broker.publish(exchange, key, message, mandatory=True)
-            except PublishError as exc:
-                failed.append((message.message_id, exc))
-        if failed:
-            ids = ", ".join(str(message_id) for message_id, _ in failed)
-            raise PublishError(
-                f"{len(failed)} of {len(items)} messages not confirmed: {ids} "
-                f"(first error: {failed[0][1]})"
-            ) from failed[0][1]
-
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         self.broker.publish("", routing_key, message, mandatory=False)
 
@@ -228,22 +219,6 @@ class MemoryTransport(Transport):
         if holder is None or holder.queue is not queue:
             holder = self._getters[queue_name] = Holder(self.broker, queue, self)
         return self.broker.get(queue, holder)
-
-    async def consume_bound(
-        self,
-        queue_name: str,
-        exchange: str,
-        routing_key: str,
-        on_message: Callable[[str | None, bytes], Awaitable[None]],
-        *,
-        arguments: dict[str, Any] | None = None,
-    ) -> None:
-        def on_delivery(delivery: Delivery) -> None:
-            task = asyncio.ensure_future(on_message(delivery.type, delivery.body))
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
-
-        await self.listen(queue_name, exchange, routing_key, on_delivery, arguments=arguments)
 
     async def listen(
         self,

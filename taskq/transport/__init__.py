@@ -8,9 +8,13 @@ implementation that the options name:
 
 * ``native`` (``core``): taskq's own AMQP 0-9-1 client (``connection``, frames on the hot path
   decoded by ``frames``), connections kept alive by ``link``, the lease in ``lease``;
-* ``aio-pika`` (``aiopika``): aio-pika's robust connection (the ``taskq[aio-pika]`` extra).
+* ``aio-pika`` (``aiopika``): aio-pika's robust connection (the ``taskq[aio-pika]`` extra),
+  with its properties read and written as the native client does (``aiopika_properties``),
+  the reply queue and work queues restored by taskq (``aiopika_replies``, ``aiopika_queues``),
+  the lease in ``aiopika_lease`` and its errors mapped in ``aiopika_errors``.
 
-``wire`` has the message properties, received deliveries and coalesced acks; ``errors`` maps
+``shared`` has what every implementation does the same way (the in-memory one too); ``wire``
+has the message properties, received deliveries and coalesced acks; ``errors`` maps
 the native client's errors to taskq.exceptions.
 """
 
@@ -27,6 +31,7 @@ from .interface import (
     Transport,
 )
 from .options import IMPLEMENTATIONS, Implementation, TransportOptions
+from .shared import SharedMethods
 from .wire import Delivery, properties
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "Lease",
     "QueueDepth",
     "Reply",
+    "SharedMethods",
     "Tenure",
     "TlsFiles",
     "Transport",

@@ -23,9 +23,10 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -37,10 +38,15 @@ from .. import topology
 from ..exceptions import BrokerError, LifecycleError, PublishError
 from ..message import OutgoingMessage
 from .aiopika_errors import LOST, is_lost, is_refusal, mapped, refused_this
-from .aiopika_lease import AioPikaLease, amqp_properties, connect
+from .aiopika_lease import AioPikaLease, connect
+from .aiopika_properties import amqp_properties, flaws_of
+from .aiopika_queues import RetriedAlone
+from .aiopika_replies import ReplyQueue
+from .connection import UNCONFIRMED_LIMIT
 from .errors import PRECONDITION_FAILED
 from .interface import NOT_FOUND, Cancel, QueueDepth, Reply
 from .options import TransportOptions
+from .shared import SharedMethods
 from .wire import Delivery
 
 log = logging.getLogger("taskq.transport")
@@ -68,8 +74,10 @@ class _Settle:
 def delivery_of(message: AbstractIncomingMessage, queue: str) -> Delivery:
     """A taskq Delivery of an aio-pika message (acked or rejected through aio-pika)."""
     expiration = message.expiration  # aio-pika decodes it to seconds
+    headers = message.headers
+    flaws = flaws_of(headers)
     props = {
-        "headers": message.headers,
+        "headers": headers,
         "content_type": message.content_type,
         "message_id": message.message_id,
         "type": message.type,
@@ -88,6 +96,7 @@ def delivery_of(message: AbstractIncomingMessage, queue: str) -> Delivery:
         queue,
         _Settle(message),
         None,
+        flaws,
     )
 
 
@@ -96,7 +105,7 @@ def _milliseconds(expiration: Any) -> str:
     return str(int(float(seconds) * 1000))
 
 
-class AioPikaTransport:
+class AioPikaTransport(SharedMethods):
     """The Transport of taskq.transport.interface, over aio-pika's robust connections."""
 
     def __init__(
@@ -107,8 +116,8 @@ class AioPikaTransport:
         connection: AbstractRobustConnection | None = None,
     ) -> None:
         self.options = options
+        super().__init__()
         self.names = topology.Names(options.prefix)
-        self.dropped = 0
         self._name = connection_name
         self._given = connection
         self._out: AbstractRobustConnection | None = None
@@ -118,7 +127,6 @@ class AioPikaTransport:
         self._channel_lock = asyncio.Lock()
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
-        self._handlers: set[asyncio.Task[None]] = set()
         self._held: dict[str, Cancel] = {}
         self._opened: list[AbstractChannel] = []  # long-lived channels, closed by close()
 
@@ -148,6 +156,8 @@ class AioPikaTransport:
         if self._out is not None:
             raise LifecycleError("transport already connected")
         self._out = await self._open("publish")
+        with mapped("opening the channel of unconfirmed publishes"):
+            await self._channel("plain")  # now: emit never waits for it (see _plain_now)
 
     async def _inbound(self) -> AbstractRobustConnection:
         self._require(self._out, "consume")
@@ -158,8 +168,7 @@ class AioPikaTransport:
 
     async def close(self) -> None:
         """Close the connections this transport opened (idempotent)."""
-        for task in list(self._handlers):
-            task.cancel()
+        self.cancel_handlers()
         connections = {id(c): c for c in (self._in, self._out) if c is not None}
         self._in = self._out = None
         self._channels.clear()
@@ -408,7 +417,7 @@ class AioPikaTransport:
                 message.body,
                 exchange=exchange,
                 routing_key=routing_key,
-                properties=amqp_properties(message),
+                properties=amqp_properties(message, channel),
                 mandatory=mandatory,
             )
 
@@ -422,47 +431,53 @@ class AioPikaTransport:
         with mapped(what, PublishError):
             await self._patiently("publish", attempt, refused)
 
-    async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
-        """Publish ``(exchange, routing_key, message)`` items with pipelined confirms; all or
-        PublishError naming the message IDs that were not confirmed."""
-        results = await asyncio.gather(
-            *(self.publish(exchange, key, message) for exchange, key, message in items),
-            return_exceptions=True,
-        )
-        failed = [
-            (m.message_id, r)
-            for (_, _, m), r in zip(items, results, strict=True)
-            if isinstance(r, BaseException)
-        ]
-        if failed:
-            ids = ", ".join(str(message_id) for message_id, _ in failed)
-            raise PublishError(
-                f"{len(failed)} of {len(items)} messages not confirmed: {ids} "
-                f"(first error: {failed[0][1]})"
-            ) from failed[0][1]
-
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         """Publish transient, unconfirmed, non-mandatory on the default exchange (replies)."""
         await self.emit("", [(routing_key, message)])
 
     async def emit(self, exchange: str, messages: Sequence[tuple[str, OutgoingMessage]]) -> int:
-        """Publish unconfirmed and non-mandatory; return how many were dropped (all of them
-        while the connection is down)."""
+        """Publish unconfirmed and non-mandatory, never waiting for the socket; return how
+        many were dropped: all of them while the connection is down, and, counted in
+        :attr:`dropped`, those that find no room (see :func:`has_room`) while the broker
+        reads nothing, as the native client drops them."""
         sent = 0
         try:
-            channel = await (await self._channel("plain")).get_underlay_channel()
+            underlay = await self._plain_now().get_underlay_channel()
+            channel = cast(aiormq.Channel, underlay)  # ``wait`` is not on the abstract one
             for routing_key, message in messages:
+                if not has_room(channel):
+                    break
                 await channel.basic_publish(
                     message.body,
                     exchange=exchange,
                     routing_key=routing_key,
-                    properties=amqp_properties(message),
+                    properties=amqp_properties(message, channel),
+                    wait=False,  # aiormq would wait for the socket to drain: for ever, blocked
                 )
                 sent += 1
         except LOST as exc:
             log.warning("%d unconfirmed message(s) not sent: %r", len(messages) - sent, exc)
-            self.dropped += len(messages) - sent
+            return len(messages) - sent
+        self.count_dropped(len(messages) - sent, f"{self._name}:publish", UNCONFIRMED_LIMIT)
         return len(messages) - sent
+
+    def _plain_now(self) -> AbstractChannel:
+        """The channel of unconfirmed publishes if it is open now; else ConnectionError, and
+        it is opened again in the background. Never waited for: opening a channel waits for
+        the broker's answer, which a broker that reads nothing does not give, and aio-pika's
+        open does not give way to a cancel either."""
+        channel = self._channels.get("plain")
+        if channel is not None and not channel.is_closed:
+            return channel
+        if not any(task.get_name() == "taskq-plain-channel" for task in self._handlers):
+            task = asyncio.ensure_future(self._reopen_plain())
+            task.set_name("taskq-plain-channel")
+            self._handlers.add(task)
+            task.add_done_callback(_forget(self._handlers))
+        raise ConnectionError("the channel of unconfirmed publishes is being opened again")
+
+    async def _reopen_plain(self) -> None:
+        await self._channel("plain")
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -510,31 +525,33 @@ class AioPikaTransport:
         # A passive declare through the robust channel registers the queue with aio-pika:
         # after a broker cancel (the queue was deleted) it probes the queue until it is back
         # (declared again by the next send) and consumes again.
+        def declare(channel: AbstractChannel) -> Awaitable[AbstractQueue]:
+            # This channel's queue is restored alone after a reconnect (see aiopika_queues).
+            setattr(channel, "QUEUE_CLASS", RetriedAlone)  # noqa: B010 - not on the ABC
+            return channel.declare_queue(full, passive=True)
+
         with mapped(f"consuming queue {queue!r}"):
-            return await self._subscribe(
-                lambda channel: channel.declare_queue(full, passive=True),
-                on_message,
-                prefetch=prefetch,
-            )
+            return await self._subscribe(declare, on_message, prefetch=prefetch)
 
     async def consume_replies(
         self, queue_name: str, on_reply: Reply, *, expires: float, on_lost: Callable[[str], None]
     ) -> Cancel:
-        """Declare a durable reply queue with ``x-expires`` and consume it without acks.
-
-        aio-pika re-declares it under the same name after a reconnect: one that expired
-        meanwhile comes back empty (its replies were dropped by the broker), so ``on_lost``
-        is never called here; waiters time out instead of learning it at once.
-        """
+        """Declare a durable reply queue with ``x-expires`` and consume it without acks; after
+        a reconnect, if it expired meanwhile, a queue with a new name replaces it and
+        ``on_lost(new name)`` is called (see taskq.transport.aiopika_replies)."""
         arguments = topology.reply_queue_arguments(expires, self.options.any_quorum)
-
-        def on_message(message: AbstractIncomingMessage) -> None:
-            on_reply(message.correlation_id, message.body, message.type)
-
+        replies = ReplyQueue(
+            await self._inbound(),
+            queue_name,
+            arguments,
+            on_reply,
+            on_lost,
+            new_name=lambda: self.names.reply_queue(uuid.uuid4().hex),
+            timeout=self.options.publish_timeout,
+        )
         with mapped(f"consuming reply queue {queue_name!r}"):
-            return await self._subscribe(
-                lambda channel: _queue(channel, queue_name, arguments), on_message, acks=False
-            )
+            await replies.start()
+        return replies.cancel
 
     @contextlib.asynccontextmanager
     async def reply_inbox(self, on_reply: Reply) -> AsyncIterator[str]:
@@ -569,25 +586,6 @@ class AioPikaTransport:
         return None if got is None else delivery_of(got, queue_name)
 
     # -- control plane and events ------------------------------------------------------------
-
-    async def consume_bound(
-        self,
-        queue_name: str,
-        exchange: str,
-        routing_key: str,
-        on_message: Callable[[str | None, bytes], Awaitable[None]],
-        *,
-        arguments: dict[str, Any] | None = None,
-    ) -> None:
-        """Declare an exclusive queue bound to ``exchange`` and consume it without acks,
-        calling ``on_message(type, body)`` in a task per message."""
-
-        def on_delivery(delivery: Delivery) -> None:
-            task = asyncio.ensure_future(on_message(delivery.type, delivery.body))
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
-
-        await self.listen(queue_name, exchange, routing_key, on_delivery, arguments=arguments)
 
     async def listen(
         self,
@@ -626,6 +624,32 @@ class AioPikaTransport:
         if cancel is not None:
             await cancel()
         await self.delete_queue(queue_name)
+
+
+def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    """A done callback that drops a background task from ``tasks``; its failure (the
+    connection is down) is retrieved, the next use tries again."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done
+
+
+def has_room(channel: Any) -> bool:
+    """Whether an unconfirmed publish on aiormq ``channel`` can be written without waiting:
+    aiormq's write queue has a free place (its writer is not stuck draining a confirmed
+    publish into a socket the broker does not read) and fewer than ``UNCONFIRMED_LIMIT``
+    bytes wait in the socket's buffer (what the native client allows, see
+    Connection.has_room)."""
+    connection = channel.connection
+    if connection.write_queue.full():
+        return False
+    writer = getattr(connection, "writer", None)
+    socket = getattr(writer, "transport", None)
+    return socket is None or socket.get_write_buffer_size() < UNCONFIRMED_LIMIT
 
 
 def _ignore(message: AbstractIncomingMessage) -> None:

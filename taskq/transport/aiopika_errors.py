@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from types import TracebackType
 
 import aiormq.exceptions as amqp
 
 from ..exceptions import BrokerError, BrokerRefused, BrokerUnavailable, PublishError
+from . import errors
 from .endpoints import Endpoint, describe_tls_failure
 from .errors import REFUSALS, by_code
 from .refusals import blamed, names_one
@@ -137,23 +137,16 @@ def broker_error(
     return by_code(reply_code(exc), exc, doing, refused)
 
 
-class mapped:  # lower case: it reads as a statement, `with mapped("declaring"):`
-    """A context in which aio-pika's errors are raised as taskq's."""
-
-    __slots__ = ("doing", "refused")
-
-    def __init__(self, doing: str, refused: type[BrokerError] | None = None) -> None:
-        self.doing = doing
-        self.refused = refused
-
-    def __enter__(self) -> None:
+def aio_pika_error(
+    exc: BaseException, doing: str, refused: type[BrokerError] | None
+) -> BrokerError | None:
+    """The taskq error for an exception of aio-pika or aiormq (including the RuntimeError of
+    a channel opened while aio-pika reconnects), or None for any other."""
+    if isinstance(exc, BrokerError) or not (isinstance(exc, CLIENT_ERRORS) or is_lost(exc)):
         return None
+    return broker_error(exc, doing, refused)
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, CLIENT_ERRORS) and not isinstance(exc, BrokerError):
-            raise broker_error(exc, self.doing, self.refused) from exc
+
+def mapped(doing: str, refused: type[BrokerError] | None = None) -> errors.mapped:
+    """A context in which aio-pika's errors are raised as taskq's (``with mapped(...):``)."""
+    return errors.mapped(doing, refused, aio_pika_error)

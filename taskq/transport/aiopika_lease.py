@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -30,11 +29,11 @@ from .aiopika_errors import (
     reply_code,
     timed_out,
 )
+from .aiopika_properties import amqp_properties, tolerant
 from .endpoints import Endpoint
 from .errors import PRECONDITION_FAILED
 from .lease import QueueSpec, first_of, record_message
 from .options import TransportOptions
-from .wire import properties
 
 
 async def connect(options: TransportOptions, name: str, *, robust: bool) -> Any:
@@ -48,18 +47,19 @@ async def connect(options: TransportOptions, name: str, *, robust: bool) -> Any:
         if endpoint.heartbeat is not None:
             extra["heartbeat"] = endpoint.heartbeat
         try:
-            return await opener(
-                host=endpoint.host,
-                port=endpoint.port,
-                login=endpoint.user,
-                password=endpoint.password,
-                virtualhost=endpoint.vhost,
-                ssl=endpoint.tls is not None,
-                ssl_context=endpoint.tls,
-                timeout=options.connect_timeout,
-                client_properties={"connection_name": shown},
-                **extra,
-            )
+            with tolerant():
+                return await opener(
+                    host=endpoint.host,
+                    port=endpoint.port,
+                    login=endpoint.user,
+                    password=endpoint.password,
+                    virtualhost=endpoint.vhost,
+                    ssl=endpoint.tls is not None,
+                    ssl_context=endpoint.tls,
+                    timeout=options.connect_timeout,
+                    client_properties={"connection_name": shown},
+                    **extra,
+                )
         except (*CLIENT_ERRORS, OSError) as exc:
             listening = timed_out(exc) and await _listening(endpoint, options.connect_timeout)
             failure = connect_error(exc, endpoint, listening=listening)
@@ -144,19 +144,20 @@ class AioPikaTenure:
         if self.lost:
             raise ConnectionError("the lease is lost")
         self._returned = {}
+        tracked = _track_returns(channel, messages)
         for exchange, routing_key, message in messages:
             await channel.basic_publish(
                 message.body,
                 exchange=exchange,
                 routing_key=routing_key,
-                properties=amqp_properties(message),
+                properties=amqp_properties(message, channel),
                 mandatory=True,
             )
         new = record_message(record, uuid.uuid4().hex)
         for queue in (self._queue, self._mirror):
             if queue is not None:
                 await channel.basic_publish(
-                    record, exchange="", routing_key=queue, properties=amqp_properties(new)
+                    record, exchange="", routing_key=queue, properties=amqp_properties(new, channel)
                 )
         tags = list(self._held)
         for tag in tags:
@@ -170,9 +171,37 @@ class AioPikaTenure:
             await first_of([back, channel.closing], None)
         finally:
             self._expected = None
+            _untrack(channel, tracked)
         if not back.done():
             raise ConnectionError("the lease was lost during a commit")
         return dict(self._returned)
+
+
+def _track_returns(
+    channel: Any, messages: Sequence[tuple[str, str, OutgoingMessage]]
+) -> dict[str, int]:
+    """Have aiormq hand the return of each of ``messages`` to the channel's return callbacks.
+
+    aiormq does so only for a publish it tracks for a confirm (by message ID, in
+    ``message_id_delivery_tag`` and ``confirmations``); on this transaction channel, which has
+    no confirms, it logged "Unhandled message" and dropped every return, so an unroutable
+    firing was lost quietly. Each is tracked here the same way, under a negative tag no
+    confirm ever has, with a future nobody awaits; :func:`_untrack` forgets them."""
+    tracked: dict[str, int] = {}
+    loop = asyncio.get_running_loop()
+    for _, _, message in messages:
+        if message.message_id is not None:
+            tag = -1 - len(tracked)
+            tracked[message.message_id] = tag
+            channel.message_id_delivery_tag[message.message_id] = tag
+            channel.confirmations[tag] = loop.create_future()
+    return tracked
+
+
+def _untrack(channel: Any, tracked: dict[str, int]) -> None:
+    for message_id, tag in tracked.items():
+        channel.message_id_delivery_tag.pop(message_id, None)
+        channel.confirmations.pop(tag, None)
 
 
 class AioPikaLease:
@@ -230,7 +259,7 @@ class AioPikaLease:
                 initial,
                 exchange="",
                 routing_key=name,
-                properties=amqp_properties(record_message(initial, uuid.uuid4().hex)),
+                properties=amqp_properties(record_message(initial, uuid.uuid4().hex), underlay),
             )
         await underlay.tx_select()
         tenure = AioPikaTenure(channel, underlay, (name, mirror), self._options.publish_timeout)
@@ -243,14 +272,3 @@ class AioPikaLease:
         if connection is not None:
             with contextlib.suppress(*LOST, OSError):
                 await connection.close()
-
-
-def amqp_properties(message: OutgoingMessage) -> aiormq.spec.Basic.Properties:
-    """The properties of ``message`` as aiormq sends them (pamqp names ``type``
-    ``message_type`` and wants a datetime as ``timestamp``)."""
-    props = properties(message)
-    if "type" in props:
-        props["message_type"] = props.pop("type")
-    if isinstance(props.get("timestamp"), int):
-        props["timestamp"] = dt.datetime.fromtimestamp(props["timestamp"], dt.UTC)
-    return aiormq.spec.Basic.Properties(**props)

@@ -35,6 +35,7 @@ from .interface import QueueDepth, Reply
 from .lease import NativeLease
 from .link import ChannelSlot, Link
 from .options import TransportOptions
+from .shared import SharedMethods
 from .wire import Delivery, properties
 
 log = logging.getLogger("taskq.transport")
@@ -46,11 +47,12 @@ async def _confirm_mode(channel: Channel) -> str | None:
     return None
 
 
-class NativeTransport:
+class NativeTransport(SharedMethods):
     """Connections, channels, topology and publishing for one App (client or worker), over
     taskq's own AMQP client: the default implementation of taskq.transport.Transport."""
 
     def __init__(self, options: TransportOptions, *, connection_name: str = "taskq") -> None:
+        super().__init__()
         self.options = options
         self.names = topology.Names(options.prefix)
         self._connection_name = connection_name
@@ -64,12 +66,7 @@ class NativeTransport:
         self._getter: ChannelSlot | None = None
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
-        self._handlers: set[asyncio.Task[None]] = set()
         self._held: dict[str, Callable[[], Awaitable[None]]] = {}
-        self.dropped = 0
-        """Unconfirmed messages (events, status notifications) dropped because the publishing
-        connection's socket took no more and ``UNCONFIRMED_LIMIT`` bytes already waited."""
-        self._dropping = 0  # dropped since the last unconfirmed publish that went out
 
     def __repr__(self) -> str:
         return f"<NativeTransport {self.options.shown} prefix={self.options.prefix!r}>"
@@ -108,8 +105,7 @@ class NativeTransport:
 
     async def close(self) -> None:
         """Close every connection (idempotent)."""
-        for task in list(self._handlers):
-            task.cancel()
+        self.cancel_handlers()
         links = (self._in, self._out)
         self._in = self._out = None
         self._confirm = self._plain = self._admin = self._getter = None  # used now: LifecycleError
@@ -361,30 +357,6 @@ class NativeTransport:
             what = f"publishing message {message.message_id} to {exchange!r}/{routing_key!r}"
             raise broker_error(failure, what, PublishError) from failure
 
-    async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
-        """Publish ``(exchange, routing_key, message)`` items with pipelined confirms.
-
-        Everything is published first, then every confirm awaited, so a batch costs about one
-        round trip instead of one per message. All or error: if any publish fails, the others
-        still finish, then PublishError names the message IDs that were not confirmed (the
-        rest were; resend only the ones named).
-        """
-        results = await asyncio.gather(
-            *(self.publish(exchange, key, message) for exchange, key, message in items),
-            return_exceptions=True,
-        )
-        failed = [
-            (message.message_id, result)
-            for (_, _, message), result in zip(items, results, strict=True)
-            if isinstance(result, BaseException)
-        ]
-        if failed:
-            ids = ", ".join(str(message_id) for message_id, _ in failed)
-            raise PublishError(
-                f"{len(failed)} of {len(items)} messages not confirmed: {ids} "
-                f"(first error: {failed[0][1]})"
-            ) from failed[0][1]
-
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         """Publish a transient, unconfirmed, non-mandatory message on the default exchange
         (status updates to a reply queue). Replies to a queue that is gone are dropped by design;
@@ -426,27 +398,10 @@ class NativeTransport:
         except ChannelClosed as exc:
             log.warning("%d unconfirmed message(s) not sent: %s", len(messages) - sent, exc)
             return len(messages) - sent
-        self._count_dropped(len(messages) - sent)
+        self.count_dropped(
+            len(messages) - sent, f"{self._connection_name}:publish", UNCONFIRMED_LIMIT
+        )
         return len(messages) - sent
-
-    def _count_dropped(self, dropped: int) -> None:
-        """Count unconfirmed messages dropped for want of room; log when that starts and
-        when it ends (not each one: it happens in bursts of thousands)."""
-        if dropped:
-            if not self._dropping:
-                log.warning("RabbitMQ reads nothing from %s:publish and %d bytes wait: dropping "
-                            "events and status notifications until it reads again",
-                            self._connection_name, UNCONFIRMED_LIMIT)  # fmt: skip
-            self.dropped += dropped
-            self._dropping += dropped
-        elif self._dropping:
-            log.warning(
-                "%d event(s) and status notification(s) dropped while RabbitMQ read "
-                "nothing from %s:publish",
-                self._dropping,
-                self._connection_name,
-            )
-            self._dropping = 0
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -549,27 +504,6 @@ class NativeTransport:
         return got
 
     # -- control plane and events (see taskq.control, taskq.events) ----------------------------
-
-    async def consume_bound(
-        self,
-        queue_name: str,
-        exchange: str,
-        routing_key: str,
-        on_message: Callable[[str | None, bytes], Awaitable[None]],
-        *,
-        arguments: dict[str, Any] | None = None,
-    ) -> None:
-        """Declare an exclusive queue bound to ``exchange`` with ``routing_key`` (and the queue
-        ``arguments``, e.g. a length limit) and consume it without acks, calling
-        ``on_message(type, body)`` in a task of its own per message. The queue goes with the
-        connection; after a reconnect it is declared and bound again."""
-
-        def on_delivery(delivery: Delivery) -> None:
-            task = asyncio.ensure_future(on_message(delivery.type, delivery.body))
-            self._handlers.add(task)
-            task.add_done_callback(self._handlers.discard)
-
-        await self.listen(queue_name, exchange, routing_key, on_delivery, arguments=arguments)
 
     async def listen(
         self,

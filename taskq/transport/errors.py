@@ -15,6 +15,7 @@ matching class of taskq.exceptions instead (as httpx maps httpcore's errors in o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 from ..exceptions import BrokerError, BrokerUnavailable, PublishError, TopologyMismatch
@@ -61,15 +62,36 @@ def by_code(
     return refused(f"{doing}: refused by RabbitMQ: {exc}", reply_code=code)
 
 
+def native_error(
+    exc: BaseException, doing: str, refused: type[BrokerError] | None
+) -> BrokerError | None:
+    """The taskq error for an exception of the native client, or None for any other."""
+    if isinstance(exc, ChannelClosed | Returned | Nacked):
+        return broker_error(exc, doing, refused)
+    return None
+
+
+Translate = Callable[[BaseException, str, "type[BrokerError] | None"], "BrokerError | None"]
+"""What maps one AMQP client's exception to taskq's (None: not that client's to map)."""
+
+
 class mapped:  # lower case: it reads as a statement, `with mapped("declaring"):`
     """A context in which the AMQP client's errors are raised as taskq's (see the module
-    doc); ``doing`` says what was under way, ``refused`` is the class of a refusal."""
+    doc); ``doing`` says what was under way, ``refused`` is the class of a refusal, and
+    ``translate`` is the client's mapping (the native client's by default; aio-pika's is in
+    taskq.transport.aiopika_errors)."""
 
-    __slots__ = ("doing", "refused")
+    __slots__ = ("doing", "refused", "translate")
 
-    def __init__(self, doing: str, refused: type[BrokerError] | None = None) -> None:
+    def __init__(
+        self,
+        doing: str,
+        refused: type[BrokerError] | None = None,
+        translate: Translate = native_error,
+    ) -> None:
         self.doing = doing
         self.refused = refused
+        self.translate = translate
 
     def __enter__(self) -> None:
         return None
@@ -80,5 +102,7 @@ class mapped:  # lower case: it reads as a statement, `with mapped("declaring"):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if isinstance(exc, ChannelClosed | Returned | Nacked):
-            raise broker_error(exc, self.doing, self.refused) from exc
+        if exc is not None:
+            error = self.translate(exc, self.doing, self.refused)
+            if error is not None:
+                raise error from exc

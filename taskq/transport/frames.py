@@ -217,6 +217,14 @@ def timestamp_of(value: int) -> dt.datetime | int:
         return value
 
 
+def timestamp_value(value: dt.datetime) -> int:
+    """The raw AMQP timestamp of ``value``, read back as the same second by
+    :func:`timestamp_of`: whole seconds, or milliseconds past 2^32 seconds (which a reader
+    takes for milliseconds: written in seconds, the year 2106 would come back as 1970)."""
+    seconds = value.timestamp()
+    return int(seconds * 1000) if seconds > _LAST_SECOND else int(seconds)
+
+
 def confirm(payload: memoryview) -> tuple[int, bool]:
     """A publisher confirm (``basic.ack`` or ``basic.nack`` from the broker): (tag, multiple)."""
     tag, bits = _TAG_BITS.unpack_from(payload, 4)
@@ -256,7 +264,7 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     bytes: lambda v: _long(b"S", v),
     bytearray: lambda v: _long(b"x", bytes(v)),
     decimal.Decimal: lambda v: b"D" + encode.decimal(v),
-    dt.datetime: lambda v: b"T" + encode.timestamp(v),
+    dt.datetime: lambda v: b"T" + _U64.pack(timestamp_value(v)),
     dict: lambda v: b"F" + _field_table(v),
     list: lambda v: _long(b"A", b"".join(_field_value(item) for item in v)),
     tuple: lambda v: _long(b"A", b"".join(_field_value(item) for item in v)),
@@ -305,10 +313,23 @@ def properties(props: Mapping[str, Any]) -> tuple[int, bytes]:
         elif name == "headers":
             parts.append(field_table(value))
         elif name == "timestamp":  # a raw int is one no datetime could hold: sent back as is
-            parts.append(_U64.pack(value if isinstance(value, int) else int(value.timestamp())))
+            parts.append(_U64.pack(value if isinstance(value, int) else timestamp_value(value)))
         else:
             parts.append(_encode_short(value))
     return flags, b"".join(parts)
+
+
+def sendable_properties(props: Mapping[str, Any], frame_max: int) -> tuple[int, bytes]:
+    """:func:`properties`, or EncodeError for properties the broker would refuse by closing
+    the whole connection: headers no field type holds, or a content header larger than a
+    frame (RabbitMQ answers that with FRAME_ERROR)."""
+    flags, encoded = properties(props)
+    if 22 + len(encoded) > frame_max:  # frame head 7, class..flags 14, frame end 1
+        raise EncodeError(
+            f"the message's properties ({len(encoded)} bytes) do not fit in one frame "
+            f"(frame_max {frame_max})"
+        )
+    return flags, encoded
 
 
 def publish(
@@ -323,15 +344,8 @@ def publish(
 ) -> bytes:
     """The frames of one ``basic.publish`` (method, content header, body), as one write.
 
-    Raises EncodeError, before anything is written, for properties the broker would refuse
-    by closing the whole connection: headers no field type holds, or a content header larger
-    than a frame (RabbitMQ answers that with FRAME_ERROR)."""
-    flags, encoded = properties(props)
-    if 22 + len(encoded) > frame_max:  # frame head 7, class..flags 14, frame end 1
-        raise EncodeError(
-            f"the message's properties ({len(encoded)} bytes) do not fit in one frame "
-            f"(frame_max {frame_max})"
-        )
+    Raises EncodeError, before anything is written, as :func:`sendable_properties` does."""
+    flags, encoded = sendable_properties(props, frame_max)
     method_payload = b"".join((
         _CLASS_METHOD.pack(BASIC, PUBLISH), b"\0\0", _encode_short(exchange),
         _encode_short(routing_key), b"\x01" if mandatory else b"\x00",

@@ -22,8 +22,6 @@ from tests.broker_control import connection_pids
 from tests.foreign_producer import RawAmqp, raw_amqp, short, table, u64
 from tests.support import adding_app, eventually, queue_length, running_worker
 
-AIO_PIKA_GAP = "aiormq cannot decode odd properties: the delivery never reaches taskq"
-
 MS = 1_733_000_000_000  # Date.now() on 2024-11-30
 LONG_NOT_UTF8 = struct.pack(">I", 2) + b"\xff\xfe"  # a long string: pamqp keeps it as bytes
 

@@ -45,8 +45,6 @@ REASONS = {INVALID_MESSAGE, UNKNOWN_TASK, INVALID_ARGS, "expired"}
 # keeps the test command's time down (each run waits out the broker's silence on some draws).
 pytestmark = pytest.mark.one_queue_only
 
-NATIVE_ONLY = "aiormq cannot decode odd properties or tables: such a delivery never reaches taskq"
-
 
 @pytest.fixture
 def ran() -> list[int]:

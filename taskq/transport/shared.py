@@ -1,0 +1,108 @@
+"""What every Transport implementation does the same way, written once.
+
+:class:`SharedMethods` is a base class of the native, aio-pika and in-memory transports: the
+batch publish (``publish_many``, over the implementation's own ``publish``), the bound
+consumer that runs a task per message (``consume_bound``, over its own ``listen``), the
+tasks it owns, and the count of unconfirmed messages dropped for want of room. Nothing here
+wraps a single publish: ``publish_many`` gathers the implementation's ``publish`` coroutines
+as they are (an extra coroutine per publish showed up as garbage-collector time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ..exceptions import PublishError
+from ..message import OutgoingMessage
+from .wire import Delivery
+
+log = logging.getLogger("taskq.transport")
+
+
+class SharedMethods:
+    """The Transport methods that are the same for every implementation (see the module)."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        """Unconfirmed messages (events, status notifications) dropped because the publishing
+        connection's socket took no more (see :meth:`count_dropped`)."""
+        self._dropping = 0  # dropped since the last unconfirmed publish that went out
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    # Each implementation's own (see taskq.transport.interface.Transport for their contract).
+    publish: Callable[..., Awaitable[None]]
+    listen: Callable[..., Awaitable[None]]
+
+    async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
+        """Publish ``(exchange, routing_key, message)`` items with pipelined confirms.
+
+        Everything is published first, then every confirm awaited, so a batch costs about one
+        round trip instead of one per message. All or error: if any publish fails, the others
+        still finish, then PublishError names the message IDs that were not confirmed (the
+        rest were; resend only the ones named).
+        """
+        results = await asyncio.gather(
+            *(self.publish(exchange, key, message) for exchange, key, message in items),
+            return_exceptions=True,
+        )
+        failed = [
+            (message.message_id, result)
+            for (_, _, message), result in zip(items, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        if failed:
+            ids = ", ".join(str(message_id) for message_id, _ in failed)
+            raise PublishError(
+                f"{len(failed)} of {len(items)} messages not confirmed: {ids} "
+                f"(first error: {failed[0][1]})"
+            ) from failed[0][1]
+
+    async def consume_bound(
+        self,
+        queue_name: str,
+        exchange: str,
+        routing_key: str,
+        on_message: Callable[[str | None, bytes], Awaitable[None]],
+        *,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """Declare an exclusive queue bound to ``exchange`` with ``routing_key`` (and the queue
+        ``arguments``, e.g. a length limit) and consume it without acks, calling
+        ``on_message(type, body)`` in a task of its own per message (cancelled by
+        :meth:`cancel_handlers`). The queue goes with the connection; after a reconnect it is
+        declared and bound again."""
+
+        def on_delivery(delivery: Delivery) -> None:
+            task = asyncio.ensure_future(on_message(delivery.type, delivery.body))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+        await self.listen(queue_name, exchange, routing_key, on_delivery, arguments=arguments)
+
+    def cancel_handlers(self) -> None:
+        """Cancel the tasks :meth:`consume_bound` started that are still running."""
+        for task in list(self._handlers):
+            task.cancel()
+
+    def count_dropped(self, dropped: int, connection: str, limit: int) -> None:
+        """Count ``dropped`` unconfirmed messages that found no room on ``connection`` (where
+        ``limit`` bytes already waited); log when dropping starts and when it ends (not each
+        one: it happens in bursts of thousands)."""
+        if dropped:
+            if not self._dropping:
+                log.warning("RabbitMQ reads nothing from %s and %d bytes wait: dropping events "
+                            "and status notifications until it reads again",
+                            connection, limit)  # fmt: skip
+            self.dropped += dropped
+            self._dropping += dropped
+        elif self._dropping:
+            log.warning(
+                "%d event(s) and status notification(s) dropped while RabbitMQ read nothing "
+                "from %s",
+                self._dropping,
+                connection,
+            )
+            self._dropping = 0
