@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import outcome as oc
+from .cancel.revocation import CANCELLED_TYPE
 from .exceptions import EncodeError
 from .hooks import DeadLettered, Hooks, TaskDone
 from .message import (
@@ -47,6 +48,7 @@ class Counters:
     retried: int = 0
     dead_lettered: int = 0
     requeued: int = 0
+    cancelled: int = 0
 
 
 class Actions:
@@ -72,21 +74,17 @@ class Actions:
 
     async def act(self, delivery: Delivery, decision: oc.Decision) -> None:
         """Turn a decision's outcome into broker actions. Every branch records, then acks last."""
-        record = self.recorder.record
         envelope, runtime = decision.envelope, decision.runtime
         match decision.outcome:
             case oc.Succeeded(value):
                 assert envelope is not None and runtime is not None
                 try:
-                    await record(envelope, TaskStatus.SUCCESS, result=value)
+                    await self.recorder.record(envelope, TaskStatus.SUCCESS, result=value)
                 except EncodeError as exc:
                     failed = oc.Failed(oc.error_info(exc))
                     await self.act(delivery, dataclasses.replace(decision, outcome=failed))
                     return
-                self._finished(envelope, runtime, "succeeded")
-                if self.hooks.on_success:
-                    done = TaskDone(envelope, runtime, result=value)
-                    await self.hooks.notify(self.hooks.on_success, done)
+                await self._succeeded(envelope, runtime, value)
             case oc.Failed(error, reason):
                 assert envelope is not None and runtime is not None
                 await self._failed(delivery, envelope, runtime, error, reason)
@@ -111,9 +109,25 @@ class Actions:
                 self.counters.requeued += 1
             case oc.Skip():
                 log.info("task %s already succeeded; not running it again", delivery.message_id)
+            case oc.Cancelled(reason):
+                assert envelope is not None
+                await self._cancelled(envelope, reason, runtime)
         await delivery.ack()
 
     # -- broker actions ----------------------------------------------------------------------
+
+    async def _succeeded(self, envelope: Envelope, runtime: float, value: Any) -> None:
+        self._finished(envelope, runtime, "succeeded")
+        if self.hooks.on_success:
+            done = TaskDone(envelope, runtime, result=value)
+            await self.hooks.notify(self.hooks.on_success, done)
+
+    async def _cancelled(self, envelope: Envelope, reason: str, runtime: float | None) -> None:
+        error = ErrorInfo(CANCELLED_TYPE, reason)
+        await self.recorder.record(envelope, TaskStatus.CANCELLED, error=error)
+        self.counters.cancelled += 1
+        what = "cancelled" + (f": {reason}" if reason else "")
+        self._log(envelope, runtime or 0.0, what, logging.INFO)
 
     async def _refused(
         self,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import topology
+from .cancel.client import DEFAULT_WAIT, CancelResult, cancel_task
 from .exceptions import ConfigurationError, LifecycleError, TaskRegistrationError
 from .handle import TaskHandle
 from .hooks import Hook, Hooks, entry_point_hooks
@@ -93,6 +94,7 @@ class App:
         self._entry_points_loaded = False
         self.sender = Sender(f"App {name!r} is not open: use `async with app:`", self.hooks)
         """Sends this App's tasks once it is open (see taskq.sending)."""
+        self.sender.canceller = self._cancel_for_handle
         self.default_retry = retry
         """The retry policy of tasks that declare none (None: one attempt)."""
         self._in_process: contextlib.AsyncExitStack | None = None  # memory:// only
@@ -403,7 +405,22 @@ class App:
         processes' tasks; results come back untyped unless ``task_name`` is registered here."""
         task = self._tasks.get(task_name)
         validate = task.validate_result if task is not None else None
-        return TaskHandle(task_id, task_name, self.store, validate, owned=False)
+        return TaskHandle(
+            task_id, task_name, self.store, validate, owned=False,
+            canceller=self._cancel_for_handle,
+        )  # fmt: skip
+
+    async def cancel(
+        self, task_id: str, *, reason: str = "", wait: bool = False, timeout: float = DEFAULT_WAIT
+    ) -> CancelResult:
+        """Cancel task ``task_id`` wherever it is, sent by any process (see taskq.cancel and
+        docs/guide/cancellation.md; ``TaskHandle.cancel`` says what it does)."""
+        return await cancel_task(self, task_id, reason=reason, wait=wait, timeout=timeout)
+
+    async def _cancel_for_handle(
+        self, task_id: str, reason: str, wait: bool, timeout: float
+    ) -> CancelResult:
+        return await self.cancel(task_id, reason=reason, wait=wait, timeout=timeout)
 
     async def send_many(self, calls: Iterable[SendItem]) -> list[TaskHandle[Any]]:
         """Send many tasks with pipelined publisher confirms; return their handles in order.

@@ -80,7 +80,17 @@ class Skip:
     """Already done (a durable store shows SUCCESS): ack without running."""
 
 
-Outcome = Succeeded | RetryLater | Failed | DeadLetter | CountRedelivery | Requeue | Skip
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cancelled:
+    """Revoked before it ran, or stopped while it ran: record CANCELLED with ``reason``, then
+    ack (never dead-lettered: a cancel is what somebody asked for, not a failure)."""
+
+    reason: str
+
+
+Outcome = (
+    Succeeded | RetryLater | Failed | DeadLetter | CountRedelivery | Requeue | Skip | Cancelled
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -85,6 +85,11 @@ class Names:
     def control(self) -> str:
         return f"{self.prefix}.control"
 
+    @property
+    def revocations(self) -> str:
+        """The stream queue of cancels (see taskq.cancel)."""
+        return f"{self.prefix}.revocations"
+
     def work_queue(self, queue: str) -> str:
         return f"{self.prefix}.q.{queue}"
 
@@ -129,7 +134,25 @@ def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str
     queue_names = [n for q in queues for n in (names.work_queue(q), names.dead_queue(q))]
     levels = [names.delay_level(level) for level in range(DELAY_LEVELS)]
     fixed = [names.exchange, names.dlx, names.delivery, names.events, names.control]
-    return queue_names + levels + [names.beat_lease, names.beat_status], levels + fixed
+    leases = [names.beat_lease, names.beat_status]
+    return queue_names + levels + leases + [names.revocations], levels + fixed
+
+
+REVOCATION_SEGMENT_BYTES = 1_000_000
+"""Segment size of the revocations stream. A stream drops messages a whole segment at a time
+(once its newest message is older than ``x-max-age``); the default segment of 500 MB would
+keep every revocation forever in practice."""
+
+
+def revocation_stream_arguments(expiry: float) -> dict[str, Any]:
+    """Arguments of the revocations stream: a stream queue (RabbitMQ 3.9+, no plugin) whose
+    messages every reader gets from the start, kept ``expiry`` seconds (the
+    ``revocation_expiry`` setting; workers also ignore revocations older than that)."""
+    return {
+        "x-queue-type": "stream",
+        "x-max-age": f"{max(1, int(expiry))}s",
+        "x-stream-max-segment-size-bytes": REVOCATION_SEGMENT_BYTES,
+    }
 
 
 QUORUM_DELIVERY_LIMIT = 100

@@ -31,6 +31,7 @@ from . import control, events
 from . import outcome as oc
 from .actions import Actions, Counters
 from .app import App
+from .cancel import Revoker
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
 from .hooks import Hook, Hooks
@@ -66,6 +67,7 @@ class _Parts:
     transport: Transport
     actions: Actions
     executor: Executor
+    revoker: Revoker
 
 
 class Worker:
@@ -252,6 +254,7 @@ class Worker:
         except BaseException:
             await self._close(transport, store, lent)
             raise
+        revoker = Revoker(self.app.names, self.app.settings.revocation_expiry)
         executor = Executor(
             tasks=self.app.tasks,
             settings=self.app.settings,
@@ -261,6 +264,7 @@ class Worker:
             active=self._active,
             stopping=lambda: self._state is WorkerState.STOPPING,
             pool=pool,
+            cancels=revoker,
         )
         actions = Actions(
             sender=Sender.over(transport, store, self.app.settings),
@@ -270,7 +274,7 @@ class Worker:
             hooks=self.hooks,
             worker=self.name,
         )
-        self._parts = _Parts(transport, actions, executor)
+        self._parts = _Parts(transport, actions, executor, revoker)
         try:
             await self._consume_until_stopped(self._parts)
         except ExceptionGroup as group:
@@ -322,7 +326,11 @@ class Worker:
             self._runners = [tg.create_task(self._runner(parts)) for _ in range(self.concurrency)]
             # The control queue first: it claims the worker's name (exclusive) before any
             # delivery arrives, so a second worker of the same name fails without taking any.
-            await control.serve(self, transport, self.app.names)
+            await control.serve(
+                self, transport, self.app.names, {"revoke": parts.revoker.on_control}
+            )
+            # Every cancel made so far is known before the first delivery is decided.
+            await parts.revoker.start(transport, self.app.settings.publish_timeout)
             cancels = [
                 await transport.consume(route, self._on_delivery, prefetch=prefetch)
                 for each, prefetch in self._consumed()
@@ -419,6 +427,7 @@ class Worker:
             if self._state is not WorkerState.STOPPING:
                 decision = await parts.executor.decide(delivery)
             await parts.actions.act(delivery, decision)
+            parts.revoker.settled(delivery.message_id)
         except asyncio.CancelledError:
             await parts.actions.give_back(delivery, "the worker is stopping")
             raise

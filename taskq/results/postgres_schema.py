@@ -22,7 +22,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 
-VERSION = 1
+VERSION = 2
 """The schema version this code writes and reads."""
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
@@ -99,7 +99,19 @@ def _version_1(t: Tables) -> list[str]:
     ]
 
 
-MIGRATIONS: dict[int, Callable[[Tables], list[str]]] = {1: _version_1}
+def _version_2(t: Tables) -> list[str]:
+    # CANCELLED joins the statuses. The CHECK of version 1 has PostgreSQL's default name,
+    # ``{table}_status_check``. Code of version 1 can still use the table: it only fails to
+    # read the state of a cancelled task (which it could not have cancelled).
+    check = '"' + t.name.rsplit(".", 1)[-1] + '_status_check"'
+    return [
+        f"""ALTER TABLE {t.results} DROP CONSTRAINT IF EXISTS {check},
+            ADD CONSTRAINT {check} CHECK (status IN ('PENDING', 'STARTED', 'RETRYING',
+                                                     'SUCCESS', 'FAILURE', 'CANCELLED'))"""
+    ]
+
+
+MIGRATIONS: dict[int, Callable[[Tables], list[str]]] = {1: _version_1, 2: _version_2}
 """Version -> a function of the Tables giving the statements that upgrade V-1 to V."""
 
 COMPATIBLE_FROM = 1
