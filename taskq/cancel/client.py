@@ -15,12 +15,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .. import control
-from ..exceptions import ResultUnavailable
+from ..exceptions import ResultTimeout, ResultUnavailable
 from ..results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
 from ..topology import revocation_stream_arguments
 from .revocation import CANCELLED_TYPE, Revocation
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 
 DEFAULT_WAIT = 30.0
 """Seconds ``cancel(wait=True)`` waits at most for a running task to stop."""
+
+ECHO_WAIT = 5.0
+"""Seconds the AMQP store is given to hear back the CANCELLED this process recorded."""
 
 ROUND = 1.0
 """Seconds ``cancel(wait=True)`` gives every worker to answer whether the task runs there
@@ -100,6 +104,10 @@ async def _record(store: ResultStore, revocation: Revocation) -> None:
 
 async def _status(store: ResultStore, task_id: str) -> TaskStatus | None:
     try:
+        if not store.durable:
+            # The AMQP store learns of the CANCELLED it sent itself through its reply queue.
+            with contextlib.suppress(ResultTimeout):
+                return (await store.wait(task_id, ECHO_WAIT)).status
         state = await store.get(task_id)
     except ResultUnavailable:
         return None
