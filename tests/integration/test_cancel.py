@@ -14,6 +14,7 @@ import pytest
 import taskq
 from taskq import App, TaskCancelled, TaskStatus, Worker
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
+from tests.postgres_support import POSTGRES, drop_tables, table_of
 from tests.support import BROKER, delay_level_messages, eventually, queue_length, running_worker
 
 DEADLINE = 30.0
@@ -216,16 +217,23 @@ async def test_the_sync_client_cancels(app: App, ran: Ran) -> None:
     assert ran.of("mark") == []
 
 
-@pytest.fixture
-async def redis_app(prefix: str, topology_cleanup: set[str], ran: Ran) -> AsyncIterator[App]:
-    yield make_app(prefix, ran, results=REDIS)
-    await delete_redis_keys(prefix)
+@pytest.fixture(params=["redis", "postgres"])
+async def durable_app(
+    request: pytest.FixtureRequest, prefix: str, topology_cleanup: set[str], ran: Ran
+) -> AsyncIterator[App]:
+    """An App whose results go to a durable store (Redis, PostgreSQL), cleaned up after."""
+    if request.param == "redis":
+        yield make_app(prefix, ran, results=REDIS)
+        await delete_redis_keys(prefix)
+    else:
+        yield make_app(prefix, ran, results=POSTGRES)
+        await drop_tables(table_of(prefix))
 
 
 async def test_a_cancel_racing_the_end_leaves_exactly_one_terminal_state(
-    redis_app: App, ran: Ran
+    durable_app: App, ran: Ran
 ) -> None:
-    app = redis_app
+    app = durable_app
     async with app, running_worker(app):
         handles = [await app.tasks["mark"].delay(f"race{i}") for i in range(20)]
         # Cancel each as it may be running or just done: from another "process" (by ID).
@@ -246,3 +254,16 @@ async def test_a_cancel_racing_the_end_leaves_exactly_one_terminal_state(
         await finished.result(timeout=DEADLINE)
         done = await finished.cancel(reason="too late")
         assert done.status is TaskStatus.SUCCESS and not done.cancelled
+
+
+async def test_a_durable_store_records_the_cancel_of_a_task_sent_elsewhere(
+    durable_app: App, ran: Ran
+) -> None:
+    app = durable_app
+    async with app:
+        handle = await app.tasks["mark"].options(countdown=60).delay("elsewhere")
+        done = await app.cancel(handle.id, reason="by ID")
+        assert done.status is TaskStatus.CANCELLED
+        state = await app.handle(handle.id).info()
+        assert state.status is TaskStatus.CANCELLED and state.error is not None
+        assert state.error.message == "by ID"
