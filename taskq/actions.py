@@ -128,6 +128,9 @@ class Actions:
         self.counters.cancelled += 1
         what = "cancelled" + (f": {reason}" if reason else "")
         self._log(envelope, runtime or 0.0, what, logging.INFO)
+        if self.hooks.on_cancel:
+            done = TaskDone(envelope, runtime or 0.0, error=error)
+            await self.hooks.notify(self.hooks.on_cancel, done)
 
     async def _refused(
         self,

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import taskq
-from taskq import App, TaskCancelled, TaskStatus, Worker
+from taskq import App, Hook, TaskCancelled, TaskDone, TaskStatus, Worker
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
 from tests.postgres_support import POSTGRES, drop_tables, table_of
 from tests.support import BROKER, delay_level_messages, eventually, queue_length, running_worker
@@ -161,13 +161,27 @@ async def test_a_worker_restarted_since_the_cancel_does_not_run_it(app: App, ran
         assert await dead_letters(app) == 0
 
 
+class Cancels(Hook):
+    """Notes each ``on_cancel``: (task ID, reason)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    async def on_cancel(self, done: TaskDone) -> None:
+        assert done.error is not None
+        self.seen.append((done.envelope.task_id, done.error.message))
+
+
 async def test_cancel_a_running_async_task_runs_its_cleanup(app: App, ran: Ran) -> None:
+    hook = Cancels()
+    app.add_hook(hook)
     async with app, running_worker(app) as worker:
         handle = await app.tasks["wait_long"].delay("running")
         await started(worker, handle.id)
         done = await handle.cancel(reason="stop", wait=True, timeout=DEADLINE)
         assert done.stopped and done.stopped_on == (worker.name,)
         assert ran.of("cleanup") == ["running"] and ran.of("finally") == ["running"]
+        assert hook.seen == [(handle.id, "stop")]  # told once the state is recorded
         assert handle.id not in worker.active
         with pytest.raises(TaskCancelled, match="stop"):
             await handle.result(timeout=DEADLINE)
