@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import taskq
-from taskq import App, Hook, TaskCancelled, TaskDone, TaskStatus, Worker
+from taskq import App, Hook, Retry, TaskCancelled, TaskDone, TaskStatus, Worker
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
 from tests.postgres_support import POSTGRES, drop_tables, table_of
 from tests.support import BROKER, delay_level_messages, eventually, queue_length, running_worker
@@ -52,6 +52,11 @@ def make_app(prefix: str, ran: Ran, **settings: object) -> App:
         finally:
             ran.add("finally", tag)
         return tag
+
+    @app.task
+    async def retry_later(tag: str) -> str:
+        ran.add("attempt", tag)
+        raise Retry(delay=1.5, reason="later")
 
     @app.task
     def poll_cancel(tag: str) -> str:
@@ -149,14 +154,17 @@ async def test_a_worker_restarted_since_the_cancel_does_not_run_it(app: App, ran
         async with running_worker(app):
             handle = await app.tasks["mark"].options(countdown=1.5).delay("delayed")
             await app.cancel(handle.id, reason="restart")
-        # The worker that knew of the cancel is gone; the message leaves its delay level for
-        # a worker that starts afresh.
+        # While no worker runs (a restart), another cancel.
+        between = await app.tasks["mark"].delay("between")
+        await app.cancel(between.id, reason="while restarting")
+        # The worker that knew of the first cancel is gone; the messages reach a worker
+        # that starts afresh (the delayed one once it leaves its delay level).
         async with running_worker(app) as again:
 
             async def taken() -> bool:
-                return again.counters.cancelled == 1
+                return again.counters.cancelled == 2
 
-            await eventually(taken, timeout=DEADLINE, what="the delayed message")
+            await eventually(taken, timeout=DEADLINE, what="both messages to be taken")
         assert ran.of("mark") == []
         assert await dead_letters(app) == 0
 
@@ -170,6 +178,26 @@ class Cancels(Hook):
     async def on_cancel(self, done: TaskDone) -> None:
         assert done.error is not None
         self.seen.append((done.envelope.task_id, done.error.message))
+
+
+async def test_cancel_while_waiting_for_a_retry(app: App, ran: Ran) -> None:
+    async with app, running_worker(app) as worker:
+        handle = await app.tasks["retry_later"].delay("retry")
+
+        async def retrying() -> bool:
+            return await handle.status() is TaskStatus.RETRYING
+
+        await eventually(retrying, what="the first attempt to fail")
+        await handle.cancel(reason="no more attempts")
+
+        async def dropped() -> bool:
+            return worker.counters.cancelled == 1
+
+        await eventually(dropped, timeout=DEADLINE, what="the retry to leave its delay level")
+        with pytest.raises(TaskCancelled, match="no more attempts"):
+            await handle.result(timeout=DEADLINE)
+        assert ran.of("attempt") == ["retry"]  # the first attempt only
+        assert await dead_letters(app) == 0
 
 
 async def test_cancel_a_running_async_task_runs_its_cleanup(app: App, ran: Ran) -> None:
