@@ -14,6 +14,7 @@
 """
 
 from .app import App
+from .cancel import CancelResult
 from .context import TaskContext, current, current_or_none
 from .exceptions import (
     BrokerError,
@@ -59,6 +60,7 @@ __all__ = [
     "BrokerError",
     "BrokerRefused",
     "BrokerUnavailable",
+    "CancelResult",
     "ChannelsExhausted",
     "ConfigurationError",
     "DeadLettered",
