@@ -49,6 +49,7 @@ class Counters:
     dead_lettered: int = 0
     requeued: int = 0
     cancelled: int = 0
+    deferred: int = 0
 
 
 class Actions:
@@ -93,6 +94,19 @@ class Actions:
                 await self._retry(envelope, runtime, delay, error)
             case oc.DeadLetter(reason, error):
                 await self._refused(delivery, reason, error, envelope, runtime)
+            case _:
+                await self._not_run(delivery, envelope, decision.outcome, runtime)
+        await delivery.ack()
+
+    async def _not_run(
+        self,
+        delivery: Delivery,
+        envelope: Envelope | None,
+        outcome: oc.Outcome,
+        runtime: float | None,
+    ) -> None:
+        """The outcomes of a delivery whose task did not run to an end of its own."""
+        match outcome:
             case oc.CountRedelivery(deliveries):
                 assert envelope is not None
                 counted = dataclasses.replace(envelope, deliveries=deliveries)
@@ -112,7 +126,9 @@ class Actions:
             case oc.Cancelled(reason):
                 assert envelope is not None
                 await self._cancelled(envelope, reason, runtime)
-        await delivery.ack()
+            case oc.Defer(delay):
+                assert envelope is not None
+                await self._defer(envelope, delay)
 
     # -- broker actions ----------------------------------------------------------------------
 
@@ -121,6 +137,15 @@ class Actions:
         if self.hooks.on_success:
             done = TaskDone(envelope, runtime, result=value)
             await self.hooks.notify(self.hooks.on_success, done)
+
+    async def _defer(self, envelope: Envelope, delay: float) -> None:
+        # The same attempt and deliveries, back to its own partition after ``delay``. Built
+        # afresh, not copied: the x-death headers of an earlier trip through the delay levels
+        # would make RabbitMQ drop it as a dead-letter cycle.
+        delay_ms = max(1, min(MAX_DELAY_MS, int(delay * 1000)))
+        key = delay_routing_key(delay_ms, envelope.route)
+        await self.sender.republish(self.names.delay_exchange(delay_ms), key, envelope.to_message())
+        self.counters.deferred += 1
 
     async def _cancelled(self, envelope: Envelope, reason: str, runtime: float | None) -> None:
         error = ErrorInfo(CANCELLED_TYPE, reason)

@@ -14,6 +14,7 @@ from .cancel.client import DEFAULT_WAIT, CancelResult, cancel_task
 from .exceptions import ConfigurationError, LifecycleError, TaskRegistrationError
 from .handle import TaskHandle
 from .hooks import Hook, Hooks, entry_point_hooks
+from .limits.rate import RateLimit
 from .memory.inprocess import start_in_process_worker
 from .memory.seam import transport_for
 from .periodic.entry import CatchUp, PeriodicEntry, make_entry
@@ -154,6 +155,7 @@ class App:
         partitions: int | None = None,
         pool: PoolKind | None = None,
         hard_timeout: float | None = None,
+        rate_limit: str | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -169,6 +171,7 @@ class App:
         partitions: int | None = None,
         pool: PoolKind | None = None,
         hard_timeout: float | None = None,
+        rate_limit: str | None = None,
     ) -> Any:
         """Register ``func`` (``async def`` runs on the worker's loop; ``def`` in its thread pool).
 
@@ -187,6 +190,9 @@ class App:
         it runs that long; it needs the process pool (a thread cannot be killed), so a task
         with one runs there. ConfigurationError for either on an ``async def`` task, for a
         hard timeout with ``pool="thread"`` or shorter than ``timeout``.
+
+        ``rate_limit`` (``"100/s"``, ``"20/m"``, ``"500/h"``) limits how often the task starts
+        across every worker (see docs/guide/rate-limits.md); ConfigurationError if malformed.
         """
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
@@ -195,6 +201,9 @@ class App:
                 task.config = dataclasses.replace(
                     task.config, **check_pool_options(task.config, pool, hard_timeout)
                 )
+            if rate_limit is not None:
+                limit = RateLimit.parse(rate_limit)
+                task.config = dataclasses.replace(task.config, rate_limit=limit)
             if partitions is not None:
                 self._set_partitions(task.config.queue, partitions)
                 task.config = dataclasses.replace(task.config, partitions=partitions)

@@ -31,6 +31,7 @@ from .exceptions import (
     TaskTimeout,
 )
 from .hooks import Hooks, TaskRun, is_hook_header
+from .limits.rate import Limiter
 from .message import Envelope, envelope_of
 from .pool import Job, ProcessPool
 from .recorder import Recorder
@@ -82,6 +83,7 @@ class Executor:
         stopping: Callable[[], bool],
         pool: ProcessPool | None = None,
         cancels: Cancels | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.tasks = tasks
         self.settings = settings
@@ -94,6 +96,8 @@ class Executor:
         self.pool = pool
         """Runs the plain ``def`` tasks that run in processes (None: the worker has none)."""
         self.cancels = cancels
+        self.limiter = limiter
+        """Takes a ticket before a rate-limited task starts (None: limits are not enforced)."""
         """The cancels in force, and where a cancel of a running task goes (None: none)."""
         self._notices: set[asyncio.Future[None]] = set()
         self.threads = concurrent.futures.ThreadPoolExecutor(
@@ -147,6 +151,11 @@ class Executor:
             args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
         except InvalidArguments as exc:
             return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
+        limit = task.config.rate_limit
+        if limit is not None and self.limiter is not None:
+            wait = await self.limiter.admit(task.name, limit)
+            if wait is not None:
+                return oc.Decision(envelope, oc.Defer(wait))
         recorder = self.recorder
         if may_repeat(envelope) and await recorder.succeeded_before(envelope):
             return oc.Decision(envelope, oc.Skip())

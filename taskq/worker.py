@@ -35,6 +35,7 @@ from .cancel import Revoker
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
 from .hooks import Hook, Hooks
+from .limits import Limiter
 from .pool import ProcessPool, app_spec_of
 from .recorder import Recorder
 from .results.base import ResultStore
@@ -265,6 +266,7 @@ class Worker:
             stopping=lambda: self._state is WorkerState.STOPPING,
             pool=pool,
             cancels=revoker,
+            limiter=Limiter(transport, self.app.names),
         )
         actions = Actions(
             sender=Sender.over(transport, store, self.app.settings),
