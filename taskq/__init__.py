@@ -14,6 +14,7 @@
 """
 
 from .app import App
+from .cancel import CancelResult
 from .context import TaskContext, current, current_or_none
 from .exceptions import (
     BrokerError,
@@ -33,6 +34,7 @@ from .exceptions import (
     ResultUnavailable,
     Retry,
     SendRefused,
+    TaskCancelled,
     TaskControl,
     TaskFailed,
     TaskHardTimeout,
@@ -59,6 +61,7 @@ __all__ = [
     "BrokerError",
     "BrokerRefused",
     "BrokerUnavailable",
+    "CancelResult",
     "ChannelsExhausted",
     "ConfigurationError",
     "DeadLettered",
@@ -85,6 +88,7 @@ __all__ = [
     "SyncHandle",
     "Task",
     "TaskCall",
+    "TaskCancelled",
     "TaskContext",
     "TaskControl",
     "TaskDone",

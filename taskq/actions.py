@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import outcome as oc
+from .cancel.revocation import CANCELLED_TYPE
 from .exceptions import EncodeError
 from .hooks import DeadLettered, Hooks, TaskDone
 from .message import (
@@ -48,6 +49,8 @@ class Counters:
     retried: int = 0
     dead_lettered: int = 0
     requeued: int = 0
+    cancelled: int = 0
+    deferred: int = 0
 
 
 class Actions:
@@ -76,13 +79,12 @@ class Actions:
 
     async def act(self, delivery: Delivery, decision: oc.Decision) -> None:
         """Turn a decision's outcome into broker actions. Every branch records, then acks last."""
-        record = self.recorder.record
         envelope, runtime = decision.envelope, decision.runtime
         match decision.outcome:
             case oc.Succeeded(value):
                 assert envelope is not None and runtime is not None
                 try:
-                    await record(envelope, TaskStatus.SUCCESS, result=value)
+                    await self.recorder.record(envelope, TaskStatus.SUCCESS, result=value)
                 except EncodeError as exc:
                     failed = oc.Failed(oc.error_info(exc))
                     await self.act(delivery, dataclasses.replace(decision, outcome=failed))
@@ -96,6 +98,19 @@ class Actions:
                 await self._retry(envelope, runtime, delay, error)
             case oc.DeadLetter(reason, error):
                 await self._refused(delivery, reason, error, envelope, runtime)
+            case _:
+                await self._not_run(delivery, envelope, decision.outcome, runtime)
+        await delivery.ack()
+
+    async def _not_run(
+        self,
+        delivery: Delivery,
+        envelope: Envelope | None,
+        outcome: oc.Outcome,
+        runtime: float | None,
+    ) -> None:
+        """The outcomes of a delivery whose task did not run to an end of its own."""
+        match outcome:
             case oc.CountRedelivery(deliveries):
                 assert envelope is not None
                 counted = dataclasses.replace(envelope, deliveries=deliveries)
@@ -112,7 +127,12 @@ class Actions:
                 self.counters.requeued += 1
             case oc.Skip(duplicate):
                 await self._skipped(delivery, envelope, duplicate)
-        await delivery.ack()
+            case oc.Cancelled(reason):
+                assert envelope is not None
+                await self._cancelled(envelope, reason, runtime)
+            case oc.Defer(delay):
+                assert envelope is not None
+                await self._defer(envelope, delay)
 
     # -- broker actions ----------------------------------------------------------------------
 
@@ -136,6 +156,25 @@ class Actions:
         log.info("task %s already succeeded; not running it again", delivery.message_id)
         if envelope is not None and envelope.workflow and self.workflow is not None:
             await self.workflow.skipped(envelope)
+
+    async def _defer(self, envelope: Envelope, delay: float) -> None:
+        # The same attempt and deliveries, back to its own partition after ``delay``. Built
+        # afresh, not copied: the x-death headers of an earlier trip through the delay levels
+        # would make RabbitMQ drop it as a dead-letter cycle.
+        delay_ms = max(1, min(MAX_DELAY_MS, int(delay * 1000)))
+        key = delay_routing_key(delay_ms, envelope.route)
+        await self.sender.republish(self.names.delay_exchange(delay_ms), key, envelope.to_message())
+        self.counters.deferred += 1
+
+    async def _cancelled(self, envelope: Envelope, reason: str, runtime: float | None) -> None:
+        error = ErrorInfo(CANCELLED_TYPE, reason)
+        await self.recorder.record(envelope, TaskStatus.CANCELLED, error=error)
+        self.counters.cancelled += 1
+        what = "cancelled" + (f": {reason}" if reason else "")
+        self._log(envelope, runtime or 0.0, what, logging.INFO)
+        if self.hooks.on_cancel:
+            done = TaskDone(envelope, runtime or 0.0, error=error)
+            await self.hooks.notify(self.hooks.on_cancel, done)
 
     async def _refused(
         self,

@@ -8,16 +8,18 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from . import topology
+from .cancel.client import DEFAULT_WAIT, CancelResult, cancel_task, canceller_of
 from .exceptions import LifecycleError
 from .handle import TaskHandle
 from .hooks import Hook, Hooks
+from .limits.rate import RateLimit
 from .memory.inprocess import start_in_process_worker
 from .memory.seam import transport_for
 from .periodic.entry import CatchUp, PeriodicEntry
 from .periodic.schedule import schedule_of
 from .registry import PeriodicOptions, TaskOptions, TaskRegistry
 from .results.base import ResultStore
-from .results.registry import check_store, make_store
+from .results.registry import check_store, open_store
 from .results.shared import SharedStore
 from .retry import RetryPolicy
 from .sending import Sender, SendItem, partition_for
@@ -76,6 +78,7 @@ class App:
         """The hooks added with ``add_hook`` and from entry points (see taskq.hooks)."""
         self.sender = Sender(f"App {name!r} is not open: use `async with app:`", self.hooks)
         """Sends this App's tasks once it is open (see taskq.sending)."""
+        self.sender.canceller = canceller_of(self)
         self.default_retry = retry
         """The retry policy of tasks that declare none (None: one attempt)."""
         self._in_process: contextlib.AsyncExitStack | None = None  # memory:// only
@@ -132,6 +135,7 @@ class App:
         partitions: int | None = None,
         pool: PoolKind | None = None,
         hard_timeout: float | None = None,
+        rate_limit: str | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -147,6 +151,7 @@ class App:
         partitions: int | None = None,
         pool: PoolKind | None = None,
         hard_timeout: float | None = None,
+        rate_limit: str | None = None,
     ) -> Any:
         """Register ``func`` (``async def`` runs on the worker's loop; ``def`` in its thread pool).
 
@@ -165,11 +170,15 @@ class App:
         it runs that long; it needs the process pool (a thread cannot be killed), so a task
         with one runs there. ConfigurationError for either on an ``async def`` task, for a
         hard timeout with ``pool="thread"`` or shorter than ``timeout``.
+
+        ``rate_limit`` (``"100/s"``, ``"20/m"``, ``"500/h"``) limits how often the task starts
+        across every worker (see docs/guide/rate-limits.md); ConfigurationError if malformed.
         """
 
         options = TaskOptions(
-            name, queue, priority, timeout, retry, ignore_result, partitions, pool, hard_timeout
-        )
+            name, queue, priority, timeout, retry, ignore_result, partitions, pool, hard_timeout,
+            None if rate_limit is None else RateLimit.parse(rate_limit),
+        )  # fmt: skip
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
             return self.registry.add(fn, options)
@@ -255,14 +264,7 @@ class App:
         transport = transport_for(self.settings, connection_name, connection)
         await transport.connect()
         try:
-            store = (
-                self._custom_store.lease()
-                if self._custom_store is not None
-                else make_store(
-                    self.settings.results, transport, concurrency, settings=self.settings
-                )
-            )
-            await store.open()
+            store = await open_store(self.settings, transport, concurrency, self._custom_store)
         except BaseException:
             await transport.close()
             raise
@@ -330,7 +332,17 @@ class App:
         processes' tasks; results come back untyped unless ``task_name`` is registered here."""
         task = self.tasks.get(task_name)
         validate = task.validate_result if task is not None else None
-        return TaskHandle(task_id, task_name, self.store, validate, owned=False)
+        return TaskHandle(
+            task_id, task_name, self.store, validate, owned=False,
+            canceller=self.sender.canceller,
+        )  # fmt: skip
+
+    async def cancel(
+        self, task_id: str, *, reason: str = "", wait: bool = False, timeout: float = DEFAULT_WAIT
+    ) -> CancelResult:
+        """Cancel task ``task_id`` wherever it is, sent by any process (see taskq.cancel and
+        docs/guide/cancellation.md; ``TaskHandle.cancel`` says what it does)."""
+        return await cancel_task(self, task_id, reason=reason, wait=wait, timeout=timeout)
 
     async def send_many(self, calls: Iterable[SendItem]) -> list[TaskHandle[Any]]:
         """Send many tasks with pipelined publisher confirms; return their handles in order.

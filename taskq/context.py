@@ -6,9 +6,12 @@ import contextvars
 import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .exceptions import LifecycleError
+from .exceptions import LifecycleError, TaskCancelled
+
+if TYPE_CHECKING:
+    from .cancel.scope import RunScope
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -22,7 +25,8 @@ class TaskContext:
     periodic firing is for (an aware UTC datetime), None for a task sent any other way.
     ``partition`` is the partition of ``queue`` the task came from (None: the queue is not
     partitioned). ``headers`` are the headers the message was sent with (what the sender's
-    ``before_send`` hooks added: e.g. a trace context).
+    ``before_send`` hooks added: e.g. a trace context). ``cancelled`` tells whether the task
+    was cancelled while it runs.
     """
 
     task_id: str
@@ -34,6 +38,23 @@ class TaskContext:
     scheduled_for: dt.datetime | None = None
     partition: int | None = None
     headers: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    _scope: RunScope | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the task was cancelled while it runs (see docs/guide/cancellation.md).
+
+        An ``async def`` task is interrupted (CancelledError) and a process pool task's
+        process is ended; a plain ``def`` task in a thread cannot be interrupted: it checks
+        this now and then and returns (or calls :meth:`raise_if_cancelled`). Whatever it then
+        returns, the task is recorded CANCELLED. Safe to read from the task's thread."""
+        return self._scope is not None and self._scope.cancelled
+
+    def raise_if_cancelled(self) -> None:
+        """Raise TaskCancelled if the task was cancelled (a cooperative stop point)."""
+        scope = self._scope
+        if scope is not None and scope.reason is not None:
+            raise TaskCancelled(self.task_id, scope.reason)
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0.0 to 1.0, and an optional message), visible through the handle."""

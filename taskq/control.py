@@ -39,7 +39,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -58,6 +58,10 @@ log = logging.getLogger("taskq.control")
 REQUEST_TYPE = "taskq.control"
 REPLY_TYPE = "taskq.control.reply"
 COMMANDS = ("ping", "active", "reserved", "stats", "shutdown")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+"""Answers a command given to ``serve`` (e.g. ``revoke``): gets the whole request (its
+``args``), returns the answer."""
 LAST_SEEN_TTL = 3600.0
 """Seconds a client remembers a worker that answered, and the lease of a presence queue."""
 DEPART_TIMEOUT = 5.0
@@ -121,11 +125,17 @@ class WorkerView(Protocol):
         """Ask the worker to stop gracefully."""
 
 
-async def serve(worker: WorkerView, transport: Transport, names: Names) -> None:
+async def serve(
+    worker: WorkerView,
+    transport: Transport,
+    names: Names,
+    handlers: Mapping[str, Handler] | None = None,
+) -> None:
     """Consume ``worker``'s control queue and answer requests on ``transport`` until the
-    connection closes (the exclusive queue goes with it), and hold its presence queue."""
+    connection closes (the exclusive queue goes with it), and hold its presence queue.
+    ``handlers`` answer commands beyond :data:`COMMANDS`."""
     await transport.declare_exchange(names.control, "fanout")
-    responder = Responder(worker, transport)
+    responder = Responder(worker, transport, handlers)
     queue = control_queue(names.prefix, worker.name)
     try:
         await transport.consume_bound(queue, names.control, "", responder.on_request)
@@ -154,9 +164,15 @@ async def depart(transport: Transport, names: Names, worker: str) -> None:
 class Responder:
     """Answers one worker's control requests."""
 
-    def __init__(self, worker: WorkerView, transport: Transport) -> None:
+    def __init__(
+        self,
+        worker: WorkerView,
+        transport: Transport,
+        handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
         self.worker = worker
         self.transport = transport
+        self.handlers = dict(handlers or {})
 
     async def on_request(self, kind: str | None, body: bytes) -> None:
         """Handle one request; malformed ones are logged and ignored."""
@@ -169,7 +185,12 @@ class Responder:
         target = request.get("worker")
         if target and target != self.worker.name:
             return
-        answer = self.answer(command)
+        handler = self.handlers.get(command)
+        try:
+            answer = await handler(request) if handler is not None else self.answer(command)
+        except Exception as exc:
+            log.exception("control command %s failed", command)
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
         payload = {"worker": self.worker.name, "command": command, "answer": answer}
         reply = _message(payload, REPLY_TYPE, request.get("id"))
         await self.transport.notify(reply_to, reply)
@@ -324,17 +345,21 @@ async def broadcast(
     worker: str | None = None,
     expect: Iterable[str] = (),
     memory: LastSeen | None = None,
+    args: Mapping[str, Any] | None = None,
+    enough: Callable[[list[Reply]], bool] | None = None,
 ) -> Result:
-    """Send ``command`` to every worker (or only ``worker``) and collect replies.
+    """Send ``command`` (with ``args``) to every worker (or only ``worker``) and collect
+    replies.
 
-    Returns when every expected worker has answered, or after ``timeout`` seconds. Silent
-    workers are sorted out as the module doc says.
+    Returns when every expected worker has answered, or once ``enough(replies so far)`` is
+    true, or after ``timeout`` seconds. Silent workers are sorted out as the module doc says.
     """
     memory = memory or LastSeen.of(app)
     seen = memory.load()
     named = {worker} if worker else set(expect)
     expected = named if worker else named | set(seen)
-    replies = await _collect(app.transport, app, command, timeout, worker, expected)
+    request = _Request(command, worker, dict(args or {}), enough)
+    replies = await _collect(app.transport, app, request, timeout, expected)
     now = time.time()
     seen.update({r.worker: now for r in replies})
     if command == "shutdown":
@@ -351,12 +376,19 @@ async def broadcast(
     return Result(sorted(replies, key=lambda r: r.worker), missing)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Request:
+    command: str
+    worker: str | None
+    args: dict[str, Any]
+    enough: Callable[[list[Reply]], bool] | None
+
+
 async def _collect(
     transport: Transport,
     app: App,
-    command: str,
+    asked: _Request,
     timeout: float,
-    worker: str | None,
     expected: set[str],
 ) -> list[Reply]:
     request_id = str(uuid.uuid4())
@@ -375,10 +407,15 @@ async def _collect(
             return
         if expected and expected <= {r.worker for r in replies}:
             done.set()
+        if asked.enough is not None and asked.enough(replies):
+            done.set()
 
     await transport.declare_exchange(app.names.control, "fanout")
     async with transport.reply_inbox(on_reply) as reply_queue:
-        request = {"id": request_id, "command": command, "reply_to": reply_queue, "worker": worker}
+        request = {
+            "id": request_id, "command": asked.command, "reply_to": reply_queue,
+            "worker": asked.worker, "args": asked.args,
+        }  # fmt: skip
         started = time.monotonic()
         await transport.publish(
             app.names.control, "", _message(request, REQUEST_TYPE, None), mandatory=False

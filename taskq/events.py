@@ -2,7 +2,8 @@
 
 Routing key = event type: ``task.sent``, ``task.received``, ``task.started``,
 ``task.succeeded``, ``task.failed``, ``task.retried``, ``task.dead-lettered``,
-``worker.online``, ``worker.heartbeat``, ``worker.offline``. The body is a JSON object
+``task.cancelled`` (the cancel's reason as ``error_message``), ``worker.online``,
+``worker.heartbeat``, ``worker.offline``. The body is a JSON object
 (readable by any language) with at least ``type``, ``time`` and, for task events,
 ``task_id``, ``task``, ``queue`` and ``attempt``. ``task.sent`` and ``task.started`` also
 carry ``args`` (a short repr, redacted as taskq.redact does), ``task.succeeded`` a short
@@ -178,6 +179,10 @@ class WorkerEvents(Hook):
         if dead.runtime is not None:
             fields["runtime"] = dead.runtime
         self.emit("task.dead-lettered", fields)
+
+    async def on_cancel(self, done: TaskDone) -> None:
+        """``task.cancelled``, with the reason as the error message."""
+        self._finished("cancelled", done)
 
     def _finished(self, kind: str, done: TaskDone, **extra: Any) -> None:
         fields = {**envelope_fields(done.envelope), "runtime": done.runtime, **extra}

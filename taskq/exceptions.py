@@ -14,12 +14,13 @@
     │   ├── BrokerUnavailable (ConnectionError)   the broker cannot be reached
     │   │   └── BrokerRefused                     it answered, but refused the login or vhost
     │   ├── PublishError                          the broker refused or could not route a publish
-│   ├── ChannelsExhausted                     every channel number of a connection is in use
+    │   ├── ChannelsExhausted                     every channel number of a connection is in use
     │   └── TopologyMismatch                      a queue exists with other arguments
     ├── ResultError
     │   ├── ResultTimeout (TimeoutError)     no outcome within the wait
     │   ├── ResultUnavailable                the store cannot answer for this task
     │   ├── TaskFailed                       the task failed remotely (type, message, traceback)
+    │   ├── TaskCancelled                    the task was cancelled (with the cancel's reason)
     │   └── WaitRefused (RuntimeError)       a task awaited another task's result (use a chord)
     ├── PoolProcessDied                      a process pool child died while it ran a task
     └── TaskTimeout (TimeoutError)           a task ran past its timeout (raised in the worker)
@@ -160,6 +161,21 @@ class TaskFailed(ResultError):
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+
+
+class TaskCancelled(ResultError):
+    """The task was cancelled (``handle.cancel()``, ``app.cancel()``, ``taskq cancel``): it
+    never ran, or it was stopped, and it is recorded CANCELLED.
+
+    Attributes:
+        task_id: the cancelled task's ID.
+        reason: the reason given to the cancel ("" if none).
+    """
+
+    def __init__(self, task_id: str, reason: str = "") -> None:
+        super().__init__(f"task {task_id} was cancelled" + (f": {reason}" if reason else ""))
+        self.task_id = task_id
+        self.reason = reason
 
 
 class WaitRefused(ResultError, RuntimeError):

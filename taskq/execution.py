@@ -17,10 +17,11 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from typing import Any
 
 from . import outcome as oc
+from .cancel.scope import Cancels, RunScope
 from .context import TaskContext, current, reset_current, set_current
 from .exceptions import (
     DecodeError,
@@ -30,6 +31,7 @@ from .exceptions import (
     TaskTimeout,
 )
 from .hooks import Hooks, TaskRun, is_hook_header
+from .limits.rate import Limiter
 from .message import Envelope, envelope_of
 from .pool import Job, ProcessPool
 from .recorder import Recorder
@@ -81,6 +83,8 @@ class Executor:
         stopping: Callable[[], bool],
         pool: ProcessPool | None = None,
         may_run: Callable[[Envelope], Awaitable[bool]] | None = None,
+        cancels: Cancels | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.may_run = may_run
         """Whether a workflow step may run (False: another publish of it claimed it)."""
@@ -94,6 +98,10 @@ class Executor:
         self.stopping = stopping
         self.pool = pool
         """Runs the plain ``def`` tasks that run in processes (None: the worker has none)."""
+        self.cancels = cancels
+        self.limiter = limiter
+        """Takes a ticket before a rate-limited task starts (None: limits are not enforced)."""
+        """The cancels in force, and where a cancel of a running task goes (None: none)."""
         self._notices: set[asyncio.Future[None]] = set()
         self.threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix="taskq-task"
@@ -113,6 +121,10 @@ class Executor:
             envelope = envelope_of(delivery)
         except DecodeError as exc:
             return oc.Decision(None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc)))
+        if self.cancels is not None:
+            reason = self.cancels.revoked(envelope.task_id)
+            if reason is not None:  # never run, whatever else is wrong with it
+                return oc.Decision(envelope, oc.Cancelled(reason))
         if delivery.redelivered:
             return oc.Decision(envelope, self._redelivered(envelope))
         if envelope.expires is not None and envelope.expires < dt.datetime.now(dt.UTC):
@@ -142,11 +154,10 @@ class Executor:
             args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
         except InvalidArguments as exc:
             return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
+        held_back = await self._held_back(task, envelope)
+        if held_back is not None:
+            return oc.Decision(envelope, held_back)
         recorder = self.recorder
-        if envelope.workflow and self.may_run is not None and not await self.may_run(envelope):
-            return oc.Decision(envelope, oc.Skip(duplicate=True))
-        if may_repeat(envelope) and await recorder.succeeded_before(envelope):
-            return oc.Decision(envelope, oc.Skip())
         started = None
         if recorder.wanted(envelope):
             started = DeferredStarted(
@@ -156,21 +167,44 @@ class Executor:
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.args, envelope.kwargs, time.time(),
         )  # fmt: skip
-        ctx = self._context(envelope, started)
+        scope = RunScope(envelope.task_id)
+        ctx = self._context(envelope, started, scope)
         token = set_current(ctx)
+        if self.cancels is not None:
+            self.cancels.running(scope)
         try:
             if self.hooks.before_run or self.hooks.after_run:
-                outcome, runtime, envelope = await self._timed(task, envelope, args, kwargs, ctx)
+                outcome, runtime, envelope = await self._timed(
+                    task, envelope, args, kwargs, ctx, scope
+                )
             else:  # no hooks (the usual case): no TaskRun, no extra coroutine
                 began = time.monotonic()
-                outcome = await self._outcome(task, envelope, args, kwargs, None)
+                outcome = await self._cancellable(
+                    task, scope, self._outcome(task, envelope, args, kwargs, None)
+                )
                 runtime = time.monotonic() - began
         finally:
+            if self.cancels is not None:
+                self.cancels.ended(scope)
             reset_current(token)
             self.active.pop(envelope.task_id, None)
             if started is not None:
                 started.cancel()
         return oc.Decision(envelope, outcome, runtime)
+
+    async def _held_back(self, task: Task[Any, Any], envelope: Envelope) -> oc.Outcome | None:
+        """Why a valid delivery does not run now (None: it runs): its rate limit defers it,
+        another publish of the same workflow step claimed it, or it succeeded before."""
+        limit = task.config.rate_limit
+        if limit is not None and self.limiter is not None:
+            wait = await self.limiter.admit(task.name, limit)
+            if wait is not None:
+                return oc.Defer(wait)
+        if envelope.workflow and self.may_run is not None and not await self.may_run(envelope):
+            return oc.Skip(duplicate=True)
+        if may_repeat(envelope) and await self.recorder.succeeded_before(envelope):
+            return oc.Skip()
+        return None
 
     async def _timed(
         self,
@@ -179,6 +213,7 @@ class Executor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         ctx: TaskContext,
+        scope: RunScope,
     ) -> tuple[oc.Outcome, float, Envelope]:
         """Run the task's function between the ``before_run`` and ``after_run`` hooks: its
         Outcome, for how many seconds it ran (the hooks' time not counted), and the envelope
@@ -188,7 +223,9 @@ class Executor:
         await hooks.notify(hooks.before_run, run)
         began = time.monotonic()
         try:
-            outcome = await self._outcome(task, envelope, args, kwargs, run)
+            outcome = await self._cancellable(
+                task, scope, self._outcome(task, envelope, args, kwargs, run)
+            )
         finally:
             run.runtime = runtime = time.monotonic() - began
             await hooks.notify(hooks.after_run, run)
@@ -196,6 +233,30 @@ class Executor:
         if added:
             envelope = dataclasses.replace(envelope, headers={**envelope.headers, **added})
         return outcome, runtime, envelope
+
+    def _in_pool(self, task: Task[Any, Any]) -> bool:
+        return self.pool is not None and task.config.runs_in_process(self.settings.sync_pool)
+
+    async def _cancellable(
+        self, task: Task[Any, Any], scope: RunScope, run: Coroutine[Any, Any, oc.Outcome]
+    ) -> oc.Outcome:
+        """The Outcome of ``run`` (the task's function), or Cancelled if a cancel reached the
+        run before it ended (see taskq.cancel.scope), whatever the function did."""
+        if scope.reason is not None:  # cancelled while it was being set up
+            run.close()
+            return oc.Cancelled(scope.reason)
+        # An async task, or the wait for a pool process (a cancel kills the process), can be
+        # interrupted; a thread cannot: it has to check taskq.current().cancelled.
+        scope.enter(task.config.is_async or self._in_pool(task))
+        try:
+            outcome = await run
+        except asyncio.CancelledError:
+            scope.leave()
+            if scope.absorb():
+                return oc.Cancelled(scope.reason or "")
+            raise
+        scope.leave()
+        return oc.Cancelled(scope.reason or "") if scope.absorb() else outcome
 
     async def _outcome(
         self,
@@ -208,7 +269,7 @@ class Executor:
         """Run the task's function: what it returned or raised, as an Outcome (told to
         ``run`` too, for the ``after_run`` hooks)."""
         policy = task.config.retry or self.default_retry
-        if self.pool is not None and task.config.runs_in_process(self.settings.sync_pool):
+        if self.pool is not None and self._in_pool(task):
             return await self._in_process(self.pool, task, envelope, policy)
         try:
             value = await self._call(task, args, kwargs)
@@ -256,7 +317,9 @@ class Executor:
             log.warning("%s; it counts as a redelivery of task %s", exc, envelope.task_id)
             return self._redelivered(envelope)
 
-    def _context(self, envelope: Envelope, started: DeferredStarted | None) -> TaskContext:
+    def _context(
+        self, envelope: Envelope, started: DeferredStarted | None, scope: RunScope
+    ) -> TaskContext:
         async def report(fraction: float, message: str | None) -> None:
             if started is not None:
                 await started.settle()
@@ -265,7 +328,7 @@ class Executor:
         return TaskContext(
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.root_id or envelope.task_id, report, envelope.scheduled_for,
-            envelope.partition, envelope.headers,
+            envelope.partition, envelope.headers, scope,
         )  # fmt: skip
 
     async def _call(

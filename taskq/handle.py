@@ -5,11 +5,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .context import current_or_none
-from .exceptions import LifecycleError, ResultUnavailable, TaskFailed, WaitRefused
+from .exceptions import (
+    LifecycleError,
+    ResultUnavailable,
+    TaskCancelled,
+    TaskFailed,
+    WaitRefused,
+)
 from .results.base import ResultStore, TaskState, TaskStatus
+
+if TYPE_CHECKING:
+    from .cancel.client import Canceller, CancelResult
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -20,8 +29,8 @@ class TaskHandle(Generic[R]):
     return annotation (a pydantic model comes back as the model)."""
 
     __slots__ = (
-        "__weakref__", "_ignored", "_loop", "_owned", "_runner", "_store", "_validate", "id",
-        "task_name",
+        "__weakref__", "_canceller", "_ignored", "_loop", "_owned", "_runner", "_store",
+        "_validate", "id", "task_name",
     )  # fmt: skip
 
     def __init__(
@@ -33,7 +42,9 @@ class TaskHandle(Generic[R]):
         *,
         owned: bool = True,
         ignored: bool = False,
+        canceller: Canceller | None = None,
     ) -> None:
+        self._canceller = canceller
         self.id = task_id
         self.task_name = task_name
         self._store = store
@@ -76,17 +87,19 @@ class TaskHandle(Generic[R]):
         )
 
     async def status(self) -> TaskStatus:
-        """PENDING, STARTED, RETRYING, SUCCESS or FAILURE; raises what ``info()`` raises."""
+        """PENDING, STARTED, RETRYING, SUCCESS, FAILURE or CANCELLED; raises what ``info()``
+        raises."""
         return (await self.info()).status
 
     async def result(self, timeout: float | None = None, *, allow_in_task: bool = False) -> R:
         """Wait for the outcome and return the result.
 
         Raises TaskFailed (with the remote type, message and traceback as text) if the task
-        failed, ResultTimeout (a TimeoutError) if no outcome came within ``timeout`` seconds,
-        and ResultUnavailable if the task was sent with ``ignore_result``. Inside a running
-        task it raises WaitRefused at once (a parent waiting for its child can deadlock the
-        workers: use a chord), unless ``allow_in_task``.
+        failed, TaskCancelled (with the cancel's reason) if it was cancelled, ResultTimeout (a
+        TimeoutError) if no outcome came within ``timeout`` seconds, and ResultUnavailable if
+        the task was sent with ``ignore_result``. Inside a running task it raises
+        WaitRefused at once (a parent waiting for its child can deadlock the workers: use a
+        chord), unless ``allow_in_task``.
         """
         self._check_recorded()
         if not allow_in_task:
@@ -100,6 +113,8 @@ class TaskHandle(Generic[R]):
                 error.message if error else "",
                 error.traceback if error else "",
             )
+        if state.status is TaskStatus.CANCELLED:
+            raise TaskCancelled(self.id, state.error.message if state.error else "")
         value = state.result
         return self._validate(value) if self._validate is not None else value
 
@@ -114,6 +129,25 @@ class TaskHandle(Generic[R]):
                 "(see docs/guide/workflows.md), or pass allow_in_task=True if the awaited "
                 "task runs on workers that never run this one"
             )
+
+    async def cancel(
+        self, reason: str = "", *, wait: bool = False, timeout: float = 30.0
+    ) -> CancelResult:
+        """Cancel the task wherever it is (see docs/guide/cancellation.md): a queued or
+        delayed task never runs, a running one is stopped; it is recorded CANCELLED with
+        ``reason`` and ``result()`` raises TaskCancelled. With ``wait``, return once a running
+        task has stopped (at most ``timeout`` seconds). Cancelling a finished task changes
+        nothing (the result says which terminal status it has). LifecycleError if the App
+        this handle came from is closed; BrokerError if the cancel cannot be published."""
+        if self._canceller is None:
+            raise LifecycleError(f"{self!r} cannot cancel: it was not made by an App")
+        return await self._canceller(self.id, reason, wait, timeout)
+
+    def cancel_sync(
+        self, reason: str = "", *, wait: bool = False, timeout: float = 30.0
+    ) -> CancelResult:
+        """``cancel()`` for a thread without an event loop (see ``result_sync``)."""
+        return self._run_sync(self.cancel(reason, wait=wait, timeout=timeout))
 
     def run_sync_calls_with(self, runner: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
         """Run this handle's ``*_sync`` calls with ``runner`` (the sync facade's, so that its

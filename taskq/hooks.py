@@ -9,7 +9,7 @@ Order: hooks run in the order they were added for the "before" methods (``before
 ``on_process_init``, ``on_worker_start``, ``before_run``) and in reverse order for the ones
 that close them (``after_send``, ``on_worker_stop``, ``after_run``), as nested context
 managers would; the outcome methods (``on_received``, ``on_success``, ``on_failure``,
-``on_retry``, ``on_dead_letter``) run in the order added.
+``on_retry``, ``on_dead_letter``, ``on_cancel``) run in the order added.
 
 Errors: an exception raised by a hook is logged (logger ``taskq.hooks``) and counted
 (``Hooks.errors``; a worker's ``hook_errors`` stat and the ``taskq_hook_errors`` metric), and
@@ -92,8 +92,9 @@ class TaskRun:
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskDone:
     """An outcome, recorded: ``on_success`` (with ``result``), ``on_failure`` (the last
-    attempt failed: ``error``) or ``on_retry`` (``error``, and the ``delay`` in seconds
-    before the next attempt). ``runtime``: seconds the function ran."""
+    attempt failed: ``error``), ``on_retry`` (``error``, and the ``delay`` in seconds
+    before the next attempt) or ``on_cancel`` (``error.message`` is the cancel's reason).
+    ``runtime``: seconds the function ran (0 for a cancelled task that never ran)."""
 
     envelope: Envelope
     runtime: float
@@ -120,7 +121,8 @@ class Hook:
 
     Client side: ``before_send``, ``after_send``. Worker side: ``on_process_init``,
     ``on_worker_start``, ``on_worker_stop``, ``on_received``, ``before_run``, ``after_run``,
-    ``on_success``, ``on_failure``, ``on_retry``, ``on_dead_letter``. Every method is
+    ``on_success``, ``on_failure``, ``on_retry``, ``on_dead_letter``, ``on_cancel``. Every
+    method is
     ``async`` except ``on_process_init`` (a process may have no event loop yet) and
     ``on_received`` (called from the consumer's callback, which must not wait): keep those
     quick. mypy checks an override's signature against these.
@@ -168,9 +170,12 @@ class Hook:
     async def on_dead_letter(self, dead: DeadLettered) -> None:
         """The message was published to the dead-letter queue."""
 
+    async def on_cancel(self, done: TaskDone) -> None:
+        """The task was cancelled (never run, or stopped) and CANCELLED was recorded."""
+
 
 _FORWARD = ("before_send", "on_process_init", "on_worker_start", "before_run", "on_received",
-            "on_success", "on_failure", "on_retry", "on_dead_letter")  # fmt: skip
+            "on_success", "on_failure", "on_retry", "on_dead_letter", "on_cancel")  # fmt: skip
 _REVERSED = ("after_send", "on_worker_stop", "after_run")
 
 
@@ -194,6 +199,7 @@ class Hooks:
     on_failure: tuple[Callable[[TaskDone], Awaitable[None]], ...]
     on_retry: tuple[Callable[[TaskDone], Awaitable[None]], ...]
     on_dead_letter: tuple[Callable[[DeadLettered], Awaitable[None]], ...]
+    on_cancel: tuple[Callable[[TaskDone], Awaitable[None]], ...]
 
     def __init__(self, hooks: Iterable[Hook] = ()) -> None:
         self.errors = 0

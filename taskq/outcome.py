@@ -83,7 +83,33 @@ class Skip:
     duplicate: bool = False
 
 
-Outcome = Succeeded | RetryLater | Failed | DeadLetter | CountRedelivery | Requeue | Skip
+@dataclasses.dataclass(frozen=True, slots=True)
+class Defer:
+    """Not started: its rate limit's window is full. Publish the message unchanged (same
+    attempt) to the delay levels for ``delay`` seconds, then ack: no attempt used."""
+
+    delay: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cancelled:
+    """Revoked before it ran, or stopped while it ran: record CANCELLED with ``reason``, then
+    ack (never dead-lettered: a cancel is what somebody asked for, not a failure)."""
+
+    reason: str
+
+
+Outcome = (
+    Succeeded
+    | RetryLater
+    | Failed
+    | DeadLetter
+    | CountRedelivery
+    | Requeue
+    | Skip
+    | Cancelled
+    | Defer
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigurationError, TaskRegistrationError
+from .limits.rate import RateLimit
 from .periodic.entry import CatchUp, PeriodicEntry, make_entry
 from .periodic.schedule import Schedule
 from .retry import RetryPolicy
@@ -32,6 +33,7 @@ class TaskOptions:
     partitions: int | None = None
     pool: PoolKind | None = None
     hard_timeout: float | None = None
+    rate_limit: RateLimit | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,8 @@ class TaskRegistry:
         if options.pool is not None or options.hard_timeout is not None:
             changes = check_pool_options(task.config, options.pool, options.hard_timeout)
             task.config = dataclasses.replace(task.config, **changes)
+        if options.rate_limit is not None:
+            task.config = dataclasses.replace(task.config, rate_limit=options.rate_limit)
         if options.partitions is not None:
             settings = self._app.settings
             self._app.settings = with_partitions(settings, task.config.queue, options.partitions)

@@ -37,6 +37,7 @@ from .settings import Settings, check_priority, check_queue_name
 from .task import SendOptions, Task, TaskCall
 
 if TYPE_CHECKING:
+    from .cancel.client import Canceller
     from .periodic.entry import PeriodicEntry
     from .transport import Transport
 
@@ -60,7 +61,9 @@ class Sender:
     ``closed_message``. Stateless otherwise: any number may share one transport.
     """
 
-    __slots__ = ("_closed", "_events", "_store", "_transport", "hooks", "names", "settings")
+    __slots__ = (
+        "_closed", "_events", "_store", "_transport", "canceller", "hooks", "names", "settings",
+    )  # fmt: skip
 
     def __init__(self, closed_message: str, hooks: Hooks | None = None) -> None:
         self._closed = closed_message
@@ -73,6 +76,9 @@ class Sender:
         """The settings of the attached transport (None while detached)."""
         self.names: topology.Names | None = None
         """The entity names of the attached transport (None while detached)."""
+        self.canceller: Canceller | None = None
+        """What the handles of sent tasks cancel with (the App's ``cancel``; None: they
+        cannot cancel)."""
 
     @classmethod
     def over(
@@ -252,8 +258,9 @@ class Sender:
         if not ignore:
             store.track(envelope.task_id, task.name)
         handle: TaskHandle[Any] = TaskHandle(
-            envelope.task_id, task.name, store, task.validate_result, ignored=ignore
-        )
+            envelope.task_id, task.name, store, task.validate_result, ignored=ignore,
+            canceller=self.canceller,
+        )  # fmt: skip
         await transport.declare_work_queue(envelope.queue)
         if delay_ms > 0:
             await transport.declare_delay_levels()

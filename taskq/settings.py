@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     publish_timeout: float = Field(
         default=30.0, gt=0, description="how long a publish may wait for the broker to come back"
     )
+    revocation_expiry: float = Field(
+        default=7 * 86400.0,
+        ge=60,
+        description="seconds a cancel stays in force for queued and delayed tasks",
+    )
     connect_timeout: float = Field(default=10.0, gt=0, description="seconds to connect")
     channel_max: int = Field(
         default=2047,

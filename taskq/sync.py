@@ -25,6 +25,7 @@ import threading
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from .cancel.client import DEFAULT_WAIT, CancelResult
 from .exceptions import LifecycleError
 from .handle import TaskHandle, block_on
 from .results.base import TaskState, TaskStatus
@@ -64,8 +65,15 @@ class SyncHandle(Generic[R]):
         return self.handle.task_name
 
     def result(self, timeout: float | None = None) -> R:
-        """Block until the outcome; TaskFailed, ResultTimeout as ``TaskHandle.result``."""
+        """Block until the outcome; TaskFailed, TaskCancelled, ResultTimeout as
+        ``TaskHandle.result``."""
         return self.handle.result_sync(timeout)
+
+    def cancel(
+        self, reason: str = "", *, wait: bool = False, timeout: float = DEFAULT_WAIT
+    ) -> CancelResult:
+        """Cancel the task (see ``TaskHandle.cancel``)."""
+        return self.handle.cancel_sync(reason, wait=wait, timeout=timeout)
 
     def status(self) -> TaskStatus:
         """PENDING, STARTED, RETRYING, SUCCESS or FAILURE."""
@@ -137,6 +145,12 @@ class SyncClient:
             return self.app.handle(task_id, task_name)
 
         return SyncHandle(self.run(make()), self)
+
+    def cancel(
+        self, task_id: str, *, reason: str = "", wait: bool = False, timeout: float = DEFAULT_WAIT
+    ) -> CancelResult:
+        """Cancel task ``task_id`` (see ``App.cancel``)."""
+        return self.run(self.app.cancel(task_id, reason=reason, wait=wait, timeout=timeout))
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the facade's loop (opening it if needed) and block for its value."""

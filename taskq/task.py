@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, Ty
 from .codec import Signature as CallSignature
 from .exceptions import ConfigurationError, TaskRegistrationError
 from .handle import TaskHandle
+from .limits.rate import RateLimit
 from .redact import ARGS_WIDTH, call_repr
 from .retry import RetryPolicy
 from .topology import MAX_NAME_BYTES, check_amqp_name
@@ -89,6 +90,8 @@ class TaskConfig:
     """Where a plain ``def`` task runs (None: the worker's ``sync_pool``)."""
     hard_timeout: float | None = None
     """Seconds after which the task's process is killed (process pool only)."""
+    rate_limit: RateLimit | None = None
+    """How often the task may start across the fleet (see taskq.limits.rate)."""
 
     def runs_in_process(self, default: PoolKind) -> bool:
         """Whether the task runs in the worker's process pool, given the worker's default pool

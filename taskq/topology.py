@@ -87,6 +87,11 @@ class Names:
     def control(self) -> str:
         return f"{self.prefix}.control"
 
+    @property
+    def revocations(self) -> str:
+        """The stream queue of cancels (see taskq.cancel)."""
+        return f"{self.prefix}.revocations"
+
     def work_queue(self, queue: str) -> str:
         return f"{self.prefix}.q.{queue}"
 
@@ -135,10 +140,8 @@ def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str
         dict.fromkeys(DELAY.exchange_names(names) + LEGACY_DELAY.exchange_names(names))
     )
     fixed = [names.exchange, names.dlx, names.delivery, names.events, names.control]
-    return (
-        queue_names + delay_queues + [names.beat_lease, names.beat_status],
-        delay_exchanges + fixed,
-    )
+    leases = [names.beat_lease, names.beat_status, names.revocations]
+    return queue_names + delay_queues + leases, delay_exchanges + fixed
 
 
 def delay_queue_names(names: Names, *, legacy: bool = False) -> list[str]:
@@ -148,6 +151,23 @@ def delay_queue_names(names: Names, *, legacy: bool = False) -> list[str]:
     if not legacy or DELAY == LEGACY_DELAY:
         return current
     return current + LEGACY_DELAY.queue_names(names)
+
+
+REVOCATION_SEGMENT_BYTES = 1_000_000
+"""Segment size of the revocations stream. A stream drops messages a whole segment at a time
+(once its newest message is older than ``x-max-age``); the default segment of 500 MB would
+keep every revocation forever in practice."""
+
+
+def revocation_stream_arguments(expiry: float) -> dict[str, Any]:
+    """Arguments of the revocations stream: a stream queue (RabbitMQ 3.9+, no plugin) whose
+    messages every reader gets from the start, kept ``expiry`` seconds (the
+    ``revocation_expiry`` setting; workers also ignore revocations older than that)."""
+    return {
+        "x-queue-type": "stream",
+        "x-max-age": f"{max(1, int(expiry))}s",
+        "x-stream-max-segment-size-bytes": REVOCATION_SEGMENT_BYTES,
+    }
 
 
 QUORUM_DELIVERY_LIMIT = 100

@@ -31,9 +31,11 @@ from . import control, events
 from . import outcome as oc
 from .actions import Actions, Counters
 from .app import App
+from .cancel import Revoker
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
 from .hooks import Hook, Hooks
+from .limits import Limiter
 from .pool import ProcessPool, app_spec_of
 from .recorder import Recorder
 from .results.base import ResultStore
@@ -67,6 +69,7 @@ class _Parts:
     transport: Transport
     actions: Actions
     executor: Executor
+    revoker: Revoker
 
 
 class Worker:
@@ -257,6 +260,7 @@ class Worker:
         workflow = Continuation(
             sender=sender, store=store, settings=self.app.settings, recorder=recorder
         )
+        revoker = Revoker(self.app.names, self.app.settings.revocation_expiry)
         executor = Executor(
             tasks=self.app.tasks,
             settings=self.app.settings,
@@ -267,6 +271,8 @@ class Worker:
             stopping=lambda: self._state is WorkerState.STOPPING,
             pool=pool,
             may_run=workflow.may_run,
+            cancels=revoker,
+            limiter=Limiter(transport, self.app.names),
         )
         actions = Actions(
             sender=sender,
@@ -277,7 +283,7 @@ class Worker:
             worker=self.name,
             workflow=workflow,
         )
-        self._parts = _Parts(transport, actions, executor)
+        self._parts = _Parts(transport, actions, executor, revoker)
         try:
             await self._consume_until_stopped(self._parts)
         except ExceptionGroup as group:
@@ -329,7 +335,11 @@ class Worker:
             self._runners = [tg.create_task(self._runner(parts)) for _ in range(self.concurrency)]
             # The control queue first: it claims the worker's name (exclusive) before any
             # delivery arrives, so a second worker of the same name fails without taking any.
-            await control.serve(self, transport, self.app.names)
+            await control.serve(
+                self, transport, self.app.names, {"revoke": parts.revoker.on_control}
+            )
+            # Every cancel made so far is known before the first delivery is decided.
+            await parts.revoker.start(transport, self.app.settings.publish_timeout)
             cancels = [
                 await transport.consume(route, self._on_delivery, prefetch=prefetch)
                 for each, prefetch in self._consumed()
@@ -426,6 +436,7 @@ class Worker:
             if self._state is not WorkerState.STOPPING:
                 decision = await parts.executor.decide(delivery)
             await parts.actions.act(delivery, decision)
+            parts.revoker.settled(delivery.message_id)
         except asyncio.CancelledError:
             await parts.actions.give_back(delivery, "the worker is stopping")
             raise

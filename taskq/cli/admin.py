@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from ..app import App
 from ..exceptions import BrokerUnavailable, ConfigurationError, InvalidArguments, TaskqError
 from ..redact import install_log_redaction
-from . import beat, dashboard, dlq, doctor, events, inspect, queues, send
+from . import beat, cancel, dashboard, dlq, doctor, events, inspect, queues, send
 from .common import ExitCode, UsageError, broker_exit_code, load_app, run_loop
 
-COMMAND_MODULES = [send, dlq, inspect, queues, events, beat, dashboard, doctor]
+COMMAND_MODULES = [send, cancel, dlq, inspect, queues, events, beat, dashboard, doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -208,6 +208,38 @@ def delay_of(routing_key: str) -> float:
     return topology.DELAY.delay_of_key(routing_key) / 1000
 
 
+class _Acked:
+    """The channel of a stream's deliveries: a stream keeps its messages, acks change nothing."""
+
+    async def basic_ack(self, tag: int) -> None:
+        """Nothing to forget."""
+
+    async def basic_reject(self, tag: int, *, requeue: bool) -> None:
+        """Nothing to give back."""
+
+
+@dataclasses.dataclass(slots=True)
+class Stream:
+    """A stream queue: its messages stay, in order, and every reader reads them all."""
+
+    name: str
+    log: list[Message] = dataclasses.field(default_factory=list)
+    readers: list[Callable[[Delivery], None]] = dataclasses.field(default_factory=list)
+
+    def delivery(self, message: Message) -> Delivery:
+        """``message`` as a Delivery whose ack does nothing."""
+        return Delivery(
+            message.body, message.props, message.seq, False, message.routing_key, self.name,
+            _Acked(), None,
+        )  # fmt: skip
+
+    def append(self, message: Message) -> None:
+        """Keep ``message`` and hand it to every reader."""
+        self.log.append(message)
+        for reader in list(self.readers):
+            reader(self.delivery(message))
+
+
 class MemoryBroker:
     """The exchanges and queues of one ``memory://`` URL on the running event loop."""
 
@@ -215,6 +247,7 @@ class MemoryBroker:
         self.url = url
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {}
+        self.streams: dict[str, Stream] = {}
         self.delayed = 0
         """Messages waiting out a delay now."""
         self._seq = itertools.count()
@@ -262,6 +295,10 @@ class MemoryBroker:
         """Route ``message`` now (a delay exchange holds it first). PublishError if the
         exchange does not exist, or if ``mandatory`` and no queue is bound for it."""
         held = Message(next(self._seq), routing_key, message.body, properties(message))
+        stream = self.streams.get(routing_key) if exchange == "" else None
+        if stream is not None:
+            stream.append(held)
+            return
         self.route(exchange, held, mandatory=mandatory)
 
     def route(self, exchange: str, message: Message, *, mandatory: bool) -> None:

@@ -25,7 +25,7 @@ from ..transport import (
     Transport,
     TransportOptions,
 )
-from .broker import NOT_FOUND, Consumer, Holder, MemoryBroker
+from .broker import NOT_FOUND, Consumer, Holder, MemoryBroker, Stream
 from .loopscope import of_running_loop
 from .url import MemoryUrl, parse_memory_url
 
@@ -55,6 +55,7 @@ class MemoryTransport(SharedMethods, Transport):
         self._broker: MemoryBroker | None = None
         self._consumers: list[Consumer] = []
         self._getters: dict[str, Holder] = {}
+        self._stream_cancels: list[Callable[[], Awaitable[None]]] = []
 
     def __repr__(self) -> str:
         return f"<MemoryTransport memory://{self.url.name} prefix={self.settings.prefix!r}>"
@@ -80,6 +81,8 @@ class MemoryTransport(SharedMethods, Transport):
         if broker is None:
             return
         self.cancel_handlers()
+        for cancel_reading in self._stream_cancels:
+            await cancel_reading()
         for consumer in self._consumers:
             with contextlib.suppress(ValueError):
                 consumer.queue.consumers.remove(consumer)
@@ -241,6 +244,32 @@ class MemoryTransport(SharedMethods, Transport):
 
     async def release(self, queue_name: str) -> None:
         self.broker.delete_queue(queue_name)
+
+    async def declare_queue(self, queue_name: str, arguments: dict[str, Any]) -> None:
+        if arguments.get("x-queue-type") == "stream":
+            self.broker.streams.setdefault(queue_name, Stream(queue_name))
+        else:
+            self.broker.declare_queue(queue_name)
+
+    async def read_stream(
+        self,
+        queue_name: str,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        arguments: dict[str, Any],
+        prefetch: int,
+    ) -> Callable[[], Awaitable[None]]:
+        stream = self.broker.streams.setdefault(queue_name, Stream(queue_name))
+        for message in list(stream.log):
+            on_delivery(stream.delivery(message))
+        stream.readers.append(on_delivery)
+
+        async def cancel() -> None:
+            with contextlib.suppress(ValueError):
+                stream.readers.remove(on_delivery)
+
+        self._stream_cancels.append(cancel)
+        return cancel
 
 
 def _ignore(delivery: Delivery) -> None:

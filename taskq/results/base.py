@@ -12,18 +12,20 @@ from ..exceptions import DecodeError
 
 
 class TaskStatus(enum.StrEnum):
-    """Where a task is. PENDING -> STARTED -> (RETRYING -> STARTED)* -> SUCCESS | FAILURE."""
+    """Where a task is. PENDING -> STARTED -> (RETRYING -> STARTED)* -> SUCCESS | FAILURE,
+    or CANCELLED from any state that is not terminal (see docs/guide/cancellation.md)."""
 
     PENDING = "PENDING"
     STARTED = "STARTED"
     RETRYING = "RETRYING"
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
 
     @property
     def terminal(self) -> bool:
         """Whether no later status can follow this one."""
-        return self in (TaskStatus.SUCCESS, TaskStatus.FAILURE)
+        return self in (TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED)
 
 
 STATUS_RANK = {
@@ -32,6 +34,7 @@ STATUS_RANK = {
     TaskStatus.RETRYING: 2,
     TaskStatus.SUCCESS: 3,
     TaskStatus.FAILURE: 3,
+    TaskStatus.CANCELLED: 3,
 }
 """How far along each status is: a state of a lower rank never replaces one of a higher."""
 
@@ -68,7 +71,9 @@ class TaskState:
         """Whether this state may replace ``older``: a status never moves backwards.
 
         A terminal state is final; otherwise a later attempt wins, and within one attempt
-        PENDING < STARTED < RETRYING < SUCCESS | FAILURE. A late or duplicated update is ignored.
+        PENDING < STARTED < RETRYING < SUCCESS | FAILURE | CANCELLED. A late or duplicated
+        update is ignored: of two terminal states racing (a cancel and the task's end), the
+        first stored wins.
         """
         if older is None:
             return True
@@ -159,4 +164,5 @@ class ResultStore(Protocol):
         another process sent)."""
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskState:
-        """Wait until ``task_id`` is SUCCESS or FAILURE; raise ResultTimeout past ``timeout``."""
+        """Wait until ``task_id`` is terminal (SUCCESS, FAILURE or CANCELLED); raise
+        ResultTimeout past ``timeout``."""

@@ -23,7 +23,8 @@ from typing import Any
 from ..exceptions import ConfigurationError
 
 VERSION = 2
-"""The schema version this code writes and reads (2 added the workflow tables)."""
+"""The schema version this code writes and reads (2 added the workflow tables and the
+CANCELLED status)."""
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 
@@ -113,6 +114,10 @@ def _version_2(t: Tables) -> list[str]:
     # inserts nothing), counted in the join's head row (whose update serialises them), and
     # a step sent again by a worker runs only for the publish that claimed its task ID.
     # Only additions: version 1 code keeps working (compatible_from 1).
+    # CANCELLED joins the statuses. The CHECK of version 1 has PostgreSQL's default name,
+    # ``{table}_status_check``. Code of version 1 can still use the table: it only fails to
+    # read the state of a cancelled task (which it could not have cancelled).
+    check = '"' + t.name.rsplit(".", 1)[-1] + '_status_check"'
     return [
         f"""CREATE TABLE IF NOT EXISTS {t.joins} (
             join_id text NOT NULL,
@@ -131,6 +136,9 @@ def _version_2(t: Tables) -> list[str]:
             token text NOT NULL,
             expires_at timestamptz
         )""",
+        f"""ALTER TABLE {t.results} DROP CONSTRAINT IF EXISTS {check},
+            ADD CONSTRAINT {check} CHECK (status IN ('PENDING', 'STARTED', 'RETRYING',
+                                                     'SUCCESS', 'FAILURE', 'CANCELLED'))""",
     ]
 
 

@@ -29,6 +29,7 @@ from ..exceptions import ConfigurationError
 from ..redact import redact_url
 from .amqp import AmqpResultStore
 from .base import ResultStore
+from .shared import SharedStore
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -118,6 +119,23 @@ def scheme_of(spec: str) -> str:
     """The scheme of a ``results`` setting: the part before ``://``, or all of ``amqp``."""
     scheme, sep, _ = spec.partition("://")
     return scheme if sep else spec
+
+
+async def open_store(
+    settings: Settings,
+    transport: Transport,
+    concurrency: int | None,
+    shared: SharedStore | None,
+) -> ResultStore:
+    """An open store: a lease of ``shared`` (a store object the App was given), else a new
+    one for the ``results`` setting (see ``make_store``)."""
+    store = (
+        shared.lease()
+        if shared is not None
+        else make_store(settings.results, transport, concurrency, settings=settings)
+    )
+    await store.open()
+    return store
 
 
 def make_store(

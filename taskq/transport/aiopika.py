@@ -488,9 +488,11 @@ class AioPikaTransport(SharedMethods):
         *,
         prefetch: int = 0,
         acks: bool = True,
+        arguments: dict[str, Any] | None = None,
     ) -> Cancel:
         """A channel of its own on the consuming connection (restored by aio-pika after a
-        reconnect, with its queue, bindings and consumer), consuming ``queue(channel)``."""
+        reconnect, with its queue, bindings and consumer), consuming ``queue(channel)`` with
+        the consumer ``arguments``."""
         inbound = await self._inbound()
         channel = await inbound.channel()
         self._opened.append(channel)
@@ -506,7 +508,7 @@ class AioPikaTransport(SharedMethods):
                     with contextlib.suppress(*LOST):
                         await message.reject(requeue=False)
 
-        tag = await consumed.consume(callback, no_ack=not acks)
+        tag = await consumed.consume(callback, no_ack=not acks, arguments=arguments)
 
         async def cancel() -> None:
             # A robust queue's cancel waits for the connection to come back: bounded.
@@ -616,6 +618,35 @@ class AioPikaTransport(SharedMethods):
         with mapped(f"holding queue {queue_name!r}"):
             self._held[queue_name] = await self._subscribe(
                 lambda channel: _queue(channel, queue_name, arguments), _ignore, acks=False
+            )
+
+    async def declare_queue(self, queue_name: str, arguments: dict[str, Any]) -> None:
+        """Declare a durable queue by its full name with ``arguments`` (idempotent)."""
+        await self._declare(
+            f"declaring queue {queue_name!r}",
+            lambda channel: _queue(channel, queue_name, arguments),
+        )
+
+    async def read_stream(
+        self,
+        queue_name: str,
+        on_delivery: OnDelivery,
+        *,
+        arguments: dict[str, Any],
+        prefetch: int,
+    ) -> Cancel:
+        """Declare stream queue ``queue_name`` and read it from its first message with manual
+        acks (aio-pika consumes again with the same offset after a reconnect)."""
+
+        def on_message(message: AbstractIncomingMessage) -> None:
+            on_delivery(delivery_of(message, queue_name))
+
+        with mapped(f"reading stream {queue_name!r}"):
+            return await self._subscribe(
+                lambda channel: _queue(channel, queue_name, arguments),
+                on_message,
+                prefetch=prefetch,
+                arguments={"x-stream-offset": "first"},
             )
 
     async def release(self, queue_name: str) -> None:

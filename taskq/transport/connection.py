@@ -300,14 +300,24 @@ class Channel:
     # -- consuming --------------------------------------------------------------------------
 
     async def consume(
-        self, queue: str, label: str, consumer: OnDelivery, *, prefetch: int, acks: bool = True
+        self,
+        queue: str,
+        label: str,
+        consumer: OnDelivery,
+        *,
+        prefetch: int,
+        acks: bool = True,
+        arguments: dict[str, Any] | None = None,
     ) -> None:
         """Consume ``queue``; its deliveries carry ``label`` (taskq's short queue name) as their
-        queue. With ``acks``, at most ``prefetch`` deliveries are held unacked."""
+        queue. With ``acks``, at most ``prefetch`` deliveries are held unacked. ``arguments``
+        are the consumer's (e.g. ``x-stream-offset``)."""
         self.queue, self.label, self.consumer, self._acks = queue, label, consumer, acks
         if acks:
             await self.rpc(commands.Basic.Qos(prefetch_count=prefetch))
-        ok = await self.rpc(commands.Basic.Consume(queue=queue, no_ack=not acks))
+        ok = await self.rpc(
+            commands.Basic.Consume(queue=queue, no_ack=not acks, arguments=arguments)
+        )
         assert isinstance(ok, commands.Basic.ConsumeOk)
         self.consumer_tag = ok.consumer_tag
 

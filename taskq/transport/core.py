@@ -550,6 +550,34 @@ class NativeTransport(SharedMethods):
                 queue_name, "", _ignore, acks=False, prepare=declare
             )
 
+    async def declare_queue(self, queue_name: str, arguments: dict[str, Any]) -> None:
+        """Declare a durable queue by its full name with ``arguments`` (idempotent)."""
+        with mapped(f"declaring queue {queue_name!r}"):
+            await self._rpc(_queue_declare(queue_name, arguments))
+
+    async def read_stream(
+        self,
+        queue_name: str,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        arguments: dict[str, Any],
+        prefetch: int,
+    ) -> Callable[[], Awaitable[None]]:
+        """Declare stream queue ``queue_name`` and read it from its first message with manual
+        acks (a stream consumer needs basic.qos and acks; ``x-stream-offset`` is a consumer
+        argument). After a reconnect it is read again from the start."""
+
+        async def declare(channel: Channel) -> str | None:
+            await channel.rpc(_queue_declare(queue_name, arguments))
+            return None
+
+        inbound = await self._inbound()
+        with mapped(f"reading stream {queue_name!r}"):
+            return await inbound.subscribe(
+                queue_name, queue_name, on_delivery, prefetch=prefetch, prepare=declare,
+                arguments={"x-stream-offset": "first"},
+            )  # fmt: skip
+
     async def release(self, queue_name: str) -> None:
         """Stop holding ``queue_name`` (see :meth:`hold`) and delete it. The consumer goes
         first: a queue deleted under its consumer makes the broker cancel it, which reads as

@@ -191,5 +191,22 @@ class Transport(Protocol):
     async def hold(self, queue_name: str, arguments: dict[str, Any]) -> None:
         """Declare a durable queue and keep a consumer on it while this transport lives."""
 
+    async def declare_queue(self, queue_name: str, arguments: dict[str, Any]) -> None:
+        """Declare a durable queue by its full name with ``arguments`` (idempotent;
+        TopologyMismatch if it exists with other arguments)."""
+
+    async def read_stream(
+        self,
+        queue_name: str,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        arguments: dict[str, Any],
+        prefetch: int,
+    ) -> Cancel:
+        """Declare the durable stream queue ``queue_name`` (``arguments`` must include
+        ``x-queue-type: stream``) and read it from its first message, now and again after
+        every reconnect, with manual acks: ``on_delivery`` (which must not block) acks each
+        delivery, and at most ``prefetch`` are unacked at once. Returns a cancel function."""
+
     async def release(self, queue_name: str) -> None:
         """Stop holding ``queue_name`` and delete it."""

@@ -33,8 +33,8 @@ consume from now on."""
 
 
 class _Subscription:
-    __slots__ = ("acks", "active", "channel", "label", "on_delivery", "prefetch", "prepare",
-                 "queue")  # fmt: skip
+    __slots__ = ("acks", "active", "arguments", "channel", "label", "on_delivery", "prefetch",
+                 "prepare", "queue")  # fmt: skip
 
     def __init__(
         self,
@@ -44,7 +44,9 @@ class _Subscription:
         prefetch: int,
         acks: bool,
         prepare: Prepare | None,
+        arguments: dict[str, Any] | None = None,
     ) -> None:
+        self.arguments = arguments
         self.queue = queue
         self.label = label
         self.on_delivery = on_delivery
@@ -125,10 +127,12 @@ class Link:
         prefetch: int = 0,
         acks: bool = True,
         prepare: Prepare | None = None,
+        arguments: dict[str, Any] | None = None,
     ) -> Callable[[], Awaitable[None]]:
         """Consume ``queue`` (full name) on a channel of its own, now and after every
-        reconnect; deliveries carry ``label`` as their queue. Returns a cancel function."""
-        subscription = _Subscription(queue, label, on_delivery, prefetch, acks, prepare)
+        reconnect (with the consumer ``arguments``); deliveries carry ``label`` as their
+        queue. Returns a cancel function."""
+        subscription = _Subscription(queue, label, on_delivery, prefetch, acks, prepare, arguments)
         await self._open(await self.connection(self._timeout), subscription)
         self._subscriptions.append(subscription)
 
@@ -147,6 +151,7 @@ class Link:
             await channel.consume(
                 subscription.queue, subscription.label, subscription.on_delivery,
                 prefetch=subscription.prefetch, acks=subscription.acks,
+                arguments=subscription.arguments,
             )  # fmt: skip
         except BaseException:
             await channel.close()

@@ -70,6 +70,32 @@ async def test_the_schema_is_created_once_versioned_and_upgraded(
         await make_store(table).open()
 
 
+async def test_a_version_1_table_is_upgraded_to_take_cancelled(
+    table: str, sql: asyncpg.Connection
+) -> None:
+    store = make_store(table)
+    await store.open()
+    await store.close()
+    # Back to version 1: its CHECK refuses CANCELLED.
+    await sql.execute(f'UPDATE "{table}_schema" SET version = 1')
+    await sql.execute(
+        f"""ALTER TABLE "{table}" DROP CONSTRAINT "{table}_status_check",
+            ADD CONSTRAINT "{table}_status_check" CHECK (status IN ('PENDING', 'STARTED',
+            'RETRYING', 'SUCCESS', 'FAILURE'))"""
+    )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await sql.execute(f"INSERT INTO \"{table}\" (task_id, status) VALUES ('x', 'CANCELLED')")
+    store = make_store(table)
+    await store.open()
+    try:
+        await store.record(TaskState("t1", TaskStatus.CANCELLED, "add", 0), reply_to=None)
+        state = await store.get("t1")
+        assert state is not None and state.status is TaskStatus.CANCELLED
+    finally:
+        await store.close()
+    assert await sql.fetchval(f'SELECT version FROM "{table}_schema"') == VERSION
+
+
 async def test_expired_rows_are_deleted_in_batches_around_locked_ones(
     table: str, sql: asyncpg.Connection
 ) -> None:

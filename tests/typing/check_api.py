@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from taskq import (
     App,
+    CancelResult,
     DeadLettered,
     ErrorInfo,
     Hook,
@@ -99,6 +100,8 @@ async def client() -> None:
         assert_type(await h.result(), int)
         assert_type(await h.result(timeout=10), int)
         assert_type(await h.status(), TaskStatus)
+        assert_type(await h.cancel(reason="why", wait=True), CancelResult)
+        assert_type(await app.cancel(h.id), CancelResult)
         assert_type(h.id, str)
 
         assert_type(await (await shout.delay("hi")).result(), str)

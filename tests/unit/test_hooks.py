@@ -32,7 +32,7 @@ def test_an_empty_chain_has_nothing_to_call() -> None:
     assert len(chain) == 2
     for method in ("before_send", "after_send", "on_process_init", "on_worker_start",
                    "on_worker_stop", "on_received", "before_run", "after_run", "on_success",
-                   "on_failure", "on_retry", "on_dead_letter"):  # fmt: skip
+                   "on_failure", "on_retry", "on_dead_letter", "on_cancel"):  # fmt: skip
         assert getattr(chain, method) == (), method
 
 

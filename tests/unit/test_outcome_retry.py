@@ -217,7 +217,7 @@ def test_anything_supersedes_nothing() -> None:
     assert state(S.STARTED).supersedes(None)
 
 
-@pytest.mark.parametrize("final", [S.SUCCESS, S.FAILURE])
+@pytest.mark.parametrize("final", [S.SUCCESS, S.FAILURE, S.CANCELLED])
 @pytest.mark.parametrize("newer", list(TaskStatus))
 def test_terminal_is_final(final: TaskStatus, newer: TaskStatus) -> None:
     old = state(final, 1)
@@ -260,7 +260,12 @@ def test_rank_order_within_an_attempt(new: TaskStatus, old: TaskStatus, expected
 
 
 def test_terminal_statuses() -> None:
-    assert {s for s in TaskStatus if s.terminal} == {S.SUCCESS, S.FAILURE}
+    assert {s for s in TaskStatus if s.terminal} == {S.SUCCESS, S.FAILURE, S.CANCELLED}
+
+
+def test_a_cancel_ends_any_state_that_is_not_terminal() -> None:
+    for older in (S.PENDING, S.STARTED, S.RETRYING):
+        assert state(S.CANCELLED, 1).supersedes(state(older, 3))
 
 
 def test_state_round_trip() -> None:

@@ -1,0 +1,144 @@
+"""The worker's side of cancels: the revocations in force, and stopping what runs.
+
+A worker reads the revocations stream (``{prefix}.revocations``) from its first message
+before it consumes any task: it publishes a marker of its own and waits until it reads it
+back, so it knows every cancel made before it started (a restarted worker too). It goes on
+reading, so a cancel made later reaches it within milliseconds. Each delivery it takes is
+decided against that set first: a revoked task is acked and recorded CANCELLED, never run.
+
+A cancel with ``wait=True`` also comes as a control request (``revoke``): the worker then
+answers once the task has stopped here (see :meth:`Revoker.on_control`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from ..exceptions import DecodeError
+from ..topology import Names, revocation_stream_arguments
+from ..transport import Delivery, Transport
+from .revocation import MARKER_TYPE, Revocation, Revoked, marker
+from .scope import RunScope
+
+log = logging.getLogger("taskq.cancel")
+
+PREFETCH = 500
+"""Unacked stream deliveries at once (a stream consumer must be given credit by acks)."""
+
+REMEMBERED_STOPS = 1000
+"""Runs stopped by a cancel that a worker remembers (a ``revoke`` request arriving after the
+stream's delivery stopped the run is still answered ``was_running``)."""
+
+
+class Revoker:
+    """The revocations a worker knows, and the runs in it that a cancel can stop."""
+
+    def __init__(self, names: Names, expiry: float) -> None:
+        self.names = names
+        self.expiry = expiry
+        self.revocations = Revoked()
+        self._runs: dict[str, RunScope] = {}
+        self._stopping: dict[str, asyncio.Event] = {}
+        """Runs cancelled here whose outcome is not recorded yet, set once it is."""
+        self._stopped: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._marker: str | None = None
+        self._caught_up = asyncio.Event()
+        self._acks: set[asyncio.Future[None]] = set()
+
+    # -- the stream ---------------------------------------------------------------------------
+
+    async def start(self, transport: Transport, timeout: float) -> None:
+        """Read the stream and return once every revocation made so far is known here.
+        BrokerError if the stream cannot be declared (TopologyMismatch: it exists with another
+        ``x-max-age``; see docs/guide/cancellation.md); TimeoutError if the worker's own
+        marker does not come back within ``timeout`` seconds."""
+        queue = self.names.revocations
+        self._marker = uuid.uuid4().hex
+        arguments = revocation_stream_arguments(self.expiry)
+        await transport.read_stream(queue, self._on_delivery, arguments=arguments,
+                                    prefetch=PREFETCH)  # fmt: skip
+        await transport.publish("", queue, marker(self._marker))
+        await asyncio.wait_for(self._caught_up.wait(), timeout)
+        log.info("%d cancel(s) in force", len(self.revocations))
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        try:
+            if delivery.type == MARKER_TYPE:
+                if delivery.message_id == self._marker:
+                    self._caught_up.set()
+            else:
+                self.revoke(Revocation.from_delivery(delivery))
+        except DecodeError as exc:
+            log.warning("ignoring a message on the revocations stream: %s", exc)
+        finally:
+            ack = asyncio.ensure_future(delivery.ack())
+            self._acks.add(ack)
+            ack.add_done_callback(self._acks.discard)
+
+    # -- cancels -------------------------------------------------------------------------------
+
+    def revoke(self, revocation: Revocation) -> RunScope | None:
+        """Keep ``revocation`` (if in force) and stop its task if it runs here: its run's scope,
+        or None if it does not run here."""
+        self.revocations.add(revocation)
+        scope = self._runs.get(revocation.task_id)
+        if scope is not None and revocation.in_force():
+            log.info("cancelling running task %s: %s", revocation.task_id, revocation.reason)
+            self._stop(scope, revocation.reason)
+        return scope
+
+    def _stop(self, scope: RunScope, reason: str) -> None:
+        if not scope.cancelled:
+            self._stopping.setdefault(scope.task_id, asyncio.Event())
+            scope.cancel(reason)
+
+    async def on_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A ``revoke`` control request: revoke; with the request's ``wait`` (seconds),
+        answer once the task has stopped here and its outcome is recorded. ``was_running``:
+        it ran here when the cancel came; ``stopped``: it does not run here any more."""
+        args = request.get("args")
+        revocation = Revocation.from_dict(args)
+        wait = float(args.get("wait") or 0) if isinstance(args, dict) else 0.0
+        self.revoke(revocation)
+        stopping = self._stopping.get(revocation.task_id)
+        if stopping is None:
+            return {"was_running": revocation.task_id in self._stopped, "stopped": True}
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):  # answered: it still runs
+                await asyncio.wait_for(stopping.wait(), wait)
+        return {"was_running": True, "stopped": stopping.is_set()}
+
+    # -- what the executor and the worker ask (taskq.cancel.scope.Cancels) --------------------
+
+    def revoked(self, task_id: str) -> str | None:
+        """The reason ``task_id`` was cancelled, if a cancel of it is in force."""
+        found = self.revocations.get(task_id)
+        return None if found is None else found.reason
+
+    def running(self, scope: RunScope) -> None:
+        """A run starts; a cancel that came since the delivery was checked applies at once."""
+        self._runs[scope.task_id] = scope
+        reason = self.revoked(scope.task_id)
+        if reason is not None:
+            self._stop(scope, reason)
+
+    def ended(self, scope: RunScope) -> None:
+        """The run of ``scope`` ended."""
+        if self._runs.get(scope.task_id) is scope:
+            del self._runs[scope.task_id]
+
+    def settled(self, task_id: str | None) -> None:
+        """The delivery of ``task_id`` was recorded and acked: a waiting cancel may answer."""
+        if task_id is None or not self._stopping:
+            return
+        event = self._stopping.pop(task_id, None)
+        if event is not None:
+            event.set()
+            self._stopped[task_id] = None
+            if len(self._stopped) > REMEMBERED_STOPS:
+                self._stopped.popitem(last=False)
