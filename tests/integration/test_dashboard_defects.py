@@ -1,0 +1,183 @@
+"""The defects of issue 26, each tested where an operator meets it: in Chromium and in the API
+of a real ``taskq dashboard`` subprocess, against a real ``taskq-worker --events``.
+
+One worker, one ``taskq events --json`` tail (what any event consumer receives) and one
+dashboard on a fixed port (a restart keeps it, as in production) serve the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from taskq import App, TaskFailed
+from taskq.sync import SyncClient
+from tests import dashboard_support
+from tests.dashboard_support import (
+    DashboardProcess,
+    WebhookReceiver,
+    until,
+)
+from tests.support import BROKER, REPO, WorkerProcess, delete_topology, unique_prefix
+
+pytestmark = pytest.mark.one_queue_only
+browser = dashboard_support.browser  # fixtures: Chromium, and a page logged in
+page = dashboard_support.page
+
+APP = "tests.apps.ops_app:app"
+TOKEN = "t0ken-" + uuid.uuid4().hex
+SECRET = "hunter2-" + uuid.uuid4().hex[:8]
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclasses.dataclass
+class World:
+    prefix: str
+    state: Path
+    history: Path
+    dashboard: DashboardProcess
+    worker: WorkerProcess
+    tail: subprocess.Popen[bytes]
+    tail_path: Path
+    receiver: WebhookReceiver
+    client: SyncClient
+    client_app: App
+
+    token: str = TOKEN
+
+    @property
+    def url(self) -> str:
+        return self.dashboard.url
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, headers=AUTH)
+
+    def api(self, path: str) -> Any:
+        response = self.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(self.url + path, json=body, headers=AUTH)
+
+
+def client_app(prefix: str) -> App:
+    """A sender that has ``login`` (so that its calls bind to the signature, as users' do)."""
+    app = App("dash-client", broker=BROKER, prefix=prefix, events=True)
+
+    @app.task
+    async def login(user: str, password: str) -> str:
+        raise NotImplementedError  # the worker runs tests.apps.ops_app's
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    prefix, state = unique_prefix(), tmp_path_factory.mktemp("dashboard-defects")
+    history = state / "history.sqlite3"
+    receiver = WebhookReceiver()
+    worker = WorkerProcess(APP, prefix, "--name", "w-one", "--events")
+    env = {**os.environ, "TASKQ_PREFIX": prefix, "TASKQ_BROKER": BROKER, "PYTHONPATH": str(REPO)}
+    tail_path = state / "events.jsonl"
+    with tail_path.open("wb") as out:
+        tail = subprocess.Popen(
+            [sys.executable, "-m", "taskq.cli.admin", "events", "--json"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    dashboard = DashboardProcess(
+        APP, prefix, state, "--token", TOKEN, "--history", str(history), "--port",
+        str(free_port()), "--sample-interval", "0.5", "--alert-dead-letters",
+        "--webhook", receiver.url,
+    )  # fmt: skip
+    sender = client_app(prefix)
+    client = sender.sync
+    try:
+        until(lambda: "consuming" in worker.output(), timeout=30, what="the worker")
+        dashboard.start()
+        yield World(prefix, state, history, dashboard, worker, tail, tail_path, receiver,
+                    client, sender)  # fmt: skip
+    finally:
+        client.close()
+        dashboard.kill()
+        tail.kill()
+        tail.wait(10)
+        worker.kill()
+        receiver.close()
+        asyncio.run(delete_topology(prefix, ["default"]))
+
+
+def known(world: World, task_id: str, *states: str) -> dict[str, Any]:
+    """The dashboard's record of ``task_id`` once it is in one of ``states``."""
+
+    def found() -> dict[str, Any] | None:
+        response = world.get(f"/api/tasks/{task_id}")
+        if response.status_code != 200:
+            return None
+        task: dict[str, Any] = response.json()
+        return task if task["state"] in states else None
+
+    return until(found, what=f"{task_id} in {states}")
+
+
+# -- 1. secrets ------------------------------------------------------------------------------
+
+CALLS = {
+    "positional": (("bob", SECRET), {}),
+    "password-by-keyword": (("bob",), {"password": SECRET}),
+    "all-by-keyword": ((), {"user": "bob", "password": SECRET}),
+}
+
+
+def test_a_password_is_never_shown_nor_stored_however_it_is_passed(
+    page: Page, world: World
+) -> None:
+    login = world.client_app.tasks["login"]
+    ids = []
+    for args, kwargs in CALLS.values():
+        handle = world.client.send(login, *args, **kwargs)
+        with pytest.raises(TaskFailed):
+            handle.result(timeout=30)
+        ids.append(handle.id)
+    for task_id in ids:
+        assert known(world, task_id, "FAILURE", "DEAD")["args"] == "'bob', '***'"
+        page.goto(f"{world.url}/tasks/{task_id}")
+        expect(page.locator("#task-args")).to_have_text("'bob', '***'")
+        assert SECRET not in page.content()
+        until(lambda t=task_id: t in world.get("/api/queues/default/dead").text,
+              what="the dead letter")  # fmt: skip
+    page.goto(f"{world.url}/queues/default")
+    expect(page.locator(f'#dead tr[data-task="{ids[0]}"]')).to_be_visible()
+    surfaces = {
+        "dead-letter page": page.content(),
+        "dead-letter API": world.get("/api/queues/default/dead").text,
+        "task API": "".join(world.get(f"/api/tasks/{t}").text for t in ids),
+        "search API": world.get("/api/tasks?q=login").text,
+        "overview API": world.get("/api/overview").text,
+        "events": world.tail_path.read_text(errors="replace"),
+        "worker log": world.worker.output(),
+        "dashboard log": world.dashboard.output(),
+    }
+    assert ids[0] in surfaces["events"]
+    for what, text in surfaces.items():
+        assert SECRET not in text, what
+    for path in world.state.glob("history.sqlite3*"):
+        assert SECRET.encode() not in path.read_bytes(), path.name
