@@ -6,7 +6,8 @@
 ``GET /api/queues``                        work queues: depths, rates, dead letters
 ``GET /api/alerts``                        alerts firing now and the latest transitions
 ``GET /api/tasks?q=&state=&limit=``        task search (ID prefix or name, state)
-``GET /api/tasks/{id}``                    one task with its timeline (404 if never seen)
+``GET /api/tasks/{id}``                    one task with its timeline (404 if never seen or
+                                           pruned: then ``"pruned": true``)
 ``GET /api/queues/{name}/dead``            a queue's dead letters (the first 500)
 ``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}``
 ``POST /api/queues/{name}/dead/purge``     ``{"confirm": "<queue name>"}``
@@ -107,6 +108,9 @@ class Api:
         found = await self.board.task(request.path_params["task_id"])
         if found is None:
             return JSONResponse({"error": "no such task in the history"}, status_code=404)
+        if found.get("pruned"):
+            error = "pruned from the history (seen, then dropped by its retention)"
+            return JSONResponse({"error": error, **found}, status_code=404)
         return JSONResponse(found)
 
     async def dead(self, request: Request) -> Response:

@@ -29,7 +29,7 @@ from ..exceptions import LifecycleError
 from ..redact import redact_url
 from ..settings import check_queue_name
 from .alerts import Alerts, QueueReading, Reading, Transition
-from .history import History
+from .history import History, Retention
 from .live import Live
 from .notify import Webhook, prometheus
 from .settings import DashboardSettings
@@ -88,8 +88,12 @@ class Dashboard:
         self.transitions: list[Transition] = []
         self.ticker = Ticker()
         self.closing = asyncio.Event()
+        failures = Retention(settings.history_failures_max_age, settings.history_max_failures)
         self.history = History(settings.history_path, max_age=settings.history_max_age,
-                               max_tasks=settings.history_max_tasks)  # fmt: skip
+                               max_tasks=settings.history_max_tasks, failures=failures)  # fmt: skip
+        # Pruned every minute, or sooner after writing a tenth of the smaller bound.
+        self._prune_after = max(1, min(settings.history_max_tasks,
+                                       settings.history_max_failures) // 10)  # fmt: skip
         self.feed = EventFeed(app, self.live)
         self.sampler = Sampler(app, settings, self.live)
         url = settings.alerts.webhook
@@ -139,26 +143,28 @@ class Dashboard:
             self.history.close()
 
     async def _sample_loop(self) -> None:
-        next_prune = time.monotonic()
         while True:
             await self.sampler.sample()
             self._evaluate(time.time())
-            if time.monotonic() >= next_prune:
-                dropped = await asyncio.to_thread(self.history.prune)
-                if dropped:
-                    log.info("history: dropped %d old task(s)", dropped)
-                next_prune = time.monotonic() + PRUNE_INTERVAL
             self.ticker.tick()
             await asyncio.sleep(self.settings.sample_interval)
 
     async def _write_loop(self) -> None:
+        next_prune, written = time.monotonic(), 0
         while True:
             started = time.monotonic()
             batch = self.feed.take()
             if batch:
-                self._stored += await asyncio.to_thread(self.history.write, batch)
+                stored = await asyncio.to_thread(self.history.write, batch)
+                self._stored += stored
+                written += stored
                 await self._refresh_recent()
                 self.ticker.tick()
+            if started >= next_prune or written >= self._prune_after:
+                dropped = await asyncio.to_thread(self.history.prune)
+                if dropped:
+                    log.info("history: dropped %d old task(s)", dropped)
+                next_prune, written = time.monotonic() + PRUNE_INTERVAL, 0
             # A write that took longer than the interval is followed by the next one at once:
             # under load the history keeps up instead of writing one batch per interval.
             await asyncio.sleep(max(0.0, WRITE_INTERVAL - (time.monotonic() - started)))
@@ -213,8 +219,13 @@ class Dashboard:
         return prometheus(self.overview(), self.alerts.active(), self.counters())
 
     async def task(self, task_id: str) -> dict[str, Any] | None:
-        """A task's history with its timeline, or None if the dashboard never saw it."""
-        return await asyncio.to_thread(self.history.task, task_id)
+        """A task's history with its timeline; if it was pruned, what was known of it with
+        ``pruned`` true and no timeline; None if the dashboard never saw it."""
+        found = await asyncio.to_thread(self.history.task, task_id)
+        if found is not None:
+            return found
+        pruned = await asyncio.to_thread(self.history.pruned, task_id)
+        return None if pruned is None else {**pruned, "pruned": True, "timeline": []}
 
     async def search(self, text: str, state: str, limit: int = 100) -> list[dict[str, Any]]:
         """Tasks by ID prefix, name and state (newest first)."""

@@ -95,6 +95,8 @@ class DashboardSettings:
     history_path: Path = Path("taskq-dashboard.sqlite3")
     history_max_age: float = 7 * 86400.0
     history_max_tasks: int = 100_000
+    history_failures_max_age: float = 30 * 86400.0
+    history_max_failures: int = 100_000
     sample_interval: float = 2.0
     chart_seconds: float = 600.0
     queues: tuple[str, ...] = ()

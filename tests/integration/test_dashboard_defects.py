@@ -39,6 +39,7 @@ page = dashboard_support.page
 APP = "tests.apps.ops_app:app"
 TOKEN = "t0ken-" + uuid.uuid4().hex
 SECRET = "hunter2-" + uuid.uuid4().hex[:8]
+SUCCESSES_KEPT = 20
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -106,6 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     dashboard = DashboardProcess(
         APP, prefix, state, "--token", TOKEN, "--history", str(history), "--port",
         str(free_port()), "--sample-interval", "0.5", "--alert-dead-letters",
+        "--history-max", str(SUCCESSES_KEPT),
         "--webhook", receiver.url,
     )  # fmt: skip
     sender = client_app(prefix)
@@ -181,3 +183,30 @@ def test_a_password_is_never_shown_nor_stored_however_it_is_passed(
         assert SECRET not in text, what
     for path in world.state.glob("history.sqlite3*"):
         assert SECRET.encode() not in path.read_bytes(), path.name
+
+
+# -- 2. failures kept apart ------------------------------------------------------------------
+
+
+def test_a_flood_of_successes_leaves_every_failure_findable(page: Page, world: World) -> None:
+    failed = world.client.send("fail", "kept through the flood")
+    with pytest.raises(TaskFailed):
+        failed.result(timeout=30)
+    known(world, failed.id, "FAILURE", "DEAD")
+    first = world.client.send("add", 0, 0)
+    flood = [world.client.send("add", i, i) for i in range(SUCCESSES_KEPT * 3)]
+    assert [h.result(timeout=30) for h in [first, *flood]][-1] == 2 * (SUCCESSES_KEPT * 3 - 1)
+
+    def pruned() -> bool:
+        response = world.get(f"/api/tasks/{first.id}")
+        return response.status_code == 404 and response.json().get("pruned") is True
+
+    until(pruned, what="the first success to be pruned")
+    page.goto(f"{world.url}/tasks?state=FAILURE")
+    expect(page.locator(f'#tasks tr[data-task="{failed.id}"]')).to_be_visible()
+    page.goto(f"{world.url}/queues/default")
+    page.locator(f'#dead tr[data-task="{failed.id}"] a').click()
+    expect(page.locator("#task-state")).to_have_text("FAILURE")
+    page.goto(f"{world.url}/tasks/{first.id}")
+    expect(page.locator("#task-pruned")).to_contain_text("Pruned: the dashboard saw this task")
+    expect(page.locator("#task-pruned")).to_contain_text("SUCCESS")
