@@ -2,7 +2,9 @@
 
 Three tables: ``tasks`` (one row per task ID: its latest state, arguments, result or error),
 ``events`` (the timeline: one row per event) and ``pruned`` (the IDs pruned, so that a page
-can say "pruned" rather than "never seen"). The file survives a dashboard restart and is
+can say "pruned" rather than "never seen"); a fourth, ``state``, keeps what else the dashboard
+must remember across a restart, as JSON by key (:meth:`History.load`, :meth:`History.save`:
+the alerts' state and history). The file survives a dashboard restart and is
 bounded: :meth:`History.prune` drops the tasks (and their events) older than a maximum age
 and all but the newest of a maximum count. Troubled tasks (any that failed, retried or were
 dead-lettered) have a retention of their own: a flood of successes never evicts the failures
@@ -64,6 +66,7 @@ CREATE TABLE IF NOT EXISTS pruned (
     task_id TEXT PRIMARY KEY, name TEXT, state TEXT, updated_at REAL, pruned_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pruned_at ON pruned (pruned_at);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     task_id TEXT NOT NULL, time REAL NOT NULL, type TEXT NOT NULL, attempt INTEGER,
     worker TEXT, detail TEXT
@@ -262,6 +265,18 @@ class History:
         """How many tasks are stored."""
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+
+    def load(self, key: str) -> Any:
+        """The value saved under ``key`` (None if none was)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def save(self, key: str, value: Any) -> None:
+        """Keep the JSON-ready ``value`` under ``key``."""
+        text = json.dumps(value, separators=(",", ":"))
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, text))
 
     def pruned(self, task_id: str) -> dict[str, Any] | None:
         """What was known of ``task_id`` when it was pruned (None if it was not)."""

@@ -42,6 +42,7 @@ PRUNE_INTERVAL = 60.0
 RECENT_TASKS = 15
 DEAD_LISTED = 500  # dead letters shown on a queue's page at most
 TRANSITIONS_KEPT = 50
+ALERTS_KEY = "alerts"
 
 
 class DashboardState(enum.StrEnum):
@@ -103,6 +104,7 @@ class Dashboard:
         self._recent: list[dict[str, Any]] = []
         self._stored = 0
         self._dlq_lock = asyncio.Lock()
+        self._saved: dict[str, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -116,6 +118,7 @@ class Dashboard:
         listener = socket.create_server((self.settings.host, self.settings.port))
         try:
             self.url = _url(self.settings.host, listener.getsockname()[1])
+            await asyncio.to_thread(self._restore_alerts)
             await self.feed.start()
             await self._refresh_recent()
             server = _Server(uvicorn.Config(
@@ -146,6 +149,7 @@ class Dashboard:
         while True:
             await self.sampler.sample()
             self._evaluate(time.time())
+            await asyncio.to_thread(self._save_alerts)
             self.ticker.tick()
             await asyncio.sleep(self.settings.sample_interval)
 
@@ -188,15 +192,30 @@ class Dashboard:
             if self.webhook is not None:
                 self.webhook.send(changes)
 
+    def _restore_alerts(self) -> None:
+        state = self.history.load(ALERTS_KEY)
+        if state is not None:
+            self.alerts.restore(state["alerts"])
+            self.transitions = [Transition.of_json(t) for t in state["transitions"]]
+            self._saved = state
+
+    def _save_alerts(self) -> None:
+        """Keep the alerts' state in the history file when it changed (a dead-letter
+        baseline, a firing alert): a restart neither sends a firing alert again nor loses
+        its resolution."""
+        state = {"alerts": self.alerts.state(),
+                 "transitions": [t.as_json() for t in self.transitions]}  # fmt: skip
+        if state != self._saved:
+            self.history.save(ALERTS_KEY, state)
+            self._saved = state
+
     # -- what the pages and the API show -----------------------------------------------------
 
     def overview(self) -> dict[str, Any]:
         """Workers, queues, dead letters, delayed tasks, alerts and recent tasks."""
         snapshot = self.live.snapshot(time.time())
         snapshot["alerts"] = [a.as_json() for a in self.alerts.active()]
-        snapshot["transitions"] = [
-            {"status": t.status, "time": t.time, **t.alert.as_json()} for t in self.transitions
-        ]
+        snapshot["transitions"] = [t.as_json() for t in self.transitions]
         snapshot["recent"] = self._recent
         snapshot["broker"] = self.app.settings.redacted_broker()
         snapshot["prefix"] = self.app.names.prefix

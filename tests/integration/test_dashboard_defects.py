@@ -210,3 +210,42 @@ def test_a_flood_of_successes_leaves_every_failure_findable(page: Page, world: W
     page.goto(f"{world.url}/tasks/{first.id}")
     expect(page.locator("#task-pruned")).to_contain_text("Pruned: the dashboard saw this task")
     expect(page.locator("#task-pruned")).to_contain_text("SUCCESS")
+
+
+# -- 3. alerts across a restart --------------------------------------------------------------
+
+
+def dead_letters_alert(world: World) -> list[dict[str, Any]]:
+    return [a for a in world.api("/api/alerts")["alerts"] if a["rule"] == "dead-letters"]
+
+
+def readings_after(world: World, moment: float, count: int = 3) -> None:
+    """Wait until the dashboard took ``count`` more readings after ``moment``."""
+    until(lambda: world.api("/api/overview")["time"] > moment + count * 0.5,
+          what="more readings")  # fmt: skip
+
+
+def test_a_firing_alert_survives_a_restart_and_resolves_after_it(page: Page, world: World) -> None:
+    assert world.post("/api/queues/default/dead/purge", {"confirm": "default"}).is_success
+    until(lambda: not dead_letters_alert(world), what="no dead-letters alert")
+    fired = len(world.receiver.matching("firing", "dead-letters", "default"))
+    resolved = len(world.receiver.matching("resolved", "dead-letters", "default"))
+    handle = world.client.send("fail", "dead before the restart")
+    with pytest.raises(TaskFailed):
+        handle.result(timeout=30)
+    until(lambda: len(world.receiver.matching("firing", "dead-letters", "default")) > fired,
+          what="the alert at the webhook")  # fmt: skip
+
+    assert world.dashboard.stop() == 0
+    world.dashboard.start()
+    readings_after(world, world.api("/api/overview")["time"])
+    assert dead_letters_alert(world), "the alert fires after the restart (baseline kept)"
+    assert len(world.receiver.matching("firing", "dead-letters", "default")) == fired + 1
+    page.goto(f"{world.url}/")
+    expect(page.locator("section.alerts")).to_contain_text("new dead letter(s) in default")
+    expect(page.locator("ul.transitions")).to_contain_text("firing")
+
+    assert world.post("/api/queues/default/dead/purge", {"confirm": "default"}).is_success
+    until(lambda: len(world.receiver.matching("resolved", "dead-letters", "default")) > resolved,
+          what="the resolution at the webhook")  # fmt: skip
+    expect(page.locator("ul.transitions li").first).to_contain_text("resolved")

@@ -94,3 +94,25 @@ def test_only_loopback_listens_without_a_token() -> None:
     check_exposure("0.0.0.0", "secret")
     with pytest.raises(ConfigurationError, match="without --token"):
         check_exposure("0.0.0.0", None)
+
+
+def test_alert_state_survives_a_restart_through_json() -> None:
+    import json
+
+    rules = [DeadLetters(), Backlog(ready=10, for_=30)]
+    before = Alerts(rules)
+    assert statuses(before, reading(0, dead=4, ready=50)) == []  # the baseline: 4
+    assert statuses(before, reading(1, dead=6, ready=50)) == [("firing", "dead-letters", "default")]
+    state = json.loads(json.dumps(before.state()))
+
+    after = Alerts([Backlog(ready=10, for_=30), DeadLetters(), NoConsumer()])  # a rule added
+    after.restore(state)
+    assert [a.rule for a in after.active()] == ["dead-letters"]
+    assert statuses(after, reading(2, dead=6, ready=50)) == []  # not sent again, baseline kept
+    assert statuses(after, reading(30, dead=6, ready=50)) == [("firing", "backlog", "default")]
+    resolved = statuses(after, reading(31, dead=0, ready=50))
+    assert resolved == [("resolved", "dead-letters", "default")]
+
+    dropped = Alerts([Backlog(ready=99)])  # the rule of a firing alert is gone: forgotten
+    dropped.restore(state)
+    assert dropped.active() == []
