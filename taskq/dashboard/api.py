@@ -9,7 +9,7 @@
 ``GET /api/tasks/{id}``                    one task with its timeline (404 if never seen or
                                            pruned: then ``"pruned": true``)
 ``GET /api/queues/{name}/dead``            a queue's dead letters (the first 500)
-``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}``
+``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}`` (404: none)
 ``POST /api/queues/{name}/dead/purge``     ``{"confirm": "<queue name>"}``
 ``POST /api/workers/{name}/shutdown``      graceful stop
 ``GET /api/session``                       the CSRF token for POSTs (see security)
@@ -52,6 +52,11 @@ async def action_input(request: Request, guard: Guard) -> dict[str, Any]:
     if not guard.csrf_ok(request, request.headers.get(CSRF_HEADER) or data.get("csrf")):
         raise HTTPException(403, "CSRF check failed: reload the page and try again")
     return data
+
+
+def no_dead_queue(queue: str) -> str:
+    """Why a queue's dead letters cannot be replayed."""
+    return f"{queue} has no dead-letter queue: nothing to replay (is the queue name right?)"
 
 
 class Api:
@@ -123,7 +128,10 @@ class Api:
         everything = data.get("all") is True
         if not (everything or (isinstance(ids, list) and ids)):
             raise HTTPException(400, 'say which: {"ids": [...]} or {"all": true}')
-        done = await self.board.replay(request.path_params["name"], None if everything else ids)
+        name = request.path_params["name"]
+        done = await self.board.replay(name, None if everything else ids)
+        if done is None:
+            raise HTTPException(404, no_dead_queue(name))
         return JSONResponse({"replayed": [d.task_id for d in done]})
 
     async def purge(self, request: Request) -> Response:

@@ -263,11 +263,14 @@ class Dashboard:
             listed = await dlq.list_dead(self.app.transport, queue, limit=DEAD_LISTED)
         return depth.messages, listed
 
-    async def replay(self, queue: str, task_ids: list[str] | None) -> list[dlq.DeadMessage]:
-        """Send dead letters of ``queue`` back to it: those of ``task_ids``, or all (None)."""
+    async def replay(self, queue: str, task_ids: list[str] | None) -> list[dlq.DeadMessage] | None:
+        """Send dead letters of ``queue`` back to it: those of ``task_ids``, or all (None).
+        None if ``queue`` has no dead-letter queue (the broker would close the channel)."""
         queue = check_queue_name(queue)
         select = dlq.selector(task_ids or (), everything=task_ids is None)
         async with self._dlq_lock:
+            if await self.app.transport.queue_depth(self.app.names.dead_queue(queue)) is None:
+                return None
             replayed = await dlq.replay(self.app.sender, queue, select)
         log.info("replayed %d dead letter(s) of %s", len(replayed), queue)
         return replayed

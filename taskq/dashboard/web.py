@@ -121,6 +121,8 @@ class Pages:
         data = await api.action_input(request, self.guard)
         ids = None if data.get("all") else [data.get("task_id", "")]
         done = await self.board.replay(name, ids)
+        if done is None:
+            raise HTTPException(404, api.no_dead_queue(name))
         return _back(f"/queues/{name}", f"replayed {len(done)} message(s) to {name}")
 
     async def confirm_purge(self, request: Request) -> Response:

@@ -249,3 +249,22 @@ def test_a_firing_alert_survives_a_restart_and_resolves_after_it(page: Page, wor
     until(lambda: len(world.receiver.matching("resolved", "dead-letters", "default")) > resolved,
           what="the resolution at the webhook")  # fmt: skip
     expect(page.locator("ul.transitions li").first).to_contain_text("resolved")
+
+
+# -- 4. replay without a dead-letter queue ---------------------------------------------------
+
+
+def test_replaying_a_queue_without_a_dead_letter_queue_is_a_clear_404(
+    page: Page, world: World
+) -> None:
+    queue = f"never-{uuid.uuid4().hex[:6]}"
+    answer = world.post(f"/api/queues/{queue}/dead/replay", {"all": True})
+    assert answer.status_code == 404, answer.text
+    assert "no dead-letter queue" in answer.json()["error"]
+    response = page.goto(f"{world.url}/queues/{queue}")
+    assert response is not None and response.status == 200
+    csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    form = page.request.post(f"{world.url}/queues/{queue}/replay",
+                             form={"csrf": csrf or "", "all": "1"}, max_redirects=0)  # fmt: skip
+    assert form.status == 404, form.text()
+    assert f"{queue} has no dead-letter queue" in form.text()
