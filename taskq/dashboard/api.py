@@ -78,7 +78,7 @@ class Api:
             Route("/api/queues/{name}/dead/purge", _guarded(self.purge), methods=["POST"]),
             Route("/api/alerts", self.alerts),
             Route("/api/tasks", self.tasks),
-            Route("/api/tasks/{task_id}", self.task),
+            Route("/api/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
             Route("/api/session", self.session),
             Route("/api/stream", self.stream),
             Route("/metrics", self.metrics),

@@ -46,7 +46,14 @@ def _templates() -> Environment:
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
     )
     env.filters["clock"] = clock
+    env.filters["task_path"] = task_path
     return env
+
+
+def task_path(task_id: str) -> str:
+    """The address of a task's page: every reserved character of the ID encoded (a ``/``
+    too: the route takes the rest of the path)."""
+    return "/tasks/" + urllib.parse.quote(task_id, safe="")
 
 
 def _back(path: str, notice: str) -> Response:
@@ -78,7 +85,7 @@ class Pages:
         return [
             Route("/", self.overview),
             Route("/tasks", self.tasks),
-            Route("/tasks/{task_id}", self.task),
+            Route("/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
             Route("/queues/{name}", self.queue),
             Route("/queues/{name}/replay", self.replay, methods=["POST"]),
             Route("/queues/{name}/purge", self.confirm_purge),
@@ -103,7 +110,7 @@ class Pages:
         q, state = params.get("q", "").strip(), params.get("state", "")
         found = await self.board.search(q, state)
         if q and len(found) == 1 and found[0]["task_id"] == q:
-            return RedirectResponse(f"/tasks/{urllib.parse.quote(q)}", 303)
+            return RedirectResponse(task_path(q), 303)
         return self.page(request, "tasks.html", tasks=found, q=q, state=state)
 
     async def task(self, request: Request) -> Response:

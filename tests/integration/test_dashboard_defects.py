@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,7 +132,7 @@ def known(world: World, task_id: str, *states: str) -> dict[str, Any]:
     """The dashboard's record of ``task_id`` once it is in one of ``states``."""
 
     def found() -> dict[str, Any] | None:
-        response = world.get(f"/api/tasks/{task_id}")
+        response = world.get(f"/api/tasks/{urllib.parse.quote(task_id, safe='')}")
         if response.status_code != 200:
             return None
         task: dict[str, Any] = response.json()
@@ -268,3 +269,32 @@ def test_replaying_a_queue_without_a_dead_letter_queue_is_a_clear_404(
                              form={"csrf": csrf or "", "all": "1"}, max_redirects=0)  # fmt: skip
     assert form.status == 404, form.text()
     assert f"{queue} has no dead-letter queue" in form.text()
+
+
+# -- 5. odd task IDs -------------------------------------------------------------------------
+
+ODD_IDS = ["hash#tag", "what?x=1&y=2", "dir/sub/leaf", "with space", "ünï çødé 日本", "%41 #?/ ü"]
+
+
+def test_task_ids_with_reserved_characters_work_in_links_redirects_and_the_api(
+    page: Page, world: World
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    ids = [f"{odd}-{suffix}" for odd in ODD_IDS]
+    add = world.client_app.named("add")
+    for task_id in ids:
+        assert world.client.send(add.options(task_id=task_id), 1, 2).result(timeout=30) == 3
+    for task_id in ids:
+        assert known(world, task_id, "SUCCESS")["task_id"] == task_id
+    page.goto(f"{world.url}/")
+    for task_id in ids:
+        page.goto(f"{world.url}/")
+        page.locator(f'#recent tr[data-task="{task_id}"] a').click()
+        expect(page.locator("#task-state")).to_have_text("SUCCESS")
+        expect(page.locator("h1 code")).to_have_text(task_id)
+        page.goto(f"{world.url}/tasks?state=SUCCESS")
+        page.locator(f'#tasks tr[data-task="{task_id}"] a').click()
+        expect(page.locator("#task-state")).to_have_text("SUCCESS")
+        page.goto(f"{world.url}/tasks?{urllib.parse.urlencode({'q': task_id})}")  # the search
+        expect(page.locator("h1 code")).to_have_text(task_id)
+        expect(page.locator("#task-result")).to_have_text("3")
