@@ -231,7 +231,9 @@ class Alerts:
         changes: list[Transition] = []
         for key, (kind, subject, message, delay) in holding.items():
             since = self._since[key]
-            if key not in self.firing and now - since >= delay:
+            if key in self.firing:  # the message shows the values of now, not of its firing
+                self.firing[key] = dataclasses.replace(self.firing[key], message=message)
+            elif now - since >= delay:
                 self.firing[key] = Alert(kind, subject, message, since)
                 changes.append(Transition("firing", self.firing[key], now))
         for key in [k for k in self.firing if k not in holding]:

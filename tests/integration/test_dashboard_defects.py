@@ -298,3 +298,19 @@ def test_task_ids_with_reserved_characters_work_in_links_redirects_and_the_api(
         page.goto(f"{world.url}/tasks?{urllib.parse.urlencode({'q': task_id})}")  # the search
         expect(page.locator("h1 code")).to_have_text(task_id)
         expect(page.locator("#task-result")).to_have_text("3")
+
+
+# -- 6. alert messages follow the values -----------------------------------------------------
+
+
+def test_a_firing_alert_message_follows_the_current_values(page: Page, world: World) -> None:
+    assert world.post("/api/queues/default/dead/purge", {"confirm": "default"}).is_success
+    until(lambda: not dead_letters_alert(world), what="no dead-letters alert")
+    page.goto(f"{world.url}/")
+    alerts = page.locator("section.alerts")
+    for count in (1, 2):
+        with pytest.raises(TaskFailed):
+            world.client.send("fail", f"dead letter {count}").result(timeout=30)
+        expected = f"{count} new dead letter(s) in default ({count} in all)"
+        expect(alerts).to_contain_text(expected, timeout=20_000)
+    assert len(dead_letters_alert(world)) == 1

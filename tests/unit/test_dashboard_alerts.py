@@ -116,3 +116,12 @@ def test_alert_state_survives_a_restart_through_json() -> None:
     dropped = Alerts([Backlog(ready=99)])  # the rule of a firing alert is gone: forgotten
     dropped.restore(state)
     assert dropped.active() == []
+
+
+def test_a_firing_alert_shows_the_current_values() -> None:
+    alerts = Alerts([DeadLetters()])
+    assert statuses(alerts, reading(0, dead=4)) == []
+    assert statuses(alerts, reading(1, dead=5)) == [("firing", "dead-letters", "default")]
+    assert statuses(alerts, reading(2, dead=9)) == []  # still the one alert, sent once
+    (alert,) = alerts.active()
+    assert (alert.message, alert.since) == ("5 new dead letter(s) in default (9 in all)", 1)
