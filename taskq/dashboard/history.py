@@ -15,7 +15,8 @@ Events arrive in batches (:meth:`History.write`): a batch is merged per task in 
 (:func:`merge`), so a task that went from sent to succeeded within one batch costs one row
 update, then merged into the stored row by an upsert that applies the same rule. The rule:
 the newest event sets the state, except that ``task.dead-lettered`` never hides the
-``FAILURE`` before it (a failed task is dead-lettered as ``max-attempts``).
+``FAILURE`` before it (a failed task is dead-lettered as ``max-attempts``); the dead-letter
+``reason`` is that of the newest event (a replayed task that succeeded has none).
 
 Blocking: every method runs SQL on the calling thread; the dashboard calls them with
 ``asyncio.to_thread``. One connection, serialised by a lock.
@@ -40,8 +41,11 @@ STATES = {
     "task.succeeded": "SUCCESS",
     "task.failed": "FAILURE",
     "task.dead-lettered": "DEAD",
+    "task.replayed": "REPLAYED",
 }
-"""The task state each task event leads to."""
+"""The task state each task event leads to. ``task.replayed`` is the dashboard's own: it
+records a dead letter it sent back to its queue (:data:`REPLAYED`)."""
+REPLAYED = "task.replayed"
 
 _TEXT = ("name", "queue", "worker", "args", "result", "error", "error_message", "traceback",
          "reason")  # fmt: skip
@@ -84,7 +88,8 @@ INSERT INTO tasks ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" for _ in _COLUM
 ON CONFLICT (task_id) DO UPDATE SET
     state = CASE WHEN {_NEWER} AND NOT {_KEEPS_FAILURE} THEN excluded.state ELSE tasks.state END,
     attempt = CASE WHEN {_NEWER} THEN excluded.attempt ELSE tasks.attempt END,
-    {", ".join(f"{c} = COALESCE(excluded.{c}, tasks.{c})" for c in _TEXT)},
+    {", ".join(f"{c} = COALESCE(excluded.{c}, tasks.{c})" for c in _TEXT if c != "reason")},
+    reason = CASE WHEN {_NEWER} THEN excluded.reason ELSE tasks.reason END,
     sent_at = MIN(COALESCE(excluded.sent_at, tasks.sent_at), COALESCE(tasks.sent_at,
                   excluded.sent_at)),
     started_at = COALESCE(tasks.started_at, excluded.started_at),
@@ -124,6 +129,7 @@ def _combine(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` merged into ``old`` (Python's copy of UPSERT)."""
     newer = new["updated_at"] >= old["updated_at"]
     merged = {c: new[c] if new[c] is not None else old[c] for c in _TEXT}
+    merged["reason"] = new["reason"] if newer else old["reason"]
     keeps_failure = new["state"] == "DEAD" and old["state"] == "FAILURE"
     merged["task_id"] = old["task_id"]
     merged["state"] = new["state"] if newer and not keeps_failure else old["state"]

@@ -29,7 +29,7 @@ from ..exceptions import LifecycleError
 from ..redact import redact_url
 from ..settings import check_queue_name
 from .alerts import Alerts, QueueReading, Reading, Transition
-from .history import History, Retention
+from .history import REPLAYED, History, Retention
 from .live import Live
 from .notify import Webhook, prometheus
 from .settings import DashboardSettings
@@ -271,7 +271,11 @@ class Dashboard:
         async with self._dlq_lock:
             if await self.app.transport.queue_depth(self.app.names.dead_queue(queue)) is None:
                 return None
+            began = time.time()  # the replay comes before whatever the worker does with it
             replayed = await dlq.replay(self.app.sender, queue, select)
+        record = [{"type": REPLAYED, "task_id": d.task_id, "time": began, "task": d.task_name,
+                   "queue": queue} for d in replayed if d.task_id]  # fmt: skip
+        self._stored += await asyncio.to_thread(self.history.write, record)
         log.info("replayed %d dead letter(s) of %s", len(replayed), queue)
         return replayed
 

@@ -314,3 +314,29 @@ def test_a_firing_alert_message_follows_the_current_values(page: Page, world: Wo
         expected = f"{count} new dead letter(s) in default ({count} in all)"
         expect(alerts).to_contain_text(expected, timeout=20_000)
     assert len(dead_letters_alert(world)) == 1
+
+
+# -- 7. a replayed task ----------------------------------------------------------------------
+
+
+def test_a_replayed_task_shows_the_replay_and_each_run_apart(page: Page, world: World) -> None:
+    fixed = world.state / f"fixed-{uuid.uuid4().hex}"
+    handle = world.client.send("fail_unless", str(fixed), "not yet")
+    with pytest.raises(TaskFailed):
+        handle.result(timeout=30)
+    until(lambda: handle.id in world.get("/api/queues/default/dead").text, what="its letter")
+    page.goto(f"{world.url}/queues/default")
+    fixed.touch()
+    page.locator(f'#dead tr[data-task="{handle.id}"] button.replay').click()
+    expect(page.locator(".notice")).to_contain_text("replayed 1 message(s)")
+
+    page.goto(f"{world.url}/tasks/{handle.id}")
+    expect(page.locator("#task-state")).to_have_text("SUCCESS", timeout=20_000)
+    expect(page.locator("#task-status")).to_have_text("SUCCESS")  # no "(max-attempts)"
+    expect(page.locator('#timeline tr[data-event="task.replayed"]')).to_have_count(1)
+    runs = page.locator("#attempts tbody tr")
+    expect(runs).to_have_count(2)
+    expect(runs.nth(0)).to_contain_text("failed (ValueError)")
+    expect(runs.nth(1)).to_contain_text("succeeded")
+    assert [c.inner_text() for c in runs.locator("td:first-child").all()] == ["1", "2"]
+    assert world.api(f"/api/tasks/{handle.id}")["reason"] is None

@@ -135,3 +135,16 @@ def test_a_file_of_an_older_dashboard_is_migrated(tmp_path: Path) -> None:
     history = History(path, max_age=3600, max_tasks=0)
     assert history.prune(now=10.0) == 1
     assert history.task("f") is not None and history.pruned("s") is not None
+
+
+def test_a_replay_is_recorded_and_clears_the_dead_letter_reason(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", max_age=3600, max_tasks=100)
+    history.write([event("failed", "a", 2.0, error="E"),
+                   event("dead-lettered", "a", 2.1, reason="max-attempts")])  # fmt: skip
+    history.write([{"type": "task.replayed", "task_id": "a", "time": 3.0, "task": "add"}])
+    task = history.task("a")
+    assert task is not None and (task["state"], task["reason"]) == ("REPLAYED", None)
+    history.write([event("started", "a", 4.0), event("succeeded", "a", 5.0)])
+    task = history.task("a")
+    assert task is not None and (task["state"], task["reason"]) == ("SUCCESS", None)
+    assert [e["type"] for e in task["timeline"]][2] == "task.replayed"
