@@ -191,6 +191,8 @@ class History:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        if str(path) != ":memory:":
+            self.path.chmod(0o600)  # it keeps the secret of the CSRF tokens (and its WAL too)
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect in a new file only
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most a batch

@@ -8,7 +8,8 @@
   token (so that it stays out of the history; Referer headers never leave the origin). The
   cookie holds a value derived from the token, not the token.
 - Actions are POSTs that carry the CSRF token (``X-CSRF-Token`` header or ``csrf`` form
-  field), a random value per dashboard process shown only in its pages and in
+  field), derived from the dashboard's secret (random, kept in its history file, so that a
+  page opened before a restart still acts after it) and shown only in its pages and in
   ``/api/session``; a request with an ``Origin`` other than its ``Host`` is refused. A
   request authenticated by its ``Authorization`` header (a script, not a browser) needs no
   CSRF token: browsers never add that header by themselves.
@@ -47,11 +48,12 @@ HEADERS = [
 class Guard:
     """The token, the Host header, the CSRF token and security headers (see the module doc)."""
 
-    def __init__(self, *, token: str | None, hosts: Iterable[str]) -> None:
+    def __init__(self, *, token: str | None, hosts: Iterable[str], secret: str) -> None:
         self.token = token
         self.session = _derive(token, "session") if token else None
         self.hosts = None if token else {h.lower() for h in hosts} | LOOPBACK_HOSTS
-        self.csrf = secrets.token_urlsafe(32)
+        self.secret = secret
+        self.csrf = _derive(secret, "csrf")
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """``app`` behind this guard."""
@@ -109,6 +111,11 @@ class Guard:
         if request.scope.get("state", {}).get("bearer"):
             return True
         return supplied is not None and _same(supplied, self.csrf)
+
+
+def new_secret() -> str:
+    """A new random secret for :class:`Guard`."""
+    return secrets.token_urlsafe(32)
 
 
 def _derive(token: str, purpose: str) -> str:

@@ -32,6 +32,7 @@ from .alerts import Alerts, QueueReading, Reading, Transition
 from .history import REPLAYED, History, Retention
 from .live import Live
 from .notify import Webhook, prometheus
+from .security import new_secret
 from .settings import DashboardSettings
 from .sources import EventFeed, Sampler
 
@@ -43,6 +44,7 @@ RECENT_TASKS = 15
 DEAD_LISTED = 500  # dead letters shown on a queue's page at most
 TRANSITIONS_KEPT = 50
 ALERTS_KEY = "alerts"
+SECRET_KEY = "secret"
 
 
 class DashboardState(enum.StrEnum):
@@ -95,6 +97,7 @@ class Dashboard:
         # Pruned every minute, or sooner after writing a tenth of the smaller bound.
         self._prune_after = max(1, min(settings.history_max_tasks,
                                        settings.history_max_failures) // 10)  # fmt: skip
+        self.secret = self._secret()
         self.feed = EventFeed(app, self.live)
         self.sampler = Sampler(app, settings, self.live)
         url = settings.alerts.webhook
@@ -191,6 +194,15 @@ class Dashboard:
             self.transitions = (changes[::-1] + self.transitions)[:TRANSITIONS_KEPT]
             if self.webhook is not None:
                 self.webhook.send(changes)
+
+    def _secret(self) -> str:
+        """The secret of the pages' CSRF tokens, the same across restarts (pages opened
+        before one still act after it)."""
+        secret = self.history.load(SECRET_KEY)
+        if not isinstance(secret, str):
+            secret = new_secret()
+            self.history.save(SECRET_KEY, secret)
+        return secret
 
     def _restore_alerts(self) -> None:
         state = self.history.load(ALERTS_KEY)

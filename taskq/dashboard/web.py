@@ -62,7 +62,7 @@ def _back(path: str, notice: str) -> Response:
 
 def build(board: Dashboard) -> ASGIApp:
     """The ASGI application of ``board``: pages, API, static files, behind the Guard."""
-    guard = Guard(token=board.settings.token, hosts=[board.settings.host])
+    guard = Guard(token=board.settings.token, hosts=[board.settings.host], secret=board.secret)
     pages = Pages(board, guard)
     routes = [
         *pages.routes(),

@@ -340,3 +340,17 @@ def test_a_replayed_task_shows_the_replay_and_each_run_apart(page: Page, world: 
     expect(runs.nth(1)).to_contain_text("succeeded")
     assert [c.inner_text() for c in runs.locator("td:first-child").all()] == ["1", "2"]
     assert world.api(f"/api/tasks/{handle.id}")["reason"] is None
+
+
+# -- 8. CSRF across a restart ----------------------------------------------------------------
+
+
+def test_a_page_opened_before_a_restart_can_still_act(page: Page, world: World) -> None:
+    page.goto(f"{world.url}/queues/default/purge")
+    before = world.url
+    assert world.dashboard.stop() == 0
+    assert world.dashboard.start() == before  # the same address, as in production
+    page.locator("#confirm").fill("default")
+    page.locator("#purge-confirm").click()
+    expect(page.locator(".notice")).to_contain_text("dead letter(s)")
+    assert "CSRF" not in page.content()
