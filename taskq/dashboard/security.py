@@ -102,6 +102,14 @@ class Guard:
         response.set_cookie(COOKIE, self.session, httponly=True, samesite="strict", path="/")
         return response
 
+    def sign(self, text: str) -> str:
+        """The signature that shows ``text`` came from this dashboard (its notices)."""
+        return _derive(self.secret, "notice:" + text)
+
+    def signed(self, text: str, signature: str) -> bool:
+        """Whether ``signature`` is this dashboard's for ``text``."""
+        return _same(signature, self.sign(text))
+
     def csrf_ok(self, request: Request, supplied: str | None) -> bool:
         """Whether a POST may act: authenticated by its header, or carrying the CSRF token
         from a page of this dashboard (and no foreign Origin)."""

@@ -56,10 +56,6 @@ def task_path(task_id: str) -> str:
     return "/tasks/" + urllib.parse.quote(task_id, safe="")
 
 
-def _back(path: str, notice: str) -> Response:
-    return RedirectResponse(f"{path}?{urllib.parse.urlencode({'notice': notice})}", 303)
-
-
 def build(board: Dashboard) -> ASGIApp:
     """The ASGI application of ``board``: pages, API, static files, behind the Guard."""
     guard = Guard(token=board.settings.token, hosts=[board.settings.host], secret=board.secret)
@@ -97,10 +93,22 @@ class Pages:
         """Render template ``name`` with what every page shows."""
         html = self.env.get_template(name).render(
             csrf=self.guard.csrf, prefix=self.board.app.names.prefix,
-            notice=request.query_params.get("notice"), states=sorted(set(STATES.values())),
-            **context,
+            notice=self.notice(request), states=sorted(set(STATES.values())), **context,
         )  # fmt: skip
         return HTMLResponse(html, status_code=status)
+
+    def back(self, path: str, notice: str) -> Response:
+        """Redirect to ``path`` (after an action) with a ``notice`` for its banner, signed:
+        the banner shows only what this dashboard said, never a crafted link's text."""
+        query = urllib.parse.urlencode({"notice": notice, "sig": self.guard.sign(notice)})
+        return RedirectResponse(f"{path}?{query}", 303)
+
+    def notice(self, request: Request) -> str | None:
+        """The banner's text: a notice that :meth:`back` signed, else none."""
+        notice, signature = request.query_params.get("notice"), request.query_params.get("sig")
+        if notice and signature and self.guard.signed(notice, signature):
+            return notice
+        return None
 
     async def overview(self, request: Request) -> Response:
         return self.page(request, "overview.html", initial=self.board.overview())
@@ -130,7 +138,7 @@ class Pages:
         done = await self.board.replay(name, ids)
         if done is None:
             raise HTTPException(404, api.no_dead_queue(name))
-        return _back(f"/queues/{name}", f"replayed {len(done)} message(s) to {name}")
+        return self.back(f"/queues/{name}", f"replayed {len(done)} message(s) to {name}")
 
     async def confirm_purge(self, request: Request) -> Response:
         name = _queue(request)
@@ -141,16 +149,16 @@ class Pages:
         name = _queue(request)
         data = await api.action_input(request, self.guard)
         if data.get("confirm") != name:
-            return _back(f"/queues/{name}", "not purged: the confirmation did not match")
+            return self.back(f"/queues/{name}", "not purged: the confirmation did not match")
         purged = await self.board.purge(name)
-        return _back(f"/queues/{name}", f"purged {purged} dead letter(s)")
+        return self.back(f"/queues/{name}", f"purged {purged} dead letter(s)")
 
     async def shutdown(self, request: Request) -> Response:
         name = request.path_params["name"]
         await api.action_input(request, self.guard)
         answered = await self.board.shutdown(name)
         notice = f"{name}: stopping gracefully" if answered else f"{name} did not answer"
-        return _back("/", notice)
+        return self.back("/", notice)
 
     async def refused(self, request: Request, exc: Exception) -> Response:
         """An HTTPException as JSON (API) or as a page."""

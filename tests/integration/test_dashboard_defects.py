@@ -354,3 +354,19 @@ def test_a_page_opened_before_a_restart_can_still_act(page: Page, world: World) 
     page.locator("#purge-confirm").click()
     expect(page.locator(".notice")).to_contain_text("dead letter(s)")
     assert "CSRF" not in page.content()
+
+
+# -- 9. notices ------------------------------------------------------------------------------
+
+
+def test_a_crafted_link_cannot_put_text_in_the_banner(page: Page, world: World) -> None:
+    crafted = "Session expired: call +1 555 0100 with your token"
+    for query in ({"notice": crafted}, {"notice": crafted, "sig": "0" * 64}):
+        page.goto(f"{world.url}/?{urllib.parse.urlencode(query)}")
+        expect(page.locator("#workers")).to_be_visible()
+        expect(page.locator(".notice")).to_have_count(0)
+        assert "555 0100" not in page.content()
+    page.goto(f"{world.url}/queues/default/purge")
+    page.locator("#confirm").fill("not-default")
+    page.locator("#purge-confirm").click()
+    expect(page.locator(".notice")).to_have_text("not purged: the confirmation did not match")
