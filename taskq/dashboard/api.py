@@ -2,7 +2,8 @@
 
 =========================================  ==================================================
 ``GET /api/overview``                      workers, missing, queues, alerts, recent tasks
-``GET /api/workers``                       workers and missing workers
+``GET /api/workers``                       workers, missing workers, ``discovering`` (true
+                                           until the first reading of the workers is over)
 ``GET /api/queues``                        work queues: depths, rates, dead letters
 ``GET /api/alerts``                        alerts firing now and the latest transitions
 ``GET /api/tasks?q=&state=&limit=``        task search (ID prefix or name, state)
@@ -89,7 +90,7 @@ class Api:
 
     async def workers(self, request: Request) -> Response:
         data = self.board.overview()
-        return JSONResponse({"workers": data["workers"], "missing": data["missing"]})
+        return JSONResponse({key: data[key] for key in ("workers", "missing", "discovering")})
 
     async def queues(self, request: Request) -> Response:
         data = self.board.overview()

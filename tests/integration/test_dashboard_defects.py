@@ -370,3 +370,18 @@ def test_a_crafted_link_cannot_put_text_in_the_banner(page: Page, world: World) 
     page.locator("#confirm").fill("not-default")
     page.locator("#purge-confirm").click()
     expect(page.locator(".notice")).to_have_text("not purged: the confirmation did not match")
+
+
+# -- 10. worker discovery --------------------------------------------------------------------
+
+
+def test_right_after_a_start_the_workers_are_being_discovered(page: Page, world: World) -> None:
+    assert world.dashboard.stop() == 0
+    world.dashboard.start()
+    answer = world.api("/api/workers")
+    assert answer["discovering"] or answer["workers"], answer
+    page.goto(f"{world.url}/")
+    workers = page.locator("#workers")
+    assert "No worker answered" not in workers.inner_text()
+    expect(page.locator('#workers tr[data-worker="w-one"]')).to_contain_text("running")
+    assert world.api("/api/workers")["discovering"] is False
