@@ -385,3 +385,25 @@ def test_right_after_a_start_the_workers_are_being_discovered(page: Page, world:
     assert "No worker answered" not in workers.inner_text()
     expect(page.locator('#workers tr[data-worker="w-one"]')).to_contain_text("running")
     assert world.api("/api/workers")["discovering"] is False
+
+
+# -- narrow screens (what operators still miss) ----------------------------------------------
+
+
+def test_pages_are_usable_on_a_narrow_screen(page: Page, world: World) -> None:
+    handle = world.client.send("add", 4, 5)
+    assert handle.result(timeout=30) == 9
+    known(world, handle.id, "SUCCESS")
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/", "/tasks", "/queues/default", f"/tasks/{handle.id}"):
+        page.goto(f"{world.url}{path}")
+        expect(page.locator("table").first).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} scrolls sideways: {width} px"
+        boxes = page.locator(".scroll").evaluate_all(
+            "els => els.map(e => e.getBoundingClientRect().right)")  # fmt: skip
+        assert boxes and max(boxes) <= 390, (path, boxes)
+    page.goto(f"{world.url}/")
+    shot = os.environ.get("TASKQ_DASHBOARD_SCREENSHOTS")
+    if shot:
+        page.screenshot(path=str(Path(shot) / "dashboard-narrow.png"), full_page=True)
