@@ -326,6 +326,10 @@ def test_a_replayed_task_shows_the_replay_and_each_run_apart(page: Page, world: 
         handle.result(timeout=30)
     until(lambda: handle.id in world.get("/api/queues/default/dead").text, what="its letter")
     page.goto(f"{world.url}/queues/default")
+    row = page.locator(f'#dead tr[data-task="{handle.id}"]')
+    expect(row.locator("td.error")).to_contain_text("ValueError: not yet")  # no hovering
+    row.locator("summary").click()
+    expect(row.locator("td.error pre")).to_contain_text("in fail_unless")
     fixed.touch()
     page.locator(f'#dead tr[data-task="{handle.id}"] button.replay').click()
     expect(page.locator(".notice")).to_contain_text("replayed 1 message(s)")
