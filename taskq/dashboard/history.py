@@ -48,7 +48,9 @@ records a dead letter it sent back to its queue (:data:`REPLAYED`)."""
 REPLAYED = "task.replayed"
 
 _TEXT = ("name", "queue", "worker", "args", "result", "error", "error_message", "traceback",
-         "reason")  # fmt: skip
+         "reason", "eta")  # fmt: skip
+# Columns added since the first version of the file: (name, declaration) for the migration.
+_ADDED = (("troubled", "INTEGER NOT NULL DEFAULT 0"), ("eta", "TEXT"))
 _COLUMNS = ("task_id", "state", "attempt", *_TEXT, "sent_at", "started_at", "finished_at",
             "runtime", "updated_at", "troubled")  # fmt: skip
 TROUBLE = frozenset({"task.failed", "task.retried", "task.dead-lettered"})
@@ -60,7 +62,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, state TEXT NOT NULL, attempt INTEGER,
     name TEXT, queue TEXT, worker TEXT, args TEXT, result TEXT, error TEXT,
-    error_message TEXT, traceback TEXT, reason TEXT,
+    error_message TEXT, traceback TEXT, reason TEXT, eta TEXT,
     sent_at REAL, started_at REAL, finished_at REAL, runtime REAL, updated_at REAL NOT NULL,
     troubled INTEGER NOT NULL DEFAULT 0
 );
@@ -116,6 +118,7 @@ def _row_of(event: Mapping[str, Any]) -> dict[str, Any]:
         "error_message": event.get("error_message"),
         "traceback": event.get("traceback"),
         "reason": event.get("reason"),
+        "eta": event.get("eta"),
         "sent_at": when if kind == "task.sent" else None,
         "started_at": when if kind == "task.started" else None,
         "finished_at": when if kind in ("task.succeeded", "task.failed") else None,
@@ -202,8 +205,10 @@ class History:
     def _migrate(self) -> None:
         """Bring a file of an older dashboard up to date (once)."""
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(tasks)")}
+        for column, declaration in _ADDED:
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {declaration}")
         if "troubled" not in columns:
-            self._db.execute("ALTER TABLE tasks ADD COLUMN troubled INTEGER NOT NULL DEFAULT 0")
             self._db.execute(
                 "UPDATE tasks SET troubled = 1 WHERE state IN ('FAILURE', 'DEAD', 'RETRYING') "
                 "OR task_id IN (SELECT task_id FROM events WHERE type IN "

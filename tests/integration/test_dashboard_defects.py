@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -411,3 +412,16 @@ def test_pages_are_usable_on_a_narrow_screen(page: Page, world: World) -> None:
     shot = os.environ.get("TASKQ_DASHBOARD_SCREENSHOTS")
     if shot:
         page.screenshot(path=str(Path(shot) / "dashboard-narrow.png"), full_page=True)
+
+
+# -- delayed tasks (what operators still miss) -----------------------------------------------
+
+
+def test_a_delayed_task_shows_its_eta(page: Page, world: World) -> None:
+    eta = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
+    add = world.client_app.named("add")
+    handle = world.client.send(add.options(eta=eta), 1, 1)
+    assert known(world, handle.id, "PENDING")["eta"] == eta.isoformat()
+    page.goto(f"{world.url}/tasks/{handle.id}")
+    expect(page.locator("#task-eta")).to_have_text(eta.isoformat())
+    expect(page.locator("#task-state")).to_have_text("PENDING")
