@@ -25,6 +25,7 @@ Blocking: every method runs SQL on the calling thread; the dashboard calls them 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import sqlite3
 import threading
@@ -47,11 +48,14 @@ STATES = {
 records a dead letter it sent back to its queue (:data:`REPLAYED`)."""
 REPLAYED = "task.replayed"
 
-_TEXT = ("name", "queue", "worker", "args", "result", "error", "error_message", "traceback",
-         "reason", "eta")  # fmt: skip
+# The newest known value of these wins (the dead-letter reason: see UPSERT).
+_LATEST = ("name", "queue", "worker", "args", "result", "error", "error_message", "traceback",
+           "reason", "eta", "eta_at")  # fmt: skip
 # Columns added since the first version of the file: (name, declaration) for the migration.
-_ADDED = (("troubled", "INTEGER NOT NULL DEFAULT 0"), ("eta", "TEXT"))
-_COLUMNS = ("task_id", "state", "attempt", *_TEXT, "sent_at", "started_at", "finished_at",
+_ADDED = (("troubled", "INTEGER NOT NULL DEFAULT 0"), ("eta", "TEXT"), ("eta_at", "REAL"))
+DELAYED = "DELAYED"
+"""The pseudo-state that :meth:`History.search` takes for the tasks waiting for their ETA."""
+_COLUMNS = ("task_id", "state", "attempt", *_LATEST, "sent_at", "started_at", "finished_at",
             "runtime", "updated_at", "troubled")  # fmt: skip
 TROUBLE = frozenset({"task.failed", "task.retried", "task.dead-lettered"})
 """The events that make a task troubled: kept under the failures' retention."""
@@ -62,7 +66,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, state TEXT NOT NULL, attempt INTEGER,
     name TEXT, queue TEXT, worker TEXT, args TEXT, result TEXT, error TEXT,
-    error_message TEXT, traceback TEXT, reason TEXT, eta TEXT,
+    error_message TEXT, traceback TEXT, reason TEXT, eta TEXT, eta_at REAL,
     sent_at REAL, started_at REAL, finished_at REAL, runtime REAL, updated_at REAL NOT NULL,
     troubled INTEGER NOT NULL DEFAULT 0
 );
@@ -90,7 +94,7 @@ INSERT INTO tasks ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" for _ in _COLUM
 ON CONFLICT (task_id) DO UPDATE SET
     state = CASE WHEN {_NEWER} AND NOT {_KEEPS_FAILURE} THEN excluded.state ELSE tasks.state END,
     attempt = CASE WHEN {_NEWER} THEN excluded.attempt ELSE tasks.attempt END,
-    {", ".join(f"{c} = COALESCE(excluded.{c}, tasks.{c})" for c in _TEXT if c != "reason")},
+    {", ".join(f"{c} = COALESCE(excluded.{c}, tasks.{c})" for c in _LATEST if c != "reason")},
     reason = CASE WHEN {_NEWER} THEN excluded.reason ELSE tasks.reason END,
     sent_at = MIN(COALESCE(excluded.sent_at, tasks.sent_at), COALESCE(tasks.sent_at,
                   excluded.sent_at)),
@@ -119,6 +123,7 @@ def _row_of(event: Mapping[str, Any]) -> dict[str, Any]:
         "traceback": event.get("traceback"),
         "reason": event.get("reason"),
         "eta": event.get("eta"),
+        "eta_at": _epoch(event.get("eta")),
         "sent_at": when if kind == "task.sent" else None,
         "started_at": when if kind == "task.started" else None,
         "finished_at": when if kind in ("task.succeeded", "task.failed") else None,
@@ -131,7 +136,7 @@ def _row_of(event: Mapping[str, Any]) -> dict[str, Any]:
 def _combine(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` merged into ``old`` (Python's copy of UPSERT)."""
     newer = new["updated_at"] >= old["updated_at"]
-    merged = {c: new[c] if new[c] is not None else old[c] for c in _TEXT}
+    merged = {c: new[c] if new[c] is not None else old[c] for c in _LATEST}
     merged["reason"] = new["reason"] if newer else old["reason"]
     keeps_failure = new["state"] == "DEAD" and old["state"] == "FAILURE"
     merged["task_id"] = old["task_id"]
@@ -259,18 +264,23 @@ class History:
 
     def search(self, text: str = "", state: str = "", limit: int = 50) -> list[dict[str, Any]]:
         """The newest tasks whose ID starts with ``text`` or whose name contains it, in
-        ``state`` if given (without the traceback, which a list does not show)."""
+        ``state`` if given (without the traceback, which a list does not show). ``state``
+        :data:`DELAYED`: the tasks waiting for their ETA, the soonest first."""
         clauses, params = [], []
+        order = "updated_at DESC"
         if text:
             clauses.append("(task_id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
             pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params += [pattern + "%", "%" + pattern + "%"]
-        if state:
+        if state.upper() == DELAYED:
+            clauses.append("state = 'PENDING' AND eta_at IS NOT NULL")
+            order = "eta_at"
+        elif state:
             clauses.append("state = ?")
             params.append(state.upper())
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         columns = ", ".join(c for c in _COLUMNS if c != "traceback")
-        sql = f"SELECT {columns} FROM tasks {where} ORDER BY updated_at DESC LIMIT ?"
+        sql = f"SELECT {columns} FROM tasks {where} ORDER BY {order} LIMIT ?"
         with self._lock:
             return [dict(r) for r in self._db.execute(sql, [*params, limit]).fetchall()]
 
@@ -337,6 +347,15 @@ class History:
                 (troubled, cutoff),
             )
             return self._db.execute(f"DELETE {doomed}", (troubled, cutoff)).rowcount
+
+
+def _epoch(iso: Any) -> float | None:
+    """An ISO 8601 time (an event's ``eta``) as a Unix time; None if it is not one."""
+    try:
+        moment = dt.datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _detail(event: Mapping[str, Any]) -> str | None:

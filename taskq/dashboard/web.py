@@ -26,7 +26,7 @@ from starlette.types import ASGIApp
 from ..exceptions import ConfigurationError
 from ..settings import check_queue_name
 from . import api
-from .history import STATES
+from .history import DELAYED, STATES
 from .security import Guard
 from .service import Dashboard
 
@@ -93,7 +93,8 @@ class Pages:
         """Render template ``name`` with what every page shows."""
         html = self.env.get_template(name).render(
             csrf=self.guard.csrf, prefix=self.board.app.names.prefix,
-            notice=self.notice(request), states=sorted(set(STATES.values())), **context,
+            notice=self.notice(request), states=[*sorted(set(STATES.values())), DELAYED],
+            **context,
         )  # fmt: skip
         return HTMLResponse(html, status_code=status)
 

@@ -425,3 +425,19 @@ def test_a_delayed_task_shows_its_eta(page: Page, world: World) -> None:
     page.goto(f"{world.url}/tasks/{handle.id}")
     expect(page.locator("#task-eta")).to_have_text(eta.isoformat())
     expect(page.locator("#task-state")).to_have_text("PENDING")
+
+
+def test_delayed_tasks_are_listed_soonest_first(page: Page, world: World) -> None:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    add = world.client_app.named("add")
+    later = world.client.send(add.options(eta=now + dt.timedelta(hours=3)), 2, 2)
+    sooner = world.client.send(add.options(countdown=7200), 3, 3)
+    known(world, later.id, "PENDING")
+    known(world, sooner.id, "PENDING")
+    page.goto(f"{world.url}/")
+    page.locator("#delayed").click()
+    expect(page.locator('select[name="state"]')).to_have_value("DELAYED")
+    ids = page.locator("#tasks tbody tr").evaluate_all("rows => rows.map(r => r.dataset.task)")
+    assert ids.index(sooner.id) < ids.index(later.id), ids
+    row = page.locator(f'#tasks tr[data-task="{later.id}"] td.eta')
+    expect(row).to_have_text((now + dt.timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S"))

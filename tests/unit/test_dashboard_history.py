@@ -148,3 +148,15 @@ def test_a_replay_is_recorded_and_clears_the_dead_letter_reason(tmp_path: Path) 
     task = history.task("a")
     assert task is not None and (task["state"], task["reason"]) == ("SUCCESS", None)
     assert [e["type"] for e in task["timeline"]][2] == "task.replayed"
+
+
+def test_delayed_tasks_are_listed_by_their_eta(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", max_age=3600, max_tasks=100)
+    history.write([event("sent", "late", 1.0, eta="2030-01-01T02:00:00+00:00"),
+                   event("sent", "soon", 2.0, eta="2030-01-01T03:00:00+02:00"),
+                   event("sent", "now", 3.0),
+                   event("sent", "ran", 4.0, eta="2030-01-01T00:00:00+00:00"),
+                   event("started", "ran", 5.0)])  # fmt: skip
+    found = history.search("", "delayed")
+    assert [t["task_id"] for t in found] == ["soon", "late"]
+    assert found[0]["eta_at"] == 1893459600.0  # 01:00 UTC
