@@ -9,7 +9,7 @@
 ``GET /api/tasks?q=&state=&limit=``        task search (ID prefix or name, state)
 ``GET /api/tasks/{id}``                    one task with its timeline (404 if never seen or
                                            pruned: then ``"pruned": true``)
-``GET /api/queues/{name}/dead``            a queue's dead letters (the first 500)
+``GET /api/queues/{name}/dead?page=``      a queue's dead letters, 50 a page (from 0)
 ``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}`` (404: none)
 ``POST /api/queues/{name}/dead/purge``     ``{"confirm": "<queue name>"}``
 ``POST /api/workers/{name}/shutdown``      graceful stop
@@ -120,7 +120,10 @@ class Api:
         return JSONResponse(found)
 
     async def dead(self, request: Request) -> Response:
-        total, listed = await self.board.dead_letters(request.path_params["name"])
+        page = request.query_params.get("page") or "0"
+        if not page.isdigit():
+            raise HTTPException(400, "page must be a whole number")
+        total, listed = await self.board.dead_letters(request.path_params["name"], int(page))
         return JSONResponse({"total": total, "dead": [d.as_json() for d in listed]})
 
     async def replay(self, request: Request) -> Response:

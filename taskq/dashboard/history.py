@@ -262,11 +262,15 @@ class History:
         ]
         return task
 
-    def search(self, text: str = "", state: str = "", limit: int = 50) -> list[dict[str, Any]]:
+    def search(
+        self, text: str = "", state: str = "", limit: int = 50, before: float | None = None
+    ) -> list[dict[str, Any]]:
         """The newest tasks whose ID starts with ``text`` or whose name contains it, in
         ``state`` if given (without the traceback, which a list does not show). ``state``
-        :data:`DELAYED`: the tasks waiting for their ETA, the soonest first."""
-        clauses, params = [], []
+        :data:`DELAYED`: the tasks waiting for their ETA, the soonest first. ``before``: only
+        tasks updated before that time (the next page of a list)."""
+        clauses: list[str] = []
+        params: list[Any] = []
         order = "updated_at DESC"
         if text:
             clauses.append("(task_id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
@@ -278,6 +282,9 @@ class History:
         elif state:
             clauses.append("state = ?")
             params.append(state.upper())
+        if before is not None:
+            clauses.append("updated_at < ?")
+            params.append(before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         columns = ", ".join(c for c in _COLUMNS if c != "traceback")
         sql = f"SELECT {columns} FROM tasks {where} ORDER BY {order} LIMIT ?"

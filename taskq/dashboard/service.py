@@ -41,7 +41,9 @@ log = logging.getLogger("taskq.dashboard")
 WRITE_INTERVAL = 0.5
 PRUNE_INTERVAL = 60.0
 RECENT_TASKS = 15
-DEAD_LISTED = 500  # dead letters shown on a queue's page at most
+DEAD_PAGE = 50  # dead letters per page
+DEAD_LISTED = 5000  # dead letters that pages reach at most (each page reads those before it)
+TASKS_PAGE = 100
 TRANSITIONS_KEPT = 50
 ALERTS_KEY = "alerts"
 SECRET_KEY = "secret"
@@ -258,22 +260,26 @@ class Dashboard:
         pruned = await asyncio.to_thread(self.history.pruned, task_id)
         return None if pruned is None else {**pruned, "pruned": True, "timeline": []}
 
-    async def search(self, text: str, state: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Tasks by ID prefix, name and state (newest first)."""
-        return await asyncio.to_thread(self.history.search, text, state, limit)
+    async def search(
+        self, text: str, state: str, limit: int = TASKS_PAGE, before: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Tasks by ID prefix, name and state (newest first), updated before ``before``."""
+        return await asyncio.to_thread(self.history.search, text, state, limit, before)
 
     # -- actions -----------------------------------------------------------------------------
 
-    async def dead_letters(self, queue: str) -> tuple[int, list[dlq.DeadMessage]]:
-        """How many dead letters ``queue`` has, and the first ``DEAD_LISTED`` of them."""
+    async def dead_letters(self, queue: str, page: int = 0) -> tuple[int, list[dlq.DeadMessage]]:
+        """How many dead letters ``queue`` has, and page ``page`` (from 0) of them, oldest
+        first, ``DEAD_PAGE`` a page, up to the ``DEAD_LISTED`` th."""
+        start = min(max(0, page) * DEAD_PAGE, DEAD_LISTED - DEAD_PAGE)
         queue = check_queue_name(queue)
         full = self.app.names.dead_queue(queue)
         async with self._dlq_lock:
             depth = await self.app.transport.queue_depth(full)
             if depth is None:
                 return 0, []
-            listed = await dlq.list_dead(self.app.transport, queue, limit=DEAD_LISTED)
-        return depth.messages, listed
+            listed = await dlq.list_dead(self.app.transport, queue, limit=start + DEAD_PAGE)
+        return depth.messages, listed[start:]
 
     async def replay(self, queue: str, task_ids: list[str] | None) -> list[dlq.DeadMessage] | None:
         """Send dead letters of ``queue`` back to it: those of ``task_ids``, or all (None).

@@ -28,7 +28,7 @@ from ..settings import check_queue_name
 from . import api
 from .history import DELAYED, STATES
 from .security import Guard
-from .service import Dashboard
+from .service import DEAD_LISTED, DEAD_PAGE, TASKS_PAGE, Dashboard
 
 HERE = Path(__file__).parent
 
@@ -117,10 +117,17 @@ class Pages:
     async def tasks(self, request: Request) -> Response:
         params = request.query_params
         q, state = params.get("q", "").strip(), params.get("state", "")
-        found = await self.board.search(q, state)
+        before = _number(params.get("before"))
+        found = await self.board.search(q, state, TASKS_PAGE + 1, before)
         if q and len(found) == 1 and found[0]["task_id"] == q:
             return RedirectResponse(task_path(q), 303)
-        return self.page(request, "tasks.html", tasks=found, q=q, state=state)
+        older = None
+        if len(found) > TASKS_PAGE and state.upper() != DELAYED:
+            found = found[:TASKS_PAGE]
+            older = "/tasks?" + urllib.parse.urlencode(
+                {"q": q, "state": state, "before": repr(found[-1]["updated_at"])}
+            )
+        return self.page(request, "tasks.html", tasks=found, q=q, state=state, older=older)
 
     async def task(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
@@ -129,8 +136,19 @@ class Pages:
 
     async def queue(self, request: Request) -> Response:
         name = _queue(request)
-        total, dead = await self.board.dead_letters(name)
-        return self.page(request, "queue.html", queue=name, total=total, dead=dead)
+        page = int(_number(request.query_params.get("page")) or 0)
+        total, dead = await self.board.dead_letters(name, page)
+        first = min(page * DEAD_PAGE, DEAD_LISTED - DEAD_PAGE) if dead else 0
+        return self.page(
+            request,
+            "queue.html",
+            queue=name,
+            total=total,
+            dead=dead,
+            first=first,
+            page=page,
+            pages=-(-min(total, DEAD_LISTED) // DEAD_PAGE),
+        )
 
     async def replay(self, request: Request) -> Response:
         name = _queue(request)
@@ -167,6 +185,16 @@ class Pages:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
         return self.page(request, "error.html", status=exc.status_code, message=exc.detail)
+
+
+def _number(text: str | None) -> float | None:
+    """A query parameter as a number (None if absent; 400 if it is not one)."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise HTTPException(400, f"not a number: {text!r}") from None
 
 
 def _queue(request: Request) -> str:

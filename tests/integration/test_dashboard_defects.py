@@ -441,3 +441,41 @@ def test_delayed_tasks_are_listed_soonest_first(page: Page, world: World) -> Non
     assert ids.index(sooner.id) < ids.index(later.id), ids
     row = page.locator(f'#tasks tr[data-task="{later.id}"] td.eta')
     expect(row).to_have_text((now + dt.timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S"))
+
+
+# -- paging (what operators still miss) ------------------------------------------------------
+
+
+def test_task_lists_and_dead_letters_are_paged(page: Page, world: World) -> None:
+    assert world.post("/api/queues/default/dead/purge", {"confirm": "default"}).is_success
+    handles = [world.client.send("fail", f"paged {i}") for i in range(105)]
+    for handle in handles:
+        with pytest.raises(TaskFailed):
+            handle.result(timeout=60)
+    sent = {h.id for h in handles}
+    until(lambda: world.api("/api/queues/default/dead")["total"] == 105, what="105 letters")
+    until(lambda: sent <= {t["task_id"] for t in world.api("/api/tasks?state=FAILURE&limit=1000")
+                           ["tasks"]}, what="the failures in the history")  # fmt: skip
+
+    def rows() -> list[str]:
+        return page.locator("#tasks tbody tr, #dead tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.task)")  # fmt: skip
+
+    page.goto(f"{world.url}/tasks?state=FAILURE")
+    first = rows()
+    assert len(first) == 100
+    page.locator("#older").click()
+    listed = first + rows()
+    assert sent <= set(listed) and len(listed) == len(set(listed))
+
+    page.goto(f"{world.url}/queues/default")
+    letters: list[str] = []
+    for _ in range(3):
+        letters += rows()
+        if page.locator("#next-page").count():
+            page.locator("#next-page").click()
+    assert len(letters) == 105 and set(letters) == sent
+    expect(page.locator(".pager")).to_contain_text("101 to 105 of 105")
+    api_pages = [world.api(f"/api/queues/default/dead?page={n}")["dead"] for n in range(3)]
+    assert [d["task_id"] for p in api_pages for d in p] == letters
+    assert world.get("/api/queues/default/dead?page=x").status_code == 400
