@@ -23,6 +23,7 @@ from .common import ExitCode, UsageError
 from .logs import setup_logging
 
 TOKEN_ENV = "TASKQ_DASHBOARD_TOKEN"
+VIEWER_ENV = "TASKQ_DASHBOARD_VIEWER_TOKEN"
 
 
 def register(sub: Any) -> None:
@@ -32,6 +33,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=5555, help="port (0: any free port)")
     parser.add_argument("--token", help=f"require this token (default: ${TOKEN_ENV})")
+    parser.add_argument(
+        "--viewer-token",
+        help=f"a read-only token: it sees everything and acts on nothing (default: ${VIEWER_ENV})",
+    )
     parser.add_argument("--history", type=Path, help="SQLite file of the task history")
     parser.add_argument("--history-days", type=float, default=7.0, help="keep tasks this long")
     parser.add_argument("--history-max", type=int, default=100_000, help="keep this many tasks")
@@ -100,6 +105,7 @@ def check(args: argparse.Namespace, app: App) -> None:
     try:
         args.settings = DashboardSettings(
             host=args.host, port=args.port, token=token, history_path=history,
+            viewer_token=args.viewer_token or os.environ.get(VIEWER_ENV) or None,
             history_max_age=args.history_days * 86400, history_max_tasks=args.history_max,
             history_failures_max_age=args.history_failures_days * 86400,
             history_max_failures=args.history_max_failures,

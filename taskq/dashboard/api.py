@@ -39,7 +39,10 @@ KEEPALIVE = 15.0
 
 
 async def action_input(request: Request, guard: Guard) -> dict[str, Any]:
-    """The fields of a POST (JSON or a urlencoded form), once its CSRF check passed."""
+    """The fields of a POST (JSON or a urlencoded form), once its CSRF check passed (and
+    only for the operator: 403 for the read-only viewer)."""
+    if not guard.may_act(request):
+        raise HTTPException(403, "read-only access: this action needs the operator token")
     body = await request.body()
     if request.headers.get("content-type", "").startswith("application/json"):
         try:

@@ -7,6 +7,8 @@
   which sets an HttpOnly, SameSite=Strict cookie and redirects to the same URL without the
   token (so that it stays out of the history; Referer headers never leave the origin). The
   cookie holds a value derived from the token, not the token.
+- A second, read-only token (``viewer_token``) sees every page and every GET, and no action:
+  its requests are the ``viewer``'s, the others the ``operator``'s (:meth:`Guard.may_act`).
 - Actions are POSTs that carry the CSRF token (``X-CSRF-Token`` header or ``csrf`` form
   field), derived from the dashboard's secret (random, kept in its history file, so that a
   page opened before a restart still acts after it) and shown only in its pages and in
@@ -30,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "taskq_dashboard"
 CSRF_HEADER = "x-csrf-token"
+OPERATOR, VIEWER = "operator", "viewer"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 # Alpine.js evaluates its attribute expressions with new Function: 'unsafe-eval'.
 CSP = (
@@ -48,9 +51,18 @@ HEADERS = [
 class Guard:
     """The token, the Host header, the CSRF token and security headers (see the module doc)."""
 
-    def __init__(self, *, token: str | None, hosts: Iterable[str], secret: str) -> None:
+    def __init__(
+        self, *, token: str | None, hosts: Iterable[str], secret: str,
+        viewer_token: str | None = None,
+    ) -> None:  # fmt: skip
         self.token = token
         self.session = _derive(token, "session") if token else None
+        # (token, cookie value, role): who a request is, by the token or cookie it shows.
+        self.roles: list[tuple[str, str, str]] = []
+        if token:
+            self.roles.append((token, _derive(token, "session"), OPERATOR))
+        if token and viewer_token:
+            self.roles.append((viewer_token, _derive(viewer_token, "viewer-session"), VIEWER))
         self.hosts = None if token else {h.lower() for h in hosts} | LOOPBACK_HOSTS
         self.secret = secret
         self.csrf = _derive(secret, "csrf")
@@ -82,25 +94,23 @@ class Guard:
             return PlainTextResponse("unexpected Host header", status_code=400)
         if self.token is None:
             return None
+        state = request.scope.setdefault("state", {})
         bearer = request.headers.get("authorization", "")
-        if bearer.startswith("Bearer ") and _same(bearer[7:], self.token):
-            request.scope.setdefault("state", {})["bearer"] = True
-            return None
-        if self.session and _same(request.cookies.get(COOKIE, ""), self.session):
-            return None
-        given = request.query_params.get("token")
-        if given is not None and _same(given, self.token):
-            return self._login(request.url)
+        cookie, given = request.cookies.get(COOKIE, ""), request.query_params.get("token")
+        for token, session, role in self.roles:
+            if bearer.startswith("Bearer ") and _same(bearer[7:], token):
+                state["bearer"], state["role"] = True, role
+                return None
+            if _same(cookie, session):
+                state["role"] = role
+                return None
+            if given is not None and _same(given, token):
+                return _login(request.url, session)
         return _unauthorized(request)
 
-    def _login(self, url: URL) -> Response:
-        query = urllib.parse.urlencode(
-            [(k, v) for k, v in urllib.parse.parse_qsl(url.query) if k != "token"]
-        )
-        response = RedirectResponse(url.path + (f"?{query}" if query else ""), status_code=303)
-        assert self.session is not None
-        response.set_cookie(COOKIE, self.session, httponly=True, samesite="strict", path="/")
-        return response
+    def may_act(self, request: Request) -> bool:
+        """Whether ``request`` may act (the operator's; without tokens, anyone's)."""
+        return str(request.scope.get("state", {}).get("role", OPERATOR)) == OPERATOR
 
     def sign(self, text: str) -> str:
         """The signature that shows ``text`` came from this dashboard (its notices)."""
@@ -119,6 +129,15 @@ class Guard:
         if request.scope.get("state", {}).get("bearer"):
             return True
         return supplied is not None and _same(supplied, self.csrf)
+
+
+def _login(url: URL, session: str) -> Response:
+    query = urllib.parse.urlencode(
+        [(k, v) for k, v in urllib.parse.parse_qsl(url.query) if k != "token"]
+    )
+    response = RedirectResponse(url.path + (f"?{query}" if query else ""), status_code=303)
+    response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
+    return response
 
 
 def new_secret() -> str:

@@ -58,7 +58,9 @@ def task_path(task_id: str) -> str:
 
 def build(board: Dashboard) -> ASGIApp:
     """The ASGI application of ``board``: pages, API, static files, behind the Guard."""
-    guard = Guard(token=board.settings.token, hosts=[board.settings.host], secret=board.secret)
+    settings = board.settings
+    guard = Guard(token=settings.token, hosts=[settings.host], secret=board.secret,
+                  viewer_token=settings.viewer_token)  # fmt: skip
     pages = Pages(board, guard)
     routes = [
         *pages.routes(),
@@ -94,7 +96,7 @@ class Pages:
         html = self.env.get_template(name).render(
             csrf=self.guard.csrf, prefix=self.board.app.names.prefix,
             notice=self.notice(request), states=[*sorted(set(STATES.values())), DELAYED],
-            **context,
+            operator=self.guard.may_act(request), **context,
         )  # fmt: skip
         return HTMLResponse(html, status_code=status)
 

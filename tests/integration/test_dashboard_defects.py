@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from taskq import App, TaskFailed
 from taskq.sync import SyncClient
@@ -42,6 +42,7 @@ APP = "tests.apps.ops_app:app"
 TOKEN = "t0ken-" + uuid.uuid4().hex
 SECRET = "hunter2-" + uuid.uuid4().hex[:8]
 SUCCESSES_KEPT = 20
+VIEWER = "v1ewer-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -109,7 +110,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     dashboard = DashboardProcess(
         APP, prefix, state, "--token", TOKEN, "--history", str(history), "--port",
         str(free_port()), "--sample-interval", "0.5", "--alert-dead-letters",
-        "--history-max", str(SUCCESSES_KEPT),
+        "--history-max", str(SUCCESSES_KEPT), "--viewer-token", VIEWER,
         "--webhook", receiver.url,
     )  # fmt: skip
     sender = client_app(prefix)
@@ -479,3 +480,34 @@ def test_task_lists_and_dead_letters_are_paged(page: Page, world: World) -> None
     api_pages = [world.api(f"/api/queues/default/dead?page={n}")["dead"] for n in range(3)]
     assert [d["task_id"] for p in api_pages for d in p] == letters
     assert world.get("/api/queues/default/dead?page=x").status_code == 400
+
+
+# -- read-only access (what operators still miss) --------------------------------------------
+
+
+def test_a_viewer_token_sees_everything_and_acts_on_nothing(browser: Browser, world: World) -> None:
+    with pytest.raises(TaskFailed):
+        world.client.send("fail", "seen by a viewer").result(timeout=30)
+    until(lambda: world.api("/api/queues/default/dead")["total"], what="a dead letter")
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    assert httpx.get(f"{world.url}/api/overview", headers=viewer).status_code == 200
+    refused = httpx.post(f"{world.url}/api/queues/default/dead/replay", json={"all": True},
+                         headers=viewer)  # fmt: skip
+    assert refused.status_code == 403 and "operator" in refused.json()["error"]
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{world.url}/queues/default?token={VIEWER}")
+        expect(page.locator("#dead tbody tr").first).to_be_visible()
+        expect(page.locator(".readonly")).to_contain_text("Read-only access")
+        assert page.locator("form[method=post]").count() == 0
+        page.goto(f"{world.url}/")
+        expect(page.locator('#workers tr[data-worker="w-one"]')).to_be_visible()
+        assert page.locator("form[method=post]").count() == 0
+        csrf = page.locator('meta[name="csrf-token"]').get_attribute("content") or ""
+        form = page.request.post(f"{world.url}/queues/default/purge", max_redirects=0,
+                                 form={"csrf": csrf, "confirm": "default"})  # fmt: skip
+        assert form.status == 403, form.text()
+        assert world.api("/api/queues/default/dead")["total"]  # nothing was purged
+    finally:
+        context.close()

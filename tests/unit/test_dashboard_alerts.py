@@ -125,3 +125,13 @@ def test_a_firing_alert_shows_the_current_values() -> None:
     assert statuses(alerts, reading(2, dead=9)) == []  # still the one alert, sent once
     (alert,) = alerts.active()
     assert (alert.message, alert.since) == ("5 new dead letter(s) in default (9 in all)", 1)
+
+
+def test_a_viewer_token_needs_a_different_operator_token() -> None:
+    from taskq.dashboard.settings import DashboardSettings
+
+    with pytest.raises(ConfigurationError, match="viewer-token needs --token"):
+        DashboardSettings(viewer_token="v")
+    with pytest.raises(ConfigurationError, match="viewer-token needs --token"):
+        DashboardSettings(token="same", viewer_token="same")
+    assert DashboardSettings(token="op", viewer_token="v").viewer_token == "v"
