@@ -181,8 +181,9 @@ class Transition:
     @classmethod
     def of_json(cls, data: dict[str, Any]) -> Transition:
         """The transition of :meth:`as_json`."""
-        status: Literal["firing", "resolved"] = "firing" if data["status"] == "firing" else (
-            "resolved")  # fmt: skip
+        status: Literal["firing", "resolved"] = "firing"
+        if data["status"] != "firing":
+            status = "resolved"
         return cls(status, Alert.of_json(data), float(data["time"]))
 
 
