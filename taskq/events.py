@@ -111,7 +111,7 @@ def workflow_position(workflow: Mapping[str, Any]) -> dict[str, Any]:
 
 def args_field(envelope: Envelope, task: Task[Any, Any] | None = None) -> str:
     """The task's arguments as a short, redacted repr (see :func:`taskq.task.args_repr`:
-    without ``task``, a secret passed by position shows)."""
+    without ``task``, every positional argument shows as ``'***'``)."""
     return args_repr(task, envelope.args, envelope.kwargs, REPR_WIDTH)
 
 

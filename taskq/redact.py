@@ -58,8 +58,9 @@ def call_repr(
     """``args`` and ``kwargs`` as call arguments (``1, 'x', key=2``), like :func:`value_repr`;
     the value of an argument named like a secret (``password``, ``token``...) is shown as
     ``'***'``. Keyword arguments are named by their keyword; positional ones only through
-    ``signature``, the function's: give it, or ``login("bob", "hunter2")`` for
-    ``def login(user, password)`` shows the password."""
+    ``signature``, the function's. Without it a positional argument cannot be told from a
+    secret (a sender binds ``login("bob", password="hunter2")`` to positions), so every
+    positional value is shown as ``'***'``."""
     names = _positional_names(signature)
     parts = ["'***'" if _is_secret(next(names, None)) else _SHOWN.repr(a) for a in args] + [
         f"{k}='***'" if _is_secret(k) else f"{k}={_SHOWN.repr(v)}" for k, v in kwargs.items()
@@ -75,7 +76,8 @@ def _positional_names(signature: inspect.Signature | None) -> Iterator[str]:
     """The names positional arguments bind to, in order: a ``*args`` parameter names all the
     rest."""
     if signature is None:
-        return
+        while True:
+            yield "password"  # unknown: hidden like a secret
     for param in signature.parameters.values():
         if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
             yield param.name

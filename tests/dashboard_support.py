@@ -12,9 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.support import BROKER, REPO
 
@@ -34,6 +37,28 @@ def until(check: Callable[[], T], *, timeout: float = 20.0, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what} ({value!r})")
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def browser(world: Any) -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright (no browser download), set up after the
+    module's ``world`` so that the world's clean-up runs without Playwright's event loop in
+    this thread."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, world: Any) -> Iterator[Page]:
+    """A page logged in with ``?token=`` (the cookie it sets carries the session): ``world``
+    has the dashboard's ``url`` and ``token``."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.goto(f"{world.url}/?token={world.token}")
+    yield page
+    context.close()
 
 
 class DashboardProcess:

@@ -23,6 +23,7 @@ from .common import ExitCode, UsageError
 from .logs import setup_logging
 
 TOKEN_ENV = "TASKQ_DASHBOARD_TOKEN"
+VIEWER_ENV = "TASKQ_DASHBOARD_VIEWER_TOKEN"
 
 
 def register(sub: Any) -> None:
@@ -32,9 +33,25 @@ def register(sub: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=5555, help="port (0: any free port)")
     parser.add_argument("--token", help=f"require this token (default: ${TOKEN_ENV})")
+    parser.add_argument(
+        "--viewer-token",
+        help=f"a read-only token: it sees everything and acts on nothing (default: ${VIEWER_ENV})",
+    )
     parser.add_argument("--history", type=Path, help="SQLite file of the task history")
     parser.add_argument("--history-days", type=float, default=7.0, help="keep tasks this long")
     parser.add_argument("--history-max", type=int, default=100_000, help="keep this many tasks")
+    parser.add_argument(
+        "--history-failures-days",
+        type=float,
+        default=30.0,
+        help="keep failed, retried and dead-lettered tasks this long",
+    )
+    parser.add_argument(
+        "--history-max-failures",
+        type=int,
+        default=100_000,
+        help="keep this many failed, retried and dead-lettered tasks",
+    )
     parser.add_argument("--queue", action="append", default=[], help="also watch this queue")
     parser.add_argument("--management-url", help="RabbitMQ management API base URL")
     parser.add_argument("--no-management", action="store_true", help="never ask the management API")
@@ -88,7 +105,10 @@ def check(args: argparse.Namespace, app: App) -> None:
     try:
         args.settings = DashboardSettings(
             host=args.host, port=args.port, token=token, history_path=history,
+            viewer_token=args.viewer_token or os.environ.get(VIEWER_ENV) or None,
             history_max_age=args.history_days * 86400, history_max_tasks=args.history_max,
+            history_failures_max_age=args.history_failures_days * 86400,
+            history_max_failures=args.history_max_failures,
             sample_interval=args.sample_interval, queues=tuple(args.queue),
             management_url=args.management_url, use_management=not args.no_management,
             alerts=load_alerts(args.alerts, alert_flags(args), args.webhook),

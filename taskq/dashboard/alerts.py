@@ -14,7 +14,10 @@ Rules (set with CLI flags or a TOML file, see :mod:`taskq.dashboard.settings`):
 
 ``queue`` is a work queue's short name, or ``*`` for every queue. :class:`Alerts` turns
 readings (:class:`Reading`) into the alerts firing now and the transitions (fired, resolved)
-that the notifier sends to the webhook.
+that the notifier sends to the webhook. Its state (what fires, since when each condition
+holds, the dead-letter baselines) is plain JSON (:meth:`Alerts.state`) that the dashboard
+stores in its history file and restores after a restart: a firing alert is not sent again,
+and its "resolved" still comes.
 """
 
 from __future__ import annotations
@@ -156,6 +159,12 @@ class Alert:
         """A JSON-ready dict."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def of_json(cls, data: dict[str, Any]) -> Alert:
+        """The alert of :meth:`as_json`."""
+        return cls(str(data["rule"]), str(data["subject"]), str(data["message"]),
+                   float(data["since"]))  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Transition:
@@ -164,6 +173,18 @@ class Transition:
     status: Literal["firing", "resolved"]
     alert: Alert
     time: float
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the webhook's and the page's form, without the prefix)."""
+        return {"status": self.status, "time": self.time, **self.alert.as_json()}
+
+    @classmethod
+    def of_json(cls, data: dict[str, Any]) -> Transition:
+        """The transition of :meth:`as_json`."""
+        status: Literal["firing", "resolved"] = "firing"
+        if data["status"] != "firing":
+            status = "resolved"
+        return cls(status, Alert.of_json(data), float(data["time"]))
 
 
 class Alerts:
@@ -174,20 +195,46 @@ class Alerts:
         self.firing: dict[str, Alert] = {}
         self._since: dict[str, float] = {}
         self._memory: dict[str, dict[str, int]] = {}
+        # A rule's key is its settings, not its place: a restart with a rule added keeps the
+        # state of the others.
+        self._keys = [f"{r.kind}:{r.model_dump_json(by_alias=True)}" for r in self.rules]
+
+    def state(self) -> dict[str, Any]:
+        """What to remember across a restart, as JSON-ready data."""
+        return {
+            "firing": {key: alert.as_json() for key, alert in self.firing.items()},
+            "since": dict(self._since),
+            "memory": {kind: dict(memory) for kind, memory in self._memory.items()},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back a :meth:`state` (alerts of rules that no longer exist are dropped)."""
+        known = set(self._keys)
+
+        def owned(key: str) -> bool:
+            return key.split("\n", 1)[0] in known
+
+        self.firing = {k: Alert.of_json(a) for k, a in state.get("firing", {}).items()
+                       if owned(k)}  # fmt: skip
+        self._since = {k: float(t) for k, t in state.get("since", {}).items() if owned(k)}
+        self._memory = {kind: {q: int(n) for q, n in memory.items()}
+                        for kind, memory in state.get("memory", {}).items()}  # fmt: skip
 
     def evaluate(self, reading: Reading) -> list[Transition]:
         """Apply every rule to ``reading``; return what started or stopped firing."""
         holding: dict[str, tuple[str, str, str, float]] = {}
-        for index, rule in enumerate(self.rules):
+        for key, rule in zip(self._keys, self.rules, strict=True):
             memory = self._memory.setdefault(rule.kind, {})
             for subject, message, delay in rule.holds(reading, memory):
-                holding[f"{index}:{rule.kind}:{subject}"] = (rule.kind, subject, message, delay)
+                holding[f"{key}\n{subject}"] = (rule.kind, subject, message, delay)
         now = reading.time
         self._since = {key: self._since.get(key, now) for key in holding}
         changes: list[Transition] = []
         for key, (kind, subject, message, delay) in holding.items():
             since = self._since[key]
-            if key not in self.firing and now - since >= delay:
+            if key in self.firing:  # the message shows the values of now, not of its firing
+                self.firing[key] = dataclasses.replace(self.firing[key], message=message)
+            elif now - since >= delay:
                 self.firing[key] = Alert(kind, subject, message, since)
                 changes.append(Transition("firing", self.firing[key], now))
         for key in [k for k in self.firing if k not in holding]:

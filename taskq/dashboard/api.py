@@ -2,13 +2,15 @@
 
 =========================================  ==================================================
 ``GET /api/overview``                      workers, missing, queues, alerts, recent tasks
-``GET /api/workers``                       workers and missing workers
+``GET /api/workers``                       workers, missing workers, ``discovering`` (true
+                                           until the first reading of the workers is over)
 ``GET /api/queues``                        work queues: depths, rates, dead letters
 ``GET /api/alerts``                        alerts firing now and the latest transitions
 ``GET /api/tasks?q=&state=&limit=``        task search (ID prefix or name, state)
-``GET /api/tasks/{id}``                    one task with its timeline (404 if never seen)
-``GET /api/queues/{name}/dead``            a queue's dead letters (the first 500)
-``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}``
+``GET /api/tasks/{id}``                    one task with its timeline (404 if never seen or
+                                           pruned: then ``"pruned": true``)
+``GET /api/queues/{name}/dead?page=``      a queue's dead letters, 50 a page (from 0)
+``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}`` (404: none)
 ``POST /api/queues/{name}/dead/purge``     ``{"confirm": "<queue name>"}``
 ``POST /api/workers/{name}/shutdown``      graceful stop
 ``GET /api/session``                       the CSRF token for POSTs (see security)
@@ -37,7 +39,10 @@ KEEPALIVE = 15.0
 
 
 async def action_input(request: Request, guard: Guard) -> dict[str, Any]:
-    """The fields of a POST (JSON or a urlencoded form), once its CSRF check passed."""
+    """The fields of a POST (JSON or a urlencoded form), once its CSRF check passed (and
+    only for the operator: 403 for the read-only viewer)."""
+    if not guard.may_act(request):
+        raise HTTPException(403, "read-only access: this action needs the operator token")
     body = await request.body()
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
@@ -51,6 +56,11 @@ async def action_input(request: Request, guard: Guard) -> dict[str, Any]:
     if not guard.csrf_ok(request, request.headers.get(CSRF_HEADER) or data.get("csrf")):
         raise HTTPException(403, "CSRF check failed: reload the page and try again")
     return data
+
+
+def no_dead_queue(queue: str) -> str:
+    """Why a queue's dead letters cannot be replayed."""
+    return f"{queue} has no dead-letter queue: nothing to replay (is the queue name right?)"
 
 
 class Api:
@@ -72,7 +82,7 @@ class Api:
             Route("/api/queues/{name}/dead/purge", _guarded(self.purge), methods=["POST"]),
             Route("/api/alerts", self.alerts),
             Route("/api/tasks", self.tasks),
-            Route("/api/tasks/{task_id}", self.task),
+            Route("/api/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
             Route("/api/session", self.session),
             Route("/api/stream", self.stream),
             Route("/metrics", self.metrics),
@@ -83,7 +93,7 @@ class Api:
 
     async def workers(self, request: Request) -> Response:
         data = self.board.overview()
-        return JSONResponse({"workers": data["workers"], "missing": data["missing"]})
+        return JSONResponse({key: data[key] for key in ("workers", "missing", "discovering")})
 
     async def queues(self, request: Request) -> Response:
         data = self.board.overview()
@@ -107,10 +117,16 @@ class Api:
         found = await self.board.task(request.path_params["task_id"])
         if found is None:
             return JSONResponse({"error": "no such task in the history"}, status_code=404)
+        if found.get("pruned"):
+            error = "pruned from the history (seen, then dropped by its retention)"
+            return JSONResponse({"error": error, **found}, status_code=404)
         return JSONResponse(found)
 
     async def dead(self, request: Request) -> Response:
-        total, listed = await self.board.dead_letters(request.path_params["name"])
+        page = request.query_params.get("page") or "0"
+        if not page.isdigit():
+            raise HTTPException(400, "page must be a whole number")
+        total, listed = await self.board.dead_letters(request.path_params["name"], int(page))
         return JSONResponse({"total": total, "dead": [d.as_json() for d in listed]})
 
     async def replay(self, request: Request) -> Response:
@@ -119,7 +135,10 @@ class Api:
         everything = data.get("all") is True
         if not (everything or (isinstance(ids, list) and ids)):
             raise HTTPException(400, 'say which: {"ids": [...]} or {"all": true}')
-        done = await self.board.replay(request.path_params["name"], None if everything else ids)
+        name = request.path_params["name"]
+        done = await self.board.replay(name, None if everything else ids)
+        if done is None:
+            raise HTTPException(404, no_dead_queue(name))
         return JSONResponse({"replayed": [d.task_id for d in done]})
 
     async def purge(self, request: Request) -> Response:

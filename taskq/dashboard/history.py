@@ -1,15 +1,22 @@
 """Task history: the task events the dashboard received, kept in a SQLite file.
 
-Two tables: ``tasks`` (one row per task ID: its latest state, arguments, result or error)
-and ``events`` (the timeline: one row per event). The file survives a dashboard restart and
-is bounded: :meth:`History.prune` drops the tasks (and their events) older than ``max_age``
-seconds and all but the newest ``max_tasks``.
+Three tables: ``tasks`` (one row per task ID: its latest state, arguments, result or error),
+``events`` (the timeline: one row per event) and ``pruned`` (the IDs pruned, so that a page
+can say "pruned" rather than "never seen"); a fourth, ``state``, keeps what else the dashboard
+must remember across a restart, as JSON by key (:meth:`History.load`, :meth:`History.save`:
+the alerts' state and history). The file survives a dashboard restart and is
+bounded: :meth:`History.prune` drops the tasks (and their events) older than a maximum age
+and all but the newest of a maximum count. Troubled tasks (any that failed, retried or were
+dead-lettered) have a retention of their own: a flood of successes never evicts the failures
+an operator comes to look at. Pruning gives the space back to the file system (incremental
+vacuum, then a WAL checkpoint that truncates the log).
 
 Events arrive in batches (:meth:`History.write`): a batch is merged per task in Python first
 (:func:`merge`), so a task that went from sent to succeeded within one batch costs one row
 update, then merged into the stored row by an upsert that applies the same rule. The rule:
 the newest event sets the state, except that ``task.dead-lettered`` never hides the
-``FAILURE`` before it (a failed task is dead-lettered as ``max-attempts``).
+``FAILURE`` before it (a failed task is dead-lettered as ``max-attempts``); the dead-letter
+``reason`` is that of the newest event (a replayed task that succeeded has none).
 
 Blocking: every method runs SQL on the calling thread; the dashboard calls them with
 ``asyncio.to_thread``. One connection, serialised by a lock.
@@ -17,6 +24,8 @@ Blocking: every method runs SQL on the calling thread; the dashboard calls them 
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import sqlite3
 import threading
@@ -33,30 +42,49 @@ STATES = {
     "task.succeeded": "SUCCESS",
     "task.failed": "FAILURE",
     "task.dead-lettered": "DEAD",
+    "task.replayed": "REPLAYED",
 }
-"""The task state each task event leads to."""
+"""The task state each task event leads to. ``task.replayed`` is the dashboard's own: it
+records a dead letter it sent back to its queue (:data:`REPLAYED`)."""
+REPLAYED = "task.replayed"
 
-_TEXT = ("name", "queue", "worker", "args", "result", "error", "error_message", "traceback",
-         "reason")  # fmt: skip
-_COLUMNS = ("task_id", "state", "attempt", *_TEXT, "sent_at", "started_at", "finished_at",
-            "runtime", "updated_at")  # fmt: skip
+# The newest known value of these wins (the dead-letter reason: see UPSERT).
+_LATEST = ("name", "queue", "worker", "args", "result", "error", "error_message", "traceback",
+           "reason", "eta", "eta_at")  # fmt: skip
+# Columns added since the first version of the file: (name, declaration) for the migration.
+_ADDED = (("troubled", "INTEGER NOT NULL DEFAULT 0"), ("eta", "TEXT"), ("eta_at", "REAL"))
+DELAYED = "DELAYED"
+"""The pseudo-state that :meth:`History.search` takes for the tasks waiting for their ETA."""
+_COLUMNS = ("task_id", "state", "attempt", *_LATEST, "sent_at", "started_at", "finished_at",
+            "runtime", "updated_at", "troubled")  # fmt: skip
+TROUBLE = frozenset({"task.failed", "task.retried", "task.dead-lettered"})
+"""The events that make a task troubled: kept under the failures' retention."""
+TOMBSTONES = 200_000  # pruned task IDs remembered, at most (about 100 bytes each)
 _DETAIL = ("error", "error_message", "reason", "delay", "runtime")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, state TEXT NOT NULL, attempt INTEGER,
     name TEXT, queue TEXT, worker TEXT, args TEXT, result TEXT, error TEXT,
-    error_message TEXT, traceback TEXT, reason TEXT,
-    sent_at REAL, started_at REAL, finished_at REAL, runtime REAL, updated_at REAL NOT NULL
+    error_message TEXT, traceback TEXT, reason TEXT, eta TEXT, eta_at REAL,
+    sent_at REAL, started_at REAL, finished_at REAL, runtime REAL, updated_at REAL NOT NULL,
+    troubled INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_updated ON tasks (updated_at);
 CREATE INDEX IF NOT EXISTS tasks_name ON tasks (name, updated_at);
+CREATE TABLE IF NOT EXISTS pruned (
+    task_id TEXT PRIMARY KEY, name TEXT, state TEXT, updated_at REAL, pruned_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pruned_at ON pruned (pruned_at);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     task_id TEXT NOT NULL, time REAL NOT NULL, type TEXT NOT NULL, attempt INTEGER,
     worker TEXT, detail TEXT
 );
 CREATE INDEX IF NOT EXISTS events_task ON events (task_id, time);
 """
+# After the migration of a file written before troubled tasks were kept apart.
+INDEXES = "CREATE INDEX IF NOT EXISTS tasks_kept ON tasks (troubled, updated_at);"
 
 # Merge a batch's row into the stored one by the rule of the module doc.
 _NEWER = "excluded.updated_at >= tasks.updated_at"
@@ -66,13 +94,15 @@ INSERT INTO tasks ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" for _ in _COLUM
 ON CONFLICT (task_id) DO UPDATE SET
     state = CASE WHEN {_NEWER} AND NOT {_KEEPS_FAILURE} THEN excluded.state ELSE tasks.state END,
     attempt = CASE WHEN {_NEWER} THEN excluded.attempt ELSE tasks.attempt END,
-    {", ".join(f"{c} = COALESCE(excluded.{c}, tasks.{c})" for c in _TEXT)},
+    {", ".join(f"{c} = COALESCE(excluded.{c}, tasks.{c})" for c in _LATEST if c != "reason")},
+    reason = CASE WHEN {_NEWER} THEN excluded.reason ELSE tasks.reason END,
     sent_at = MIN(COALESCE(excluded.sent_at, tasks.sent_at), COALESCE(tasks.sent_at,
                   excluded.sent_at)),
     started_at = COALESCE(tasks.started_at, excluded.started_at),
     finished_at = COALESCE(excluded.finished_at, tasks.finished_at),
     runtime = COALESCE(excluded.runtime, tasks.runtime),
-    updated_at = MAX(excluded.updated_at, tasks.updated_at)
+    updated_at = MAX(excluded.updated_at, tasks.updated_at),
+    troubled = MAX(excluded.troubled, tasks.troubled)
 """
 
 
@@ -92,18 +122,22 @@ def _row_of(event: Mapping[str, Any]) -> dict[str, Any]:
         "error_message": event.get("error_message"),
         "traceback": event.get("traceback"),
         "reason": event.get("reason"),
+        "eta": event.get("eta"),
+        "eta_at": _epoch(event.get("eta")),
         "sent_at": when if kind == "task.sent" else None,
         "started_at": when if kind == "task.started" else None,
         "finished_at": when if kind in ("task.succeeded", "task.failed") else None,
         "runtime": event.get("runtime"),
         "updated_at": when,
+        "troubled": int(kind in TROUBLE),
     }
 
 
 def _combine(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` merged into ``old`` (Python's copy of UPSERT)."""
     newer = new["updated_at"] >= old["updated_at"]
-    merged = {c: new[c] if new[c] is not None else old[c] for c in _TEXT}
+    merged = {c: new[c] if new[c] is not None else old[c] for c in _LATEST}
+    merged["reason"] = new["reason"] if newer else old["reason"]
     keeps_failure = new["state"] == "DEAD" and old["state"] == "FAILURE"
     merged["task_id"] = old["task_id"]
     merged["state"] = new["state"] if newer and not keeps_failure else old["state"]
@@ -115,6 +149,7 @@ def _combine(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     for column in ("finished_at", "runtime"):
         merged[column] = new[column] if new[column] is not None else old[column]
     merged["updated_at"] = max(old["updated_at"], new["updated_at"])
+    merged["troubled"] = max(old["troubled"], new["troubled"])
     return merged
 
 
@@ -133,21 +168,60 @@ def is_task_event(event: Mapping[str, Any]) -> bool:
     return event.get("type") in STATES and bool(event.get("task_id"))
 
 
-class History:
-    """The SQLite task history (see the module doc)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retention:
+    """Keep tasks at most ``max_age`` seconds, and at most the newest ``max_tasks``."""
 
-    def __init__(self, path: Path | str, *, max_age: float, max_tasks: int) -> None:
+    max_age: float
+    max_tasks: int
+
+
+FAILURES_KEPT = Retention(30 * 86400.0, 100_000)
+"""The default retention of troubled tasks (failed, retried or dead-lettered)."""
+
+
+class History:
+    """The SQLite task history (see the module doc). ``max_age`` and ``max_tasks`` bound the
+    tasks that never failed, ``failures`` the troubled ones."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        max_age: float,
+        max_tasks: int,
+        failures: Retention = FAILURES_KEPT,
+    ) -> None:
         self.path = Path(path)
-        self.max_age = max_age
-        self.max_tasks = max_tasks
+        self.retention = {0: Retention(max_age, max_tasks), 1: failures}
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        if str(path) != ":memory:":
+            self.path.chmod(0o600)  # it keeps the secret of the CSRF tokens (and its WAL too)
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect in a new file only
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most a batch
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a file of an older dashboard up to date (once)."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(tasks)")}
+        for column, declaration in _ADDED:
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {declaration}")
+        if "troubled" not in columns:
+            self._db.execute(
+                "UPDATE tasks SET troubled = 1 WHERE state IN ('FAILURE', 'DEAD', 'RETRYING') "
+                "OR task_id IN (SELECT task_id FROM events WHERE type IN "
+                "('task.failed', 'task.retried', 'task.dead-lettered'))"
+            )
+        self._db.executescript(INDEXES)
+        if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            self._db.execute("VACUUM")  # a file made without incremental vacuum gets it now
 
     def close(self) -> None:
         """Close the file."""
@@ -188,20 +262,32 @@ class History:
         ]
         return task
 
-    def search(self, text: str = "", state: str = "", limit: int = 50) -> list[dict[str, Any]]:
+    def search(
+        self, text: str = "", state: str = "", limit: int = 50, before: float | None = None
+    ) -> list[dict[str, Any]]:
         """The newest tasks whose ID starts with ``text`` or whose name contains it, in
-        ``state`` if given (without the traceback, which a list does not show)."""
-        clauses, params = [], []
+        ``state`` if given (without the traceback, which a list does not show). ``state``
+        :data:`DELAYED`: the tasks waiting for their ETA, the soonest first. ``before``: only
+        tasks updated before that time (the next page of a list)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        order = "updated_at DESC"
         if text:
             clauses.append("(task_id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
             pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params += [pattern + "%", "%" + pattern + "%"]
-        if state:
+        if state.upper() == DELAYED:
+            clauses.append("state = 'PENDING' AND eta_at IS NOT NULL")
+            order = "eta_at"
+        elif state:
             clauses.append("state = ?")
             params.append(state.upper())
+        if before is not None:
+            clauses.append("updated_at < ?")
+            params.append(before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         columns = ", ".join(c for c in _COLUMNS if c != "traceback")
-        sql = f"SELECT {columns} FROM tasks {where} ORDER BY updated_at DESC LIMIT ?"
+        sql = f"SELECT {columns} FROM tasks {where} ORDER BY {order} LIMIT ?"
         with self._lock:
             return [dict(r) for r in self._db.execute(sql, [*params, limit]).fetchall()]
 
@@ -210,24 +296,73 @@ class History:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
 
+    def load(self, key: str) -> Any:
+        """The value saved under ``key`` (None if none was)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def save(self, key: str, value: Any) -> None:
+        """Keep the JSON-ready ``value`` under ``key``."""
+        text = json.dumps(value, separators=(",", ":"))
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, text))
+
+    def pruned(self, task_id: str) -> dict[str, Any] | None:
+        """What was known of ``task_id`` when it was pruned (None if it was not)."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM pruned WHERE task_id = ?", (task_id,)).fetchone()
+        return None if row is None else dict(row)
+
     def prune(self, now: float | None = None) -> int:
-        """Drop tasks older than ``max_age`` and beyond the newest ``max_tasks``, with their
-        events; return how many tasks were dropped."""
-        cutoff = (now if now is not None else time.time()) - self.max_age
-        with self._lock, self._db:
-            nth = self._db.execute(
-                "SELECT updated_at FROM tasks ORDER BY updated_at DESC LIMIT 1 OFFSET ?",
-                (self.max_tasks,),
-            ).fetchone()
-            if nth is not None:
-                cutoff = max(cutoff, float(nth[0]) + 1e-9)
+        """Drop the tasks beyond their retention (see the module doc) with their events,
+        remember their IDs, give the space back; return how many tasks were dropped."""
+        now = time.time() if now is None else now
+        with self._lock:
+            dropped = sum(self._prune(troubled, kept, now) for troubled, kept in
+                          self.retention.items())  # fmt: skip
+            self._db.execute(
+                "DELETE FROM pruned WHERE task_id IN (SELECT task_id FROM pruned "
+                "ORDER BY pruned_at DESC LIMIT -1 OFFSET ?)",
+                (TOMBSTONES,),
+            )
+            if dropped:
+                # sqlite3_exec steps it to the end: each step frees one page.
+                self._db.executescript("PRAGMA incremental_vacuum;")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return dropped
+
+    def _prune(self, troubled: int, kept: Retention, now: float) -> int:
+        cutoff = now - kept.max_age
+        nth = self._db.execute(
+            "SELECT updated_at FROM tasks WHERE troubled = ? ORDER BY updated_at DESC "
+            "LIMIT 1 OFFSET ?",
+            (troubled, kept.max_tasks),
+        ).fetchone()
+        if nth is not None:
+            cutoff = max(cutoff, float(nth[0]) + 1e-9)
+        doomed = "FROM tasks WHERE troubled = ? AND updated_at < ?"
+        with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
-                "DELETE FROM events WHERE task_id IN "
-                "(SELECT task_id FROM tasks WHERE updated_at < ?)",
-                (cutoff,),
+                f"INSERT OR REPLACE INTO pruned SELECT task_id, name, state, updated_at, ? "
+                f"{doomed}",
+                (now, troubled, cutoff),
             )
-            return self._db.execute("DELETE FROM tasks WHERE updated_at < ?", (cutoff,)).rowcount
+            self._db.execute(
+                f"DELETE FROM events WHERE task_id IN (SELECT task_id {doomed})",
+                (troubled, cutoff),
+            )
+            return self._db.execute(f"DELETE {doomed}", (troubled, cutoff)).rowcount
+
+
+def _epoch(iso: Any) -> float | None:
+    """An ISO 8601 time (an event's ``eta``) as a Unix time; None if it is not one."""
+    try:
+        moment = dt.datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _detail(event: Mapping[str, Any]) -> str | None:

@@ -56,6 +56,9 @@ class Live:
         self.history_points = history_points
         self.workers: dict[str, dict[str, Any]] = {}
         self.missing: list[dict[str, Any]] = []
+        self.discovering = True
+        """Until the first ``stats`` broadcast is over: no worker listed yet means none
+        answered yet, not that there is none."""
         self.queues: dict[str, QueueView] = {}
         self.delayed = 0
         self.source = ""
@@ -124,7 +127,9 @@ class Live:
             del self.workers[name]  # gone: stopped long ago, or without an offline event
 
     def on_missing(self, missing: Iterable[Mapping[str, Any]]) -> None:
-        """The workers a broadcast expected but did not hear from."""
+        """The workers a broadcast expected but did not hear from (the end of a reading of
+        the workers: discovery is over)."""
+        self.discovering = False
         self.missing = [dict(m) for m in missing]
         for m in self.missing:
             self.workers.pop(m["worker"], None)
@@ -201,6 +206,7 @@ class Live:
             "time": now,
             "workers": self.worker_rows(),
             "missing": list(self.missing),
+            "discovering": self.discovering,
             "queues": self.queue_rows(),
             "delayed": self.delayed,
             "source": self.source,

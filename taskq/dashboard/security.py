@@ -7,8 +7,11 @@
   which sets an HttpOnly, SameSite=Strict cookie and redirects to the same URL without the
   token (so that it stays out of the history; Referer headers never leave the origin). The
   cookie holds a value derived from the token, not the token.
+- A second, read-only token (``viewer_token``) sees every page and every GET, and no action:
+  its requests are the ``viewer``'s, the others the ``operator``'s (:meth:`Guard.may_act`).
 - Actions are POSTs that carry the CSRF token (``X-CSRF-Token`` header or ``csrf`` form
-  field), a random value per dashboard process shown only in its pages and in
+  field), derived from the dashboard's secret (random, kept in its history file, so that a
+  page opened before a restart still acts after it) and shown only in its pages and in
   ``/api/session``; a request with an ``Origin`` other than its ``Host`` is refused. A
   request authenticated by its ``Authorization`` header (a script, not a browser) needs no
   CSRF token: browsers never add that header by themselves.
@@ -29,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "taskq_dashboard"
 CSRF_HEADER = "x-csrf-token"
+OPERATOR, VIEWER = "operator", "viewer"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 # Alpine.js evaluates its attribute expressions with new Function: 'unsafe-eval'.
 CSP = (
@@ -47,11 +51,21 @@ HEADERS = [
 class Guard:
     """The token, the Host header, the CSRF token and security headers (see the module doc)."""
 
-    def __init__(self, *, token: str | None, hosts: Iterable[str]) -> None:
+    def __init__(
+        self, *, token: str | None, hosts: Iterable[str], secret: str,
+        viewer_token: str | None = None,
+    ) -> None:  # fmt: skip
         self.token = token
         self.session = _derive(token, "session") if token else None
+        # (token, cookie value, role): who a request is, by the token or cookie it shows.
+        self.roles: list[tuple[str, str, str]] = []
+        if token:
+            self.roles.append((token, _derive(token, "session"), OPERATOR))
+        if token and viewer_token:
+            self.roles.append((viewer_token, _derive(viewer_token, "viewer-session"), VIEWER))
         self.hosts = None if token else {h.lower() for h in hosts} | LOOPBACK_HOSTS
-        self.csrf = secrets.token_urlsafe(32)
+        self.secret = secret
+        self.csrf = _derive(secret, "csrf")
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """``app`` behind this guard."""
@@ -80,25 +94,31 @@ class Guard:
             return PlainTextResponse("unexpected Host header", status_code=400)
         if self.token is None:
             return None
+        state = request.scope.setdefault("state", {})
         bearer = request.headers.get("authorization", "")
-        if bearer.startswith("Bearer ") and _same(bearer[7:], self.token):
-            request.scope.setdefault("state", {})["bearer"] = True
-            return None
-        if self.session and _same(request.cookies.get(COOKIE, ""), self.session):
-            return None
-        given = request.query_params.get("token")
-        if given is not None and _same(given, self.token):
-            return self._login(request.url)
+        cookie, given = request.cookies.get(COOKIE, ""), request.query_params.get("token")
+        for token, session, role in self.roles:
+            if bearer.startswith("Bearer ") and _same(bearer[7:], token):
+                state["bearer"], state["role"] = True, role
+                return None
+            if _same(cookie, session):
+                state["role"] = role
+                return None
+            if given is not None and _same(given, token):
+                return _login(request.url, session)
         return _unauthorized(request)
 
-    def _login(self, url: URL) -> Response:
-        query = urllib.parse.urlencode(
-            [(k, v) for k, v in urllib.parse.parse_qsl(url.query) if k != "token"]
-        )
-        response = RedirectResponse(url.path + (f"?{query}" if query else ""), status_code=303)
-        assert self.session is not None
-        response.set_cookie(COOKIE, self.session, httponly=True, samesite="strict", path="/")
-        return response
+    def may_act(self, request: Request) -> bool:
+        """Whether ``request`` may act (the operator's; without tokens, anyone's)."""
+        return str(request.scope.get("state", {}).get("role", OPERATOR)) == OPERATOR
+
+    def sign(self, text: str) -> str:
+        """The signature that shows ``text`` came from this dashboard (its notices)."""
+        return _derive(self.secret, "notice:" + text)
+
+    def signed(self, text: str, signature: str) -> bool:
+        """Whether ``signature`` is this dashboard's for ``text``."""
+        return _same(signature, self.sign(text))
 
     def csrf_ok(self, request: Request, supplied: str | None) -> bool:
         """Whether a POST may act: authenticated by its header, or carrying the CSRF token
@@ -109,6 +129,20 @@ class Guard:
         if request.scope.get("state", {}).get("bearer"):
             return True
         return supplied is not None and _same(supplied, self.csrf)
+
+
+def _login(url: URL, session: str) -> Response:
+    query = urllib.parse.urlencode(
+        [(k, v) for k, v in urllib.parse.parse_qsl(url.query) if k != "token"]
+    )
+    response = RedirectResponse(url.path + (f"?{query}" if query else ""), status_code=303)
+    response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
+    return response
+
+
+def new_secret() -> str:
+    """A new random secret for :class:`Guard`."""
+    return secrets.token_urlsafe(32)
 
 
 def _derive(token: str, purpose: str) -> str:

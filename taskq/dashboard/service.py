@@ -29,9 +29,10 @@ from ..exceptions import LifecycleError
 from ..redact import redact_url
 from ..settings import check_queue_name
 from .alerts import Alerts, QueueReading, Reading, Transition
-from .history import History
+from .history import REPLAYED, History, Retention
 from .live import Live
 from .notify import Webhook, prometheus
+from .security import new_secret
 from .settings import DashboardSettings
 from .sources import EventFeed, Sampler
 
@@ -40,8 +41,12 @@ log = logging.getLogger("taskq.dashboard")
 WRITE_INTERVAL = 0.5
 PRUNE_INTERVAL = 60.0
 RECENT_TASKS = 15
-DEAD_LISTED = 500  # dead letters shown on a queue's page at most
+DEAD_PAGE = 50  # dead letters per page
+DEAD_LISTED = 5000  # dead letters that pages reach at most (each page reads those before it)
+TASKS_PAGE = 100
 TRANSITIONS_KEPT = 50
+ALERTS_KEY = "alerts"
+SECRET_KEY = "secret"
 
 
 class DashboardState(enum.StrEnum):
@@ -88,8 +93,13 @@ class Dashboard:
         self.transitions: list[Transition] = []
         self.ticker = Ticker()
         self.closing = asyncio.Event()
+        failures = Retention(settings.history_failures_max_age, settings.history_max_failures)
         self.history = History(settings.history_path, max_age=settings.history_max_age,
-                               max_tasks=settings.history_max_tasks)  # fmt: skip
+                               max_tasks=settings.history_max_tasks, failures=failures)  # fmt: skip
+        # Pruned every minute, or sooner after writing a tenth of the smaller bound.
+        self._prune_after = max(1, min(settings.history_max_tasks,
+                                       settings.history_max_failures) // 10)  # fmt: skip
+        self.secret = self._secret()
         self.feed = EventFeed(app, self.live)
         self.sampler = Sampler(app, settings, self.live)
         url = settings.alerts.webhook
@@ -99,6 +109,7 @@ class Dashboard:
         self._recent: list[dict[str, Any]] = []
         self._stored = 0
         self._dlq_lock = asyncio.Lock()
+        self._saved: dict[str, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -112,6 +123,7 @@ class Dashboard:
         listener = socket.create_server((self.settings.host, self.settings.port))
         try:
             self.url = _url(self.settings.host, listener.getsockname()[1])
+            await asyncio.to_thread(self._restore_alerts)
             await self.feed.start()
             await self._refresh_recent()
             server = _Server(uvicorn.Config(
@@ -139,26 +151,29 @@ class Dashboard:
             self.history.close()
 
     async def _sample_loop(self) -> None:
-        next_prune = time.monotonic()
         while True:
             await self.sampler.sample()
             self._evaluate(time.time())
-            if time.monotonic() >= next_prune:
-                dropped = await asyncio.to_thread(self.history.prune)
-                if dropped:
-                    log.info("history: dropped %d old task(s)", dropped)
-                next_prune = time.monotonic() + PRUNE_INTERVAL
+            await asyncio.to_thread(self._save_alerts)
             self.ticker.tick()
             await asyncio.sleep(self.settings.sample_interval)
 
     async def _write_loop(self) -> None:
+        next_prune, written = time.monotonic(), 0
         while True:
             started = time.monotonic()
             batch = self.feed.take()
             if batch:
-                self._stored += await asyncio.to_thread(self.history.write, batch)
+                stored = await asyncio.to_thread(self.history.write, batch)
+                self._stored += stored
+                written += stored
                 await self._refresh_recent()
                 self.ticker.tick()
+            if started >= next_prune or written >= self._prune_after:
+                dropped = await asyncio.to_thread(self.history.prune)
+                if dropped:
+                    log.info("history: dropped %d old task(s)", dropped)
+                next_prune, written = time.monotonic() + PRUNE_INTERVAL, 0
             # A write that took longer than the interval is followed by the next one at once:
             # under load the history keeps up instead of writing one batch per interval.
             await asyncio.sleep(max(0.0, WRITE_INTERVAL - (time.monotonic() - started)))
@@ -182,15 +197,39 @@ class Dashboard:
             if self.webhook is not None:
                 self.webhook.send(changes)
 
+    def _secret(self) -> str:
+        """The secret of the pages' CSRF tokens, the same across restarts (pages opened
+        before one still act after it)."""
+        secret = self.history.load(SECRET_KEY)
+        if not isinstance(secret, str):
+            secret = new_secret()
+            self.history.save(SECRET_KEY, secret)
+        return secret
+
+    def _restore_alerts(self) -> None:
+        state = self.history.load(ALERTS_KEY)
+        if state is not None:
+            self.alerts.restore(state["alerts"])
+            self.transitions = [Transition.of_json(t) for t in state["transitions"]]
+            self._saved = state
+
+    def _save_alerts(self) -> None:
+        """Keep the alerts' state in the history file when it changed (a dead-letter
+        baseline, a firing alert): a restart neither sends a firing alert again nor loses
+        its resolution."""
+        state = {"alerts": self.alerts.state(),
+                 "transitions": [t.as_json() for t in self.transitions]}  # fmt: skip
+        if state != self._saved:
+            self.history.save(ALERTS_KEY, state)
+            self._saved = state
+
     # -- what the pages and the API show -----------------------------------------------------
 
     def overview(self) -> dict[str, Any]:
         """Workers, queues, dead letters, delayed tasks, alerts and recent tasks."""
         snapshot = self.live.snapshot(time.time())
         snapshot["alerts"] = [a.as_json() for a in self.alerts.active()]
-        snapshot["transitions"] = [
-            {"status": t.status, "time": t.time, **t.alert.as_json()} for t in self.transitions
-        ]
+        snapshot["transitions"] = [t.as_json() for t in self.transitions]
         snapshot["recent"] = self._recent
         snapshot["broker"] = self.app.settings.redacted_broker()
         snapshot["prefix"] = self.app.names.prefix
@@ -213,32 +252,48 @@ class Dashboard:
         return prometheus(self.overview(), self.alerts.active(), self.counters())
 
     async def task(self, task_id: str) -> dict[str, Any] | None:
-        """A task's history with its timeline, or None if the dashboard never saw it."""
-        return await asyncio.to_thread(self.history.task, task_id)
+        """A task's history with its timeline; if it was pruned, what was known of it with
+        ``pruned`` true and no timeline; None if the dashboard never saw it."""
+        found = await asyncio.to_thread(self.history.task, task_id)
+        if found is not None:
+            return found
+        pruned = await asyncio.to_thread(self.history.pruned, task_id)
+        return None if pruned is None else {**pruned, "pruned": True, "timeline": []}
 
-    async def search(self, text: str, state: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Tasks by ID prefix, name and state (newest first)."""
-        return await asyncio.to_thread(self.history.search, text, state, limit)
+    async def search(
+        self, text: str, state: str, limit: int = TASKS_PAGE, before: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Tasks by ID prefix, name and state (newest first), updated before ``before``."""
+        return await asyncio.to_thread(self.history.search, text, state, limit, before)
 
     # -- actions -----------------------------------------------------------------------------
 
-    async def dead_letters(self, queue: str) -> tuple[int, list[dlq.DeadMessage]]:
-        """How many dead letters ``queue`` has, and the first ``DEAD_LISTED`` of them."""
+    async def dead_letters(self, queue: str, page: int = 0) -> tuple[int, list[dlq.DeadMessage]]:
+        """How many dead letters ``queue`` has, and page ``page`` (from 0) of them, oldest
+        first, ``DEAD_PAGE`` a page, up to the ``DEAD_LISTED`` th."""
+        start = min(max(0, page) * DEAD_PAGE, DEAD_LISTED - DEAD_PAGE)
         queue = check_queue_name(queue)
         full = self.app.names.dead_queue(queue)
         async with self._dlq_lock:
             depth = await self.app.transport.queue_depth(full)
             if depth is None:
                 return 0, []
-            listed = await dlq.list_dead(self.app.transport, queue, limit=DEAD_LISTED)
-        return depth.messages, listed
+            listed = await dlq.list_dead(self.app.transport, queue, limit=start + DEAD_PAGE)
+        return depth.messages, listed[start:]
 
-    async def replay(self, queue: str, task_ids: list[str] | None) -> list[dlq.DeadMessage]:
-        """Send dead letters of ``queue`` back to it: those of ``task_ids``, or all (None)."""
+    async def replay(self, queue: str, task_ids: list[str] | None) -> list[dlq.DeadMessage] | None:
+        """Send dead letters of ``queue`` back to it: those of ``task_ids``, or all (None).
+        None if ``queue`` has no dead-letter queue (the broker would close the channel)."""
         queue = check_queue_name(queue)
         select = dlq.selector(task_ids or (), everything=task_ids is None)
         async with self._dlq_lock:
+            if await self.app.transport.queue_depth(self.app.names.dead_queue(queue)) is None:
+                return None
+            began = time.time()  # the replay comes before whatever the worker does with it
             replayed = await dlq.replay(self.app.sender, queue, select)
+        record = [{"type": REPLAYED, "task_id": d.task_id, "time": began, "task": d.task_name,
+                   "queue": queue} for d in replayed if d.task_id]  # fmt: skip
+        self._stored += await asyncio.to_thread(self.history.write, record)
         log.info("replayed %d dead letter(s) of %s", len(replayed), queue)
         return replayed
 

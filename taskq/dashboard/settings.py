@@ -92,9 +92,13 @@ class DashboardSettings:
     host: str = "127.0.0.1"
     port: int = 5555
     token: str | None = None
+    viewer_token: str | None = None
+    """A second token that sees everything and acts on nothing (``token`` is the operator's)."""
     history_path: Path = Path("taskq-dashboard.sqlite3")
     history_max_age: float = 7 * 86400.0
     history_max_tasks: int = 100_000
+    history_failures_max_age: float = 30 * 86400.0
+    history_max_failures: int = 100_000
     sample_interval: float = 2.0
     chart_seconds: float = 600.0
     queues: tuple[str, ...] = ()
@@ -104,6 +108,11 @@ class DashboardSettings:
 
     def __post_init__(self) -> None:
         check_exposure(self.host, self.token)
+        if self.viewer_token and (not self.token or self.viewer_token == self.token):
+            raise ConfigurationError(
+                "--viewer-token needs --token, a different one: the operator's (the viewer's "
+                "only reads)"
+            )
         if self.sample_interval <= 0 or self.chart_seconds < self.sample_interval:
             raise ConfigurationError("sample interval must be > 0 and below the chart span")
 

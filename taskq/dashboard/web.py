@@ -26,9 +26,9 @@ from starlette.types import ASGIApp
 from ..exceptions import ConfigurationError
 from ..settings import check_queue_name
 from . import api
-from .history import STATES
+from .history import DELAYED, STATES
 from .security import Guard
-from .service import Dashboard
+from .service import DEAD_LISTED, DEAD_PAGE, TASKS_PAGE, Dashboard
 
 HERE = Path(__file__).parent
 
@@ -46,16 +46,21 @@ def _templates() -> Environment:
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
     )
     env.filters["clock"] = clock
+    env.filters["task_path"] = task_path
     return env
 
 
-def _back(path: str, notice: str) -> Response:
-    return RedirectResponse(f"{path}?{urllib.parse.urlencode({'notice': notice})}", 303)
+def task_path(task_id: str) -> str:
+    """The address of a task's page: every reserved character of the ID encoded (a ``/``
+    too: the route takes the rest of the path)."""
+    return "/tasks/" + urllib.parse.quote(task_id, safe="")
 
 
 def build(board: Dashboard) -> ASGIApp:
     """The ASGI application of ``board``: pages, API, static files, behind the Guard."""
-    guard = Guard(token=board.settings.token, hosts=[board.settings.host])
+    settings = board.settings
+    guard = Guard(token=settings.token, hosts=[settings.host], secret=board.secret,
+                  viewer_token=settings.viewer_token)  # fmt: skip
     pages = Pages(board, guard)
     routes = [
         *pages.routes(),
@@ -78,7 +83,7 @@ class Pages:
         return [
             Route("/", self.overview),
             Route("/tasks", self.tasks),
-            Route("/tasks/{task_id}", self.task),
+            Route("/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
             Route("/queues/{name}", self.queue),
             Route("/queues/{name}/replay", self.replay, methods=["POST"]),
             Route("/queues/{name}/purge", self.confirm_purge),
@@ -90,10 +95,23 @@ class Pages:
         """Render template ``name`` with what every page shows."""
         html = self.env.get_template(name).render(
             csrf=self.guard.csrf, prefix=self.board.app.names.prefix,
-            notice=request.query_params.get("notice"), states=sorted(set(STATES.values())),
-            **context,
+            notice=self.notice(request), states=[*sorted(set(STATES.values())), DELAYED],
+            operator=self.guard.may_act(request), **context,
         )  # fmt: skip
         return HTMLResponse(html, status_code=status)
+
+    def back(self, path: str, notice: str) -> Response:
+        """Redirect to ``path`` (after an action) with a ``notice`` for its banner, signed:
+        the banner shows only what this dashboard said, never a crafted link's text."""
+        query = urllib.parse.urlencode({"notice": notice, "sig": self.guard.sign(notice)})
+        return RedirectResponse(f"{path}?{query}", 303)
+
+    def notice(self, request: Request) -> str | None:
+        """The banner's text: a notice that :meth:`back` signed, else none."""
+        notice, signature = request.query_params.get("notice"), request.query_params.get("sig")
+        if notice and signature and self.guard.signed(notice, signature):
+            return notice
+        return None
 
     async def overview(self, request: Request) -> Response:
         return self.page(request, "overview.html", initial=self.board.overview())
@@ -101,10 +119,17 @@ class Pages:
     async def tasks(self, request: Request) -> Response:
         params = request.query_params
         q, state = params.get("q", "").strip(), params.get("state", "")
-        found = await self.board.search(q, state)
+        before = _number(params.get("before"))
+        found = await self.board.search(q, state, TASKS_PAGE + 1, before)
         if q and len(found) == 1 and found[0]["task_id"] == q:
-            return RedirectResponse(f"/tasks/{urllib.parse.quote(q)}", 303)
-        return self.page(request, "tasks.html", tasks=found, q=q, state=state)
+            return RedirectResponse(task_path(q), 303)
+        older = None
+        if len(found) > TASKS_PAGE and state.upper() != DELAYED:
+            found = found[:TASKS_PAGE]
+            older = "/tasks?" + urllib.parse.urlencode(
+                {"q": q, "state": state, "before": repr(found[-1]["updated_at"])}
+            )
+        return self.page(request, "tasks.html", tasks=found, q=q, state=state, older=older)
 
     async def task(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
@@ -113,15 +138,28 @@ class Pages:
 
     async def queue(self, request: Request) -> Response:
         name = _queue(request)
-        total, dead = await self.board.dead_letters(name)
-        return self.page(request, "queue.html", queue=name, total=total, dead=dead)
+        page = int(_number(request.query_params.get("page")) or 0)
+        total, dead = await self.board.dead_letters(name, page)
+        first = min(page * DEAD_PAGE, DEAD_LISTED - DEAD_PAGE) if dead else 0
+        return self.page(
+            request,
+            "queue.html",
+            queue=name,
+            total=total,
+            dead=dead,
+            first=first,
+            page=page,
+            pages=-(-min(total, DEAD_LISTED) // DEAD_PAGE),
+        )
 
     async def replay(self, request: Request) -> Response:
         name = _queue(request)
         data = await api.action_input(request, self.guard)
         ids = None if data.get("all") else [data.get("task_id", "")]
         done = await self.board.replay(name, ids)
-        return _back(f"/queues/{name}", f"replayed {len(done)} message(s) to {name}")
+        if done is None:
+            raise HTTPException(404, api.no_dead_queue(name))
+        return self.back(f"/queues/{name}", f"replayed {len(done)} message(s) to {name}")
 
     async def confirm_purge(self, request: Request) -> Response:
         name = _queue(request)
@@ -132,16 +170,16 @@ class Pages:
         name = _queue(request)
         data = await api.action_input(request, self.guard)
         if data.get("confirm") != name:
-            return _back(f"/queues/{name}", "not purged: the confirmation did not match")
+            return self.back(f"/queues/{name}", "not purged: the confirmation did not match")
         purged = await self.board.purge(name)
-        return _back(f"/queues/{name}", f"purged {purged} dead letter(s)")
+        return self.back(f"/queues/{name}", f"purged {purged} dead letter(s)")
 
     async def shutdown(self, request: Request) -> Response:
         name = request.path_params["name"]
         await api.action_input(request, self.guard)
         answered = await self.board.shutdown(name)
         notice = f"{name}: stopping gracefully" if answered else f"{name} did not answer"
-        return _back("/", notice)
+        return self.back("/", notice)
 
     async def refused(self, request: Request, exc: Exception) -> Response:
         """An HTTPException as JSON (API) or as a page."""
@@ -149,6 +187,16 @@ class Pages:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
         return self.page(request, "error.html", status=exc.status_code, message=exc.detail)
+
+
+def _number(text: str | None) -> float | None:
+    """A query parameter as a number (None if absent; 400 if it is not one)."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise HTTPException(400, f"not a number: {text!r}") from None
 
 
 def _queue(request: Request) -> str:

@@ -42,3 +42,9 @@ async def fail_unless(path: str, message: str) -> str:
     if not Path(path).exists():
         raise ValueError(message)
     return "fixed"
+
+
+@app.task
+async def login(user: str, password: str) -> str:
+    """Always refused: its dead letter and its pages must never show ``password``."""
+    raise PermissionError(f"no entry for {user}")

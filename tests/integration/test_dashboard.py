@@ -20,13 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from taskq import App, TaskFailed
 from taskq.sync import SyncClient
+from tests import dashboard_support
 from tests.dashboard_support import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
     DashboardProcess,
     WebhookReceiver,
     until,
@@ -35,6 +34,8 @@ from tests.support import BROKER, WorkerProcess, delete_topology, unique_prefix
 
 # Pages in a browser: the worker's queue layout is not what these tests are about.
 pytestmark = pytest.mark.one_queue_only
+browser = dashboard_support.browser  # fixtures: Chromium, and a page logged in
+page = dashboard_support.page
 
 APP = "tests.apps.ops_app:app"
 TOKEN = "t0ken-" + uuid.uuid4().hex
@@ -50,6 +51,8 @@ class World:
     workers: dict[str, WorkerProcess]
     receiver: WebhookReceiver
     client: SyncClient
+
+    token: str = TOKEN
 
     @property
     def url(self) -> str:
@@ -84,26 +87,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             worker.kill()
         receiver.close()
         asyncio.run(delete_topology(prefix, ["default"]))
-
-
-@pytest.fixture(scope="module")
-def browser(world: World) -> Iterator[Browser]:
-    """Chromium (set up after the world, so that the world's clean-up runs without
-    Playwright's event loop in this thread)."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser, world: World) -> Iterator[Page]:
-    """A page logged in with ``?token=`` (the cookie it sets carries the session)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
-    page.goto(f"{world.url}/?token={TOKEN}")
-    yield page
-    context.close()
 
 
 def shot(page: Page, name: str) -> None:

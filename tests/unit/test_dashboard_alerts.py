@@ -94,3 +94,44 @@ def test_only_loopback_listens_without_a_token() -> None:
     check_exposure("0.0.0.0", "secret")
     with pytest.raises(ConfigurationError, match="without --token"):
         check_exposure("0.0.0.0", None)
+
+
+def test_alert_state_survives_a_restart_through_json() -> None:
+    import json
+
+    rules = [DeadLetters(), Backlog(ready=10, for_=30)]
+    before = Alerts(rules)
+    assert statuses(before, reading(0, dead=4, ready=50)) == []  # the baseline: 4
+    assert statuses(before, reading(1, dead=6, ready=50)) == [("firing", "dead-letters", "default")]
+    state = json.loads(json.dumps(before.state()))
+
+    after = Alerts([Backlog(ready=10, for_=30), DeadLetters(), NoConsumer()])  # a rule added
+    after.restore(state)
+    assert [a.rule for a in after.active()] == ["dead-letters"]
+    assert statuses(after, reading(2, dead=6, ready=50)) == []  # not sent again, baseline kept
+    assert statuses(after, reading(30, dead=6, ready=50)) == [("firing", "backlog", "default")]
+    resolved = statuses(after, reading(31, dead=0, ready=50))
+    assert resolved == [("resolved", "dead-letters", "default")]
+
+    dropped = Alerts([Backlog(ready=99)])  # the rule of a firing alert is gone: forgotten
+    dropped.restore(state)
+    assert dropped.active() == []
+
+
+def test_a_firing_alert_shows_the_current_values() -> None:
+    alerts = Alerts([DeadLetters()])
+    assert statuses(alerts, reading(0, dead=4)) == []
+    assert statuses(alerts, reading(1, dead=5)) == [("firing", "dead-letters", "default")]
+    assert statuses(alerts, reading(2, dead=9)) == []  # still the one alert, sent once
+    (alert,) = alerts.active()
+    assert (alert.message, alert.since) == ("5 new dead letter(s) in default (9 in all)", 1)
+
+
+def test_a_viewer_token_needs_a_different_operator_token() -> None:
+    from taskq.dashboard.settings import DashboardSettings
+
+    with pytest.raises(ConfigurationError, match="viewer-token needs --token"):
+        DashboardSettings(viewer_token="v")
+    with pytest.raises(ConfigurationError, match="viewer-token needs --token"):
+        DashboardSettings(token="same", viewer_token="same")
+    assert DashboardSettings(token="op", viewer_token="v").viewer_token == "v"

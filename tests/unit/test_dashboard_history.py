@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from taskq.dashboard.history import History, merge
+from taskq.dashboard.history import History, Retention, merge
 
 
 def event(kind: str, task_id: str, at: float, **fields: Any) -> dict[str, Any]:
@@ -76,3 +76,87 @@ def test_prune_by_age_and_by_count(tmp_path: Path) -> None:
     assert history.prune(now=1104.5) == 2  # age: older than 100 s
     assert history.count() == 1 and history.task("t3") is None
     assert history.task("t5")["timeline"]  # type: ignore[index]
+
+
+def test_failures_have_their_own_retention_and_a_pruned_task_is_known_as_pruned(
+    tmp_path: Path,
+) -> None:
+    history = History(tmp_path / "h.sqlite3", max_age=3600, max_tasks=3,
+                      failures=Retention(3600, 2))  # fmt: skip
+    history.write([
+        event("failed", "f1", 10.0), event("dead-lettered", "f1", 10.1, reason="max-attempts"),
+        event("retried", "r1", 11.0), event("succeeded", "r1", 12.0),
+        event("failed", "f0", 5.0),
+    ])  # fmt: skip
+    history.write([event("succeeded", f"ok{i}", 100.0 + i) for i in range(50)])  # a flood
+    assert history.prune(now=200.0) == 47 + 1  # 47 successes, the oldest troubled task
+    assert [t["task_id"] for t in history.search("", "failure")] == ["f1"]
+    assert history.task("r1")["state"] == "SUCCESS"  # type: ignore[index]  # it retried
+    assert history.count() == 3 + 2
+    assert history.task("ok0") is None and history.task("never") is None
+    pruned = history.pruned("ok0")
+    assert pruned is not None and (pruned["state"], pruned["pruned_at"]) == ("SUCCESS", 200.0)
+    assert history.pruned("f0") is not None and history.pruned("never") is None
+
+
+def test_pruning_gives_the_space_back(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    history = History(path, max_age=3600, max_tasks=10)
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in tmp_path.glob("h.sqlite3*"))
+
+    big = "x" * 2000
+    for batch in range(10):
+        history.write([event("succeeded", f"t{batch}-{i}", 100 + batch + i / 1000, args=big)
+                       for i in range(500)])  # fmt: skip
+    full = size()
+    assert full > 10_000_000
+    history.prune(now=200.0)
+    assert history.count() == 10
+    assert size() < full / 10
+
+
+def test_a_file_of_an_older_dashboard_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE tasks (task_id TEXT PRIMARY KEY, state TEXT NOT NULL, attempt INTEGER,"
+        " name TEXT, queue TEXT, worker TEXT, args TEXT, result TEXT, error TEXT,"
+        " error_message TEXT, traceback TEXT, reason TEXT, sent_at REAL, started_at REAL,"
+        " finished_at REAL, runtime REAL, updated_at REAL NOT NULL);"
+        "INSERT INTO tasks (task_id, state, updated_at) VALUES ('f', 'FAILURE', 1.0);"
+        "INSERT INTO tasks (task_id, state, updated_at) VALUES ('s', 'SUCCESS', 2.0);"
+    )
+    old.commit()
+    old.close()
+    history = History(path, max_age=3600, max_tasks=0)
+    assert history.prune(now=10.0) == 1
+    assert history.task("f") is not None and history.pruned("s") is not None
+
+
+def test_a_replay_is_recorded_and_clears_the_dead_letter_reason(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", max_age=3600, max_tasks=100)
+    history.write([event("failed", "a", 2.0, error="E"),
+                   event("dead-lettered", "a", 2.1, reason="max-attempts")])  # fmt: skip
+    history.write([{"type": "task.replayed", "task_id": "a", "time": 3.0, "task": "add"}])
+    task = history.task("a")
+    assert task is not None and (task["state"], task["reason"]) == ("REPLAYED", None)
+    history.write([event("started", "a", 4.0), event("succeeded", "a", 5.0)])
+    task = history.task("a")
+    assert task is not None and (task["state"], task["reason"]) == ("SUCCESS", None)
+    assert [e["type"] for e in task["timeline"]][2] == "task.replayed"
+
+
+def test_delayed_tasks_are_listed_by_their_eta(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", max_age=3600, max_tasks=100)
+    history.write([event("sent", "late", 1.0, eta="2030-01-01T02:00:00+00:00"),
+                   event("sent", "soon", 2.0, eta="2030-01-01T03:00:00+02:00"),
+                   event("sent", "now", 3.0),
+                   event("sent", "ran", 4.0, eta="2030-01-01T00:00:00+00:00"),
+                   event("started", "ran", 5.0)])  # fmt: skip
+    found = history.search("", "delayed")
+    assert [t["task_id"] for t in found] == ["soon", "late"]
+    assert found[0]["eta_at"] == 1893459600.0  # 01:00 UTC

@@ -42,3 +42,13 @@ def test_failure_rate_counts_the_window() -> None:
         live.on_event({"type": f"task.{kind}", "time": at})
     assert live.failure_rate(300.0, window=300.0) == (2, 3)
     assert live.failure_rate(300.0, window=60.0) == (1, 1)
+
+
+def test_workers_are_being_discovered_until_the_first_answers_come() -> None:
+    live = Live(Names("p"), history_points=10)
+    before = live.snapshot(0.0)
+    assert (before["workers"], before["discovering"]) == ([], True)
+    live.on_stats([], asked=0.0, now=1.0)
+    live.on_missing([])
+    after = live.snapshot(1.0)
+    assert (after["workers"], after["discovering"]) == ([], False)  # then none is none

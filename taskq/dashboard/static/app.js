@@ -79,12 +79,21 @@ document.addEventListener("alpine:init", () => {
         : k === "delay" ? v + " s" : v;
       return Object.entries(d || {}).map(([k, v]) => k + "=" + shown(k, v)).join(" ");
     },
-    // One row per attempt: when it started, where, and how it ended.
+    // One row per attempt of each run: when it started, where, and how it ended. A replay
+    // from the dead letters starts a new run (its attempts count from 1 again).
     attempts() {
       const rows = new Map();
+      let run = 1;
+      let ended = false;
       for (const e of (this.task ? this.task.timeline : [])) {
-        const key = e.attempt ?? 0;
-        const row = rows.get(key) || { attempt: key, started: null, worker: "", outcome: "waiting" };
+        if (e.type === "task.replayed" || (ended && e.type === "task.received")) {
+          if (rows.size) run += 1;
+          ended = false;
+          if (e.type === "task.replayed") continue;
+        }
+        if (["task.succeeded", "task.dead-lettered"].includes(e.type)) ended = true;
+        const key = run + "-" + (e.attempt ?? 0);
+        const row = rows.get(key) || { run, attempt: e.attempt ?? 0, started: null, worker: "", outcome: "waiting" };
         if (e.type === "task.started") { row.started = e.time; row.worker = e.worker; row.outcome = "running"; }
         if (["task.succeeded", "task.failed", "task.retried", "task.dead-lettered"].includes(e.type)) {
           row.outcome = e.type.replace("task.", "") + (e.detail && e.detail.error ? " (" + e.detail.error + ")" : "");
