@@ -139,16 +139,19 @@ async def cleanup_store(prefix: str, results: str) -> None:
         finally:
             await client.aclose()
     elif results.startswith("postgres"):
-        await drop_tables(f"{prefix}_results", f"{prefix}_results_schema")
+        await drop_tables(f"{prefix}_results")
 
 
 async def drop_tables(*tables: str) -> None:
     import asyncpg
 
+    from taskq.results.postgres_schema import Tables
+
     connection = await asyncpg.connect(POSTGRES)
     try:
-        for table in tables:
-            await connection.execute(f'DROP TABLE IF EXISTS "{table}"')
+        for table in tables:  # each results table with its schema and workflow tables
+            every = ", ".join(Tables.named(table).every_table())
+            await connection.execute(f"DROP TABLE IF EXISTS {every}")
     finally:
         await connection.close()
 

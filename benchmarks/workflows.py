@@ -34,6 +34,7 @@ import aio_pika
 import redis.asyncio
 
 from taskq import App, Worker
+from taskq.results.postgres_schema import Tables
 from taskq.topology import Names, every_name
 from taskq.workflow import chain, chord
 
@@ -153,11 +154,8 @@ async def cleanup(prefix: str, store: str) -> None:
 
         connection_pg = await asyncpg.connect(POSTGRES)
         try:
-            table = f"{prefix}_results"
-            await connection_pg.execute(
-                f'DROP TABLE IF EXISTS "{table}", "{table}_schema", "{table}_joins", '
-                f'"{table}_claims", "{table}_join_heads"'
-            )
+            every = ", ".join(Tables.named(f"{prefix}_results").every_table())
+            await connection_pg.execute(f"DROP TABLE IF EXISTS {every}")
         finally:
             await connection_pg.close()
 

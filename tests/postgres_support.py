@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from taskq.results.postgres_schema import Tables
+
 POSTGRES = os.environ.get("TASKQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 POSTGRES_PORT = urlsplit(POSTGRES).port or 5432
 
@@ -31,10 +33,8 @@ async def drop_tables(*tables: str) -> None:
     connection = await asyncpg.connect(POSTGRES)
     try:
         for table in tables:
-            await connection.execute(
-                f'DROP TABLE IF EXISTS "{table}", "{table}_schema", "{table}_joins", '
-                f'"{table}_claims", "{table}_join_heads"'
-            )
+            every = ", ".join(Tables.named(table).every_table())
+            await connection.execute(f"DROP TABLE IF EXISTS {every}")
     finally:
         await connection.close()
 

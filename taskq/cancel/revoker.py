@@ -19,7 +19,7 @@ import logging
 import uuid
 from typing import Any
 
-from ..exceptions import DecodeError
+from ..exceptions import BrokerUnavailable, DecodeError
 from ..topology import Names, revocation_stream_arguments
 from ..transport import Delivery, Transport
 from .revocation import MARKER_TYPE, Revocation, Revoked, marker
@@ -29,6 +29,9 @@ log = logging.getLogger("taskq.cancel")
 
 PREFETCH = 500
 """Unacked stream deliveries at once (a stream consumer must be given credit by acks)."""
+
+STREAM_RETRY = 0.5
+"""Seconds between tries to read the revocations stream while the broker cannot serve it."""
 
 REMEMBERED_STOPS = 1000
 """Runs stopped by a cancel that a worker remembers (a ``revoke`` request arriving after the
@@ -60,8 +63,17 @@ class Revoker:
         queue = self.names.revocations
         self._marker = uuid.uuid4().hex
         arguments = revocation_stream_arguments(self.expiry)
-        await transport.read_stream(queue, self._on_delivery, arguments=arguments,
-                                    prefetch=PREFETCH)  # fmt: skip
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                await transport.read_stream(queue, self._on_delivery, arguments=arguments,
+                                            prefetch=PREFETCH)  # fmt: skip
+                break
+            except BrokerUnavailable as exc:  # e.g. the stream's replica here is starting
+                if asyncio.get_running_loop().time() + STREAM_RETRY > deadline:
+                    raise
+                log.info("%s; trying again in %.1f s", exc, STREAM_RETRY)
+                await asyncio.sleep(STREAM_RETRY)
         await transport.publish("", queue, marker(self._marker))
         await asyncio.wait_for(self._caught_up.wait(), timeout)
         log.info("%d cancel(s) in force", len(self.revocations))

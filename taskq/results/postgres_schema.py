@@ -45,6 +45,10 @@ class Tables:
     claims: str = ""
     """Which publish of a workflow step may run it (version 2)."""
 
+    def every_table(self) -> list[str]:
+        """Every table of the store, quoted (what to drop to remove it)."""
+        return [self.results, self.versions, self.joins, self.join_heads, self.claims]
+
     @classmethod
     def named(cls, name: str) -> Tables:
         """The tables of results table ``name``: 1-48 lowercase letters, digits or ``_``,

@@ -23,6 +23,8 @@ from .connection import ACCESS_REFUSED, NOT_FOUND, RESOURCE_LOCKED, ChannelClose
 
 PRECONDITION_FAILED = 406
 # A channel closed with one of these refused the request itself: retrying would repeat it.
+NO_LOCAL_REPLICA = "does not have a replica on the local node"
+"""RabbitMQ's words for reading a stream through a node where its replica is not running."""
 REFUSALS = frozenset({NOT_FOUND, ACCESS_REFUSED, RESOURCE_LOCKED, PRECONDITION_FAILED})
 
 
@@ -51,6 +53,10 @@ def by_code(
     errors are mapped through here (see also taskq.transport.aiopika_errors)."""
     if code not in REFUSALS:
         return BrokerUnavailable(f"{doing}: lost the broker: {exc}")
+    if code == PRECONDITION_FAILED and NO_LOCAL_REPLICA in str(exc):
+        # A stream is read on a node that holds a replica of it; the replica of a stream
+        # declared a moment ago elsewhere (or of a node starting) is not up yet: it passes.
+        return BrokerUnavailable(f"{doing}: the stream has no replica on this node yet: {exc}")
     if refused is None:
         refused = TopologyMismatch if code == PRECONDITION_FAILED else BrokerError
     if refused is TopologyMismatch:
