@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from taskq import App, Worker
+from taskq.results import registry as store_registry
 from taskq.topology import routes
 from tests.support import BROKER, REPO, delete_topology
 
@@ -193,6 +194,9 @@ def run_sample(code: str, filename: str) -> None:
 @pytest.mark.parametrize("sample", SAMPLES, ids=str)
 def test_sample_runs(sample: Sample, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKQ_PREFIX", prefix)
+    # A sample may register a result store scheme: it must not outlive the sample (the
+    # registry's own tests, later in the same process, check the built-in schemes).
+    monkeypatch.setattr(store_registry, "_FACTORIES", dict(store_registry._FACTORIES))
     workers = WorkersBeside(monkeypatch)
     try:
         run_sample(sample.code, str(sample))
