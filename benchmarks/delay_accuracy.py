@@ -115,19 +115,23 @@ async def measure(app: App, delays: Sequence[float], per_delay: int) -> list[dic
 async def run(delays: Sequence[float], per_delay: int, concurrency: int) -> list[dict[str, Any]]:
     """Start a worker, measure, stop, clean up."""
     app = make_app(f"bench-delay-{uuid.uuid4().hex[:8]}", concurrency)
-    return await with_worker(app, concurrency, lambda: measure(app, delays, per_delay))
+    return await with_worker(app, concurrency, lambda: measure(app, delays, per_delay), delays)
 
 
-async def with_worker(app: App, concurrency: int, measure: Callable[[], Awaitable[T]]) -> T:
-    """``measure()`` with ``app`` open and an in-process worker running; then the prefix's
-    topology is deleted."""
+async def with_worker(
+    app: App, concurrency: int, measure: Callable[[], Awaitable[T]], delays: Sequence[float] = ()
+) -> T:
+    """``measure()`` with ``app`` open and an in-process worker running, the paths of
+    ``delays`` (seconds) declared; then the prefix's topology is deleted."""
     worker = Worker(app, concurrency=concurrency, shutdown_timeout=5)
     try:
         async with app, running(worker, ready_timeout=30):
             # Declare up front: the first delayed send of a process declares the delay
-            # queues, which is not what this measures.
+            # queues of its path, which is not what this measures.
             await app.transport.declare_work_queue("default")
-            await app.transport.declare_delay_levels()
+            for delay_ms in sorted({int(delay * 1000) for delay in delays}):
+                if delay_ms > 0:
+                    await app.transport.declare_delay_path(delay_ms)
             return await measure()
     finally:
         await delete_topology(app.settings, ["default"])

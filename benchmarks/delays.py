@@ -116,7 +116,7 @@ async def run(delays_s: Sequence[float], concurrency: int, quorum: bool) -> dict
     """Start a worker, measure, stop, clean up."""
     starts: dict[int, float] = {}
     app = make_app(f"bench-delays-{uuid.uuid4().hex[:8]}", starts, quorum)
-    return await with_worker(app, concurrency, lambda: measure(app, delays_s, starts))
+    return await with_worker(app, concurrency, lambda: measure(app, delays_s, starts), delays_s)
 
 
 def load() -> str:

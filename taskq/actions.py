@@ -29,7 +29,7 @@ from .message import (
 from .recorder import Recorder
 from .results.base import ErrorInfo, TaskStatus
 from .text import printable
-from .topology import MAX_DELAY_MS, Names, delay_routing_key, split_route
+from .topology import MAX_DELAY_MS, Names, split_route
 from .transport import Delivery
 
 if TYPE_CHECKING:
@@ -162,8 +162,7 @@ class Actions:
         # afresh, not copied: the x-death headers of an earlier trip through the delay levels
         # would make RabbitMQ drop it as a dead-letter cycle.
         delay_ms = max(1, min(MAX_DELAY_MS, int(delay * 1000)))
-        key = delay_routing_key(delay_ms, envelope.route)
-        await self.sender.republish(self.names.delay_exchange(delay_ms), key, envelope.to_message())
+        await self.sender.republish_delayed(delay_ms, envelope.route, envelope.to_message())
         self.counters.deferred += 1
 
     async def _cancelled(self, envelope: Envelope, reason: str, runtime: float | None) -> None:
@@ -221,8 +220,8 @@ class Actions:
         delay_ms = min(MAX_DELAY_MS, int(delay * 1000))
         sender = self.sender
         if delay_ms > 0:
-            key = delay_routing_key(delay_ms, envelope.route)  # back to its own partition
-            await sender.republish(self.names.delay_exchange(delay_ms), key, message)
+            # Back to its own partition.
+            await sender.republish_delayed(delay_ms, envelope.route, message)
         else:
             await sender.republish(self.names.exchange, envelope.route, message)
         self.counters.retried += 1

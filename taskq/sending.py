@@ -263,7 +263,7 @@ class Sender:
         )  # fmt: skip
         await transport.declare_work_queue(envelope.queue)
         if delay_ms > 0:
-            await transport.declare_delay_levels()
+            await transport.declare_delay_path(delay_ms)
             key = topology.delay_routing_key(delay_ms, envelope.route)
             return _Send(handle, envelope, names.delay_exchange(delay_ms), key, message, sending)
         return _Send(handle, envelope, names.exchange, envelope.route, message, sending)
@@ -276,6 +276,14 @@ class Sender:
         """Publish an existing task message again, confirmed (a retry, a requeue, a counted
         redelivery, a dead-lettering, a DLQ replay). Raises what ``Transport.publish`` does."""
         return self.transport.publish(exchange, routing_key, self._emit(message))
+
+    async def republish_delayed(self, delay_ms: int, route: str, message: OutgoingMessage) -> None:
+        """:meth:`republish` through the delay levels: to ``route`` after ``delay_ms`` (> 0),
+        its delay path declared first."""
+        transport, names = self.transport, self.transport.names
+        await transport.declare_delay_path(delay_ms)
+        key = topology.delay_routing_key(delay_ms, route)
+        await transport.publish(names.delay_exchange(delay_ms), key, self._emit(message))
 
     # -- the way out -------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any, Literal
 
 from .exceptions import ConfigurationError
@@ -259,6 +260,20 @@ class DelayDeclarations:
     exchange_bindings: list[tuple[str, str, str]]
     """``(destination, source, pattern)``"""
 
+    def without(self, declared: AbstractSet[str]) -> DelayDeclarations:
+        """What is left to declare when the exchanges and queues named in ``declared`` (with
+        their bindings) already are."""
+        return DelayDeclarations(
+            [e for e in self.exchanges if e not in declared],
+            [q for q in self.queues if q[0] not in declared],
+            [b for b in self.queue_bindings if b[0] not in declared],
+            [b for b in self.exchange_bindings if b[1] not in declared],
+        )
+
+    def names(self) -> list[str]:
+        """The exchanges and queues declared."""
+        return [*self.exchanges, *(name for name, _ in self.queues)]
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DelayScheme:
@@ -358,13 +373,21 @@ class DelayScheme:
             args["x-queue-type"] = "classic"
         return args
 
-    def declarations(self, names: Names, *, quorum: bool) -> DelayDeclarations:
-        """Every exchange, queue and binding of the scheme under ``names``."""
+    def declarations(
+        self, names: Names, *, quorum: bool, delay_ms: int | None = None
+    ) -> DelayDeclarations:
+        """Every exchange, queue and binding of the scheme under ``names``; with ``delay_ms``,
+        the queues (and their bindings) of that delay's path only. The exchanges and their
+        pass-down bindings are always all there: they hold no messages and cost the broker
+        little, while each TTL queue is a process of its own."""
+        digits = None if delay_ms is None else self.split(delay_ms)
         out = DelayDeclarations([], [], [], [])
         for p in range(self.digits):
             exchange = self.exchange(names, p)
             out.exchanges.append(exchange)
             for v in range(1, self.radix):
+                if digits is not None and digits[p] != v:
+                    continue
                 queue = self.queue(names, p, v)
                 out.queues.append((queue, self.queue_arguments(names, p, v, quorum=quorum)))
                 out.queue_bindings.append((queue, exchange, self._pattern(p, format(v, "x"))))
@@ -393,6 +416,15 @@ mostly topic routing, which grows with the words of the key times the exchanges 
 def delay_path(delay_ms: int, names: Names | None = None) -> DelayPath:
     """The path of ``delay_ms`` through :data:`DELAY` (queue names under ``names``)."""
     return DELAY.path(names or Names("taskq"), delay_ms)
+
+
+def delay_declarations(names: Names, delay_ms: int, quorum: bool) -> DelayDeclarations:
+    """What a message delayed ``delay_ms`` through :data:`DELAY` needs declared: the delivery
+    exchange first, every delay exchange, and the TTL queues of its path. Declared on first
+    use, so that an App that never delays declares none of the 135 queues."""
+    plan = DELAY.declarations(names, quorum=quorum, delay_ms=delay_ms)
+    plan.exchanges.insert(0, names.delivery)
+    return plan
 
 
 def delay_queue_ttls(names: Names) -> list[tuple[str, int]]:

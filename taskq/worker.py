@@ -329,7 +329,6 @@ class Worker:
         transport = parts.transport
         for queue in self.queues:
             await transport.declare_work_queue(queue)
-        await transport.declare_delay_levels()
         await self.hooks.notify(self.hooks.on_worker_start, self)
         async with asyncio.TaskGroup() as tg:
             self._runners = [tg.create_task(self._runner(parts)) for _ in range(self.concurrency)]

@@ -154,24 +154,25 @@ async def delay_level_messages(prefix: str) -> list[int]:
 
 async def delay_queue_messages(prefix: str) -> dict[str, int]:
     """Ready messages in each delay queue of ``prefix``: those of the base-16 scheme, then the
-    binary levels of older versions; zeros for queues never declared. A message moving
-    between two queues is briefly in neither."""
+    binary levels of older versions; zeros for queues never declared (a queue is declared
+    on the first use of a delay whose path it is on). Each queue is asked on a channel of
+    its own, all at once (a passive declare of a missing queue closes its channel); a
+    message moving between two queues is briefly in neither."""
     names = Names(prefix)
+    every = [*DELAY.queue_names(names), *LEGACY_DELAY.queue_names(names)]
     connection = await aio_pika.connect(BROKER)
-    try:
+
+    async def ready(name: str) -> int:
         channel = await connection.channel()
-        counts: dict[str, int] = {}
-        for scheme in (DELAY, LEGACY_DELAY):
-            for name in scheme.queue_names(names):
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                except aiormq.exceptions.ChannelNotFoundEntity:
-                    # a scheme's queues are declared all together or not at all
-                    counts.update(dict.fromkeys(scheme.queue_names(names), 0))
-                    channel = await connection.channel()  # the refusal closed the channel
-                    break
-                counts[name] = queue.declaration_result.message_count or 0
-        return counts
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return 0
+        await channel.close()
+        return queue.declaration_result.message_count or 0
+
+    try:
+        return dict(zip(every, await asyncio.gather(*map(ready, every)), strict=True))
     finally:
         await connection.close()
 

@@ -117,7 +117,7 @@ class MemoryTransport(SharedMethods, Transport):
             for key in topology.delivery_bindings(route):
                 broker.bind(work, names.delivery, key)
 
-    async def declare_delay_levels(self) -> None:
+    async def declare_delay_path(self, delay_ms: int) -> None:
         broker, names = self.broker, self.names
         broker.declare_exchange(names.delivery, "topic")
         for name in topology.DELAY.exchange_names(names):

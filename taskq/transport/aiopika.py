@@ -286,26 +286,8 @@ class AioPikaTransport(SharedMethods):
                 await work.bind(delivery, key)
         await dead.bind(dlx, queue)
 
-    async def declare_delay_levels(self) -> None:
-        """Declare the delay level exchanges, queues and bindings (idempotent)."""
-        if "::delay" in self._declared:
-            return
-        async with self._declare_lock:
-            if "::delay" not in self._declared:
-                await self._declare("declaring the delay levels", self._levels)
-                self._declared.add("::delay")
-
-    async def _levels(self, channel: AbstractChannel) -> None:
-        names = self.names
-        plan = topology.DELAY.declarations(names, quorum=self.options.any_quorum)
-        exchanges = {names.delivery: await _exchange(channel, names.delivery, "topic")}
-        for name in plan.exchanges:
-            exchanges[name] = await _exchange(channel, name, "topic")
-        queues = {name: await _queue(channel, name, arguments) for name, arguments in plan.queues}
-        for queue, exchange, key in plan.queue_bindings:
-            await queues[queue].bind(exchanges[exchange], key)
-        for destination, source, key in plan.exchange_bindings:
-            await exchanges[destination].bind(exchanges[source], key)
+    async def _declare_delays(self, plan: topology.DelayDeclarations) -> None:
+        await self._declare("declaring the delay levels", lambda channel: _path(channel, plan))
 
     async def declare_exchange(self, name: str, kind: str) -> None:
         """Declare one durable exchange of ``kind`` ('direct', 'topic' or 'fanout')."""
@@ -695,3 +677,16 @@ async def _exchange(
 
 async def _queue(channel: AbstractChannel, name: str, arguments: dict[str, Any]) -> AbstractQueue:
     return await channel.declare_queue(name, durable=True, arguments=arguments)
+
+
+async def _path(channel: AbstractChannel, plan: topology.DelayDeclarations) -> None:
+    """Declare ``plan`` on ``channel``, one method at a time."""
+    exchanges = {name: await _exchange(channel, name, "topic") for name in plan.exchanges}
+    queues = {name: await _queue(channel, name, arguments) for name, arguments in plan.queues}
+    for queue, exchange, key in plan.queue_bindings:
+        await queues[queue].bind(exchange, key)
+    for destination, source, key in plan.exchange_bindings:
+        target = exchanges.get(destination)
+        if target is None:
+            target = await channel.get_exchange(destination, ensure=False)
+        await target.bind(source, key)

@@ -196,24 +196,9 @@ class NativeTransport(SharedMethods):
         await self._rpc(commands.Queue.Bind(queue=dead, exchange=names.dlx, routing_key=queue),
                         after=methods)  # fmt: skip
 
-    async def declare_delay_levels(self) -> None:
-        """Declare the delay level exchanges, queues and bindings (idempotent)."""
-        if "::delay" in self._declared:
-            return
-        async with self._declare_lock:
-            if "::delay" in self._declared:
-                return
-            with mapped("declaring the delay levels"):
-                await self._declare_levels()
-            self._declared.add("::delay")
-
-    async def _declare_levels(self) -> None:
-        # Every exchange, queue and binding of the delay scheme: sent in one write with
-        # nowait, answered by the broker once (one round trip instead of hundreds).
-        names = self.names
-        plan = topology.DELAY.declarations(names, quorum=self.options.any_quorum)
-        methods: list[Any] = [_exchange_declare(names.delivery, "topic")]
-        methods += [_exchange_declare(name, "topic") for name in plan.exchanges]
+    async def _declare_delays(self, plan: topology.DelayDeclarations) -> None:
+        # Sent in one write with nowait, answered by the broker once (one round trip).
+        methods: list[Any] = [_exchange_declare(name, "topic") for name in plan.exchanges]
         methods += [_queue_declare(name, arguments) for name, arguments in plan.queues]
         methods += [
             commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=key)
@@ -225,8 +210,9 @@ class NativeTransport(SharedMethods):
         ]
         for method in methods:
             method.nowait = True
-        last = _exchange_declare(names.delivery, "topic")
-        await self._rpc(last, after=methods)
+        last = _exchange_declare(self.names.delivery, "topic")
+        with mapped("declaring the delay levels"):
+            await self._rpc(last, after=methods)
 
     async def declare_exchange(self, name: str, kind: str) -> None:
         """Declare one durable exchange of ``kind`` ('direct', 'topic' or 'fanout')."""

@@ -106,8 +106,9 @@ class Transport(Protocol):
     async def declare_work_queue(self, queue: str, *, again: bool = False) -> None:
         """Declare a work queue with its exchange, dead-letter queue and delay binding."""
 
-    async def declare_delay_levels(self) -> None:
-        """Declare the delay level exchanges, queues and bindings (idempotent)."""
+    async def declare_delay_path(self, delay_ms: int) -> None:
+        """Declare the delay exchanges and the TTL queues a message delayed ``delay_ms``
+        waits in, with their bindings (idempotent; before its first publish)."""
 
     async def declare_exchange(self, name: str, kind: str) -> None:
         """Declare one durable exchange of ``kind`` ('direct', 'topic' or 'fanout')."""

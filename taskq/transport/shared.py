@@ -15,8 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from .. import topology
 from ..exceptions import PublishError
 from ..message import OutgoingMessage
+from .options import TransportOptions
 from .wire import Delivery
 
 log = logging.getLogger("taskq.transport")
@@ -35,6 +37,33 @@ class SharedMethods:
     # Each implementation's own (see taskq.transport.interface.Transport for their contract).
     publish: Callable[..., Awaitable[None]]
     listen: Callable[..., Awaitable[None]]
+    # ... and what they hold: the names declared so far (once per transport), and the lock
+    # that keeps two declarations of the same names from running at once.
+    names: topology.Names
+    options: TransportOptions
+    _declared: set[str]
+    _declare_lock: asyncio.Lock
+
+    async def declare_delay_path(self, delay_ms: int) -> None:
+        """Declare what a message delayed ``delay_ms`` passes through (idempotent): the delay
+        exchanges, and the TTL queues of the delay's non-zero digits with their bindings.
+
+        On first use, not at start: most delays take a few of the 135 queues, and an App
+        that never delays declares none (each queue is a process of the broker's, about 5 ms
+        to create, and a worker's start took 0.7-1 s declaring all of them)."""
+        if self._declared.issuperset(topology.DELAY.path(self.names, delay_ms).queues):
+            return
+        async with self._declare_lock:
+            plan = topology.delay_declarations(self.names, delay_ms, self.options.any_quorum)
+            plan = plan.without(self._declared)
+            if plan.names():
+                await self._declare_delays(plan)
+                self._declared.update(plan.names())
+
+    async def _declare_delays(self, plan: topology.DelayDeclarations) -> None:
+        """Declare ``plan``'s exchanges, queues and bindings, in that order (each
+        implementation's own; errors mapped to taskq's)."""
+        raise NotImplementedError
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
         """Publish ``(exchange, routing_key, message)`` items with pipelined confirms.

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from taskq import App, ConfigurationError, TaskStatus, topology
+from taskq import App, ConfigurationError, Retry, TaskStatus, topology
 from taskq.topology import DELAY
+from tests.broker_control import queue_names
 from tests.support import (
     BROKER,
     delay_level_messages,
@@ -70,6 +71,36 @@ async def test_delays_arrive_no_earlier_than_asked(app: App) -> None:
         assert await levels_hold(app) == 0
     for delay, took in zip(delays, waited, strict=True):
         assert took >= delay - GRANULARITY, f"{delay} s delay arrived after {took:.4f} s"
+
+
+@pytest.mark.one_queue_only  # the extra queue's noise is not what is counted here
+async def test_delay_queues_are_declared_on_first_use_only_on_the_delays_path(
+    app: App, prefix: str
+) -> None:
+    """A worker's start declares none of the 135 TTL queues (each is a broker process; all
+    of them made a worker's start take 0.7-1 s); a delayed send declares its own path, a
+    retry with a delay in the worker its own."""
+    attempts: list[int] = []
+
+    @app.task
+    async def again() -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise Retry(delay=0.05)  # 0x32 ms: the queues of digits 3 and 2
+        return len(attempts)
+
+    def ttl_queues() -> set[str]:
+        return {name for name in queue_names(f"{prefix}.") if ".delay16." in name}
+
+    async with app, running_worker(app):
+        assert ttl_queues() == set()
+        sent = time.time()
+        handle = await app.tasks["arrive"].options(countdown=0.3).delay(sent)  # 0x12c ms
+        assert await handle.result(timeout=0.3 + DEADLINE) >= sent + 0.3 - GRANULARITY
+        assert ttl_queues() == set(DELAY.path(app.names, 300).queues)
+        assert await (await again.delay()).result(timeout=DEADLINE) == 2
+        assert ttl_queues() == {*DELAY.path(app.names, 300).queues,
+                                *DELAY.path(app.names, 50).queues}  # fmt: skip
 
 
 async def test_long_delay_does_not_hold_back_a_short_one(app: App) -> None:
@@ -202,7 +233,7 @@ async def test_a_message_waiting_in_the_old_binary_levels_is_delivered(
     new = make()
     async with new, running_worker(new):
         assert topology.DELAY.digit_bits == 4
-        await new.transport.declare_delay_levels()
+        await new.transport.declare_delay_path(2000)
 
         async def ran() -> bool:
             return bool(arrivals)

@@ -31,7 +31,7 @@ async def test_existing_queue_with_other_arguments(prefix: str, topology_cleanup
         # The same App is still usable afterwards: the failed declare did not poison the
         # channels it declares and publishes on. It declares and sends to another queue...
         transport = app.transport
-        await transport.declare_delay_levels()
+        await transport.declare_delay_path(1000)
         handle = await add.options(queue="other").delay(1, 2)
         assert await queue_length(app.names.work_queue("other")) == 1
         # ...says the same clear thing again about the bad queue (not "channel closed")...

@@ -41,7 +41,7 @@ async def _inbox(transport: Transport) -> None:
 # Every public method of the Transport that talks to the broker, with arguments that would work.
 CALLS: dict[str, Callable[[Transport, str], Awaitable[object]]] = {
     "declare_work_queue": lambda t, p: t.declare_work_queue("default"),
-    "declare_delay_levels": lambda t, p: t.declare_delay_levels(),
+    "declare_delay_path": lambda t, p: t.declare_delay_path(1000),
     "declare_exchange": lambda t, p: t.declare_exchange(f"{p}.x", "direct"),
     "queue_depth": lambda t, p: t.queue_depth(f"{p}.q.default"),
     "argument_refusal": lambda t, p: t.argument_refusal(f"{p}.q.default", {}),
