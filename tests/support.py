@@ -320,7 +320,11 @@ class WorkerProcess:
     In the two-queue variant it also consumes the extra queue.
     """
 
-    READY = "consuming"  # what the log says once the process is up
+    # What the log says once the process is up: taskq's own line, "worker NAME consuming
+    # QUEUES ...". Not just "consuming": aio-pika logs "Start to consuming queue" at DEBUG
+    # for the reply queue, long before the work queues are declared or consumed (a poison
+    # message published then was returned unroutable: 1 run in 6 of the fault suite).
+    READY = re.compile(r"worker \S+ consuming ")
     SERVES_QUEUES = True  # a worker: in the two-queue variant it also consumes the extra queue
 
     def __init__(
@@ -369,11 +373,11 @@ class WorkerProcess:
                     f"worker exited with {self.process.returncode}:\n{self.output()}"
                 )
             output = self.output()
-            return self.READY in output and (
+            return self.READY.search(output) is not None and (
                 not (VARIANT.busy and self.SERVES_QUEUES) or f"{noise.NOISE_TASK}[" in output
             )
 
-        await eventually(consuming, timeout=timeout, what=f"{self.READY!r} in the log")
+        await eventually(consuming, timeout=timeout, what=f"{self.READY.pattern!r} in the log")
 
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)
@@ -461,7 +465,7 @@ async def run_taskq(
 class BeatProcess(WorkerProcess):
     """A real ``taskq --app APP beat`` scheduler subprocess."""
 
-    READY = "bidding for"
+    READY = re.compile("bidding for")
     SERVES_QUEUES = False
 
     @property

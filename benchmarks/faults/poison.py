@@ -38,7 +38,8 @@ async def publish_raw(prefix: str) -> dict[str, str]:
     ids = {}
     connection = await aio_pika.connect(broker.BROKER)
     try:
-        channel = await connection.channel(publisher_confirms=True)
+        # A message the broker returns (unroutable) raises: it never reached the work queue.
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.get_exchange(prefix, ensure=False)
         for kind, (body, properties) in KINDS.items():
             message_id = str(uuid.uuid4())

@@ -47,10 +47,10 @@ def text(value: Any) -> str:
 
 async def publish_raw(app: App, body: bytes, **properties: Any) -> None:
     """Publish a message to the default work queue with aio-pika directly, as a foreign
-    producer would (confirmed, so it is in the queue when this returns)."""
+    producer would (confirmed, so it is in the queue when this returns; a return raises)."""
     connection = await aio_pika.connect(BROKER)
     try:
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.get_exchange(app.names.exchange, ensure=False)
         await exchange.publish(aio_pika.Message(body, **properties), "default", mandatory=True)
     finally:
