@@ -25,6 +25,7 @@ from typing import Any
 
 from taskq.cli.common import run_loop
 from taskq.redact import redact_url
+from taskq.settings import Settings
 
 from .. import broker, harness
 from . import fuzz, kills, nodes, outages, poison
@@ -118,7 +119,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [row for name in args.only for row in await scenario(name, chosen)]
     seconds = time.monotonic() - started
     chosen_sizes = {**dataclasses.asdict(chosen), "redis": redact_url(chosen.redis)}
-    options = {"short": args.short, "only": args.only, "sizes": chosen_sizes}
+    # The transport every App and worker of the run uses (TASKQ_TRANSPORT, or the default).
+    transport = Settings().transport
+    options = {"short": args.short, "only": args.only, "sizes": chosen_sizes,
+               "transport": transport}  # fmt: skip
     return {"rows": rows, "machine": machine, "options": options, "seconds": seconds}
 
 
@@ -150,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: the runs so far were cleaned up", file=sys.stderr)
         return 130
     rows: list[Row] = out["rows"]
-    mode = "short" if args.short else "full"
+    mode = ("short" if args.short else "full") + f", {out['options']['transport']} transport"
     text = f"{header(out['machine'], mode, out['seconds'])}\n\n{markdown(rows)}\n"
     print(f"\n{text}")
     if args.json:
