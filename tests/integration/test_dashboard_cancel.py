@@ -93,6 +93,9 @@ def test_the_cancel_button_stops_a_running_task(page: Page, world: World) -> Non
     handle = world.client.send("hold", str(release), HELD)
     page.goto(f"{world.url}/tasks/{handle.id}")
     expect(page.locator("#task-state")).to_have_text("STARTED", timeout=20_000)
+    page.set_viewport_size({"width": 390, "height": 844})  # the button fits a phone too
+    expect(page.locator("#cancel-button")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     cancel_from_the_page(page, "stuck on a dead printer")
     expect(page.locator(".notice")).to_contain_text("cancelled: stuck on a dead printer")
     expect(page.locator("#task-state")).to_have_text("CANCELLED")
