@@ -168,6 +168,8 @@ class Actions:
     async def _cancelled(self, envelope: Envelope, reason: str, runtime: float | None) -> None:
         error = ErrorInfo(CANCELLED_TYPE, reason)
         await self.recorder.record(envelope, TaskStatus.CANCELLED, error=error)
+        if envelope.workflow and self.workflow is not None:
+            await self.workflow.cancelled(envelope, error)
         self.counters.cancelled += 1
         what = "cancelled" + (f": {reason}" if reason else "")
         self._log(envelope, runtime or 0.0, what, logging.INFO)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapp
 from typing import Any
 
 from . import outcome as oc
-from .cancel.scope import Cancels, RunScope
+from .cancel.scope import Cancels, RunScope, root_of
 from .context import TaskContext, current, reset_current, set_current
 from .exceptions import (
     DecodeError,
@@ -122,7 +122,7 @@ class Executor:
         except DecodeError as exc:
             return oc.Decision(None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc)))
         if self.cancels is not None:
-            reason = self.cancels.revoked(envelope.task_id)
+            reason = self.cancels.revoked(envelope.task_id, root_of(envelope))
             if reason is not None:  # never run, whatever else is wrong with it
                 return oc.Decision(envelope, oc.Cancelled(reason))
         if delivery.redelivered:
@@ -167,7 +167,7 @@ class Executor:
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
             envelope.args, envelope.kwargs, time.time(),
         )  # fmt: skip
-        scope = RunScope(envelope.task_id)
+        scope = RunScope(envelope.task_id, root_of(envelope))
         ctx = self._context(envelope, started, scope)
         token = set_current(ctx)
         if self.cancels is not None:

@@ -1,10 +1,15 @@
 """The execution ledger: what the suite's tasks ran, recorded outside taskq.
 
 Each run of a task appends ``start ID PID`` when its body begins and ``done ID PID`` when it
-ends, to a per-run file named by ``TASKQ_FAULTS_LEDGER``. Every line is one ``write`` on a
-descriptor opened with ``O_APPEND``: the kernel appends each such write whole, so lines from
-several worker processes never interleave, and a SIGKILL loses at most the line not yet
-written. The counts therefore cannot depend on taskq, the thing under test.
+ends (``stopped ID PID`` when it is interrupted instead), to a per-run file named by
+``TASKQ_FAULTS_LEDGER``. Every line is one ``write`` on a descriptor opened with
+``O_APPEND``: the kernel appends each such write whole, so lines from several worker
+processes never interleave, and a SIGKILL loses at most the line not yet written. The counts
+therefore cannot depend on taskq, the thing under test.
+
+The suite itself writes ``cancelling ID PID`` before it cancels a task and ``cancelled ID PID``
+once the cancel returned (confirmed): the file's order then says whether a run of that task
+started after its cancel was confirmed (:attr:`Snapshot.late`), or while it was in flight.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ def note(event: str, task_id: str) -> None:
     path = os.environ.get(LEDGER_ENV)
     if not path:
         raise RuntimeError(f"{LEDGER_ENV} is not set: the fault suite's tasks need a ledger")
+    append(path, event, task_id)
+
+
+def append(path: str | Path, event: str, task_id: str) -> None:
+    """Append ``event task_id pid`` to the ledger at ``path``, in one ``write``."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, f"{event} {task_id} {os.getpid()}\n".encode())
@@ -36,6 +46,14 @@ class Snapshot:
 
     started: collections.Counter[tuple[str, int]]
     done: collections.Counter[tuple[str, int]]
+    stopped: collections.Counter[tuple[str, int]] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    """Runs interrupted (by a cancel, or the worker's own stop) before their end."""
+    late: frozenset[str] = frozenset()
+    """Tasks with a run that started after their cancel was confirmed."""
+    racing: frozenset[str] = frozenset()
+    """Tasks with a run that started while their cancel was in flight (not yet confirmed)."""
 
     def done_by_id(self) -> collections.Counter[str]:
         """Finished runs per task ID."""
@@ -49,7 +67,7 @@ class Snapshot:
         return [
             task_id
             for (task_id, pid), n in self.started.items()
-            if pid in pids and n > self.done[(task_id, pid)]
+            if pid in pids and n > self.done[(task_id, pid)] + self.stopped[(task_id, pid)]
         ]
 
     def count_done(self, ids: Iterable[str]) -> int:
@@ -69,14 +87,29 @@ class Ledger:
         """Parse the file (a malformed line is skipped)."""
         started: collections.Counter[tuple[str, int]] = collections.Counter()
         done: collections.Counter[tuple[str, int]] = collections.Counter()
+        stopped: collections.Counter[tuple[str, int]] = collections.Counter()
+        cancels: dict[str, set[str]] = {"cancelling": set(), "cancelled": set()}
+        late: set[str] = set()
+        racing: set[str] = set()
         for line in self.path.read_text().splitlines():
             parts = line.split()
             if len(parts) != 3 or not parts[2].isdigit():
                 continue
             event, task_id, pid = parts
-            target = done if event == "done" else started
+            if event in cancels:
+                cancels[event].add(task_id)
+                continue
+            if event == "start" and task_id in cancels["cancelled"]:
+                late.add(task_id)
+            elif event == "start" and task_id in cancels["cancelling"]:
+                racing.add(task_id)
+            target = {"done": done, "stopped": stopped}.get(event, started)
             target[(task_id, int(pid))] += 1
-        return Snapshot(started, done)
+        return Snapshot(started, done, stopped, frozenset(late), frozenset(racing))
+
+    def note(self, event: str, task_id: str) -> None:
+        """Append a line of the suite's own (``cancelling``, ``cancelled``)."""
+        append(self.path, event, task_id)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

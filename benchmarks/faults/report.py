@@ -27,6 +27,8 @@ class Row:
     without_result: int | None = None
     wrong_errors: int | None = None
     settled: bool = True
+    ran_after_cancel: int = 0
+    """Cancelled tasks with a run that started after their cancel was confirmed."""
     notes: list[str] = dataclasses.field(default_factory=list)
     failures: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
@@ -41,7 +43,8 @@ class Row:
     def judge(self) -> None:
         """Add the failed targets to ``failures``: 0 lost; executed twice no more than the
         deliveries in flight at the faults; with Redis, 0 recorded twice; every caller that
-        waited got its result, and none got a wrong error."""
+        waited got its result, and none got a wrong error; no cancelled task started after
+        its cancel was confirmed."""
         checks = [
             (self.lost == 0, f"lost {self.lost}"),
             (self.twice <= self.allowed_twice,
@@ -51,6 +54,7 @@ class Row:
             (not self.without_result, f"callers without result {self.without_result}"),
             (not self.wrong_errors, f"callers with a wrong error {self.wrong_errors}"),
             (self.settled, "did not settle before the deadline"),
+            (not self.ran_after_cancel, f"started after the cancel {self.ran_after_cancel}"),
         ]  # fmt: skip
         self.failures.extend(message for ok, message in checks if not ok)
 
@@ -95,9 +99,11 @@ LEGEND = (
     "`terminal_writes` field; n/a while the store does not count them); AMQP, tasks whose "
     "terminal state reached the caller more than once. *Callers*: one `result()` per task, "
     "awaited through the fault; a wrong error is anything but the result, `ResultTimeout` or "
-    "`ResultUnavailable`. Targets: 0 lost; executed twice <= in flight; with Redis 0 recorded "
+    "`ResultUnavailable` (or, for a cancelled task, `TaskCancelled`). Targets: 0 lost (a "
+    "cancelled task need not run); executed twice <= in flight; with Redis 0 recorded "
     "twice; 0 callers without result or with a wrong error; 5 of 5 poison messages parked "
-    "with a reason and the worker still serving."
+    "with a reason and the worker still serving; no cancelled task started after its cancel "
+    "was confirmed."
 )
 
 

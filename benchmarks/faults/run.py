@@ -10,7 +10,7 @@ import os
 import signal
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -192,18 +192,23 @@ class Run:
 
     # -- counting ----------------------------------------------------------------------------
 
-    async def count(self, *, settle_timeout: float, grace: float) -> Row:
-        """Settle, give callers ``grace`` seconds, and count every confirmed task."""
+    async def count(
+        self, *, settle_timeout: float, grace: float, cancelled: Collection[str] = ()
+    ) -> Row:
+        """Settle, give callers ``grace`` seconds, and count every confirmed task: those of
+        ``cancelled`` (cancels confirmed) need not run, and must not start after the cancel."""
         settled = await self.settle(settle_timeout)
-        callers = await self.callers.finish(grace)
-        done = self.ledger.read().done_by_id()
+        callers = await self.callers.finish(grace, cancelled)
+        snapshot = self.ledger.read()
+        done = snapshot.done_by_id()
         ids = self.confirmed
+        skipped = set(cancelled)
         row = Row(
             self.scenario,
             "redis" if self.results.startswith("redis") else "amqp",
             confirmed=len(ids),
             executed=sum(1 for i in ids if done[i]),
-            lost=sum(1 for i in ids if not done[i]),
+            lost=sum(1 for i in ids if not done[i] and i not in skipped),
             twice=sum(1 for i in ids if done[i] > 1),
             extra_runs=sum(max(0, done[i] - 1) for i in ids),
             allowed_twice=sum(self.in_flight_at_faults),
@@ -212,6 +217,7 @@ class Run:
             without_result=callers.without_result if callers.waited else None,
             wrong_errors=callers.wrong if callers.waited else None,
             settled=settled,
+            ran_after_cancel=len(snapshot.late & skipped),
             notes=self.notes,
             prefix=self.prefix,
             worker_pids=[w.process.pid for w in self.workers],

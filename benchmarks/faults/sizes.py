@@ -26,6 +26,10 @@ class Sizes:
     node_kill_victims: tuple[int | None, ...] = (None, 1)
     """Nodes the node-kill runs SIGKILL, one run each: None is the work queue's leader, 1 the
     workers' node."""
+    cancel_tasks: int = 1000
+    """Tasks of the cancel storm (half of them cancelled)."""
+    cancel_kills: int = 3
+    """SIGKILLs of a worker while the cancel storm's cancels go on."""
     fuzz_messages: int = 10_000
     """Messages the producer fuzz publishes (hypothesis draws them, seed 20)."""
     slow_seconds: tuple[float, float] = (4.0, 7.0)
@@ -42,7 +46,8 @@ SHORT = {
     "storm_tasks": 300, "seeds": 2, "drop_runs": 1, "restart_tasks": 100,
     "sent_during_outage": 10, "outage_tasks": 150, "cuts": 1, "cut_seconds": 2.0,
     "node_kill_tasks": 500, "node_kill_victims": (None,), "slow_seconds": (2.0, 3.0),
-    "settle_timeout": 45.0, "grace": 5.0, "fuzz_messages": 200,
+    "settle_timeout": 45.0, "grace": 5.0, "fuzz_messages": 200, "cancel_tasks": 200,
+    "cancel_kills": 1,
 }  # fmt: skip
 
 
@@ -53,7 +58,7 @@ def sizes(*, short: bool, tasks: int | None, seeds: int | None) -> Sizes:
     if tasks is not None:
         chosen = dataclasses.replace(
             chosen, storm_tasks=tasks, drop_tasks=tasks, restart_tasks=tasks,
-            outage_tasks=tasks, node_kill_tasks=tasks,
+            outage_tasks=tasks, node_kill_tasks=tasks, cancel_tasks=tasks,
         )  # fmt: skip
     if seeds is not None:
         chosen = dataclasses.replace(chosen, seeds=seeds, drop_runs=seeds)

@@ -20,10 +20,15 @@ A = TypeVar("A", bound=App)
 
 async def work(seconds: float, tag: int) -> int:
     """Work for ``seconds`` (the task's own work) and return ``tag``; the ledger gets a
-    ``start`` line before and a ``done`` line after."""
+    ``start`` line before and a ``done`` line after, or a ``stopped`` line if the run is
+    interrupted (a cancel, a worker's stop)."""
     task_id = current().task_id
     ledger.note("start", task_id)
-    await asyncio.sleep(seconds)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        ledger.note("stopped", task_id)
+        raise
     ledger.note("done", task_id)
     return tag
 

@@ -5,6 +5,7 @@ before it consumes any task: it publishes a marker of its own and waits until it
 back, so it knows every cancel made before it started (a restarted worker too). It goes on
 reading, so a cancel made later reaches it within milliseconds. Each delivery it takes is
 decided against that set first: a revoked task is acked and recorded CANCELLED, never run.
+A workflow step is revoked with its workflow's root too (taskq.cancel.scope.root_of).
 
 A cancel with ``wait=True`` also comes as a control request (``revoke``): the worker then
 answers once the task has stopped here (see :meth:`Revoker.on_control`).
@@ -46,6 +47,8 @@ class Revoker:
         self.expiry = expiry
         self.revocations = Revoked()
         self._runs: dict[str, RunScope] = {}
+        self._by_root: dict[str, set[RunScope]] = {}
+        """The runs of workflow steps, by their workflow's root."""
         self._stopping: dict[str, asyncio.Event] = {}
         """Runs cancelled here whose outcome is not recorded yet, set once it is."""
         self._stopped: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -95,13 +98,20 @@ class Revoker:
     # -- cancels -------------------------------------------------------------------------------
 
     def revoke(self, revocation: Revocation) -> RunScope | None:
-        """Keep ``revocation`` (if in force) and stop its task if it runs here: its run's scope,
-        or None if it does not run here."""
+        """Keep ``revocation`` (if in force) and stop its task if it runs here, and the steps
+        of the workflow it is the root of: its run's scope, or None if it does not run here."""
         self.revocations.add(revocation)
-        scope = self._runs.get(revocation.task_id)
-        if scope is not None and revocation.in_force():
-            log.info("cancelling running task %s: %s", revocation.task_id, revocation.reason)
+        task_id = revocation.task_id
+        scope = self._runs.get(task_id)
+        if not revocation.in_force():
+            return scope
+        if scope is not None:
+            log.info("cancelling running task %s: %s", task_id, revocation.reason)
             self._stop(scope, revocation.reason)
+        for member in list(self._by_root.get(task_id, ())):
+            log.info("cancelling running task %s (its workflow's root %s was cancelled): %s",
+                     member.task_id, task_id, revocation.reason)  # fmt: skip
+            self._stop(member, revocation.reason)
         return scope
 
     def _stop(self, scope: RunScope, reason: str) -> None:
@@ -127,15 +137,20 @@ class Revoker:
 
     # -- what the executor and the worker ask (taskq.cancel.scope.Cancels) --------------------
 
-    def revoked(self, task_id: str) -> str | None:
-        """The reason ``task_id`` was cancelled, if a cancel of it is in force."""
+    def revoked(self, task_id: str, root_id: str | None = None) -> str | None:
+        """The reason ``task_id``, or its workflow's root ``root_id``, was cancelled, if a
+        cancel of it is in force."""
         found = self.revocations.get(task_id)
+        if found is None and root_id is not None:
+            found = self.revocations.get(root_id)
         return None if found is None else found.reason
 
     def running(self, scope: RunScope) -> None:
         """A run starts; a cancel that came since the delivery was checked applies at once."""
         self._runs[scope.task_id] = scope
-        reason = self.revoked(scope.task_id)
+        if scope.root_id is not None:
+            self._by_root.setdefault(scope.root_id, set()).add(scope)
+        reason = self.revoked(scope.task_id, scope.root_id)
         if reason is not None:
             self._stop(scope, reason)
 
@@ -143,6 +158,12 @@ class Revoker:
         """The run of ``scope`` ended."""
         if self._runs.get(scope.task_id) is scope:
             del self._runs[scope.task_id]
+        root = scope.root_id
+        members = self._by_root.get(root) if root is not None else None
+        if root is not None and members is not None:
+            members.discard(scope)
+            if not members:
+                del self._by_root[root]
 
     def settled(self, task_id: str | None) -> None:
         """The delivery of ``task_id`` was recorded and acked: a waiting cancel may answer."""

@@ -9,22 +9,37 @@ How a run stops depends on where it runs:
 - a plain ``def`` task in the process pool: its process is ended (the pool starts another).
 
 Whatever the function then returns or raises, a run cancelled before it ended is CANCELLED.
+
+A workflow step also stops when its workflow's root is cancelled (:func:`root_of`): cancelling
+the root cancels every member that has not finished, those sent later included.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..message import Envelope
+
+
+def root_of(envelope: Envelope) -> str | None:
+    """The task whose cancel also cancels ``envelope``'s task: the root of the workflow it is a
+    step of (its first step, when a client sent it), or None for a task outside a workflow
+    (a task sent from inside another is not stopped with it)."""
+    return envelope.root_id if envelope.workflow else None
 
 
 class RunScope:
     """The cancel state of one run of one task (made by the executor for each run)."""
 
-    __slots__ = ("_inside", "_interrupted", "_kill", "_task", "reason", "task_id")
+    __slots__ = ("_inside", "_interrupted", "_kill", "_task", "reason", "root_id", "task_id")
 
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, root_id: str | None = None) -> None:
         self.task_id = task_id
+        self.root_id = root_id
+        """The workflow root whose cancel stops this run too (see :func:`root_of`)."""
         self.reason: str | None = None
         """The cancel's reason once the run is cancelled (None: not cancelled)."""
         self._task: asyncio.Task[object] | None = None
@@ -73,8 +88,9 @@ class RunScope:
 class Cancels(Protocol):
     """What the worker's executor asks of cancels (taskq.cancel.Revoker has it)."""
 
-    def revoked(self, task_id: str) -> str | None:
-        """The reason ``task_id`` was cancelled if a cancel of it is in force, else None."""
+    def revoked(self, task_id: str, root_id: str | None = None) -> str | None:
+        """The reason ``task_id`` (or its workflow's root ``root_id``) was cancelled if a
+        cancel of it is in force, else None."""
 
     def running(self, scope: RunScope) -> None:
         """A run starts: a cancel of its task from now on goes to ``scope``."""

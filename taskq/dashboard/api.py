@@ -13,6 +13,9 @@
 ``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}`` (404: none)
 ``POST /api/queues/{name}/dead/purge``     ``{"confirm": "<queue name>"}``
 ``POST /api/workers/{name}/shutdown``      graceful stop
+``POST /api/tasks/{id}/cancel``            ``{"reason": "...", "wait": false}``: cancel a
+                                           task (its status after the cancel, and with
+                                           ``wait`` where it was stopped)
 ``GET /api/session``                       the CSRF token for POSTs (see security)
 ``GET /api/stream?view=overview|task=ID``  server-sent events: ``overview`` / ``task``
 ``GET /metrics``                           Prometheus text
@@ -31,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..cancel import CancelResult
 from ..exceptions import ConfigurationError
 from .security import CSRF_HEADER, Guard
 from .service import Dashboard
@@ -58,6 +62,25 @@ async def action_input(request: Request, guard: Guard) -> dict[str, Any]:
     return data
 
 
+DEFAULT_REASON = "cancelled from the dashboard"
+REASON_LENGTH = 500  # characters of a cancel's reason kept
+
+
+def cancel_reason(data: dict[str, Any]) -> str:
+    """The reason of a cancel action (the default one if none was given)."""
+    reason = str(data.get("reason") or "").strip()[:REASON_LENGTH]
+    return reason or DEFAULT_REASON
+
+
+def cancel_notice(done: CancelResult) -> str:
+    """What a cancel did, in words (the banner after the Cancel button)."""
+    if done.cancelled:
+        return f"cancelled: {done.reason}"
+    if done.status is None:
+        return f"cancelled: {done.reason} (the result store cannot confirm it from here)"
+    return f"not cancelled: the task had ended first ({done.status.value})"
+
+
 def no_dead_queue(queue: str) -> str:
     """Why a queue's dead letters cannot be replayed."""
     return f"{queue} has no dead-letter queue: nothing to replay (is the queue name right?)"
@@ -82,6 +105,7 @@ class Api:
             Route("/api/queues/{name}/dead/purge", _guarded(self.purge), methods=["POST"]),
             Route("/api/alerts", self.alerts),
             Route("/api/tasks", self.tasks),
+            Route("/api/tasks/{task_id:path}/cancel", self.cancel, methods=["POST"]),
             Route("/api/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
             Route("/api/session", self.session),
             Route("/api/stream", self.stream),
@@ -147,6 +171,15 @@ class Api:
         if data.get("confirm") != name:
             raise HTTPException(400, f'confirm with {{"confirm": "{name}"}}')
         return JSONResponse({"purged": await self.board.purge(name)})
+
+    async def cancel(self, request: Request) -> Response:
+        data = await action_input(request, self.guard)
+        task_id = request.path_params["task_id"]
+        done = await self.board.cancel(task_id, cancel_reason(data), wait=data.get("wait") is True)
+        status = None if done.status is None else done.status.value
+        return JSONResponse({"task_id": task_id, "status": status, "reason": done.reason,
+                             "stopped_on": list(done.stopped_on), "stopped": done.stopped,
+                             "notice": cancel_notice(done)})  # fmt: skip
 
     async def shutdown(self, request: Request) -> Response:
         await action_input(request, self.guard)

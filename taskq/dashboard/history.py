@@ -15,8 +15,11 @@ Events arrive in batches (:meth:`History.write`): a batch is merged per task in 
 (:func:`merge`), so a task that went from sent to succeeded within one batch costs one row
 update, then merged into the stored row by an upsert that applies the same rule. The rule:
 the newest event sets the state, except that ``task.dead-lettered`` never hides the
-``FAILURE`` before it (a failed task is dead-lettered as ``max-attempts``); the dead-letter
-``reason`` is that of the newest event (a replayed task that succeeded has none).
+``FAILURE`` before it (a failed task is dead-lettered as ``max-attempts``), and that
+``CANCELLED`` is terminal as in the result store: no later event moves a task out of it,
+and of a cancel and the task's own end (``SUCCESS``, ``FAILURE``, ``DEAD``) the earlier one
+wins. The ``reason`` is that of the newest event: a dead letter's, or a cancel's (a replayed
+task that succeeded has none).
 
 Blocking: every method runs SQL on the calling thread; the dashboard calls them with
 ``asyncio.to_thread``. One connection, serialised by a lock.
@@ -43,10 +46,16 @@ STATES = {
     "task.failed": "FAILURE",
     "task.dead-lettered": "DEAD",
     "task.replayed": "REPLAYED",
+    "task.cancelled": "CANCELLED",
 }
 """The task state each task event leads to. ``task.replayed`` is the dashboard's own: it
-records a dead letter it sent back to its queue (:data:`REPLAYED`)."""
+records a dead letter it sent back to its queue (:data:`REPLAYED`). ``task.cancelled`` comes
+from the worker that dropped or stopped the task, and from the dashboard's Cancel button
+(:data:`CANCELLED`: at once, for a task that no worker may meet for a while)."""
 REPLAYED = "task.replayed"
+CANCELLED = "task.cancelled"
+FINISHED = ("SUCCESS", "FAILURE", "DEAD")
+"""The states a task reaches by its own end, which a later cancel does not change."""
 
 # The newest known value of these wins (the dead-letter reason: see UPSERT).
 _LATEST = ("name", "queue", "worker", "args", "result", "error", "error_message", "traceback",
@@ -89,13 +98,26 @@ INDEXES = "CREATE INDEX IF NOT EXISTS tasks_kept ON tasks (troubled, updated_at)
 # Merge a batch's row into the stored one by the rule of the module doc.
 _NEWER = "excluded.updated_at >= tasks.updated_at"
 _KEEPS_FAILURE = "(excluded.state = 'DEAD' AND tasks.state = 'FAILURE')"
+_FINISHED = "({})".format(", ".join(f"'{state}'" for state in FINISHED))
+_STAYS_CANCELLED = (f"(tasks.state = 'CANCELLED' AND NOT (excluded.state IN {_FINISHED} "
+                    "AND excluded.updated_at < tasks.updated_at))")  # fmt: skip
+_BECOMES_CANCELLED = (f"(excluded.state = 'CANCELLED' AND NOT (tasks.state IN {_FINISHED} "
+                      "AND tasks.updated_at <= excluded.updated_at))")  # fmt: skip
 UPSERT = f"""
 INSERT INTO tasks ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" for _ in _COLUMNS)})
 ON CONFLICT (task_id) DO UPDATE SET
-    state = CASE WHEN {_NEWER} AND NOT {_KEEPS_FAILURE} THEN excluded.state ELSE tasks.state END,
+    state = CASE WHEN {_STAYS_CANCELLED} OR {_BECOMES_CANCELLED} THEN 'CANCELLED'
+                 WHEN tasks.state = 'CANCELLED' THEN excluded.state
+                 WHEN {_NEWER} AND NOT {_KEEPS_FAILURE} AND excluded.state != 'CANCELLED'
+                 THEN excluded.state
+                 ELSE tasks.state END,
     attempt = CASE WHEN {_NEWER} THEN excluded.attempt ELSE tasks.attempt END,
     {", ".join(f"{c} = COALESCE(excluded.{c}, tasks.{c})" for c in _LATEST if c != "reason")},
-    reason = CASE WHEN {_NEWER} THEN excluded.reason ELSE tasks.reason END,
+    reason = CASE WHEN {_STAYS_CANCELLED} THEN COALESCE(tasks.reason, excluded.reason)
+                  WHEN {_BECOMES_CANCELLED} OR tasks.state = 'CANCELLED'
+                       OR ({_NEWER} AND excluded.state != 'CANCELLED')
+                  THEN excluded.reason
+                  ELSE tasks.reason END,
     sent_at = MIN(COALESCE(excluded.sent_at, tasks.sent_at), COALESCE(tasks.sent_at,
                   excluded.sent_at)),
     started_at = COALESCE(tasks.started_at, excluded.started_at),
@@ -109,6 +131,7 @@ ON CONFLICT (task_id) DO UPDATE SET
 def _row_of(event: Mapping[str, Any]) -> dict[str, Any]:
     kind = event["type"]
     when = float(event.get("time") or time.time())
+    cancel = kind == CANCELLED  # its reason is the cancel's (the error message)
     return {
         "task_id": str(event["task_id"]),
         "state": STATES[kind],
@@ -121,12 +144,12 @@ def _row_of(event: Mapping[str, Any]) -> dict[str, Any]:
         "error": event.get("error"),
         "error_message": event.get("error_message"),
         "traceback": event.get("traceback"),
-        "reason": event.get("reason"),
+        "reason": event.get("reason") or (event.get("error_message") if cancel else None),
         "eta": event.get("eta"),
         "eta_at": _epoch(event.get("eta")),
         "sent_at": when if kind == "task.sent" else None,
         "started_at": when if kind == "task.started" else None,
-        "finished_at": when if kind in ("task.succeeded", "task.failed") else None,
+        "finished_at": when if kind in ("task.succeeded", "task.failed", CANCELLED) else None,
         "runtime": event.get("runtime"),
         "updated_at": when,
         "troubled": int(kind in TROUBLE),
@@ -137,10 +160,9 @@ def _combine(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` merged into ``old`` (Python's copy of UPSERT)."""
     newer = new["updated_at"] >= old["updated_at"]
     merged = {c: new[c] if new[c] is not None else old[c] for c in _LATEST}
-    merged["reason"] = new["reason"] if newer else old["reason"]
-    keeps_failure = new["state"] == "DEAD" and old["state"] == "FAILURE"
+    merged["reason"] = _reason(old, new, newer)
     merged["task_id"] = old["task_id"]
-    merged["state"] = new["state"] if newer and not keeps_failure else old["state"]
+    merged["state"] = _state(old, new, newer)
     merged["attempt"] = new["attempt"] if newer else old["attempt"]
     sent = [t for t in (old["sent_at"], new["sent_at"]) if t is not None]
     merged["sent_at"] = min(sent) if sent else None
@@ -151,6 +173,37 @@ def _combine(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     merged["updated_at"] = max(old["updated_at"], new["updated_at"])
     merged["troubled"] = max(old["troubled"], new["troubled"])
     return merged
+
+
+def _cancel(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Whether the merged task stays CANCELLED, or becomes CANCELLED by ``new``."""
+    was, now = old["state"], new["state"]
+    stays = was == "CANCELLED" and not (now in FINISHED and new["updated_at"] < old["updated_at"])
+    becomes = now == "CANCELLED" and not (
+        was in FINISHED and old["updated_at"] <= new["updated_at"]
+    )
+    return stays, becomes
+
+
+def _state(old: Mapping[str, Any], new: Mapping[str, Any], newer: bool) -> str:
+    """The merged state (Python's copy of UPSERT's)."""
+    if any(_cancel(old, new)):
+        return "CANCELLED"
+    if old["state"] == "CANCELLED":  # the task's own end came before the cancel
+        return str(new["state"])
+    if new["state"] == "CANCELLED":  # likewise
+        return str(old["state"])
+    keeps_failure = new["state"] == "DEAD" and old["state"] == "FAILURE"
+    return str(new["state"] if newer and not keeps_failure else old["state"])
+
+
+def _reason(old: Mapping[str, Any], new: Mapping[str, Any], newer: bool) -> Any:
+    """The merged reason (Python's copy of UPSERT's): a cancel keeps its own."""
+    stays, becomes = _cancel(old, new)
+    if stays:
+        return old["reason"] if old["reason"] is not None else new["reason"]
+    takes = becomes or old["state"] == "CANCELLED" or (newer and new["state"] != "CANCELLED")
+    return new["reason"] if takes else old["reason"]
 
 
 def merge(events: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

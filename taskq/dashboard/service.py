@@ -25,11 +25,13 @@ import uvicorn
 
 from .. import control, dlq
 from ..app import App
+from ..cancel import CancelResult, cancel_task
+from ..cancel.revocation import CANCELLED_TYPE
 from ..exceptions import LifecycleError
 from ..redact import redact_url
 from ..settings import check_queue_name
 from .alerts import Alerts, QueueReading, Reading, Transition
-from .history import REPLAYED, History, Retention
+from .history import CANCELLED, REPLAYED, History, Retention
 from .live import Live
 from .notify import Webhook, prometheus
 from .security import new_secret
@@ -45,6 +47,7 @@ DEAD_PAGE = 50  # dead letters per page
 DEAD_LISTED = 5000  # dead letters that pages reach at most (each page reads those before it)
 TASKS_PAGE = 100
 TRANSITIONS_KEPT = 50
+CANCEL_WAIT = 10.0  # seconds a cancel with ``wait`` waits for a running task to stop
 ALERTS_KEY = "alerts"
 SECRET_KEY = "secret"
 
@@ -306,6 +309,20 @@ class Dashboard:
             purged = await dlq.purge_dead(self.app.transport, queue)
         log.info("purged %d dead letter(s) of %s", purged, queue)
         return purged
+
+    async def cancel(self, task_id: str, reason: str, *, wait: bool = False) -> CancelResult:
+        """Cancel ``task_id`` (taskq.cancel.cancel_task; with ``wait``, at most CANCEL_WAIT
+        seconds for a running task to stop). Unless the result store says the task had ended
+        first, the history records it CANCELLED at once: a queued or delayed task may meet no
+        worker for a long time. BrokerError if the cancel cannot be published."""
+        done = await cancel_task(self.app, task_id, reason=reason, wait=wait, timeout=CANCEL_WAIT)
+        if done.cancelled or done.status is None:
+            record = [{"type": CANCELLED, "task_id": task_id, "time": time.time(),
+                       "error": CANCELLED_TYPE, "error_message": reason}]  # fmt: skip
+            self._stored += await asyncio.to_thread(self.history.write, record)
+            self.ticker.tick()
+        log.info("cancelled task %r (status %s): %r", task_id, done.status, reason)
+        return done
 
     async def shutdown(self, worker: str) -> bool:
         """Ask ``worker`` to stop gracefully; whether it answered."""

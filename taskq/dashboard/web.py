@@ -83,6 +83,7 @@ class Pages:
         return [
             Route("/", self.overview),
             Route("/tasks", self.tasks),
+            Route("/tasks/{task_id:path}/cancel", self.cancel, methods=["POST"]),
             Route("/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
             Route("/queues/{name}", self.queue),
             Route("/queues/{name}/replay", self.replay, methods=["POST"]),
@@ -135,6 +136,12 @@ class Pages:
         task_id = request.path_params["task_id"]
         found = await self.board.task(task_id)
         return self.page(request, "task.html", task_id=task_id, initial=found)
+
+    async def cancel(self, request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        data = await api.action_input(request, self.guard)
+        done = await self.board.cancel(task_id, api.cancel_reason(data))
+        return self.back(task_path(task_id), api.cancel_notice(done))
 
     async def queue(self, request: Request) -> Response:
         name = _queue(request)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..exceptions import ResultTimeout
+from ..exceptions import LifecycleError, ResultTimeout
 from ..handle import TaskHandle
+
+if TYPE_CHECKING:
+    from ..cancel.client import Canceller, CancelResult
 
 R = TypeVar("R")
 
@@ -17,16 +20,27 @@ class WorkflowHandle(Generic[R]):
     order, for a group), validated against that task's return annotation.
 
     A step that fails for good fails the workflow: ``result()`` raises TaskFailed whose
-    message names the step and its task ID.
+    message names the step and its task ID; a step that is cancelled, TaskCancelled whose
+    reason names it.
     """
 
-    __slots__ = ("handles", "shape")
+    __slots__ = ("_canceller", "handles", "roots", "shape")
 
-    def __init__(self, shape: Any, handles: Mapping[str, TaskHandle[Any]]) -> None:
+    def __init__(
+        self,
+        shape: Any,
+        handles: Mapping[str, TaskHandle[Any]],
+        roots: Sequence[str] = (),
+        canceller: Canceller | None = None,
+    ) -> None:
         self.shape = shape
         """The task IDs whose results make the final value: an ID, or a list of shapes."""
         self.handles = dict(handles)
         """The handle of each final task, by task ID."""
+        self.roots = tuple(roots)
+        """The IDs of the workflow's first steps (a chain's first step, each member of a
+        group it starts with): cancelling one cancels every step that follows from it."""
+        self._canceller = canceller
 
     def __repr__(self) -> str:
         return f"<WorkflowHandle {self.shape!r}>"
@@ -53,3 +67,15 @@ class WorkflowHandle(Generic[R]):
         if left is not None and left <= 0:
             raise ResultTimeout(f"workflow {self.id}: no result within the timeout")
         return await self.handles[shape].result(left, allow_in_task=allowed)
+
+    async def cancel(
+        self, reason: str = "", *, wait: bool = False, timeout: float = 30.0
+    ) -> list[CancelResult]:
+        """Cancel the whole workflow: each of its first steps (:attr:`roots`), and with them
+        every step that has not finished, wherever it is (see docs/guide/cancellation.md);
+        ``result()`` then raises TaskCancelled. One CancelResult per first step (a finished
+        one says so; the steps after it are cancelled all the same). LifecycleError if the
+        App it was sent through is closed; BrokerError if a cancel cannot be published."""
+        if self._canceller is None:
+            raise LifecycleError(f"{self!r} cannot cancel: it was not sent by an App")
+        return [await self._canceller(root, reason, wait, timeout) for root in self.roots]

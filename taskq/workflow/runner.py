@@ -74,18 +74,28 @@ class Continuation:
         meta = envelope.workflow
         if not meta:
             return
-        why = ErrorInfo(
-            error.type,
-            f"workflow step {envelope.task_name}[{envelope.task_id}] failed: {error.message}",
-            error.traceback,
-        )
-        for final in meta.get("f", ()):
-            state = TaskState(final, TaskStatus.FAILURE, error=why, attempt=envelope.attempt)
-            await self._record(state, envelope.reply_to)
+        why = ErrorInfo(error.type, f"{_step(envelope)} failed: {error.message}", error.traceback)
+        await self._end_finals(envelope, TaskStatus.FAILURE, why)
         out = []
         for node in meta.get("e", ()):
             out.extend(expand(node, envelope.task_id, {}, has_value=True))
         await self._publish(out, envelope)
+
+    async def cancelled(self, envelope: Envelope, error: ErrorInfo) -> None:
+        """A step was cancelled (never run, or stopped): the final tasks that waited for it are
+        recorded CANCELLED, naming it, so that the workflow's handle raises TaskCancelled at
+        once instead of waiting for a step that will never be sent. Nothing follows a
+        cancelled step: no links, no error links (a cancel is not a failure)."""
+        if envelope.workflow:
+            why = ErrorInfo(error.type, f"{_step(envelope)} was cancelled: {error.message}")
+            await self._end_finals(envelope, TaskStatus.CANCELLED, why)
+
+    async def _end_finals(self, envelope: Envelope, status: TaskStatus, why: ErrorInfo) -> None:
+        """Record ``status`` on the workflow's final tasks that waited for ``envelope``'s step
+        (a final task that reached a terminal state first keeps it)."""
+        for final in (envelope.workflow or {}).get("f", ()):
+            state = TaskState(final, status, error=why, attempt=envelope.attempt)
+            await self._record(state, envelope.reply_to)
 
     async def _record(self, state: TaskState, reply_to: str | None) -> None:
         store = self.store
@@ -123,3 +133,8 @@ class Continuation:
             await self.sender.publish_envelopes(
                 [envelope_of_node(settings, n, a, m, claimed=True, after=after) for n, a, m in out]
             )
+
+
+def _step(envelope: Envelope) -> str:
+    """How an error names a workflow step: ``workflow step NAME[ID]``."""
+    return f"workflow step {envelope.task_name}[{envelope.task_id}]"

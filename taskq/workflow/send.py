@@ -48,7 +48,8 @@ async def send_workflow(app: App, sig: Signature[Any, Any]) -> WorkflowHandle[An
         for node, args, meta in expand(compiled.root, None, {}, has_value=False)
     ]
     await sender.publish_envelopes(envelopes)
-    return WorkflowHandle(compiled.shape, handles)
+    roots = [envelope.task_id for envelope in envelopes]
+    return WorkflowHandle(compiled.shape, handles, roots, sender.canceller)
 
 
 def _final_tasks(sig: Signature[Any, Any]) -> list[Task[..., Any]]:

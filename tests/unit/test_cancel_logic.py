@@ -9,11 +9,11 @@ import time
 import pytest
 
 from taskq import App, DecodeError, TaskCancelled, TaskStatus
-from taskq.cancel import Revocation, RunScope
+from taskq.cancel import Revocation, Revoker, RunScope
 from taskq.cancel.revocation import Revoked
 from taskq.testing.memory import dead_letters
 from taskq.testing.polling import eventually
-from taskq.topology import revocation_stream_arguments
+from taskq.topology import Names, revocation_stream_arguments
 
 
 def test_a_revocation_round_trips_and_refuses_what_is_not_one() -> None:
@@ -42,6 +42,22 @@ def test_the_stream_keeps_revocations_for_the_expiry_in_small_segments() -> None
     assert arguments["x-queue-type"] == "stream"
     assert arguments["x-max-age"] == "604800s"
     assert arguments["x-stream-max-segment-size-bytes"] <= 10_000_000
+
+
+def test_a_workflow_roots_cancel_reaches_its_steps_running_or_not() -> None:
+    revoker = Revoker(Names("p"), 3600.0)
+    step, other, plain = RunScope("s1", "root"), RunScope("s2", "another"), RunScope("t1")
+    for scope in (step, other, plain):
+        revoker.running(scope)
+    revoker.revoke(Revocation.new("root", "withdrawn", 3600.0))
+    assert step.reason == "withdrawn" and not other.cancelled and not plain.cancelled
+    assert revoker.revoked("s3", "root") == "withdrawn"  # a step of it that comes later
+    assert revoker.revoked("s3", "another") is None and revoker.revoked("root") == "withdrawn"
+    for scope in (step, other, plain):
+        revoker.ended(scope)
+    late = RunScope("s4", "root")
+    revoker.running(late)  # a step that starts after the cancel stops at once
+    assert late.cancelled
 
 
 async def test_a_scope_interrupts_only_an_async_run_inside_its_function() -> None:

@@ -160,3 +160,23 @@ def test_delayed_tasks_are_listed_by_their_eta(tmp_path: Path) -> None:
     found = history.search("", "delayed")
     assert [t["task_id"] for t in found] == ["soon", "late"]
     assert found[0]["eta_at"] == 1893459600.0  # 01:00 UTC
+
+
+def test_a_cancel_is_terminal_and_loses_to_an_end_that_came_first(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", max_age=3600, max_tasks=100)
+    cancel = {"error": "taskq.TaskCancelled", "error_message": "not needed"}
+    history.write([event("sent", "a", 1.0), event("started", "a", 2.0)])
+    history.write([event("cancelled", "a", 3.0, **cancel)])
+    # The worker's own events that come after the cancel never move it back.
+    history.write([event("received", "a", 4.0), event("succeeded", "a", 5.0)])
+    task = history.task("a")
+    assert task is not None and (task["state"], task["reason"]) == ("CANCELLED", "not needed")
+    # A task that succeeded before the cancel stays SUCCESS, whichever event arrives first.
+    history.write([event("succeeded", "b", 2.0), event("cancelled", "b", 3.0, **cancel)])
+    history.write([event("cancelled", "c", 3.0, **cancel)])
+    history.write([event("succeeded", "c", 2.0)])
+    for task_id in ("b", "c"):
+        assert history.task(task_id)["state"] == "SUCCESS"  # type: ignore[index]
+    assert [r["task_id"] for r in history.search(state="CANCELLED")] == ["a"]
+    rows = merge([event("cancelled", "d", 3.0, **cancel), event("succeeded", "d", 4.0)])
+    assert rows["d"]["state"] == "CANCELLED" and rows["d"]["reason"] == "not needed"

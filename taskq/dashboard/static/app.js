@@ -91,11 +91,11 @@ document.addEventListener("alpine:init", () => {
           ended = false;
           if (e.type === "task.replayed") continue;
         }
-        if (["task.succeeded", "task.dead-lettered"].includes(e.type)) ended = true;
+        if (["task.succeeded", "task.dead-lettered", "task.cancelled"].includes(e.type)) ended = true;
         const key = run + "-" + (e.attempt ?? 0);
         const row = rows.get(key) || { run, attempt: e.attempt ?? 0, started: null, worker: "", outcome: "waiting" };
         if (e.type === "task.started") { row.started = e.time; row.worker = e.worker; row.outcome = "running"; }
-        if (["task.succeeded", "task.failed", "task.retried", "task.dead-lettered"].includes(e.type)) {
+        if (["task.succeeded", "task.failed", "task.retried", "task.dead-lettered", "task.cancelled"].includes(e.type)) {
           row.outcome = e.type.replace("task.", "") + (e.detail && e.detail.error ? " (" + e.detail.error + ")" : "");
         }
         rows.set(key, row);
