@@ -3,7 +3,8 @@ the real broker: each must meet issue 9's targets, and leave nothing behind.
 
 Targets: 0 lost; executed twice no more than the deliveries in flight at the faults; with the
 Redis store, 0 results recorded twice; every caller that waited got its result and no caller
-a wrong error; 5 of 5 poison messages parked with a reason while the worker keeps serving.
+a wrong error; 5 of 5 poison messages parked with a reason while the worker keeps serving; a
+chord's callback run exactly once with every member's result, in order.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.serial]  # it stops the broker
 
 SCENARIOS = [
     "kill-storm", "multi-queue", "connection-drop", "broker-restart", "store-outage", "poison",
+    "chord",
 ]  # fmt: skip
 # node-kill runs on the test cluster (scripts/cluster.sh): test_node_kill_on_the_cluster.
 

@@ -27,7 +27,7 @@ from taskq.cli.common import run_loop
 from taskq.redact import redact_url
 
 from .. import broker, harness
-from . import fuzz, kills, nodes, outages, poison
+from . import chords, fuzz, kills, nodes, outages, poison
 from .report import Row, header, markdown, to_json
 from .run import LOGS_ENV
 from .sizes import Sizes, sizes
@@ -42,6 +42,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "poison": ("poison messages", poison.poison),
     "producer-fuzz": ("producer fuzz", fuzz.producer_fuzz),
     "node-kill": ("cluster node kill", nodes.node_kill),
+    "chord": ("chord through kills and restarts", chords.chord_faults),
 }
 RESULTS = harness.REPO / "benchmarks" / "results"
 

@@ -26,6 +26,8 @@ class Row:
     callers: int = 0
     without_result: int | None = None
     wrong_errors: int | None = None
+    callback_runs: int | None = None
+    """How many times a chord's callback ran (None: the scenario has no chord)."""
     settled: bool = True
     notes: list[str] = dataclasses.field(default_factory=list)
     failures: list[str] = dataclasses.field(default_factory=list)
@@ -41,7 +43,7 @@ class Row:
     def judge(self) -> None:
         """Add the failed targets to ``failures``: 0 lost; executed twice no more than the
         deliveries in flight at the faults; with Redis, 0 recorded twice; every caller that
-        waited got its result, and none got a wrong error."""
+        waited got its result, and none got a wrong error; a chord's callback ran once."""
         checks = [
             (self.lost == 0, f"lost {self.lost}"),
             (self.twice <= self.allowed_twice,
@@ -50,6 +52,7 @@ class Row:
              f"recorded twice {self.recorded_twice}"),
             (not self.without_result, f"callers without result {self.without_result}"),
             (not self.wrong_errors, f"callers with a wrong error {self.wrong_errors}"),
+            (self.callback_runs in (None, 1), f"chord callback ran {self.callback_runs} times"),
             (self.settled, "did not settle before the deadline"),
         ]  # fmt: skip
         self.failures.extend(message for ok, message in checks if not ok)
@@ -68,7 +71,7 @@ class Row:
 HEADERS = [
     "scenario", "store", "tasks confirmed", "executed", "lost", "executed twice",
     "max allowed twice (in flight)", "recorded twice", "callers without result",
-    "callers with a wrong error", "against targets",
+    "callers with a wrong error", "chord callback runs", "against targets",
 ]  # fmt: skip
 
 
@@ -83,7 +86,7 @@ def cells(row: Row) -> list[str]:
         row.scenario, row.store, str(row.confirmed), str(row.executed), str(row.lost),
         str(row.twice), str(row.allowed_twice), _cell(row.recorded_twice),
         _cell(row.without_result, no_callers), _cell(row.wrong_errors, no_callers),
-        row.verdict(),
+        _cell(row.callback_runs, "-"), row.verdict(),
     ]  # fmt: skip
 
 
@@ -97,7 +100,8 @@ LEGEND = (
     "awaited through the fault; a wrong error is anything but the result, `ResultTimeout` or "
     "`ResultUnavailable`. Targets: 0 lost; executed twice <= in flight; with Redis 0 recorded "
     "twice; 0 callers without result or with a wrong error; 5 of 5 poison messages parked "
-    "with a reason and the worker still serving."
+    "with a reason and the worker still serving; a chord's callback run exactly once (its "
+    "ledger lines), with every member's result in order (what its caller got)."
 )
 
 

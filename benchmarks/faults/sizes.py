@@ -26,6 +26,10 @@ class Sizes:
     node_kill_victims: tuple[int | None, ...] = (None, 1)
     """Nodes the node-kill runs SIGKILL, one run each: None is the work queue's leader, 1 the
     workers' node."""
+    chord_members: int = 2000
+    """Members of the chord that goes through kills and restarts (issue 22)."""
+    chord_work: tuple[float, float] = (0.05, 0.15)
+    """Seconds each member works (drawn in this range): members still run at the last fault."""
     fuzz_messages: int = 10_000
     """Messages the producer fuzz publishes (hypothesis draws them, seed 20)."""
     slow_seconds: tuple[float, float] = (4.0, 7.0)
@@ -42,7 +46,8 @@ SHORT = {
     "storm_tasks": 300, "seeds": 2, "drop_runs": 1, "restart_tasks": 100,
     "sent_during_outage": 10, "outage_tasks": 150, "cuts": 1, "cut_seconds": 2.0,
     "node_kill_tasks": 500, "node_kill_victims": (None,), "slow_seconds": (2.0, 3.0),
-    "settle_timeout": 45.0, "grace": 5.0, "fuzz_messages": 200,
+    "settle_timeout": 45.0, "grace": 5.0, "fuzz_messages": 200, "chord_members": 200,
+    "chord_work": (0.5, 1.5),
 }  # fmt: skip
 
 
@@ -53,7 +58,7 @@ def sizes(*, short: bool, tasks: int | None, seeds: int | None) -> Sizes:
     if tasks is not None:
         chosen = dataclasses.replace(
             chosen, storm_tasks=tasks, drop_tasks=tasks, restart_tasks=tasks,
-            outage_tasks=tasks, node_kill_tasks=tasks,
+            outage_tasks=tasks, node_kill_tasks=tasks, chord_members=tasks,
         )  # fmt: skip
     if seeds is not None:
         chosen = dataclasses.replace(chosen, seeds=seeds, drop_runs=seeds)
