@@ -29,7 +29,7 @@ from ..exceptions import LifecycleError
 from ..redact import redact_url
 from ..settings import check_queue_name
 from .alerts import Alerts, QueueReading, Reading, Transition
-from .history import REPLAYED, History, Retention
+from .history import REPLAYED, WORKFLOW_LISTED, History, Retention
 from .live import Live
 from .notify import Webhook, prometheus
 from .security import new_secret
@@ -44,6 +44,7 @@ RECENT_TASKS = 15
 DEAD_PAGE = 50  # dead letters per page
 DEAD_LISTED = 5000  # dead letters that pages reach at most (each page reads those before it)
 TASKS_PAGE = 100
+WORKFLOW_ON_TASK = 100  # members of its workflow a task's page lists (its workflow's page: all)
 TRANSITIONS_KEPT = 50
 ALERTS_KEY = "alerts"
 SECRET_KEY = "secret"
@@ -256,9 +257,17 @@ class Dashboard:
         ``pruned`` true and no timeline; None if the dashboard never saw it."""
         found = await asyncio.to_thread(self.history.task, task_id)
         if found is not None:
+            root = found["root_id"]
+            if root is not None:
+                found["workflow"] = await self.workflow(root, WORKFLOW_ON_TASK)
             return found
         pruned = await asyncio.to_thread(self.history.pruned, task_id)
         return None if pruned is None else {**pruned, "pruned": True, "timeline": []}
+
+    async def workflow(self, root_id: str, limit: int = WORKFLOW_LISTED) -> dict[str, Any]:
+        """The tasks of workflow ``root_id`` in order, up to ``limit``, with their count per
+        state (see History.workflow)."""
+        return await asyncio.to_thread(self.history.workflow, root_id, limit)
 
     async def search(
         self, text: str, state: str, limit: int = TASKS_PAGE, before: float | None = None

@@ -84,6 +84,7 @@ class Pages:
             Route("/", self.overview),
             Route("/tasks", self.tasks),
             Route("/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
+            Route("/workflows/{root_id:path}", self.workflow),
             Route("/queues/{name}", self.queue),
             Route("/queues/{name}/replay", self.replay, methods=["POST"]),
             Route("/queues/{name}/purge", self.confirm_purge),
@@ -135,6 +136,11 @@ class Pages:
         task_id = request.path_params["task_id"]
         found = await self.board.task(task_id)
         return self.page(request, "task.html", task_id=task_id, initial=found)
+
+    async def workflow(self, request: Request) -> Response:
+        root_id = request.path_params["root_id"]
+        found = await self.board.workflow(root_id)
+        return self.page(request, "workflow.html", root_id=root_id, workflow=found)
 
     async def queue(self, request: Request) -> Response:
         name = _queue(request)

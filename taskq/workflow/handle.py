@@ -20,13 +20,19 @@ class WorkflowHandle(Generic[R]):
     message names the step and its task ID.
     """
 
-    __slots__ = ("handles", "shape")
+    __slots__ = ("handles", "shape", "workflow_id")
 
-    def __init__(self, shape: Any, handles: Mapping[str, TaskHandle[Any]]) -> None:
+    def __init__(
+        self, shape: Any, handles: Mapping[str, TaskHandle[Any]], workflow_id: str | None = None
+    ) -> None:
         self.shape = shape
         """The task IDs whose results make the final value: an ID, or a list of shapes."""
         self.handles = dict(handles)
         """The handle of each final task, by task ID."""
+        self.workflow_id = workflow_id
+        """The root ID its steps carry (their ``root_id`` in events, ``taskq inspect`` and
+        the dashboard's ``/workflows/ID`` page): its first task's ID, or its group's; for a
+        workflow sent from inside a task, that task's root."""
 
     def __repr__(self) -> str:
         return f"<WorkflowHandle {self.shape!r}>"
