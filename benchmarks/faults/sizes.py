@@ -28,7 +28,7 @@ class Sizes:
     workers' node."""
     chord_members: int = 2000
     """Members of the chord that goes through kills and restarts (issue 22)."""
-    chord_work: tuple[float, float] = (0.05, 0.15)
+    chord_work: tuple[float, float] = (0.2, 0.6)
     """Seconds each member works (drawn in this range): members still run at the last fault."""
     fuzz_messages: int = 10_000
     """Messages the producer fuzz publishes (hypothesis draws them, seed 20)."""
@@ -47,7 +47,7 @@ SHORT = {
     "sent_during_outage": 10, "outage_tasks": 150, "cuts": 1, "cut_seconds": 2.0,
     "node_kill_tasks": 500, "node_kill_victims": (None,), "slow_seconds": (2.0, 3.0),
     "settle_timeout": 45.0, "grace": 5.0, "fuzz_messages": 200, "chord_members": 200,
-    "chord_work": (0.5, 1.5),
+    "chord_work": (1.0, 2.0),
 }  # fmt: skip
 
 

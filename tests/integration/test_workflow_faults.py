@@ -34,6 +34,7 @@ from tests.tcp_proxy import TcpProxy
 pytestmark = [
     pytest.mark.one_queue_only,
     pytest.mark.slow,  # about a minute: 2,000 members, five worker processes started
+    pytest.mark.timeout(300),  # its own waits (120 s for the result) say what went wrong first
     pytest.mark.usefixtures("topology_cleanup"),
 ]
 
@@ -98,11 +99,15 @@ async def run_chord(
         await doomed.wait_exit()
         doomed.kill()
         workers.append(start_worker(prefix, broker, store.url))
-        await workers[-1].wait_ready(60)  # not still starting when the next fault comes
+
+    async def broker_restart() -> None:
+        for worker in workers:  # a worker that cannot reach the broker at its start exits
+            await worker.wait_ready(60)
+        await restart_broker(proxy)
 
     faults: list[Callable[[], Awaitable[None]]] = [
         *(functools.partial(kill, k) for k in range(1, KILLS + 1)),
-        functools.partial(restart_broker, proxy),
+        broker_restart,
         functools.partial(restart_store, store),
     ]
     async with App("wfapp", broker=broker, prefix=prefix, results=store.url) as app:
