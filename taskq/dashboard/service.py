@@ -257,9 +257,10 @@ class Dashboard:
         ``pruned`` true and no timeline; None if the dashboard never saw it."""
         found = await asyncio.to_thread(self.history.task, task_id)
         if found is not None:
-            root = found["root_id"]
-            if root is not None:
-                found["workflow"] = await self.workflow(root, WORKFLOW_ON_TASK)
+            # A task that sent a workflow (or other tasks) is the root of their tree.
+            workflow = await self.workflow(found["root_id"] or task_id, WORKFLOW_ON_TASK)
+            if workflow["total"] > 1:
+                found["workflow"] = workflow
             return found
         pruned = await asyncio.to_thread(self.history.pruned, task_id)
         return None if pruned is None else {**pruned, "pruned": True, "timeline": []}
