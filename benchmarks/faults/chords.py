@@ -66,8 +66,13 @@ async def _chord(
     running = []
     for k in range(sizes.kills):
         await _progress(run, n * (k + 1) // (faults + 1))
-        running.append(run.sigkill(workers.pop(0)))
-        workers.append(await run.start_worker())
+        doomed = workers.pop(0)  # the oldest: it runs members by now
+        await doomed.wait_ready(timeout=60)
+        running.append(run.sigkill(doomed))
+        # Not waited for: the kills keep pace with the members, not with worker starts.
+        workers.append(await run.start_worker(ready=False))
+    for worker in workers:  # a worker that cannot reach the broker at its start exits
+        await worker.wait_ready(timeout=60)
     await _progress(run, n * (faults - 1) // (faults + 1))
     run.fault()
     proxy.refuse()
