@@ -49,6 +49,7 @@ from .message import OutgoingMessage, envelope_of
 from .task import Task, args_repr
 from .topology import Names, logical_queue
 from .transport import RESOURCE_LOCKED, Delivery, Transport, parse_endpoint, split_urls
+from .workflow.visibility import workflow_fields
 
 if TYPE_CHECKING:
     from .app import App
@@ -233,6 +234,7 @@ def active_tasks(
             "args": args_repr(tasks.get(a.task_name), a.args, a.kwargs),
             "started_at": iso_time(a.started_at),
             "runtime": round(now - a.started_at, 3),
+            **workflow_fields(a.parent_id, a.root_id, a.workflow),
         }
         for a in sorted(active.values(), key=lambda a: a.started_at)
     ]
@@ -256,6 +258,7 @@ def reserved_task(delivery: Delivery, tasks: Mapping[str, Task[Any, Any]]) -> di
         "queue": envelope.queue,
         "attempt": envelope.attempt,
         "args": args_repr(tasks.get(envelope.task_name), envelope.args, envelope.kwargs),
+        **workflow_fields(envelope.parent_id, envelope.root_id, envelope.workflow),
     }
 
 

@@ -48,6 +48,7 @@ from .results.base import ErrorInfo
 from .task import Task, args_repr
 from .text import printable
 from .topology import logical_queue
+from .workflow.visibility import position, workflow_fields
 
 if TYPE_CHECKING:
     from .transport import Delivery, Transport
@@ -85,28 +86,20 @@ def delivery_fields(delivery: Delivery) -> dict[str, Any]:
 
 
 def envelope_fields(envelope: Envelope) -> dict[str, Any]:
-    """Task fields of a decoded envelope; for a task sent by a task (a workflow step, say)
-    its ``parent_id`` and ``root_id``, and for a chord member its ``join`` and ``index``."""
+    """Task fields of a decoded envelope; for a step of a workflow (or a task sent by a task)
+    its ``root_id`` and ``parent_id``, and for a chord member its ``join``, ``index`` and
+    ``of`` (see taskq.workflow.visibility)."""
     fields: dict[str, Any] = {
         "task_id": printable(envelope.task_id),
         "task": printable(envelope.task_name),
         "queue": envelope.queue,
         "attempt": envelope.attempt,
     }
-    if envelope.parent_id is not None:
-        fields["parent_id"] = printable(envelope.parent_id)
-        fields["root_id"] = printable(envelope.root_id or envelope.parent_id)
-    if envelope.workflow:
-        fields.update(workflow_position(envelope.workflow))
+    if envelope.root_id is not None or envelope.parent_id is not None:
+        fields.update(workflow_fields(envelope.parent_id, envelope.root_id, envelope.workflow))
+    elif envelope.workflow:
+        fields.update(position(envelope.workflow))
     return fields
-
-
-def workflow_position(workflow: Mapping[str, Any]) -> dict[str, Any]:
-    """Where a workflow step stands: the chord join it goes to and its index there."""
-    join = workflow.get("j")
-    if not isinstance(join, Mapping):
-        return {}
-    return {"join": printable(str(join.get("id"))), "index": join.get("i"), "of": join.get("n")}
 
 
 def args_field(envelope: Envelope, task: Task[Any, Any] | None = None) -> str:

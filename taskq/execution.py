@@ -66,6 +66,10 @@ class ActiveTask:
     args: list[Any]
     kwargs: dict[str, Any]
     started_at: float
+    parent_id: str | None = None
+    root_id: str | None = None
+    workflow: Mapping[str, Any] | None = None
+    """The envelope's workflow map (what `inspect active` shows of the task's position)."""
 
 
 class Executor:
@@ -165,7 +169,8 @@ class Executor:
             )
         self.active[envelope.task_id] = ActiveTask(
             envelope.task_id, envelope.task_name, envelope.queue, envelope.attempt,
-            envelope.args, envelope.kwargs, time.time(),
+            envelope.args, envelope.kwargs, time.time(), envelope.parent_id, envelope.root_id,
+            envelope.workflow,
         )  # fmt: skip
         scope = RunScope(envelope.task_id, root_of(envelope))
         ctx = self._context(envelope, started, scope)

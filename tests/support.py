@@ -85,6 +85,23 @@ async def broker_proxy() -> AsyncIterator[TcpProxy]:
         yield proxy
 
 
+@contextlib.asynccontextmanager
+async def event_listener(names: Names, key: str = "#") -> AsyncIterator[aio_pika.abc.AbstractQueue]:
+    """An exclusive queue bound to the events exchange of ``names`` with ``key``, on a
+    connection of its own (closed at the end)."""
+    connection = await aio_pika.connect(BROKER)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            names.events, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        listener = await channel.declare_queue(exclusive=True)
+        await listener.bind(exchange, key)
+        yield listener
+    finally:
+        await connection.close()
+
+
 async def delete_topology(prefix: str, queues: Iterable[str]) -> None:
     """Delete every exchange and queue a test with ``prefix`` may have declared."""
     names = Names(prefix)

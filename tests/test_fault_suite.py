@@ -5,7 +5,8 @@ issue 9's targets, and leave nothing behind.
 Targets: 0 lost; executed twice no more than the deliveries in flight at the faults; with the
 Redis store, 0 results recorded twice; every caller that waited got its result and no caller
 a wrong error; 5 of 5 poison messages parked with a reason while the worker keeps serving; no
-cancelled task started after its cancel was confirmed.
+cancelled task started after its cancel was confirmed; a chord's callback run exactly once
+with every member's result, in order.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TRANSPORTS = ["native", "aio-pika"]  # issue 20: the short run passes on both
 # broker restart stops everyone's broker, so it runs with the serial tests.
 SCENARIOS = [
     "kill-storm", "multi-queue", "connection-drop", "store-outage", "poison", "cancel-storm",
-    pytest.param("broker-restart", marks=pytest.mark.serial),
+    "chord", pytest.param("broker-restart", marks=pytest.mark.serial),
 ]  # fmt: skip
 # node-kill runs on the test cluster (scripts/cluster.sh): test_node_kill_on_the_cluster.
 

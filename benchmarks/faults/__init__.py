@@ -16,7 +16,8 @@ whose send was confirmed:
   ``handle.result()`` through the fault.
 
 Scenarios (each under its own random prefix, cleaned up at the end): ``kill-storm``,
-``multi-queue``, ``connection-drop``, ``broker-restart``, ``store-outage``, ``poison``.
+``multi-queue``, ``connection-drop``, ``broker-restart``, ``store-outage``, ``poison``,
+``producer-fuzz``, ``node-kill`` (on the test cluster), ``chord`` (issue 22).
 Every process it starts (workers, redis-server) is stopped and the broker is always started
 again, whatever happens.
 """

@@ -28,7 +28,7 @@ from taskq.redact import redact_url
 from taskq.settings import Settings
 
 from .. import broker, harness
-from . import cancels, fuzz, kills, nodes, outages, poison
+from . import cancels, chords, fuzz, kills, nodes, outages, poison
 from .report import Row, header, markdown, to_json
 from .run import LOGS_ENV
 from .sizes import Sizes, sizes
@@ -44,6 +44,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "producer-fuzz": ("producer fuzz", fuzz.producer_fuzz),
     "node-kill": ("cluster node kill", nodes.node_kill),
     "cancel-storm": ("cancel storm", cancels.cancel_storm),
+    "chord": ("chord through kills and restarts", chords.chord_faults),
 }
 RESULTS = harness.REPO / "benchmarks" / "results"
 

@@ -26,6 +26,8 @@ class Row:
     callers: int = 0
     without_result: int | None = None
     wrong_errors: int | None = None
+    callback_runs: int | None = None
+    """How many times a chord's callback ran (None: the scenario has no chord)."""
     settled: bool = True
     ran_after_cancel: int = 0
     """Cancelled tasks with a run that started after their cancel was confirmed."""
@@ -44,7 +46,7 @@ class Row:
         """Add the failed targets to ``failures``: 0 lost; executed twice no more than the
         deliveries in flight at the faults; with Redis, 0 recorded twice; every caller that
         waited got its result, and none got a wrong error; no cancelled task started after
-        its cancel was confirmed."""
+        its cancel was confirmed; a chord's callback ran once."""
         checks = [
             (self.lost == 0, f"lost {self.lost}"),
             (self.twice <= self.allowed_twice,
@@ -53,6 +55,7 @@ class Row:
              f"recorded twice {self.recorded_twice}"),
             (not self.without_result, f"callers without result {self.without_result}"),
             (not self.wrong_errors, f"callers with a wrong error {self.wrong_errors}"),
+            (self.callback_runs in (None, 1), f"chord callback ran {self.callback_runs} times"),
             (self.settled, "did not settle before the deadline"),
             (not self.ran_after_cancel, f"started after the cancel {self.ran_after_cancel}"),
         ]  # fmt: skip
@@ -72,7 +75,7 @@ class Row:
 HEADERS = [
     "scenario", "store", "tasks confirmed", "executed", "lost", "executed twice",
     "max allowed twice (in flight)", "recorded twice", "callers without result",
-    "callers with a wrong error", "against targets",
+    "callers with a wrong error", "chord callback runs", "against targets",
 ]  # fmt: skip
 
 
@@ -87,7 +90,7 @@ def cells(row: Row) -> list[str]:
         row.scenario, row.store, str(row.confirmed), str(row.executed), str(row.lost),
         str(row.twice), str(row.allowed_twice), _cell(row.recorded_twice),
         _cell(row.without_result, no_callers), _cell(row.wrong_errors, no_callers),
-        row.verdict(),
+        _cell(row.callback_runs, "-"), row.verdict(),
     ]  # fmt: skip
 
 
@@ -103,7 +106,8 @@ LEGEND = (
     "cancelled task need not run); executed twice <= in flight; with Redis 0 recorded "
     "twice; 0 callers without result or with a wrong error; 5 of 5 poison messages parked "
     "with a reason and the worker still serving; no cancelled task started after its cancel "
-    "was confirmed."
+    "was confirmed; a chord's callback run exactly once (its ledger lines), with every "
+    "member's result in order (what its caller got)."
 )
 
 

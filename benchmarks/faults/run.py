@@ -114,8 +114,9 @@ class Run:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def start_worker(self) -> WorkerProcess:
-        """Start a ``taskq-worker`` on the run's queues and wait until it consumes."""
+    async def start_worker(self, *, ready: bool = True) -> WorkerProcess:
+        """Start a ``taskq-worker`` on the run's queues and (``ready``) wait until it
+        consumes."""
         worker = WorkerProcess(
             APP, self.prefix,
             "--name", f"{self.prefix}-w{len(self.workers)}",
@@ -125,7 +126,8 @@ class Run:
                  "TASKQ_QUEUE_TYPE": self.queue_type, LEDGER_ENV: str(self.ledger.path)},
         )  # fmt: skip
         self.workers.append(worker)
-        await worker.wait_ready(timeout=60)
+        if ready:
+            await worker.wait_ready(timeout=60)
         return worker
 
     def live_pids(self) -> set[int]:

@@ -30,6 +30,10 @@ class Sizes:
     """Tasks of the cancel storm (half of them cancelled)."""
     cancel_kills: int = 3
     """SIGKILLs of a worker while the cancel storm's cancels go on."""
+    chord_members: int = 2000
+    """Members of the chord that goes through kills and restarts (issue 22)."""
+    chord_work: tuple[float, float] = (0.2, 0.6)
+    """Seconds each member works (drawn in this range): members still run at the last fault."""
     fuzz_messages: int = 10_000
     """Messages the producer fuzz publishes (hypothesis draws them, seed 20)."""
     slow_seconds: tuple[float, float] = (4.0, 7.0)
@@ -47,7 +51,7 @@ SHORT = {
     "sent_during_outage": 10, "outage_tasks": 150, "cuts": 1, "cut_seconds": 2.0,
     "node_kill_tasks": 500, "node_kill_victims": (None,), "slow_seconds": (2.0, 3.0),
     "settle_timeout": 45.0, "grace": 5.0, "fuzz_messages": 200, "cancel_tasks": 200,
-    "cancel_kills": 1,
+    "cancel_kills": 1, "chord_members": 200, "chord_work": (1.0, 2.0),
 }  # fmt: skip
 
 
@@ -58,7 +62,7 @@ def sizes(*, short: bool, tasks: int | None, seeds: int | None) -> Sizes:
     if tasks is not None:
         chosen = dataclasses.replace(
             chosen, storm_tasks=tasks, drop_tasks=tasks, restart_tasks=tasks,
-            outage_tasks=tasks, node_kill_tasks=tasks, cancel_tasks=tasks,
+            outage_tasks=tasks, node_kill_tasks=tasks, cancel_tasks=tasks, chord_members=tasks,
         )  # fmt: skip
     if seeds is not None:
         chosen = dataclasses.replace(chosen, seeds=seeds, drop_runs=seeds)

@@ -121,31 +121,41 @@ def _ping(replies: list[control.Reply]) -> str:
 
 
 def _active(replies: list[control.Reply]) -> str:
+    tasks = [(r.worker, t) for r in replies for t in r.answer]
     rows = [
-        (
-            r.worker,
-            t["task_id"],
-            t["task"],
-            t["attempt"],
-            tables.clock(t["started_at"]),
-            tables.duration(t["runtime"]),
-            t["args"],
-        )
-        for r in replies
-        for t in r.answer
-    ]
+        (w, t["task_id"], t["task"], t["attempt"], tables.clock(t["started_at"]),
+         tables.duration(t["runtime"]), t["args"])
+        for w, t in tasks
+    ]  # fmt: skip
     heads = ["WORKER", "TASK ID", "NAME", "ATTEMPT", "STARTED (UTC)", "RUNTIME", "ARGS"]
+    heads, rows = workflow_columns(heads, rows, [t for _, t in tasks])
     return tables.render(heads, rows) + f"\n{len(rows)} active task(s)"
 
 
 def _reserved(replies: list[control.Reply]) -> str:
-    rows = [
-        (r.worker, t["task_id"], t["task"], t["queue"], t["attempt"], t["args"])
-        for r in replies
-        for t in r.answer
-    ]
+    tasks = [(r.worker, t) for r in replies for t in r.answer]
+    rows = [(w, t["task_id"], t["task"], t["queue"], t["attempt"], t["args"]) for w, t in tasks]
     heads = ["WORKER", "TASK ID", "NAME", "QUEUE", "ATTEMPT", "ARGS"]
+    heads, rows = workflow_columns(heads, rows, [t for _, t in tasks])
     return tables.render(heads, rows) + f"\n{len(rows)} reserved task(s)"
+
+
+def workflow_columns(
+    heads: list[str], rows: list[tuple[Any, ...]], tasks: list[dict[str, Any]]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """``heads`` and ``rows`` with the workflow columns (root, parent, position in a chord's
+    join) before ARGS, when some task is in a workflow."""
+    if not any("root_id" in t or "join" in t for t in tasks):
+        return heads, rows
+    where = [
+        (t.get("root_id", ""), t.get("parent_id", ""),
+         f"{t['index'] + 1}/{t['of']}" if isinstance(t.get("index"), int) else "")
+        for t in tasks
+    ]  # fmt: skip
+    return (
+        [*heads[:-1], "ROOT", "PARENT", "POSITION", heads[-1]],
+        [(*row[:-1], *place, row[-1]) for row, place in zip(rows, where, strict=True)],
+    )
 
 
 def _stats(replies: list[control.Reply]) -> str:

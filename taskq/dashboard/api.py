@@ -9,6 +9,8 @@
 ``GET /api/tasks?q=&state=&limit=``        task search (ID prefix or name, state)
 ``GET /api/tasks/{id}``                    one task with its timeline (404 if never seen or
                                            pruned: then ``"pruned": true``)
+``GET /api/workflows/{root_id}``           a workflow's tasks in order, with their states
+                                           (404 if none was seen)
 ``GET /api/queues/{name}/dead?page=``      a queue's dead letters, 50 a page (from 0)
 ``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}`` (404: none)
 ``POST /api/queues/{name}/dead/purge``     ``{"confirm": "<queue name>"}``
@@ -107,6 +109,7 @@ class Api:
             Route("/api/tasks", self.tasks),
             Route("/api/tasks/{task_id:path}/cancel", self.cancel, methods=["POST"]),
             Route("/api/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
+            Route("/api/workflows/{root_id:path}", self.workflow),
             Route("/api/session", self.session),
             Route("/api/stream", self.stream),
             Route("/metrics", self.metrics),
@@ -144,6 +147,12 @@ class Api:
         if found.get("pruned"):
             error = "pruned from the history (seen, then dropped by its retention)"
             return JSONResponse({"error": error, **found}, status_code=404)
+        return JSONResponse(found)
+
+    async def workflow(self, request: Request) -> Response:
+        found = await self.board.workflow(request.path_params["root_id"])
+        if not found["total"]:
+            return JSONResponse({"error": "no task of this workflow in the history"}, 404)
         return JSONResponse(found)
 
     async def dead(self, request: Request) -> Response:
@@ -222,8 +231,10 @@ async def _stream(board: Dashboard, request: Request) -> AsyncIterator[str]:
     while not board.closing.is_set():
         if task_id:
             found = await board.task(task_id)
-            if found is not None and found["updated_at"] != last:
-                last = found["updated_at"]
+            # A task's page also lists its workflow's members: a change of theirs counts.
+            changed = None if found is None else (found["updated_at"], _workflow_changed(found))
+            if found is not None and changed != last:
+                last = changed
                 yield _sse("task", found)
         else:
             yield _sse("overview", board.overview())
@@ -231,3 +242,10 @@ async def _stream(board: Dashboard, request: Request) -> AsyncIterator[str]:
         await board.ticker.wait(KEEPALIVE)
         if await request.is_disconnected():
             return
+
+
+def _workflow_changed(task: dict[str, Any]) -> Any:
+    """When the newest of a task's workflow members changed, and how many there are (None:
+    not in a workflow)."""
+    workflow = task.get("workflow")
+    return None if workflow is None else (workflow["updated_at"], workflow["total"])

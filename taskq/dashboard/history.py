@@ -59,9 +59,14 @@ FINISHED = ("SUCCESS", "FAILURE", "DEAD")
 
 # The newest known value of these wins (the dead-letter reason: see UPSERT).
 _LATEST = ("name", "queue", "worker", "args", "result", "error", "error_message", "traceback",
-           "reason", "eta", "eta_at")  # fmt: skip
+           "reason", "eta", "eta_at", "root_id", "parent_id", "join_id", "position",
+           "size")  # fmt: skip
 # Columns added since the first version of the file: (name, declaration) for the migration.
-_ADDED = (("troubled", "INTEGER NOT NULL DEFAULT 0"), ("eta", "TEXT"), ("eta_at", "REAL"))
+_ADDED = (("troubled", "INTEGER NOT NULL DEFAULT 0"), ("eta", "TEXT"), ("eta_at", "REAL"),
+          ("root_id", "TEXT"), ("parent_id", "TEXT"), ("join_id", "TEXT"),
+          ("position", "INTEGER"), ("size", "INTEGER"))  # fmt: skip
+WORKFLOW_LISTED = 5000
+"""Members of one workflow that :meth:`History.workflow` lists, at most."""
 DELAYED = "DELAYED"
 """The pseudo-state that :meth:`History.search` takes for the tasks waiting for their ETA."""
 _COLUMNS = ("task_id", "state", "attempt", *_LATEST, "sent_at", "started_at", "finished_at",
@@ -77,7 +82,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     name TEXT, queue TEXT, worker TEXT, args TEXT, result TEXT, error TEXT,
     error_message TEXT, traceback TEXT, reason TEXT, eta TEXT, eta_at REAL,
     sent_at REAL, started_at REAL, finished_at REAL, runtime REAL, updated_at REAL NOT NULL,
-    troubled INTEGER NOT NULL DEFAULT 0
+    troubled INTEGER NOT NULL DEFAULT 0, root_id TEXT, parent_id TEXT, join_id TEXT,
+    position INTEGER, size INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_updated ON tasks (updated_at);
 CREATE INDEX IF NOT EXISTS tasks_name ON tasks (name, updated_at);
@@ -93,7 +99,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_task ON events (task_id, time);
 """
 # After the migration of a file written before troubled tasks were kept apart.
-INDEXES = "CREATE INDEX IF NOT EXISTS tasks_kept ON tasks (troubled, updated_at);"
+INDEXES = """
+CREATE INDEX IF NOT EXISTS tasks_kept ON tasks (troubled, updated_at);
+CREATE INDEX IF NOT EXISTS tasks_root ON tasks (root_id) WHERE root_id IS NOT NULL;
+"""
 
 # Merge a batch's row into the stored one by the rule of the module doc.
 _NEWER = "excluded.updated_at >= tasks.updated_at"
@@ -128,6 +137,14 @@ ON CONFLICT (task_id) DO UPDATE SET
 """
 
 
+# A workflow's tasks in order: the members of one join together, by position, where the
+# first of them came; the other tasks (a chain's steps) as they came.
+_SEEN = "COALESCE(sent_at, started_at, updated_at)"
+_MEMBERS = f"""SELECT task_id, name, queue, state, attempt, parent_id, join_id, position, size,
+    sent_at, updated_at, MIN({_SEEN}) OVER (PARTITION BY COALESCE(join_id, task_id)) AS came"""
+_IN_ORDER = f"ORDER BY came, position, {_SEEN}, task_id"
+
+
 def _row_of(event: Mapping[str, Any]) -> dict[str, Any]:
     kind = event["type"]
     when = float(event.get("time") or time.time())
@@ -147,6 +164,11 @@ def _row_of(event: Mapping[str, Any]) -> dict[str, Any]:
         "reason": event.get("reason") or (event.get("error_message") if cancel else None),
         "eta": event.get("eta"),
         "eta_at": _epoch(event.get("eta")),
+        "root_id": event.get("root_id"),
+        "parent_id": event.get("parent_id"),
+        "join_id": event.get("join"),
+        "position": event.get("index"),
+        "size": event.get("of"),
         "sent_at": when if kind == "task.sent" else None,
         "started_at": when if kind == "task.started" else None,
         "finished_at": when if kind in ("task.succeeded", "task.failed", CANCELLED) else None,
@@ -314,6 +336,27 @@ class History:
             {**dict(e), "detail": json.loads(e["detail"]) if e["detail"] else {}} for e in events
         ]
         return task
+
+    def workflow(self, root_id: str, limit: int = WORKFLOW_LISTED) -> dict[str, Any]:
+        """The tasks of the workflow ``root_id`` (those whose root it is, and the root task
+        itself), up to ``limit``, in order: by join and position in it, then as they were
+        sent (a chain's steps). With ``total``, the count of each ``states``, and when the
+        newest of them changed (``updated_at``)."""
+        members = "FROM tasks WHERE root_id = ? OR task_id = ?"
+        with self._lock:
+            rows = self._db.execute(f"{_MEMBERS} {members} {_IN_ORDER} LIMIT ?",
+                                    (root_id, root_id, limit)).fetchall()  # fmt: skip
+            counts = self._db.execute(
+                f"SELECT state, COUNT(*), MAX(updated_at) {members} GROUP BY state",
+                (root_id, root_id),
+            ).fetchall()
+        return {
+            "root_id": root_id,
+            "members": [dict(r) for r in rows],
+            "total": sum(c[1] for c in counts),
+            "states": {c[0]: c[1] for c in counts},
+            "updated_at": max((c[2] for c in counts), default=None),
+        }
 
     def search(
         self, text: str = "", state: str = "", limit: int = 50, before: float | None = None

@@ -31,7 +31,7 @@ from ..exceptions import LifecycleError
 from ..redact import redact_url
 from ..settings import check_queue_name
 from .alerts import Alerts, QueueReading, Reading, Transition
-from .history import CANCELLED, REPLAYED, History, Retention
+from .history import CANCELLED, REPLAYED, WORKFLOW_LISTED, History, Retention
 from .live import Live
 from .notify import Webhook, prometheus
 from .security import new_secret
@@ -46,6 +46,7 @@ RECENT_TASKS = 15
 DEAD_PAGE = 50  # dead letters per page
 DEAD_LISTED = 5000  # dead letters that pages reach at most (each page reads those before it)
 TASKS_PAGE = 100
+WORKFLOW_ON_TASK = 100  # members of its workflow a task's page lists (its workflow's page: all)
 TRANSITIONS_KEPT = 50
 CANCEL_WAIT = 10.0  # seconds a cancel with ``wait`` waits for a running task to stop
 ALERTS_KEY = "alerts"
@@ -259,9 +260,18 @@ class Dashboard:
         ``pruned`` true and no timeline; None if the dashboard never saw it."""
         found = await asyncio.to_thread(self.history.task, task_id)
         if found is not None:
+            # A task that sent a workflow (or other tasks) is the root of their tree.
+            workflow = await self.workflow(found["root_id"] or task_id, WORKFLOW_ON_TASK)
+            if workflow["total"] > 1:
+                found["workflow"] = workflow
             return found
         pruned = await asyncio.to_thread(self.history.pruned, task_id)
         return None if pruned is None else {**pruned, "pruned": True, "timeline": []}
+
+    async def workflow(self, root_id: str, limit: int = WORKFLOW_LISTED) -> dict[str, Any]:
+        """The tasks of workflow ``root_id`` in order, up to ``limit``, with their count per
+        state (see History.workflow)."""
+        return await asyncio.to_thread(self.history.workflow, root_id, limit)
 
     async def search(
         self, text: str, state: str, limit: int = TASKS_PAGE, before: float | None = None

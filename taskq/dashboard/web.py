@@ -85,6 +85,7 @@ class Pages:
             Route("/tasks", self.tasks),
             Route("/tasks/{task_id:path}/cancel", self.cancel, methods=["POST"]),
             Route("/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
+            Route("/workflows/{root_id:path}", self.workflow),
             Route("/queues/{name}", self.queue),
             Route("/queues/{name}/replay", self.replay, methods=["POST"]),
             Route("/queues/{name}/purge", self.confirm_purge),
@@ -142,6 +143,11 @@ class Pages:
         data = await api.action_input(request, self.guard)
         done = await self.board.cancel(task_id, api.cancel_reason(data))
         return self.back(task_path(task_id), api.cancel_notice(done))
+
+    async def workflow(self, request: Request) -> Response:
+        root_id = request.path_params["root_id"]
+        found = await self.board.workflow(root_id)
+        return self.page(request, "workflow.html", root_id=root_id, workflow=found)
 
     async def queue(self, request: Request) -> Response:
         name = _queue(request)

@@ -24,7 +24,7 @@ class WorkflowHandle(Generic[R]):
     reason names it.
     """
 
-    __slots__ = ("_canceller", "handles", "roots", "shape")
+    __slots__ = ("_canceller", "handles", "roots", "shape", "workflow_id")
 
     def __init__(
         self,
@@ -32,6 +32,7 @@ class WorkflowHandle(Generic[R]):
         handles: Mapping[str, TaskHandle[Any]],
         roots: Sequence[str] = (),
         canceller: Canceller | None = None,
+        workflow_id: str | None = None,
     ) -> None:
         self.shape = shape
         """The task IDs whose results make the final value: an ID, or a list of shapes."""
@@ -39,8 +40,12 @@ class WorkflowHandle(Generic[R]):
         """The handle of each final task, by task ID."""
         self.roots = tuple(roots)
         """The IDs of the workflow's first steps (a chain's first step, each member of a
-        group it starts with): cancelling one cancels every step that follows from it."""
+        group it starts with)."""
         self._canceller = canceller
+        self.workflow_id = workflow_id
+        """The root ID its steps carry (their ``root_id`` in events, ``taskq inspect`` and
+        the dashboard's ``/workflows/ID`` page): its first task's ID, or its group's; for a
+        workflow sent from inside a task, that task's root."""
 
     def __repr__(self) -> str:
         return f"<WorkflowHandle {self.shape!r}>"
@@ -78,4 +83,9 @@ class WorkflowHandle(Generic[R]):
         App it was sent through is closed; BrokerError if a cancel cannot be published."""
         if self._canceller is None:
             raise LifecycleError(f"{self!r} cannot cancel: it was not sent by an App")
+        workflow_id = self.workflow_id
+        if workflow_id is not None and workflow_id not in self.roots:
+            # A group's ID: the steps sent after its members carry it as their root, and a
+            # worker drops or stops a step whose root is cancelled. Not a task: no waiting.
+            await self._canceller(workflow_id, reason, False, timeout)
         return [await self._canceller(root, reason, wait, timeout) for root in self.roots]

@@ -43,13 +43,15 @@ async def send_workflow(app: App, sig: Signature[Any, Any]) -> WorkflowHandle[An
     for task_id, task in zip(flat_ids(compiled.shape), tasks, strict=True):
         store.track(task_id, task.name)
         handles[task_id] = TaskHandle(task_id, task.name, store, task.validate_result)
+    root = compiled.root["id"]  # the workflow's ID (see taskq.workflow.visibility)
     envelopes = [
-        envelope_of_node(settings, node, args, meta, claimed=False)
+        envelope_of_node(settings, node, args, meta, claimed=False, root=root)
         for node, args, meta in expand(compiled.root, None, {}, has_value=False)
     ]
     await sender.publish_envelopes(envelopes)
     roots = [envelope.task_id for envelope in envelopes]
-    return WorkflowHandle(compiled.shape, handles, roots, sender.canceller)
+    workflow_id = envelopes[0].root_id if envelopes else root
+    return WorkflowHandle(compiled.shape, handles, roots, sender.canceller, workflow_id)
 
 
 def _final_tasks(sig: Signature[Any, Any]) -> list[Task[..., Any]]:

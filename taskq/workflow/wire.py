@@ -97,10 +97,12 @@ def envelope_of_node(
     *,
     claimed: bool,
     after: Envelope | None = None,
+    root: str | None = None,
 ) -> Envelope:
     """The message of a task node. ``claimed``: sent by a worker (it may be sent more than
     once), so it gets a claim token and asks its worker to check for a recorded success.
-    ``after``: the step whose outcome sends it (its parent; the workflow's root is theirs)."""
+    ``after``: the step whose outcome sends it (its parent; the workflow's root is theirs).
+    ``root``: the workflow's ID, for a step with no parent (sent by a client)."""
     if claimed:
         meta = {**meta, "c": uuid.uuid4().hex}
     parent: Any = after if after is not None else current_or_none()
@@ -117,7 +119,7 @@ def envelope_of_node(
         reply_to=node.get("rt"),
         dedupe=claimed,
         parent_id=parent.task_id if parent else None,
-        root_id=(parent.root_id or parent.task_id) if parent else None,
+        root_id=(parent.root_id or parent.task_id) if parent else root,
         partition=partition_for(settings, queue, None, task_id),
         workflow=meta,
     )

@@ -24,7 +24,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from taskq import App, TaskFailed
 from taskq.sync import SyncClient
+from taskq.workflow import WorkflowHandle, chain
 from tests import dashboard_support
+from tests.apps.ops_app import add
 from tests.dashboard_support import (
     DashboardProcess,
     WebhookReceiver,
@@ -246,6 +248,30 @@ def test_actions_need_csrf_and_nothing_shows_a_password(page: Page, world: World
         ]
     assert all("guest:guest" not in body for body in bodies)
     assert "amqp://guest:***@127.0.0.1" in bodies[1]
+
+
+def test_a_workflow_step_links_its_workflow_and_lists_its_members(page: Page, world: World) -> None:
+    async def send() -> WorkflowHandle[int]:
+        return await chain(add.s(1, 2), add.s(10), add.s(100)).delay(app=world.client.app)
+
+    handle = world.client.run(send())
+    assert world.client.run(handle.result(timeout=30)) == 113
+    root = handle.workflow_id
+    assert root is not None
+    page.goto(f"{world.url}/tasks/{handle.id}")  # the last step
+    members = page.locator("#workflow-members tr[data-task]")
+    expect(members).to_have_count(3, timeout=20_000)
+    expect(members.first).to_have_attribute("data-task", root)  # the first step
+    for row in members.all():
+        expect(row.locator(".state")).to_have_text("SUCCESS", timeout=20_000)
+    expect(page.locator("#task-parent")).to_be_visible()
+    page.locator("#workflow-link").click()
+    expect(page.locator("#workflow-states")).to_contain_text("3 task(s)")
+    expect(page.locator("#workflow-members tr[data-task]")).to_have_count(3)
+    found = world.api(f"/api/workflows/{root}")
+    assert [m["state"] for m in found["members"]] == ["SUCCESS"] * 3
+    assert found["members"][2]["parent_id"] == found["members"][1]["task_id"]
+    shot(page, "workflow")
 
 
 def test_history_survives_a_restart(world: World) -> None:

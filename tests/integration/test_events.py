@@ -10,12 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 
 from taskq import App
 from taskq.cli.events import format_event
-from tests.support import BROKER, REPO, WorkerProcess, eventually, running_worker
+from tests.support import (
+    BROKER,
+    REPO,
+    WorkerProcess,
+    event_listener,
+    eventually,
+    running_worker,
+)
 
 APP = "tests.apps.ops_app:app"
 
@@ -123,14 +129,7 @@ async def test_nothing_is_published_while_events_are_off(
 ) -> None:
     off, on = _adder(prefix), _adder(prefix, events=True)
     assert off.settings.events is False
-    connection = await aio_pika.connect(BROKER)
-    try:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            off.names.events, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        listener = await channel.declare_queue(exclusive=True)
-        await listener.bind(exchange, "#")
+    async with event_listener(off.names) as listener:
         async with off, running_worker(off) as quiet:
             handles = [await off.tasks["add"].delay(i, 1) for i in range(3)]
             assert [await h.result(timeout=15) for h in handles] == [1, 2, 3]
@@ -150,8 +149,6 @@ async def test_nothing_is_published_while_events_are_off(
             }
 
         await eventually(control_heard, what="the events of the task sent with events on")
-    finally:
-        await connection.close()
     quiet_ids = {h.id for h in handles}
     from_off = [e for e in heard if e.get("task_id") in quiet_ids or e.get("worker") == quiet.name]
     assert from_off == []

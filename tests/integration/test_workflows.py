@@ -3,17 +3,29 @@ link, link_error, failure and a retry inside a member."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from taskq import App, ConfigurationError, Hook, Retry, Sending, TaskFailed, current, dlq
+from taskq import (
+    App,
+    ConfigurationError,
+    Hook,
+    Retry,
+    Sending,
+    TaskFailed,
+    control,
+    current,
+    dlq,
+    events,
+)
 from taskq.workflow import chain, chord, group
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
 from tests.postgres_support import POSTGRES, drop_tables
-from tests.support import BROKER, eventually, queue_length, running_worker
+from tests.support import BROKER, event_listener, eventually, queue_length, running_worker
 
 # The workflow logic is under test, not the worker's queues.
 pytestmark = [pytest.mark.one_queue_only, pytest.mark.usefixtures("topology_cleanup")]
@@ -43,8 +55,8 @@ class Calls:
         return [value for task, value in self.log if task == name]
 
 
-def make_app(prefix: str, results: str, calls: Calls) -> App:
-    app = App("wf", broker=BROKER, prefix=prefix, results=results)
+def make_app(prefix: str, results: str, calls: Calls, **settings: Any) -> App:
+    app = App("wf", broker=BROKER, prefix=prefix, results=results, **settings)
 
     @app.task
     async def add(x: int, y: int) -> int:
@@ -341,3 +353,54 @@ async def test_steps_sent_by_the_worker_pass_the_apps_send_hooks(prefix: str, re
         assert await handle.result(timeout=TIMEOUT) == 3
     # The first step is sent by the client, the next two by the worker that ran the one before.
     assert sorted(seen) == [(0, "stamped"), (1, "stamped"), (2, "stamped")]
+
+
+async def test_events_and_inspect_show_each_steps_workflow(prefix: str, results: str) -> None:
+    calls = Calls()
+    app = make_app(prefix, results, calls, events=True)
+    release = asyncio.Event()
+
+    @app.task
+    async def held_total(xs: list[int]) -> int:
+        await release.wait()
+        return sum(xs)
+
+    t = tasks(app)
+    started: list[dict[str, Any]] = []
+    async with event_listener(app.names, "task.started") as listener:
+        async with app, running_worker(app, concurrency=4):
+            flow = await chord([t("double").s(1), t("double").s(2)], held_total.s()).delay()
+            steps = await (t("add").s(1, 2) | t("double").s()).delay()
+            assert await steps.result(timeout=TIMEOUT) == 6
+
+            async def callback_running() -> list[dict[str, Any]]:
+                result = await control.broadcast(app, "active", timeout=2)
+                return [t for r in result.replies for t in r.answer if t["task"] == "held_total"]
+
+            (active,) = await eventually(callback_running, what="the callback to run")
+            release.set()
+            assert await flow.result(timeout=TIMEOUT) == 6
+
+        async def all_started() -> bool:
+            while (message := await listener.get(no_ack=True, fail=False)) is not None:
+                started.append(events.decode(message.body))
+            return len(started) >= 5
+
+        await eventually(all_started, what="the task.started events of the five steps")
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for event in started:
+        by_name.setdefault(event["task"], []).append(event)
+    members = sorted((e for e in by_name["double"] if "join" in e), key=lambda e: e["index"])
+    assert [(e["root_id"], e["join"], e["index"], e["of"]) for e in members] == [
+        (flow.workflow_id, flow.workflow_id, 0, 2), (flow.workflow_id, flow.workflow_id, 1, 2)
+    ]  # fmt: skip
+    assert "parent_id" not in members[0]  # sent by the client
+    (first,) = by_name["add"]
+    (second,) = [e for e in by_name["double"] if "join" not in e]
+    assert first["root_id"] == steps.workflow_id == first["task_id"]
+    assert (second["parent_id"], second["root_id"]) == (first["task_id"], steps.workflow_id)
+    (callback,) = by_name["held_total"]
+    assert callback["root_id"] == flow.workflow_id
+    assert callback["parent_id"] in {m["task_id"] for m in members}  # the last to join
+    assert (active["root_id"], active["parent_id"]) == (flow.workflow_id, callback["parent_id"])
+    assert "join" not in active

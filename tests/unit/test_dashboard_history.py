@@ -135,6 +135,7 @@ def test_a_file_of_an_older_dashboard_is_migrated(tmp_path: Path) -> None:
     history = History(path, max_age=3600, max_tasks=0)
     assert history.prune(now=10.0) == 1
     assert history.task("f") is not None and history.pruned("s") is not None
+    assert history.workflow("f")["total"] == 1  # the workflow columns were added
 
 
 def test_a_replay_is_recorded_and_clears_the_dead_letter_reason(tmp_path: Path) -> None:
@@ -180,3 +181,29 @@ def test_a_cancel_is_terminal_and_loses_to_an_end_that_came_first(tmp_path: Path
     assert [r["task_id"] for r in history.search(state="CANCELLED")] == ["a"]
     rows = merge([event("cancelled", "d", 3.0, **cancel), event("succeeded", "d", 4.0)])
     assert rows["d"]["state"] == "CANCELLED" and rows["d"]["reason"] == "not needed"
+
+
+def test_a_workflows_tasks_are_listed_in_order_with_their_states(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", max_age=3600, max_tasks=100)
+    member = {"root_id": "wf", "join": "j"}
+    history.write([
+        event("sent", "first", 1.0, root_id="wf"),
+        event("succeeded", "first", 2.0, root_id="wf"),
+        *(event("sent", f"m{i}", 3.0 + (2 - i) / 10, **member, index=i, of=3) for i in range(3)),
+        event("succeeded", "m0", 4.0, parent_id="first", **member, index=0, of=3),
+        event("started", "m2", 4.1, parent_id="first", **member, index=2, of=3),
+        event("sent", "callback", 5.0, parent_id="m0", root_id="wf"),
+        event("sent", "elsewhere", 3.5),
+    ])  # fmt: skip
+    found = history.workflow("wf")
+    assert [m["task_id"] for m in found["members"]] == ["first", "m0", "m1", "m2", "callback"]
+    assert [m["state"] for m in found["members"]] == [
+        "SUCCESS", "SUCCESS", "PENDING", "STARTED", "PENDING"]  # fmt: skip
+    assert (found["total"], found["states"]) == (5, {"SUCCESS": 2, "PENDING": 2, "STARTED": 1})
+    assert found["updated_at"] == 5.0
+    task = history.task("m2")
+    assert task is not None
+    assert (task["root_id"], task["parent_id"], task["join_id"], task["position"],
+            task["size"]) == ("wf", "first", "j", 2, 3)  # fmt: skip
+    assert [m["task_id"] for m in history.workflow("wf", limit=2)["members"]] == ["first", "m0"]
+    assert history.workflow("nothing")["total"] == 0

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from taskq import App, ConfigurationError, InvalidArguments, codec
+from taskq.cli.inspect import workflow_columns
 from taskq.events import envelope_fields
 from taskq.message import Envelope, decode_envelope
 from taskq.results.shared import SharedStore
@@ -216,3 +217,16 @@ def test_events_show_a_steps_parent_root_and_chord_position() -> None:
     assert (fields["parent_id"], fields["root_id"]) == ("first", "first")
     assert (fields["join"], fields["index"], fields["of"]) == (compiled.root["id"], 1, 2)
     assert "join" not in envelope_fields(first) and "parent_id" not in envelope_fields(first)
+
+
+def test_inspect_tables_show_the_workflow_columns_only_for_workflow_tasks() -> None:
+    heads = ["TASK ID", "ARGS"]
+    plain = [{"task_id": "a"}]
+    assert workflow_columns(heads, [("a", "1")], plain) == (heads, [("a", "1")])
+    tasks = [{"task_id": "m", "root_id": "wf", "join": "wf", "index": 1, "of": 3},
+             {"task_id": "c", "root_id": "wf", "parent_id": "m"}, {"task_id": "x"}]  # fmt: skip
+    rows = [("m", "1"), ("c", "[2]"), ("x", "0")]
+    assert workflow_columns(heads, rows, tasks) == (
+        ["TASK ID", "ROOT", "PARENT", "POSITION", "ARGS"],
+        [("m", "wf", "", "2/3", "1"), ("c", "wf", "m", "", "[2]"), ("x", "", "", "", "0")],
+    )
