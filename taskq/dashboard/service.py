@@ -33,6 +33,7 @@ from ..settings import check_queue_name
 from .alerts import Alerts, QueueReading, Reading, Transition
 from .history import CANCELLED, REPLAYED, WORKFLOW_LISTED, History, Retention
 from .live import Live
+from .lookup import Lookup
 from .notify import Webhook, prometheus
 from .security import new_secret
 from .settings import DashboardSettings
@@ -113,6 +114,7 @@ class Dashboard:
         self._recent: list[dict[str, Any]] = []
         self._stored = 0
         self._dlq_lock = asyncio.Lock()
+        self.lookup = Lookup(app, self._dlq_lock, limit=DEAD_LISTED)
         self._saved: dict[str, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -257,7 +259,9 @@ class Dashboard:
 
     async def task(self, task_id: str) -> dict[str, Any] | None:
         """A task's history with its timeline; if it was pruned, what was known of it with
-        ``pruned`` true and no timeline; None if the dashboard never saw it."""
+        ``pruned`` true and no timeline; if the dashboard never saw it, what the result store
+        or a dead-letter queue knows (with ``source``, see taskq.dashboard.lookup); None if
+        nothing does."""
         found = await asyncio.to_thread(self.history.task, task_id)
         if found is not None:
             # A task that sent a workflow (or other tasks) is the root of their tree.
@@ -266,7 +270,10 @@ class Dashboard:
                 found["workflow"] = workflow
             return found
         pruned = await asyncio.to_thread(self.history.pruned, task_id)
-        return None if pruned is None else {**pruned, "pruned": True, "timeline": []}
+        if pruned is not None:
+            return {**pruned, "pruned": True, "timeline": []}
+        with_dead = [name for name, view in self.live.queues.items() if view.dead]
+        return await self.lookup.find(task_id, with_dead)
 
     async def workflow(self, root_id: str, limit: int = WORKFLOW_LISTED) -> dict[str, Any]:
         """The tasks of workflow ``root_id`` in order, up to ``limit``, with their count per
