@@ -42,12 +42,14 @@ class Continuation:
         self.store = store
         self.settings = settings
         self.recorder = recorder
+        # Looked up once: a runtime Protocol check costs as much as the rest of a member's join.
+        self.joins = join_store_of(store)
 
     async def may_run(self, envelope: Envelope) -> bool:
         """Whether this delivery may run its task: not if another publish of its task ID
         claimed it (a step sent again after a redelivery of the step before it)."""
         token = (envelope.workflow or {}).get("c")
-        joins = join_store_of(self.store)
+        joins = self.joins
         if token is None or joins is None:
             return True
         return await self.recorder.until_stored(lambda: joins.claim(envelope.task_id, token))
@@ -103,7 +105,7 @@ class Continuation:
                 await self._follow(join["c"], values, out)
 
     async def _join(self, join: Meta, value: Any) -> list[Any] | None:
-        joins = join_store_of(self.store)
+        joins = self.joins
         if joins is None:
             raise ConfigurationError(
                 f"a workflow step joins {join['id']}, but this worker's result store "
