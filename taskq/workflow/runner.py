@@ -115,7 +115,7 @@ class Continuation:
         values = await self.recorder.until_stored(
             lambda: joins.join(join["id"], join["i"], join["n"], packed)
         )
-        return None if values is None else [codec.unpack(v) for v in values]
+        return None if values is None else unpack_all(values)
 
     async def _publish(
         self, out: list[tuple[Node, list[Any], dict[str, Any]]], after: Envelope
@@ -125,3 +125,17 @@ class Continuation:
             await self.sender.publish_envelopes(
                 [envelope_of_node(settings, n, a, m, claimed=True, after=after) for n, a, m in out]
             )
+
+
+def unpack_all(values: list[bytes]) -> list[Any]:
+    """The members' values (each one packed value), unpacked as one msgpack array: a tenth of
+    the cost of unpacking them one by one, for a chord of 10,000."""
+    size = len(values)
+    if size < 16:
+        header = bytes([0x90 | size])
+    elif size < 1 << 16:
+        header = b"\xdc" + size.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + size.to_bytes(4, "big")
+    unpacked: list[Any] = codec.unpack(header + b"".join(values))
+    return unpacked

@@ -12,6 +12,7 @@ from taskq.message import Envelope, decode_envelope
 from taskq.results.shared import SharedStore
 from taskq.workflow import Chain, Group, TaskSignature, chain, chord, group
 from taskq.workflow.compile import Compiler, needs_join
+from taskq.workflow.runner import unpack_all
 from taskq.workflow.store import join_store_of
 from taskq.workflow.wire import envelope_of_node, expand, flat_ids, successors
 
@@ -249,3 +250,9 @@ def test_events_show_a_steps_parent_root_and_chord_position() -> None:
     assert (fields["parent_id"], fields["root_id"]) == ("first", "first")
     assert (fields["join"], fields["index"], fields["of"]) == (compiled.root["id"], 1, 2)
     assert "join" not in envelope_fields(first) and "parent_id" not in envelope_fields(first)
+
+
+def test_a_join_s_values_unpack_as_one_array_of_any_size() -> None:
+    for size in (0, 1, 15, 16, 65_536):
+        values = [codec.pack([i, str(i)]) for i in range(size)]
+        assert unpack_all(values) == [[i, str(i)] for i in range(size)]
