@@ -9,7 +9,7 @@ One in-process worker (concurrency 64) and a client share one event loop, agains
 RabbitMQ and the chosen store (Redis by default):
 
 - fan-out: send N no-op tasks at once (``map``), then wait for every result: tasks/s from
-  the first send to the last result;
+  the first send to the last result (each run of it alternates with a chord's);
 - chord: ``chord([noop.s(i) ...], collect.s())``, sent and awaited: tasks/s from the send to
   the callback's result, and the delay from the last member's end to the callback's start
   (p50 over ``--runs`` runs);
@@ -145,8 +145,12 @@ async def measure_taskq(args: argparse.Namespace) -> dict[str, Any]:
         async with app:
             running = asyncio.create_task(worker.run())
             try:
-                fan = [await fanout(app, args.members) for _ in range(args.runs)]
-                chords = [await one_chord(app, args.members, marks) for _ in range(args.runs)]
+                # Alternated, so that a fan-out and a chord see about the same load (on a shared
+                # machine, the load changes between a block of fan-outs and one of chords).
+                fan, chords = [], []
+                for _ in range(args.runs):
+                    fan.append(await fanout(app, args.members))
+                    chords.append(await one_chord(app, args.members, marks))
                 chains = [await one_chain(app, args.steps) for _ in range(max(1, args.runs // 2))]
             finally:
                 worker.stop()
