@@ -103,13 +103,17 @@ async def one_chain(app: App, m: int) -> float:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of one benchmark run: taskq's, each peer's and the targets."""
     figures = await measure_taskq(args)
+    print(f"taskq workflows: {json.dumps(figures)}", file=sys.stderr, flush=True)
     prefix = f"bwf{uuid.uuid4().hex[:10]}"
     peers = figures["peers"] = {}
     for peer in workflows_peers.PEERS:
         if peer.system in args.peers:
-            peers[peer.system] = await workflows_peers.measure_peer(
-                peer, args.members, args.steps, min(args.runs, args.peer_runs), prefix
-            )
+            try:
+                peers[peer.system] = await workflows_peers.measure_peer(
+                    peer, args.members, args.steps, min(args.runs, args.peer_runs), prefix
+                )
+            except (RuntimeError, TimeoutError) as exc:  # taskq's figures and the other peer stay
+                peers[peer.system] = {"failed": f"{type(exc).__name__}: {str(exc)[:1000]}"}
     figures["targets"] = targets(figures)
     return figures
 
@@ -252,7 +256,9 @@ def markdown(figures: dict[str, Any]) -> str:
         ),
     ]
     skipped = [
-        f"{name}: {peer['skipped']}" for name, peer in figures["peers"].items() if "skipped" in peer
+        f"{name}: {peer.get('skipped') or peer.get('failed')}"
+        for name, peer in figures["peers"].items()
+        if "chord_tasks_per_s" not in peer
     ]
     return "\n".join([*lines, *(["", *skipped] if skipped else [])]) + "\n"
 
