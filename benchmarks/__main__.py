@@ -16,11 +16,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import broker, log_guard, report, scenarios_peers, scenarios_raw, scenarios_taskq
+from . import broker, log_guard, report, scenarios_peers, scenarios_raw, scenarios_taskq, workflows
 from . import harness as h
 
-SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout", "memory"]
-DEFAULT_SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout"]
+SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout", "memory", "workflows"]
+DEFAULT_SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout", "workflows"]
 SYSTEMS = ["taskq", "taskq-aio-pika", "raw", "celery", "dramatiq", "taskiq"]
 
 
@@ -53,10 +53,23 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the second taskq-worker --concurrency and raw prefetch (default 64)",
     )
     p.add_argument(
+        "--workflow-members",
+        type=int,
+        default=10_000,
+        help="chord members in the workflows scenario (issue 22: 10000)",
+    )
+    p.add_argument(
+        "--workflow-steps", type=int, default=1000, help="chain steps in the workflows scenario"
+    )
+    p.add_argument(
+        "--workflow-runs", type=int, default=5, help="chords per system (the delay is their p50)"
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="tiny figures for a smoke run: --tasks 200 --roundtrips 50 "
-        "--fanout 200 --sequential-cap 200",
+        "--fanout 200 --sequential-cap 200 --workflow-members 50 --workflow-steps 10 "
+        "--workflow-runs 1",
     )
     p.add_argument(
         "--scenarios",
@@ -71,6 +84,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.tasks, args.roundtrips, args.fanout, args.sequential_cap = 200, 50, 200, 200
+        args.workflow_members, args.workflow_steps, args.workflow_runs = 50, 10, 1
     for name, allowed in (("scenarios", SCENARIOS), ("systems", SYSTEMS)):
         values = [v.strip() for v in getattr(args, name).split(",") if v.strip()]
         unknown = set(values) - set(allowed)
@@ -129,7 +143,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         for system in args.systems:
-            results += await run_system(system, opts, prefix, notes)
+            if set(args.scenarios) - {"workflows"}:
+                results += await run_system(system, opts, prefix, notes)
+        if "workflows" in args.scenarios:
+            meta["workflows"] = await run_workflows(args, notes)
     finally:
         leftovers = await broker.sweep(prefix)
         if leftovers:
@@ -154,6 +171,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     meta["configurations"] = configurations(results)
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     return {"meta": meta, "results": results}
+
+
+async def run_workflows(args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
+    """Issue 22's workflows: taskq's chord, fan-out and chain (Redis store) and, in the same
+    run, Celery's chord and Dramatiq's group among --systems (benchmarks/workflows.py)."""
+    chosen = workflows.parse(
+        [
+            "--members", str(args.workflow_members), "--steps", str(args.workflow_steps),
+            "--runs", str(args.workflow_runs),
+            "--peers", ",".join(s for s in args.systems if s in ("celery", "dramatiq")),
+        ]
+    )  # fmt: skip
+    try:
+        return await workflows.measure(chosen)
+    except Exception as exc:  # the other scenarios' figures stay
+        notes.append(f"workflows: failed: {type(exc).__name__}: {str(exc)[:500]}")
+        h.progress(notes[-1])
+        return {}
 
 
 async def run_system(system: str, opts: h.Options, prefix: str, notes: list[str]) -> list[h.Result]:
@@ -225,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         out = asyncio.run(run(args))
     meta, results = out["meta"], out["results"]
-    text = report.document(results, meta)
+    text = report.document(results, meta) + workflows.markdown(meta.get("workflows", {}))
     print(f"\n{text}")
     if args.json:
         with open(args.json, "w") as f:

@@ -359,17 +359,16 @@ def drain(peer: Peer, queue: str, scenario: str, config: WorkerConfig) -> h.Drai
     )
 
 
-async def _results_client(
-    peer: Peer, env: dict[str, str], roundtrips: int, fanout: int, workers: h.Workers
-) -> dict[str, Any]:
-    """Run ``peer_results`` against the running worker; fail early if the worker dies."""
+async def client_output(
+    module: str, args: list[str], env: dict[str, str], workers: h.Workers, timeout: float
+) -> tuple[str, int | None]:
+    """Run ``python -m module args`` (a peer's client) against the running ``workers``,
+    failing early if one of them dies: its output and exit code."""
     proc = await asyncio.create_subprocess_exec(
         PY,
         "-m",
-        "benchmarks.bench_apps.peer_results",
-        peer.system,
-        str(roundtrips),
-        str(fanout),
+        module,
+        *args,
         cwd=h.REPO,
         env={**os.environ, **env, "PYTHONPATH": str(h.REPO)},
         stdout=asyncio.subprocess.PIPE,
@@ -377,26 +376,46 @@ async def _results_client(
     )
     output = asyncio.ensure_future(proc.communicate())
     try:
-        deadline = time.monotonic() + 300 + (roundtrips + fanout) / 20
+        deadline = time.monotonic() + timeout
         while not output.done():
             workers.check_alive()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{peer.system} results client still running")
+                raise TimeoutError(f"{module} {' '.join(args)} still running")
             await asyncio.wait({output}, timeout=h.POLL * 4)
-        text = output.result()[0].decode(errors="replace")
+        return output.result()[0].decode(errors="replace"), proc.returncode
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
         output.cancel()
+
+
+def result_line(text: str) -> dict[str, Any] | None:
+    """The JSON of a client's ``RESULT {json}`` line (None: it printed none)."""
     for line in text.splitlines():
         if line.startswith("RESULT "):
             result: dict[str, Any] = json.loads(line[len("RESULT ") :])
             return result
-    raise RuntimeError(
-        f"{peer.system} results client failed ({proc.returncode}):\n"
-        f"{text[-3000:]}\n{workers.output()}"
+    return None
+
+
+async def _results_client(
+    peer: Peer, env: dict[str, str], roundtrips: int, fanout: int, workers: h.Workers
+) -> dict[str, Any]:
+    """Run ``peer_results`` against the running worker; fail early if the worker dies."""
+    text, code = await client_output(
+        "benchmarks.bench_apps.peer_results",
+        [peer.system, str(roundtrips), str(fanout)],
+        env,
+        workers,
+        300 + (roundtrips + fanout) / 20,
     )
+    result = result_line(text)
+    if result is None:
+        raise RuntimeError(
+            f"{peer.system} results client failed ({code}):\n{text[-3000:]}\n{workers.output()}"
+        )
+    return result
 
 
 async def with_results(

@@ -1,20 +1,24 @@
 """Workflows: a chord of no-op members against a plain fan-out, and a long chain.
 
     python -m benchmarks.workflows [--members 10000] [--steps 1000] [--runs 5]
-        [--store redis|postgres] [--json PATH]
+        [--store redis|postgres] [--peers celery,dramatiq] [--json PATH]
+
+(``python -m benchmarks`` runs it too, as its ``workflows`` scenario.)
 
 One in-process worker (concurrency 64) and a client share one event loop, against the local
 RabbitMQ and the chosen store (Redis by default):
 
 - fan-out: send N no-op tasks at once (``map``), then wait for every result: tasks/s from
-  the first send to the last result;
+  the first send to the last result (each run of it alternates with a chord's);
 - chord: ``chord([noop.s(i) ...], collect.s())``, sent and awaited: tasks/s from the send to
   the callback's result, and the delay from the last member's end to the callback's start
   (p50 over ``--runs`` runs);
 - chain: ``noop.s(0) | step.s() | ...`` of M steps: steps/s.
 
-Celery's and Dramatiq's equivalents are not measured here yet (issue 22 asks for them in
-``python -m benchmarks``). Each run uses its own prefix and deletes its queues and keys.
+Then, in the same run, Celery's chord and Dramatiq's group with a completion callback, and
+their chains, at the same sizes (benchmarks/workflows_peers.py says how each runs), and the
+targets of issue 22 with their measured ratios. Each run uses its own prefix and deletes its
+queues and keys.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from taskq import App, Worker
 from taskq.results.postgres_schema import Tables
 from taskq.topology import Names, every_name
 from taskq.workflow import chain, chord
+
+from . import workflows_peers
 
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -95,7 +101,45 @@ async def one_chain(app: App, m: int) -> float:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Every figure of one benchmark run."""
+    """Every figure of one benchmark run: taskq's, each peer's and the targets."""
+    figures = await measure_taskq(args)
+    print(f"taskq workflows: {json.dumps(figures)}", file=sys.stderr, flush=True)
+    prefix = f"bwf{uuid.uuid4().hex[:10]}"
+    peers = figures["peers"] = {}
+    for peer in workflows_peers.PEERS:
+        if peer.system in args.peers:
+            try:
+                peers[peer.system] = await workflows_peers.measure_peer(
+                    peer, args.members, args.steps, min(args.runs, args.peer_runs), prefix
+                )
+            except (RuntimeError, TimeoutError) as exc:  # taskq's figures and the other peer stay
+                peers[peer.system] = {"failed": f"{type(exc).__name__}: {str(exc)[:1000]}"}
+    figures["targets"] = targets(figures)
+    return figures
+
+
+def targets(figures: dict[str, Any]) -> dict[str, Any]:
+    """Issue 22's targets: each with its measured value and whether it is met."""
+    out: dict[str, Any] = {
+        "chord >= 0.8x fan-out": [figures["chord_vs_fanout"], figures["chord_vs_fanout"] >= 0.8],
+        "callback delay p50 <= 50 ms": [
+            figures["callback_delay_ms_p50"],
+            figures["callback_delay_ms_p50"] <= 50,
+        ],
+    }
+    celery = figures["peers"].get("celery", {})
+    if "chord_tasks_per_s" in celery:
+        rate = round(figures["chord_tasks_per_s"] / celery["chord_tasks_per_s"], 2)
+        delay = round(
+            celery["callback_delay_ms_p50"] / max(figures["callback_delay_ms_p50"], 0.01), 2
+        )
+        out["chord rate >= 5x Celery's"] = [rate, rate >= 5]
+        out["callback delay <= 1/5 of Celery's"] = [delay, delay >= 5]
+    return out
+
+
+async def measure_taskq(args: argparse.Namespace) -> dict[str, Any]:
+    """taskq's figures: fan-out, chord and chain."""
     prefix = f"bench{uuid.uuid4().hex[:10]}"
     results = REDIS if args.store == "redis" else f"{POSTGRES}?taskq_table={prefix}_results"
     marks: dict[str, float] = {}
@@ -105,8 +149,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         async with app:
             running = asyncio.create_task(worker.run())
             try:
-                fan = [await fanout(app, args.members) for _ in range(args.runs)]
-                chords = [await one_chord(app, args.members, marks) for _ in range(args.runs)]
+                # Alternated, so that a fan-out and a chord see about the same load (on a shared
+                # machine, the load changes between a block of fan-outs and one of chords).
+                fan, chords = [], []
+                for _ in range(args.runs):
+                    fan.append(await fanout(app, args.members))
+                    chords.append(await one_chord(app, args.members, marks))
                 chains = [await one_chain(app, args.steps) for _ in range(max(1, args.runs // 2))]
             finally:
                 worker.stop()
@@ -160,15 +208,64 @@ async def cleanup(prefix: str, store: str) -> None:
             await connection_pg.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print its figures (and write them as JSON with --json)."""
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's options (``python -m benchmarks`` passes its own)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.workflows")
     p.add_argument("--members", type=int, default=10_000)
     p.add_argument("--steps", type=int, default=1_000)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--store", choices=("redis", "postgres"), default="redis")
+    p.add_argument(
+        "--peers", default="celery,dramatiq", help="comma-separated peers to measure ('' = none)"
+    )
+    p.add_argument(
+        "--peer-runs", type=int, default=3, help="at most this many chords per peer (slower)"
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    args.peers = [name for name in args.peers.split(",") if name]
+    return args
+
+
+def markdown(figures: dict[str, Any]) -> str:
+    """The figures as a Markdown section of the ``python -m benchmarks`` report."""
+    if not figures:
+        return ""
+    rows = [("taskq", figures)] + [
+        (name, peer) for name, peer in figures["peers"].items() if "chord_tasks_per_s" in peer
+    ]
+    lines = [
+        f"## Workflows (issue 22): a chord of {figures['members']:,} no-op members, "
+        f"a chain of {figures['steps']:,} steps",
+        "",
+        f"taskq's fan-out of the same tasks: {figures['fanout_tasks_per_s']:,} tasks/s.",
+        "",
+        "| system | chord tasks/s | callback delay p50 (ms) | chain steps/s |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {name} | {row['chord_tasks_per_s']:,} | {row['callback_delay_ms_p50']} | "
+            f"{row['chain_steps_per_s'] or 'failed: ' + str(row.get('chain_failed'))} |"
+            for name, row in rows
+        ),
+        "",
+        "| target | measured | met |",
+        "|---|---:|---|",
+        *(
+            f"| {name} | {value} | {'met' if met else 'NOT met'} |"
+            for name, (value, met) in figures["targets"].items()
+        ),
+    ]
+    skipped = [
+        f"{name}: {peer.get('skipped') or peer.get('failed')}"
+        for name, peer in figures["peers"].items()
+        if "chord_tasks_per_s" not in peer
+    ]
+    return "\n".join([*lines, *(["", *skipped] if skipped else [])]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print its figures (and write them as JSON with --json)."""
+    args = parse(argv)
     figures = asyncio.run(measure(args))
     print(json.dumps(figures, indent=2))
     if args.json is not None:

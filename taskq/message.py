@@ -16,10 +16,12 @@ Schema 2 (what taskq sends):
   headers. Headers that hooks add at send time (``Envelope.headers``: a trace context, say)
   travel as AMQP headers and stay with the message through retries and redeliveries.
 
-Schema 3 is schema 2 with one more metadata key, ``w``: the message is a step of a workflow
+Schema 4 is schema 2 with one more metadata key, ``w``: the message is a step of a workflow
 (chain, group, chord: see taskq.workflow.wire for the map it holds). Only such messages use
-version 3, so that a worker that does not know workflows dead-letters them as
-``invalid-message`` instead of running the step and dropping the rest of the workflow.
+version 4, so that a worker that does not know workflows (or, for a long chain, the packed
+nodes of its rest) dead-letters them as ``invalid-message`` instead of running the step and
+dropping the rest of the workflow. Schema 3 (the same, with a chain's rest as maps) still
+decodes.
 
 Schema 1 (taskq before 0.2) still decodes: body ``[args, kwargs]``, metadata in ``x-taskq-*``
 headers. A message of any other shape goes to the dead-letter queue as ``invalid-message``.
@@ -39,7 +41,8 @@ from .exceptions import DecodeError
 from .topology import route_of, split_route
 
 SCHEMA_VERSION = 2
-SCHEMA_WORKFLOW = 3
+SCHEMA_WORKFLOW = 4
+SCHEMA_WORKFLOW_V3 = 3  # before a chain's rest travelled as packed nodes: still decoded
 SCHEMA_V1 = 1
 CONTENT_TYPE = "application/x-msgpack"
 
@@ -119,7 +122,7 @@ class Envelope:
     ``x-taskq-*`` headers, nor the broker's ``x-death`` ones)."""
     workflow: Mapping[str, Any] | None = None
     """What follows this task in its workflow (None: not part of one); see
-    taskq.workflow.wire. It travels as the metadata key ``w`` of schema 3."""
+    taskq.workflow.wire. It travels as the metadata key ``w`` of schema 4."""
 
     @property
     def route(self) -> str:
@@ -147,7 +150,7 @@ class Envelope:
 
     @property
     def schema(self) -> int:
-        """The schema version this envelope is sent with (3 for a workflow step, else 2)."""
+        """The schema version this envelope is sent with (4 for a workflow step, else 2)."""
         return SCHEMA_VERSION if self.workflow is None else SCHEMA_WORKFLOW
 
     def to_message(self) -> OutgoingMessage:
@@ -241,7 +244,7 @@ def decode_envelope(
     )
 
 
-_SCHEMAS = (SCHEMA_VERSION, SCHEMA_WORKFLOW)
+_SCHEMAS = (SCHEMA_VERSION, SCHEMA_WORKFLOW, SCHEMA_WORKFLOW_V3)
 
 # Headers that are not the message's own: taskq's, and what the broker adds on dead-lettering
 # (a delayed message passes through the delay levels by dead-lettering).

@@ -15,6 +15,7 @@ Run: celery -A benchmarks.bench_apps.celery_app worker -P solo --without-gossip
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery
 
@@ -61,3 +62,21 @@ def spin(iterations: int) -> None:
     hit()
     add_up(iterations)
     hit()
+
+
+# benchmarks/workflows.py: a chord's members note when they end (wall clock, comparable across
+# the processes of one machine); its callback notes when it starts and gets every member's.
+@app.task(name="wf_member")
+def wf_member(i: int) -> float:
+    return time.time()
+
+
+@app.task(name="wf_collect")
+def wf_collect(ends: list[float]) -> list[float]:
+    """[members, callback start, last member end]."""
+    return [len(ends), time.time(), max(ends)]
+
+
+@app.task(name="wf_step")
+def wf_step(i: int) -> int:
+    return i + 1

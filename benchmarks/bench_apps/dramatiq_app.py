@@ -14,6 +14,7 @@ read when ``dramatiq.worker`` is imported (default 0: 2 x threads).
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import dramatiq
@@ -41,6 +42,14 @@ if REDIS_PREFIX is not None:
     )
     broker.add_middleware(Results(backend=backend, result_ttl=600_000))
     actor_options["store_results"] = True
+    if os.environ.get("BENCH_DRAMATIQ_GROUPS") == "1":
+        # benchmarks/workflows.py: group completion callbacks keep their barrier in Redis
+        from dramatiq.middleware import GroupCallbacks
+        from dramatiq.rate_limits.backends import RedisBackend as RateLimiterBackend
+
+        limiter = RateLimiterBackend(url=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"))
+        # the barrier keys (one per group, not prefixed) expire after 10 minutes
+        broker.add_middleware(GroupCallbacks(limiter, barrier_ttl=600_000))
 dramatiq.set_broker(broker)
 
 
@@ -56,3 +65,20 @@ def spin(iterations: int) -> None:
     hit()
     add_up(iterations)
     hit()
+
+
+# benchmarks/workflows.py (with the Results middleware): a group's members note when they end
+# (wall clock); its completion callback, which Dramatiq gives no results, notes when it starts.
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, **actor_options)
+def wf_member(i: int) -> float:
+    return time.time()
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, **actor_options)
+def wf_collect() -> float:
+    return time.time()
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, **actor_options)
+def wf_step(i: int) -> int:
+    return i + 1

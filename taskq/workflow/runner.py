@@ -42,12 +42,14 @@ class Continuation:
         self.store = store
         self.settings = settings
         self.recorder = recorder
+        # Looked up once: a runtime Protocol check costs as much as the rest of a member's join.
+        self.joins = join_store_of(store)
 
     async def may_run(self, envelope: Envelope) -> bool:
         """Whether this delivery may run its task: not if another publish of its task ID
         claimed it (a step sent again after a redelivery of the step before it)."""
         token = (envelope.workflow or {}).get("c")
-        joins = join_store_of(self.store)
+        joins = self.joins
         if token is None or joins is None:
             return True
         return await self.recorder.until_stored(lambda: joins.claim(envelope.task_id, token))
@@ -113,7 +115,7 @@ class Continuation:
                 await self._follow(join["c"], values, out)
 
     async def _join(self, join: Meta, value: Any) -> list[Any] | None:
-        joins = join_store_of(self.store)
+        joins = self.joins
         if joins is None:
             raise ConfigurationError(
                 f"a workflow step joins {join['id']}, but this worker's result store "
@@ -123,7 +125,7 @@ class Continuation:
         values = await self.recorder.until_stored(
             lambda: joins.join(join["id"], join["i"], join["n"], packed)
         )
-        return None if values is None else [codec.unpack(v) for v in values]
+        return None if values is None else unpack_all(values)
 
     async def _publish(
         self, out: list[tuple[Node, list[Any], dict[str, Any]]], after: Envelope
@@ -138,3 +140,17 @@ class Continuation:
 def _step(envelope: Envelope) -> str:
     """How an error names a workflow step: ``workflow step NAME[ID]``."""
     return f"workflow step {envelope.task_name}[{envelope.task_id}]"
+
+
+def unpack_all(values: list[bytes]) -> list[Any]:
+    """The members' values (each one packed value), unpacked as one msgpack array: a tenth of
+    the cost of unpacking them one by one, for a chord of 10,000."""
+    size = len(values)
+    if size < 16:
+        header = bytes([0x90 | size])
+    elif size < 1 << 16:
+        header = b"\xdc" + size.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + size.to_bytes(4, "big")
+    unpacked: list[Any] = codec.unpack(header + b"".join(values))
+    return unpacked

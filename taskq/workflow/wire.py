@@ -8,8 +8,11 @@ then (so that a step sent again after a redelivery has the same ID, and is dedup
   address of the sender (AMQP result store only), ``w`` its own workflow map;
 - group node: ``g`` member nodes, ``id`` the group's ID (its join's, if it has one), ``w``.
 
-The workflow map (metadata key ``w`` of a schema 3 message, see taskq.message) says what
-follows the task: ``n`` the nodes still to run one after the other (a chain's rest), ``j``
+The workflow map (metadata key ``w`` of a schema 4 message, see taskq.message) says what
+follows the task: ``n`` the nodes still to run one after the other (a chain's rest), each
+packed on its own (msgpack bytes: a step unpacks only the node it sends next and passes the
+rest on as it came, so a step of a long chain costs the same as one of a short chain; schema
+3 carried them as maps, which a worker still reads), ``j``
 the join this task's result goes to (``id``, ``i`` index, ``n`` size, ``c`` the workflow map
 to apply to the joined list), ``k`` link nodes, ``e`` error link nodes, ``f`` the IDs of the
 workflow's final tasks that can no longer finish if this task fails, ``c`` a claim token
@@ -25,7 +28,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from .. import codec
 from ..context import current_or_none
+from ..exceptions import DecodeError
 from ..message import Envelope
 from ..sending import partition_for
 from ..settings import Settings
@@ -44,7 +49,26 @@ def merged(own: Meta | None, inherited: Meta) -> dict[str, Any]:
         value = inherited.get(key)
         if value:
             meta[key] = value
+    if meta.get("n"):
+        meta["n"] = packed(meta["n"])
     return meta
+
+
+def packed(nodes: list[Any]) -> list[bytes]:
+    """A chain's rest with each node packed (those that came packed are passed on as they are:
+    unpacking and packing the whole rest at every step made a chain's cost quadratic)."""
+    return [node if type(node) is bytes else codec.pack(node) for node in nodes]
+
+
+def unpacked(node: Node | bytes) -> Node:
+    """A node of a chain's rest as a map (schema 3 carried maps, schema 4 packed nodes)."""
+    if type(node) is bytes:
+        value = codec.unpack(node)
+        if type(value) is not dict:
+            raise DecodeError(f"a workflow node must be a msgpack map, got {value!r}")
+        return value
+    assert isinstance(node, dict)
+    return node
 
 
 def successors(meta: Meta) -> tuple[list[tuple[Node, dict[str, Any]]], Meta | None]:
@@ -54,7 +78,7 @@ def successors(meta: Meta) -> tuple[list[tuple[Node, dict[str, Any]]], Meta | No
     rest = meta.get("n") or []
     join = meta.get("j")
     if rest:
-        follow.append((rest[0], {"n": rest[1:], "j": join}))
+        follow.append((unpacked(rest[0]), {"n": rest[1:], "j": join}))
         return follow, None
     return follow, join
 
@@ -72,10 +96,11 @@ def expand(
         args = [value, *node["a"]] if node.get("pa") and has_value else list(node["a"])
         return [(node, args, merged(node.get("w"), inherited))]
     own = node.get("w") or {}
+    rest = own.get("n") or inherited.get("n")
     after = {
         key: value
         for key, value in (
-            ("n", own.get("n") or inherited.get("n")),
+            ("n", packed(rest) if rest else None),
             ("j", inherited.get("j")),
             ("k", own.get("k")),
         )

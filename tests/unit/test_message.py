@@ -216,7 +216,7 @@ def test_reject_bad_schema_1_version_header(schema: Any) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [[4, [1], {}, {}], [2, [1], {}, []], [2, {}, {}, {}], [2, [1], [], {}], [2, [1], {1: 2}, {}]],
+    [[5, [1], {}, {}], [2, [1], {}, []], [2, {}, {}, {}], [2, [1], [], {}], [2, [1], {1: 2}, {}]],
 )
 def test_reject_malformed_schema_2_bodies(payload: Any) -> None:
     with pytest.raises(DecodeError):

@@ -13,6 +13,7 @@ from taskq.message import Envelope, decode_envelope
 from taskq.results.shared import SharedStore
 from taskq.workflow import Chain, Group, TaskSignature, chain, chord, group
 from taskq.workflow.compile import Compiler, needs_join
+from taskq.workflow.runner import unpack_all
 from taskq.workflow.store import join_store_of
 from taskq.workflow.wire import envelope_of_node, expand, flat_ids, successors
 
@@ -109,11 +110,11 @@ def _decoded(envelope: Envelope) -> Envelope:
     )
 
 
-def test_a_workflow_step_travels_as_schema_3_and_a_plain_task_as_schema_2() -> None:
+def test_a_workflow_step_travels_as_schema_4_and_a_plain_task_as_schema_2() -> None:
     plain = Envelope("id", "t", "q", [1], {}, sent_at=1.0)
     assert codec.unpack(plain.to_message().body)[0] == 2
     step = Envelope("id", "t", "q", [1], {}, sent_at=1.0, workflow={"f": ["x"]})
-    assert codec.unpack(step.to_message().body)[0] == 3
+    assert codec.unpack(step.to_message().body)[0] == 4
     assert _decoded(step).workflow == {"f": ["x"]}
     assert _decoded(plain).workflow is None
 
@@ -155,7 +156,8 @@ def test_a_group_with_something_after_it_gives_each_member_a_join_ref() -> None:
     assert [args for _, args, _ in sent] == [[1], [2]]
     joins = [meta["j"] for _, _, meta in sent]
     assert [(j["i"], j["n"]) for j in joins] == [(0, 2), (1, 2)]
-    assert joins[0]["id"] == compiled.root["id"] and joins[0]["c"]["n"][0]["t"] == "total"
+    assert joins[0]["id"] == compiled.root["id"]
+    assert codec.unpack(joins[0]["c"]["n"][0])["t"] == "total"
     follow, join = successors(sent[0][2])
     assert follow == [] and join == joins[0]
     assert join is not None
@@ -163,6 +165,38 @@ def test_a_group_with_something_after_it_gives_each_member_a_join_ref() -> None:
     after, _ = successors(join["c"])
     [(callback, args, _)] = expand(after[0][0], [2, 4], after[0][1], has_value=True)
     assert (callback["t"], args) == ("total", [[2, 4]])
+
+
+def _next_step(meta: Any, value: Any) -> tuple[Any, Any]:
+    [(node, inherited)], _ = successors(meta)
+    [(node, _args, meta)] = expand(node, value, inherited, has_value=True)
+    return node, meta
+
+
+def test_a_chain_step_passes_the_packed_rest_on_without_unpacking_it() -> None:
+    steps = [double.s() for _ in range(5)]
+    root = compiler().compile(chain(add.s(1, 2), *steps)).root
+    [(_, _, first)] = expand(root, None, {}, has_value=False)
+    assert all(type(node) is bytes for node in first["n"])
+    node, second = _next_step(first, 3)
+    assert node["t"] == "double" and len(second["n"]) == 4
+    # the same bytes objects: nothing after the next node is unpacked or packed again
+    assert all(a is b for a, b in zip(second["n"], first["n"][1:], strict=True))
+
+
+def test_a_schema_3_step_whose_rest_is_maps_is_still_followed() -> None:
+    root = compiler().compile(add.s(1, 2) | double.s() | total.s()).root
+    old = Envelope("id", "add", "q", [1, 2], {}, sent_at=1.0, workflow=root["w"])
+    body = codec.unpack(old.to_message().body)
+    body[0] = 3  # as a worker before packed nodes sent it
+    message = old.to_message()
+    decoded = decode_envelope(
+        body=codec.pack(body), content_type=message.content_type, message_id="id",
+        task_name="add", headers={}, priority=None, reply_to=None, queue="q",
+    )  # fmt: skip
+    assert decoded.workflow is not None and type(decoded.workflow["n"][0]) is dict
+    node, meta = _next_step(decoded.workflow, 3)
+    assert node["t"] == "double" and codec.unpack(meta["n"][0])["t"] == "total"
 
 
 def test_a_partial_step_gets_the_previous_result_first() -> None:
@@ -230,3 +264,9 @@ def test_inspect_tables_show_the_workflow_columns_only_for_workflow_tasks() -> N
         ["TASK ID", "ROOT", "PARENT", "POSITION", "ARGS"],
         [("m", "wf", "", "2/3", "1"), ("c", "wf", "m", "", "[2]"), ("x", "", "", "", "0")],
     )
+
+
+def test_a_join_s_values_unpack_as_one_array_of_any_size() -> None:
+    for size in (0, 1, 15, 16, 65_536):
+        values = [codec.pack([i, str(i)]) for i in range(size)]
+        assert unpack_all(values) == [[i, str(i)] for i in range(size)]
