@@ -15,8 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..exceptions import PublishError
+from ..exceptions import BrokerError, PublishError
 from ..message import OutgoingMessage
+from .connection import RESOURCE_LOCKED
 from .wire import Delivery
 
 log = logging.getLogger("taskq.transport")
@@ -35,6 +36,20 @@ class SharedMethods:
     # Each implementation's own (see taskq.transport.interface.Transport for their contract).
     publish: Callable[..., Awaitable[None]]
     listen: Callable[..., Awaitable[None]]
+    _declare_exclusive: Callable[[str], Awaitable[None]]
+    """Declare a queue exclusive to the publishing connection (BrokerError with reply code
+    405 if another connection holds it)."""
+
+    async def claim(self, queue_name: str) -> bool:
+        """Declare ``queue_name`` exclusive to the publishing connection: False if another
+        connection holds it (405 RESOURCE_LOCKED; see taskq.limits.concurrency)."""
+        try:
+            await self._declare_exclusive(queue_name)
+        except BrokerError as exc:
+            if exc.reply_code == RESOURCE_LOCKED:
+                return False
+            raise
+        return True
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
         """Publish ``(exchange, routing_key, message)`` items with pipelined confirms.
