@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .exceptions import BrokerUnavailable, DecodeError
@@ -66,6 +66,7 @@ class CatchUp:
         self._marker: str | None = None
         self._caught_up = asyncio.Event()
         self._acks: set[asyncio.Future[None]] = set()
+        self._cancel: Callable[[], Awaitable[None]] | None = None
 
     async def start(self, transport: Transport, timeout: float) -> None:
         """Read the stream; return once every message published so far was handed on.
@@ -75,7 +76,7 @@ class CatchUp:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
-                await transport.read_stream(
+                self._cancel = await transport.read_stream(
                     self.queue, self._on_delivery, arguments=self.arguments, prefetch=PREFETCH
                 )
                 break
@@ -87,6 +88,12 @@ class CatchUp:
         marker = json_message(self.marker_type, {}, self._marker)
         await transport.publish("", self.queue, marker)
         await asyncio.wait_for(self._caught_up.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Stop reading (a reader that needed only what was there when it started)."""
+        cancel, self._cancel = self._cancel, None
+        if cancel is not None:
+            await cancel()
 
     def _on_delivery(self, delivery: Delivery) -> None:
         try:

@@ -11,6 +11,7 @@ the limit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -108,6 +109,26 @@ async def publish_change(transport: Transport, names: Names, change: LimitChange
     queue = names.limit_changes
     await transport.declare_queue(queue, STREAM_ARGUMENTS)
     await transport.publish("", queue, change.to_message())
+
+
+async def changes_made(
+    transport: Transport, names: Names, timeout: float
+) -> dict[str, LimitChange]:
+    """Every task's limits as changed at runtime so far (the changes of each task merged; a
+    task never changed is not in it)."""
+    made: dict[str, LimitChange] = {}
+
+    def on_message(delivery: Delivery) -> None:
+        with contextlib.suppress(DecodeError):
+            change = LimitChange.from_delivery(delivery)
+            made[change.task] = made.get(change.task, LimitChange(change.task)).then(change)
+
+    reader = CatchUp(names.limit_changes, STREAM_ARGUMENTS, MARKER_TYPE, on_message)
+    try:
+        await reader.start(transport, timeout)
+    finally:
+        await reader.stop()
+    return made
 
 
 async def follow_changes(transport: Transport, names: Names, gate: Gate, timeout: float) -> None:

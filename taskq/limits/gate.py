@@ -68,8 +68,8 @@ class Gate:
         """Apply a runtime change (the last one read for a task wins)."""
         if change.task not in self._declared:
             return  # a task this worker does not run
-        self._changes[change.task] = self._changes.get(change.task, LimitChange(change.task))
-        self._changes[change.task] = self._changes[change.task].then(change)
+        prior = self._changes.get(change.task) or LimitChange(change.task)
+        self._changes[change.task] = prior.then(change)
         self._refresh(change.task)
 
     def _refresh(self, name: str) -> None:
