@@ -58,10 +58,7 @@ async def run_change(app: App, args: argparse.Namespace) -> int:
 
 async def run_show(app: App, args: argparse.Namespace) -> int:
     made = await changes_made(app.transport, app.names, app.settings.publish_timeout)
-    rows = [
-        {"task": c.task, "rate": c.rate, "concurrency": c.concurrency, "at": c.at}
-        for c in sorted(made.values(), key=lambda c: c.task)
-    ]
+    rows = [change.as_json() for change in sorted(made.values(), key=lambda c: c.task)]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -86,11 +86,14 @@ class LimitChange:
             concurrency = dataclasses.replace(base, limit=self.concurrency)
         return dataclasses.replace(declared, rate=rate, concurrency=concurrency)
 
+    def as_json(self) -> dict[str, Any]:
+        """As JSON-ready data (the stream's body, the dashboard API's answer)."""
+        return {"task": self.task, "rate": self.rate, "concurrency": self.concurrency,
+                "at": self.at or time.time()}  # fmt: skip
+
     def to_message(self) -> OutgoingMessage:
         """The message published to the limits stream."""
-        body = {"task": self.task, "rate": self.rate, "concurrency": self.concurrency,
-                "at": self.at or time.time()}  # fmt: skip
-        return json_message(CHANGE_TYPE, body)
+        return json_message(CHANGE_TYPE, self.as_json())
 
     @classmethod
     def from_delivery(cls, delivery: Delivery) -> LimitChange:
