@@ -7,7 +7,7 @@
 - :mod:`.changes`: changing limits at runtime (``taskq control rate-limit``).
 """
 
-from .changes import LimitChange, publish_change
+from .changes import LimitChange, change_limits, publish_change
 from .concurrency import ConcurrencyLimit
 from .gate import Gate, Limits
 from .rate import Limiter, RateLimit
@@ -19,5 +19,6 @@ __all__ = [
     "Limiter",
     "Limits",
     "RateLimit",
+    "change_limits",
     "publish_change",
 ]

@@ -26,6 +26,7 @@ from .concurrency import ConcurrencyLimit
 from .rate import RateLimit
 
 if TYPE_CHECKING:
+    from ..app import App
     from .gate import Gate, Limits
 
 log = logging.getLogger("taskq.limits")
@@ -104,6 +105,18 @@ class LimitChange:
                        float(data.get("at") or 0.0))  # fmt: skip
         except (ValueError, KeyError, TypeError, AttributeError, ConfigurationError) as exc:
             raise DecodeError(f"malformed limit change: {exc}") from exc
+
+
+async def change_limits(
+    app: App, task: str, *, rate: str | None = None, concurrency: int | str | None = None
+) -> LimitChange:
+    """Change the limits of ``task`` on every worker of ``app``'s broker and prefix (the App
+    must be open): ``rate`` ``"50/s"``, ``concurrency`` a count, either ``"off"`` or
+    ``"default"`` (the code's); None leaves that limit as it is. ConfigurationError if one is
+    malformed, BrokerError if the broker does not take the change."""
+    change = LimitChange(task, rate, concurrency)
+    await publish_change(app.transport, app.names, change)
+    return change
 
 
 async def publish_change(transport: Transport, names: Names, change: LimitChange) -> None:
