@@ -34,11 +34,16 @@ log = logging.getLogger("taskq.limits")
 CHANGE_TYPE = "taskq.limit-change"
 MARKER_TYPE = "taskq.limit-change.marker"
 SEGMENT_BYTES = 1_000_000
-"""Segment size of the limits stream: it holds a few hundred bytes per change, kept for good
-(a stream drops whole segments only, and this one has no ``x-max-age``)."""
+"""Segment size of the limits stream (a stream drops whole segments only)."""
+MAX_BYTES = 50_000_000
+"""What the limits stream keeps at most. It has no ``x-max-age``: a change holds until
+another replaces it. Each change, and each worker's start (its catch-up marker), adds about
+150 bytes, so a change is dropped only after some 300,000 worker starts; ``taskq control
+limits`` shows what is in force, and issuing a change again renews it."""
 STREAM_ARGUMENTS: dict[str, Any] = {
     "x-queue-type": "stream",
     "x-stream-max-segment-size-bytes": SEGMENT_BYTES,
+    "x-max-length-bytes": MAX_BYTES,
 }
 KEEP = ("default", "off")
 
