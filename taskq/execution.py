@@ -158,7 +158,10 @@ class Executor:
         limits = None if gate is None else gate.limited.get(task.name)
         if gate is None or limits is None:  # no limit (the usual case): one dict lookup
             return await self._admitted(task, envelope, args, kwargs)
-        admitted = await gate.admit(task, limits, (args, kwargs))
+        try:
+            admitted = await gate.admit(task, limits, (args, kwargs))
+        except InvalidArguments as exc:  # its concurrency_key failed on these arguments
+            return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
         if isinstance(admitted, float):  # a rate or concurrency limit defers it
             return oc.Decision(envelope, oc.Defer(admitted))
         try:

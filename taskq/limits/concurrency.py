@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..exceptions import BrokerError, ConfigurationError
+from ..exceptions import BrokerError, ConfigurationError, InvalidArguments
 from ..topology import Names
 from ..transport import Transport
 
@@ -89,13 +89,17 @@ class ConcurrencyLimit:
         self, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> str:
         """The key of one run of a task of ``signature`` called with ``args`` and
-        ``kwargs``: ``key`` called with the arguments it names (left out: their defaults)."""
+        ``kwargs``: ``key`` called with the arguments it names (left out: their defaults).
+        InvalidArguments if ``key`` raises."""
         if self.key is None:
             return "all"
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         named = bound.arguments
-        return str(self.key(**{p: named[p] for p in self.key_params}))
+        try:
+            return str(self.key(**{p: named[p] for p in self.key_params}))
+        except Exception as exc:  # the message cannot run: dead-lettered as invalid-args
+            raise InvalidArguments(f"concurrency_key raised {exc!r}") from exc
 
 
 def slot_queue(names: Names, task_name: str, key: str, index: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from taskq import App, ConfigurationError, TaskStatus
+from taskq import App, ConfigurationError, InvalidArguments, TaskStatus
 from taskq.limits import ConcurrencyLimit
 from taskq.limits.concurrency import slot_queue
+from taskq.topology import Names
 from tests.support import BROKER, WorkerProcess, eventually, running_worker
 
 DEADLINE = 30.0
@@ -81,13 +83,13 @@ def test_the_key_function_gets_the_arguments_it_names() -> None:
     async def process(order: Order, note: str = "n") -> None: ...
 
     limit = ConcurrencyLimit.of(5, lambda order: order.customer_id, process)
-    import inspect
-
     signature = inspect.signature(process)
     assert limit.key_of(signature, (Order("c1"),), {}) == "c1"
     assert limit.key_of(signature, (), {"order": Order("c2"), "note": "x"}) == "c2"
     assert ConcurrencyLimit.of(5, lambda note: note, process).key_of(signature, (1,), {}) == "n"
     assert ConcurrencyLimit.of(3, None, process).key_of(signature, (1,), {}) == "all"
+    with pytest.raises(InvalidArguments, match="concurrency_key raised"):
+        limit.key_of(signature, (None,), {})  # None has no customer_id
     with pytest.raises(ConfigurationError, match="customer"):
         ConcurrencyLimit.of(5, lambda customer: customer, process)
     for bad in (0, -1, True, "5"):
@@ -96,8 +98,6 @@ def test_the_key_function_gets_the_arguments_it_names() -> None:
 
 
 def test_odd_keys_make_valid_queue_names() -> None:
-    from taskq.topology import Names
-
     names = Names("p")
     assert slot_queue(names, "t", "cust-1", 0) == "p.slot.t.cust-1.0"
     odd = slot_queue(names, "t", "a b/ü" * 100, 2)
