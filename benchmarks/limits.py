@@ -13,8 +13,8 @@ next to Celery's per-worker ``rate_limit``, in one run on the same broker.
 - ``concurrency``: ``--keyed`` tasks over ``--keys`` keys, ``--per-key`` at once per key,
   each running ``--hold`` seconds: the most runs of one key seen at once (from start and end
   times taken inside the task, so within the slot).
-- ``celery``: ``--workers`` Celery workers (``-P solo``) with ``rate_limit=--rate`` on the
-  same task: Celery's limit is per worker, so the fleet starts ``workers x rate``.
+- ``celery``: ``--workers`` Celery workers (``--celery-pool``: prefork, one process each) with
+  ``rate_limit=--rate`` on the same task: Celery's limit is per worker.
 
 Each run uses its own prefix (and Celery queue) and deletes them; the 1-minute load average
 before and after is in the report (the machine may be shared).
@@ -209,7 +209,7 @@ async def run_celery(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.tasks):
             limits_celery.metered.apply_async((i,))
         log(f"celery: {args.tasks} tasks queued; starting {args.workers} workers")
-        command = celery_command(queue, "-P", "solo", "-c", "1")
+        command = celery_command(queue, *args.celery_pool.split())
         command[command.index("benchmarks.bench_apps.celery_app")] = (
             "benchmarks.bench_apps.limits_celery"
         )
@@ -273,6 +273,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keys", type=int, default=4)
     p.add_argument("--per-key", type=int, default=3, help="the concurrency limit per key")
     p.add_argument("--hold", type=float, default=0.1, help="seconds a keyed task runs")
+    p.add_argument(
+        "--celery-pool", default="-c 1", help="Celery worker flags (default: prefork, 1 process)"
+    )
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
