@@ -100,8 +100,3 @@ class Gate:
                     await self.slots.release(slot)
                 return wait
         return slot
-
-    @property
-    def deferred(self) -> int:
-        """Starts deferred so far (by either limit)."""
-        return self.rates.deferred + self.slots.deferred
