@@ -31,7 +31,7 @@ from .exceptions import (
     TaskTimeout,
 )
 from .hooks import Hooks, TaskRun, is_hook_header
-from .limits.gate import Gate
+from .limits.gate import Gate, Limits
 from .message import Envelope, envelope_of
 from .pool import Job, ProcessPool
 from .recorder import Recorder
@@ -136,7 +136,15 @@ class Executor:
                 "taskq.UnknownTask", f"no task named {envelope.task_name!r} in this worker"
             )
             return oc.Decision(envelope, oc.DeadLetter(oc.UNKNOWN_TASK, unknown))
-        return await self._run(task, envelope)
+        try:
+            args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
+        except InvalidArguments as exc:
+            return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
+        gate = self.gate
+        limits = None if gate is None else gate.limited.get(task.name)
+        if gate is None or limits is None:  # no limit (the usual case): one dict lookup
+            return await self._run(task, envelope, args, kwargs)
+        return await self._limited(gate, limits, task, envelope, args, kwargs)
 
     def _redelivered(self, envelope: Envelope) -> oc.Outcome:
         # The last holder died before acking: count it, so that a message that kills workers
@@ -149,15 +157,16 @@ class Executor:
             )
         return oc.CountRedelivery(deliveries)
 
-    async def _run(self, task: Task[Any, Any], envelope: Envelope) -> oc.Decision:
-        try:
-            args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
-        except InvalidArguments as exc:
-            return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
-        gate = self.gate
-        limits = None if gate is None else gate.limited.get(task.name)
-        if gate is None or limits is None:  # no limit (the usual case): one dict lookup
-            return await self._admitted(task, envelope, args, kwargs)
+    async def _limited(
+        self,
+        gate: Gate,
+        limits: Limits,
+        task: Task[Any, Any],
+        envelope: Envelope,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> oc.Decision:
+        """Run a task with a limit in force once its limits let it start, else defer it."""
         try:
             admitted = await gate.admit(task, limits, (args, kwargs))
         except InvalidArguments as exc:  # its concurrency_key failed on these arguments
@@ -165,20 +174,19 @@ class Executor:
         if isinstance(admitted, float):  # a rate or concurrency limit defers it
             return oc.Decision(envelope, oc.Defer(admitted))
         try:
-            return await self._admitted(task, envelope, args, kwargs)
+            return await self._run(task, envelope, args, kwargs)
         finally:
             if admitted is not None:
                 await gate.slots.release(admitted)
 
-    async def _admitted(
+    async def _run(
         self,
         task: Task[Any, Any],
         envelope: Envelope,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> oc.Decision:
-        """Run a valid delivery that its limits let start (unless held back for another
-        reason)."""
+        """Run a valid delivery (unless held back for another reason)."""
         held_back = await self._held_back(task, envelope)
         if held_back is not None:
             return oc.Decision(envelope, held_back)
