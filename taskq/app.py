@@ -12,7 +12,6 @@ from .cancel.client import DEFAULT_WAIT, CancelResult, cancel_task, canceller_of
 from .exceptions import LifecycleError
 from .handle import TaskHandle
 from .hooks import Hook, Hooks
-from .limits.rate import RateLimit
 from .memory.inprocess import start_in_process_worker
 from .memory.seam import transport_for
 from .periodic.entry import CatchUp, PeriodicEntry
@@ -136,6 +135,8 @@ class App:
         pool: PoolKind | None = None,
         hard_timeout: float | None = None,
         rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
+        concurrency_key: Callable[..., Any] | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -152,6 +153,8 @@ class App:
         pool: PoolKind | None = None,
         hard_timeout: float | None = None,
         rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
+        concurrency_key: Callable[..., Any] | None = None,
     ) -> Any:
         """Register ``func`` (``async def`` runs on the worker's loop; ``def`` in its thread pool).
 
@@ -171,13 +174,13 @@ class App:
         with one runs there. ConfigurationError for either on an ``async def`` task, for a
         hard timeout with ``pool="thread"`` or shorter than ``timeout``.
 
-        ``rate_limit`` (``"100/s"``, ``"20/m"``, ``"500/h"``) limits how often the task starts
-        across every worker (see docs/guide/rate-limits.md); ConfigurationError if malformed.
+        ``rate_limit`` (``"100/s"``, ``"20/m"``, ``"500/h"``) limits how often the task starts,
+        ``concurrency_limit`` how many run at once per ``concurrency_key(the task's arguments
+        it names)``, across every worker (docs/guide/rate-limits.md); ConfigurationError if bad.
         """
-
         options = TaskOptions(
             name, queue, priority, timeout, retry, ignore_result, partitions, pool, hard_timeout,
-            None if rate_limit is None else RateLimit.parse(rate_limit),
+            rate_limit, concurrency_limit, concurrency_key,
         )  # fmt: skip
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
@@ -315,11 +318,8 @@ class App:
     # -- sending -----------------------------------------------------------------------------
 
     def named(self, name: str) -> TaskCall[..., Any]:
-        """A sendable view of the task called ``name``, registered here or not.
-
-        An unregistered name goes to the default queue with no argument checks; the worker
-        that knows the task validates them.
-        """
+        """A sendable view of the task called ``name``, registered here or not (an unregistered
+        name goes to the default queue unchecked; the worker that knows it validates them)."""
         task = self.tasks.get(name) or unknown_task(self, name, self.settings.default_queue)
         return TaskCall(task, SendOptions())
 

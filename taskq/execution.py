@@ -31,7 +31,7 @@ from .exceptions import (
     TaskTimeout,
 )
 from .hooks import Hooks, TaskRun, is_hook_header
-from .limits.rate import Limiter
+from .limits.gate import Gate, Limits
 from .message import Envelope, envelope_of
 from .pool import Job, ProcessPool
 from .recorder import Recorder
@@ -88,7 +88,7 @@ class Executor:
         pool: ProcessPool | None = None,
         may_run: Callable[[Envelope], Awaitable[bool]] | None = None,
         cancels: Cancels | None = None,
-        limiter: Limiter | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.may_run = may_run
         """Whether a workflow step may run (False: another publish of it claimed it)."""
@@ -103,9 +103,9 @@ class Executor:
         self.pool = pool
         """Runs the plain ``def`` tasks that run in processes (None: the worker has none)."""
         self.cancels = cancels
-        self.limiter = limiter
-        """Takes a ticket before a rate-limited task starts (None: limits are not enforced)."""
         """The cancels in force, and where a cancel of a running task goes (None: none)."""
+        self.gate = gate
+        """Admits the starts of tasks with a limit (None: limits are not enforced)."""
         self._notices: set[asyncio.Future[None]] = set()
         self.threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.threads, thread_name_prefix="taskq-task"
@@ -140,7 +140,15 @@ class Executor:
                 "taskq.UnknownTask", f"no task named {envelope.task_name!r} in this worker"
             )
             return oc.Decision(envelope, oc.DeadLetter(oc.UNKNOWN_TASK, unknown))
-        return await self._run(task, envelope)
+        try:
+            args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
+        except InvalidArguments as exc:
+            return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
+        gate = self.gate
+        limits = None if gate is None else gate.limited.get(task.name)
+        if gate is None or limits is None:  # no limit (the usual case): one dict lookup
+            return await self._run(task, envelope, args, kwargs)
+        return await self._limited(gate, limits, task, envelope, args, kwargs)
 
     def _redelivered(self, envelope: Envelope) -> oc.Outcome:
         # The last holder died before acking: count it, so that a message that kills workers
@@ -153,11 +161,36 @@ class Executor:
             )
         return oc.CountRedelivery(deliveries)
 
-    async def _run(self, task: Task[Any, Any], envelope: Envelope) -> oc.Decision:
+    async def _limited(
+        self,
+        gate: Gate,
+        limits: Limits,
+        task: Task[Any, Any],
+        envelope: Envelope,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> oc.Decision:
+        """Run a task with a limit in force once its limits let it start, else defer it."""
         try:
-            args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
-        except InvalidArguments as exc:
+            admitted = await gate.admit(task, limits, (args, kwargs))
+        except InvalidArguments as exc:  # its concurrency_key failed on these arguments
             return oc.Decision(envelope, oc.DeadLetter(oc.INVALID_ARGS, oc.error_info(exc)))
+        if isinstance(admitted, float):  # a rate or concurrency limit defers it
+            return oc.Decision(envelope, oc.Defer(admitted))
+        try:
+            return await self._run(task, envelope, args, kwargs)
+        finally:
+            if admitted is not None:
+                await gate.slots.release(admitted)
+
+    async def _run(
+        self,
+        task: Task[Any, Any],
+        envelope: Envelope,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> oc.Decision:
+        """Run a valid delivery (unless held back for another reason)."""
         held_back = await self._held_back(task, envelope)
         if held_back is not None:
             return oc.Decision(envelope, held_back)
@@ -198,13 +231,8 @@ class Executor:
         return oc.Decision(envelope, outcome, runtime)
 
     async def _held_back(self, task: Task[Any, Any], envelope: Envelope) -> oc.Outcome | None:
-        """Why a valid delivery does not run now (None: it runs): its rate limit defers it,
-        another publish of the same workflow step claimed it, or it succeeded before."""
-        limit = task.config.rate_limit
-        if limit is not None and self.limiter is not None:
-            wait = await self.limiter.admit(task.name, limit)
-            if wait is not None:
-                return oc.Defer(wait)
+        """Why a valid delivery does not run now (None: it runs): another publish of the same
+        workflow step claimed it, or it succeeded before."""
         if envelope.workflow and self.may_run is not None and not await self.may_run(envelope):
             return oc.Skip(duplicate=True)
         if may_repeat(envelope) and await self.recorder.succeeded_before(envelope):

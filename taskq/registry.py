@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigurationError, TaskRegistrationError
-from .limits.rate import RateLimit
+from .limits.gate import declared_limits
 from .periodic.entry import CatchUp, PeriodicEntry, make_entry
 from .periodic.schedule import Schedule
 from .retry import RetryPolicy
@@ -33,7 +33,9 @@ class TaskOptions:
     partitions: int | None = None
     pool: PoolKind | None = None
     hard_timeout: float | None = None
-    rate_limit: RateLimit | None = None
+    rate_limit: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_key: Callable[..., Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +72,11 @@ class TaskRegistry:
         if options.pool is not None or options.hard_timeout is not None:
             changes = check_pool_options(task.config, options.pool, options.hard_timeout)
             task.config = dataclasses.replace(task.config, **changes)
-        if options.rate_limit is not None:
-            task.config = dataclasses.replace(task.config, rate_limit=options.rate_limit)
+        limits = declared_limits(
+            fn, options.rate_limit, options.concurrency_limit, options.concurrency_key
+        )
+        if limits:
+            task.config = dataclasses.replace(task.config, **limits)
         if options.partitions is not None:
             settings = self._app.settings
             self._app.settings = with_partitions(settings, task.config.queue, options.partitions)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, Ty
 from .codec import Signature as CallSignature
 from .exceptions import ConfigurationError, TaskRegistrationError
 from .handle import TaskHandle
+from .limits.concurrency import ConcurrencyLimit
 from .limits.rate import RateLimit
 from .redact import ARGS_WIDTH, call_repr
 from .retry import RetryPolicy
@@ -92,6 +93,8 @@ class TaskConfig:
     """Seconds after which the task's process is killed (process pool only)."""
     rate_limit: RateLimit | None = None
     """How often the task may start across the fleet (see taskq.limits.rate)."""
+    concurrency: ConcurrencyLimit | None = None
+    """How many runs at once per key across the fleet (see taskq.limits.concurrency)."""
 
     def runs_in_process(self, default: PoolKind) -> bool:
         """Whether the task runs in the worker's process pool, given the worker's default pool

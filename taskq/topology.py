@@ -93,6 +93,11 @@ class Names:
         """The stream queue of cancels (see taskq.cancel)."""
         return f"{self.prefix}.revocations"
 
+    @property
+    def limit_changes(self) -> str:
+        """The stream queue of limits changed at runtime (see taskq.limits.changes)."""
+        return f"{self.prefix}.limits"
+
     def work_queue(self, queue: str) -> str:
         return f"{self.prefix}.q.{queue}"
 
@@ -141,7 +146,7 @@ def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str
         dict.fromkeys(DELAY.exchange_names(names) + LEGACY_DELAY.exchange_names(names))
     )
     fixed = [names.exchange, names.dlx, names.delivery, names.events, names.control]
-    leases = [names.beat_lease, names.beat_status, names.revocations]
+    leases = [names.beat_lease, names.beat_status, names.revocations, names.limit_changes]
     return queue_names + delay_queues + leases, delay_exchanges + fixed
 
 

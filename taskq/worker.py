@@ -35,7 +35,8 @@ from .cancel import Revoker
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
 from .hooks import Hook, Hooks
-from .limits import Limiter
+from .limits.changes import follow_changes
+from .limits.gate import Gate
 from .pool import ProcessPool, app_spec_of
 from .recorder import Recorder
 from .results.base import ResultStore
@@ -261,6 +262,7 @@ class Worker:
             sender=sender, store=store, settings=self.app.settings, recorder=recorder
         )
         revoker = Revoker(self.app.names, self.app.settings.revocation_expiry)
+        gate = Gate(transport, self.app.names, self.app.tasks)
         executor = Executor(
             tasks=self.app.tasks,
             settings=self.app.settings,
@@ -272,7 +274,7 @@ class Worker:
             pool=pool,
             may_run=workflow.may_run,
             cancels=revoker,
-            limiter=Limiter(transport, self.app.names),
+            gate=gate,
         )
         actions = Actions(
             sender=sender,
@@ -339,6 +341,9 @@ class Worker:
             )
             # Every cancel made so far is known before the first delivery is decided.
             await parts.revoker.start(transport, self.app.settings.publish_timeout)
+            if parts.executor.gate is not None:  # limits changed at runtime (taskq.limits)
+                await follow_changes(transport, self.app.names, parts.executor.gate,
+                                     self.app.settings.publish_timeout)  # fmt: skip
             cancels = [
                 await transport.consume(route, self._on_delivery, prefetch=prefetch)
                 for each, prefetch in self._consumed()

@@ -8,11 +8,11 @@ worker treats the task as never cancelled (its message must have left the queues
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
 from ..exceptions import DecodeError
 from ..message import OutgoingMessage
+from ..streams import json_body, json_message
 from ..transport import Delivery
 
 CANCELLED_TYPE = "taskq.TaskCancelled"
@@ -60,29 +60,12 @@ class Revocation:
 
     def to_message(self) -> OutgoingMessage:
         """The persistent message published to the revocations stream."""
-        return OutgoingMessage(
-            body=json.dumps(self.to_dict()).encode(),
-            message_id=self.task_id,
-            type=REVOCATION_TYPE,
-            content_type="application/json",
-        )
+        return json_message(REVOCATION_TYPE, self.to_dict(), self.task_id)
 
     @classmethod
     def from_delivery(cls, delivery: Delivery) -> Revocation:
         """The revocation a stream delivery carries; DecodeError if it is not one."""
-        if delivery.type != REVOCATION_TYPE:
-            raise DecodeError(f"not a revocation: type {delivery.type!r}")
-        try:
-            data = json.loads(delivery.body)
-        except ValueError as exc:
-            raise DecodeError(f"malformed revocation: {exc}") from exc
-        return cls.from_dict(data)
-
-
-def marker(marker_id: str) -> OutgoingMessage:
-    """A worker's catch-up marker (see MARKER_TYPE)."""
-    return OutgoingMessage(body=b"{}", message_id=marker_id, type=MARKER_TYPE,
-                           content_type="application/json")  # fmt: skip
+        return cls.from_dict(json_body(delivery, REVOCATION_TYPE, "revocation"))
 
 
 class Revoked:

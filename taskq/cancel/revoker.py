@@ -17,22 +17,16 @@ import asyncio
 import collections
 import contextlib
 import logging
-import uuid
 from typing import Any
 
-from ..exceptions import BrokerUnavailable, DecodeError
+from ..exceptions import DecodeError
+from ..streams import CatchUp
 from ..topology import Names, revocation_stream_arguments
 from ..transport import Delivery, Transport
-from .revocation import MARKER_TYPE, Revocation, Revoked, marker
+from .revocation import MARKER_TYPE, Revocation, Revoked
 from .scope import RunScope
 
 log = logging.getLogger("taskq.cancel")
-
-PREFETCH = 500
-"""Unacked stream deliveries at once (a stream consumer must be given credit by acks)."""
-
-STREAM_RETRY = 0.5
-"""Seconds between tries to read the revocations stream while the broker cannot serve it."""
 
 REMEMBERED_STOPS = 1000
 """Runs stopped by a cancel that a worker remembers (a ``revoke`` request arriving after the
@@ -52,9 +46,6 @@ class Revoker:
         self._stopping: dict[str, asyncio.Event] = {}
         """Runs cancelled here whose outcome is not recorded yet, set once it is."""
         self._stopped: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._marker: str | None = None
-        self._caught_up = asyncio.Event()
-        self._acks: set[asyncio.Future[None]] = set()
 
     # -- the stream ---------------------------------------------------------------------------
 
@@ -63,37 +54,16 @@ class Revoker:
         BrokerError if the stream cannot be declared (TopologyMismatch: it exists with another
         ``x-max-age``; see docs/guide/cancellation.md); TimeoutError if the worker's own
         marker does not come back within ``timeout`` seconds."""
-        queue = self.names.revocations
-        self._marker = uuid.uuid4().hex
         arguments = revocation_stream_arguments(self.expiry)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            try:
-                await transport.read_stream(queue, self._on_delivery, arguments=arguments,
-                                            prefetch=PREFETCH)  # fmt: skip
-                break
-            except BrokerUnavailable as exc:  # e.g. the stream's replica here is starting
-                if asyncio.get_running_loop().time() + STREAM_RETRY > deadline:
-                    raise
-                log.info("%s; trying again in %.1f s", exc, STREAM_RETRY)
-                await asyncio.sleep(STREAM_RETRY)
-        await transport.publish("", queue, marker(self._marker))
-        await asyncio.wait_for(self._caught_up.wait(), timeout)
+        reader = CatchUp(self.names.revocations, arguments, MARKER_TYPE, self._on_delivery)
+        await reader.start(transport, timeout)
         log.info("%d cancel(s) in force", len(self.revocations))
 
     def _on_delivery(self, delivery: Delivery) -> None:
         try:
-            if delivery.type == MARKER_TYPE:
-                if delivery.message_id == self._marker:
-                    self._caught_up.set()
-            else:
-                self.revoke(Revocation.from_delivery(delivery))
+            self.revoke(Revocation.from_delivery(delivery))
         except DecodeError as exc:
             log.warning("ignoring a message on the revocations stream: %s", exc)
-        finally:
-            ack = asyncio.ensure_future(delivery.ack())
-            self._acks.add(ack)
-            ack.add_done_callback(self._acks.discard)
 
     # -- cancels -------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""``taskq inspect ping|active|reserved|scheduled|periodic|stats`` and ``taskq control shutdown``.
+"""``taskq inspect ping|active|reserved|scheduled|periodic|stats`` and ``taskq control shutdown``
+(``taskq control``'s limit commands are in :mod:`.limits`).
 
 Workers answer over the control plane (see :mod:`taskq.control` for how missing workers are
 found). ``scheduled`` asks the broker instead: workers never hold delayed tasks (they wait in
@@ -21,7 +22,7 @@ from ..exceptions import DecodeError
 from ..message import envelope_of
 from ..topology import delay_queue_ttls, logical_queue, queue_from_delay_key
 from ..transport import Delivery
-from . import beat, tables
+from . import beat, limits, tables
 from .common import ExitCode, UsageError
 
 WORKER_COMMANDS = ("ping", "active", "reserved", "stats")
@@ -42,11 +43,13 @@ def register(sub: Any) -> None:
     )
     parser.set_defaults(run=run_inspect)
     ctl: argparse.ArgumentParser = sub.add_parser(
-        "control", help="commands that change workers: shutdown (graceful stop)"
+        "control", help="change workers: shutdown (graceful stop), rate and concurrency limits"
     )
-    ctl.add_argument("action", choices=["shutdown"])
-    _common_options(ctl)
-    ctl.set_defaults(run=run_control)
+    actions = ctl.add_subparsers(dest="action", required=True)
+    shutdown = actions.add_parser("shutdown", help="stop one worker gracefully")
+    _common_options(shutdown)
+    shutdown.set_defaults(run=run_control)
+    limits.register(actions)
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:

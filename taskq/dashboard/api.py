@@ -18,6 +18,9 @@
 ``POST /api/tasks/{id}/cancel``            ``{"reason": "...", "wait": false}``: cancel a
                                            task (its status after the cancel, and with
                                            ``wait`` where it was stopped)
+``GET /api/limits``                        limits changed at runtime (taskq.limits.changes)
+``POST /api/limits/{task}``                ``{"rate": "50/s"}`` and/or ``{"concurrency": 5}``
+                                           (or ``"off"``, ``"default"``): every worker
 ``GET /api/session``                       the CSRF token for POSTs (see security)
 ``GET /api/stream?view=overview|task=ID``  server-sent events: ``overview`` / ``task``
 ``GET /metrics``                           Prometheus text
@@ -38,6 +41,7 @@ from starlette.routing import Route
 
 from ..cancel import CancelResult
 from ..exceptions import ConfigurationError
+from ..limits.changes import LimitChange, changes_made, publish_change
 from .security import CSRF_HEADER, Guard
 from .service import Dashboard
 
@@ -105,6 +109,8 @@ class Api:
             Route("/api/queues/{name}/dead", _guarded(self.dead)),
             Route("/api/queues/{name}/dead/replay", _guarded(self.replay), methods=["POST"]),
             Route("/api/queues/{name}/dead/purge", _guarded(self.purge), methods=["POST"]),
+            Route("/api/limits", self.limits),
+            Route("/api/limits/{task}", self.change_limits, methods=["POST"]),
             Route("/api/alerts", self.alerts),
             Route("/api/tasks", self.tasks),
             Route("/api/tasks/{task_id:path}/cancel", self.cancel, methods=["POST"]),
@@ -194,6 +200,26 @@ class Api:
         await action_input(request, self.guard)
         answered = await self.board.shutdown(request.path_params["name"])
         return JSONResponse({"stopping": answered}, status_code=200 if answered else 404)
+
+    async def limits(self, request: Request) -> Response:
+        app = self.board.app
+        made = await changes_made(app.transport, app.names, app.settings.publish_timeout)
+        return JSONResponse({"limits": [c.as_json() for c in made.values()]})
+
+    async def change_limits(self, request: Request) -> Response:
+        data = await action_input(request, self.guard)
+        rate, concurrency = data.get("rate") or None, data.get("concurrency") or None
+        if isinstance(concurrency, str) and concurrency.isdigit():  # from a form
+            concurrency = int(concurrency)
+        try:
+            change = LimitChange(request.path_params["task"], rate, concurrency)
+        except ConfigurationError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if rate is None and concurrency is None:
+            raise HTTPException(400, 'say what: {"rate": "50/s"} and/or {"concurrency": 5}')
+        app = self.board.app
+        await publish_change(app.transport, app.names, change)
+        return JSONResponse(change.as_json())
 
     async def session(self, request: Request) -> Response:
         return JSONResponse({"csrf": self.guard.csrf, **self.board.describe()})

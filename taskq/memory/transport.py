@@ -251,6 +251,9 @@ class MemoryTransport(SharedMethods, Transport):
         else:
             self.broker.declare_queue(queue_name)
 
+    async def _declare_exclusive(self, queue_name: str) -> None:
+        self.broker.declare_queue(queue_name, owner=self)
+
     async def read_stream(
         self,
         queue_name: str,

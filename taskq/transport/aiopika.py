@@ -609,6 +609,16 @@ class AioPikaTransport(SharedMethods):
             lambda channel: _queue(channel, queue_name, arguments),
         )
 
+    async def _declare_exclusive(self, queue_name: str) -> None:
+        # Not robust: a queue aio-pika declared again after a reconnect would be a slot
+        # claimed behind the caller's back (see taskq.limits.concurrency).
+        async def attempt() -> None:
+            channel = await self._channel("claim")  # a refusal closes it; others keep theirs
+            await cast(Any, channel).declare_queue(queue_name, exclusive=True, robust=False)
+
+        with mapped(f"claiming queue {queue_name!r}"):
+            await self._patiently("queue.declare", attempt)
+
     async def read_stream(
         self,
         queue_name: str,

@@ -64,6 +64,7 @@ class NativeTransport(SharedMethods):
         self._plain: ChannelSlot | None = None
         self._admin: ChannelSlot | None = None
         self._getter: ChannelSlot | None = None
+        self._claimer: ChannelSlot | None = None
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
         self._held: dict[str, Callable[[], Awaitable[None]]] = {}
@@ -91,6 +92,7 @@ class NativeTransport(SharedMethods):
         self._plain = ChannelSlot(out)
         self._admin = ChannelSlot(out)
         self._getter = ChannelSlot(out)
+        self._claimer = ChannelSlot(out)
 
     async def _inbound(self) -> Link:
         """The consuming connection, opened at the first use."""
@@ -109,6 +111,7 @@ class NativeTransport(SharedMethods):
         links = (self._in, self._out)
         self._in = self._out = None
         self._confirm = self._plain = self._admin = self._getter = None  # used now: LifecycleError
+        self._claimer = None
         for link in links:
             if link is not None:
                 await link.close()
@@ -540,6 +543,18 @@ class NativeTransport(SharedMethods):
         """Declare a durable queue by its full name with ``arguments`` (idempotent)."""
         with mapped(f"declaring queue {queue_name!r}"):
             await self._rpc(_queue_declare(queue_name, arguments))
+
+    async def _declare_exclusive(self, queue_name: str) -> None:
+        # On a channel of its own: a refusal closes the channel it was made on.
+        slot: ChannelSlot = self._require(self._claimer, "claim")
+        request = commands.Queue.Declare(queue=queue_name, exclusive=True)
+
+        async def attempt(timeout: float) -> Any:
+            channel = await slot.get(timeout)
+            return await channel.rpc(request)
+
+        with mapped(f"claiming queue {queue_name!r}"):
+            await self._patiently("queue.declare", attempt)
 
     async def read_stream(
         self,

@@ -196,6 +196,12 @@ class Transport(Protocol):
         """Declare a durable queue by its full name with ``arguments`` (idempotent;
         TopologyMismatch if it exists with other arguments)."""
 
+    async def claim(self, queue_name: str) -> bool:
+        """Declare ``queue_name`` as an exclusive queue of this transport's publishing
+        connection: True if it is this connection's now (also if it was already), False if
+        another connection holds it. The broker deletes it when that connection closes, or
+        when :meth:`delete_queue` deletes it (taskq.limits.concurrency's slots)."""
+
     async def read_stream(
         self,
         queue_name: str,

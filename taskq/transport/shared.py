@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .. import topology
-from ..exceptions import PublishError
+from ..exceptions import BrokerError, PublishError
 from ..message import OutgoingMessage
+from .connection import RESOURCE_LOCKED
 from .options import TransportOptions
 from .wire import Delivery
 
@@ -64,6 +65,21 @@ class SharedMethods:
         """Declare ``plan``'s exchanges, queues and bindings, in that order (each
         implementation's own; errors mapped to taskq's)."""
         raise NotImplementedError
+
+    _declare_exclusive: Callable[[str], Awaitable[None]]
+    """Declare a queue exclusive to the publishing connection (BrokerError with reply code
+    405 if another connection holds it)."""
+
+    async def claim(self, queue_name: str) -> bool:
+        """Declare ``queue_name`` exclusive to the publishing connection: False if another
+        connection holds it (405 RESOURCE_LOCKED; see taskq.limits.concurrency)."""
+        try:
+            await self._declare_exclusive(queue_name)
+        except BrokerError as exc:
+            if exc.reply_code == RESOURCE_LOCKED:
+                return False
+            raise
+        return True
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
         """Publish ``(exchange, routing_key, message)`` items with pipelined confirms.

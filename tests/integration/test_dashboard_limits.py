@@ -1,0 +1,48 @@
+"""The dashboard's limits API (``/api/limits``): a real ``taskq dashboard`` subprocess
+publishes a change to the limits stream that workers read (tests/integration/
+test_limit_changes.py shows workers applying such changes)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from taskq import App
+from taskq.limits.changes import changes_made
+from tests.dashboard_support import DashboardProcess
+from tests.support import BROKER
+
+pytestmark = pytest.mark.one_queue_only
+TOKEN = "t0ken-" + uuid.uuid4().hex
+
+
+async def test_limits_change_through_the_dashboard_api(
+    prefix: str, topology_cleanup: set[str], tmp_path: Path
+) -> None:
+    dashboard = DashboardProcess("tests.apps.limitsapp:app", prefix, tmp_path, "--token", TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        url = await asyncio.to_thread(dashboard.start)
+        async with httpx.AsyncClient(base_url=url, headers=auth) as http:
+            bad = await http.post("/api/limits/hold", json={"rate": "fast"})
+            assert bad.status_code == 400 and "invalid rate limit" in bad.text
+            assert (await http.post("/api/limits/hold", json={})).status_code == 400
+            ok = await http.post("/api/limits/hold", json={"concurrency": 3, "rate": "10/s"})
+            assert ok.status_code == 200 and ok.json()["concurrency"] == 3
+            shown = (await http.get("/api/limits")).json()["limits"]
+            assert [(c["task"], c["rate"], c["concurrency"]) for c in shown] == [
+                ("hold", "10/s", 3)
+            ]
+            anonymous = await http.post("/api/limits/hold", json={"rate": "1/s"}, headers={
+                "Authorization": ""})  # fmt: skip
+            assert anonymous.status_code == 401
+    finally:
+        dashboard.kill()
+    app = App("client", broker=BROKER, prefix=prefix)
+    async with app:  # what every worker reads from the stream
+        made = await changes_made(app.transport, app.names, 30.0)
+    assert (made["hold"].rate, made["hold"].concurrency) == ("10/s", 3)
