@@ -134,7 +134,8 @@ async def test_cancel_while_queued_behind_a_running_task(app: App, ran: Ran) -> 
 
 async def test_cancel_while_delayed(app: App, ran: Ran) -> None:
     async with app, running_worker(app) as worker:
-        handle = await app.tasks["mark"].options(countdown=1.5).delay("delayed")
+        # 5 s (0x1388 ms): it waits 4 s in its first level, time enough to look there.
+        handle = await app.tasks["mark"].options(countdown=5).delay("delayed")
         await handle.cancel(reason="too late")
         assert sum(await delay_level_messages(app.names.prefix)) == 1  # still in a level
 
