@@ -266,18 +266,25 @@ class DelayDeclarations:
     """``(destination, source, pattern)``"""
 
     def without(self, declared: AbstractSet[str]) -> DelayDeclarations:
-        """What is left to declare when the exchanges and queues named in ``declared`` (with
-        their bindings) already are."""
+        """What is left to declare when the exchanges and queues whose :func:`declared_key`
+        is in ``declared`` (with their bindings) already are."""
         return DelayDeclarations(
-            [e for e in self.exchanges if e not in declared],
-            [q for q in self.queues if q[0] not in declared],
-            [b for b in self.queue_bindings if b[0] not in declared],
-            [b for b in self.exchange_bindings if b[1] not in declared],
+            [e for e in self.exchanges if declared_key("exchange", e) not in declared],
+            [q for q in self.queues if declared_key("queue", q[0]) not in declared],
+            [b for b in self.queue_bindings if declared_key("queue", b[0]) not in declared],
+            [b for b in self.exchange_bindings if declared_key("exchange", b[1]) not in declared],
         )
 
-    def names(self) -> list[str]:
-        """The exchanges and queues declared."""
-        return [*self.exchanges, *(name for name, _ in self.queues)]
+    def keys(self) -> list[str]:
+        """The :func:`declared_key` of each exchange and queue declared."""
+        return [*(declared_key("exchange", name) for name in self.exchanges),
+                *(declared_key("queue", name) for name, _ in self.queues)]  # fmt: skip
+
+
+def declared_key(kind: Literal["exchange", "queue"], name: str) -> str:
+    """How a transport remembers that it declared exchange or queue ``name``: by kind, since
+    an exchange and a queue may share a name (the binary delay levels do)."""
+    return f"{kind} {name}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -52,14 +52,15 @@ class SharedMethods:
         On first use, not at start: most delays take a few of the 135 queues, and an App
         that never delays declares none (each queue is a process of the broker's, about 5 ms
         to create, and a worker's start took 0.7-1 s declaring all of them)."""
-        if self._declared.issuperset(topology.DELAY.path(self.names, delay_ms).queues):
+        queues = topology.DELAY.path(self.names, delay_ms).queues
+        if all(topology.declared_key("queue", q) in self._declared for q in queues):
             return
         async with self._declare_lock:
             plan = topology.delay_declarations(self.names, delay_ms, self.options.any_quorum)
             plan = plan.without(self._declared)
-            if plan.names():
+            if plan.keys():
                 await self._declare_delays(plan)
-                self._declared.update(plan.names())
+                self._declared.update(plan.keys())
 
     async def _declare_delays(self, plan: topology.DelayDeclarations) -> None:
         """Declare ``plan``'s exchanges, queues and bindings, in that order (each

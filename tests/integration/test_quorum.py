@@ -66,7 +66,10 @@ async def test_round_trip_and_delay_on_quorum_queues(app: App) -> None:
     assert work["args"]["x-dead-letter-strategy"] == "at-least-once"
     assert queues[names.dead_queue("default")]["type"] == "quorum"
 
-    for position, value in ((0, 1), (2, 7), (8, 15)):
+    # The queues of the 0.5 s delay's path (0x1f4 ms), declared on its first use.
+    path = [(p, v) for p, v in enumerate(DELAY.split(500)) if v]
+    assert path == [(0, 4), (1, 15), (2, 1)]
+    for position, value in path:
         delay = queues[DELAY.queue(names, position, value)]
         assert delay["type"] == "quorum"
         assert delay["args"]["x-message-ttl"] == value * 16**position
