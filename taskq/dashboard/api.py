@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from ..cancel import CancelResult
 from ..exceptions import ConfigurationError
-from ..limits.changes import LimitChange, changes_made, publish_change
+from ..limits.changes import LimitChange, changes_made
 from .security import CSRF_HEADER, Guard
 from .service import Dashboard
 
@@ -208,17 +208,8 @@ class Api:
 
     async def change_limits(self, request: Request) -> Response:
         data = await action_input(request, self.guard)
-        rate, concurrency = data.get("rate") or None, data.get("concurrency") or None
-        if isinstance(concurrency, str) and concurrency.isdigit():  # from a form
-            concurrency = int(concurrency)
-        try:
-            change = LimitChange(request.path_params["task"], rate, concurrency)
-        except ConfigurationError as exc:
-            raise HTTPException(400, str(exc)) from None
-        if rate is None and concurrency is None:
-            raise HTTPException(400, 'say what: {"rate": "50/s"} and/or {"concurrency": 5}')
-        app = self.board.app
-        await publish_change(app.transport, app.names, change)
+        change = limit_change(request.path_params["task"], data)
+        await self.board.change_limits(change)
         return JSONResponse(change.as_json())
 
     async def session(self, request: Request) -> Response:
@@ -232,6 +223,24 @@ class Api:
             _stream(self.board, request), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )  # fmt: skip
+
+
+def limit_change(task: str, data: dict[str, Any]) -> LimitChange:
+    """The change ``data`` asks of ``task``'s limits (JSON, or the limits page's form, whose
+    empty fields change nothing); HTTP 400 if it is malformed or asks nothing."""
+    rate, concurrency = data.get("rate") or None, data.get("concurrency") or None
+    if isinstance(rate, str):
+        rate = rate.strip() or None
+    if isinstance(concurrency, str):
+        concurrency = concurrency.strip() or None
+        if concurrency is not None and concurrency.isdigit():  # from a form
+            concurrency = int(concurrency)
+    if rate is None and concurrency is None:
+        raise HTTPException(400, 'say what: {"rate": "50/s"} and/or {"concurrency": 5}')
+    try:
+        return LimitChange(task, rate, concurrency)
+    except ConfigurationError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Any]:

@@ -28,6 +28,7 @@ from ..app import App
 from ..cancel import CancelResult, cancel_task
 from ..cancel.revocation import CANCELLED_TYPE
 from ..exceptions import LifecycleError
+from ..limits.changes import LimitChange, changes_made, publish_change
 from ..redact import redact_url
 from ..settings import check_queue_name
 from .alerts import Alerts, QueueReading, Reading, Transition
@@ -274,6 +275,31 @@ class Dashboard:
             return {**pruned, "pruned": True, "timeline": []}
         with_dead = [name for name, view in self.live.queues.items() if view.dead]
         return await self.lookup.find(task_id, with_dead)
+
+    async def limits(self) -> list[dict[str, Any]]:
+        """Each task's limits: as declared (``@app.task(rate_limit=..., concurrency_limit=...)``)
+        and as changed at runtime (``taskq control``, this dashboard), which workers apply."""
+        app = self.app
+        made = await changes_made(app.transport, app.names, app.settings.publish_timeout)
+        rows = []
+        for name in sorted({*app.tasks, *made}):
+            task = app.tasks.get(name)
+            declared_rate = task.config.rate_limit if task else None
+            declared_concurrency = task.config.concurrency if task else None
+            change = made.get(name)
+            rows.append({
+                "task": name, "known": task is not None,
+                "rate": str(declared_rate) if declared_rate else None,
+                "concurrency": declared_concurrency.limit if declared_concurrency else None,
+                "rate_now": change.rate if change else None,
+                "concurrency_now": change.concurrency if change else None,
+            })  # fmt: skip
+        return rows
+
+    async def change_limits(self, change: LimitChange) -> None:
+        """Make ``change`` for every worker, now and after restarts (BrokerError if not)."""
+        await publish_change(self.app.transport, self.app.names, change)
+        log.info("limits of %s changed: %s", change.task, change.as_json())
 
     async def workflow(self, root_id: str, limit: int = WORKFLOW_LISTED) -> dict[str, Any]:
         """The tasks of workflow ``root_id`` in order, up to ``limit``, with their count per

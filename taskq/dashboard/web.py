@@ -91,6 +91,8 @@ class Pages:
             Route("/queues/{name}/purge", self.confirm_purge),
             Route("/queues/{name}/purge", self.purge, methods=["POST"]),
             Route("/workers/{name}/shutdown", self.shutdown, methods=["POST"]),
+            Route("/limits", self.limits),
+            Route("/limits/{task}", self.change_limits, methods=["POST"]),
         ]
 
     def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -143,6 +145,17 @@ class Pages:
         data = await api.action_input(request, self.guard)
         done = await self.board.cancel(task_id, api.cancel_reason(data))
         return self.back(task_path(task_id), api.cancel_notice(done))
+
+    async def limits(self, request: Request) -> Response:
+        return self.page(request, "limits.html", limits=await self.board.limits())
+
+    async def change_limits(self, request: Request) -> Response:
+        data = await api.action_input(request, self.guard)
+        change = api.limit_change(request.path_params["task"], data)
+        await self.board.change_limits(change)
+        asked = (("rate", change.rate), ("concurrency", change.concurrency))
+        said = ", ".join(f"{what} {value}" for what, value in asked if value)
+        return self.back("/limits", f"limits of {change.task} changed: {said}")
 
     async def workflow(self, request: Request) -> Response:
         root_id = request.path_params["root_id"]
