@@ -275,8 +275,20 @@ def test_a_workflow_step_links_its_workflow_and_lists_its_members(page: Page, wo
 
 
 def test_history_survives_a_restart(world: World) -> None:
-    known = world.api("/api/tasks?limit=1000")["tasks"]
-    assert known
+    # Its own tasks: under pytest-xdist this test may be the first of the module on its
+    # worker (a world of its own, with nothing in the history yet).
+    done = world.state / f"done-{uuid.uuid4().hex}"
+    done.touch()
+    handles = [world.client.send("add", 1, 2), world.client.send("fail_unless", str(done), "")]
+    for handle in handles:
+        handle.result(timeout=30)
+
+    def settled() -> list[dict[str, Any]] | None:
+        tasks = world.api("/api/tasks?limit=1000")["tasks"]
+        ours = {t["task_id"]: t["state"] for t in tasks}
+        return tasks if all(ours.get(h.id) == "SUCCESS" for h in handles) else None
+
+    known = until(settled, what="the test's tasks in the history")
     assert world.dashboard.stop() == 0
     world.dashboard.start()
     for task in known:
