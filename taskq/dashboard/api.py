@@ -29,11 +29,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -143,7 +146,9 @@ class Api:
             limit = min(int(params.get("limit") or 100), 1000)
         except ValueError:
             raise HTTPException(400, "limit must be a number") from None
-        found = await self.board.search(params.get("q", ""), params.get("state", ""), limit)
+        query = SearchQuery.of(params)
+        found = await self.board.search(query.text, query.states, limit, since=query.since,
+                                        until=query.until)  # fmt: skip
         return JSONResponse({"tasks": found})
 
     async def task(self, request: Request) -> Response:
@@ -223,6 +228,50 @@ class Api:
             _stream(self.board, request), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A task search as the tasks page and ``GET /api/tasks`` take it: ``q`` (an ID prefix or
+    part of a name), ``state`` as often as wanted (any of them), ``since`` and ``until`` (the
+    last update's time: seconds since the epoch, or an ISO 8601 time, UTC unless it says)."""
+
+    text: str = ""
+    states: tuple[str, ...] = ()
+    since: float | None = None
+    until: float | None = None
+
+    @classmethod
+    def of(cls, params: QueryParams) -> SearchQuery:
+        """From a request's query parameters; HTTP 400 for a bad time."""
+        states = params.getlist("state")
+        return cls(
+            str(params.get("q") or "").strip(), tuple(s for s in states if s),
+            moment(params.get("since")), moment(params.get("until")),
+        )  # fmt: skip
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """As query parameters again (a next page's link)."""
+        out = [("q", self.text), *(("state", s) for s in self.states)]
+        out += [(k, repr(v)) for k, v in (("since", self.since), ("until", self.until)) if v]
+        return out
+
+
+def moment(text: str | None) -> float | None:
+    """A time given in a query: seconds since the epoch, or ISO 8601 (a form's
+    ``datetime-local`` value has no zone: UTC, as every time the dashboard shows). None if
+    absent; HTTP 400 if it is neither."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, f"not a time: {text!r} (use ISO 8601 or epoch seconds)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def limit_change(task: str, data: dict[str, Any]) -> LimitChange:

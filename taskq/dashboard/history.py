@@ -359,12 +359,20 @@ class History:
         }
 
     def search(
-        self, text: str = "", state: str = "", limit: int = 50, before: float | None = None
+        self,
+        text: str = "",
+        state: str | Sequence[str] = "",
+        limit: int = 50,
+        before: float | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[dict[str, Any]]:
         """The newest tasks whose ID starts with ``text`` or whose name contains it, in
-        ``state`` if given (without the traceback, which a list does not show). ``state``
-        :data:`DELAYED`: the tasks waiting for their ETA, the soonest first. ``before``: only
-        tasks updated before that time (the next page of a list)."""
+        ``state`` (one, or any of several) if given (without the traceback, which a list does
+        not show). ``state`` :data:`DELAYED`: the tasks waiting for their ETA, the soonest
+        first. ``before``: only tasks updated before that time (the next page of a list);
+        ``since`` and ``until``: only those last updated in that time range."""
         clauses: list[str] = []
         params: list[Any] = []
         order = "updated_at DESC"
@@ -372,15 +380,18 @@ class History:
             clauses.append("(task_id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
             pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params += [pattern + "%", "%" + pattern + "%"]
-        if state.upper() == DELAYED:
+        states = [s.upper() for s in ([state] if isinstance(state, str) else state) if s]
+        if states == [DELAYED]:
             clauses.append("state = 'PENDING' AND eta_at IS NOT NULL")
             order = "eta_at"
-        elif state:
-            clauses.append("state = ?")
-            params.append(state.upper())
-        if before is not None:
-            clauses.append("updated_at < ?")
-            params.append(before)
+        elif states:
+            clauses.append(f"state IN ({', '.join('?' * len(states))})")
+            params += states
+        for bound, value in (("updated_at < ?", before), ("updated_at >= ?", since),
+                             ("updated_at <= ?", until)):  # fmt: skip
+            if value is not None:
+                clauses.append(bound)
+                params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         columns = ", ".join(c for c in _COLUMNS if c != "traceback")
         sql = f"SELECT {columns} FROM tasks {where} ORDER BY {order} LIMIT ?"

@@ -18,7 +18,7 @@ import enum
 import logging
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import uvicorn
@@ -307,10 +307,20 @@ class Dashboard:
         return await asyncio.to_thread(self.history.workflow, root_id, limit)
 
     async def search(
-        self, text: str, state: str, limit: int = TASKS_PAGE, before: float | None = None
+        self,
+        text: str,
+        state: str | Sequence[str],
+        limit: int = TASKS_PAGE,
+        before: float | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Tasks by ID prefix, name and state (newest first), updated before ``before``."""
-        return await asyncio.to_thread(self.history.search, text, state, limit, before)
+        """Tasks by ID prefix, name and state or states (newest first), updated before
+        ``before``, and from ``since`` to ``until`` (see History.search)."""
+        return await asyncio.to_thread(
+            self.history.search, text, state, limit, before, since=since, until=until
+        )
 
     # -- actions -----------------------------------------------------------------------------
 

@@ -122,18 +122,23 @@ class Pages:
 
     async def tasks(self, request: Request) -> Response:
         params = request.query_params
-        q, state = params.get("q", "").strip(), params.get("state", "")
+        query = api.SearchQuery.of(params)
+        q, chosen = query.text, [s.upper() for s in query.states]
         before = _number(params.get("before"))
-        found = await self.board.search(q, state, TASKS_PAGE + 1, before)
+        found = await self.board.search(q, chosen, TASKS_PAGE + 1, before, since=query.since,
+                                        until=query.until)  # fmt: skip
         if q and len(found) == 1 and found[0]["task_id"] == q:
             return RedirectResponse(task_path(q), 303)
         older = None
-        if len(found) > TASKS_PAGE and state.upper() != DELAYED:
+        if len(found) > TASKS_PAGE and chosen != [DELAYED]:
             found = found[:TASKS_PAGE]
             older = "/tasks?" + urllib.parse.urlencode(
-                {"q": q, "state": state, "before": repr(found[-1]["updated_at"])}
+                [*query.pairs(), ("before", repr(found[-1]["updated_at"]))]
             )
-        return self.page(request, "tasks.html", tasks=found, q=q, state=state, older=older)
+        return self.page(
+            request, "tasks.html", tasks=found, q=q, state=chosen[0] if len(chosen) == 1 else "",
+            chosen=chosen, since=_field(query.since), until=_field(query.until), older=older,
+        )  # fmt: skip
 
     async def task(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
@@ -213,6 +218,13 @@ class Pages:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
         return self.page(request, "error.html", status=exc.status_code, message=exc.detail)
+
+
+def _field(moment: float | None) -> str:
+    """A time as a ``datetime-local`` field shows it (UTC, to the minute)."""
+    if moment is None:
+        return ""
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def _number(text: str | None) -> float | None:

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,3 +295,38 @@ def test_history_survives_a_restart(world: World) -> None:
     for task in known:
         assert world.api(f"/api/tasks/{task['task_id']}")["state"] == task["state"]
     assert world.api("/api/tasks?q=fail_unless&state=SUCCESS")["tasks"]
+
+
+def test_tasks_are_found_by_several_states_and_a_time_range(page: Page, world: World) -> None:
+    began = time.time()
+    fine = world.client.send("add", 20, 22)
+    assert fine.result(timeout=30) == 42
+    broken = world.client.send("fail_unless", f"/nonexistent/{uuid.uuid4().hex}", "refine me")
+    with pytest.raises(TaskFailed):
+        broken.result(timeout=30)
+    since = began - 60  # the dashboard's clock and this one are the same machine's
+    ended = ("FAILURE", "DEAD")
+
+    def listed(query: str) -> set[str]:
+        return {t["task_id"] for t in world.api(f"/api/tasks?limit=1000&{query}")["tasks"]}
+
+    every = f"since={since}&state=SUCCESS&state=FAILURE&state=DEAD"
+    until(lambda: {fine.id, broken.id} <= listed(every), what="both tasks listed")
+    failed = listed(f"since={since}&state=FAILURE&state=DEAD")
+    assert broken.id in failed and fine.id not in failed
+    assert not listed(f"since={time.time() + 3600}")  # the range is applied
+    assert not listed(f"until={since}&state=SUCCESS") & {fine.id, broken.id}
+    assert httpx.get(world.url + "/api/tasks?since=yesterday",
+                     headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 400  # fmt: skip
+
+    page.goto(f"{world.url}/tasks")
+    form = page.locator("#refine")
+    for state in ended:
+        form.locator(f'input[name="state"][value="{state}"]').check()
+    form.locator("#since").fill(time.strftime("%Y-%m-%dT%H:%M", time.gmtime(since)))
+    form.locator("#refine-button").click()
+    expect(page.locator(f'#tasks tr[data-task="{broken.id}"]')).to_be_visible()
+    expect(page.locator(f'#tasks tr[data-task="{fine.id}"]')).to_have_count(0)
+    assert "state=FAILURE" in page.url and "state=DEAD" in page.url
+    for state in ended:  # the form keeps what was asked
+        expect(form.locator(f'input[name="state"][value="{state}"]')).to_be_checked()

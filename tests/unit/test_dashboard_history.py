@@ -68,6 +68,19 @@ def test_search_by_id_prefix_name_and_state(tmp_path: Path) -> None:
     assert "traceback" not in history.search()[0]
 
 
+def test_search_by_several_states_and_a_time_range(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3", max_age=10**10, max_tasks=100)
+    history.write([event("succeeded", "s1", 100.0), event("failed", "f1", 200.0),
+                   event("dead-lettered", "d1", 300.0), event("failed", "f2", 400.0),
+                   event("started", "r1", 500.0)])  # fmt: skip
+    ids = lambda found: [t["task_id"] for t in found]  # noqa: E731
+    assert ids(history.search("", ["failure", "dead"])) == ["f2", "d1", "f1"]
+    assert ids(history.search("", ["FAILURE", "DEAD"], since=250.0)) == ["f2", "d1"]
+    assert ids(history.search("", ["FAILURE", "DEAD"], since=250.0, until=350.0)) == ["d1"]
+    assert ids(history.search("", [], until=150.0)) == ["s1"]
+    assert ids(history.search("", "", since=450.0)) == ["r1"]
+
+
 def test_prune_by_age_and_by_count(tmp_path: Path) -> None:
     history = History(tmp_path / "h.sqlite3", max_age=100, max_tasks=3)
     history.write([event("succeeded", f"t{i}", 1000.0 + i) for i in range(6)])
