@@ -390,7 +390,9 @@ def test_right_after_a_start_the_workers_are_being_discovered(page: Page, world:
     workers = page.locator("#workers")
     assert "No worker answered" not in workers.inner_text()
     expect(page.locator('#workers tr[data-worker="w-one"]')).to_contain_text("running")
-    assert world.api("/api/workers")["discovering"] is False
+    # A worker's own event can show it before the first reading of the workers ends (that
+    # reading is what ends discovery): wait for it, with a deadline.
+    until(lambda: world.api("/api/workers")["discovering"] is False, what="discovery to end")
 
 
 # -- narrow screens (what operators still miss) ----------------------------------------------
