@@ -44,7 +44,7 @@ from starlette.routing import Route
 
 from ..cancel import CancelResult
 from ..exceptions import ConfigurationError
-from ..limits.changes import LimitChange, changes_made
+from ..limits.changes import LimitChange
 from .security import CSRF_HEADER, Guard
 from .service import Dashboard
 
@@ -207,8 +207,7 @@ class Api:
         return JSONResponse({"stopping": answered}, status_code=200 if answered else 404)
 
     async def limits(self, request: Request) -> Response:
-        app = self.board.app
-        made = await changes_made(app.transport, app.names, app.settings.publish_timeout)
+        made = await self.board.limit_changes.current()
         return JSONResponse({"limits": [c.as_json() for c in made.values()]})
 
     async def change_limits(self, request: Request) -> Response:
@@ -315,8 +314,7 @@ async def _stream(board: Dashboard, request: Request) -> AsyncIterator[str]:
     while not board.closing.is_set():
         if task_id:
             found = await board.task(task_id)
-            # A task's page also lists its workflow's members: a change of theirs counts.
-            changed = None if found is None else (found["updated_at"], _workflow_changed(found))
+            changed = None if found is None else task_version(found)
             if found is not None and changed != last:
                 last = changed
                 yield _sse("task", found)
@@ -326,6 +324,14 @@ async def _stream(board: Dashboard, request: Request) -> AsyncIterator[str]:
         await board.ticker.wait(KEEPALIVE)
         if await request.is_disconnected():
             return
+
+
+def task_version(task: dict[str, Any]) -> Any:
+    """What changes whenever a task's page must show something new: its last update, its
+    timeline's length (an event older than the last update, such as a worker's own
+    ``task.cancelled`` after the dashboard's Cancel button, adds a row and changes nothing
+    else) and its workflow's members."""
+    return task["updated_at"], len(task.get("timeline") or ()), _workflow_changed(task)
 
 
 def _workflow_changed(task: dict[str, Any]) -> Any:

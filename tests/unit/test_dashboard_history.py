@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from taskq.dashboard.api import task_version
 from taskq.dashboard.history import History, Retention, merge
 
 
@@ -220,3 +221,17 @@ def test_a_workflows_tasks_are_listed_in_order_with_their_states(tmp_path: Path)
             task["size"]) == ("wf", "first", "j", 2, 3)  # fmt: skip
     assert [m["task_id"] for m in history.workflow("wf", limit=2)["members"]] == ["first", "m0"]
     assert history.workflow("nothing")["total"] == 0
+
+
+def test_a_late_older_event_changes_what_a_task_page_is_sent(tmp_path: Path) -> None:
+    # The Cancel button records task.cancelled at once; the worker's own, timed when it
+    # stopped the task (earlier), arrives later and changes no column, only the timeline.
+    history = History(tmp_path / "h.sqlite3", max_age=3600, max_tasks=100)
+    cancel = {"error": "taskq.TaskCancelled", "error_message": "stuck"}
+    history.write([event("started", "a", 1.0), event("cancelled", "a", 3.0, **cancel)])
+    before = history.task("a")
+    history.write([event("cancelled", "a", 2.5, worker="w1", **cancel)])
+    after = history.task("a")
+    assert before is not None and after is not None
+    assert after["updated_at"] == before["updated_at"]
+    assert task_version(after) != task_version(before)
