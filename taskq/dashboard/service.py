@@ -28,7 +28,7 @@ from ..app import App
 from ..cancel import CancelResult, cancel_task
 from ..cancel.revocation import CANCELLED_TYPE
 from ..exceptions import LifecycleError
-from ..limits.changes import LimitChange, changes_made, publish_change
+from ..limits.changes import FollowedChanges, LimitChange
 from ..redact import redact_url
 from ..settings import check_queue_name
 from .alerts import Alerts, QueueReading, Reading, Transition
@@ -117,6 +117,7 @@ class Dashboard:
         self._dlq_lock = asyncio.Lock()
         self.lookup = Lookup(app, self._dlq_lock, limit=DEAD_LISTED)
         self._saved: dict[str, Any] = {}
+        self.limit_changes = FollowedChanges(app.transport, app.names, app.settings.publish_timeout)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -155,6 +156,7 @@ class Dashboard:
         finally:
             listener.close()
             self.state = DashboardState.STOPPED
+            await self.limit_changes.stop()
             self.history.close()
 
     async def _sample_loop(self) -> None:
@@ -280,7 +282,7 @@ class Dashboard:
         """Each task's limits: as declared (``@app.task(rate_limit=..., concurrency_limit=...)``)
         and as changed at runtime (``taskq control``, this dashboard), which workers apply."""
         app = self.app
-        made = await changes_made(app.transport, app.names, app.settings.publish_timeout)
+        made = await self.limit_changes.current()
         rows = []
         for name in sorted({*app.tasks, *made}):
             task = app.tasks.get(name)
@@ -298,7 +300,7 @@ class Dashboard:
 
     async def change_limits(self, change: LimitChange) -> None:
         """Make ``change`` for every worker, now and after restarts (BrokerError if not)."""
-        await publish_change(self.app.transport, self.app.names, change)
+        await self.limit_changes.make(change)
         log.info("limits of %s changed: %s", change.task, change.as_json())
 
     async def workflow(self, root_id: str, limit: int = WORKFLOW_LISTED) -> dict[str, Any]:

@@ -11,10 +11,12 @@ the limit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError, DecodeError
@@ -97,9 +99,9 @@ class LimitChange:
         return {"task": self.task, "rate": self.rate, "concurrency": self.concurrency,
                 "at": self.at or time.time()}  # fmt: skip
 
-    def to_message(self) -> OutgoingMessage:
+    def to_message(self, message_id: str | None = None) -> OutgoingMessage:
         """The message published to the limits stream."""
-        return json_message(CHANGE_TYPE, self.as_json())
+        return json_message(CHANGE_TYPE, self.as_json(), message_id)
 
     @classmethod
     def from_delivery(cls, delivery: Delivery) -> LimitChange:
@@ -124,32 +126,94 @@ async def change_limits(
     return change
 
 
-async def publish_change(transport: Transport, names: Names, change: LimitChange) -> None:
+async def publish_change(
+    transport: Transport, names: Names, change: LimitChange, message_id: str | None = None
+) -> None:
     """Make ``change`` for every worker, now and after restarts (BrokerError if the broker
     does not take it)."""
     queue = names.limit_changes
     await transport.declare_queue(queue, STREAM_ARGUMENTS)
-    await transport.publish("", queue, change.to_message())
+    await transport.publish("", queue, change.to_message(message_id))
 
 
 async def changes_made(
     transport: Transport, names: Names, timeout: float
 ) -> dict[str, LimitChange]:
     """Every task's limits as changed at runtime so far (the changes of each task merged; a
-    task never changed is not in it)."""
-    made: dict[str, LimitChange] = {}
+    task never changed is not in it). Each call reads the stream from its start and adds a
+    catch-up marker to it: for a one-off look (``taskq control limits``); a process that
+    looks again and again follows the stream with :class:`FollowedChanges`."""
+    followed = FollowedChanges(transport, names, timeout)
+    try:
+        return await followed.current()
+    finally:
+        await followed.stop()
 
-    def on_message(delivery: Delivery) -> None:
+
+class FollowedChanges:
+    """Every task's limits as changed at runtime, kept current by one reader of the limits
+    stream for as long as it runs (the dashboard's): it reads the stream from its start once,
+    on first use, and adds one catch-up marker then, however often it is asked afterwards
+    (a marker per look would let a poller push the oldest changes out of the capped stream).
+    """
+
+    def __init__(self, transport: Transport, names: Names, timeout: float) -> None:
+        self.transport = transport
+        self.names = names
+        self.timeout = timeout
+        self._made: dict[str, LimitChange] = {}
+        self._reader: CatchUp | None = None
+        self._starting = asyncio.Lock()
+        self._awaited: dict[str, asyncio.Event] = {}
+        """Changes this process published, by message ID, until the reader meets them."""
+
+    async def current(self) -> dict[str, LimitChange]:
+        """The changes made so far (the changes of each task merged; a task never changed is
+        not in it). BrokerError or TimeoutError if the stream cannot be read (tried again on
+        the next call)."""
+        await self._follow()
+        return dict(self._made)
+
+    async def make(self, change: LimitChange) -> None:
+        """Publish ``change`` (see :func:`publish_change`) and return once this reader has
+        read it too, so that the next :meth:`current` shows it."""
+        await self._follow()
+        message_id = uuid.uuid4().hex
+        seen = self._awaited[message_id] = asyncio.Event()
+        try:
+            await publish_change(self.transport, self.names, change, message_id)
+            await asyncio.wait_for(seen.wait(), self.timeout)
+        finally:
+            del self._awaited[message_id]
+
+    async def stop(self) -> None:
+        """Stop reading the stream."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.stop()
+
+    async def _follow(self) -> None:
+        async with self._starting:
+            if self._reader is not None:
+                return
+            reader = CatchUp(self.names.limit_changes, STREAM_ARGUMENTS, MARKER_TYPE,
+                             self._on_message)  # fmt: skip
+            try:
+                await reader.start(self.transport, self.timeout)
+            except BaseException:
+                await reader.stop()
+                raise
+            self._reader = reader
+
+    def _on_message(self, delivery: Delivery) -> None:
         with contextlib.suppress(DecodeError):
             change = LimitChange.from_delivery(delivery)
-            made[change.task] = made.get(change.task, LimitChange(change.task)).then(change)
-
-    reader = CatchUp(names.limit_changes, STREAM_ARGUMENTS, MARKER_TYPE, on_message)
-    try:
-        await reader.start(transport, timeout)
-    finally:
-        await reader.stop()
-    return made
+            self._made[change.task] = self._made.get(change.task, LimitChange(change.task)).then(
+                change
+            )
+        seen = self._awaited.get(delivery.message_id or "")
+        if seen is not None:
+            seen.set()
 
 
 async def follow_changes(transport: Transport, names: Names, gate: Gate, timeout: float) -> None:
