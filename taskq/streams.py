@@ -89,6 +89,12 @@ class CatchUp:
         await transport.publish("", self.queue, marker)
         await asyncio.wait_for(self._caught_up.wait(), timeout)
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether every message published before :meth:`start` was read: a message handed
+        on now was published after it (read live)."""
+        return self._caught_up.is_set()
+
     async def stop(self) -> None:
         """Stop reading (a reader that needed only what was there when it started)."""
         cancel, self._cancel = self._cancel, None

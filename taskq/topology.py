@@ -94,6 +94,12 @@ class Names:
         return f"{self.prefix}.revocations"
 
     @property
+    def revocation_readers(self) -> str:
+        """The queue every worker reading the revocations holds a consumer on: its consumer
+        count tells a cancel how many workers must acknowledge it (see taskq.cancel)."""
+        return f"{self.prefix}.revocations.readers"
+
+    @property
     def limit_changes(self) -> str:
         """The stream queue of limits changed at runtime (see taskq.limits.changes)."""
         return f"{self.prefix}.limits"
@@ -146,7 +152,8 @@ def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str
         dict.fromkeys(DELAY.exchange_names(names) + LEGACY_DELAY.exchange_names(names))
     )
     fixed = [names.exchange, names.dlx, names.delivery, names.events, names.control]
-    leases = [names.beat_lease, names.beat_status, names.revocations, names.limit_changes]
+    leases = [names.beat_lease, names.beat_status, names.revocations, names.revocation_readers,
+              names.limit_changes]  # fmt: skip
     return queue_names + delay_queues + leases, delay_exchanges + fixed
 
 
@@ -174,6 +181,16 @@ def revocation_stream_arguments(expiry: float) -> dict[str, Any]:
         "x-max-age": f"{max(1, int(expiry))}s",
         "x-stream-max-segment-size-bytes": REVOCATION_SEGMENT_BYTES,
     }
+
+
+READERS_EXPIRY = 3600.0
+"""Seconds the revocation readers' queue stays once no worker consumes it."""
+
+
+def revocation_readers_arguments() -> dict[str, Any]:
+    """Arguments of the revocation readers' queue: classic (only its consumer count is used;
+    nothing is ever published to it), removed an hour after the last worker left."""
+    return {"x-queue-type": "classic", "x-expires": int(READERS_EXPIRY * 1000)}
 
 
 QUORUM_DELIVERY_LIMIT = 100

@@ -1,7 +1,9 @@
 """Cancelling a task from a client: what ``handle.cancel``, ``app.cancel``, the sync client,
 ``taskq cancel`` and the dashboard call.
 
-1. The revocation goes to the revocations stream (confirmed): from then on no worker runs
+1. The revocation goes to the revocations stream (confirmed), and the call waits until every
+   worker reading cancels has acknowledged it (as many as the readers' queue has consumers,
+   up to ``REACH_WAIT`` seconds; see taskq.cancel.revoker): from then on no worker starts
    the task, including workers that start later, until the revocation expires.
 2. CANCELLED (with the reason) is recorded in the result store, where this process can:
    a durable store (Redis, PostgreSQL) for any task; the AMQP store for a task this process
@@ -15,8 +17,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -24,16 +29,23 @@ from .. import control
 from ..exceptions import ResultTimeout, ResultUnavailable
 from ..results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
 from ..topology import revocation_stream_arguments
-from .revocation import CANCELLED_TYPE, Revocation
+from .revocation import ACK_TYPE, CANCELLED_TYPE, Revocation
 
 if TYPE_CHECKING:
     from ..app import App
+
+log = logging.getLogger("taskq.cancel")
 
 DEFAULT_WAIT = 30.0
 """Seconds ``cancel(wait=True)`` waits at most for a running task to stop."""
 
 ECHO_WAIT = 5.0
 """Seconds the AMQP store is given to hear back the CANCELLED this process recorded."""
+
+REACH_WAIT = 5.0
+"""Seconds a cancel waits at most for the workers reading cancels to acknowledge it (a worker
+whose event loop is stuck longer, or that took its place among the readers at the moment the
+revocation was published and read it while catching up, does not answer in time)."""
 
 ROUND = 1.0
 """Seconds ``cancel(wait=True)`` gives every worker to answer whether the task runs there
@@ -52,7 +64,9 @@ class CancelResult:
     status it reached first), None where the store cannot tell (the AMQP store, for a task
     another process sent; or a task never recorded). ``stopped_on``: the workers where it was
     running and stopped (``wait=True`` only). ``stopped``: with ``wait=True``, False if a
-    worker still ran it at the timeout.
+    worker still ran it at the timeout. ``reached``: False if some worker reading cancels had
+    not acknowledged the revocation within ``REACH_WAIT`` seconds (it applies there once that
+    worker reads it, but a run may start there before).
     """
 
     task_id: str
@@ -60,6 +74,7 @@ class CancelResult:
     status: TaskStatus | None
     stopped_on: tuple[str, ...] = ()
     stopped: bool = True
+    reached: bool = True
 
     @property
     def cancelled(self) -> bool:
@@ -86,18 +101,47 @@ async def cancel_task(
 ) -> CancelResult:
     """Cancel ``task_id`` through the open ``app`` (see the module doc). BrokerError if the
     revocation cannot be published; LifecycleError if the app is not open."""
-    transport, store = app.transport, app.store
-    expiry = app.settings.revocation_expiry
-    revocation = Revocation.new(task_id, reason, expiry)
-    queue = app.names.revocations
-    await transport.declare_queue(queue, revocation_stream_arguments(expiry))
-    await transport.publish("", queue, revocation.to_message())
+    store = app.store
+    reached, revocation = await _revoke(app, task_id, reason)
     await _record(store, revocation)
     stopped_on: tuple[str, ...] = ()
     stopped = True
     if wait:
         stopped_on, stopped = await _wait_stopped(app, revocation, timeout)
-    return CancelResult(task_id, reason, await _status(store, task_id), stopped_on, stopped)
+    status = await _status(store, task_id)
+    return CancelResult(task_id, reason, status, stopped_on, stopped, reached)
+
+
+async def _revoke(app: App, task_id: str, reason: str) -> tuple[bool, Revocation]:
+    """Publish the revocation and wait for the readers' acknowledgements: ``(whether every
+    reader counted acknowledged it, the revocation)``."""
+    transport, names = app.transport, app.names
+    expiry = app.settings.revocation_expiry
+    readers: set[str] = set()
+    enough = asyncio.Event()
+    wanted = 0
+
+    def on_ack(correlation_id: str | None, body: bytes, kind: str | None) -> None:
+        if kind != ACK_TYPE or correlation_id != task_id:
+            return
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            readers.add(str(json.loads(body)["reader"]))
+        if len(readers) >= wanted:
+            enough.set()
+
+    async with transport.reply_inbox(on_ack) as inbox:
+        revocation = Revocation.new(task_id, reason, expiry, reply_to=inbox)
+        await transport.declare_queue(names.revocations, revocation_stream_arguments(expiry))
+        await transport.publish("", names.revocations, revocation.to_message())
+        counted = await transport.queue_depth(names.revocation_readers)
+        wanted = counted.consumers if counted is not None else 0
+        if len(readers) < wanted:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(enough.wait(), REACH_WAIT)
+    if len(readers) < wanted:
+        log.warning("cancel of %s: %d of %d workers acknowledged it within %.0f s",
+                    task_id, len(readers), wanted, REACH_WAIT)  # fmt: skip
+    return len(readers) >= wanted, revocation
 
 
 async def _record(store: ResultStore, revocation: Revocation) -> None:

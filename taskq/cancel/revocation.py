@@ -19,6 +19,8 @@ CANCELLED_TYPE = "taskq.TaskCancelled"
 """The error type of a CANCELLED state; its message is the cancel's reason."""
 
 REVOCATION_TYPE = "taskq.revocation"
+ACK_TYPE = "taskq.revocation.ack"
+"""A worker's answer to a revocation it read live: sent to the revocation's ``reply_to``."""
 MARKER_TYPE = "taskq.revocation.marker"
 """A worker's own message on the stream: once it reads it back, it has read every
 revocation published before it started."""
@@ -26,18 +28,23 @@ revocation published before it started."""
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Revocation:
-    """One cancel: the task, why, when, and until when it is in force (Unix times)."""
+    """One cancel: the task, why, when, and until when it is in force (Unix times);
+    ``reply_to``: where the workers that read it live acknowledge it (the canceller's reply
+    queue; None: nobody waits)."""
 
     task_id: str
     reason: str
     at: float
     until: float
+    reply_to: str | None = None
 
     @classmethod
-    def new(cls, task_id: str, reason: str, expiry: float) -> Revocation:
+    def new(
+        cls, task_id: str, reason: str, expiry: float, reply_to: str | None = None
+    ) -> Revocation:
         """A revocation made now, in force for ``expiry`` seconds."""
         now = time.time()
-        return cls(task_id, reason, now, now + expiry)
+        return cls(task_id, reason, now, now + expiry, reply_to)
 
     def in_force(self, now: float | None = None) -> bool:
         """Whether it has not expired."""
@@ -45,16 +52,21 @@ class Revocation:
 
     def to_dict(self) -> dict[str, object]:
         """As JSON-ready data (the stream's body, and a control request's arguments)."""
-        return {"task_id": self.task_id, "reason": self.reason, "at": self.at, "until": self.until}
+        data: dict[str, object] = {"task_id": self.task_id, "reason": self.reason,
+                                   "at": self.at, "until": self.until}  # fmt: skip
+        if self.reply_to is not None:
+            data["reply_to"] = self.reply_to
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> Revocation:
         """The inverse of :meth:`to_dict`; DecodeError on anything else."""
         if not isinstance(data, dict):
             raise DecodeError(f"malformed revocation: {data!r}")
+        reply_to = data.get("reply_to")
         try:
             return cls(str(data["task_id"]), str(data["reason"]), float(data["at"]),
-                       float(data["until"]))  # fmt: skip
+                       float(data["until"]), str(reply_to) if reply_to else None)  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"malformed revocation: {data!r}") from exc
 

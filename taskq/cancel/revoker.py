@@ -7,6 +7,14 @@ reading, so a cancel made later reaches it within milliseconds. Each delivery it
 decided against that set first: a revoked task is acked and recorded CANCELLED, never run.
 A workflow step is revoked with its workflow's root too (taskq.cancel.scope.root_of).
 
+Before it reads the stream, a worker takes a consumer on the readers' queue
+(``{prefix}.revocations.readers``); a cancel counts those consumers once its revocation is
+confirmed, and waits until as many workers acknowledged it (taskq.cancel.client). A worker
+acknowledges a revocation it reads live (after its marker), once the revocation is in force
+here: from then on it starts no run of that task. A worker not counted took its consumer
+after the revocation was published, so its marker comes after it and it reads the
+revocation before it takes a task.
+
 A cancel with ``wait=True`` also comes as a control request (``revoke``): the worker then
 answers once the task has stopped here (see :meth:`Revoker.on_control`).
 """
@@ -16,14 +24,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
+import time
+import uuid
 from typing import Any
 
 from ..exceptions import DecodeError
+from ..message import OutgoingMessage
 from ..streams import CatchUp
-from ..topology import Names, revocation_stream_arguments
+from ..topology import Names, revocation_readers_arguments, revocation_stream_arguments
 from ..transport import Delivery, Transport
-from .revocation import MARKER_TYPE, Revocation, Revoked
+from .revocation import ACK_TYPE, MARKER_TYPE, Revocation, Revoked
 from .scope import RunScope
 
 log = logging.getLogger("taskq.cancel")
@@ -31,6 +43,10 @@ log = logging.getLogger("taskq.cancel")
 REMEMBERED_STOPS = 1000
 """Runs stopped by a cancel that a worker remembers (a ``revoke`` request arriving after the
 stream's delivery stopped the run is still answered ``was_running``)."""
+
+ACK_WINDOW = 300.0
+"""Seconds after a cancel within which a worker acknowledges it (a reader that reads the
+whole stream again after a reconnect does not answer cancels long done)."""
 
 
 class Revoker:
@@ -46,6 +62,10 @@ class Revoker:
         self._stopping: dict[str, asyncio.Event] = {}
         """Runs cancelled here whose outcome is not recorded yet, set once it is."""
         self._stopped: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._reader: CatchUp | None = None
+        self._transport: Transport | None = None
+        self._id = uuid.uuid4().hex
+        self._acks: set[asyncio.Future[None]] = set()
 
     # -- the stream ---------------------------------------------------------------------------
 
@@ -54,16 +74,40 @@ class Revoker:
         BrokerError if the stream cannot be declared (TopologyMismatch: it exists with another
         ``x-max-age``; see docs/guide/cancellation.md); TimeoutError if the worker's own
         marker does not come back within ``timeout`` seconds."""
+        self._transport = transport
+        # Counted by every cancel from now on: before the marker (see the module doc).
+        await transport.hold(self.names.revocation_readers, revocation_readers_arguments())
         arguments = revocation_stream_arguments(self.expiry)
         reader = CatchUp(self.names.revocations, arguments, MARKER_TYPE, self._on_delivery)
+        self._reader = reader
         await reader.start(transport, timeout)
         log.info("%d cancel(s) in force", len(self.revocations))
 
     def _on_delivery(self, delivery: Delivery) -> None:
         try:
-            self.revoke(Revocation.from_delivery(delivery))
+            revocation = Revocation.from_delivery(delivery)
         except DecodeError as exc:
             log.warning("ignoring a message on the revocations stream: %s", exc)
+            return
+        self.revoke(revocation)
+        reader = self._reader
+        if revocation.reply_to and reader is not None and reader.caught_up:
+            self._acknowledge(revocation, revocation.reply_to)
+
+    def _acknowledge(self, revocation: Revocation, reply_to: str) -> None:
+        """Tell the canceller this worker knows ``revocation`` (it is in force here now)."""
+        if self._transport is None or time.time() - revocation.at > ACK_WINDOW:
+            return
+        body = json.dumps({"task_id": revocation.task_id, "reader": self._id}).encode()
+        ack = OutgoingMessage(body=body, type=ACK_TYPE, correlation_id=revocation.task_id)
+        sent = asyncio.ensure_future(self._transport.notify(reply_to, ack))
+        self._acks.add(sent)
+        sent.add_done_callback(self._sent)
+
+    def _sent(self, sent: asyncio.Future[None]) -> None:
+        self._acks.discard(sent)
+        if not sent.cancelled() and sent.exception() is not None:  # the canceller times out
+            log.debug("could not acknowledge a cancel: %s", sent.exception())
 
     # -- cancels -------------------------------------------------------------------------------
 

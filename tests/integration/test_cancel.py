@@ -13,6 +13,10 @@ import pytest
 
 import taskq
 from taskq import App, Hook, Retry, TaskCancelled, TaskDone, TaskStatus, Worker
+from taskq.cancel import Revoker
+from taskq.cancel import client as cancel_client
+from taskq.topology import revocation_readers_arguments
+from taskq.transport import Delivery
 from tests.integration.test_result_store_contract import REDIS, delete_redis_keys
 from tests.postgres_support import POSTGRES, drop_tables, table_of
 from tests.support import BROKER, delay_level_messages, eventually, queue_length, running_worker
@@ -310,3 +314,33 @@ async def test_a_durable_store_records_the_cancel_of_a_task_sent_elsewhere(
         state = await app.handle(handle.id).info()
         assert state.status is TaskStatus.CANCELLED and state.error is not None
         assert state.error.message == "by ID"
+
+
+async def test_a_cancel_returns_once_every_worker_reading_cancels_knows_it(
+    app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Both workers apply each revocation 0.3 s after the stream delivers it: a cancel that
+    # returned at once could meet a worker that would still start the task.
+    applied: list[str | None] = []
+    original = Revoker._on_delivery
+
+    def late(self: Revoker, delivery: Delivery) -> None:
+        def apply() -> None:
+            original(self, delivery)
+            applied.append(delivery.message_id)
+
+        asyncio.get_running_loop().call_later(0.3, apply)
+
+    monkeypatch.setattr(Revoker, "_on_delivery", late)
+    async with app, running_worker(app), running_worker(app):
+        done = await app.cancel(str(uuid.uuid4()), reason="known everywhere")
+        assert done.reached and applied == [done.task_id, done.task_id]
+        # A reader that never answers (a worker whose loop is stuck): the cancel gives up
+        # after REACH_WAIT seconds and says so.
+        monkeypatch.setattr(cancel_client, "REACH_WAIT", 1.0)
+        stuck = App("stuck", broker=BROKER, prefix=app.names.prefix)
+        async with stuck:
+            await stuck.transport.hold(app.names.revocation_readers, revocation_readers_arguments())
+            unheard = await app.cancel(str(uuid.uuid4()), reason="one is stuck")
+        assert not unheard.reached and applied.count(unheard.task_id) == 2
+        assert "2 of 3 workers acknowledged it" in caplog.text
