@@ -14,6 +14,7 @@ counted by its tag (never twice, never a tag that was not published).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,11 +42,24 @@ class FuzzMessage:
     """What was drawn (for the report of a failure): e.g. ``headers:deep``, ``body:garbage``."""
     bodies: tuple[tuple[str, bytes], ...] = ()
     """One body of each kind, as drawn; :func:`generate` picks the message's body from them."""
+    headers: tuple[tuple[str, bytes], ...] = ()
+    """For a message with headers, one table of each kind, as drawn; :func:`generate` picks
+    the message's table from them."""
 
     def with_body(self, index: int) -> FuzzMessage:
         """This message with its ``index``-th drawn body (round robin over the kinds)."""
         kind, body = self.bodies[index % len(self.bodies)]
         return dataclasses.replace(self, body=body, kinds=(kind, *self.kinds), bodies=())
+
+    def with_headers(self, index: int) -> FuzzMessage:
+        """This message with its ``index``-th drawn header table (round robin over the
+        kinds), where it has headers."""
+        if not self.headers:
+            return self
+        kind, value = self.headers[index % len(self.headers)]
+        properties = {**self.properties, "headers": value}
+        return dataclasses.replace(self, properties=properties, kinds=(*self.kinds, kind),
+                                   headers=())  # fmt: skip
 
     def with_tag(self, tag: int) -> FuzzMessage:
         """This message with ``tag`` in place of the placeholder in a runnable body."""
@@ -249,20 +263,22 @@ def messages(draw: st.DrawFn) -> FuzzMessage:
     """A message a foreign producer may publish: random properties, headers and body."""
     kinds: list[str] = []
     props: dict[str, bytes] = {}
+    headers: tuple[tuple[str, bytes], ...] = ()
     for name in PROPERTY_ORDER:
         if name == "headers":
-            if draw(_tenths(5)):
-                kind, props[name] = draw(draw(st.sampled_from(HEADERS)))
-                kinds.append(kind)
+            if draw(_tenths(5)):  # its table: picked in turn by generate(), as the body is
+                props[name] = b""
+                headers = draw(st.tuples(*HEADERS))
         elif draw(_tenths(_FUZZED_IN_TENTHS.get(name, 2))):
             props[name] = draw(PROPERTIES[name])
             kinds.append(name)
         elif name in _OWN:
             props[name] = draw(_OWN[name])
     # Every kind of body is drawn, and generate() picks one in turn: which kinds 80 draws
-    # cover must not depend on how hypothesis happens to explore (it changes with the filters).
+    # cover must not depend on how hypothesis happens to explore (it changes with the filters,
+    # and with what else the process imported); header tables likewise.
     bodies = draw(st.tuples(*BODIES))
-    return FuzzMessage(props, b"", tuple(kinds), bodies)
+    return FuzzMessage(props, b"", tuple(kinds), bodies, headers)
 
 
 def generate(
@@ -285,4 +301,8 @@ def generate(
 
     run: Callable[[], None] = collect if seed is None else with_seed(seed)(collect)
     run()
-    return [message.with_body(tag).with_tag(tag) for tag, message in enumerate(drawn[:count])]
+    tables = itertools.count()
+    return [
+        message.with_body(tag).with_headers(next(tables) if message.headers else 0).with_tag(tag)
+        for tag, message in enumerate(drawn[:count])
+    ]
