@@ -110,6 +110,8 @@ class Run:
                 except (OSError, redis.RedisError) as exc:
                     log.warning("could not delete the Redis keys of %s: %s", self.prefix, exc)
         finally:
+            if keep and self.ledger.path.exists():
+                Path(keep, f"{self.prefix}.ledger").write_text(self.ledger.path.read_text())
             self.ledger.remove()
 
     # -- workers -----------------------------------------------------------------------------
