@@ -38,6 +38,7 @@ def describe(result: CancelResult) -> dict[str, Any]:
         "status": result.status.value if result.status is not None else "revoked",
         "stopped_on": list(result.stopped_on),
         "stopped": result.stopped,
+        "reached": result.reached,
     }
 
 
@@ -53,5 +54,6 @@ async def run(app: App, args: argparse.Namespace) -> int:
         for row in rows:
             where = f" (stopped on {', '.join(row['stopped_on'])})" if row["stopped_on"] else ""
             late = "" if row["stopped"] else " (still running at the timeout)"
-            print(f"{row['task_id']}  {row['status']}{where}{late}")
+            unheard = "" if row["reached"] else " (not every worker acknowledged it in time)"
+            print(f"{row['task_id']}  {row['status']}{where}{late}{unheard}")
     return ExitCode.OK if all(r.stopped for r in results) else ExitCode.CRASHED

@@ -199,6 +199,7 @@ class Api:
         status = None if done.status is None else done.status.value
         return JSONResponse({"task_id": task_id, "status": status, "reason": done.reason,
                              "stopped_on": list(done.stopped_on), "stopped": done.stopped,
+                             "reached": done.reached,
                              "notice": cancel_notice(done)})  # fmt: skip
 
     async def shutdown(self, request: Request) -> Response:

@@ -65,6 +65,7 @@ async def test_the_cli_cancels_queued_tasks(prefix: str, client: App, tmp_path: 
         assert [row["task_id"] for row in rows] == [first.id, second.id]
         # The CLI's own AMQP store cannot tell the status of another process's task.
         assert {row["status"] for row in rows} == {"revoked"}
+        assert all(row["reached"] for row in rows)  # no worker reads cancels yet
         worker = WorkerProcess(APP, prefix)
         try:
             await worker.wait_ready()
