@@ -188,9 +188,10 @@ READERS_EXPIRY = 3600.0
 
 
 def revocation_readers_arguments() -> dict[str, Any]:
-    """Arguments of the revocation readers' queue: classic (only its consumer count is used;
-    nothing is ever published to it), removed an hour after the last worker left."""
-    return {"x-queue-type": "classic", "x-expires": int(READERS_EXPIRY * 1000)}
+    """Arguments of the revocation readers' queue: only its consumer count is used (nothing is
+    ever published to it); a quorum queue, so that on a cluster it outlives any one node
+    (workers and cancels need it); removed an hour after the last worker left."""
+    return {"x-queue-type": "quorum", "x-expires": int(READERS_EXPIRY * 1000)}
 
 
 QUORUM_DELIVERY_LIMIT = 100

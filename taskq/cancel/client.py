@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .. import control
-from ..exceptions import ResultTimeout, ResultUnavailable
+from ..exceptions import BrokerError, ResultTimeout, ResultUnavailable
 from ..results.base import ErrorInfo, ResultStore, TaskState, TaskStatus
 from ..topology import revocation_stream_arguments
 from .revocation import ACK_TYPE, CANCELLED_TYPE, Revocation
@@ -133,7 +133,12 @@ async def _revoke(app: App, task_id: str, reason: str) -> tuple[bool, Revocation
         revocation = Revocation.new(task_id, reason, expiry, reply_to=inbox)
         await transport.declare_queue(names.revocations, revocation_stream_arguments(expiry))
         await transport.publish("", names.revocations, revocation.to_message())
-        counted = await transport.queue_depth(names.revocation_readers)
+        try:
+            counted = await transport.queue_depth(names.revocation_readers)
+        except BrokerError as exc:  # the revocation holds: only the wait is given up
+            log.warning("cancel of %s: cannot count the workers reading cancels: %s",
+                        task_id, exc)  # fmt: skip
+            return False, revocation
         wanted = counted.consumers if counted is not None else 0
         if len(readers) < wanted:
             with contextlib.suppress(TimeoutError):
