@@ -60,13 +60,16 @@ async def stream_types(app: App) -> list[str]:
     types: list[str] = []
     end = uuid.uuid4().hex
     done = asyncio.Event()
+    acks: set[asyncio.Future[None]] = set()
 
     def on_delivery(delivery: Delivery) -> None:
         if delivery.type == end:
             done.set()
         elif not done.is_set():
             types.append(str(delivery.type))
-        asyncio.ensure_future(delivery.ack())
+        ack = asyncio.ensure_future(delivery.ack())
+        acks.add(ack)
+        ack.add_done_callback(acks.discard)
 
     cancel = await app.transport.read_stream(app.names.limit_changes, on_delivery,
                                              arguments=STREAM_ARGUMENTS, prefetch=100)  # fmt: skip
