@@ -1,13 +1,16 @@
 """Helpers for the dashboard tests: the real ``taskq dashboard`` in a subprocess, a local
-webhook receiver, and polling with a deadline for synchronous (browser) tests."""
+webhook receiver, a reverse proxy that serves it under a sub-path, and polling with a deadline
+for synchronous (browser) tests."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -146,3 +149,121 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class PrefixProxy:
+    """A reverse proxy on 127.0.0.1 that serves ``upstream`` under ``prefix``, as nginx's
+    ``location /taskq/ { proxy_pass http://127.0.0.1:PORT/; }`` does: it strips the prefix,
+    sends ``Host: 127.0.0.1:PORT`` (not the browser's), adds ``X-Forwarded-*`` headers, passes
+    the response through as it comes (server-sent events too) and redirects ``/taskq`` to
+    ``/taskq/``. Anything outside the prefix gets a 404. It runs its own event loop in a
+    thread (the tests are synchronous) and keeps every request target it saw (``seen``) and
+    every ``Location`` it passed back (``locations``). ``port`` is known at once, so that the
+    dashboard can be told its public origin before it starts; set ``upstream`` then."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.origin = f"http://127.0.0.1:{self.port}"
+        self.upstream: tuple[str, int] | None = None
+        self.seen: list[str] = []
+        self.locations: list[str] = []
+        # The connections' tasks: asyncio keeps none once the browser hung up, and an event
+        # stream's task then waits on the upstream alone (garbage, and a ResourceWarning).
+        self.serving: set[asyncio.Task[None]] = set()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _start(self) -> asyncio.Server:
+        return await asyncio.start_server(self._serve, sock=self.listener)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request per connection (every response says ``Connection: close``)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.serving.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            self.seen.append(target)
+            if target == self.prefix or target.startswith(self.prefix + "?"):
+                rest = target[len(self.prefix) :]
+                writer.write(_answer(301, f"Location: {self.prefix}/{rest}\r\n"))
+            elif not target.startswith(self.prefix + "/"):
+                writer.write(_answer(404))
+            else:
+                await self._forward(method, target[len(self.prefix) :], head, reader, writer)
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the browser went away (a page left, an event stream closed)
+        finally:
+            writer.close()
+            self.serving.discard(task)
+
+    async def _forward(
+        self, method: str, target: str, head: bytes, reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:  # fmt: skip
+        assert self.upstream is not None, "set the proxy's upstream first"
+        host, port = self.upstream
+        fields = _fields(head)
+        body = await reader.readexactly(int(fields.get("content-length", "0")))
+        dropped = {"host", "connection", "keep-alive", "proxy-connection"}
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
+                 f"X-Forwarded-Host: 127.0.0.1:{self.port}", "X-Forwarded-Proto: http",
+                 f"X-Forwarded-Prefix: {self.prefix}", "X-Forwarded-For: 127.0.0.1"]  # fmt: skip
+        lines += [line for line in _lines(head) if line.split(":", 1)[0].lower() not in dropped]
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+        try:
+            up_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            await up_writer.drain()
+            answer = await up_reader.readuntil(b"\r\n\r\n")
+            if "location" in (answered := _fields(answer)):
+                self.locations.append(answered["location"])
+            kept = [line for line in _lines(answer) if not line.lower().startswith("connection:")]
+            status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+            passed = "\r\n".join([status, *kept, "Connection: close"]) + "\r\n\r\n"
+            writer.write(passed.encode("latin-1"))
+            while chunk := await up_reader.read(65536):  # as it comes: events are not held
+                writer.write(chunk)
+                await writer.drain()
+        finally:
+            up_writer.close()
+
+    def outside(self) -> list[str]:
+        """The request targets seen outside the prefix."""
+        return [t for t in self.seen if not t.startswith(self.prefix + "/")]
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.close()
+            serving = list(self.serving)
+            for task in serving:
+                task.cancel()
+            await asyncio.gather(*serving, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _lines(head: bytes) -> list[str]:
+    """The header lines of an HTTP head (without its first line)."""
+    return [line for line in head.decode("latin-1").split("\r\n")[1:] if line]
+
+
+def _fields(head: bytes) -> dict[str, str]:
+    return {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in _lines(head))
+    }
+
+
+def _answer(status: int, headers: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 {status} -\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+    )

@@ -24,6 +24,8 @@ from .logs import setup_logging
 
 TOKEN_ENV = "TASKQ_DASHBOARD_TOKEN"
 VIEWER_ENV = "TASKQ_DASHBOARD_VIEWER_TOKEN"
+ROOT_PATH_ENV = "TASKQ_DASHBOARD_ROOT_PATH"
+PUBLIC_ORIGIN_ENV = "TASKQ_DASHBOARD_PUBLIC_ORIGIN"
 
 
 def register(sub: Any) -> None:
@@ -36,6 +38,18 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--viewer-token",
         help=f"a read-only token: it sees everything and acts on nothing (default: ${VIEWER_ENV})",
+    )
+    parser.add_argument(
+        "--root-path",
+        metavar="PREFIX",
+        help="serve under PREFIX behind a reverse proxy that strips it, such as /taskq "
+        f"(default: ${ROOT_PATH_ENV})",
+    )
+    parser.add_argument(
+        "--public-origin",
+        metavar="ORIGIN",
+        help="the scheme://host[:port] browsers use, behind a proxy that rewrites Host "
+        f"(default: ${PUBLIC_ORIGIN_ENV})",
     )
     parser.add_argument("--history", type=Path, help="SQLite file of the task history")
     parser.add_argument("--history-days", type=float, default=7.0, help="keep tasks this long")
@@ -112,6 +126,8 @@ def check(args: argparse.Namespace, app: App) -> None:
             sample_interval=args.sample_interval, queues=tuple(args.queue),
             management_url=args.management_url, use_management=not args.no_management,
             alerts=load_alerts(args.alerts, alert_flags(args), args.webhook),
+            root_path=args.root_path or os.environ.get(ROOT_PATH_ENV) or "",
+            public_origin=args.public_origin or os.environ.get(PUBLIC_ORIGIN_ENV) or None,
         )  # fmt: skip
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from exc
@@ -126,8 +142,11 @@ async def run(app: App, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    root = args.settings.root_path
+    behind = f"; pages link under {root}/, for a proxy that strips it" if root else ""
+
     def ready(url: str) -> None:
-        print(f"taskq dashboard on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        print(f"taskq dashboard on {url} (Ctrl-C to stop{behind})", file=sys.stderr, flush=True)
 
     try:
         await Dashboard(app, args.settings).run(stop, on_ready=ready)

@@ -9,7 +9,8 @@ Modules, each with one job:
 - :mod:`.history`: the SQLite task history, bounded by age and count;
 - :mod:`.alerts`: rules and which alerts fire, pure; :mod:`.notify`: webhook and Prometheus;
 - :mod:`.service`: the Dashboard that owns all of the above for one run;
-- :mod:`.security`: token, Host check, CSRF; :mod:`.web` and :mod:`.api`: pages and JSON API.
+- :mod:`.security`: token, Host check, CSRF; :mod:`.web` and :mod:`.api`: pages and JSON API;
+- :mod:`.paths`: serving under a sub-path behind a reverse proxy (``--root-path``).
 
 The dashboard is off the workers' hot path: it consumes the events they publish (``--events``)
 and asks the control plane; it never reads work queues.

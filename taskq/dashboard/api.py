@@ -49,6 +49,11 @@ from .security import CSRF_HEADER, Guard
 from .service import Dashboard
 
 KEEPALIVE = 15.0
+FOREIGN_ORIGIN = (
+    "CSRF check failed: the request comes from another origin (behind a reverse proxy that "
+    "rewrites the Host header, start the dashboard with --public-origin set to the address "
+    "browsers use)"
+)
 
 
 async def action_input(request: Request, guard: Guard) -> dict[str, Any]:
@@ -66,6 +71,8 @@ async def action_input(request: Request, guard: Guard) -> dict[str, Any]:
             raise HTTPException(400, "the body must be a JSON object")
     else:
         data = dict(urllib.parse.parse_qsl(body.decode(errors="replace")))
+    if guard.foreign_origin(request):
+        raise HTTPException(403, FOREIGN_ORIGIN)
     if not guard.csrf_ok(request, request.headers.get(CSRF_HEADER) or data.get("csrf")):
         raise HTTPException(403, "CSRF check failed: reload the page and try again")
     return data

@@ -15,6 +15,14 @@
   ``/api/session``; a request with an ``Origin`` other than its ``Host`` is refused. A
   request authenticated by its ``Authorization`` header (a script, not a browser) needs no
   CSRF token: browsers never add that header by themselves.
+- Behind a reverse proxy (:mod:`.paths`) that rewrites ``Host`` (``proxy_pass`` sends
+  ``Host: 127.0.0.1:5555`` while the browser talks to ``ops.example.com``), a POST's
+  ``Origin`` is the proxy's and its ``Host`` the dashboard's: the ``Origin`` is then accepted
+  only if it is the configured public origin (``--public-origin``), and the CSRF token is
+  still needed. Nothing a request says about itself (``X-Forwarded-Host``, ``Forwarded``) is
+  trusted: a client can send those headers as well as a proxy. Without a token the public
+  origin's host is accepted in ``Host`` too (a proxy that passes the browser's ``Host``). The
+  session cookie's path is the root path, so that it goes nowhere else on the proxy's host.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .paths import origin_of, route_path
 
 COOKIE = "taskq_dashboard"
 CSRF_HEADER = "x-csrf-token"
@@ -53,7 +63,7 @@ class Guard:
 
     def __init__(
         self, *, token: str | None, hosts: Iterable[str], secret: str,
-        viewer_token: str | None = None,
+        viewer_token: str | None = None, origins: Iterable[str] = (),
     ) -> None:  # fmt: skip
         self.token = token
         self.session = _derive(token, "session") if token else None
@@ -63,7 +73,10 @@ class Guard:
             self.roles.append((token, _derive(token, "session"), OPERATOR))
         if token and viewer_token:
             self.roles.append((viewer_token, _derive(viewer_token, "viewer-session"), VIEWER))
-        self.hosts = None if token else {h.lower() for h in hosts} | LOOPBACK_HOSTS
+        # Public origins (a reverse proxy's): trusted in Origin, their hosts in Host.
+        self.origins = frozenset(o for o in map(origin_of, origins) if o)
+        public = {urllib.parse.urlsplit(o).hostname or "" for o in self.origins}
+        self.hosts = None if token else {h.lower() for h in [*hosts, *public]} | LOOPBACK_HOSTS
         self.secret = secret
         self.csrf = _derive(secret, "csrf")
 
@@ -105,7 +118,7 @@ class Guard:
                 state["role"] = role
                 return None
             if given is not None and _same(given, token):
-                return _login(request.url, session)
+                return _login(request.url, session, request.scope.get("root_path", ""))
         return _unauthorized(request)
 
     def may_act(self, request: Request) -> bool:
@@ -123,20 +136,27 @@ class Guard:
     def csrf_ok(self, request: Request, supplied: str | None) -> bool:
         """Whether a POST may act: authenticated by its header, or carrying the CSRF token
         from a page of this dashboard (and no foreign Origin)."""
-        origin = request.headers.get("origin")
-        if origin and urllib.parse.urlsplit(origin).netloc != request.headers.get("host"):
+        if self.foreign_origin(request):
             return False
         if request.scope.get("state", {}).get("bearer"):
             return True
         return supplied is not None and _same(supplied, self.csrf)
 
+    def foreign_origin(self, request: Request) -> str | None:
+        """The ``Origin`` of ``request`` if it is neither its ``Host`` nor a public origin
+        (the request is then refused), else None."""
+        origin = request.headers.get("origin")
+        if not origin or urllib.parse.urlsplit(origin).netloc == request.headers.get("host"):
+            return None
+        return None if origin_of(origin) in self.origins else origin
 
-def _login(url: URL, session: str) -> Response:
+
+def _login(url: URL, session: str, root_path: str) -> Response:
     query = urllib.parse.urlencode(
         [(k, v) for k, v in urllib.parse.parse_qsl(url.query) if k != "token"]
     )
     response = RedirectResponse(url.path + (f"?{query}" if query else ""), status_code=303)
-    response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
+    response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path=root_path or "/")
     return response
 
 
@@ -161,7 +181,8 @@ def _host_of(request: Request) -> str:
 
 
 def _unauthorized(request: Request) -> Response:
-    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+    browser = "text/html" in request.headers.get("accept", "")
+    if route_path(request.scope).startswith("/api/") or not browser:
         return JSONResponse(
             {"error": "token required: Authorization: Bearer TOKEN, or ?token=TOKEN once"},
             status_code=401, headers={"WWW-Authenticate": "Bearer"},

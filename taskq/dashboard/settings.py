@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..exceptions import ConfigurationError
 from ..redact import redact_url
 from .alerts import Rule
+from .paths import public_origin, root_path
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
@@ -105,9 +106,17 @@ class DashboardSettings:
     management_url: str | None = None
     use_management: bool = True
     alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)
+    root_path: str = ""
+    """The prefix a reverse proxy serves the dashboard under and strips (``/taskq``; see
+    :mod:`.paths`): every address the dashboard writes carries it."""
+    public_origin: str | None = None
+    """The origin browsers reach the dashboard at through a proxy that rewrites ``Host``
+    (``https://ops.example.com``): trusted in a POST's ``Origin`` (see :mod:`.security`)."""
 
     def __post_init__(self) -> None:
         check_exposure(self.host, self.token)
+        object.__setattr__(self, "root_path", root_path(self.root_path))
+        object.__setattr__(self, "public_origin", public_origin(self.public_origin))
         if self.viewer_token and (not self.token or self.viewer_token == self.token):
             raise ConfigurationError(
                 "--viewer-token needs --token, a different one: the operator's (the viewer's "

@@ -5,6 +5,12 @@ Alpine.js components fed by server-sent events (``/api/stream``), with their fir
 embedded in the page as JSON. Actions are HTML forms (POST with the CSRF token, then a
 redirect back), so they work without JavaScript too. Static files (Alpine, uPlot, the page
 script and style) are vendored in the package: no build step.
+
+Addresses: the dashboard may be served under a sub-path by a reverse proxy (``--root-path``,
+:mod:`.paths`), so no page, script or redirect writes an absolute path as it is. Templates
+write ``{{ url('/tasks') }}`` and ``{{ url(task_id|task_path) }}`` (``url`` is a Jinja global:
+the root path and the path); scripts and Alpine expressions write ``url('/api/...')``
+(``static/app.js``); handlers redirect with ``Pages.url(path)`` or ``Pages.back``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from ..exceptions import ConfigurationError
 from ..settings import check_queue_name
 from . import api
 from .history import DELAYED, STATES
+from .paths import prefixed, route_path, under
 from .security import Guard
 from .service import DEAD_LISTED, DEAD_PAGE, TASKS_PAGE, Dashboard
 
@@ -41,33 +48,38 @@ def clock(value: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _templates() -> Environment:
+def _templates(root_path: str) -> Environment:
+    """The pages' templates: ``url(path)`` writes an address under ``root_path``."""
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"])
     )
     env.filters["clock"] = clock
     env.filters["task_path"] = task_path
+    env.globals["url"] = prefixed(root_path)
     return env
 
 
 def task_path(task_id: str) -> str:
-    """The address of a task's page: every reserved character of the ID encoded (a ``/``
-    too: the route takes the rest of the path)."""
+    """The path of a task's page: every reserved character of the ID encoded (a ``/``
+    too: the route takes the rest of the path). Pages write it as ``url(id|task_path)``."""
     return "/tasks/" + urllib.parse.quote(task_id, safe="")
 
 
 def build(board: Dashboard) -> ASGIApp:
-    """The ASGI application of ``board``: pages, API, static files, behind the Guard."""
+    """The ASGI application of ``board``: pages, API, static files, behind the Guard, under
+    the root path (if any)."""
     settings = board.settings
+    public = [settings.public_origin] if settings.public_origin else []
     guard = Guard(token=settings.token, hosts=[settings.host], secret=board.secret,
-                  viewer_token=settings.viewer_token)  # fmt: skip
+                  viewer_token=settings.viewer_token, origins=public)  # fmt: skip
     pages = Pages(board, guard)
     routes = [
         *pages.routes(),
         *api.Api(board, guard).routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return guard.wrap(Starlette(routes=routes, exception_handlers={HTTPException: pages.refused}))
+    web = Starlette(routes=routes, exception_handlers={HTTPException: pages.refused})
+    return under(settings.root_path, guard.wrap(web))
 
 
 class Pages:
@@ -76,7 +88,8 @@ class Pages:
     def __init__(self, board: Dashboard, guard: Guard) -> None:
         self.board = board
         self.guard = guard
-        self.env = _templates()
+        self.env = _templates(board.settings.root_path)
+        self.url = prefixed(board.settings.root_path)  # for redirects; templates: url()
 
     def routes(self) -> list[Route]:
         """The page routes (forms POST to some of them)."""
@@ -96,7 +109,8 @@ class Pages:
         ]
 
     def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
-        """Render template ``name`` with what every page shows."""
+        """Render template ``name`` with what every page shows. Every address a template
+        writes goes through ``url()`` (see the module doc): ``href="{{ url('/limits') }}"``."""
         html = self.env.get_template(name).render(
             csrf=self.guard.csrf, prefix=self.board.app.names.prefix,
             notice=self.notice(request), states=[*sorted(set(STATES.values())), DELAYED],
@@ -108,7 +122,7 @@ class Pages:
         """Redirect to ``path`` (after an action) with a ``notice`` for its banner, signed:
         the banner shows only what this dashboard said, never a crafted link's text."""
         query = urllib.parse.urlencode({"notice": notice, "sig": self.guard.sign(notice)})
-        return RedirectResponse(f"{path}?{query}", 303)
+        return RedirectResponse(f"{self.url(path)}?{query}", 303)
 
     def notice(self, request: Request) -> str | None:
         """The banner's text: a notice that :meth:`back` signed, else none."""
@@ -128,7 +142,7 @@ class Pages:
         found = await self.board.search(q, chosen, TASKS_PAGE + 1, before, since=query.since,
                                         until=query.until)  # fmt: skip
         if q and len(found) == 1 and found[0]["task_id"] == q:
-            return RedirectResponse(task_path(q), 303)
+            return RedirectResponse(self.url(task_path(q)), 303)
         older = None
         if len(found) > TASKS_PAGE and chosen != [DELAYED]:
             found = found[:TASKS_PAGE]
@@ -215,7 +229,7 @@ class Pages:
     async def refused(self, request: Request, exc: Exception) -> Response:
         """An HTTPException as JSON (API) or as a page."""
         assert isinstance(exc, HTTPException)
-        if request.url.path.startswith("/api/"):
+        if route_path(request.scope).startswith("/api/"):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
         return self.page(request, "error.html", status=exc.status_code, message=exc.detail)
 

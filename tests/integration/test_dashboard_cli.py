@@ -21,3 +21,14 @@ async def test_bad_alert_rules_are_refused(prefix: str, tmp_path: Path) -> None:
     code, _, err = await run_taskq(prefix, "dashboard", "--alerts", str(rules), broker=NOWHERE)
     assert code == 2
     assert "invalid alert rules" in err and "ready" in err
+
+
+async def test_a_bad_root_path_or_public_origin_is_refused(prefix: str) -> None:
+    code, _, err = await run_taskq(prefix, "dashboard", "--root-path", "/../x", broker=NOWHERE)
+    assert code == 2 and "invalid --root-path '/../x'" in err
+    from_env = {"TASKQ_DASHBOARD_ROOT_PATH": "/a b"}
+    code, _, err = await run_taskq(prefix, "dashboard", env=from_env, broker=NOWHERE)
+    assert code == 2 and "invalid --root-path '/a b'" in err
+    origin = ("--public-origin", "https://ops.example.com/taskq")  # the path: --root-path
+    code, _, err = await run_taskq(prefix, "dashboard", *origin, broker=NOWHERE)
+    assert code == 2 and "invalid --public-origin" in err

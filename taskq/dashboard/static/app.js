@@ -1,6 +1,15 @@
 // taskq dashboard: the live parts of the pages (Alpine.js components fed by server-sent events).
 "use strict";
 
+// The prefix a reverse proxy serves the dashboard under ("" without --root-path; see
+// taskq/dashboard/paths.py). Every address a script or an Alpine expression asks for goes
+// through url(): url("/api/stream"), :href="url('/tasks/' + id)".
+const ROOT = document.querySelector('meta[name="taskq-root"]')?.content ?? "";
+
+function url(path) {
+  return ROOT + path;
+}
+
 function initial() {
   const node = document.getElementById("initial");
   return node ? JSON.parse(node.textContent) : null;
@@ -21,8 +30,8 @@ function ago(seconds) {
 }
 
 // Follow a server-sent event stream; the browser reconnects by itself after a drop.
-function follow(url, kind, onData) {
-  const source = new EventSource(url);
+function follow(path, kind, onData) {
+  const source = new EventSource(url(path));
   source.addEventListener(kind, (event) => onData(JSON.parse(event.data)));
   return source;
 }
