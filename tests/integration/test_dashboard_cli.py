@@ -21,3 +21,10 @@ async def test_bad_alert_rules_are_refused(prefix: str, tmp_path: Path) -> None:
     code, _, err = await run_taskq(prefix, "dashboard", "--alerts", str(rules), broker=NOWHERE)
     assert code == 2
     assert "invalid alert rules" in err and "ready" in err
+
+
+async def test_a_pagerduty_webhook_needs_its_routing_key(prefix: str) -> None:
+    flags = ["--webhook", "http://127.0.0.1:1/", "--webhook-format", "pagerduty"]
+    code, _, err = await run_taskq(prefix, "dashboard", *flags, broker=NOWHERE)
+    assert code == 2
+    assert "invalid alert rules" in err and "routing_key" in err
