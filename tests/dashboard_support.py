@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -120,6 +121,29 @@ class DashboardProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+class OperatorApi:
+    """A test world's calls to its dashboard's API as the operator (a mixin: the world has
+    ``dashboard`` and ``token``)."""
+
+    dashboard: DashboardProcess
+    token: str
+
+    @property
+    def url(self) -> str:
+        return self.dashboard.url
+
+    def api(self, path: str) -> Any:
+        """GET ``path``'s JSON (an HTTP error fails)."""
+        response = httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict[str, Any], token: str | None = None) -> httpx.Response:
+        """POST ``body`` as JSON to ``path`` with ``token`` (the operator's by default)."""
+        bearer = {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.post(self.url + path, json=body, headers=bearer)
 
 
 class WebhookReceiver:

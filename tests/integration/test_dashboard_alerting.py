@@ -17,14 +17,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from taskq import App, TaskFailed
 from taskq.sync import SyncClient
 from tests import dashboard_support
-from tests.dashboard_support import DashboardProcess, WebhookReceiver, free_port, until
+from tests.dashboard_support import (
+    DashboardProcess,
+    OperatorApi,
+    WebhookReceiver,
+    free_port,
+    until,
+)
 from tests.support import BROKER, WorkerProcess, delete_topology, unique_prefix
 
 pytestmark = pytest.mark.one_queue_only
@@ -35,7 +40,6 @@ APP = "tests.apps.ops_app:app"
 TOKEN = "t0ken-" + uuid.uuid4().hex
 VIEWER = "v1ewer-" + uuid.uuid4().hex
 ROUTING_KEY = "r0uting-" + uuid.uuid4().hex[:8]
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RULES = """
 [[rule]]
 kind = "failure-rate"
@@ -54,7 +58,7 @@ min_tasks = 3
 
 
 @dataclasses.dataclass
-class World:
+class World(OperatorApi):
     prefix: str
     rules: Path
     webhooks: str
@@ -66,18 +70,6 @@ class World:
     client: SyncClient
 
     token: str = TOKEN
-
-    @property
-    def url(self) -> str:
-        return self.dashboard.url
-
-    def api(self, path: str) -> Any:
-        response = httpx.get(self.url + path, headers=AUTH)
-        response.raise_for_status()
-        return response.json()
-
-    def post(self, path: str, body: dict[str, Any], token: str = TOKEN) -> httpx.Response:
-        return httpx.post(self.url + path, json=body, headers={"Authorization": f"Bearer {token}"})
 
     def write_rules(self, rules: str) -> None:
         self.rules.write_text(self.webhooks + rules)
