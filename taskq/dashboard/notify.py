@@ -31,11 +31,6 @@ RETRY_DELAY = 1.0
 QUEUE_LIMIT = 1000
 
 
-def payload(transition: Transition, prefix: str) -> dict[str, Any]:
-    """The generic JSON body POSTed for one transition."""
-    return payloads.generic(transition, prefix)
-
-
 def render(target: WebhookSettings, transition: Transition, prefix: str, source: str
            ) -> dict[str, Any]:  # fmt: skip
     """The body POSTed to ``target`` for ``transition``, in its format."""
