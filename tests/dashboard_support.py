@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -40,6 +41,14 @@ def until(check: Callable[[], T], *, timeout: float = 20.0, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what} ({value!r})")
         time.sleep(0.05)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now: a dashboard restarted on it keeps its address (and
+    a page its cookie), as in production."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +123,29 @@ class DashboardProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+class OperatorApi:
+    """A test world's calls to its dashboard's API as the operator (a mixin: the world has
+    ``dashboard`` and ``token``)."""
+
+    dashboard: DashboardProcess
+    token: str
+
+    @property
+    def url(self) -> str:
+        return self.dashboard.url
+
+    def api(self, path: str) -> Any:
+        """GET ``path``'s JSON (an HTTP error fails)."""
+        response = httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict[str, Any], token: str | None = None) -> httpx.Response:
+        """POST ``body`` as JSON to ``path`` with ``token`` (the operator's by default)."""
+        bearer = {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.post(self.url + path, json=body, headers=bearer)
 
 
 class WebhookReceiver:

@@ -26,6 +26,7 @@ TOKEN_ENV = "TASKQ_DASHBOARD_TOKEN"
 VIEWER_ENV = "TASKQ_DASHBOARD_VIEWER_TOKEN"
 ROOT_PATH_ENV = "TASKQ_DASHBOARD_ROOT_PATH"
 PUBLIC_ORIGIN_ENV = "TASKQ_DASHBOARD_PUBLIC_ORIGIN"
+ROUTING_KEY_ENV = "TASKQ_PAGERDUTY_ROUTING_KEY"
 
 
 def register(sub: Any) -> None:
@@ -72,8 +73,13 @@ def register(sub: Any) -> None:
     parser.add_argument("--sample-interval", type=float, default=2.0, help="seconds")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     alerts = parser.add_argument_group("alerts (added to those of --alerts FILE)")
-    alerts.add_argument("--alerts", type=Path, metavar="FILE", help="alert rules (TOML)")
+    alerts.add_argument("--alerts", type=Path, metavar="FILE",
+                        help="alert rules (TOML), re-read when the file changes")  # fmt: skip
     alerts.add_argument("--webhook", metavar="URL", help="POST alert changes here as JSON")
+    alerts.add_argument("--webhook-format", choices=["generic", "slack", "pagerduty"],
+                        default="generic", help="the shape of --webhook's JSON")  # fmt: skip
+    alerts.add_argument("--pagerduty-routing-key", metavar="KEY",
+                        help=f"pagerduty's key (default: ${ROUTING_KEY_ENV})")  # fmt: skip
     alerts.add_argument("--alert-backlog", type=int, metavar="N",
                         help="a queue has more than N ready messages...")  # fmt: skip
     alerts.add_argument("--alert-backlog-for", type=float, default=60.0, metavar="SECONDS",
@@ -106,16 +112,28 @@ def alert_flags(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rules
 
 
+def webhook_flag(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The webhook given as flags, as a webhook table (the TOML file's form)."""
+    if not args.webhook:
+        return None
+    table: dict[str, Any] = {"url": args.webhook, "format": args.webhook_format}
+    key = args.pagerduty_routing_key or os.environ.get(ROUTING_KEY_ENV)
+    if args.webhook_format == "pagerduty" and key:
+        table["routing_key"] = key
+    return table
+
+
 def check(args: argparse.Namespace, app: App) -> None:
     """Check the flags before anything connects; UsageError (exit 2) if they are wrong."""
     try:
-        from ..dashboard.settings import DashboardSettings, load_alerts
+        from ..dashboard.settings import DashboardSettings, load_alerts, parse_rules
     except ConfigurationError as exc:  # the dashboard extra is not installed
         raise UsageError(str(exc)) from None
     token = args.token or os.environ.get(TOKEN_ENV) or None
     history = args.history or control.state_file(
         "dashboard", app.settings.broker, app.names.prefix, ".sqlite3"
     )
+    flags = alert_flags(args)
     try:
         args.settings = DashboardSettings(
             host=args.host, port=args.port, token=token, history_path=history,
@@ -125,7 +143,8 @@ def check(args: argparse.Namespace, app: App) -> None:
             history_max_failures=args.history_max_failures,
             sample_interval=args.sample_interval, queues=tuple(args.queue),
             management_url=args.management_url, use_management=not args.no_management,
-            alerts=load_alerts(args.alerts, alert_flags(args), args.webhook),
+            alerts=load_alerts(args.alerts, flags, webhook_flag(args)),
+            alerts_file=args.alerts, alert_flags=parse_rules(flags),
             root_path=args.root_path or os.environ.get(ROOT_PATH_ENV) or "",
             public_origin=args.public_origin or os.environ.get(PUBLIC_ORIGIN_ENV) or None,
         )  # fmt: skip

@@ -7,7 +7,9 @@ Modules, each with one job:
 - :mod:`.sources`: the events exchange and the periodic readings (queue depths, control plane);
 - :mod:`.live`: the current picture (workers, queues, rates), pure;
 - :mod:`.history`: the SQLite task history, bounded by age and count;
-- :mod:`.alerts`: rules and which alerts fire, pure; :mod:`.notify`: webhook and Prometheus;
+- :mod:`.alerts`: rules and which alerts fire, pure; :mod:`.silences`: silences and what the
+  webhooks are told, pure; :mod:`.payloads`: the webhooks' JSON shapes, pure;
+  :mod:`.notify`: webhooks and Prometheus; :mod:`.alerting`: all of these for one run;
 - :mod:`.service`: the Dashboard that owns all of the above for one run;
 - :mod:`.security`: token, Host check, CSRF; :mod:`.web` and :mod:`.api`: pages and JSON API;
 - :mod:`.paths`: serving under a sub-path behind a reverse proxy (``--root-path``).

@@ -5,7 +5,13 @@
 ``GET /api/workers``                       workers, missing workers, ``discovering`` (true
                                            until the first reading of the workers is over)
 ``GET /api/queues``                        work queues: depths, rates, dead letters
-``GET /api/alerts``                        alerts firing now and the latest transitions
+``GET /api/alerts``                        alerts firing now (each with its ``key`` and
+                                           ``silenced_until``), the latest transitions, the
+                                           silences, the rules (with their ``id``) and the
+                                           rules file's error (``rules_error``)
+``POST /api/alerts/silence``               ``{"key": "<alert key or rule id>", "minutes":
+                                           60}``: no webhook hears of it until then (``0``
+                                           lifts the silence; 404: no such rule)
 ``GET /api/tasks?q=&state=&limit=``        task search (ID prefix or name, state)
 ``GET /api/tasks/{id}``                    one task with its timeline (404 if never seen or
                                            pruned: then ``"pruned": true``)
@@ -45,6 +51,7 @@ from starlette.routing import Route
 from ..cancel import CancelResult
 from ..exceptions import ConfigurationError
 from ..limits.changes import LimitChange
+from .alerting import UnknownAlert
 from .security import CSRF_HEADER, Guard
 from .service import Dashboard
 
@@ -97,6 +104,24 @@ def cancel_notice(done: CancelResult) -> str:
     return f"not cancelled: the task had ended first ({done.status.value})"
 
 
+async def silence(board: Dashboard, data: dict[str, Any]) -> tuple[str, float]:
+    """Silence what a silence action asks (``key``, ``minutes``); the key and until when.
+    HTTP 400 if it is malformed, 404 if the key names no rule."""
+    key = str(data.get("key") or "").strip()
+    try:
+        minutes = float(data.get("minutes", ""))
+    except (TypeError, ValueError):
+        raise HTTPException(400, 'say how long: {"key": "...", "minutes": 60}') from None
+    if not key:
+        raise HTTPException(400, "say which alert: its key, or its rule's id")
+    try:
+        return key, await board.silence(key, minutes)
+    except UnknownAlert as exc:
+        raise HTTPException(404, str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
 def no_dead_queue(queue: str) -> str:
     """Why a queue's dead letters cannot be replayed."""
     return f"{queue} has no dead-letter queue: nothing to replay (is the queue name right?)"
@@ -122,6 +147,7 @@ class Api:
             Route("/api/limits", self.limits),
             Route("/api/limits/{task}", self.change_limits, methods=["POST"]),
             Route("/api/alerts", self.alerts),
+            Route("/api/alerts/silence", self.silence, methods=["POST"]),
             Route("/api/tasks", self.tasks),
             Route("/api/tasks/{task_id:path}/cancel", self.cancel, methods=["POST"]),
             Route("/api/tasks/{task_id:path}", self.task),  # a task ID may hold "/"
@@ -145,7 +171,12 @@ class Api:
 
     async def alerts(self, request: Request) -> Response:
         data = self.board.overview()
-        return JSONResponse({"alerts": data["alerts"], "transitions": data["transitions"]})
+        keys = ("alerts", "transitions", "silences", "rules", "rules_error")
+        return JSONResponse({key: data[key] for key in keys})
+
+    async def silence(self, request: Request) -> Response:
+        key, until = await silence(self.board, await action_input(request, self.guard))
+        return JSONResponse({"key": key, "until": until})
 
     async def tasks(self, request: Request) -> Response:
         params = request.query_params

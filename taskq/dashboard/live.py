@@ -67,6 +67,8 @@ class Live:
         self._delivered: collections.Counter[str] = collections.Counter()
         # Finished and failed tasks per second: a few hundred counters, however busy.
         self._outcomes: dict[int, list[int]] = {}
+        # The same per (queue, task name), for the alert rules of one queue or task.
+        self._by_task: dict[int, dict[tuple[str, str], list[int]]] = {}
 
     # -- events ------------------------------------------------------------------------------
 
@@ -84,6 +86,10 @@ class Live:
             counts = self._outcomes.setdefault(second, [0, 0])
             counts[0] += kind == "task.failed"
             counts[1] += 1
+            where = (str(queue or ""), str(event.get("task") or ""))
+            by_task = self._by_task.setdefault(second, {}).setdefault(where, [0, 0])
+            by_task[0] += kind == "task.failed"
+            by_task[1] += 1
         elif kind in ("worker.online", "worker.heartbeat", "worker.offline"):
             self._worker_event(kind, event)
 
@@ -104,6 +110,22 @@ class Live:
             del outcomes[second]
         recent = [counts for second, counts in outcomes.items() if second >= now - window]
         return sum(c[0] for c in recent), sum(c[1] for c in recent)
+
+    def failures(
+        self, now: float, window: float = FAILURE_WINDOW
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """``(failed, finished)`` tasks in the last ``window`` seconds per ``(queue, task
+        name)`` (empty strings for an event that did not say)."""
+        seconds = self._by_task
+        for second in [s for s in seconds if s < now - FAILURE_WINDOW]:
+            del seconds[second]
+        totals: dict[tuple[str, str], tuple[int, int]] = {}
+        for second, counts in seconds.items():
+            if second >= now - window:
+                for where, (failed, finished) in counts.items():
+                    before = totals.get(where, (0, 0))
+                    totals[where] = (before[0] + failed, before[1] + finished)
+        return totals
 
     # -- samples -----------------------------------------------------------------------------
 

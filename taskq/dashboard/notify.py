@@ -1,10 +1,10 @@
-"""Where alerts go besides the page: a webhook (JSON POSTs) and Prometheus metrics.
+"""Where alerts go besides the page: webhooks (JSON POSTs) and Prometheus metrics.
 
-The webhook gets one POST per transition, in order, from one sender task: ``{"status":
-"firing"|"resolved", "alert": {rule, subject, message, since}, "time", "prefix"}``. A POST
-that fails is retried a few times, then dropped and counted (``webhook_failures``): alerting
-must never stall the dashboard. The metrics are the Prometheus text format, written here
-(no client library needed).
+Each webhook gets one POST per change it is told of (see taskq.dashboard.silences), in order,
+from one sender task, in the shape of its ``format`` (taskq.dashboard.payloads: generic, Slack,
+PagerDuty). A POST that fails is retried a few times, then dropped and counted
+(``webhook_failures``): alerting must never stall the dashboard. The metrics are the
+Prometheus text format, written here (no client library needed).
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import asyncio
 import json
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..redact import redact_url
+from . import payloads
 from .alerts import Alert, Transition
+from .settings import WebhookSettings
 
 log = logging.getLogger("taskq.dashboard")
 
@@ -28,14 +31,22 @@ RETRY_DELAY = 1.0
 QUEUE_LIMIT = 1000
 
 
-def payload(transition: Transition, prefix: str) -> dict[str, Any]:
-    """The JSON body POSTed for one transition."""
-    return {
-        "status": transition.status,
-        "alert": transition.alert.as_json(),
-        "time": transition.time,
-        "prefix": prefix,
-    }
+def render(target: WebhookSettings, transition: Transition, prefix: str, source: str
+           ) -> dict[str, Any]:  # fmt: skip
+    """The body POSTed to ``target`` for ``transition``, in its format."""
+    if target.format == "slack":
+        return payloads.slack(transition, prefix)
+    if target.format == "pagerduty":
+        key = target.routing_key.get_secret_value() if target.routing_key else ""
+        return payloads.pagerduty(transition, prefix, key, target.severity, source)
+    return payloads.generic(transition, prefix)
+
+
+def shown_url(url: str) -> str:
+    """A webhook's URL for the logs: without credentials, and without its path and query
+    (a Slack webhook's path is its secret)."""
+    parts = urllib.parse.urlsplit(redact_url(url))
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.path.strip("/") else redact_url(url)
 
 
 def _post(url: str, body: bytes) -> int:
@@ -47,17 +58,19 @@ def _post(url: str, body: bytes) -> int:
 
 
 class Webhook:
-    """Sends transitions to one URL, in order, from :meth:`run`."""
+    """Sends transitions to one receiver, in order, from :meth:`run`."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
+    def __init__(self, target: WebhookSettings, prefix: str, source: str = "") -> None:
+        self.target = target
+        self.url = target.url
         self.prefix = prefix
+        self.source = source
         self.sent = 0
         self.failures = 0
         self._queue: asyncio.Queue[Transition] = asyncio.Queue(QUEUE_LIMIT)
 
     def __repr__(self) -> str:
-        return f"<Webhook {redact_url(self.url)}>"
+        return f"<Webhook {self.target.format} {shown_url(self.url)}>"
 
     def send(self, transitions: Iterable[Transition]) -> None:
         """Queue transitions for sending (dropped and counted if the queue is full)."""
@@ -71,8 +84,8 @@ class Webhook:
         """Send queued transitions until cancelled."""
         while True:
             transition = await self._queue.get()
-            body = json.dumps(payload(transition, self.prefix)).encode()
-            if await self._deliver(body):
+            body = render(self.target, transition, self.prefix, self.source)
+            if await self._deliver(json.dumps(body).encode()):
                 self.sent += 1
             else:
                 self.failures += 1
@@ -84,7 +97,7 @@ class Webhook:
                 return True
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 log.warning("alert webhook %s failed (attempt %d of %d): %s",
-                            redact_url(self.url), attempt, ATTEMPTS, exc)  # fmt: skip
+                            shown_url(self.url), attempt, ATTEMPTS, exc)  # fmt: skip
                 if attempt < ATTEMPTS:
                     await asyncio.sleep(RETRY_DELAY)
         return False

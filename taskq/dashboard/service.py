@@ -2,8 +2,9 @@
 
 ``await Dashboard(app, settings).run(stop)`` with the App open: it binds its event queue,
 then, in one TaskGroup, samples the broker and the workers every ``sample_interval``
-seconds, writes event batches to the history twice a second, sends alert transitions to the
-webhook, and serves HTTP, until ``stop`` is set. The web layer (taskq.dashboard.web) calls
+seconds (and re-reads an alert rules file that changed), writes event batches to the
+history twice a second, sends alert changes to the webhooks (taskq.dashboard.alerting), and
+serves HTTP, until ``stop`` is set. The web layer (taskq.dashboard.web) calls
 the methods below; none of them blocks the loop (SQLite runs in a thread).
 
 Broker use: the App's two connections (one publishes and declares, one consumes the events
@@ -31,11 +32,12 @@ from ..exceptions import LifecycleError
 from ..limits.changes import FollowedChanges, LimitChange
 from ..redact import redact_url
 from ..settings import check_queue_name
-from .alerts import Alerts, QueueReading, Reading, Transition
+from .alerting import Alerting
+from .alerts import QueueReading, Reading
 from .history import CANCELLED, REPLAYED, WORKFLOW_LISTED, History, Retention
 from .live import Live
 from .lookup import Lookup
-from .notify import Webhook, prometheus
+from .notify import prometheus
 from .security import new_secret
 from .settings import DashboardSettings
 from .sources import EventFeed, Sampler
@@ -49,7 +51,6 @@ DEAD_PAGE = 50  # dead letters per page
 DEAD_LISTED = 5000  # dead letters that pages reach at most (each page reads those before it)
 TASKS_PAGE = 100
 WORKFLOW_ON_TASK = 100  # members of its workflow a task's page lists (its workflow's page: all)
-TRANSITIONS_KEPT = 50
 CANCEL_WAIT = 10.0  # seconds a cancel with ``wait`` waits for a running task to stop
 ALERTS_KEY = "alerts"
 SECRET_KEY = "secret"
@@ -95,8 +96,7 @@ class Dashboard:
         self.app = app
         self.settings = settings
         self.live = Live(app.names, history_points=settings.history_points)
-        self.alerts = Alerts(settings.alerts.rules)
-        self.transitions: list[Transition] = []
+        self.alerting = Alerting(settings, app.names.prefix)
         self.ticker = Ticker()
         self.closing = asyncio.Event()
         failures = Retention(settings.history_failures_max_age, settings.history_max_failures)
@@ -108,8 +108,6 @@ class Dashboard:
         self.secret = self._secret()
         self.feed = EventFeed(app, self.live)
         self.sampler = Sampler(app, settings, self.live)
-        url = settings.alerts.webhook
-        self.webhook = Webhook(url, app.names.prefix) if url else None
         self.url = _url(settings.host, settings.port)
         self.state = DashboardState.NEW
         self._recent: list[dict[str, Any]] = []
@@ -140,8 +138,7 @@ class Dashboard:
             ))  # fmt: skip
             async with asyncio.TaskGroup() as tg:
                 loops = [tg.create_task(self._sample_loop()), tg.create_task(self._write_loop())]
-                if self.webhook is not None:
-                    loops.append(tg.create_task(self.webhook.run()))
+                loops += [tg.create_task(webhook.run()) for webhook in self.alerting.webhooks]
                 serving = tg.create_task(server.serve([listener]))
                 await _started(server, serving)
                 if on_ready is not None:
@@ -162,6 +159,9 @@ class Dashboard:
     async def _sample_loop(self) -> None:
         while True:
             await self.sampler.sample()
+            rules = await asyncio.to_thread(self.alerting.read_rules)  # the file changed?
+            if rules is not None:
+                self.alerting.use_rules(rules, time.time())
             self._evaluate(time.time())
             await asyncio.to_thread(self._save_alerts)
             self.ticker.tick()
@@ -197,14 +197,8 @@ class Dashboard:
             if q["ready"] is not None
         }
         missing = [m["worker"] for m in self.live.missing]
-        reading = Reading(now, queues, missing, lambda w: self.live.failure_rate(now, w))
-        changes = self.alerts.evaluate(reading)
-        if changes:
-            for change in changes:
-                log.warning("alert %s: %s", change.status, change.alert.message)
-            self.transitions = (changes[::-1] + self.transitions)[:TRANSITIONS_KEPT]
-            if self.webhook is not None:
-                self.webhook.send(changes)
+        reading = Reading(now, queues, missing, lambda w: self.live.failures(now, w))
+        self.alerting.evaluate(reading)
 
     def _secret(self) -> str:
         """The secret of the pages' CSRF tokens, the same across restarts (pages opened
@@ -218,16 +212,14 @@ class Dashboard:
     def _restore_alerts(self) -> None:
         state = self.history.load(ALERTS_KEY)
         if state is not None:
-            self.alerts.restore(state["alerts"])
-            self.transitions = [Transition.of_json(t) for t in state["transitions"]]
+            self.alerting.restore(state)
             self._saved = state
 
     def _save_alerts(self) -> None:
         """Keep the alerts' state in the history file when it changed (a dead-letter
-        baseline, a firing alert): a restart neither sends a firing alert again nor loses
-        its resolution."""
-        state = {"alerts": self.alerts.state(),
-                 "transitions": [t.as_json() for t in self.transitions]}  # fmt: skip
+        baseline, a firing alert, a silence): a restart neither sends a firing alert again
+        nor loses its resolution or a silence."""
+        state = self.alerting.state()
         if state != self._saved:
             self.history.save(ALERTS_KEY, state)
             self._saved = state
@@ -236,9 +228,9 @@ class Dashboard:
 
     def overview(self) -> dict[str, Any]:
         """Workers, queues, dead letters, delayed tasks, alerts and recent tasks."""
-        snapshot = self.live.snapshot(time.time())
-        snapshot["alerts"] = [a.as_json() for a in self.alerts.active()]
-        snapshot["transitions"] = [t.as_json() for t in self.transitions]
+        now = time.time()
+        snapshot = self.live.snapshot(now)
+        snapshot.update(self.alerting.view(now))  # alerts, transitions, silences, rules
         snapshot["recent"] = self._recent
         snapshot["broker"] = self.app.settings.redacted_broker()
         snapshot["prefix"] = self.app.names.prefix
@@ -246,19 +238,17 @@ class Dashboard:
 
     def counters(self) -> dict[str, int]:
         """The dashboard's own counters (for /metrics)."""
-        webhook = self.webhook
         return {
             "events_received": self.live.events_received,
             "events_undecodable": self.feed.dropped,
             "history_dropped": self.feed.history_dropped,
             "history_stored": self._stored,
-            "webhook_sent": webhook.sent if webhook else 0,
-            "webhook_failures": webhook.failures if webhook else 0,
+            **self.alerting.counters(),
         }
 
     def metrics(self) -> str:
         """Prometheus text: queues, workers, alerts, and the dashboard's own counters."""
-        return prometheus(self.overview(), self.alerts.active(), self.counters())
+        return prometheus(self.overview(), self.alerting.alerts.active(), self.counters())
 
     async def task(self, task_id: str) -> dict[str, Any] | None:
         """A task's history with its timeline; if it was pruned, what was known of it with
@@ -378,6 +368,14 @@ class Dashboard:
             self.ticker.tick()
         log.info("cancelled task %r (status %s): %r", task_id, done.status, reason)
         return done
+
+    async def silence(self, key: str, minutes: float) -> float:
+        """Silence alert or rule ``key`` for ``minutes`` (0: lift the silence), kept in the
+        history file at once; until when. UnknownAlert, ValueError: see Alerting.silence."""
+        until = self.alerting.silence(key, minutes, time.time())
+        await asyncio.to_thread(self._save_alerts)
+        self.ticker.tick()
+        return until
 
     async def shutdown(self, worker: str) -> bool:
         """Ask ``worker`` to stop gracefully; whether it answered."""

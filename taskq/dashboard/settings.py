@@ -4,6 +4,16 @@ Alert rules come from a TOML file (``--alerts FILE``), and CLI flags add to them
 
     webhook = "http://127.0.0.1:9000/alerts"   # POSTed a JSON object per change
 
+    [[webhooks]]            # more receivers, each with its payload's shape
+    url = "https://hooks.slack.com/services/..."
+    format = "slack"        # generic (the default) | slack | pagerduty
+
+    [[webhooks]]
+    url = "https://events.pagerduty.com/v2/enqueue"
+    format = "pagerduty"
+    routing_key = "..."     # the integration key of a PagerDuty service
+    severity = "error"      # critical | error | warning | info
+
     [[rule]]
     kind = "backlog"        # backlog | dead-letters | no-consumer | failure-rate | worker-missing
     queue = "emails"        # a work queue's short name, or "*" (the default)
@@ -15,26 +25,59 @@ Alert rules come from a TOML file (``--alerts FILE``), and CLI flags add to them
     percent = 5
     window = 300
     min_tasks = 20
+    task = "send_email"     # optional: only this task ("*": each task on its own); likewise queue
 
-Unknown keys or kinds fail loudly (ConfigurationError), like every taskq setting.
+``webhook`` may also be a table like those of ``webhooks``. Unknown keys or kinds fail loudly
+(ConfigurationError), like every taskq setting. The dashboard re-reads the file when it
+changes (:class:`RulesFile`): its rules apply without a restart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..exceptions import ConfigurationError
 from ..redact import redact_url
 from .alerts import Rule
 from .paths import public_origin, root_path
+from .payloads import Format, Severity
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+
+
+class WebhookSettings(BaseModel):
+    """A receiver of alert changes: its URL and the shape of what it is POSTed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    format: Format = "generic"
+    routing_key: SecretStr | None = None
+    """PagerDuty's integration key (``pagerduty`` only, and needed there)."""
+    severity: Severity = "error"
+    """The severity of a PagerDuty event."""
+
+    @model_validator(mode="after")
+    def _routing_key(self) -> WebhookSettings:
+        if self.format == "pagerduty" and not self.routing_key:
+            raise ValueError("a pagerduty webhook needs its routing_key")
+        return self
 
 
 class AlertSettings(BaseModel):
@@ -42,28 +85,86 @@ class AlertSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    webhook: str | None = None
+    webhook: WebhookSettings | None = None
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list, alias="rule")
+
+    @field_validator("webhook", mode="before")
+    @classmethod
+    def _generic(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    def targets(self) -> list[WebhookSettings]:
+        """Every receiver: ``webhook`` then ``webhooks``."""
+        return [*([self.webhook] if self.webhook else []), *self.webhooks]
+
+
+def _invalid(exc: ValidationError) -> str:
+    """A validation error's lines without the values given (a routing key is a secret)."""
+    lines = [f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()]
+    return redact_url("; ".join(lines))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read alert rules from {path}: {exc}") from exc
 
 
 def load_alerts(
-    path: Path | None, flags: list[dict[str, Any]], webhook: str | None
+    path: Path | None, flags: list[dict[str, Any]], webhook: str | dict[str, Any] | None
 ) -> AlertSettings:
     """The rules of the TOML file at ``path`` (if any) plus the rules given as flags; a
-    ``webhook`` flag wins over the file's. ConfigurationError if anything is invalid."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigurationError(f"cannot read alert rules from {path}: {exc}") from exc
+    ``webhook`` flag (a URL, or a table like the file's) wins over the file's ``webhook``.
+    ConfigurationError if anything is invalid."""
+    data = _read(path) if path is not None else {}
     data["rule"] = [*data.get("rule", []), *flags]
     if webhook:
         data["webhook"] = webhook
     try:
         return AlertSettings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigurationError(f"invalid alert rules: {redact_url(str(exc))}") from None
+        raise ConfigurationError(f"invalid alert rules: {_invalid(exc)}") from None
+
+
+def parse_rules(tables: list[dict[str, Any]]) -> tuple[Rule, ...]:
+    """Rule tables (the flags' rules) as rules; ConfigurationError if one is invalid."""
+    try:
+        return tuple(TypeAdapter(list[Rule]).validate_python(tables))
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid alert rules: {_invalid(exc)}") from None
+
+
+class RulesFile:
+    """The alert rules of a TOML file, re-read when it changes: :meth:`changed` says whether
+    it did since the last look, :meth:`rules` reads it (its rules, then ``extra``, the
+    flags'). Blocking (file I/O): call it in a thread."""
+
+    def __init__(self, path: Path, extra: tuple[Rule, ...] = ()) -> None:
+        self.path = path
+        self.extra = extra
+        self._seen = self._version()
+
+    def _version(self) -> tuple[int, int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+
+    def changed(self) -> bool:
+        """Whether the file changed (or appeared, or went away) since the last call."""
+        version = self._version()
+        if version == self._seen:
+            return False
+        self._seen = version
+        return True
+
+    def rules(self) -> list[Rule]:
+        """Its rules and the extra ones; ConfigurationError if it cannot be read or is invalid
+        (its webhooks are read at the start only: changing them needs a restart)."""
+        return [*load_alerts(self.path, [], None).rules, *self.extra]
 
 
 def is_loopback(host: str) -> bool:
@@ -112,6 +213,10 @@ class DashboardSettings:
     public_origin: str | None = None
     """The origin browsers reach the dashboard at through a proxy that rewrites ``Host``
     (``https://ops.example.com``): trusted in a POST's ``Origin`` (see :mod:`.security`)."""
+    alerts_file: Path | None = None
+    """The TOML file of ``alerts`` (re-read when it changes), if they come from one."""
+    alert_flags: tuple[Rule, ...] = ()
+    """The rules given as flags, added to the file's."""
 
     def __post_init__(self) -> None:
         check_exposure(self.host, self.token)

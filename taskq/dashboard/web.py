@@ -16,6 +16,7 @@ the root path and the path); scripts and Alpine expressions write ``url('/api/..
 from __future__ import annotations
 
 import datetime as dt
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ class Pages:
             Route("/workers/{name}/shutdown", self.shutdown, methods=["POST"]),
             Route("/limits", self.limits),
             Route("/limits/{task}", self.change_limits, methods=["POST"]),
+            Route("/alerts/silence", self.silence, methods=["POST"]),
         ]
 
     def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -175,6 +177,13 @@ class Pages:
         asked = (("rate", change.rate), ("concurrency", change.concurrency))
         said = ", ".join(f"{what} {value}" for what, value in asked if value)
         return self.back("/limits", f"limits of {change.task} changed: {said}")
+
+    async def silence(self, request: Request) -> Response:
+        data = await api.action_input(request, self.guard)
+        key, until = await api.silence(self.board, data)
+        if until <= time.time():
+            return self.back("/", f"{key}: silence lifted")
+        return self.back("/", f"{key} silenced until {clock(until)} UTC")
 
     async def workflow(self, request: Request) -> Response:
         root_id = request.path_params["root_id"]

@@ -32,3 +32,10 @@ async def test_a_bad_root_path_or_public_origin_is_refused(prefix: str) -> None:
     origin = ("--public-origin", "https://ops.example.com/taskq")  # the path: --root-path
     code, _, err = await run_taskq(prefix, "dashboard", *origin, broker=NOWHERE)
     assert code == 2 and "invalid --public-origin" in err
+
+
+async def test_a_pagerduty_webhook_needs_its_routing_key(prefix: str) -> None:
+    flags = ["--webhook", "http://127.0.0.1:1/", "--webhook-format", "pagerduty"]
+    code, _, err = await run_taskq(prefix, "dashboard", *flags, broker=NOWHERE)
+    assert code == 2
+    assert "invalid alert rules" in err and "routing_key" in err

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import urllib.parse
@@ -30,6 +29,7 @@ from tests import dashboard_support
 from tests.dashboard_support import (
     DashboardProcess,
     WebhookReceiver,
+    free_port,
     until,
 )
 from tests.support import BROKER, REPO, WorkerProcess, delete_topology, unique_prefix
@@ -44,12 +44,6 @@ SECRET = "hunter2-" + uuid.uuid4().hex[:8]
 SUCCESSES_KEPT = 20
 VIEWER = "v1ewer-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclasses.dataclass

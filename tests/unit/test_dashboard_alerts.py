@@ -30,7 +30,7 @@ def reading(
     finished: int = 0,
 ) -> Reading:
     queues = {"default": QueueReading(ready, consumers, dead)}
-    return Reading(at, queues, list(missing), lambda window: (failed, finished))
+    return Reading(at, queues, list(missing), lambda window: {("default", "t"): (failed, finished)})
 
 
 def statuses(alerts: Alerts, r: Reading) -> list[tuple[str, str, str]]:
@@ -77,9 +77,10 @@ def test_rules_from_a_toml_file_and_flags(tmp_path: Path) -> None:
     path.write_text('webhook = "http://127.0.0.1:1/x"\n[[rule]]\nkind = "backlog"\n'
                     'queue = "emails"\nready = 100\nfor = 5\n')  # fmt: skip
     loaded = load_alerts(path, [{"kind": "worker-missing"}], None)
-    assert loaded.webhook == "http://127.0.0.1:1/x"
+    assert loaded.webhook is not None and loaded.webhook.url == "http://127.0.0.1:1/x"
     assert loaded.rules == [Backlog(queue="emails", ready=100, for_=5), WorkerMissing()]
-    assert load_alerts(None, [], "http://h/y").webhook == "http://h/y"
+    flagged = load_alerts(None, [], "http://h/y").webhook
+    assert flagged is not None and flagged.url == "http://h/y"
     path.write_text('[[rule]]\nkind = "backlog"\nready = 1\nfour = 5\n')
     with pytest.raises(ConfigurationError, match="four"):
         load_alerts(path, [], None)
