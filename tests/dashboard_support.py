@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -146,3 +147,19 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Reached:
+    """A mixin for a test module's world: the ``url`` of its ``dashboard`` and GETs with its
+    ``token`` (the world's own fields)."""
+
+    dashboard: DashboardProcess
+    token: str
+
+    @property
+    def url(self) -> str:
+        return self.dashboard.url
+
+    def get(self, path: str) -> httpx.Response:
+        """GET ``path`` of the dashboard with the token."""
+        return httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"})

@@ -29,6 +29,7 @@ from . import api
 from .history import DELAYED, STATES
 from .security import Guard
 from .service import DEAD_LISTED, DEAD_PAGE, TASKS_PAGE, Dashboard
+from .stats_web import StatsViews
 
 HERE = Path(__file__).parent
 
@@ -64,6 +65,7 @@ def build(board: Dashboard) -> ASGIApp:
     pages = Pages(board, guard)
     routes = [
         *pages.routes(),
+        *StatsViews(board, pages.page).routes(),
         *api.Api(board, guard).routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
