@@ -7,9 +7,11 @@ Modules, each with one job:
 - :mod:`.sources`: the events exchange and the periodic readings (queue depths, control plane);
 - :mod:`.live`: the current picture (workers, queues, rates), pure;
 - :mod:`.history`: the SQLite task history, bounded by age and count;
+- :mod:`.stats`: per-task statistics per minute (counts, runtime histograms), in that file;
 - :mod:`.alerts`: rules and which alerts fire, pure; :mod:`.notify`: webhook and Prometheus;
 - :mod:`.service`: the Dashboard that owns all of the above for one run;
-- :mod:`.security`: token, Host check, CSRF; :mod:`.web` and :mod:`.api`: pages and JSON API.
+- :mod:`.security`: token, Host check, CSRF; :mod:`.web` and :mod:`.api`: pages and JSON API
+  (:mod:`.stats_web`: the statistics' page and API).
 
 The dashboard is off the workers' hot path: it consumes the events they publish (``--events``)
 and asks the control plane; it never reads work queues.
