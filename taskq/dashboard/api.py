@@ -17,6 +17,8 @@
                                            pruned: then ``"pruned": true``)
 ``GET /api/workflows/{root_id}``           a workflow's tasks in order, with their states
                                            (404 if none was seen)
+``GET /api/stats?task=&since=&until=``     per-task statistics: counts, failure %, runtime
+                                           p50/p95, and a task's series (stats_web)
 ``GET /api/queues/{name}/dead?page=``      a queue's dead letters, 50 a page (from 0)
 ``POST /api/queues/{name}/dead/replay``    ``{"ids": [...]}`` or ``{"all": true}`` (404: none)
 ``POST /api/queues/{name}/dead/purge``     ``{"confirm": "<queue name>"}``

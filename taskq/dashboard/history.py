@@ -4,7 +4,9 @@ Three tables: ``tasks`` (one row per task ID: its latest state, arguments, resul
 ``events`` (the timeline: one row per event) and ``pruned`` (the IDs pruned, so that a page
 can say "pruned" rather than "never seen"); a fourth, ``state``, keeps what else the dashboard
 must remember across a restart, as JSON by key (:meth:`History.load`, :meth:`History.save`:
-the alerts' state and history). The file survives a dashboard restart and is
+the alerts' state and history); a fifth, ``task_stats``, the per-task statistics
+(taskq.dashboard.stats: counts and runtimes per task name and minute, written with each
+batch, with a retention of their own). The file survives a dashboard restart and is
 bounded: :meth:`History.prune` drops the tasks (and their events) older than a maximum age
 and all but the newest of a maximum count. Troubled tasks (any that failed, retried or were
 dead-lettered) have a retention of their own: a flood of successes never evicts the failures
@@ -36,6 +38,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from . import stats
 
 STATES = {
     "task.sent": "PENDING",
@@ -280,6 +284,7 @@ class History:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most a batch
         self._db.executescript(SCHEMA)
+        self._db.executescript(stats.SCHEMA)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -309,6 +314,7 @@ class History:
         if not wanted:
             return 0
         rows = merge(wanted)
+        ended = stats.fold(wanted)
         timeline = [
             (str(e["task_id"]), float(e.get("time") or 0), e["type"], e.get("attempt"),
              e.get("worker"), _detail(e))
@@ -318,7 +324,13 @@ class History:
             self._db.execute("BEGIN")
             self._db.executemany(UPSERT, [tuple(r[c] for c in _COLUMNS) for r in rows.values()])
             self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", timeline)
+            stats.store(self._db, ended)
         return len(wanted)
+
+    def task_stats(self, since: float, until: float, name: str | None = None) -> stats.Rows:
+        """The per-task statistics' buckets from ``since`` to ``until`` (see stats.read)."""
+        with self._lock:
+            return stats.read(self._db, since, until, name)
 
     def task(self, task_id: str) -> dict[str, Any] | None:
         """A task's row with its ``timeline`` (oldest first), or None if it is not known."""
@@ -423,7 +435,8 @@ class History:
 
     def prune(self, now: float | None = None) -> int:
         """Drop the tasks beyond their retention (see the module doc) with their events,
-        remember their IDs, give the space back; return how many tasks were dropped."""
+        remember their IDs, drop the statistics beyond theirs, give the space back; return
+        how many tasks were dropped."""
         now = time.time() if now is None else now
         with self._lock:
             dropped = sum(self._prune(troubled, kept, now) for troubled, kept in
@@ -433,7 +446,7 @@ class History:
                 "ORDER BY pruned_at DESC LIMIT -1 OFFSET ?)",
                 (TOMBSTONES,),
             )
-            if dropped:
+            if stats.prune(self._db, now) or dropped:
                 # sqlite3_exec steps it to the end: each step frees one page.
                 self._db.executescript("PRAGMA incremental_vacuum;")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -37,6 +37,7 @@ from .history import DELAYED, STATES
 from .paths import prefixed, route_path, under
 from .security import Guard
 from .service import DEAD_LISTED, DEAD_PAGE, TASKS_PAGE, Dashboard
+from .stats_web import StatsViews
 
 HERE = Path(__file__).parent
 
@@ -76,6 +77,7 @@ def build(board: Dashboard) -> ASGIApp:
     pages = Pages(board, guard)
     routes = [
         *pages.routes(),
+        *StatsViews(board, pages.page).routes(),
         *api.Api(board, guard).routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -60,7 +60,124 @@ function drawRates(queues) {
   }
 }
 
+// Per-task statistics (/stats): two charts a task, each with its axes in their units, and a
+// legend with the values under the cursor (the newest point's before any hover).
+const statsCharts = new Map();
+const STATS_REFRESH = 30000; // ms: the figures are per minute
+
+// A figure with a few significant digits: a no-op task runs for some µs, a rare one 0.015/s.
+function figure(v, digits, unit) {
+  if (v === null || v === undefined) return "–";
+  return (v >= 10 ** digits ? v.toFixed(0) : String(Number(v.toPrecision(digits)))) + unit;
+}
+const millis = (v) => figure(v, 3, " ms");
+const perSecond = (v) => figure(v, 2, "/s");
+const percent = (v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " %");
+
+function statsOptions(width, scale, label, lines) {
+  const upTo = scale === "rate" ? 1 : 0.01;
+  const axes = [{ label: "time (UTC)", labelSize: 20 }, { scale, label, size: 56 }];
+  const scales = { x: { time: true },
+    [scale]: { range: (u, min, max) => [0, Math.max(upTo, max || 0) * 1.1] } };
+  if (scale === "rate") {
+    scales.pct = { range: [0, 100] };
+    axes.push({ scale: "pct", label: "failure %", side: 1, size: 44, grid: { show: false } });
+  }
+  return {
+    width, height: 200, scales, axes,
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
+    // With no cursor on the chart (at first, after a hover) its legend shows the newest point.
+    hooks: { setCursor: [(u) => { if (u.cursor.idx === null || u.cursor.idx === undefined) showNewest(u); }] },
+    series: [{ label: "UTC", value: (u, v) => (v === null ? "–" : clock(v).slice(5, 16)) }, ...lines],
+  };
+}
+
+const STATS_CHARTS = {
+  rate: {
+    data: (s) => [s.time, s.rate, s.failure_pct],
+    options: (width) => statsOptions(width, "rate", "tasks/s", [
+      { label: "tasks/s", scale: "rate", stroke: "#2f6fdd", width: 1.5, value: (u, v) => perSecond(v) },
+      // Points: a minute with runs between two without is a point, not a line.
+      { label: "failure %", scale: "pct", stroke: "#c7372f", width: 1.5, points: { show: true, size: 4 },
+        value: (u, v) => percent(v) },
+    ]),
+  },
+  runtime: {
+    data: (s) => [s.time, s.p50_ms, s.p95_ms],
+    options: (width) => statsOptions(width, "ms", "runtime (ms)", [
+      { label: "p50", scale: "ms", stroke: "#1b9e5a", width: 1.5, points: { show: true, size: 4 },
+        value: (u, v) => millis(v) },
+      { label: "p95", scale: "ms", stroke: "#c98a0b", width: 1.5, points: { show: true, size: 4 },
+        value: (u, v) => millis(v) },
+    ]),
+  },
+};
+
+// The newest point that has every value: a minute with runs.
+function showNewest(plot) {
+  const values = plot.data[plot.data.length - 1];
+  let idx = values.length - 1;
+  while (idx > 0 && values[idx] === null) idx -= 1;
+  plot.setLegend({ idx });
+}
+
+function drawStats(tasks) {
+  if (typeof uPlot === "undefined") return;
+  for (const section of document.querySelectorAll("section.task-stats")) {
+    const task = tasks.find((t) => t.task === section.dataset.task);
+    if (!task || !task.series) continue;
+    const plots = statsCharts.get(task.task) || {};
+    for (const [kind, chart] of Object.entries(STATS_CHARTS)) {
+      const cell = section.querySelector(".stats-chart." + kind);
+      const data = chart.data(task.series);
+      let plot = plots[kind];
+      if (!plot || !cell.contains(plot.root)) {
+        cell.textContent = "";
+        plot = new uPlot(chart.options(Math.max(260, cell.clientWidth)), data, cell);
+        plots[kind] = plot;
+      } else {
+        plot.setData(data);
+      }
+    }
+    statsCharts.set(task.task, plots);
+  }
+}
+
+window.addEventListener("resize", () => {
+  for (const plots of statsCharts.values()) {
+    for (const plot of Object.values(plots)) {
+      const width = Math.max(260, plot.root.parentElement.clientWidth);
+      if (width !== plot.width) plot.setSize({ width, height: plot.height });
+    }
+  }
+});
+
 document.addEventListener("alpine:init", () => {
+  Alpine.data("statsPage", () => ({
+    data: initial(),
+    pct: percent,
+    ms: millis,
+    rate: perSecond,
+    stepText() {
+      const step = this.data.step;
+      return step % 3600 === 0 ? step / 3600 + " h" : step / 60 + " min";
+    },
+    init() {
+      this.$nextTick(() => drawStats(this.data.tasks));
+      setInterval(() => this.refresh(), STATS_REFRESH);
+    },
+    async refresh() {
+      const until = Date.now() / 1000;
+      const query = "series=1&since=" + (until - this.data.range) + "&until=" + until;
+      const response = await fetch("/api/stats?" + query);
+      if (!response.ok) return;
+      const data = await response.json();
+      this.data = { ...data, range: this.data.range };
+      this.$nextTick(() => drawStats(data.tasks));
+    },
+  }));
+
+
   Alpine.data("overview", () => ({
     data: initial(),
     clock, ago,
