@@ -27,6 +27,7 @@ from ..exceptions import ConfigurationError
 from ..settings import check_queue_name
 from . import api
 from .history import DELAYED, STATES
+from .periodic_web import PeriodicRoutes
 from .security import Guard
 from .service import DEAD_LISTED, DEAD_PAGE, TASKS_PAGE, Dashboard
 
@@ -65,6 +66,7 @@ def build(board: Dashboard) -> ASGIApp:
     routes = [
         *pages.routes(),
         *api.Api(board, guard).routes(),
+        *PeriodicRoutes(pages).routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return guard.wrap(Starlette(routes=routes, exception_handlers={HTTPException: pages.refused}))
