@@ -74,8 +74,9 @@ async def run_list(app: App, args: argparse.Namespace) -> int:
     if active is None:
         print(f"no scheduler is running ({status['schedulers']} connected)")
     else:
-        print(f"active scheduler: {active['scheduler']} (since {active['since']}, last wrote "
-              f"{active['last_write']}; {status['schedulers']} running)")  # fmt: skip
+        where = f" on {active['host']}" if active["host"] else ""
+        print(f"active scheduler: {active['scheduler']}{where} (since {active['since']}, last "
+              f"wrote {active['last_write']}; {status['schedulers']} running)")  # fmt: skip
     rows = [
         (e["name"], e["queue"], e["schedule"], e["catch_up"], e["next_tick"], e["last_fired"])
         for e in status["entries"]

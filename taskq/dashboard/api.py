@@ -29,6 +29,9 @@
 ``GET /api/limits``                        limits changed at runtime (taskq.limits.changes)
 ``POST /api/limits/{task}``                ``{"rate": "50/s"}`` and/or ``{"concurrency": 5}``
                                            (or ``"off"``, ``"default"``): every worker
+``GET /api/periodic``                      periodic entries, the active scheduler (see
+                                           taskq.dashboard.periodic_web)
+``POST /api/periodic/{name}/run``          send a periodic entry's task now (unique ID)
 ``GET /api/session``                       the CSRF token for POSTs (see security)
 ``GET /api/stream?view=overview|task=ID``  server-sent events: ``overview`` / ``task``
 ``GET /metrics``                           Prometheus text

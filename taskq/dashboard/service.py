@@ -38,6 +38,7 @@ from .history import CANCELLED, REPLAYED, WORKFLOW_LISTED, History, Retention
 from .live import Live
 from .lookup import Lookup
 from .notify import prometheus
+from .periodic import Periodic
 from .security import new_secret
 from .settings import DashboardSettings
 from .sources import EventFeed, Sampler
@@ -114,6 +115,7 @@ class Dashboard:
         self._stored = 0
         self._dlq_lock = asyncio.Lock()
         self.lookup = Lookup(app, self._dlq_lock, limit=DEAD_LISTED)
+        self.periodic = Periodic(app)
         self._saved: dict[str, Any] = {}
         self.limit_changes = FollowedChanges(app.transport, app.names, app.settings.publish_timeout)
 

@@ -35,6 +35,7 @@ from ..settings import check_queue_name
 from . import api
 from .history import DELAYED, STATES
 from .paths import prefixed, route_path, under
+from .periodic_web import PeriodicRoutes
 from .security import Guard
 from .service import DEAD_LISTED, DEAD_PAGE, TASKS_PAGE, Dashboard
 from .stats_web import StatsViews
@@ -79,6 +80,7 @@ def build(board: Dashboard) -> ASGIApp:
         *pages.routes(),
         *StatsViews(board, pages.page).routes(),
         *api.Api(board, guard).routes(),
+        *PeriodicRoutes(pages).routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     web = Starlette(routes=routes, exception_handlers={HTTPException: pages.refused})

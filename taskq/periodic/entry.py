@@ -1,7 +1,8 @@
 """A periodic entry: a task, its schedule and arguments, and what to do about missed ticks.
 
 Pure. Each firing's task ID is derived from the entry and its tick
-(``periodic:{entry}:{tick}``), so every replica names a firing alike.
+(``periodic:{entry}:{tick}``), so every replica names a firing alike. A firing asked for by
+hand (the dashboard's *Run now*) gets ``periodic:{entry}:run:{uuid}``, new at each call.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ _ID_NAMESPACE = uuid.UUID("6f1c2a4e-53a1-4d52-9a43-2d1a7c9e8b10")
 # The longest tick text: 2024-03-31T01:00:00.123Z.
 _TICK_BYTES = 24
 _MAX_LABEL_BYTES = MAX_NAME_BYTES - len(ID_PREFIX) - 1 - _TICK_BYTES
+RUN_MARK = ":run:"
+# ":run:" and 32 hex digits, where a scheduled firing has ":" and its tick.
+_MAX_RUN_LABEL_BYTES = MAX_NAME_BYTES - len(ID_PREFIX) - len(RUN_MARK) - 32
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,10 +57,20 @@ class PeriodicEntry:
 def firing_id(entry: str, tick: dt.datetime) -> str:
     """``periodic:{entry}:{tick}`` (a UUID5 of the entry name stands in for a name too long
     for AMQP's 255-byte message IDs)."""
-    label = entry
-    if len(entry.encode()) > _MAX_LABEL_BYTES:
-        label = str(uuid.uuid5(_ID_NAMESPACE, entry))
-    return f"{ID_PREFIX}{label}:{iso(tick)}"
+    return f"{ID_PREFIX}{_label(entry, _MAX_LABEL_BYTES)}:{iso(tick)}"
+
+
+def run_now_id(entry: str) -> str:
+    """A new task ID for a firing of ``entry`` outside its schedule:
+    ``periodic:{entry}:run:{32 hex digits}``. It never equals a scheduled firing's ID, which
+    ends in its tick's ``Z`` (whatever the entry names), nor another call's (a random UUID)."""
+    return f"{ID_PREFIX}{_label(entry, _MAX_RUN_LABEL_BYTES)}{RUN_MARK}{uuid.uuid4().hex}"
+
+
+def _label(entry: str, max_bytes: int) -> str:
+    if len(entry.encode()) > max_bytes:
+        return str(uuid.uuid5(_ID_NAMESPACE, entry))
+    return entry
 
 
 def make_entry(

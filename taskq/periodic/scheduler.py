@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,8 @@ class Scheduler:
         self.names = names
         self.name = name
         self.clock = clock
+        self.host = socket.gethostname()
+        """The machine this scheduler runs on (in its state records, for ``beat list``)."""
         self.fired = 0
         """Firings sent by this scheduler."""
         self._state = SchedulerState.NEW
@@ -202,7 +205,7 @@ class Scheduler:
         now: dt.datetime,
     ) -> None:
         """Send ``firings`` with the state that counts them as sent (see the module doc)."""
-        state = BeatState(states, self.name, term.since, now)
+        state = BeatState(states, self.name, term.since, now, self.host)
         by_name = {entry.name: entry for entry in self.entries}
         fired = [(by_name[firing.entry], firing.tick) for firing in firings]
         messages, sendings = await sender.firings(fired, sent_at=now.timestamp())

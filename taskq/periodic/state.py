@@ -1,8 +1,9 @@
 """What the schedulers of an App remember between them: per entry, how far its ticks are
 settled. Pure: encoding, decoding and merging of the one state record.
 
-The record is a msgpack map: ``v`` version, ``by`` the scheduler that wrote it, ``since``
-when that scheduler became active and ``at`` when it wrote (Unix ms), and ``e``: entry name
+The record is a msgpack map: ``v`` version, ``by`` the scheduler that wrote it, ``host`` the
+machine it runs on (absent in records of taskq before it: read as unknown), ``since`` when
+that scheduler became active and ``at`` when it wrote (Unix ms), and ``e``: entry name
 -> ``[cursor, last_fired, fingerprint]``. Every tick at or before ``cursor`` is settled
 (fired, or skipped by the catch-up policy); ``last_fired`` is the last tick actually fired
 (or None); ``fingerprint`` identifies the schedule the cursor belongs to.
@@ -36,12 +37,14 @@ class EntryState:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BeatState:
-    """The state record: every entry's EntryState, and who wrote it when."""
+    """The state record: every entry's EntryState, and who wrote it when (and where:
+    ``host``, empty if not known)."""
 
     entries: Mapping[str, EntryState] = dataclasses.field(default_factory=dict)
     holder: str = ""
     since: dt.datetime | None = None
     written_at: dt.datetime | None = None
+    host: str = ""
 
     def encode(self) -> bytes:
         """The record's bytes (msgpack)."""
@@ -49,6 +52,7 @@ class BeatState:
             {
                 "v": VERSION,
                 "by": self.holder,
+                "host": self.host,
                 "since": _ms(self.since),
                 "at": _ms(self.written_at),
                 "e": {
@@ -69,7 +73,8 @@ class BeatState:
                 str(name): EntryState(from_ms(cursor), _time(fired), str(fingerprint))
                 for name, (cursor, fired, fingerprint) in data["e"].items()
             }
-            return cls(entries, str(data["by"]), _time(data["since"]), _time(data["at"]))
+            host = str(data.get("host") or "")
+            return cls(entries, str(data["by"]), _time(data["since"]), _time(data["at"]), host)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DecodeError(f"malformed beat state record: {exc}") from exc
 
@@ -85,7 +90,7 @@ class BeatState:
             if ours is None or theirs.cursor > ours.cursor:
                 entries[name] = theirs
         newer = other if _later(other.written_at, self.written_at) else self
-        return BeatState(entries, newer.holder, newer.since, newer.written_at)
+        return BeatState(entries, newer.holder, newer.since, newer.written_at, newer.host)
 
 
 def merged(bodies: Iterable[bytes]) -> BeatState:

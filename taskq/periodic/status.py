@@ -22,8 +22,10 @@ async def read_status(
     transport: Transport, names: Names, entries: Mapping[str, PeriodicEntry], now: dt.datetime
 ) -> dict[str, Any]:
     """The status as plain data (what ``--json`` prints). ``active`` is None when no
-    scheduler runs; ``last_write`` says how recently the active one wrote its state (it
-    does at each firing, and every minute at least)."""
+    scheduler runs; ``host`` is where the active one runs (None if its record does not say:
+    one written by an older taskq), ``last_write`` how recently it wrote its state (it does
+    at each firing, and every minute at least). An entry's ``last_firing_id`` is the task ID
+    of its ``last_fired`` tick."""
     record = await peek_state(transport, names)
     lease = await transport.queue_depth(names.beat_lease)
     schedulers = lease.consumers if lease is not None else 0
@@ -31,6 +33,7 @@ async def read_status(
     if record is not None and record.holder and schedulers:
         active = {
             "scheduler": record.holder,
+            "host": record.host or None,
             "since": _iso(record.since),
             "last_write": _iso(record.written_at),
         }
@@ -45,23 +48,29 @@ def _entry_row(entry: PeriodicEntry, record: BeatState | None, now: dt.datetime)
     state = record.entries.get(entry.name) if record is not None else None
     current = state is not None and state.fingerprint == entry.schedule.fingerprint
     start = max(now, state.cursor) if state is not None and current else now
+    last = state.last_fired if state is not None else None
     return {
         "name": entry.name,
         "queue": entry.task.config.queue,
         "schedule": entry.schedule.describe(),
         "catch_up": entry.catch_up,
         "next_tick": _iso(entry.schedule.after(start)),
-        "last_fired": _iso(state.last_fired if state is not None else None),
+        "last_fired": _iso(last),
+        "last_firing_id": None if last is None else entry.firing_id(last),
     }
 
 
 async def peek_state(transport: Transport, names: Names) -> BeatState | None:
     """The latest state record (None if no scheduler ever wrote one); the copy read is put
     back at once."""
+    # No mirror queue: no scheduler ever ran for this prefix. Asked first, because a get from
+    # a missing queue closes the channel, which others' gets (dead letters) may be using.
+    if await transport.queue_depth(names.beat_status) is None:
+        return None
     try:
         delivery = await transport.get(names.beat_status)
     except BrokerError:
-        return None  # no mirror queue: no scheduler ever ran for this prefix
+        return None  # deleted meanwhile
     if delivery is None:
         return None
     try:

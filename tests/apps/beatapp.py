@@ -1,5 +1,6 @@
 """Periodic entries for the scheduler tests: ``BEAT_ENTRIES`` picks the set (another set is
-the schedule "changed in code"), ``BEAT_LEDGER`` is the file ``stamp`` appends to.
+the schedule "changed in code"; ``dashboard`` is ``stamp`` with entries of other kinds),
+``BEAT_LEDGER`` is the file ``stamp`` appends to.
 
 Settings come from the environment (``tests.support`` sets ``TASKQ_PREFIX`` per test).
 """
@@ -45,7 +46,7 @@ elif ENTRIES in ("v1", "v2"):
         @app.periodic(every=1, catch_up="all")
         async def b() -> None: ...
 
-elif ENTRIES == "stamp":
+elif ENTRIES in ("stamp", "dashboard"):
 
     @app.periodic(every=1, args=("periodic",))
     async def stamp(how: str) -> None:
@@ -55,3 +56,13 @@ elif ENTRIES == "stamp":
         line = {"how": how, "id": ctx.task_id, "sf": when.isoformat() if when else None}
         with Path(os.environ["BEAT_LEDGER"]).open("a") as ledger:
             ledger.write(json.dumps(line) + "\n")
+
+    if ENTRIES == "dashboard":  # the dashboard's Periodic page: entries of every kind
+
+        @app.periodic(cron="0 3 * * *", timezone="Europe/Berlin", catch_up="skip")
+        async def report() -> None:
+            """Fires at 03:00 in Berlin: never during a test."""
+
+        @app.periodic(cron="0 4 * * *", args=("bob",), kwargs={"password": "hunter2"})
+        async def login(user: str, password: str) -> None:
+            """Its password must never show."""

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
-from taskq import App, Task
+from taskq import App, Task, codec
 from taskq.exceptions import ConfigurationError, EncodeError, InvalidArguments
 from taskq.message import envelope_of
 from taskq.periodic import Cron, Every
-from taskq.periodic.entry import firing_id
+from taskq.periodic.entry import firing_id, run_now_id
 from taskq.periodic.state import BeatState, EntryState, merged
 from taskq.sending import firing_envelope
 from taskq.topology import MAX_NAME_BYTES
@@ -126,6 +127,29 @@ def test_firing_ids_fit_in_an_amqp_short_string() -> None:
     assert len(long_id.encode()) <= MAX_NAME_BYTES
     assert long_id == firing_id(long_name, TICK)  # deterministic: every replica agrees
     assert long_id != firing_id("y" * MAX_NAME_BYTES, TICK)
+
+
+def test_run_now_ids_are_new_each_time_and_never_a_scheduled_firings() -> None:
+    first, second = run_now_id("tick"), run_now_id("tick")
+    assert re.fullmatch(r"periodic:tick:run:[0-9a-f]{32}", first) and first != second
+    # An entry whose name looks like another's run-now ID still names its firings apart:
+    # a scheduled firing's ID ends in its tick's "Z", a run-now ID in hex digits.
+    tricky = firing_id(f"tick:run:{'0' * 32}", TICK)
+    assert tricky.endswith("Z") and not re.fullmatch(r".*:run:[0-9a-f]{32}", tricky)
+    long_name = "x" * MAX_NAME_BYTES
+    long_id = run_now_id(long_name)
+    assert len(long_id.encode()) <= MAX_NAME_BYTES
+    assert long_id.split(":")[1] == firing_id(long_name, TICK).split(":")[1]  # the same UUID5
+
+
+def test_state_record_says_where_its_scheduler_runs_and_reads_records_without() -> None:
+    state = EntryState(TICK, TICK, "every:1000@0")
+    record = BeatState({"a": state}, "s1", TICK, TICK, "node-7")
+    assert BeatState.decode(record.encode()).host == "node-7"
+    older = {"v": 1, "by": "s0", "since": 0, "at": 0, "e": {"a": [0, None, "every:1000@0"]}}
+    assert BeatState.decode(codec.pack(older)).host == ""  # a record of taskq before hosts
+    newer = BeatState({}, "s2", TICK, TICK + dt.timedelta(seconds=1), "node-8")
+    assert record.merge(newer).host == "node-8" and newer.merge(record).host == "node-8"
 
 
 def test_state_record_round_trip_and_merge() -> None:

@@ -169,7 +169,7 @@ document.addEventListener("alpine:init", () => {
     async refresh() {
       const until = Date.now() / 1000;
       const query = "series=1&since=" + (until - this.data.range) + "&until=" + until;
-      const response = await fetch("/api/stats?" + query);
+      const response = await fetch(url("/api/stats?" + query));
       if (!response.ok) return;
       const data = await response.json();
       this.data = { ...data, range: this.data.range };
