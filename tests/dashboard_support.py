@@ -136,9 +136,13 @@ class OperatorApi:
     def url(self) -> str:
         return self.dashboard.url
 
+    def get(self, path: str) -> httpx.Response:
+        """GET ``path`` of the dashboard with the token."""
+        return httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+
     def api(self, path: str) -> Any:
         """GET ``path``'s JSON (an HTTP error fails)."""
-        response = httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+        response = self.get(path)
         response.raise_for_status()
         return response.json()
 
@@ -299,19 +303,3 @@ def _answer(status: int, headers: str = "") -> bytes:
     return (
         f"HTTP/1.1 {status} -\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
     )
-
-
-class Reached:
-    """A mixin for a test module's world: the ``url`` of its ``dashboard`` and GETs with its
-    ``token`` (the world's own fields)."""
-
-    dashboard: DashboardProcess
-    token: str
-
-    @property
-    def url(self) -> str:
-        return self.dashboard.url
-
-    def get(self, path: str) -> httpx.Response:
-        """GET ``path`` of the dashboard with the token."""
-        return httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"})

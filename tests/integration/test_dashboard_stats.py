@@ -25,7 +25,7 @@ from taskq import App, TaskFailed
 from taskq.dashboard import stats
 from taskq.sync import SyncClient
 from tests import dashboard_support
-from tests.dashboard_support import DashboardProcess, Reached, until
+from tests.dashboard_support import DashboardProcess, OperatorApi, until
 from tests.support import BROKER, WorkerProcess, delete_topology, unique_prefix
 
 pytestmark = pytest.mark.one_queue_only
@@ -39,7 +39,7 @@ SHOTS = os.environ.get("TASKQ_DASHBOARD_SCREENSHOTS")  # a directory: the docs' 
 
 
 @dataclasses.dataclass
-class World(Reached):
+class World(OperatorApi):
     prefix: str
     state: Path
     dashboard: DashboardProcess
