@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import os
 import re
 import signal
 import socket
@@ -26,6 +27,8 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from tests import dashboard_support
 from tests.dashboard_support import DashboardProcess, until
 from tests.support import BeatProcess, WorkerProcess, delete_topology, unique_prefix
+
+SHOTS = os.environ.get("TASKQ_DASHBOARD_SCREENSHOTS")  # a directory: the docs' screenshots
 
 pytestmark = pytest.mark.one_queue_only
 browser = dashboard_support.browser  # fixtures: Chromium, and a page logged in
@@ -164,6 +167,8 @@ def test_the_page_shows_schedules_firings_and_the_active_scheduler(
     expect(report.locator(".next time")).to_have_attribute("datetime", expected)
     expect(row(page, "login").locator(".args")).to_have_text("'bob', '***'")
     assert "hunter2" not in page.content()
+    if SHOTS:  # the docs' screenshot (docs/operations/dashboard.md)
+        page.screenshot(path=str(Path(SHOTS) / "dashboard-periodic.png"), full_page=True)
 
     listed = world.api("GET", "/api/periodic", token=VIEWER).json()
     assert listed["active"]["scheduler"] == BEAT
