@@ -6,7 +6,9 @@ can say "pruned" rather than "never seen"); a fourth, ``state``, keeps what else
 must remember across a restart, as JSON by key (:meth:`History.load`, :meth:`History.save`:
 the alerts' state and history); a fifth, ``task_stats``, the per-task statistics
 (taskq.dashboard.stats: counts and runtimes per task name and minute, written with each
-batch, with a retention of their own). The file survives a dashboard restart and is
+batch, with a retention of their own); a sixth, ``queue_samples``, the queues' readings
+behind the overview's rate charts (taskq.dashboard.rates: written with each batch, kept for
+the charts' span, ``rates_kept``). The file survives a dashboard restart and is
 bounded: :meth:`History.prune` drops the tasks (and their events) older than a maximum age
 and all but the newest of a maximum count. Troubled tasks (any that failed, retried or were
 dead-lettered) have a retention of their own: a flood of successes never evicts the failures
@@ -39,7 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import stats
+from . import rates, stats
 
 STATES = {
     "task.sent": "PENDING",
@@ -261,7 +263,8 @@ FAILURES_KEPT = Retention(30 * 86400.0, 100_000)
 
 class History:
     """The SQLite task history (see the module doc). ``max_age`` and ``max_tasks`` bound the
-    tasks that never failed, ``failures`` the troubled ones."""
+    tasks that never failed, ``failures`` the troubled ones; ``rates_kept`` the queues' rate
+    readings (seconds)."""
 
     def __init__(
         self,
@@ -270,8 +273,10 @@ class History:
         max_age: float,
         max_tasks: int,
         failures: Retention = FAILURES_KEPT,
+        rates_kept: float = 600.0,
     ) -> None:
         self.path = Path(path)
+        self.rates_kept = rates_kept
         self.retention = {0: Retention(max_age, max_tasks), 1: failures}
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,6 +290,7 @@ class History:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most a batch
         self._db.executescript(SCHEMA)
         self._db.executescript(stats.SCHEMA)
+        self._db.executescript(rates.SCHEMA)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -308,10 +314,13 @@ class History:
         with self._lock:
             self._db.close()
 
-    def write(self, events: Sequence[Mapping[str, Any]]) -> int:
-        """Store a batch of task events (others are ignored); return how many were stored."""
+    def write(
+        self, events: Sequence[Mapping[str, Any]], readings: Sequence[rates.Reading] = ()
+    ) -> int:
+        """Store a batch of task events (others are ignored) and the queues' rate readings
+        taken since the last batch, in one transaction; return how many events were stored."""
         wanted = [e for e in events if is_task_event(e)]
-        if not wanted:
+        if not wanted and not readings:
             return 0
         rows = merge(wanted)
         ended = stats.fold(wanted)
@@ -325,7 +334,14 @@ class History:
             self._db.executemany(UPSERT, [tuple(r[c] for c in _COLUMNS) for r in rows.values()])
             self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", timeline)
             stats.store(self._db, ended)
+            rates.store(self._db, readings)
         return len(wanted)
+
+    def rate_readings(self, now: float | None = None) -> list[rates.Reading]:
+        """The queues' rate readings of the last ``rates_kept`` seconds, oldest first."""
+        now = time.time() if now is None else now
+        with self._lock:
+            return rates.read(self._db, now - self.rates_kept)
 
     def task_stats(self, since: float, until: float, name: str | None = None) -> stats.Rows:
         """The per-task statistics' buckets from ``since`` to ``until`` (see stats.read)."""
@@ -435,8 +451,8 @@ class History:
 
     def prune(self, now: float | None = None) -> int:
         """Drop the tasks beyond their retention (see the module doc) with their events,
-        remember their IDs, drop the statistics beyond theirs, give the space back; return
-        how many tasks were dropped."""
+        remember their IDs, drop the statistics and the rate readings beyond theirs, give the
+        space back; return how many tasks were dropped."""
         now = time.time() if now is None else now
         with self._lock:
             dropped = sum(self._prune(troubled, kept, now) for troubled, kept in
@@ -446,6 +462,7 @@ class History:
                 "ORDER BY pruned_at DESC LIMIT -1 OFFSET ?)",
                 (TOMBSTONES,),
             )
+            rates.prune(self._db, now - self.rates_kept)
             if stats.prune(self._db, now) or dropped:
                 # sqlite3_exec steps it to the end: each step frees one page.
                 self._db.executescript("PRAGMA incremental_vacuum;")

@@ -8,6 +8,11 @@ Rates, per work queue: *out* is deliveries to workers per second (``task.receive
 *in* is out plus the change of the ready count (what arrived, whether the senders publish
 events or not). Both need workers started with ``--events``; without events, *in* is only
 the growth of the queue.
+
+Readings survive a restart (taskq.dashboard.rates): :meth:`Live.take_readings` gives the
+new ones to the history writer, :meth:`Live.restore` puts the stored ones back. The first
+reading after a restore has no rate (0, as the first reading of a run): the events of the
+time the dashboard was down are not known.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ WORKER_FIELDS = ("hostname", "pid", "state", "concurrency", "active", "processed
                  "failed", "retried", "dead_lettered", "reserved", "queues", "uptime",
                  "broker_connected", "events")  # fmt: skip
 STOPPED_KEPT = 300.0  # seconds a gracefully stopped worker stays listed
+UNSAVED = 10_000  # readings waiting for the history writer, at most (the oldest go first)
 
 
 @dataclasses.dataclass(slots=True)
@@ -46,6 +52,9 @@ class QueueView:
     name: str
     samples: collections.deque[Sample]
     dead: int | None = None
+    restored: bool = False
+    """Whether the newest reading is from before a restart: no rate across the gap, and no
+    latest reading to show (nor to alert on) until a new one."""
 
 
 class Live:
@@ -64,6 +73,7 @@ class Live:
         self.source = ""
         self.seen_queues: set[str] = set()
         self.events_received = 0
+        self._unsaved: collections.deque[tuple[str, Sample]] = collections.deque(maxlen=UNSAVED)
         self._delivered: collections.Counter[str] = collections.Counter()
         # Finished and failed tasks per second: a few hundred counters, however busy.
         self._outcomes: dict[int, list[int]] = {}
@@ -184,7 +194,7 @@ class Live:
         unacked = row.get("unacked")
         delivered = self._delivered.pop(view.name, 0)
         out_rate = in_rate = 0.0
-        if view.samples:
+        if view.samples and not view.restored:
             last = view.samples[-1]
             elapsed = max(now - last.time, 1e-6)
             out_rate = delivered / elapsed
@@ -192,15 +202,32 @@ class Live:
         sample = Sample(now, ready, None if unacked is None else int(unacked),
                         int(row.get("consumers") or 0), in_rate, out_rate)  # fmt: skip
         view.samples.append(sample)
+        view.restored = False
+        self._unsaved.append((view.name, sample))
+
+    def take_readings(self) -> list[tuple[str, Sample]]:
+        """The readings taken since the last call, as ``(queue, sample)``, to be stored."""
+        readings = list(self._unsaved)
+        self._unsaved.clear()
+        return readings
+
+    def restore(self, readings: Iterable[tuple[str, Sample]]) -> None:
+        """Put back stored readings ``(queue, sample)``, oldest first, before any new one."""
+        for queue, sample in readings:
+            view = self._view(queue)
+            view.samples.append(sample)
+            view.restored = True
 
     # -- reading -----------------------------------------------------------------------------
 
     def queue_rows(self) -> list[dict[str, Any]]:
-        """One row per work queue: the latest reading, dead letters, and the rate series."""
+        """One row per work queue: the latest reading, dead letters, and the rate series. A
+        reading from before a restart is in the series only: the queue may have changed, or
+        gone, since."""
         rows = []
         for name in sorted(self.queues):
             view = self.queues[name]
-            last = view.samples[-1] if view.samples else None
+            last = view.samples[-1] if view.samples and not view.restored else None
             rows.append({
                 "queue": name,
                 "ready": last.ready if last else None,

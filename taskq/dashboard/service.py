@@ -2,10 +2,11 @@
 
 ``await Dashboard(app, settings).run(stop)`` with the App open: it binds its event queue,
 then, in one TaskGroup, samples the broker and the workers every ``sample_interval``
-seconds (and re-reads an alert rules file that changed), writes event batches to the
-history twice a second, sends alert changes to the webhooks (taskq.dashboard.alerting), and
-serves HTTP, until ``stop`` is set. The web layer (taskq.dashboard.web) calls
-the methods below; none of them blocks the loop (SQLite runs in a thread).
+seconds (and re-reads an alert rules file that changed), writes event batches (and the
+queues' new rate readings) to the history twice a second, sends alert changes to the
+webhooks (taskq.dashboard.alerting), and serves HTTP, until ``stop`` is set. The web layer
+(taskq.dashboard.web) calls the methods below; none of them blocks the loop (SQLite runs in
+a thread).
 
 Broker use: the App's two connections (one publishes and declares, one consumes the events
 and the control replies); see docs/operations/dashboard.md for the measured cost.
@@ -102,7 +103,8 @@ class Dashboard:
         self.closing = asyncio.Event()
         failures = Retention(settings.history_failures_max_age, settings.history_max_failures)
         self.history = History(settings.history_path, max_age=settings.history_max_age,
-                               max_tasks=settings.history_max_tasks, failures=failures)  # fmt: skip
+                               max_tasks=settings.history_max_tasks, failures=failures,
+                               rates_kept=settings.chart_seconds)  # fmt: skip
         # Pruned every minute, or sooner after writing a tenth of the smaller bound.
         self._prune_after = max(1, min(settings.history_max_tasks,
                                        settings.history_max_failures) // 10)  # fmt: skip
@@ -132,6 +134,7 @@ class Dashboard:
         try:
             self.url = _url(self.settings.host, listener.getsockname()[1])
             await asyncio.to_thread(self._restore_alerts)
+            self.live.restore(await asyncio.to_thread(self.history.rate_readings))
             await self.feed.start()
             await self._refresh_recent()
             server = _Server(uvicorn.Config(
@@ -151,7 +154,7 @@ class Dashboard:
                 server.should_exit = True
                 for loop in loops:
                     loop.cancel()
-            await asyncio.to_thread(self.history.write, self.feed.take())
+            await asyncio.to_thread(self.history.write, self.feed.take(), self.live.take_readings())
         finally:
             listener.close()
             self.state = DashboardState.STOPPED
@@ -173,11 +176,12 @@ class Dashboard:
         next_prune, written = time.monotonic(), 0
         while True:
             started = time.monotonic()
-            batch = self.feed.take()
-            if batch:
-                stored = await asyncio.to_thread(self.history.write, batch)
+            batch, readings = self.feed.take(), self.live.take_readings()
+            if batch or readings:  # the queues' readings ride with the events' transaction
+                stored = await asyncio.to_thread(self.history.write, batch, readings)
                 self._stored += stored
                 written += stored
+            if batch:
                 await self._refresh_recent()
                 self.ticker.tick()
             if started >= next_prune or written >= self._prune_after:
