@@ -297,6 +297,51 @@ def test_history_survives_a_restart(world: World) -> None:
     assert world.api("/api/tasks?q=fail_unless&state=SUCCESS")["tasks"]
 
 
+# The newest chart of the default queue, as drawn: the top label of its y axis, the largest
+# value it draws, the times of its points, and the newest values it shows as text.
+CHART = """() => {
+  const chart = charts.get("default");
+  if (!chart) return null;
+  const [time, rin, rout] = chart.plot.data;
+  return { top: chart.labels[0].textContent, max: Math.max(0, ...rin, ...rout), time,
+           now: [...chart.now.map((e) => e.textContent), rin.at(-1), rout.at(-1)] };
+}"""
+
+
+def test_rate_charts_have_a_scale_and_values_and_survive_a_restart(
+    page: Page, world: World
+) -> None:
+    handles = [world.client.send("add", i, i) for i in range(40)]
+    for handle in handles:
+        handle.result(timeout=30)
+    chart = page.locator("#chart-default")
+    # The y axis: 0, half the top and the top, a round number above what the chart draws.
+    drawn = until(lambda: (c := page.evaluate(CHART)) and float(c["top"]) > 1 and c,
+                  what="a y axis scaled to the traffic")  # fmt: skip
+    assert float(drawn["top"]) >= drawn["max"] > 1
+    labels = chart.locator(".rates-axis span").all_text_contents()
+    assert [float(v) for v in labels] == [float(labels[0]), float(labels[0]) / 2, 0]
+    expect(chart.locator(".rates-unit")).to_have_text("msg/s")
+    # The newest values, without hovering.
+    shown_in, shown_out, newest_in, newest_out = drawn["now"]
+    assert shown_in.startswith("in ") and shown_out.startswith("out ")
+    shown = (float(shown_in.removeprefix("in ")), float(shown_out.removeprefix("out ")))
+    assert shown == (pytest.approx(newest_in, rel=0.01), pytest.approx(newest_out, rel=0.01))
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: no sideways page scroll
+    expect(chart.locator(".rates-axis")).to_be_attached()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    stopped = time.time()
+    assert world.dashboard.stop() == 0
+    world.dashboard.start()
+    page.goto(f"{world.url}/?token={TOKEN}")
+    # At once, the chart holds the readings from before the restart, the traffic's too.
+    before = until(lambda: (c := page.evaluate(CHART)) and [t for t in c["time"] if t < stopped],
+                   what="readings from before the restart")  # fmt: skip
+    last_minute = {t for t in drawn["time"] if t > drawn["time"][-1] - 60}
+    assert last_minute and last_minute <= set(before)
+
+
 def test_tasks_are_found_by_several_states_and_a_time_range(page: Page, world: World) -> None:
     began = time.time()
     fine = world.client.send("add", 20, 22)

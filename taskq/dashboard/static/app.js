@@ -36,27 +36,59 @@ function follow(path, kind, onData) {
   return source;
 }
 
+// A queue's rate chart: in and out (msg/s) over the charts' span, on a y axis from 0 to a round
+// top whose labels are text in the page (readable, and found by the tests: uPlot draws its
+// own on the canvas), with the newest values above it.
 const charts = new Map();
+const RATES = { width: 200, height: 48, pad: 5, ticks: [1, 0.5, 0] }; // ticks: of the top
+
+// The smallest of 1, 2 and 5 times a power of ten at or above max (1 msg/s at least).
+function roundTop(max) {
+  if (!(max > 1)) return 1;
+  const power = 10 ** Math.floor(Math.log10(max));
+  return [1, 2, 5, 10].map((m) => m * power).find((top) => top >= max);
+}
+
+function rateChart(cell) {
+  const { width, height, pad, ticks } = RATES;
+  cell.innerHTML = '<div class="rates-head"><span class="rates-unit">msg/s</span>' +
+    '<span class="legend-in"></span><span class="legend-out"></span></div>' +
+    '<div class="rates-body"><div class="rates-axis"></div><div class="rates-plot"></div></div>';
+  const axis = cell.querySelector(".rates-axis");
+  const labels = ticks.map((f) => {
+    const label = axis.appendChild(document.createElement("span"));
+    label.style.top = pad + (1 - f) * (height - 2 * pad) + "px";
+    return label;
+  });
+  const chart = { top: 1, labels, now: [cell.querySelector(".legend-in"), cell.querySelector(".legend-out")] };
+  chart.plot = new uPlot({
+    width, height, legend: { show: false }, cursor: { show: false }, padding: [pad, 2, pad, 0],
+    // The y axis draws only its grid lines, at the labels' heights.
+    axes: [{ show: false }, { size: 0, ticks: { show: false }, values: (u, splits) => splits.map(() => ""),
+      splits: () => ticks.map((f) => f * chart.top), grid: { stroke: "#e3e6ec", width: 1 } }],
+    scales: { x: { time: true }, y: { range: () => [0, chart.top] } },
+    series: [{}, { label: "in", stroke: "#2f6fdd", width: 1.5, points: { show: false } },
+             { label: "out", stroke: "#1b9e5a", width: 1.5, points: { show: false } }],
+  }, [[], [], []], cell.querySelector(".rates-plot"));
+  return chart;
+}
 
 function drawRates(queues) {
+  if (typeof uPlot === "undefined") return;
   for (const q of queues) {
     const cell = document.getElementById("chart-" + q.queue);
-    if (!cell || typeof uPlot === "undefined") continue;
-    const data = [q.series.time, q.series.in, q.series.out];
-    let plot = charts.get(q.queue);
-    if (!plot || !cell.contains(plot.root)) {
-      cell.textContent = "";
-      plot = new uPlot({
-        width: 220, height: 44, legend: { show: false }, cursor: { show: false },
-        padding: [4, 2, 2, 2], axes: [{ show: false }, { show: false }],
-        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max) * 1.1] } },
-        series: [{}, { label: "in", stroke: "#2f6fdd", width: 1.5, points: { show: false } },
-                 { label: "out", stroke: "#1b9e5a", width: 1.5, points: { show: false } }],
-      }, data, cell);
-      charts.set(q.queue, plot);
-    } else {
-      plot.setData(data);
+    if (!cell) continue;
+    let chart = charts.get(q.queue);
+    if (!chart || !cell.contains(chart.plot.root)) {
+      chart = rateChart(cell);
+      charts.set(q.queue, chart);
     }
+    const s = q.series;
+    chart.top = roundTop(Math.max(0, ...s.in, ...s.out));
+    chart.labels.forEach((label, i) => { label.textContent = rateText(RATES.ticks[i] * chart.top); });
+    chart.now[0].textContent = "in " + rateText(s.in[s.in.length - 1]);
+    chart.now[1].textContent = "out " + rateText(s.out[s.out.length - 1]);
+    chart.plot.setData([s.time, s.in, s.out]);
   }
 }
 
@@ -72,6 +104,7 @@ function figure(v, digits, unit) {
 }
 const millis = (v) => figure(v, 3, " ms");
 const perSecond = (v) => figure(v, 2, "/s");
+const rateText = (v) => figure(v, 3, "");
 const percent = (v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " %");
 
 function statsOptions(width, scale, label, lines) {
