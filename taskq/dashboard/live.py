@@ -75,9 +75,8 @@ class Live:
         self.events_received = 0
         self._unsaved: collections.deque[tuple[str, Sample]] = collections.deque(maxlen=UNSAVED)
         self._delivered: collections.Counter[str] = collections.Counter()
-        # Finished and failed tasks per second: a few hundred counters, however busy.
-        self._outcomes: dict[int, list[int]] = {}
-        # The same per (queue, task name), for the alert rules of one queue or task.
+        # Failed and finished tasks per second and (queue, task name): a few hundred
+        # counters however busy (the alert rules of one queue or task, and the totals).
         self._by_task: dict[int, dict[tuple[str, str], list[int]]] = {}
 
     # -- events ------------------------------------------------------------------------------
@@ -93,9 +92,6 @@ class Live:
             self._delivered[queue] += 1
         elif kind in ("task.succeeded", "task.failed"):
             second = int(event.get("time") or time.time())
-            counts = self._outcomes.setdefault(second, [0, 0])
-            counts[0] += kind == "task.failed"
-            counts[1] += 1
             where = (str(queue or ""), str(event.get("task") or ""))
             by_task = self._by_task.setdefault(second, {}).setdefault(where, [0, 0])
             by_task[0] += kind == "task.failed"
@@ -115,11 +111,8 @@ class Live:
 
     def failure_rate(self, now: float, window: float = FAILURE_WINDOW) -> tuple[int, int]:
         """``(failed, finished)`` tasks in the last ``window`` seconds."""
-        outcomes = self._outcomes
-        for second in [s for s in outcomes if s < now - FAILURE_WINDOW]:
-            del outcomes[second]
-        recent = [counts for second, counts in outcomes.items() if second >= now - window]
-        return sum(c[0] for c in recent), sum(c[1] for c in recent)
+        counts = self.failures(now, window).values()
+        return sum(failed for failed, _ in counts), sum(finished for _, finished in counts)
 
     def failures(
         self, now: float, window: float = FAILURE_WINDOW
