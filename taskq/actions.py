@@ -185,11 +185,12 @@ class Actions:
         envelope: Envelope | None,
         runtime: float | None,
     ) -> None:
-        """Never run, or rejected: record the failure if the task is known (the caller
-        learns why instead of timing out), then dead-letter it."""
+        """Never run, or rejected: dead-letter it, then record the failure if the task is
+        known (the caller learns why instead of timing out). The copy goes first, so that a
+        caller who sees the failure finds the message in the dead-letter queue."""
+        await self._dead_letter(delivery, reason, error, envelope, runtime)
         if envelope is not None:
             await self.recorder.record(envelope, TaskStatus.FAILURE, error=error)
-        await self._dead_letter(delivery, reason, error, envelope, runtime)
         if envelope is not None and envelope.workflow and self.workflow is not None:
             await self.workflow.failed(envelope, error)
 
@@ -202,9 +203,10 @@ class Actions:
         reason: str = oc.MAX_ATTEMPTS,
     ) -> None:
         """The last attempt failed: record it, keep a copy in the dead-letter queue (with
-        ``reason``: max-attempts, or hard-timeout for a process the pool had to kill)."""
-        await self.recorder.record(envelope, TaskStatus.FAILURE, error=error)
+        ``reason``: max-attempts, or hard-timeout for a process the pool had to kill); the
+        copy first, as in ``_refused``."""
         await self._dead_letter(delivery, reason, error, envelope, runtime)
+        await self.recorder.record(envelope, TaskStatus.FAILURE, error=error)
         if envelope.workflow and self.workflow is not None:
             await self.workflow.failed(envelope, error)
         self._finished(envelope, runtime, "failed", error)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aio_pika
 import pytest
 
 from taskq import App, Reject, Retry, RetryPolicy, TaskFailed, TaskStatus, current
 from taskq.message import H_ERROR_MESSAGE, H_ERROR_TYPE, H_REASON, H_TRACEBACK
-from tests.support import BROKER, eventually, meta_of, queue_messages, running_worker
+from tests.support import (
+    BROKER,
+    eventually,
+    meta_of,
+    queue_messages,
+    running_worker,
+)
 
 FAST = RetryPolicy(max_attempts=5, delay=0.3, backoff=1.5, jitter=False)
 
@@ -153,6 +160,19 @@ async def test_task_without_policy_fails_once_and_is_kept(
         [dead] = await dead_messages(app, 1)
     assert calls == [("once", 1)]
     assert dead.headers[H_REASON] == "max-attempts" and "a" not in meta_of(dead.body)
+
+
+async def test_a_caller_who_sees_a_failure_finds_its_dead_letter_copy(app: App) -> None:
+    # No polling: the copy must be in .dead before the failure is visible to the caller.
+    dead_queue = app.names.dead_queue("default")
+    async with app, running_worker(app, concurrency=8), await aio_pika.connect(BROKER) as peer:
+        channel = await peer.channel()
+        handles = [await app.tasks[name].delay() for _ in range(15) for name in ("once", "refuse")]
+        for seen, handle in enumerate(handles, start=1):
+            with pytest.raises(TaskFailed):
+                await handle.result(timeout=10)
+            queue = await channel.declare_queue(dead_queue, passive=True)
+            assert (queue.declaration_result.message_count or 0) >= seen
 
 
 async def test_reject_dead_letters_at_once(app: App, calls: list[tuple[str, int]]) -> None:
