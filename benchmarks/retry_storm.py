@@ -1,0 +1,252 @@
+"""Retry storm (issue 25): N tasks fail and retry while fresh tasks flow on the same queue.
+
+``--storm`` tasks ``flaky(i)`` are sent at once (a gather of ``delay()``); each fails on its
+first two attempts and succeeds on the third, with ``RetryPolicy(max_attempts=3, delay=1.0,
+backoff=2.0, jitter=False)``: it is retried 1 s after attempt 1 and 2 s after attempt 2.
+Meanwhile a paced producer sends ``fresh(i)`` at ``--fresh-rate`` per second (by the loop
+clock, in batches every 10 ms, each batch sent without waiting for the previous one's
+confirms), from just before the storm until the last retry has started plus 1 s. One
+in-process worker at ``--concurrency 200`` consumes the one queue. Reported:
+
+- fresh wait = start - send, where the send time is taken just before its ``delay()`` (so the
+  confirmed publish is part of it): p50 / p99 / max in ms, and how many fresh tasks ran;
+- retry lateness = start of attempt k+1 - (the time attempt k raised + its backoff): p50 /
+  p99 / max in ms over every retry, the p99 after attempt 1 and after attempt 2 apart, and how
+  many started early (must be 0);
+- the pace the fresh tasks were actually sent at (tasks / first to last send);
+- the storm's send time: from the first ``delay()`` to the last broker confirm;
+- broker CPU per task run (every attempt of a flaky task and every fresh task): utime + stime
+  of RabbitMQ's ``beam.smp`` from before the storm until every fresh task has started, divided
+  by those runs (the broker is shared: anything else it served meanwhile is in the figure);
+- this process's CPU time (producer and worker share it: one core at most, for Python) and
+  the total duration, and the 1-minute load average before and after.
+
+The issue's targets: fresh wait p99 <= 100 ms and retry lateness p99 <= 1 s at 5,000 / 1,000/s.
+
+    python -m benchmarks.retry_storm                     # 5,000 flaky tasks, 1,000 fresh/s
+    python -m benchmarks.retry_storm --quorum --json out.json
+    python -m benchmarks.retry_storm --storm 30 --fresh-rate 50 --json out.json   # the smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import taskq
+from taskq import App, RetryPolicy, Task
+from taskq.cli.common import run_loop
+
+from . import cpu
+from .delay_accuracy import percentile, with_worker
+from .delays import BROKER, POLL, load
+
+POLICY = RetryPolicy(max_attempts=3, delay=1.0, backoff=2.0, jitter=False)
+TICK = 0.01  # the producer's pace: a batch every 10 ms keeps 1,000/s even on a busy loop
+TAIL = 1.0  # fresh tasks keep flowing this long after the last retry started
+
+
+class StormFailure(Exception):
+    """What a flaky task raises on the attempts that must fail."""
+
+
+@dataclasses.dataclass
+class Record:
+    """What the tasks and the producer write down (all times from ``time.time()``)."""
+
+    starts: dict[tuple[int, int], float] = dataclasses.field(default_factory=dict)
+    """(i, attempt) -> when that attempt of ``flaky(i)`` started."""
+    failures: dict[tuple[int, int], float] = dataclasses.field(default_factory=dict)
+    """(i, attempt) -> when that attempt raised."""
+    fresh_sent: dict[int, float] = dataclasses.field(default_factory=dict)
+    fresh_started: dict[int, float] = dataclasses.field(default_factory=dict)
+
+
+def make_app(prefix: str, record: Record, quorum: bool = False) -> App:
+    """The App under test: ``flaky`` fails until its last attempt, ``fresh`` is a no-op; both
+    record when they start."""
+    kind = "quorum" if quorum else "classic"
+    app = App("bench-storm", broker=BROKER, prefix=prefix, queue_type=kind)
+
+    @app.task(retry=POLICY, ignore_result=True)
+    async def flaky(i: int) -> None:
+        attempt = taskq.current().attempt
+        record.starts[i, attempt] = time.time()
+        if attempt < POLICY.max_attempts:
+            record.failures[i, attempt] = time.time()
+            raise StormFailure(f"flaky({i}) fails attempt {attempt}")
+
+    @app.task(ignore_result=True)
+    async def fresh(i: int) -> None:
+        record.fresh_started[i] = time.time()
+
+    return app
+
+
+def summary(name: str, values_ms: list[float]) -> dict[str, float]:
+    """``name``'s p50 / p99 / max, rounded to 0.1 ms."""
+    ordered = sorted(values_ms)
+    return {
+        f"{name}_p50_ms": round(percentile(ordered, 50), 1),
+        f"{name}_p99_ms": round(percentile(ordered, 99), 1),
+        f"{name}_max_ms": round(ordered[-1], 1),
+    }
+
+
+def retry_lateness(record: Record, storm: int) -> dict[str, Any]:
+    """Lateness of every retry (start - failure - backoff), and how many started early; the
+    p99 after each failed attempt apart too (after attempt 1: the 1 s backoff, ...)."""
+    by_attempt = {
+        k: [
+            (record.starts[i, k + 1] - record.failures[i, k] - POLICY.backoff_delay(k)) * 1000
+            for i in range(storm)
+        ]
+        for k in range(1, POLICY.max_attempts)
+    }
+    late = [v for values in by_attempt.values() for v in values]
+    return {
+        "retries": len(late),
+        **summary("retry_late", late),
+        "retry_late_p99_ms_after_attempt": {
+            str(k): round(percentile(sorted(values), 99), 1) for k, values in by_attempt.items()
+        },
+        "early": sum(v < 0 for v in late),
+    }
+
+
+def fresh_wait(record: Record) -> dict[str, Any]:
+    """How long the fresh tasks waited from send to start, and the pace they were sent at."""
+    waits = [(record.fresh_started[i] - sent) * 1000 for i, sent in record.fresh_sent.items()]
+    span = max(record.fresh_sent.values()) - min(record.fresh_sent.values())
+    return {
+        "fresh_tasks": len(waits),
+        "fresh_sent_per_s": round((len(waits) - 1) / span, 1) if span > 0 else None,
+        **summary("fresh_wait", waits),
+    }
+
+
+async def produce(
+    fresh: Task[[int], None], rate: float, record: Record, stop: asyncio.Event
+) -> int:
+    """Send ``fresh`` tasks at ``rate`` per second until ``stop``; return how many were sent.
+
+    Paced by the loop clock: each tick sends what is due since the last one, without waiting
+    for the previous batch's confirms, so a slow broker shows as wait, not as a lower rate."""
+
+    async def send(i: int) -> None:
+        record.fresh_sent[i] = time.time()
+        await fresh.delay(i)
+
+    async def batch(first: int, end: int) -> None:
+        await asyncio.gather(*(send(i) for i in range(first, end)))
+
+    loop = asyncio.get_running_loop()
+    began, sent = loop.time(), 0
+    async with asyncio.TaskGroup() as group:
+        while not stop.is_set():
+            due = int((loop.time() - began) * rate)
+            if due > sent:
+                group.create_task(batch(sent, due))
+                sent = due
+            await asyncio.sleep(TICK)
+    return sent
+
+
+async def until(done: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``done`` every POLL seconds; TimeoutError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} by the deadline")
+        await asyncio.sleep(POLL)
+
+
+async def measure(app: App, storm: int, rate: float, record: Record) -> dict[str, Any]:
+    """Start the fresh flow, send the storm, wait for every retry and fresh task; the figures."""
+    flaky, fresh = app.tasks["flaky"], app.tasks["fresh"]
+    broker = cpu.broker_pids()
+    before, began, own = cpu.ticks(broker), time.time(), time.process_time()
+    runs = storm * POLICY.max_attempts
+    timeout = 120 + storm / 50
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        producer = group.create_task(produce(fresh, rate, record, stop))
+        t0 = time.time()
+        await asyncio.gather(*(flaky.delay(i) for i in range(storm)))
+        sent = time.time() - t0
+        try:
+            await until(lambda: len(record.starts) >= runs, timeout, "not every retry started")
+            await asyncio.sleep(TAIL)
+        finally:
+            stop.set()
+    fresh_count = producer.result()
+    await until(
+        lambda: len(record.fresh_started) >= fresh_count, timeout, "not every fresh task started"
+    )
+    cpu_us = (cpu.ticks(broker) - before) * cpu.TICK_US if broker else None
+    return {
+        "storm_send_s": round(sent, 3),
+        **fresh_wait(record),
+        **retry_lateness(record, storm),
+        "broker_cpu_us_per_task": (
+            round(cpu_us / (runs + fresh_count), 1) if cpu_us is not None else None
+        ),
+        "process_cpu_s": round(time.process_time() - own, 2),
+        "duration_s": round(time.time() - began, 2),
+    }
+
+
+async def run(
+    prefix: str, storm: int, rate: float, concurrency: int, quorum: bool
+) -> dict[str, Any]:
+    """Start a worker, measure, stop, clean up."""
+    record = Record()
+    app = make_app(prefix, record, quorum)
+    backoffs = [POLICY.backoff_delay(k) for k in range(1, POLICY.max_attempts)]
+    return await with_worker(app, concurrency, lambda: measure(app, storm, rate, record), backoffs)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.retry_storm")
+    parser.add_argument("--storm", type=int, default=5000, help="failing tasks sent at once (5000)")
+    parser.add_argument("--fresh-rate", type=float, default=1000.0, help="fresh tasks/s (1000)")
+    parser.add_argument("--concurrency", type=int, default=200, help="worker concurrency (200)")
+    parser.add_argument("--quorum", action="store_true", help="quorum work queues and levels")
+    parser.add_argument("--json", metavar="PATH", help="write the result as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    prefix = f"bench-storm-{uuid.uuid4().hex[:8]}"
+    load_before = load()
+    result = run_loop(run(prefix, args.storm, args.fresh_rate, args.concurrency, args.quorum))
+    report = {
+        "benchmark": "retry_storm",
+        "prefix": prefix,
+        "storm": args.storm,
+        "fresh_rate": args.fresh_rate,
+        "retry_policy": f"{POLICY.max_attempts} attempts, {POLICY.delay:g} s x{POLICY.backoff:g}",
+        "concurrency": args.concurrency,
+        "queue_type": "quorum" if args.quorum else "classic",
+        "load_before": load_before,
+        "load_after": load(),
+        **result,
+    }
+    for key, value in report.items():
+        print(f"{key:>32}: {value}")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(report, out, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
