@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -161,7 +162,7 @@ class Actions:
         # The same attempt and deliveries, back to its own partition after ``delay``. Built
         # afresh, not copied: the x-death headers of an earlier trip through the delay levels
         # would make RabbitMQ drop it as a dead-letter cycle.
-        delay_ms = max(1, min(MAX_DELAY_MS, int(delay * 1000)))
+        delay_ms = max(1, min(MAX_DELAY_MS, math.ceil(delay * 1000)))
         await self.sender.republish_delayed(delay_ms, envelope.route, envelope.to_message())
         self.counters.deferred += 1
 
@@ -221,7 +222,7 @@ class Actions:
         message = dataclasses.replace(
             envelope, attempt=envelope.attempt + 1, deliveries=0
         ).to_message()
-        delay_ms = min(MAX_DELAY_MS, int(delay * 1000))
+        delay_ms = min(MAX_DELAY_MS, math.ceil(delay * 1000))  # never early by a fraction
         sender = self.sender
         if delay_ms > 0:
             # Back to its own partition.

@@ -58,7 +58,10 @@ log = logging.getLogger("taskq.control")
 
 REQUEST_TYPE = "taskq.control"
 REPLY_TYPE = "taskq.control.reply"
-COMMANDS = ("ping", "active", "reserved", "stats", "shutdown")
+COMMANDS = ("ping", "active", "reserved", "held", "stats", "shutdown")
+
+HELD_SHOWN = 100
+"""Held deliveries a ``held`` reply lists (soonest first); it gives the count of all."""
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 """Answers a command given to ``serve`` (e.g. ``revoke``): gets the whole request (its
@@ -114,6 +117,9 @@ class WorkerView(Protocol):
 
     def reserved_deliveries(self) -> list[Delivery]:
         """The deliveries received and waiting for a slot."""
+
+    def held_deliveries(self) -> list[tuple[float, Delivery]]:
+        """``(due time, delivery)`` of the delayed deliveries held until due, soonest first."""
 
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
@@ -208,6 +214,13 @@ class Responder:
             return active_tasks(worker.active, worker.tasks)
         if command == "reserved":
             return [reserved_task(d, worker.tasks) for d in worker.reserved_deliveries()]
+        if command == "held":
+            held = worker.held_deliveries()
+            shown = [
+                {**reserved_task(d, worker.tasks), "eta": iso_time(due)}
+                for due, d in held[:HELD_SHOWN]
+            ]
+            return {"count": len(held), "tasks": shown}
         if command == "stats":
             return worker.stats()
         if command == "shutdown":

@@ -110,6 +110,11 @@ class Names:
     def dead_queue(self, queue: str) -> str:
         return f"{self.prefix}.q.{queue}.dead"
 
+    def hold_queue(self, route: str) -> str:
+        """The queue of a route's delayed messages that are due soon: workers hold them
+        unacked until their due time (see taskq.delays)."""
+        return f"{self.prefix}.hold.{route}"
+
     def reply_queue(self, client: str) -> str:
         """The reply queue of one client (the AMQP result store of one open App)."""
         return f"{self.prefix}.reply.{client}"
@@ -146,7 +151,9 @@ def every_name(names: Names, queues: Iterable[str]) -> tuple[list[str], list[str
     """``(queues, exchanges)``: every entity taskq may declare for ``queues`` under one prefix
     (what to delete to remove a prefix's topology). Name partitions by their routes
     (``orders.0``...): a route's work queue is ``{p}.q.{route}``."""
-    queue_names = [n for q in queues for n in (names.work_queue(q), names.dead_queue(q))]
+    queue_names = [
+        n for q in queues for n in (names.work_queue(q), names.dead_queue(q), names.hold_queue(q))
+    ]
     delay_queues = list(dict.fromkeys(delay_queue_names(names, legacy=True)))
     delay_exchanges = list(
         dict.fromkeys(DELAY.exchange_names(names) + LEGACY_DELAY.exchange_names(names))
@@ -229,6 +236,15 @@ def work_queue_arguments(
         args["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
     else:
         args["x-max-priority"] = max_priority
+    return args
+
+
+def hold_queue_arguments(names: Names, queue: str, queue_type: QueueType) -> dict[str, Any]:
+    """Arguments of a hold queue: those of its work queue without priorities (its messages are
+    taken as they come and held in the worker until due)."""
+    args = work_queue_arguments(names, queue, max_priority=0, queue_type=queue_type)
+    args.pop("x-max-priority", None)
+    args.setdefault("x-queue-type", "classic")
     return args
 
 
@@ -477,6 +493,16 @@ def delivery_binding(route: str) -> str:
     return DELAY.delivery_binding(route)
 
 
+HOLD_MARK = "~hold"
+"""The routing-key word, after the delay digits, of a message bound for a route's hold queue
+rather than its work queue (``d8. ... .d0.~hold.{route}``)."""
+
+
+def hold_binding(route: str) -> str:
+    """The delivery exchange's binding of a route's hold queue."""
+    return DELAY.delivery_binding(f"{HOLD_MARK}.{route}")
+
+
 def delivery_bindings(route: str) -> list[str]:
     """Every delivery binding of a route: the current scheme's and, while messages sent
     before an upgrade may still wait in the binary levels, theirs."""
@@ -494,7 +520,8 @@ def queue_from_delay_key(routing_key: str) -> str:
     of a delay routing key (of the current scheme, or of the binary levels)."""
     words = routing_key.count(".") + 1
     scheme = LEGACY_DELAY if words > LEGACY_DELAY.digits else DELAY
-    return scheme.route_of_key(routing_key)
+    route = scheme.route_of_key(routing_key)
+    return route.removeprefix(f"{HOLD_MARK}.")
 
 
 # -- partitions --------------------------------------------------------------------------------

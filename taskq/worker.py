@@ -34,6 +34,7 @@ from .app import App
 from .cancel import Revoker
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
+from .holding import Holder, Inbox
 from .hooks import Hook, Hooks
 from .limits.changes import follow_changes
 from .limits.gate import Gate
@@ -98,7 +99,7 @@ class Worker:
         self.process_init = process_init
         """Runs in each pool process once it has imported the App (process-init hooks)."""
         settings = app.settings
-        self.queues = list(dict.fromkeys(queues)) if queues else _queues_of(app)
+        self.queues = list(dict.fromkeys(queues)) if queues else queues_of(app)
         self.concurrency = concurrency or settings.concurrency
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -126,7 +127,9 @@ class Worker:
         self._state = WorkerState.NEW
         self._active: dict[str, ActiveTask] = {}
         self._parts: _Parts | None = None
-        self._inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._inbox: Inbox[Delivery | None] = Inbox(max(1, self.concurrency // 2))
+        self.holder = Holder(self._on_due)
+        """Delayed deliveries held until their due time (taskq.delays)."""
         self._runners: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -165,6 +168,10 @@ class Worker:
         """The deliveries received and waiting for a runner."""
         return list(self._reserved.values())
 
+    def held_deliveries(self) -> list[tuple[float, Delivery]]:
+        """``(due time, delivery)`` of the delayed deliveries held until due, soonest first."""
+        return self.holder.held()
+
     @property
     def task_threads(self) -> int:
         """Threads running a plain ``def`` task now. Python cannot stop a thread: one whose
@@ -196,6 +203,7 @@ class Worker:
             **counters,
             "active": len(self._active),
             "reserved": self.reserved,
+            "held": len(self.holder),
             "load": round(len(self._active) / self.concurrency, 3),
             "broker_connected": self.connected,
             "events": self.events is not None,
@@ -349,6 +357,12 @@ class Worker:
                 for each, prefetch in self._consumed()
                 for route in each
             ]
+            # Held deliveries wait for their time, not for a runner: no prefetch limit.
+            cancels += [
+                await transport.consume(route, self.holder.on_delivery, prefetch=0, held=True)
+                for each, _ in self._consumed()
+                for route in each
+            ]
             if self.events is not None:
                 tg.create_task(
                     self.events.run(
@@ -385,8 +399,9 @@ class Worker:
     async def _drain(self, parts: _Parts) -> None:
         """Let running tasks finish within the shutdown timeout (or until a forced stop), and
         give back what never started; then cancel what still runs (it goes back to its queue)."""
+        held = self.holder.release_all()  # not due yet: back to their hold queues, at the end
         for _ in self._runners:
-            self._inbox.put_nowait(None)  # after every delivery already received
+            self._inbox.put_due(None)  # after every delivery already received or come due
         running = [runner for runner in self._runners if not runner.done()]
         if running and not self._force.is_set():
             log.info("waiting up to %.1f s for running tasks", self.shutdown_timeout)
@@ -407,6 +422,8 @@ class Worker:
             if leftover is not None:
                 self._reserved.pop(id(leftover), None)
                 await parts.actions.give_back(leftover, "the worker is stopping")
+        for delivery in held:
+            await parts.actions.give_back(delivery, "the worker is stopping")
 
     def _warn_long_timeouts(self) -> None:
         for task in self.app.tasks.values():
@@ -427,11 +444,24 @@ class Worker:
             self.hooks.notify_sync(self.hooks.on_received, delivery)
         self._inbox.put_nowait(delivery)
 
+    def _on_due(self, delivery: Delivery) -> None:
+        """A held delivery came due: to the runners, after the fresh ones waiting."""
+        self._reserved[id(delivery)] = delivery
+        if self.hooks.on_received:
+            self.hooks.notify_sync(self.hooks.on_received, delivery)
+        self._inbox.put_due(delivery)
+
     async def _runner(self, parts: _Parts) -> None:
         inbox, reserved = self._inbox, self._reserved
         while (delivery := await inbox.get()) is not None:
             reserved.pop(id(delivery), None)
-            await self._handle(parts, delivery)
+            if delivery.stale:  # its channel closed before it started: the broker has it
+                inbox.finished(delivery)
+                continue
+            try:
+                await self._handle(parts, delivery)
+            finally:
+                inbox.finished(delivery)
 
     async def _handle(self, parts: _Parts, delivery: Delivery) -> None:
         try:
@@ -449,7 +479,9 @@ class Worker:
             await parts.actions.give_back(delivery, "unexpected worker error")
 
 
-def _queues_of(app: App) -> list[str]:
+def queues_of(app: App) -> list[str]:
+    """The queues a worker of ``app`` consumes unless told which: the default queue and
+    every task's."""
     queues = {app.settings.default_queue}
     queues.update(task.config.queue for task in app.tasks.values())
     return sorted(queues)

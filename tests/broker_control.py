@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
+from tests.support import broker_endpoint
+
 
 def _rabbitmqctl(*args: str) -> str:
     done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120)
@@ -63,3 +65,14 @@ async def consumed(queue_name: str) -> bool:
     listing = await rabbitmqctl("list_queues", "--no-table-headers", "name", "consumers")
     rows = [line.split("\t") for line in listing.splitlines()]
     return any(row[0] == queue_name and int(row[1]) > 0 for row in rows if len(row) == 2)
+
+
+async def broker_answers() -> bool:
+    """Whether the broker accepts TCP connections (it listens again after a restart)."""
+    broker = broker_endpoint()
+    try:
+        _, writer = await asyncio.open_connection(broker.host, broker.port)
+    except OSError:
+        return False
+    writer.close()
+    return True

@@ -41,6 +41,8 @@ def broker_for(url: MemoryUrl) -> MemoryBroker:
 class MemoryTransport(SharedMethods, Transport):
     """A Transport whose broker is a MemoryBroker of the running event loop (``memory://``)."""
 
+    holds_delays = False  # its delay exchanges hold a message for its whole delay
+
     def __init__(self, settings: Settings, *, connection_name: str = "taskq") -> None:
         # Not Transport.__init__: there is no endpoint to parse and no connection to keep.
         self.settings = settings
@@ -193,8 +195,15 @@ class MemoryTransport(SharedMethods, Transport):
         return cancel
 
     async def consume(
-        self, queue: str, on_delivery: Callable[[Delivery], None], *, prefetch: int
+        self,
+        queue: str,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        held: bool = False,
     ) -> Callable[[], Awaitable[None]]:
+        if held:  # nothing is ever published to a hold queue here (holds_delays is False)
+            return _nothing_to_cancel
         return self._subscribe(self.names.work_queue(queue), queue, on_delivery, prefetch=prefetch)
 
     async def consume_replies(
@@ -284,3 +293,7 @@ def _replies_to(on_reply: Reply) -> Callable[[Delivery], None]:
         on_reply(delivery.correlation_id, delivery.body, delivery.type)
 
     return on_delivery
+
+
+async def _nothing_to_cancel() -> None:
+    return None

@@ -62,6 +62,11 @@ class _Settle:
     def __init__(self, message: AbstractIncomingMessage) -> None:
         self.message = message
 
+    @property
+    def is_closed(self) -> bool:
+        """Whether the channel the message came on has closed."""
+        return bool(self.message.channel.is_closed)
+
     async def basic_ack(self, tag: int) -> None:
         with contextlib.suppress(*LOST):  # the channel is gone: the broker redelivers it
             await self.message.ack()
@@ -279,11 +284,14 @@ class AioPikaTransport(SharedMethods):
         work_arguments = topology.work_queue_arguments(
             names, queue, max_priority=o.max_priority, queue_type=o.queue_type_of(queue)
         )
+        hold_arguments = topology.hold_queue_arguments(names, queue, o.queue_type_of(queue))
         for route in topology.routes(queue, o.partitions_of(queue)):
             work = await _queue(channel, names.work_queue(route), work_arguments)
             await work.bind(exchange, route)
             for key in topology.delivery_bindings(route):
                 await work.bind(delivery, key)
+            hold = await _queue(channel, names.hold_queue(route), hold_arguments)
+            await hold.bind(delivery, topology.hold_binding(route))
         await dead.bind(dlx, queue)
 
     async def _declare_delays(self, plan: topology.DelayDeclarations) -> None:
@@ -499,9 +507,12 @@ class AioPikaTransport(SharedMethods):
 
         return cancel
 
-    async def consume(self, queue: str, on_delivery: OnDelivery, *, prefetch: int) -> Cancel:
-        """Consume work queue ``queue`` with manual acks and ``prefetch`` on its own channel."""
-        full = self.names.work_queue(queue)
+    async def consume(
+        self, queue: str, on_delivery: OnDelivery, *, prefetch: int, held: bool = False
+    ) -> Cancel:
+        """Consume work queue ``queue`` (or its hold queue) with manual acks and ``prefetch``
+        on its own channel."""
+        full = self.names.hold_queue(queue) if held else self.names.work_queue(queue)
 
         def on_message(message: AbstractIncomingMessage) -> None:
             on_delivery(delivery_of(message, queue))

@@ -192,8 +192,10 @@ class NativeTransport(SharedMethods):
         ]
         # Every partition dead-letters under the logical name (one .dead queue) and, quorum,
         # gets its leader on the node with the fewest (x-queue-leader-locator: balanced).
+        hold_arguments = topology.hold_queue_arguments(names, queue, s.queue_type_of(queue))
         for route in topology.routes(queue, s.partitions_of(queue)):
             methods += _work_queue_methods(names, route, work_arguments)
+            methods += _hold_queue_methods(names, route, hold_arguments)
         for method in methods:
             method.nowait = True
         await self._rpc(commands.Queue.Bind(queue=dead, exchange=names.dlx, routing_key=queue),
@@ -395,7 +397,12 @@ class NativeTransport(SharedMethods):
     # -- consuming ---------------------------------------------------------------------------
 
     async def consume(
-        self, queue: str, on_delivery: Callable[[Delivery], None], *, prefetch: int
+        self,
+        queue: str,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        held: bool = False,
     ) -> Callable[[], Awaitable[None]]:
         """Consume work queue ``queue`` (short name, or the route of one partition, such as
         ``orders.3``: deliveries carry it as their queue) with manual acks; return a cancel
@@ -409,10 +416,9 @@ class NativeTransport(SharedMethods):
         channel stays open for the acks of what still runs.
         """
         inbound = await self._inbound()
-        with mapped(f"consuming queue {queue!r}"):
-            return await inbound.subscribe(
-                self.names.work_queue(queue), queue, on_delivery, prefetch=prefetch
-            )
+        full = self.names.hold_queue(queue) if held else self.names.work_queue(queue)
+        with mapped(f"consuming queue {full!r}"):
+            return await inbound.subscribe(full, queue, on_delivery, prefetch=prefetch)
 
     async def consume_replies(
         self, queue_name: str, on_reply: Reply, *, expires: float, on_lost: Callable[[str], None]
@@ -602,6 +608,17 @@ def _work_queue_methods(names: topology.Names, route: str, arguments: dict[str, 
     ] + [
         commands.Queue.Bind(queue=work, exchange=names.delivery, routing_key=key)
         for key in topology.delivery_bindings(route)
+    ]
+
+
+def _hold_queue_methods(names: topology.Names, route: str, arguments: dict[str, Any]) -> list[Any]:
+    """Declare the hold queue of ``route`` and bind it to the delivery exchange (what leaves
+    the delay levels for it; what is due soon is published to it by name)."""
+    hold = names.hold_queue(route)
+    binding = topology.hold_binding(route)
+    return [
+        _queue_declare(hold, arguments),
+        commands.Queue.Bind(queue=hold, exchange=names.delivery, routing_key=binding),
     ]
 
 

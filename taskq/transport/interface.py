@@ -88,6 +88,9 @@ class Transport(Protocol):
     """The entity names of ``options.prefix``."""
     dropped: int
     """Unconfirmed messages (events, notifications) dropped while the broker read nothing."""
+    holds_delays: bool
+    """Whether delayed messages go to hold queues that workers hold until due (taskq.delays);
+    else the whole delay is spent in the delay levels (the in-memory broker)."""
 
     async def connect(self) -> None:
         """Open the publishing connection; BrokerUnavailable if the broker is down."""
@@ -149,10 +152,16 @@ class Transport(Protocol):
         """Publish events unconfirmed and non-mandatory; return how many were dropped."""
 
     async def consume(
-        self, queue: str, on_delivery: Callable[[Delivery], None], *, prefetch: int
+        self,
+        queue: str,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        held: bool = False,
     ) -> Cancel:
-        """Consume work queue ``queue`` (short name or partition route) with manual acks and
-        ``prefetch`` on a channel of its own; ``on_delivery`` must not block."""
+        """Consume work queue ``queue`` (short name or partition route), or with ``held`` its
+        hold queue, with manual acks and ``prefetch`` (0: no limit) on a channel of its own;
+        deliveries carry ``queue`` as theirs. ``on_delivery`` must not block."""
 
     async def consume_replies(
         self, queue_name: str, on_reply: Reply, *, expires: float, on_lost: Callable[[str], None]

@@ -28,6 +28,8 @@ log = logging.getLogger("taskq.transport")
 class SharedMethods:
     """The Transport methods that are the same for every implementation (see the module)."""
 
+    holds_delays = True
+
     def __init__(self) -> None:
         self.dropped = 0
         """Unconfirmed messages (events, status notifications) dropped because the publishing

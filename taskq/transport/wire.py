@@ -264,6 +264,13 @@ class Delivery:
         fields.update(changes)
         return OutgoingMessage(**fields)
 
+    @property
+    def stale(self) -> bool:
+        """Whether the channel it came on has closed: the broker has taken it back (and will
+        deliver it again), so it must not start here."""
+        channel = self._channel if self._acker is None else self._acker.channel
+        return bool(getattr(channel, "is_closed", False))
+
     async def ack(self) -> None:
         """Acknowledge: the broker forgets the message (the frame may be coalesced)."""
         if self._acker is not None:

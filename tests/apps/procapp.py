@@ -64,6 +64,15 @@ async def held(log: str, release: str, tag: int) -> int:
     return tag
 
 
+@app.task
+async def arrive_at(log: str) -> float:
+    """Append ``TASK_ID TIME`` to ``log`` (every run, whichever process), return the time."""
+    now = time.time()
+    with Path(log).open("a") as file:
+        file.write(f"{current().task_id} {now:.6f}\n")
+    return now
+
+
 def _note(log: str, event: str) -> None:
     # One short O_APPEND write per line: lines of several processes never interleave.
     with Path(log).open("a") as file:

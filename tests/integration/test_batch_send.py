@@ -168,12 +168,13 @@ async def test_missing_exchange_fails_fast_without_duplicating_the_batch(
 
     names = Names(prefix)
     async with app:
-        await add.options(countdown=0.001).delay(0, 0)  # declares the queue and delay levels
-        await eventually(lambda: _length_is(names.work_queue("default"), 1), what="declared")
+        await add.options(countdown=0.001).delay(0, 0)  # declares the queue and its hold queue
+        hold_queue = names.hold_queue("default")
+        await eventually(lambda: _length_is(hold_queue, 1), what="declared")
         connection = await aio_pika.connect(BROKER)
         try:
             channel = await connection.channel()
-            await (await channel.declare_queue(names.work_queue("default"), passive=True)).purge()
+            await (await channel.declare_queue(hold_queue, passive=True)).purge()
             await channel.exchange_delete(names.exchange)  # the direct exchange only
         finally:
             await connection.close()
@@ -186,8 +187,8 @@ async def test_missing_exchange_fails_fast_without_duplicating_the_batch(
                 ]
             )
         assert direct in str(info.value)
-        # The delayed message went through the delay levels (their exchanges exist).
-        queue = names.work_queue("default")
+        # The delayed message went to its hold queue (through the default exchange).
+        queue = hold_queue
 
         async def arrived_and_levels_empty() -> bool:
             return await queue_length(queue) >= 1 and not any(await delay_level_messages(prefix))

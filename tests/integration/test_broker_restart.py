@@ -13,22 +13,12 @@ from pathlib import Path
 import pytest
 
 from taskq import App
-from tests.broker_control import consumed, rabbitmqctl
+from tests.broker_control import broker_answers, consumed, rabbitmqctl
 from tests.runlog import RunLog
-from tests.support import BROKER, WorkerProcess, broker_endpoint, eventually, queue_length
+from tests.support import BROKER, WorkerProcess, eventually, queue_length
 
 APP = "tests.apps.procapp:app"
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # it stops the broker
-
-
-async def _broker_answers() -> bool:
-    broker = broker_endpoint()
-    try:
-        _, writer = await asyncio.open_connection(broker.host, broker.port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 async def test_worker_and_client_survive_a_broker_restart(
@@ -57,7 +47,7 @@ async def test_worker_and_client_survive_a_broker_restart(
                 during = asyncio.ensure_future(runs.send(client, 99))  # waits for the broker
             finally:
                 await rabbitmqctl("start_app")
-            await eventually(_broker_answers, timeout=60, what="RabbitMQ to listen again")
+            await eventually(broker_answers, timeout=60, what="RabbitMQ to listen again")
             (late,) = await asyncio.wait_for(during, timeout=60)
             assert runs.running() == {h.id for h in in_flight}  # nothing has finished yet
 
@@ -87,6 +77,6 @@ async def test_worker_and_client_survive_a_broker_restart(
         assert runs.running() == set()
         assert worker.process.poll() is None, "the worker must survive the restart"
     finally:
-        if not await _broker_answers():
+        if not await broker_answers():
             await rabbitmqctl("start_app")
         worker.kill()

@@ -138,15 +138,21 @@ async def test_cancel_while_queued_behind_a_running_task(app: App, ran: Ran) -> 
 
 async def test_cancel_while_delayed(app: App, ran: Ran) -> None:
     async with app, running_worker(app) as worker:
-        # 5 s (0x1388 ms): it waits 4 s in its first level, time enough to look there.
+        # 5 s: the worker holds it until then (taskq.delays), time enough to look there.
         handle = await app.tasks["mark"].options(countdown=5).delay("delayed")
-        await handle.cancel(reason="too late")
-        assert sum(await delay_level_messages(app.names.prefix)) == 1  # still in a level
 
-        async def left_the_levels() -> bool:
+        async def held() -> bool:
+            return len(worker.holder) == 1
+
+        await eventually(held, timeout=DEADLINE, what="the worker holding it")
+        await handle.cancel(reason="too late")
+        assert len(worker.holder) == 1  # still held: decided when it comes due
+
+        async def came_due() -> bool:
             return worker.counters.cancelled == 1
 
-        await eventually(left_the_levels, timeout=DEADLINE, what="the delayed message")
+        await eventually(came_due, timeout=DEADLINE, what="the delayed message")
+        assert len(worker.holder) == 0
         assert sum(await delay_level_messages(app.names.prefix)) == 0
         with pytest.raises(TaskCancelled, match="too late"):
             await handle.result(timeout=DEADLINE)

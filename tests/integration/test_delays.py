@@ -1,5 +1,10 @@
-"""Delayed delivery through the base-16 delay queues (and the binary levels of older
-versions, for messages sent before an upgrade), against the real broker.
+"""Delayed delivery through hold queues held by workers, the base-16 delay queues for the
+far part of a delay (and the binary levels of older versions, for messages sent before an
+upgrade), against the real broker.
+
+The levels take only delays longer than the hold window (65.5 s): the tests that need them
+within seconds shrink the window (``short_window``: 256 ms, lead 100 ms) in this process,
+where both the sender and the worker run.
 
 Timing never decides pass or fail beyond "not earlier than asked" (which the TTL queues
 guarantee): a late delivery is only bounded by a deadline far beyond any plausible delay. The
@@ -11,13 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from collections.abc import Sequence
 
 import pytest
 
-from taskq import App, ConfigurationError, Retry, TaskStatus, topology
+from taskq import App, ConfigurationError, Hook, Retry, TaskStatus, delays, topology
+from taskq.cli.common import ExitCode
 from taskq.topology import DELAY
+from taskq.transport import Delivery
+from taskq.transport.shared import SharedMethods
 from tests.broker_control import queue_names
 from tests.support import (
     BROKER,
@@ -26,6 +35,7 @@ from tests.support import (
     eventually,
     queue_length,
     queue_messages,
+    run_taskq,
     running_worker,
 )
 
@@ -53,6 +63,14 @@ async def waits(app: App, delays: Sequence[float]) -> list[float]:
 
 
 @pytest.fixture
+def short_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hold window of 256 ms and a lead of 100 ms: a delay of a second goes through the
+    levels (768 ms of it), then waits the rest in a worker."""
+    monkeypatch.setattr(delays, "HOLD_WINDOW_MS", 256)
+    monkeypatch.setattr(delays, "HOLD_LEAD_MS", 100)
+
+
+@pytest.fixture
 def app(prefix: str, topology_cleanup: set[str]) -> App:
     app = App("delays", broker=BROKER, prefix=prefix)
 
@@ -75,32 +93,38 @@ async def test_delays_arrive_no_earlier_than_asked(app: App) -> None:
 
 @pytest.mark.one_queue_only  # the extra queue's noise is not what is counted here
 async def test_delay_queues_are_declared_on_first_use_only_on_the_delays_path(
-    app: App, prefix: str
+    app: App, prefix: str, short_window: None
 ) -> None:
     """A worker's start declares none of the 135 TTL queues (each is a broker process; all
-    of them made a worker's start take 0.7-1 s); a delayed send declares its own path, a
-    retry with a delay in the worker its own."""
+    of them made a worker's start take 0.7-1 s); a delay within the hold window declares
+    none; a longer one its own path (of the part spent in the levels), and a retry with a
+    delay in the worker its own."""
     attempts: list[int] = []
 
     @app.task
     async def again() -> int:
         attempts.append(1)
         if len(attempts) == 1:
-            raise Retry(delay=0.05)  # 0x32 ms: the queues of digits 3 and 2
+            raise Retry(delay=0.9)  # 800 ms past the lead: 768 ms (0x300) in the levels
         return len(attempts)
 
     def ttl_queues() -> set[str]:
         return {name for name in queue_names(f"{prefix}.") if ".delay16." in name}
 
+    arrive = app.tasks["arrive"]
     async with app, running_worker(app):
         assert ttl_queues() == set()
         sent = time.time()
-        handle = await app.tasks["arrive"].options(countdown=0.3).delay(sent)  # 0x12c ms
-        assert await handle.result(timeout=0.3 + DEADLINE) >= sent + 0.3 - GRANULARITY
-        assert ttl_queues() == set(DELAY.path(app.names, 300).queues)
+        handle = await arrive.options(countdown=0.2).delay(sent)  # within the window
+        assert await handle.result(timeout=0.2 + DEADLINE) >= sent + 0.2 - GRANULARITY
+        assert ttl_queues() == set()
+        sent = time.time()
+        handle = await arrive.options(countdown=0.6).delay(sent)  # 256 ms (0x100) in levels
+        assert await handle.result(timeout=0.6 + DEADLINE) >= sent + 0.6 - GRANULARITY
+        assert ttl_queues() == set(DELAY.path(app.names, 256).queues)
         assert await (await again.delay()).result(timeout=DEADLINE) == 2
-        assert ttl_queues() == {*DELAY.path(app.names, 300).queues,
-                                *DELAY.path(app.names, 50).queues}  # fmt: skip
+        assert ttl_queues() == {*DELAY.path(app.names, 256).queues,
+                                *DELAY.path(app.names, 768).queues}  # fmt: skip
 
 
 async def test_long_delay_does_not_hold_back_a_short_one(app: App) -> None:
@@ -112,10 +136,11 @@ async def test_long_delay_does_not_hold_back_a_short_one(app: App) -> None:
         arrived = await short.result(timeout=1 + DEADLINE)
         assert arrived - sent >= 1 - GRANULARITY
         assert await long.status() is TaskStatus.PENDING
-        # The hour-long message is still parked in its top digit's queue (3 * 16**5 ms,
-        # about 52 min), and it is the only one there.
+        # The hour-long message is still parked in the levels, in its top digit's queue (3 *
+        # 16**5 ms, about 52 min, of the 54 x 65.5 s it spends there), the only one there.
         held = await delay_queue_messages(app.settings.prefix)
-        first = DELAY.path(app.names, 3_600_000).queues[0]
+        first = DELAY.path(app.names, delays.levels_delay(3_600_000)).queues[0]
+        assert first == DELAY.queue(app.names, 5, 3)
         assert held[first] == 1 and sum(held.values()) == 1
 
 
@@ -148,67 +173,92 @@ async def test_bad_schedules_are_refused_before_sending(app: App) -> None:
         assert await levels_hold(app) == 0
 
 
-async def test_delayed_task_keeps_its_priority(app: App) -> None:
+@pytest.mark.parametrize("countdown", [0.3, 1.0], ids=["straight", "through-the-levels"])
+async def test_a_delayed_message_waits_in_its_hold_queue_with_its_due_time(
+    app: App, short_window: None, countdown: float
+) -> None:
     arrive = app.tasks["arrive"]
-    work_queue = app.names.work_queue("default")
-    async with app:  # no worker: the message waits in the work queue once delivered
-        await arrive.options(countdown=0.3, priority=7).delay(time.time())
+    hold_queue = app.names.hold_queue("default")
+    async with app:  # no worker: the message waits in the hold queue once there
+        before = time.time()
+        await arrive.options(countdown=countdown, priority=7).delay(time.time())
 
         async def arrived() -> int:
-            depth = await app.transport.queue_depth(work_queue)
+            depth = await app.transport.queue_depth(hold_queue)
             return depth.messages if depth else 0
 
-        await eventually(arrived, timeout=DEADLINE, what="the delayed message in the work queue")
+        await eventually(arrived, timeout=DEADLINE, what="the delayed message in its hold queue")
         assert await levels_hold(app) == 0
-    [message] = await queue_messages(app.settings.prefix, work_queue)
-    assert message.priority == 7
-    assert message.type == "arrive"
+        assert await queue_length(app.names.work_queue("default")) == 0
+    [message] = await queue_messages(app.settings.prefix, hold_queue)
+    assert message.priority == 7 and message.type == "arrive"
+    due = delays.due_of(message.headers)
+    assert due is not None and before + countdown <= due <= time.time() + countdown
 
 
 async def test_delayed_message_survives_a_worker_restart(app: App) -> None:
+    """Held by a worker that stops: given back to its hold queue, run by the next worker at
+    its time, once, and not counted as a redelivery (it never started)."""
     arrive = app.tasks["arrive"]
+    countdowns = (4.0, 5.0)
     async with app:
-        async with running_worker(app):
+        async with running_worker(app) as first:
             sent = time.time()
-            handle = await arrive.options(countdown=3).delay(sent)
-        # The worker is gone; the message is in the broker: parked in one of the queues of
-        # its path (one per non-zero digit of the delay), or arrived in the work queue if
-        # the check comes late; never anywhere else, and never twice.
-        path = DELAY.path(app.names, 3000).queues
-        assert path == [DELAY.queue(app.names, 2, 11), DELAY.queue(app.names, 1, 11),
-                        DELAY.queue(app.names, 0, 8)]  # fmt: skip
-        work_queue = app.names.work_queue("default")
+            handles = [await arrive.options(countdown=c).delay(sent) for c in countdowns]
 
-        async def in_the_broker() -> bool:
-            held = await delay_queue_messages(app.settings.prefix)
-            parked = sum(held[queue] for queue in path)
-            # A message moving between two queues is briefly in neither: eventually.
-            return parked + await queue_length(work_queue) == 1 and parked == sum(held.values())
+            async def holding() -> bool:
+                return len(first.holder) == 2
 
-        await eventually(in_the_broker, timeout=DEADLINE, what="the message in the broker")
+            await eventually(holding, timeout=DEADLINE, what="the worker holding both")
+        hold_queue = app.names.hold_queue("default")
+
+        async def back_in_the_broker() -> bool:
+            return await queue_length(hold_queue) == 2 and await levels_hold(app) == 0
+
+        await eventually(back_in_the_broker, timeout=DEADLINE, what="both given back")
+        assert await queue_length(app.names.work_queue("default")) == 0
+        seen: list[tuple[str | None, bool]] = []
+
+        class Received(Hook):
+            def on_received(self, delivery: Delivery) -> None:
+                if delivery.type == "arrive":
+                    seen.append((delivery.message_id, delivery.redelivered))
+
+        app.add_hook(Received())
         async with running_worker(app):
-            arrived = await handle.result(timeout=DEADLINE)
-        assert arrived - sent >= 3 - GRANULARITY
-        assert await levels_hold(app) == 0
+            arrived = [await h.result(timeout=DEADLINE) for h in handles]
+        # Back before its time: it cannot have started, so it does not count as a crash.
+        assert sorted(seen) == sorted((h.id, False) for h in handles)
+    for countdown, at in zip(countdowns, arrived, strict=True):
+        assert at - sent >= countdown - GRANULARITY
+    assert await queue_length(app.names.dead_queue("default")) == 0
 
 
-async def test_a_mixed_delay_batch_all_arrives_none_early(app: App) -> None:
+@pytest.mark.parametrize("window", ["hold-window", "short-window"])
+async def test_a_mixed_delay_batch_all_arrives_none_early(
+    app: App, window: str, request: pytest.FixtureRequest
+) -> None:
     """Delays of every magnitude, with odd milliseconds (every digit value and position up
-    to the seconds), sent at once: each arrives, none before its time."""
-    delays = [0.001, 0.017, 0.255, 0.256, 0.4095, 0.4096, 1.0, 1.234, 2.5, 3.75] * 3
+    to the seconds), sent at once: each arrives, none before its time; with the short
+    window, most of them through the levels first."""
+    if window == "short-window":
+        request.getfixturevalue("short_window")
+    countdowns = [0.001, 0.017, 0.255, 0.256, 0.4095, 0.4096, 1.0, 1.234, 2.5, 3.75] * 3
     async with app, running_worker(app):
-        waited = await waits(app, delays)
+        waited = await waits(app, countdowns)
         assert await levels_hold(app) == 0
-    early = [(d, w) for d, w in zip(delays, waited, strict=True) if w < d - GRANULARITY]
+    early = [(d, w) for d, w in zip(countdowns, waited, strict=True) if w < d - GRANULARITY]
     assert not early, early
 
 
-async def test_a_message_waiting_in_the_old_binary_levels_is_delivered(
-    prefix: str, topology_cleanup: set[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("scheme", ["binary", "base-16"])
+async def test_a_message_waiting_in_the_old_levels_is_delivered(
+    prefix: str, topology_cleanup: set[str], monkeypatch: pytest.MonkeyPatch, scheme: str
 ) -> None:
-    """The upgrade: a version with the binary levels sent a delayed task; the new version's
-    worker (which declares only the base-16 queues) still runs it: the old levels drain into
-    the delivery exchange by themselves, where every work queue keeps the old binding."""
+    """The upgrade: a version before hold queues sent a delayed task through its levels (the
+    binary ones, or base 16 with the whole delay in them, bound for the work queue); the new
+    version's worker still runs it: the levels drain into the delivery exchange by
+    themselves, where every work queue keeps both delivery bindings."""
 
     arrivals: list[float] = []
 
@@ -222,12 +272,14 @@ async def test_a_message_waiting_in_the_old_binary_levels_is_delivered(
         return app
 
     old = make()
-    monkeypatch.setattr(topology, "DELAY", topology.LEGACY_DELAY)
+    old_scheme = topology.LEGACY_DELAY if scheme == "binary" else topology.DELAY
+    monkeypatch.setattr(topology, "DELAY", old_scheme)
+    monkeypatch.setattr(SharedMethods, "holds_delays", False)
     async with old:  # its reply queue goes when it closes: the task records its arrival
         sent = time.time()
         await old.tasks["arrive"].options(countdown=2).delay(sent)
     held = await delay_queue_messages(prefix)
-    assert sum(held[name] for name in topology.LEGACY_DELAY.queue_names(old.names)) == 1
+    assert sum(held[name] for name in old_scheme.queue_names(old.names)) == 1
     monkeypatch.undo()
 
     new = make()
@@ -241,3 +293,31 @@ async def test_a_message_waiting_in_the_old_binary_levels_is_delivered(
         await eventually(ran, timeout=2 + DEADLINE, what="the task sent before the upgrade")
         assert arrivals[0] >= sent + 2 - GRANULARITY and len(arrivals) == 1
         assert await levels_hold(new) == 0
+
+
+async def test_inspect_scheduled_shows_what_workers_hold(app: App, prefix: str) -> None:
+    arrive = app.tasks["arrive"]
+    async with app:
+        async with running_worker(app) as worker:
+            sent = time.time()
+            handle = await arrive.options(countdown=30).delay(sent)
+
+            async def held() -> bool:
+                return len(worker.holder) == 1
+
+            await eventually(held, timeout=DEADLINE, what="the worker holding it")
+            shown = await run_taskq(prefix, "inspect", "scheduled", "--json")
+            text = await run_taskq(prefix, "inspect", "scheduled")
+        assert shown.code == ExitCode.OK, shown.err
+        report = json.loads(shown.out)
+        [mine] = [w for w in report["held"] if w["worker"] == worker.name]
+        assert mine["count"] == 1
+        [task] = mine["tasks"]
+        assert (task["task_id"], task["task"], task["queue"]) == (handle.id, "arrive", "default")
+        eta = dt.datetime.fromisoformat(task["eta"]).timestamp()
+        assert sent + 30 <= eta + 0.001 <= time.time() + 30.001
+        assert report["levels"] == [] and report["hold_queues"] == {}
+        assert "1 delayed task(s) held by workers until due" in text.out
+        # The worker stopped and gave it back: it waits in the hold queue for the next one.
+        after = json.loads((await run_taskq(prefix, "inspect", "scheduled", "--json")).out)
+        assert after["hold_queues"] == {app.names.hold_queue("default"): 1}

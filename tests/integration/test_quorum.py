@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from taskq import App, ConfigurationError
+from taskq import App, ConfigurationError, delays
 from taskq.topology import DELAY
 from tests.support import BROKER, running_worker
 
@@ -44,7 +44,12 @@ def app(prefix: str, topology_cleanup: set[str]) -> App:
     return app
 
 
-async def test_round_trip_and_delay_on_quorum_queues(app: App) -> None:
+async def test_round_trip_and_delay_on_quorum_queues(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hold window of 256 ms: the 0.5 s delay spends 256 ms in the levels, the rest held.
+    monkeypatch.setattr(delays, "HOLD_WINDOW_MS", 256)
+    monkeypatch.setattr(delays, "HOLD_LEAD_MS", 100)
     async with app, running_worker(app):
         assert await (await app.tasks["add"].delay(2, 3)).result(timeout=15) == 5
         sent = time.time()
@@ -66,9 +71,13 @@ async def test_round_trip_and_delay_on_quorum_queues(app: App) -> None:
     assert work["args"]["x-dead-letter-strategy"] == "at-least-once"
     assert queues[names.dead_queue("default")]["type"] == "quorum"
 
-    # The queues of the 0.5 s delay's path (0x1f4 ms), declared on its first use.
-    path = [(p, v) for p, v in enumerate(DELAY.split(500)) if v]
-    assert path == [(0, 4), (1, 15), (2, 1)]
+    hold = queues[names.hold_queue("default")]
+    assert hold["type"] == "quorum" and "x-max-priority" not in hold["args"]
+    assert hold["args"]["x-dead-letter-strategy"] == "at-least-once"
+
+    # The queues of the levels' part of the 0.5 s delay (0x100 ms), declared on first use.
+    path = [(p, v) for p, v in enumerate(DELAY.split(256)) if v]
+    assert path == [(2, 1)]
     for position, value in path:
         delay = queues[DELAY.queue(names, position, value)]
         assert delay["type"] == "quorum"
