@@ -4,7 +4,7 @@
   enabled: every queue of the prefix, with unacked counts (the API's numbers are sampled, a
   few seconds old);
 - otherwise passive declares of the queues taskq knows about (work queues, their ``.dead``
-  queues, the delay levels). A passive declare tells ready messages and consumers, not
+  and hold queues, the delay levels). A passive declare tells ready messages and consumers, not
   unacked ones (``unacked`` is None).
 
 The partitions of a partitioned queue (``{p}.q.orders.0`` ...) come back as one row of the
@@ -104,13 +104,15 @@ def known_queues(
     names: Names, queues: Iterable[str], partitions: Mapping[str, int] | None = None
 ) -> list[str]:
     """Full names of the work queues ``queues`` (short names; each partition of those in
-    ``partitions``), their ``.dead`` queues and the delay levels: what taskq knows about
-    without the management API."""
+    ``partitions``), their ``.dead`` and hold queues and the delay levels: what taskq knows
+    about without the management API."""
     counts = partitions or {}
     full = []
     for queue in sorted(set(queues)):
-        full += [names.work_queue(route) for route in routes(queue, counts.get(queue, 1))]
+        each = routes(queue, counts.get(queue, 1))
+        full += [names.work_queue(route) for route in each]
         full.append(names.dead_queue(queue))
+        full += [names.hold_queue(route) for route in each]
     return full + delay_queue_names(names, legacy=True)
 
 

@@ -2,10 +2,12 @@
 (``taskq control``'s limit commands are in :mod:`.limits`).
 
 Workers answer over the control plane (see :mod:`taskq.control` for how missing workers are
-found). ``scheduled`` asks the broker instead: workers never hold delayed tasks (they wait in
-the delay level queues), so it shows how many messages each level queue holds and, with
-``--peek N``, reads up to N messages per level (basic.get, then requeued) to show their
-task and ETA. Peeking holds those messages for a moment; it does not change when they run.
+found). ``scheduled`` asks both: a delayed task waits in the broker's delay levels while its
+due time is far off (more than a minute), then in a worker that holds it until due (see
+taskq.delays). It shows how many messages each level queue holds and, with ``--peek N``,
+reads up to N messages per level (basic.get, then requeued) to show their task and ETA
+(peeking holds them for a moment; it does not change when they run); then what each worker
+holds, soonest first, and what waits in the hold queues for a worker to take it.
 ``periodic`` is ``taskq beat list``: the periodic entries and the active scheduler.
 """
 
@@ -20,8 +22,9 @@ from .. import control
 from ..app import App
 from ..exceptions import DecodeError
 from ..message import envelope_of
-from ..topology import delay_queue_ttls, logical_queue, queue_from_delay_key
+from ..topology import delay_queue_ttls, logical_queue, queue_from_delay_key, routes
 from ..transport import Delivery
+from ..worker import queues_of
 from . import beat, limits, tables
 from .common import ExitCode, UsageError
 
@@ -204,6 +207,46 @@ _RENDER = {"ping": _ping, "active": _active, "reserved": _reserved, "stats": _st
 
 
 async def _scheduled(app: App, args: argparse.Namespace) -> int:
+    levels = await _levels(app)
+    peeked = await _peek(app, [lv["queue"] for lv in levels], args.peek) if args.peek else []
+    held = await _broadcast(app, "held", args)
+    waiting = await _hold_queues(app)
+    if args.json:
+        workers = [{"worker": r.worker, **r.answer} for r in held.replies]
+        report = {"levels": levels, "peeked": peeked, "held": workers, "hold_queues": waiting}
+        print(json.dumps(report, indent=2))
+        return ExitCode.OK
+    _print_levels(levels, peeked)
+    print()
+    rows = [
+        (r.worker, t["task_id"], t["task"], t["queue"], tables.clock(t["eta"]))
+        for r in held.replies
+        for t in r.answer["tasks"]
+    ]
+    if rows:
+        print(tables.render(["WORKER", "TASK ID", "NAME", "QUEUE", "ETA (UTC)"], rows))
+    counts = ", ".join(f"{r.worker}: {r.answer['count']}" for r in held.replies)
+    total = sum(r.answer["count"] for r in held.replies)
+    print(f"{total} delayed task(s) held by workers until due" + (f" ({counts})" if counts else ""))
+    for queue, messages in waiting.items():
+        print(f"{messages} in {queue}, waiting for a worker to hold them")
+    _print_missing(held)
+    return ExitCode.OK
+
+
+async def _hold_queues(app: App) -> dict[str, int]:
+    """Messages waiting in the hold queues of the App's queues (no worker took them yet)."""
+    waiting = {}
+    for queue in queues_of(app):
+        for route in routes(queue, app.settings.partitions_of(queue)):
+            depth = await app.transport.queue_depth(app.names.hold_queue(route))
+            if depth is not None and depth.messages:
+                waiting[depth.name] = depth.messages
+    return waiting
+
+
+async def _levels(app: App) -> list[dict[str, Any]]:
+    """The delay level queues that hold messages now, with their TTL."""
     transport, names = app.transport, app.names
     levels: list[dict[str, Any]] = []
     for level, (queue, ttl_ms) in enumerate(delay_queue_ttls(names)):
@@ -212,10 +255,10 @@ async def _scheduled(app: App, args: argparse.Namespace) -> int:
             levels.append(
                 {"level": level, "queue": depth.name, "messages": depth.messages, "ttl_ms": ttl_ms}
             )
-    peeked = await _peek(app, [lv["queue"] for lv in levels], args.peek) if args.peek else []
-    if args.json:
-        print(json.dumps({"levels": levels, "peeked": peeked}, indent=2))
-        return ExitCode.OK
+    return levels
+
+
+def _print_levels(levels: list[dict[str, Any]], peeked: list[dict[str, Any]]) -> None:
     print(
         tables.render(
             ["DELAY QUEUE", "MESSAGES", "LEVEL TTL"],
@@ -235,7 +278,6 @@ async def _scheduled(app: App, args: argparse.Namespace) -> int:
                 ],
             )
         )
-    return ExitCode.OK
 
 
 async def _peek(app: App, queues: list[str], limit: int) -> list[dict[str, Any]]:

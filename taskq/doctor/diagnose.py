@@ -18,6 +18,7 @@ from .queue_checks import (
     check_dead_letters,
     check_old_delay_levels,
     check_unconsumed,
+    check_unheld_delays,
 )
 from .snapshot import Snapshot
 
@@ -39,4 +40,5 @@ def diagnose(snap: Snapshot, expected: Expected) -> list[Finding]:
         *check_unconsumed(snap, expected),
         *check_dead_letters(snap, expected),
         *check_old_delay_levels(snap, expected),
+        *check_unheld_delays(snap, expected),
     ]

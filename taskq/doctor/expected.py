@@ -27,6 +27,12 @@ class Expected:
     before an upgrade may still wait there)."""
 
     @property
+    def hold_queues(self) -> tuple[str, ...]:
+        """Full names of the hold queues of the work queues (delayed tasks due soon)."""
+        inside = f"{self.prefix}.q."
+        return tuple(f"{self.prefix}.hold.{name.removeprefix(inside)}" for name in self.work_queues)
+
+    @property
     def dead_queues(self) -> tuple[str, ...]:
         """Full names of the ``.dead`` queues of the work queues."""
         return tuple(f"{name}.dead" for name in self.work_queues)
@@ -42,9 +48,12 @@ class Expected:
         return name.startswith(f"{self.prefix}.q.") and name.endswith(".dead")
 
     def owns(self, name: str) -> bool:
-        """Whether ``name`` is a work, dead-letter or delay queue of the prefix (the base-16
-        ``{p}.delay16.`` queues, and the binary ``{p}.delay.`` levels of older versions)."""
-        return name.startswith((f"{self.prefix}.q.", f"{self.prefix}.delay"))
+        """Whether ``name`` is a work, dead-letter, hold or delay queue of the prefix (the
+        base-16 ``{p}.delay16.`` queues, and the binary ``{p}.delay.`` levels of older
+        versions)."""
+        return name.startswith(
+            (f"{self.prefix}.q.", f"{self.prefix}.delay", f"{self.prefix}.hold.")
+        )
 
 
 def expected_of(app: App, extra_queues: Iterable[str] = ()) -> Expected:
@@ -63,6 +72,9 @@ def expected_of(app: App, extra_queues: Iterable[str] = ()) -> Expected:
         )
         arguments[names.dead_queue(queue)] = topology.dead_queue_arguments(
             settings.queue_type_of(queue)
+        )
+        arguments[names.hold_queue(queue)] = topology.hold_queue_arguments(
+            names, queue, settings.queue_type_of(queue)
         )
     plan = topology.DELAY.declarations(names, quorum=settings.any_quorum)
     arguments.update(plan.queues)

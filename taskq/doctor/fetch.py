@@ -123,7 +123,8 @@ async def _amqp(transport: Transport, expected: Expected, api: Mapping[str, Any]
     """Server properties and passive declares of the App's queues; without the API, the
     broker's refusals of the App's arguments for the queues that exist."""
     depths: dict[str, Depth | None] = {}
-    for name in (*expected.work_queues, *expected.dead_queues, *expected.old_delay_levels):
+    checked = (*expected.work_queues, *expected.dead_queues, *expected.hold_queues)
+    for name in (*checked, *expected.old_delay_levels):
         if name in expected.old_delay_levels[1:] and depths[expected.old_delay_levels[0]] is None:
             break  # the old levels were declared all together or not at all
         found = await transport.queue_depth(name)

@@ -128,6 +128,33 @@ def check_unconsumed(snap: Snapshot, expected: Expected) -> list[Finding]:
     ]
 
 
+def check_unheld_delays(snap: Snapshot, expected: Expected) -> list[Finding]:
+    """``unheld-delays``: fail on a hold queue with ready messages and no consumer: delayed
+    tasks that no worker holds will not run at their time."""
+    if not snap.reachable:
+        return []
+    waiting = {
+        name: depth
+        for name, depth in snap.depths.items()
+        if name in expected.hold_queues and depth is not None
+    }
+    found = [
+        fail(
+            "unheld-delays",
+            f"{name} holds {depth.ready} delayed task(s) due within a minute or overdue, and no "
+            f"worker takes them: start a worker for its queue; workers of a taskq version "
+            f"before hold queues do not consume them (upgrade the workers first)",
+            queue=name,
+            ready=depth.ready,
+        )
+        for name, depth in sorted(waiting.items())
+        if depth.ready and not depth.consumers
+    ]
+    return found or [
+        ok("unheld-delays", f"every hold queue with delayed tasks has a worker ({len(waiting)})")
+    ]
+
+
 def _dead_counts(snap: Snapshot, expected: Expected) -> dict[str, int]:
     counts = {
         name: int(row.get("messages") or 0)

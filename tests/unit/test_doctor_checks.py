@@ -115,6 +115,7 @@ def test_a_healthy_cluster_is_all_ok(expected: Expected) -> None:
         "consumer-timeout",
         "unconsumed-queues",
         "dead-letters",
+        "unheld-delays",
     }
     assert exit_code(findings) == 0
 
@@ -169,7 +170,7 @@ def test_memory_and_disk_alarms_fail(expected: Expected) -> None:
 def test_leaders_all_on_one_node_warn_and_a_leaderless_queue_fails(expected: Expected) -> None:
     rows = healthy_queues(expected)
     quorum = [r for r in rows if r["type"] == "quorum"]
-    assert len(quorum) == 139  # 2 work queues, their 2 dead queues and 135 delay queues
+    assert len(quorum) == 141  # 2 work queues, their dead and hold queues, 135 delay queues
     for row in quorum:
         row["leader"] = NODES[0]
     quorum[0]["leader"] = NODES[2] + "-gone"
@@ -177,8 +178,8 @@ def test_leaders_all_on_one_node_warn_and_a_leaderless_queue_fails(expected: Exp
     statuses = sorted(f.status for f in findings)
     assert statuses == [Status.FAIL, Status.WARN]
     heavy = next(f for f in findings if f.status is Status.WARN)
-    assert heavy.data["leaders"] == {NODES[0]: 138, NODES[1]: 0, NODES[2]: 0}
-    assert heavy.data["limit"] == leader_limit(139, 3)
+    assert heavy.data["leaders"] == {NODES[0]: 140, NODES[1]: 0, NODES[2]: 0}
+    assert heavy.data["limit"] == leader_limit(141, 3)
     assert "rabbitmq-queues rebalance quorum" in heavy.detail
 
 
@@ -191,7 +192,7 @@ def test_leaders_ignore_other_prefixes_and_a_stopped_node(expected: Expected) ->
     (found,) = by_check(
         diagnose(snapshot(expected, queues=rows, nodes=nodes), expected), "quorum-leaders"
     )
-    assert found.status is Status.OK and found.data["leaders"] == {NODES[0]: 70, NODES[1]: 69}
+    assert found.status is Status.OK and found.data["leaders"] == {NODES[0]: 71, NODES[1]: 70}
 
 
 def test_drifted_arguments_fail_with_both_values() -> None:
@@ -402,3 +403,18 @@ def test_old_delay_levels_say_what_waits_and_how_to_remove_them(expected: Expect
     empty = dict.fromkeys(expected.old_delay_levels, Depth(0, 0))
     (found,) = by_check(diagnose(snapshot(expected, depths=empty), expected), "old-delay-levels")
     assert found.data["waiting"] == 0 and "rabbitmqctl delete_queue pp.delay.$L" in found.detail
+
+
+def test_delayed_tasks_that_no_worker_holds_fail(expected: Expected) -> None:
+    """Issue 25: a hold queue with delayed tasks and no consumer (no worker, or workers of a
+    version before hold queues) fails, naming the queue and the upgrade; one with a worker,
+    or empty, is fine."""
+    assert expected.hold_queues == ("pp.hold.default", "pp.hold.long")
+    assert expected.arguments["pp.hold.default"]["x-queue-type"] == "quorum"
+    depths = {"pp.hold.default": Depth(3, 0), "pp.hold.long": Depth(5, 1)}
+    (found,) = by_check(diagnose(snapshot(expected, depths=depths), expected), "unheld-delays")
+    assert found.status is Status.FAIL and found.data == {"queue": "pp.hold.default", "ready": 3}
+    assert "upgrade the workers" in found.detail
+    held = {"pp.hold.default": Depth(0, 0), "pp.hold.long": Depth(5, 1)}
+    (found,) = by_check(diagnose(snapshot(expected, depths=held), expected), "unheld-delays")
+    assert found.status is Status.OK
