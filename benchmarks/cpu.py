@@ -100,3 +100,17 @@ def per_task_us(before: Sample, after: Sample, tasks: int) -> dict[str, float | 
         "worker_cpu_us": round((after.workers - before.workers) * TICK_US / tasks, 1),
         "broker_cpu_us": round((after.broker - before.broker) * TICK_US / tasks, 1),
     }
+
+
+def rss_mib(pids: Iterable[int]) -> float:
+    """Resident memory of ``pids`` in MiB (from /proc/PID/status; a pid that is gone adds 0)."""
+    total_kib = 0
+    for pid in pids:
+        try:
+            status = (PROC / str(pid) / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total_kib += int(line.split()[1])
+    return round(total_kib / 1024, 1)

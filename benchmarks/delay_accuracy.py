@@ -1,4 +1,4 @@
-"""Delay accuracy: how late a delayed task arrives, through the binary delay levels.
+"""Delay accuracy: how late a delayed task arrives (hold queues, and the levels for the far part).
 
 For each requested delay, N tasks are sent at once with ``countdown=delay`` to an in-process
 worker; each task returns ``time.time()`` on arrival. Lateness = arrival - send time - delay
@@ -10,6 +10,10 @@ most of the lateness, since the levels' TTL clock starts when the message is enq
     python -m benchmarks.delay_accuracy                      # 0.1 .. 60 s, ~70 s
     python -m benchmarks.delay_accuracy --quick              # 0.1 .. 2 s
     python -m benchmarks.delay_accuracy --delays 0.25 3 --per-delay 50 --json out.json
+    python -m benchmarks.delay_accuracy --delays 0.25 0.5 1 2 6 --per-delay 5 --behind 3600
+
+``--behind S`` first sends one task with a countdown of S seconds (a long delay must never
+hold back the short ones measured after it).
 """
 
 from __future__ import annotations
@@ -96,9 +100,14 @@ def make_app(prefix: str, concurrency: int) -> App:
     return app
 
 
-async def measure(app: App, delays: Sequence[float], per_delay: int) -> list[dict[str, Any]]:
-    """Send ``per_delay`` tasks for every delay at once; return one summary per delay."""
+async def measure(
+    app: App, delays: Sequence[float], per_delay: int, behind: float | None = None
+) -> list[dict[str, Any]]:
+    """Send ``per_delay`` tasks for every delay at once (after one of ``behind`` seconds);
+    return one summary per delay."""
     arrive = app.tasks["arrive"]
+    if behind:
+        await arrive.options(countdown=behind, ignore_result=True).delay(time.time())
 
     async def one(delay: float) -> tuple[float, float]:
         sent = time.time()
@@ -112,10 +121,14 @@ async def measure(app: App, delays: Sequence[float], per_delay: int) -> list[dic
     return [summarise(d, list(r)) for d, r in zip(delays, results, strict=True)]
 
 
-async def run(delays: Sequence[float], per_delay: int, concurrency: int) -> list[dict[str, Any]]:
+async def run(
+    delays: Sequence[float], per_delay: int, concurrency: int, behind: float | None = None
+) -> list[dict[str, Any]]:
     """Start a worker, measure, stop, clean up."""
     app = make_app(f"bench-delay-{uuid.uuid4().hex[:8]}", concurrency)
-    return await with_worker(app, concurrency, lambda: measure(app, delays, per_delay), delays)
+    return await with_worker(
+        app, concurrency, lambda: measure(app, delays, per_delay, behind), delays
+    )
 
 
 async def with_worker(
@@ -143,6 +156,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"only {QUICK}")
     parser.add_argument("--per-delay", type=int, default=20, help="tasks per delay (20)")
     parser.add_argument("--concurrency", type=int, default=64, help="worker concurrency (64)")
+    parser.add_argument(
+        "--behind", type=float, metavar="S", help="first send one task S seconds away"
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     return parser.parse_args(argv)
 
@@ -151,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     delays = args.delays or (QUICK if args.quick else FULL)
     started = time.time()
-    rows = run_loop(run(delays, args.per_delay, args.concurrency))
+    rows = run_loop(run(delays, args.per_delay, args.concurrency, args.behind))
     print(format_table(rows))
     if args.json:
         report = {
@@ -162,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "levels": DELAY_LEVELS,
             "max_delay_s": MAX_DELAY_SECONDS,
             "per_delay": args.per_delay,
+            "behind_s": args.behind,
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "started_at": started,

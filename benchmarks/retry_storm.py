@@ -9,7 +9,10 @@ confirms), from just before the storm until the last retry has started plus 1 s.
 in-process worker at ``--concurrency 200`` consumes the one queue. Reported:
 
 - fresh wait = start - send, where the send time is taken just before its ``delay()`` (so the
-  confirmed publish is part of it): p50 / p99 / max in ms, and how many fresh tasks ran;
+  confirmed publish is part of it): p50 / p99 / max in ms, and how many fresh tasks ran; and
+  the same for the fresh tasks sent once every first attempt had failed (``_retries_phase``):
+  the storm's own first attempts are a burst of 5,000 sends on the same queue, which fresh
+  tasks sent meanwhile queue behind whatever the delay path does;
 - retry lateness = start of attempt k+1 - (the time attempt k raised + its backoff): p50 /
   p99 / max in ms over every retry, the p99 after attempt 1 and after attempt 2 apart, and how
   many started early (must be 0);
@@ -122,13 +125,23 @@ def retry_lateness(record: Record, storm: int) -> dict[str, Any]:
 
 
 def fresh_wait(record: Record) -> dict[str, Any]:
-    """How long the fresh tasks waited from send to start, and the pace they were sent at."""
+    """How long the fresh tasks waited from send to start, and the pace they were sent at;
+    apart, those sent once every first attempt of the storm had failed (``retries_phase``):
+    from then on the queue holds no burst, only the retries coming back and the fresh flow."""
     waits = [(record.fresh_started[i] - sent) * 1000 for i, sent in record.fresh_sent.items()]
     span = max(record.fresh_sent.values()) - min(record.fresh_sent.values())
+    first_failed = max(t for (_, attempt), t in record.failures.items() if attempt == 1)
+    later = [
+        (record.fresh_started[i] - sent) * 1000
+        for i, sent in record.fresh_sent.items()
+        if sent > first_failed
+    ]
     return {
         "fresh_tasks": len(waits),
         "fresh_sent_per_s": round((len(waits) - 1) / span, 1) if span > 0 else None,
         **summary("fresh_wait", waits),
+        "fresh_tasks_retries_phase": len(later),
+        **(summary("fresh_wait_retries_phase", later) if later else {}),
     }
 
 
