@@ -132,3 +132,11 @@ def with_partitions(settings: Settings, queue: str, partitions: int) -> Settings
             f"another task), not {partitions}: every task of a queue must agree"
         )
     return settings.model_copy(update={"partitions": {**settings.partitions, queue: partitions}})
+
+
+def queues_of(app: App) -> list[str]:
+    """The queues a worker of ``app`` consumes unless told which: the default queue and
+    every task's."""
+    queues = {app.settings.default_queue}
+    queues.update(task.config.queue for task in app.tasks.values())
+    return sorted(queues)

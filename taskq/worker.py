@@ -40,6 +40,7 @@ from .limits.changes import follow_changes
 from .limits.gate import Gate
 from .pool import ProcessPool, app_spec_of
 from .recorder import Recorder
+from .registry import queues_of
 from .results.base import ResultStore
 from .sending import Sender
 from .task import Task
@@ -477,14 +478,6 @@ class Worker:
         except Exception:
             log.exception("unexpected error handling a delivery; returning it to the queue")
             await parts.actions.give_back(delivery, "unexpected worker error")
-
-
-def queues_of(app: App) -> list[str]:
-    """The queues a worker of ``app`` consumes unless told which: the default queue and
-    every task's."""
-    queues = {app.settings.default_queue}
-    queues.update(task.config.queue for task in app.tasks.values())
-    return sorted(queues)
 
 
 __all__ = ["ActiveTask", "Counters", "Worker", "WorkerState"]

@@ -1,6 +1,7 @@
-"""The delays benchmark (issue 25) runs end to end with tiny N: one countdown and a spread,
-with base 16 (taskq's) and the binary levels (the comparison); every figure is there, none
-started early, and the benchmark leaves no queue behind. Timing never decides pass or fail."""
+"""The delays benchmark (issue 25) runs end to end with tiny N: one countdown through the hold
+queues (with the worker in this process, and as a taskq-worker process) and a spread through
+the binary levels alone (the comparison); every figure is there, none started early, and the
+benchmark leaves no queue behind. Timing never decides pass or fail."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 FIGURES = {
     "send_s", "late_p50_ms", "late_p99_ms", "late_max_ms", "early", "broker_cpu_us_per_task",
+    "own_late_p50_ms", "own_late_p99_ms", "own_late_max_ms", "own_early",
+    "broker_rss_peak_mib", "worker_rss_peak_mib", "client_rss_peak_mib",
     "queue_hops_mean", "queue_hops_max", "exchange_hops_mean", "exchange_hops_max",
 }  # fmt: skip
 
@@ -25,8 +28,10 @@ FIGURES = {
     ("args", "scheme"),
     [
         (["--countdown", "0.3"], "base 16"),
+        (["--countdown", "0.3", "--worker-process"], "base 16"),
         (["--spread", "0.05", "0.6", "--digit-bits", "1"], "base 2"),
     ],
+    ids=["hold", "hold-worker-process", "binary-levels-alone"],
 )
 def test_delays_benchmark_smoke(tmp_path: Path, args: list[str], scheme: str) -> None:
     out = tmp_path / "delays.json"
@@ -40,5 +45,9 @@ def test_delays_benchmark_smoke(tmp_path: Path, args: list[str], scheme: str) ->
     assert report["early"] == 0
     assert report["scheme"].startswith(scheme)
     assert report["late_p50_ms"] <= report["late_p99_ms"] <= report["late_max_ms"]
-    assert 1 <= report["queue_hops_max"] < report["exchange_hops_max"]
+    assert report["own_early"] == 0
+    if report["hold_queues"]:  # 0.3 s: straight to the hold queue, by the default exchange
+        assert (report["queue_hops_max"], report["exchange_hops_max"]) == (0, 1)
+    else:
+        assert 1 <= report["queue_hops_max"] < report["exchange_hops_max"]
     assert "load_before" in report and "late_p99_ms" in proc.stdout

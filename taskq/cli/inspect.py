@@ -22,9 +22,9 @@ from .. import control
 from ..app import App
 from ..exceptions import DecodeError
 from ..message import envelope_of
+from ..registry import queues_of
 from ..topology import delay_queue_ttls, logical_queue, queue_from_delay_key, routes
 from ..transport import Delivery
-from ..worker import queues_of
 from . import beat, limits, tables
 from .common import ExitCode, UsageError
 

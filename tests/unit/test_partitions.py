@@ -147,9 +147,10 @@ def test_envelope_route_comes_from_the_delivery() -> None:
 
 def test_known_queues_lists_partitions() -> None:
     full = known_queues(Names("p"), ["orders", "mail"], {"orders": 2})
-    assert full[:5] == ["p.q.mail", "p.q.mail.dead", "p.q.orders.0", "p.q.orders.1",
-                        "p.q.orders.dead"]  # fmt: skip
-    assert len(full) == 5 + 15 * 9 + DELAY_LEVELS  # base-16 delay queues, the old levels
+    assert full[:8] == ["p.q.mail", "p.q.mail.dead", "p.hold.mail",
+                        "p.q.orders.0", "p.q.orders.1", "p.q.orders.dead",
+                        "p.hold.orders.0", "p.hold.orders.1"]  # fmt: skip
+    assert len(full) == 8 + 15 * 9 + DELAY_LEVELS  # base-16 delay queues, the old levels
 
 
 def _row(name: str, ready: int, unacked: int | None, consumers: int) -> dict[str, Any]:
