@@ -64,6 +64,12 @@ def due_header(delay_ms: int, now: float | None = None) -> dict[str, Any]:
     return {H_DUE: math.ceil((time.time() if now is None else now) * 1000) + delay_ms}
 
 
+def time_left_ms(due: dict[str, Any], now: float | None = None) -> int:
+    """Milliseconds from ``now`` to the due time of a :func:`due_header` (0 if past)."""
+    due_ms: int = due[H_DUE]
+    return max(0, due_ms - math.ceil((time.time() if now is None else now) * 1000))
+
+
 def due_of(headers: Any) -> float | None:
     """The due time (epoch seconds) a delivery's headers carry, or None if they carry none
     that can be read (a message from the levels of an older taskq, or a foreign producer's:

@@ -84,6 +84,12 @@ class OutgoingMessage:
     """When it was sent; an int is a received value no datetime can hold, sent back as is."""
     persistent: bool = True
     content_type: str = CONTENT_TYPE
+    route_when_written: Callable[[], tuple[str, str]] | None = dataclasses.field(
+        default=None, compare=False
+    )
+    """``(exchange, routing key)`` to publish to, asked when the message is written (a delayed
+    message: the part of its delay spent in the delay levels counts from then, not from when
+    it was built, however long it waited for the socket). None: the ones given."""
     resend: Callable[[], OutgoingMessage] | None = dataclasses.field(default=None, compare=False)
     """The message to publish instead if this one must be sent again after a dropped
     connection (it may have arrived already): a task's copy asks its worker to check for a

@@ -289,15 +289,27 @@ class Sender:
         """Where ``message`` goes to reach ``route`` in ``delay_ms`` (taskq.delays), with the
         delay path it needs declared: its hold queue, through the levels if far off. A
         transport that does not hold (the in-memory one) takes the whole delay in its levels."""
-        transport = self.transport
+        transport, names = self.transport, self.transport.names
         if not transport.holds_delays:
             await transport.declare_delay_path(delay_ms)
             key = topology.delay_routing_key(delay_ms, route)
-            return transport.names.delay_exchange(delay_ms), key, message
-        exchange, key, levels_ms = delays.target(transport.names, delay_ms, route)
-        if levels_ms:
-            await transport.declare_delay_path(levels_ms)
-        return exchange, key, _with_due(message, delays.due_header(delay_ms))
+            return names.delay_exchange(delay_ms), key, message
+        exchange, key, levels_ms = delays.target(names, delay_ms, route)
+        due = delays.due_header(delay_ms)
+        if not levels_ms:
+            return exchange, key, _with_due(message, due, None)
+        # Written late (the socket full in a burst), it gets the levels delay left by then: a
+        # window less, or none, when its own path or one shorter one is declared.
+        shorter = levels_ms - delays.HOLD_WINDOW_MS
+        for path_ms in (levels_ms, shorter) if shorter > 0 else (levels_ms,):
+            await transport.declare_delay_path(path_ms)
+        declared = {0, levels_ms, shorter}
+
+        def route_when_written() -> tuple[str, str]:
+            left = delays.target(names, delays.time_left_ms(due), route)
+            return left[:2] if left[2] in declared else (exchange, key)
+
+        return exchange, key, _with_due(message, due, route_when_written)
 
     # -- the way out -------------------------------------------------------------------------
 
@@ -329,9 +341,14 @@ class _Send:
     """What the send hooks saw (None: there were none)."""
 
 
-def _with_due(message: OutgoingMessage, due: dict[str, Any]) -> OutgoingMessage:
-    """``message`` with its due time in its headers, and in the copy it is resent as.
-    (Built field by field: ``dataclasses.replace`` cost a tenth of a delayed send.)"""
+def _with_due(
+    message: OutgoingMessage,
+    due: dict[str, Any],
+    route_when_written: Callable[[], tuple[str, str]] | None,
+) -> OutgoingMessage:
+    """``message`` with its due time in its headers (and the route to ask when it is written),
+    and in the copy it is resent as. (Built field by field: ``dataclasses.replace`` cost a
+    tenth of a delayed send.)"""
     m, resend = message, message.resend
     return OutgoingMessage(
         body=m.body,
@@ -345,7 +362,8 @@ def _with_due(message: OutgoingMessage, due: dict[str, Any]) -> OutgoingMessage:
         timestamp=m.timestamp,
         persistent=m.persistent,
         content_type=m.content_type,
-        resend=None if resend is None else (lambda: _with_due(resend(), due)),
+        route_when_written=route_when_written,
+        resend=None if resend is None else (lambda: _with_due(resend(), due, route_when_written)),
     )
 
 

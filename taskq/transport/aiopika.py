@@ -403,10 +403,13 @@ class AioPikaTransport(SharedMethods):
                 message = message.resend()
             tried = True
             channel = await (await self._channel("confirm")).get_underlay_channel()
+            target, key = exchange, routing_key
+            if message.route_when_written is not None:  # as late as aiormq lets it be
+                target, key = message.route_when_written()
             await channel.basic_publish(
                 message.body,
-                exchange=exchange,
-                routing_key=routing_key,
+                exchange=target,
+                routing_key=key,
                 properties=amqp_properties(message, channel),
                 mandatory=mandatory,
             )

@@ -322,10 +322,17 @@ class NativeTransport(SharedMethods):
         while True:
             try:
                 channel = await slot.get(max(deadline - time.monotonic(), 0.0))
-                if channel.connection.paused:  # the broker reads nothing: wait, do not pile up
-                    await channel.connection.writable()
-                confirm = channel.publish(exchange, routing_key, message.body, props,
-                                          mandatory=mandatory)  # fmt: skip
+                connection = channel.connection
+                # The broker reads nothing: wait for a turn, do not pile up.
+                waited = await connection.writable()
+                try:
+                    if message.route_when_written is not None:
+                        exchange, routing_key = message.route_when_written()
+                    confirm = channel.publish(exchange, routing_key, message.body, props,
+                                              mandatory=mandatory)  # fmt: skip
+                finally:
+                    if waited:
+                        connection.wrote()
                 assert confirm is not None
                 await confirm
                 return

@@ -30,6 +30,7 @@ from taskq.transport.shared import SharedMethods
 from tests.broker_control import queue_names
 from tests.support import (
     BROKER,
+    broker_proxy,
     delay_level_messages,
     delay_queue_messages,
     eventually,
@@ -123,8 +124,11 @@ async def test_delay_queues_are_declared_on_first_use_only_on_the_delays_path(
         assert await handle.result(timeout=0.6 + DEADLINE) >= sent + 0.6 - GRANULARITY
         assert ttl_queues() == set(DELAY.path(app.names, 256).queues)
         assert await (await again.delay()).result(timeout=DEADLINE) == 2
+        # A path through the levels comes with the one a window shorter (for a message that
+        # waits to be written: see the socket test below).
         assert ttl_queues() == {*DELAY.path(app.names, 256).queues,
-                                *DELAY.path(app.names, 768).queues}  # fmt: skip
+                                *DELAY.path(app.names, 768).queues,
+                                *DELAY.path(app.names, 512).queues}  # fmt: skip
 
 
 async def test_long_delay_does_not_hold_back_a_short_one(app: App) -> None:
@@ -321,3 +325,48 @@ async def test_inspect_scheduled_shows_what_workers_hold(app: App, prefix: str) 
         # The worker stopped and gave it back: it waits in the hold queue for the next one.
         after = json.loads((await run_taskq(prefix, "inspect", "scheduled", "--json")).out)
         assert after["hold_queues"] == {app.names.hold_queue("default"): 1}
+
+
+@pytest.mark.one_queue_only  # one connection to fill; the busy variant's noise is not needed
+async def test_a_delayed_send_that_waited_for_the_socket_counts_its_levels_from_its_write(
+    prefix: str, topology_cleanup: set[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a burst the socket takes nothing for a while, and a delayed message waits in this
+    process to be written: its delay through the levels must count from its write, or it
+    comes out of them after its due time. A window of 2 s: a 5 s countdown waits 4 s in the
+    levels (2 s once it waited 1.5 s to be written), then in the hold queue."""
+    monkeypatch.setattr(delays, "HOLD_WINDOW_MS", 2000)
+    monkeypatch.setattr(delays, "HOLD_LEAD_MS", 100)
+    async with broker_proxy() as proxy:
+        app = App("delays", broker=proxy.amqp_url(), prefix=prefix)
+
+        @app.task(ignore_result=True)
+        async def bulky(blob: bytes) -> None: ...
+
+        @app.task(ignore_result=True)
+        async def later() -> None: ...
+
+        async with app:
+            # Declared now (the first delayed send declares its paths): not while stalled.
+            await later.options(countdown=30).delay()
+            proxy.stall()  # as a broker that reads nothing for a while
+            filler = asyncio.ensure_future(bulky.delay(b"x" * (32 << 20)))
+
+            async def socket_full() -> bool:
+                return app.transport.buffered_bytes > 1 << 20
+
+            await eventually(socket_full, what="the client's socket to take no more")
+            due = time.time() + 5
+            sending = asyncio.ensure_future(later.options(countdown=5).delay())
+            await asyncio.sleep(1.5)  # the broker reads nothing meanwhile (the test's fault)
+            proxy.unstall()
+            await filler
+            handle = await sending
+            hold_queue = app.names.hold_queue("default")
+
+            async def arrived() -> float | None:
+                ids = {m.message_id for m in await queue_messages(prefix, hold_queue)}
+                return time.time() if handle.id in ids else None
+
+            arrival = await eventually(arrived, timeout=DEADLINE, what="it in the hold queue")
+    assert arrival < due, f"left the levels {arrival - due:.3f} s after its due time"
