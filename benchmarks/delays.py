@@ -271,12 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_after": load(),
         **result,
     }
-    for key, value in report.items():
-        print(f"{key:>24}: {value}")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(report, out, indent=2)
+    print_report(report, args.json)
     return 0
+
+
+def print_report(report: dict[str, Any], json_path: str | None) -> None:
+    """Print ``report`` a line per figure, and write it as JSON to ``json_path`` if given."""
+    width = max(len(key) for key in report)
+    for key, value in report.items():
+        print(f"{key:>{width}}: {value}")
+    if json_path:
+        with open(json_path, "w") as out:
+            json.dump(report, out, indent=2)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import sys
 import time
 import uuid
@@ -49,7 +48,7 @@ from taskq.cli.common import run_loop
 
 from . import cpu
 from .delay_accuracy import percentile, with_worker
-from .delays import BROKER, POLL, load
+from .delays import BROKER, POLL, load, print_report
 
 POLICY = RetryPolicy(max_attempts=3, delay=1.0, backoff=2.0, jitter=False)
 TICK = 0.01  # the producer's pace: a batch every 10 ms keeps 1,000/s even on a busy loop
@@ -253,11 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_after": load(),
         **result,
     }
-    for key, value in report.items():
-        print(f"{key:>32}: {value}")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(report, out, indent=2)
+    print_report(report, args.json)
     return 0
 
 

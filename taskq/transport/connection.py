@@ -523,6 +523,11 @@ class Connection(asyncio.Protocol):
         what is written; while it does not, until ``UNCONFIRMED_LIMIT`` bytes wait."""
         return self._writable.is_set() or self.buffered < UNCONFIRMED_LIMIT
 
+    def must_wait(self) -> bool:
+        """Whether a publisher must wait in :meth:`writable` before writing (synchronous, so
+        that the publish hot path makes no coroutine when the socket takes writes)."""
+        return bool(self._turns) or not self._writable.is_set()
+
     async def writable(self) -> bool:
         """Wait for a turn to write while the socket takes no more (ChannelClosed if the
         connection is lost meanwhile): confirmed publishes wait here, in order, instead of

@@ -324,7 +324,7 @@ class NativeTransport(SharedMethods):
                 channel = await slot.get(max(deadline - time.monotonic(), 0.0))
                 connection = channel.connection
                 # The broker reads nothing: wait for a turn, do not pile up.
-                waited = await connection.writable()
+                waited = connection.must_wait() and await connection.writable()
                 try:
                     if message.route_when_written is not None:
                         exchange, routing_key = message.route_when_written()
