@@ -28,14 +28,18 @@ class Recorder:
     def __init__(self, store: ResultStore, worker: str) -> None:
         self.store = store
         self.worker = worker
+        reaches: Callable[[str | None], bool] | None = getattr(store, "reaches", None)
+        self._reaches = reaches if reaches is not None else self._reaches_by_kind
+
+    def _reaches_by_kind(self, reply_to: str | None) -> bool:
+        return reply_to is not None or self.store.durable
 
     def wanted(self, envelope: Envelope) -> bool:
         """Whether anybody can ever ask for this task's state (not when sent with
         ignore_result; the AMQP store only has the sender, and a sender that gave no reply
-        address does not listen)."""
-        if envelope.ignore_result:
-            return False
-        return envelope.reply_to is not None or self.store.durable
+        address, or whose reply queue is gone, does not listen). Nothing is built, timed or
+        written for a task nobody can ask about."""
+        return not envelope.ignore_result and self._reaches(envelope.reply_to)
 
     async def record(
         self,

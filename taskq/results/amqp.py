@@ -81,6 +81,9 @@ class AmqpResultStore:
     def reply_to(self) -> str | None:
         return self._queue if self._opened else None
 
+    def reaches(self, reply_to: str | None) -> bool:
+        return reply_to is not None and reply_to not in self._gone
+
     def track(self, task_id: str, task_name: str) -> None:
         self._states.setdefault(task_id, TaskState(task_id, TaskStatus.PENDING, task_name, 0))
 
@@ -134,13 +137,16 @@ class AmqpResultStore:
                 self._done[state.task_id].set()
 
     async def record(self, state: TaskState, *, reply_to: str | None) -> None:
-        if not reply_to or self._is_gone(reply_to):
+        if not reply_to or reply_to in self._gone:
             return  # nobody listens for this task's outcome: cost nothing
         terminal = state.status.terminal
         message = OutgoingMessage(
             body=state.encode(),
             type=STATUS_TYPE,
             correlation_id=state.task_id,
+            # What a return is matched by: a task has one terminal state, so its ID is as
+            # unique as a fresh one, and costs no uuid4 and no copy of the message.
+            message_id=state.task_id,
             persistent=terminal,
         )
         if not terminal:
@@ -157,9 +163,6 @@ class AmqpResultStore:
             self._gone[reply_to] = None
             if len(self._gone) > REMEMBER_GONE:
                 del self._gone[next(iter(self._gone))]
-
-    def _is_gone(self, reply_to: str) -> bool:
-        return reply_to in self._gone
 
     async def get(self, task_id: str) -> TaskState:
         """The state of a task this process sent; ResultUnavailable for any other (its

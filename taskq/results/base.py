@@ -131,6 +131,11 @@ class ResultStore(Protocol):
 
     ``record`` must not return before the state is safely stored: the worker acks the task
     message only after it returns.
+
+    Optional: ``reaches(reply_to: str | None) -> bool``, whether a state recorded for a task
+    sent with ``reply_to`` can reach anyone (the AMQP store: while that reply queue exists).
+    A worker asks it first, so that a result nobody can receive costs nothing; without it, a
+    state is recorded when the task has a reply address or the store is ``durable``.
     """
 
     durable: bool

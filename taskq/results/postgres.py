@@ -322,6 +322,9 @@ class PostgresResultStore:
     def reply_to(self) -> str | None:
         return None  # waiters learn of outcomes from PostgreSQL, not from an AMQP reply queue
 
+    def reaches(self, reply_to: str | None) -> bool:
+        return True  # any process may look the state up by ID
+
     def track(self, task_id: str, task_name: str) -> None:
         # Sync by protocol, so the PENDING write runs in the background, batched with the
         # other sends of this loop turn; a state written by a worker first is never

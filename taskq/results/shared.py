@@ -69,6 +69,10 @@ class Lease:
     def reply_to(self) -> str | None:
         return self._store.reply_to()
 
+    def reaches(self, reply_to: str | None) -> bool:
+        reaches = getattr(self._store, "reaches", None)  # optional (see ResultStore)
+        return reaches(reply_to) if reaches is not None else bool(reply_to) or self.durable
+
     def track(self, task_id: str, task_name: str) -> None:
         self._store.track(task_id, task_name)
 
