@@ -31,7 +31,7 @@ from .interface import (
     Transport,
 )
 from .options import IMPLEMENTATIONS, Implementation, TransportOptions
-from .shared import SharedMethods
+from .shared import SharedMethods, raise_unconfirmed
 from .wire import Delivery, properties
 
 __all__ = [
@@ -54,5 +54,6 @@ __all__ = [
     "parse_endpoint",
     "parse_endpoints",
     "properties",
+    "raise_unconfirmed",
     "split_urls",
 ]

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from pamqp import commands
 
 from .. import topology
-from ..exceptions import BrokerError, LifecycleError, PublishError
+from ..exceptions import BrokerError, EncodeError, LifecycleError, PublishError
 from ..message import OutgoingMessage
 from .connection import NOT_FOUND, UNCONFIRMED_LIMIT, Channel, ChannelClosed, Nacked, Returned
 from .errors import PRECONDITION_FAILED, broker_error, is_refusal, mapped
@@ -40,6 +40,9 @@ from .wire import Delivery, properties
 
 log = logging.getLogger("taskq.transport")
 T = TypeVar("T")
+
+PUBLISH_BATCH = 256
+"""Messages of a batch publish written in one event-loop turn."""
 
 
 async def _confirm_mode(channel: Channel) -> str | None:
@@ -355,6 +358,57 @@ class NativeTransport(SharedMethods):
             what = f"publishing message {message.message_id} to {exchange!r}/{routing_key!r}"
             raise broker_error(failure, what, PublishError) from failure
 
+    async def publish_each(
+        self, items: Sequence[tuple[str, str, OutgoingMessage]]
+    ) -> list[BaseException | None]:
+        """Publish ``(exchange, routing_key, message)`` items with pipelined confirms; return
+        what became of each (None: confirmed; see ``Transport.publish_each``).
+
+        Written ``PUBLISH_BATCH`` at a time, one event-loop turn each, with no coroutine per
+        message: the broker works on the first messages while the rest are written, and their
+        confirms are read meanwhile; then the confirms are awaited together. A message whose
+        channel closed before its confirm (or before it was written) goes through
+        :meth:`publish`, which waits out the reconnect (a written one as its ``resend`` copy).
+        """
+        slot: ChannelSlot = self._require(self._confirm, "publish")
+        results: list[BaseException | None] = [None] * len(items)
+        confirms: list[tuple[int, asyncio.Future[None]]] = []
+        written = 0
+        again: list[int] = []
+        try:
+            while written < len(items):
+                # Not waiting for a reconnect here: publish() below does, message by message.
+                channel = await slot.get(0)
+                connection = channel.connection
+                waited = connection.must_wait() and await connection.writable()
+                try:
+                    end = min(written + PUBLISH_BATCH, len(items))
+                    while written < end:
+                        confirm = _write(channel, items[written])
+                        if isinstance(confirm, EncodeError):  # properties the broker refuses
+                            results[written] = confirm
+                        else:
+                            confirms.append((written, confirm))
+                        written += 1
+                finally:
+                    if waited:
+                        connection.wrote()
+                if written < len(items):
+                    await asyncio.sleep(0)  # this batch is written at the end of this turn
+        except ChannelClosed:
+            again += range(written, len(items))
+        resend = await _settle(items, confirms, results)
+        if again or resend:
+            log.warning("batch publish interrupted; %d message(s) go again", len(again + resend))
+            retried = await asyncio.gather(
+                *(self.publish(*items[i]) for i in again),
+                *(self.publish(*_copy(items[i])) for i in resend),
+                return_exceptions=True,
+            )
+            for index, result in zip(again + resend, retried, strict=True):
+                results[index] = result
+        return results
+
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         """Publish a transient, unconfirmed, non-mandatory message on the default exchange
         (status updates to a reply queue). Replies to a queue that is gone are dropped by design;
@@ -600,6 +654,55 @@ class NativeTransport(SharedMethods):
         if cancel is not None:
             await cancel()
         await self.delete_queue(queue_name)
+
+
+def _write(
+    channel: Channel, item: tuple[str, str, OutgoingMessage]
+) -> asyncio.Future[None] | EncodeError:
+    """Write one publish of a batch: the future of its confirm, or the EncodeError of
+    properties the broker would refuse (ChannelClosed if the channel is closed)."""
+    exchange, key, message = item
+    if message.message_id is None:  # a return is matched to its publish by it
+        message = dataclasses.replace(message, message_id=uuid.uuid4().hex)
+    if message.route_when_written is not None:
+        exchange, key = message.route_when_written()
+    try:
+        confirm = channel.publish(exchange, key, message.body, properties(message), mandatory=True)
+    except EncodeError as exc:
+        return exc
+    assert confirm is not None
+    return confirm
+
+
+async def _settle(
+    items: Sequence[tuple[str, str, OutgoingMessage]],
+    confirms: Sequence[tuple[int, asyncio.Future[None]]],
+    results: list[BaseException | None],
+) -> list[int]:
+    """Await a batch's confirms, noting each failure in ``results``; return the positions of
+    the messages whose channel closed first (they may have arrived: sent again as copies)."""
+    resend = []
+    for index, confirm in confirms:
+        try:
+            await confirm
+        except ChannelClosed as exc:
+            if is_refusal(exc):
+                results[index] = broker_error(exc, _publishing(items[index]), PublishError)
+            else:
+                resend.append(index)
+        except (Returned, Nacked) as exc:
+            results[index] = broker_error(exc, _publishing(items[index]), PublishError)
+    return resend
+
+
+def _copy(item: tuple[str, str, OutgoingMessage]) -> tuple[str, str, OutgoingMessage]:
+    exchange, key, message = item
+    return exchange, key, message.resend() if message.resend is not None else message
+
+
+def _publishing(item: tuple[str, str, OutgoingMessage]) -> str:
+    exchange, routing_key, message = item
+    return f"publishing message {message.message_id} to {exchange!r}/{routing_key!r}"
 
 
 def _ignore(delivery: Delivery) -> None:

@@ -307,15 +307,9 @@ def properties(props: Mapping[str, Any]) -> tuple[int, bytes]:
     flags = 0
     parts = []
     for name, value in props.items():
-        flags |= _FLAG[name]
-        if name == "delivery_mode" or name == "priority":
-            parts.append(bytes((value,)))
-        elif name == "headers":
-            parts.append(field_table(value))
-        elif name == "timestamp":  # a raw int is one no datetime could hold: sent back as is
-            parts.append(_U64.pack(value if isinstance(value, int) else timestamp_value(value)))
-        else:
-            parts.append(_encode_short(value))
+        flag, encode = _PROPERTY_ENCODERS[name]
+        flags |= flag
+        parts.append(encode(value))
     return flags, b"".join(parts)
 
 
@@ -346,12 +340,8 @@ def publish(
 
     Raises EncodeError, before anything is written, as :func:`sendable_properties` does."""
     flags, encoded = sendable_properties(props, frame_max)
-    method_payload = b"".join((
-        _CLASS_METHOD.pack(BASIC, PUBLISH), b"\0\0", _encode_short(exchange),
-        _encode_short(routing_key), b"\x01" if mandatory else b"\x00",
-    ))  # fmt: skip
     parts = [
-        _FRAME_HEAD.pack(METHOD, channel, len(method_payload)), method_payload, FRAME_END_BYTE,
+        _publish_method(channel, exchange, routing_key, mandatory),
         _HEADER_HEAD.pack(HEADER, channel, 14 + len(encoded), BASIC, 0, len(body), flags),
         encoded, FRAME_END_BYTE,
     ]  # fmt: skip
@@ -360,6 +350,63 @@ def publish(
         piece = body[start : start + chunk]
         parts += (_FRAME_HEAD.pack(BODY, channel, len(piece)), piece, FRAME_END_BYTE)
     return b"".join(parts)
+
+
+_CACHE_SIZE = 4096
+_shorts: dict[str, bytes] = {}
+_methods: dict[tuple[int, str, str, bool], bytes] = {}
+
+
+def _short_of(value: str) -> bytes:
+    """:func:`_encode_short` of a value that repeats (a content type, a queue name), kept."""
+    encoded = _shorts.get(value)
+    if encoded is None:
+        encoded = _encode_short(value)
+        if len(_shorts) >= _CACHE_SIZE:  # bounded: many distinct values only cost the encode
+            _shorts.clear()
+        _shorts[value] = encoded
+    return encoded
+
+
+def _publish_method(channel: int, exchange: str, routing_key: str, mandatory: bool) -> bytes:
+    """The ``basic.publish`` method frame, kept per destination: a sender publishes to a few."""
+    key = (channel, exchange, routing_key, mandatory)
+    frame = _methods.get(key)
+    if frame is None:
+        payload = b"".join((
+            _CLASS_METHOD.pack(BASIC, PUBLISH), b"\0\0", _encode_short(exchange),
+            _encode_short(routing_key), b"\x01" if mandatory else b"\x00",
+        ))  # fmt: skip
+        frame = _FRAME_HEAD.pack(METHOD, channel, len(payload)) + payload + FRAME_END_BYTE
+        if len(_methods) >= _CACHE_SIZE:
+            _methods.clear()
+        _methods[key] = frame
+    return frame
+
+
+def _octet(value: int) -> bytes:
+    return bytes((value,))
+
+
+def _timestamp(value: dt.datetime | int) -> bytes:
+    # A raw int is one no datetime could hold (a received value): sent back as is.
+    return _U64.pack(value if isinstance(value, int) else timestamp_value(value))
+
+
+_REPEATING = frozenset(("content_type", "reply_to", "type", "app_id", "user_id"))
+"""Properties whose values repeat from message to message (unlike message IDs): encoded once."""
+_PROPERTY_ENCODERS: dict[str, tuple[int, Callable[[Any], bytes]]] = {
+    name: (
+        1 << (15 - index),
+        _octet if name in ("delivery_mode", "priority")
+        else field_table if name == "headers"
+        else _timestamp if name == "timestamp"
+        else _short_of if name in _REPEATING
+        else _encode_short,
+    )
+    for index, name in enumerate(PROPERTY_ORDER)
+}  # fmt: skip
+"""Each property's flag bit and encoder."""
 
 
 def ack(channel: int, tag: int, *, multiple: bool) -> bytes:

@@ -143,7 +143,14 @@ class Transport(Protocol):
         """Publish and wait for the broker's confirm (PublishError if returned or nacked)."""
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
-        """Publish ``(exchange, routing_key, message)`` items with pipelined confirms."""
+        """Publish ``(exchange, routing_key, message)`` items with pipelined confirms; all or
+        PublishError naming the messages not confirmed."""
+
+    async def publish_each(
+        self, items: Sequence[tuple[str, str, OutgoingMessage]]
+    ) -> list[BaseException | None]:
+        """Publish items with pipelined confirms; what became of each, in order (None:
+        confirmed, else the error ``publish`` would raise). Raises nothing of its own."""
 
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         """Publish transient, unconfirmed, non-mandatory on the default exchange (replies)."""

@@ -25,6 +25,23 @@ from .wire import Delivery
 log = logging.getLogger("taskq.transport")
 
 
+def raise_unconfirmed(
+    items: Sequence[tuple[str, str, OutgoingMessage]], results: Sequence[BaseException | None]
+) -> None:
+    """PublishError naming the messages of a batch whose result is an exception (none: return)."""
+    failed = [
+        (message.message_id, result)
+        for (_, _, message), result in zip(items, results, strict=True)
+        if isinstance(result, BaseException)
+    ]
+    if failed:
+        ids = ", ".join(str(message_id) for message_id, _ in failed)
+        raise PublishError(
+            f"{len(failed)} of {len(items)} messages not confirmed: {ids} "
+            f"(first error: {failed[0][1]})"
+        ) from failed[0][1]
+
+
 class SharedMethods:
     """The Transport methods that are the same for every implementation (see the module)."""
 
@@ -92,21 +109,18 @@ class SharedMethods:
         still finish, then PublishError names the message IDs that were not confirmed (the
         rest were; resend only the ones named).
         """
-        results = await asyncio.gather(
+        raise_unconfirmed(items, await self.publish_each(items))
+
+    async def publish_each(
+        self, items: Sequence[tuple[str, str, OutgoingMessage]]
+    ) -> list[BaseException | None]:
+        """Publish ``(exchange, routing_key, message)`` items with pipelined confirms; return
+        what became of each, in order: None once confirmed, else its error (what ``publish``
+        raises). Nothing is raised: the caller decides (see :func:`raise_unconfirmed`)."""
+        return await asyncio.gather(
             *(self.publish(exchange, key, message) for exchange, key, message in items),
             return_exceptions=True,
         )
-        failed = [
-            (message.message_id, result)
-            for (_, _, message), result in zip(items, results, strict=True)
-            if isinstance(result, BaseException)
-        ]
-        if failed:
-            ids = ", ".join(str(message_id) for message_id, _ in failed)
-            raise PublishError(
-                f"{len(failed)} of {len(items)} messages not confirmed: {ids} "
-                f"(first error: {failed[0][1]})"
-            ) from failed[0][1]
 
     async def consume_bound(
         self,
