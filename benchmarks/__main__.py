@@ -2,6 +2,7 @@
 
 Example: python -m benchmarks --tasks 20000 --json benchmarks/results/latest.json
          --plot benchmarks/results/latest.png --markdown benchmarks/results/latest.md
+         python -m benchmarks --repeat 5   # each figure: the median of 5, with min-max
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import broker, log_guard, report, scenarios_peers, scenarios_raw, scenarios_taskq, workflows
+from . import (
+    broker,
+    issue27,
+    log_guard,
+    repeat,
+    report,
+    scenarios_peers,
+    scenarios_raw,
+    scenarios_taskq,
+    workflows,
+)
 from . import harness as h
 
 SCENARIOS = ["enqueue", "drain", "drain2", "roundtrip", "fanout", "memory", "workflows"]
@@ -78,10 +89,20 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tasks tasks; the issue's check is --tasks 200000 --scenarios memory)",
     )
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every selected system and scenario N times, interleaved (repetition 1 of "
+        "every system, then 2, ...); report each figure as the median with min-max, each ratio "
+        "taken within a repetition (default 1)",
+    )
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot", help="write a PNG chart here")
     p.add_argument("--markdown", help="write the table (Markdown) and machine line here")
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     if args.quick:
         args.tasks, args.roundtrips, args.fanout, args.sequential_cap = 200, 50, 200, 200
         args.workflow_members, args.workflow_steps, args.workflow_runs = 50, 10, 1
@@ -133,7 +154,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{meta['python']}; {meta['load']}completion counter costs "
         f"{meta['counter_cost_ns']} ns/task"
     )
-    results: list[h.Result] = []
     notes: list[str] = []
     prefix = h.unique("")
     meta["prefix"] = prefix
@@ -141,36 +161,67 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         f"run prefix {prefix}: every queue, exchange and Redis key of this run starts with it"
     )
     started = time.perf_counter()
+    systems = [s for s in args.systems if installed(s, notes)]
     try:
-        for system in args.systems:
-            if set(args.scenarios) - {"workflows"}:
-                results += await run_system(system, opts, prefix, notes)
-        if "workflows" in args.scenarios:
-            meta["workflows"] = await run_workflows(args, notes)
+        raw, flows = await repetitions(args, opts, systems, prefix, notes)
     finally:
         leftovers = await broker.sweep(prefix)
         if leftovers:
             h.progress(f"deleted {len(leftovers)} leftover queues/exchanges: {leftovers[:5]}")
+    if flows:
+        meta["workflows"] = flows[0] if args.repeat == 1 else flows
     peers_skipped = {"memory"} & set(args.scenarios)
     if peers_skipped and {"celery", "dramatiq", "taskiq"} & set(args.systems):
         notes.append(f"peers are not measured for: {', '.join(sorted(peers_skipped))}")
-    notes += [
-        f"{r.system} {r.scenario} [{r.variant}]: the broker restarted during both tries "
-        "(figure unreliable)"
-        for r in results
-        if r.extra.get("broker_restarted")
-    ]
-    notes += [
-        f"{r.system} {r.scenario} [{r.variant}]: {r.invalid} (left out of every comparison)"
-        for r in results
-        if r.invalid
-    ]
-    report.add_fractions(results)
+    notes += row_notes(raw, args.repeat)
+    report.add_fractions(raw)
+    results = repeat.aggregate(raw)
     meta["notes"] = notes
     meta["targets"] = report.targets(results)
+    meta["issue27"] = issue27.figures(results)
     meta["configurations"] = configurations(results)
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     return {"meta": meta, "results": results}
+
+
+async def repetitions(
+    args: argparse.Namespace, opts: h.Options, systems: list[str], prefix: str, notes: list[str]
+) -> tuple[list[h.Result], list[dict[str, Any]]]:
+    """Every selected system and scenario, ``--repeat`` times, interleaved so that each
+    repetition measures every system under the same conditions: (every row, each marked with
+    its repetition; the workflows' figures of each repetition)."""
+    rows: list[h.Result] = []
+    flows: list[dict[str, Any]] = []
+    for n in range(1, args.repeat + 1):
+        # its own prefix: what a failed repetition left behind cannot reach the next one
+        own = prefix if args.repeat == 1 else f"{prefix}r{n}"
+        said: list[str] = []
+        if args.repeat > 1:
+            h.progress(f"repetition {n} of {args.repeat}")
+        for system in systems:
+            if set(args.scenarios) - {"workflows"}:
+                for row in await run_system(system, opts, own, said):
+                    row.repetition = n
+                    rows.append(row)
+        if "workflows" in args.scenarios:
+            flows.append(await run_workflows(args, said))
+        notes += [f"repetition {n}: {note}" if args.repeat > 1 else note for note in said]
+    return rows, flows
+
+
+def row_notes(rows: list[h.Result], repeat: int) -> list[str]:
+    """A note for each row whose figure is unreliable or left out (with its repetition)."""
+    notes = []
+    for r in rows:
+        where = f"{r.system} {r.scenario} [{r.variant}]"
+        where += f" (repetition {r.repetition})" if repeat > 1 else ""
+        if r.extra.get("broker_restarted"):
+            notes.append(f"{where}: the broker restarted during both tries (figure unreliable)")
+        if r.invalid:
+            notes.append(f"{where}: {r.invalid} (left out of every comparison)")
+        if r.failed and repeat > 1:
+            notes.append(f"{where}: failed (left out of its medians): {r.extra.get('error')}")
+    return notes
 
 
 async def run_workflows(args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
@@ -195,10 +246,6 @@ async def run_system(system: str, opts: h.Options, prefix: str, notes: list[str]
     """Every selected scenario of one system. A failure (a broker restarted by someone else on
     a shared machine, a broken peer) retries the system once, once the broker answers again;
     a second failure is a note and the run goes on with the other systems."""
-    if system not in ("taskq", "taskq-aio-pika", "raw") and not scenarios_peers.installed(system):
-        notes.append(f"{system}: not installed (pip install -e '.[bench]'), skipped")
-        h.progress(notes[-1])
-        return []
     for attempt in (1, 2):
         try:
             return await _run_system(system, opts, prefix)
@@ -210,6 +257,15 @@ async def run_system(system: str, opts: h.Options, prefix: str, notes: list[str]
                 return []
             notes.append(f"{system}: retried once after: {error}")
     return []
+
+
+def installed(system: str, notes: list[str]) -> bool:
+    """Whether ``system`` can run here (a peer not installed: a note, and skipped)."""
+    if system in ("taskq", "taskq-aio-pika", "raw") or scenarios_peers.installed(system):
+        return True
+    notes.append(f"{system}: not installed (pip install -e '.[bench]'), skipped")
+    h.progress(notes[-1])
+    return False
 
 
 async def _run_system(system: str, opts: h.Options, prefix: str) -> list[h.Result]:
@@ -260,7 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         out = asyncio.run(run(args))
     meta, results = out["meta"], out["results"]
-    text = report.document(results, meta) + workflows.markdown(meta.get("workflows", {}))
+    flows = meta.get("workflows", {})
+    text = report.document(results, meta, issue27.section(meta["issue27"])) + (
+        report.workflows_repeated(flows) if isinstance(flows, list) else workflows.markdown(flows)
+    )
     print(f"\n{text}")
     if args.json:
         with open(args.json, "w") as f:

@@ -49,6 +49,11 @@ class Result:
     role: str = ""
     """What the row stands for in the ratios: taskq's "headline" figure of its scenario (and
     "batch", "c64", "no-reply", "redis"), raw's "ceiling", a peer's "default" or "tuned"."""
+    repetition: int = 1
+    """Which repetition of the run measured the row (``--repeat``)."""
+    runs: list[Result] = dataclasses.field(default_factory=list)
+    """A row aggregated over repetitions (``benchmarks.repeat``): the rows it comes from, one
+    per repetition that measured it, whose medians its figures are ([] for a measured row)."""
 
     @property
     def p50(self) -> float | None:

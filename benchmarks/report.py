@@ -1,6 +1,7 @@
 """What a run prints and writes: the table (with CPU per task), taskq against the best
 configuration of each system, issue 10's targets as measured ratios, the configurations, and
-the JSON / PNG files."""
+the JSON / PNG files. With ``--repeat``, each figure is the median over the repetitions with
+its min-max, and each ratio is taken within a repetition (``benchmarks.repeat``)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,32 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .harness import Result
+from .repeat import (
+    DASH,
+    Spread,
+    across,
+    compact,
+    rate,
+    show,
+    two,
+    usable_runs,
+    workflows_rows,
+)
 
 DRAINS = ("drain", "drain2")
 
 
 def add_fractions(results: list[Result]) -> None:
     """Fill ``fraction_of_ceiling``: rate / raw rate, or raw p50 / p50 for latencies, against
-    raw's "ceiling" row of the scenario (so 1.0 is the ceiling and lower is worse, always)."""
+    raw's "ceiling" row of the scenario in the same repetition (so 1.0 is the ceiling and lower
+    is worse, always)."""
     ceilings = {
-        r.scenario: r for r in results if r.system == "raw" and r.role == "ceiling" and r.usable
+        (r.repetition, r.scenario): r
+        for r in results
+        if r.system == "raw" and r.role == "ceiling" and r.usable
     }
     for r in results:
-        ceiling = ceilings.get(r.scenario)
+        ceiling = ceilings.get((r.repetition, r.scenario))
         if ceiling is None or not r.usable:
             continue
         if r.p50 and ceiling.p50:
@@ -31,14 +46,22 @@ def add_fractions(results: list[Result]) -> None:
 
 def header(meta: dict[str, Any]) -> str:
     """The machine line."""
+    repeat = meta.get("args", {}).get("repeat", 1)
+    repeated = (
+        f"Each figure is the median of {repeat} repetitions (min-max), run interleaved (every "
+        "system once, then again); each ratio is taken within a repetition, then its median "
+        "(min-max) is shown. "
+        if repeat > 1
+        else ""
+    )
     return (
         f"{meta['date']} - {meta['cores']} cores, RabbitMQ {meta['rabbitmq']}, Python "
         f"{meta['python']} ({meta['loop']}), {meta['platform']}. {meta.get('load', '')}"
         "'vs raw' = rate / raw aio-pika rate (prefetch 1000 for drains), or raw p50 / p50 "
         "for latency (1.00 = the ceiling). CPU us/task: worker process trees and RabbitMQ "
         "(beam.smp) from /proc, drains only. Completion signal: shared-memory counter, "
-        f"{meta['counter_cost_ns']} ns/task."
-    )
+        f"{meta['counter_cost_ns']} ns/task. {repeated}"
+    ).rstrip()
 
 
 def render(rows: Sequence[Sequence[str]]) -> str:
@@ -62,58 +85,49 @@ def _figure(r: Result | None) -> str:
     return f"{r.tasks_per_s:,.0f}/s"
 
 
-def _us(value: float | None) -> str:
-    return "" if value is None else f"{value:,.0f}"
-
-
 def table(results: list[Result]) -> str:
-    """Every row measured (each variant's exact configuration: ``configurations``)."""
-    rows = [
-        [
-            "scenario",
-            "system",
-            "variant",
-            "tasks",
-            "tasks/s",
-            "p50 / p90 / p99 ms",
-            "vs raw",
-            "worker us/task",
-            "broker us/task",
-        ]
-    ]
+    """Every row measured (each variant's exact configuration: ``configurations``); rows
+    aggregated over repetitions show each figure's median (min-max) and how many repetitions
+    gave a usable figure."""
+    total = len({run.repetition for r in results for run in r.runs})
+    head = ["scenario", "system", "variant", "tasks", "tasks/s", "p50 / p90 / p99 ms"]
+    rows = [[*head, "vs raw", "worker us/task", "broker us/task"]]
+    if total:
+        rows[0].insert(4, "reps")
     for r in results:
-        lat = "{p50:.2f} / {p90:.2f} / {p99:.2f}".format(**r.latency_ms) if r.latency_ms else ""
-        frac = f"{r.fraction_of_ceiling:.2f}" if r.fraction_of_ceiling is not None else ""
-        speed = "failed" if r.failed else (f"{r.tasks_per_s:,.0f}" if r.tasks_per_s else "")
+        lat = " / ".join(show(r, p, two) for p in ("p50", "p90", "p99")) if r.latency_ms else ""
+        speed = "failed" if r.failed else show(r, "tasks_per_s", rate, compact)
         if r.invalid:
             speed += " (invalid: see the notes)"
-        rows.append(
-            [
-                r.scenario,
-                r.system,
-                r.variant,
-                str(r.tasks),
-                speed,
-                lat,
-                frac,
-                _us(r.extra.get("worker_cpu_us")),
-                _us(r.extra.get("broker_cpu_us")),
-            ]
-        )
+        cells = [r.scenario, r.system, r.variant, str(r.tasks), speed, lat]
+        cells += [show(r, "fraction_of_ceiling", two)]
+        cells += [show(r, name, rate) for name in ("worker_cpu_us", "broker_cpu_us")]
+        if total:
+            cells.insert(4, f"{len(usable_runs(r))}/{total}")
+        rows.append(cells)
     return render(rows)
 
 
 # -- taskq against the best of each ------------------------------------------------------------
 
 
-def find(results: list[Result], system: str, scenario: str, role: str) -> Result | None:
-    """The measured row of ``system`` in ``scenario`` with ``role`` (None: not run, failed or
-    invalid)."""
+def find(
+    results: list[Result],
+    system: str,
+    scenario: str,
+    role: str | None = None,
+    variant: str | None = None,
+) -> Result | None:
+    """The measured row of ``system`` in ``scenario`` with ``role`` and/or ``variant`` (its
+    label in the table); None: not run, failed or invalid."""
     return next(
         (
             r
             for r in results
-            if (r.system, r.scenario, r.role) == (system, scenario, role) and r.usable
+            if (r.system, r.scenario) == (system, scenario)
+            and role in (None, r.role)
+            and variant in (None, r.variant)
+            and r.usable
         ),
         None,
     )
@@ -130,10 +144,8 @@ def best(results: list[Result], system: str, scenario: str) -> Result | None:
     return max(rows, key=lambda r: r.tasks_per_s or 0.0)
 
 
-def _ratio(taskq: Result | None, other: Result | None) -> float | None:
+def _ratio(taskq: Result, other: Result) -> float | None:
     """taskq / other for rates, other p50 / taskq p50 for latencies: > 1 means taskq is ahead."""
-    if taskq is None or other is None:
-        return None
     if taskq.p50 and other.p50:
         return other.p50 / taskq.p50
     if taskq.tasks_per_s and other.tasks_per_s:
@@ -162,10 +174,15 @@ def versus_best(results: list[Result]) -> str:
                 scenario,
                 _figure(head),
                 *(f"{_figure(b)} ({b.variant})" if b else "not run" for b in bests),
-                *(f"{x:.2f}x" if (x := _ratio(head, b)) else "" for b in bests),
+                *(ratio_text(across(head, b, _ratio)) if b else "" for b in bests),
             ]
         )
     return render(rows) if len(rows) > 1 else "(no taskq headline rows in this run)"
+
+
+def ratio_text(spread: Spread | None) -> str:
+    """A ratio over the repetitions: ``1.23x`` or ``1.23x (1.10-1.40)``."""
+    return "" if spread is None else spread.text(lambda v: f"{v:.2f}x", two)
 
 
 # -- issue 10's targets ------------------------------------------------------------------------
@@ -174,16 +191,25 @@ Pick = Callable[[list[Result]], Result | None]
 
 
 def row(system: str, scenario: str, role: str) -> Pick:
+    """The row of ``system`` in ``scenario`` with ``role``."""
     return lambda results: find(results, system, scenario, role)
 
 
+def labelled(system: str, scenario: str, variant: str) -> Pick:
+    """The row of ``system`` in ``scenario`` with ``variant`` (its label in the table)."""
+    return lambda results: find(results, system, scenario, variant=variant)
+
+
 def best_of(system: str, scenario: str) -> Pick:
+    """The best configuration of ``system`` in ``scenario`` (``best``)."""
     return lambda results: best(results, system, scenario)
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One target of issue 10: ``ours`` against ``theirs``, as the ratio the issue states."""
+    """One target (of issue 10, or 27): ``ours`` against ``theirs``, as the ratio the issue
+    states. Which rows are compared is decided on the run's rows (with ``--repeat``, the
+    medians: a peer's best is its best median); the ratio is taken within each repetition."""
 
     text: str
     ours: Pick
@@ -191,15 +217,52 @@ class Target:
     at_least: float | None = None  # rate ratio ours / theirs must be >= this
     at_most: float | None = None  # p50 ratio ours / theirs must be <= this
 
-    def measure(self, results: list[Result]) -> tuple[float | None, str]:
+    @property
+    def goal(self) -> str:
+        """The bound the median ratio must meet: ``>= 1.25`` or ``<= 0.8``."""
+        if self.at_most is not None:
+            return f"<= {self.at_most:g}"
+        return f">= {self.at_least or 0:g}"
+
+    def met(self, ratio: float) -> bool:
+        """Whether ``ratio`` meets the target."""
+        if self.at_most is not None:
+            return ratio <= self.at_most
+        return ratio >= (self.at_least or 0)
+
+    def measure(self, results: list[Result]) -> tuple[Spread | None, str]:
+        """The ratio over the repetitions and the verdict on its median (None and why, when
+        a row was not measured)."""
         ours, theirs = self.ours(results), self.theirs(results)
         if ours is None or theirs is None:
             return None, "not measured in this run"
-        if self.at_most is not None:
-            value = (ours.p50 or 0) / (theirs.p50 or float("inf"))
-            return value, _verdict(value <= self.at_most, ours, theirs)
-        value = (ours.tasks_per_s or 0) / (theirs.tasks_per_s or float("inf"))
-        return value, _verdict(value >= (self.at_least or 0), ours, theirs)
+        compare = _p50_ratio if self.at_most is not None else _rate_ratio
+        spread = across(ours, theirs, compare)
+        if spread is None:
+            return None, "not measured in the same repetition"
+        return spread, _verdict(self.met(spread.median), ours, theirs)
+
+    def figures(self, results: list[Result]) -> dict[str, Any]:
+        """The target as JSON: its ratio (median, min, max, repetitions), met, the detail."""
+        spread, verdict = self.measure(results)
+        return {
+            "target": self.text,
+            "goal": self.goal,
+            "ratio": None if spread is None else round(spread.median, 3),
+            "ratio_min": None if spread is None else round(spread.low, 3),
+            "ratio_max": None if spread is None else round(spread.high, 3),
+            "repetitions": 0 if spread is None else spread.count,
+            "met": None if spread is None else verdict.startswith("met"),
+            "detail": verdict,
+        }
+
+
+def _p50_ratio(ours: Result, theirs: Result) -> float:
+    return (ours.p50 or 0) / (theirs.p50 or float("inf"))
+
+
+def _rate_ratio(ours: Result, theirs: Result) -> float:
+    return (ours.tasks_per_s or 0) / (theirs.tasks_per_s or float("inf"))
 
 
 def _verdict(met: bool, ours: Result, theirs: Result) -> str:
@@ -295,17 +358,7 @@ RSS_FLAT = 0.05  # "flat": RSS after N tasks within 5 % of RSS after N/2
 
 def targets(results: list[Result]) -> list[dict[str, Any]]:
     """Each target of issue 10 with its measured ratio and whether it is met."""
-    out = []
-    for target in TARGETS:
-        value, verdict = target.measure(results)
-        out.append(
-            {
-                "target": target.text,
-                "ratio": None if value is None else round(value, 3),
-                "met": None if value is None else verdict.startswith("met"),
-                "detail": verdict,
-            }
-        )
+    out = [target.figures(results) for target in TARGETS]
     memory = find(results, "taskq", "memory", "headline")
     text = f"worker RSS flat over 200,000 tasks (N/2 -> N within {RSS_FLAT:.0%})"
     if memory is None:
@@ -331,11 +384,20 @@ def targets(results: list[Result]) -> list[dict[str, Any]]:
     return out
 
 
+def measured_ratio(t: dict[str, Any]) -> str:
+    """A target's ratio as JSON'd by ``Target.figures``: ``1.23x`` or ``1.23x (1.10-1.40)``."""
+    if t["ratio"] is None:
+        return ""
+    if t.get("repetitions", 1) < 2:
+        return f"{t['ratio']:.2f}x"
+    return f"{t['ratio']:.2f}x ({t['ratio_min']:.2f}{DASH}{t['ratio_max']:.2f})"
+
+
 def targets_table(rows: list[dict[str, Any]]) -> str:
+    """Issue 10's targets, each with its measured ratio and verdict."""
     lines = [["target (issue 10)", "measured ratio", "verdict"]]
     for t in rows:
-        ratio = "" if t["ratio"] is None else f"{t['ratio']:.2f}x"
-        lines.append([t["target"], ratio, t["detail"]])
+        lines.append([t["target"], measured_ratio(t), t["detail"]])
     return render(lines)
 
 
@@ -347,15 +409,29 @@ def configurations(configs: dict[str, list[str]]) -> str:
     )
 
 
-def document(results: list[Result], meta: dict[str, Any]) -> str:
-    """The whole Markdown report of one run."""
+def workflows_repeated(runs: Sequence[dict[str, Any]]) -> str:
+    """The workflows scenario of several repetitions (``repeat.workflows_rows``), each
+    repetition's figures in the JSON."""
+    measured = [figures for figures in runs if figures]
+    if not measured:
+        return ""
+    return (
+        f"## Workflows (issue 22), {len(runs)} repetitions: a chord of "
+        f"{measured[0]['members']:,} no-op members, a chain of {measured[0]['steps']:,} steps\n\n"
+        "Each figure: the median (min-max) of the repetitions that measured it; each target's "
+        f"ratio is taken within a repetition.\n\n{render(workflows_rows(runs))}\n"
+    )
+
+
+def document(results: list[Result], meta: dict[str, Any], sections: str = "") -> str:
+    """The whole Markdown report of one run (``sections``: Markdown put after the targets)."""
     notes = "".join(f"\n- {n}" for n in meta["notes"])
     return (
         f"{header(meta)}\n\n## Every row\n\n{table(results)}\n\n"
         f"## taskq against the best configuration of each system\n\n"
         f"Ratios > 1: taskq is ahead (rates: taskq / best; latency: best p50 / taskq p50)."
         f"\n\n{versus_best(results)}\n\n## Targets of issue 10\n\n"
-        f"{targets_table(meta['targets'])}\n\n## Configurations\n\n"
+        f"{targets_table(meta['targets'])}\n\n{sections}## Configurations\n\n"
         f"{configurations(meta['configurations'])}\n" + (f"\n## Notes\n{notes}\n" if notes else "")
     )
 

@@ -1,5 +1,6 @@
 """The benchmark harness runs end to end with tiny N: a row for every system and configuration
-it ran, every task counted, CPU per task sampled, the targets of issue 10 stated.
+it ran, every task counted, CPU per task sampled, the targets of issue 10 stated; with
+--repeat 2, rows aggregated over both repetitions and issue 27's figures.
 
 Timing never decides pass or fail: only that each figure exists and that every task sent was
 counted (in the queue for enqueue, by the workers' completion counters for drain). Dramatiq
@@ -95,6 +96,39 @@ def test_harness_smoke(tmp_path: Path) -> None:
     drain_vs_raw = targets["drain, 1 process: >= 1.0x raw aio-pika at prefetch 1000"]
     assert drain_vs_raw["ratio"] is not None and drain_vs_raw["met"] is not None
     assert "| scenario" in proc.stdout and "## Targets of issue 10" in proc.stdout
+
+
+def test_repeat_smoke(tmp_path: Path) -> None:
+    """--repeat 2: every row holds its two repetitions' rows, and the report its medians, the
+    issue 27 table and the figures it could not measure."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks", "--quick", "--repeat", "2",
+            "--systems", "taskq,raw", "--scenarios", "enqueue,roundtrip", "--json", str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    rows = data["results"]
+    assert {(r["system"], r["scenario"]) for r in rows} == {
+        ("taskq", "enqueue"), ("taskq", "roundtrip"), ("raw", "enqueue"), ("raw", "roundtrip")
+    }  # fmt: skip
+    for r in rows:
+        assert r["repetition"] == 0 and [run["repetition"] for run in r["runs"]] == [1, 2], r
+        assert not any(run["failed"] for run in r["runs"]), r
+        figures = sorted(run["tasks_per_s"] for run in r["runs"])
+        assert figures[0] <= r["tasks_per_s"] <= figures[1], r
+    issue27 = {f["figure"]: f for f in data["machine"]["issue27"]}
+    measured = issue27["round trip p50, AMQP results: taskq / raw"]
+    assert measured["repetitions"] == 2 and measured["met"] is not None
+    assert issue27["round trip p50, AMQP results: taskq / Dramatiq"]["median"] is None
+    assert "## Issue 27 figures" in proc.stdout and "| reps |" in proc.stdout
+    assert "median of 2 repetitions" in proc.stdout
 
 
 def test_counter_counts_every_hit_of_threaded_workers(tmp_path: Path) -> None:
