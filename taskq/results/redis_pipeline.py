@@ -23,7 +23,7 @@ except ImportError:  # the store refuses to start without redis; nothing runs he
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
-    from .redis_wire import RedisWire
+    from .redis_wire import Command, RedisWire
 
 LIMIT = 500
 """Calls per pipeline at most (a larger turn is split)."""
@@ -33,7 +33,12 @@ Call = tuple["AsyncScript", Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 class ScriptPipeline:
     """Runs script calls in one pipeline per event-loop turn; each caller gets its own result
-    or exception (a connection error fails every call of its pipeline)."""
+    or exception (a connection error fails every call of its pipeline).
+
+    On a live connection a turn's calls are written at its end and each reply wakes its
+    caller directly (two event-loop turns from call to result); only while the connection is
+    down does a task connect and send them.
+    """
 
     def __init__(self, wire: RedisWire) -> None:
         self._wire = wire
@@ -52,18 +57,27 @@ class ScriptPipeline:
             loop.call_soon(self._flush)
         future: asyncio.Future[Any] = loop.create_future()
         self._calls.append((script, keys, args, future))
-        return await asyncio.shield(future)
+        result = await future
+        if isinstance(result, NoScriptError):  # a restarted Redis forgot it: load, run again
+            await self._wire.execute([["SCRIPT", "LOAD", _text(script.script)]])
+            (result,) = await self._wire.execute([_evalsha(script, keys, args)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def _flush(self) -> None:
         calls, self._calls = self._calls, []
         for start in range(0, len(calls), LIMIT):
             chunk = calls[start : start + LIMIT]
+            commands = [_evalsha(script, keys, args) for script, keys, args, _ in chunk]
+            if self._wire.send(commands, [future for *_, future in chunk]):
+                continue
             self._inflight[id(chunk)] = chunk  # from now: close() must answer them
-            self._running.spawn(self._run(chunk))
+            self._running.spawn(self._connect_and_run(chunk, commands))
 
-    async def _run(self, calls: list[Call]) -> None:
+    async def _connect_and_run(self, calls: list[Call], commands: list[Command]) -> None:
         try:
-            results = await self._results(calls)
+            results = await self._wire.execute(commands)
         except BaseException as exc:
             for *_, future in calls:
                 _settle(future, exc)
@@ -73,27 +87,13 @@ class ScriptPipeline:
         finally:
             self._inflight.pop(id(calls), None)
         for (*_, future), result in zip(calls, results, strict=True):
-            _settle(future, result)
-
-    async def _results(self, calls: list[Call]) -> list[Any]:
-        results = await self._execute(calls)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:  # a restarted Redis forgot its scripts: load them, run those calls again
-            scripts = {id(calls[i][0]): calls[i][0] for i in missing}.values()
-            await self._wire.execute([["SCRIPT", "LOAD", _text(s.script)] for s in scripts])
-            again = await self._execute([calls[i] for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        return results
-
-    async def _execute(self, calls: list[Call]) -> list[Any]:
-        return await self._wire.execute(
-            [["EVALSHA", script.sha, len(keys), *keys, *args] for script, keys, args, _ in calls]
-        )
+            if not future.done():
+                future.set_result(result)  # an error reply too: the caller tells them apart
 
     async def close(self) -> None:
-        """Fail every call not answered yet, and cancel the pipelines still running (a task
-        cancelled before it started would leave its callers waiting)."""
+        """Fail every call not answered yet, and cancel the pipelines still connecting (a
+        task cancelled before it started would leave its callers waiting). Calls written to
+        the connection fail when the wire closes."""
         self._closed = True
         closed = ConnectionError("the result store was closed")
         for calls in [self._calls, *self._inflight.values()]:
@@ -101,6 +101,10 @@ class ScriptPipeline:
                 _settle(future, closed)
         self._calls = []
         await self._running.cancel()
+
+
+def _evalsha(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Command:
+    return ["EVALSHA", script.sha, len(keys), *keys, *args]
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

@@ -114,6 +114,25 @@ class RedisWire:
             self._drop(protocol, TimeoutError(f"Redis did not answer within {self._timeout} s"))
             raise TimeoutError(f"Redis did not answer within {self._timeout} s") from None
 
+    def send(self, commands: Sequence[Command], futures: Sequence[asyncio.Future[Any]]) -> bool:
+        """Write ``commands`` in one write if the connection is up (False: it is not; call
+        :meth:`execute`, which connects): each reply goes straight to its future in
+        ``futures``, an error reply as an exception instance. No task and no wait here: a
+        reply wakes its caller directly. If Redis does not answer within the timeout, the
+        connection is dropped and every waiting future fails with TimeoutError."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None or protocol.transport is None:
+            return False
+        protocol.waiting.extend(futures)
+        protocol.transport.write(b"".join(encode(command) for command in commands))
+        last = futures[-1]
+        asyncio.get_running_loop().call_later(self._timeout, self._expire, protocol, last)
+        return True
+
+    def _expire(self, protocol: _Protocol, last: asyncio.Future[Any]) -> None:
+        if not last.done() and protocol.lost is None:
+            self._drop(protocol, TimeoutError(f"Redis did not answer within {self._timeout} s"))
+
     async def _connection(self) -> _Protocol:
         protocol = self._protocol
         if protocol is not None and protocol.lost is None:
