@@ -70,13 +70,16 @@ class Sender:
     """
 
     __slots__ = (
-        "_closed", "_events", "_store", "_transport", "canceller", "hooks", "names", "settings",
+        "_closed", "_delivered_of", "_events", "_store", "_transport", "canceller", "hooks",
+        "names", "settings",
     )  # fmt: skip
 
     def __init__(self, closed_message: str, hooks: Hooks | None = None) -> None:
         self._closed = closed_message
         self._transport: Transport | None = None
         self._store: ResultStore | None = None
+        self._delivered_of: Callable[[str], asyncio.Future[None] | None] = _never_delivered
+        """The store's ``delivered`` futures (see ResultStore; none: the confirm only)."""
         self._events: events.SentEvents | None = None
         self.hooks = Hooks() if hooks is None else hooks
         """The hooks of new messages (``before_send``, ``after_send``)."""
@@ -109,6 +112,7 @@ class Sender:
         (queue partitions, priorities, events: those the transport was built from)."""
         self._transport, self._store = transport, store
         self.settings, self.names = settings, transport.names
+        self._delivered_of = getattr(store, "delivered", _never_delivered)  # optional
         if settings.events:
             self._events = events.SentEvents(transport)
             self.hooks.add(self._events)
@@ -120,6 +124,7 @@ class Sender:
             self._events = None
         self._transport = self._store = None
         self.settings = self.names = None
+        self._delivered_of = _never_delivered
 
     @property
     def is_attached(self) -> bool:
@@ -153,8 +158,11 @@ class Sender:
         InvalidArguments for a call that does not fit, whether attached or not."""
         send = await self._prepare(task, options, args, kwargs)
         transport, message = self.transport, self._emit(send.message)
+        delivered = None
+        if send.envelope.reply_to is not None:
+            delivered = self._delivered_of(send.envelope.task_id)
         try:
-            await transport.publish(send.exchange, send.routing_key, message)
+            await transport.publish(send.exchange, send.routing_key, message, delivered=delivered)
         except PublishError as exc:
             if not exc.unroutable or send.exchange != transport.names.exchange:
                 raise
@@ -533,6 +541,11 @@ def eta_and_delay(options: SendOptions) -> tuple[dt.datetime | None, int]:
             f"({topology.MAX_DELAY_SECONDS:.0f} s, about 795 days)"
         )
     return eta, delay_ms
+
+
+def _never_delivered(task_id: str) -> None:
+    """A store without ``delivered``: a send waits for the broker's confirm alone."""
+    return None
 
 
 def _new_task_id() -> str:

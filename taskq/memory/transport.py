@@ -8,6 +8,7 @@ Publishes are "confirmed" when routed; nothing is ever unconfirmed or dropped fo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -160,7 +161,13 @@ class MemoryTransport(SharedMethods, Transport):
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(
-        self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool = True
+        self,
+        exchange: str,
+        routing_key: str,
+        message: OutgoingMessage,
+        *,
+        mandatory: bool = True,
+        delivered: asyncio.Future[None] | None = None,
     ) -> None:
         self.broker.publish(exchange, routing_key, message, mandatory=mandatory)
 

@@ -51,6 +51,7 @@ class AmqpResultStore:
         self._states: dict[str, TaskState] = {}
         self._done: dict[str, asyncio.Event] = {}
         self._lost: dict[str, str] = {}
+        self._delivered: dict[str, asyncio.Future[None]] = {}
         self._gone: dict[str, None] = {}  # reply queues found gone, oldest first
         self._opened = False
         self._closed = False
@@ -87,7 +88,17 @@ class AmqpResultStore:
     def track(self, task_id: str, task_name: str) -> None:
         self._states.setdefault(task_id, TaskState(task_id, TaskStatus.PENDING, task_name, 0))
 
+    def delivered(self, task_id: str) -> asyncio.Future[None]:
+        """A future resolved when the first state of ``task_id`` comes back: a worker got
+        its message, so its sender need not wait for the broker's confirm any longer (see
+        ``Transport.publish``)."""
+        future = self._delivered.get(task_id)
+        if future is None:
+            future = self._delivered[task_id] = asyncio.get_running_loop().create_future()
+        return future
+
     def forget(self, task_id: str) -> None:
+        self._delivered.pop(task_id, None)
         self._states.pop(task_id, None)
         self._done.pop(task_id, None)
         self._lost.pop(task_id, None)
@@ -131,6 +142,9 @@ class AmqpResultStore:
             return
         if state.task_id not in self._states:
             return  # a task this process no longer tracks (its handle was dropped)
+        delivered = self._delivered.pop(state.task_id, None)
+        if delivered is not None and not delivered.done():
+            delivered.set_result(None)
         if state.supersedes(self._states.get(state.task_id)):
             self._states[state.task_id] = state
             if state.status.terminal and state.task_id in self._done:

@@ -136,6 +136,10 @@ class ResultStore(Protocol):
     sent with ``reply_to`` can reach anyone (the AMQP store: while that reply queue exists).
     A worker asks it first, so that a result nobody can receive costs nothing; without it, a
     state is recorded when the task has a reply address or the store is ``durable``.
+
+    Optional: ``delivered(task_id: str) -> asyncio.Future[None] | None``, a future resolved
+    when the first state of a task this process sends comes back (the AMQP store): a send
+    then returns at the first of the broker's confirm and that state.
     """
 
     durable: bool

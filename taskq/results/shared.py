@@ -69,6 +69,11 @@ class Lease:
     def reply_to(self) -> str | None:
         return self._store.reply_to()
 
+    def delivered(self, task_id: str) -> asyncio.Future[None] | None:
+        """The wrapped store's ``delivered`` future (None if it has none: see ResultStore)."""
+        delivered = getattr(self._store, "delivered", None)
+        return delivered(task_id) if delivered is not None else None
+
     def reaches(self, reply_to: str | None) -> bool:
         reaches = getattr(self._store, "reaches", None)  # optional (see ResultStore)
         return reaches(reply_to) if reaches is not None else bool(reply_to) or self.durable

@@ -389,10 +389,17 @@ class AioPikaTransport(SharedMethods):
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(
-        self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool = True
+        self,
+        exchange: str,
+        routing_key: str,
+        message: OutgoingMessage,
+        *,
+        mandatory: bool = True,
+        delivered: asyncio.Future[None] | None = None,
     ) -> None:
         """Publish and wait for the broker's confirm; PublishError if returned or nacked, a
-        lost connection waited out until ``publish_timeout`` (then BrokerUnavailable)."""
+        lost connection waited out until ``publish_timeout`` (then BrokerUnavailable).
+        ``delivered`` is not used: aiormq's confirm is awaited inside ``basic_publish``."""
         if mandatory and message.message_id is None:  # aiormq matches a return by it
             message = dataclasses.replace(message, message_id=uuid.uuid4().hex)
         tried = False

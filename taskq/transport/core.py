@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from pamqp import commands
@@ -309,11 +310,22 @@ class NativeTransport(SharedMethods):
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(
-        self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool = True
+        self,
+        exchange: str,
+        routing_key: str,
+        message: OutgoingMessage,
+        *,
+        mandatory: bool = True,
+        delivered: asyncio.Future[None] | None = None,
     ) -> None:
         """Publish and wait for the broker's confirm. An unroutable or nacked publish raises
         PublishError; a dropped connection is waited out and the publish retried until
-        ``publish_timeout``, then BrokerUnavailable."""
+        ``publish_timeout``, then BrokerUnavailable.
+
+        Once ``delivered`` is resolved (the task's outcome came back: a worker received the
+        message), it returns without waiting for the confirm any longer: a persistent
+        message's confirm comes only once it is on disk or acked by its consumer, which for
+        a short task is after its outcome was already back with the sender."""
         slot: ChannelSlot = self._require(self._confirm, "publish")
         if mandatory and message.message_id is None:  # a return is matched to its publish by it
             message = dataclasses.replace(message, message_id=uuid.uuid4().hex)
@@ -337,6 +349,7 @@ class NativeTransport(SharedMethods):
                     if waited:
                         connection.wrote()
                 assert confirm is not None
+                _settle_on(delivered, confirm)
                 await confirm
                 return
             except ChannelClosed as exc:
@@ -654,6 +667,17 @@ class NativeTransport(SharedMethods):
         if cancel is not None:
             await cancel()
         await self.delete_queue(queue_name)
+
+
+def _settle_on(delivered: asyncio.Future[None] | None, confirm: asyncio.Future[None]) -> None:
+    """Settle ``confirm`` once ``delivered`` is resolved, if the broker did not first."""
+    if delivered is not None:
+        delivered.add_done_callback(partial(_confirmed_by_delivery, confirm))
+
+
+def _confirmed_by_delivery(confirm: asyncio.Future[None], delivered: asyncio.Future[None]) -> None:
+    if not confirm.done() and not delivered.cancelled():
+        confirm.set_result(None)  # the broker's own confirm, when it comes, finds it settled
 
 
 def _write(

@@ -138,9 +138,19 @@ class Transport(Protocol):
         """Delete an exchange by its full name (nothing happens if it does not exist)."""
 
     async def publish(
-        self, exchange: str, routing_key: str, message: OutgoingMessage, *, mandatory: bool = True
+        self,
+        exchange: str,
+        routing_key: str,
+        message: OutgoingMessage,
+        *,
+        mandatory: bool = True,
+        delivered: asyncio.Future[None] | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirm (PublishError if returned or nacked)."""
+        """Publish and wait for the broker's confirm (PublishError if returned or nacked).
+
+        ``delivered``, if given, is resolved once a consumer is known to have received the
+        message (its task's outcome came back): the publish may then return before the
+        confirm, which only says the same thing later (a transport may ignore it)."""
 
     async def publish_many(self, items: Sequence[tuple[str, str, OutgoingMessage]]) -> None:
         """Publish ``(exchange, routing_key, message)`` items with pipelined confirms; all or
