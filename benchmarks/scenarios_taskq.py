@@ -5,6 +5,7 @@ batch, sequential), drain (1 and 2 worker processes; the natural API at --concur
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import broker
+from . import broker, cpu
 from . import harness as h
 from .bench_apps.taskq_app import make_app
 from .harness import Options, Result
@@ -97,9 +98,11 @@ async def enqueue(prefix: str, opts: Options) -> list[Result]:
         ]
         for role, variant, count, run in variants:
             h.progress(f"taskq enqueue: {variant}, {count} tasks")
+            before, own = cpu.Sample([]), os.times()
             start = time.perf_counter()
             handles = await run()
             elapsed = time.perf_counter() - start
+            after, spent = cpu.Sample([]), os.times()
             assert len(handles) == count
             depth = await broker.queue_depth(queue)
             results.append(
@@ -112,6 +115,12 @@ async def enqueue(prefix: str, opts: Options) -> list[Result]:
                     elapsed,
                     role,
                     counted=depth,
+                    # This process is the client: its CPU per task shows what the send path
+                    # costs here, the broker's what it costs there (the two share 2 cores).
+                    client_cpu_us=round(
+                        (spent.user + spent.system - own.user - own.system) / count * 1e6, 1
+                    ),
+                    broker_cpu_us=cpu.per_task_us(before, after, count)["broker_cpu_us"],
                 )
             )
             await broker.purge(queue)
