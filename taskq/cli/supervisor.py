@@ -38,6 +38,28 @@ _CLEAN_STOP = (None, 0, -signal.SIGTERM, -signal.SIGINT)
 _FATAL_AT_START = (ExitCode.USAGE, ExitCode.BROKER_UNREACHABLE, ExitCode.BROKER_REFUSED)
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def crowding(processes: int, available: int) -> str | None:
+    """Why ``processes`` worker processes may drain slower than one on ``available`` cores
+    (None: no reason known). Each busy worker process keeps about a core busy, and the broker
+    and the senders need CPU too: with as many processes as cores they take turns instead."""
+    if processes <= 1 or processes < available:
+        return None
+    return (
+        f"--processes {processes} on {available} core(s): worker processes, the broker and "
+        "the senders then take turns on the cores, and more processes can drain slower than "
+        "fewer (measured on 2 cores: 2 processes drained 0.81x to 1.38x of one, run to run). "
+        "Use fewer processes than cores, or measure yours (docs/operations/worker.md)"
+    )
+
+
 @dataclasses.dataclass(slots=True)
 class Child:
     """One worker process and its restart state."""
@@ -92,6 +114,9 @@ class Supervisor:
         """Start the children and watch them until all have stopped; return the exit code."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        warning = crowding(self.processes, cores())
+        if warning is not None:
+            log.warning("%s", warning)
         now = time.monotonic()
         self.children = [Child(i, self._spawn(i), now) for i in range(self.processes)]
         log.info("supervising %d worker processes", self.processes)
