@@ -159,7 +159,7 @@ class Sender:
         send = await self._prepare(task, options, args, kwargs)
         transport, message = self.transport, self._emit(send.message)
         delivered = None
-        if send.envelope.reply_to is not None:
+        if not send.envelope.ignore_result:
             delivered = self._delivered_of(send.envelope.task_id)
         try:
             await transport.publish(send.exchange, send.routing_key, message, delivered=delivered)

@@ -138,8 +138,8 @@ class ResultStore(Protocol):
     state is recorded when the task has a reply address or the store is ``durable``.
 
     Optional: ``delivered(task_id: str) -> asyncio.Future[None] | None``, a future resolved
-    when the first state of a task this process sends comes back (the AMQP store): a send
-    then returns at the first of the broker's confirm and that state.
+    when the first state of a task this process sends comes back (the AMQP store; the Redis
+    store: its outcome): a send then returns at the first of the broker's confirm and that.
     """
 
     durable: bool

@@ -110,6 +110,7 @@ class Listener:
         self._watches: dict[str, set[Watch]] = {}
         self._expected: dict[str, TaskState | None] = {}
         self._registered: set[str] = set()
+        self._delivered: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = False
         self._closed = False
@@ -141,6 +142,15 @@ class Listener:
         """Stop keeping ``task_id``'s state (its handle is gone, or its state was reset)."""
         self._expected.pop(task_id, None)
         self._registered.discard(task_id)
+        self._delivered.pop(task_id, None)
+
+    def delivered(self, task_id: str) -> asyncio.Future[None]:
+        """A future resolved when the terminal state of an expected task is published here:
+        a worker got its message (see ``Transport.publish``)."""
+        future = self._delivered.get(task_id)
+        if future is None:
+            future = self._delivered[task_id] = asyncio.get_running_loop().create_future()
+        return future
 
     def early(self, task_id: str) -> TaskState | None:
         """The terminal state of an expected task, if it was published already."""
@@ -234,6 +244,9 @@ class Listener:
             return  # only terminal states are sent; anything else is not ours
         if state.task_id in self._expected:
             self._expected[state.task_id] = state
+            delivered = self._delivered.pop(state.task_id, None)
+            if delivered is not None and not delivered.done():
+                delivered.set_result(None)
         for watch in self._watches.get(state.task_id, ()):
             watch.published = state
             watch.wake()

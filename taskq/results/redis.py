@@ -43,6 +43,7 @@ ResultUnavailable."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -294,6 +295,11 @@ class RedisResultStore:
                 "could not record task %s as PENDING in Redis at %s (the task was sent): %s",
                 task_id, self._url, redact_url(str(exc)),
             )  # fmt: skip
+
+    def delivered(self, task_id: str) -> asyncio.Future[None]:
+        """Resolved when ``task_id``'s outcome is published to this store (its sender then
+        need not wait for the broker's confirm: see ResultStore)."""
+        return self._listener.delivered(task_id)
 
     def forget(self, task_id: str) -> None:
         """Stop keeping an early outcome of ``task_id`` (states live in Redis until their TTL)."""
