@@ -154,18 +154,15 @@ def content_header(payload: memoryview) -> tuple[int, dict[str, Any], Mapping[st
     props: dict[str, Any] = {}
     flaws = NO_FLAWS
     pos = 14
-    bit = 1 << 15
     try:
         if flags & 1:
             raise FrameError("continued property flags are not supported")
-        for name in PROPERTY_ORDER:
-            if flags & bit:
-                try:
-                    props[name], pos = _property(name, payload, pos)
-                except _Unreadable as exc:
-                    props[name], pos = exc.value, exc.end
-                    flaws = {**flaws, name: exc.why}
-            bit >>= 1
+        for name, read in _readers_of(flags):
+            try:
+                props[name], pos = read(payload, pos)
+            except _Unreadable as exc:
+                props[name], pos = exc.value, exc.end
+                flaws = {**flaws, name: exc.why}
         if pos > len(payload):  # a short string said longer than what is left
             raise IndexError(f"properties run {pos - len(payload)} bytes past the header")
     except (FrameError, struct.error, IndexError) as exc:  # cut short: nothing after is known
@@ -173,14 +170,34 @@ def content_header(payload: memoryview) -> tuple[int, dict[str, Any], Mapping[st
     return body_size, props, flaws
 
 
-def _property(name: str, payload: memoryview, pos: int) -> tuple[Any, int]:
-    if name in ("delivery_mode", "priority"):
-        return payload[pos], pos + 1
-    if name == "headers":
-        return _table(payload, pos)
-    if name == "timestamp":
-        (value,) = _U64.unpack_from(payload, pos)
-        return timestamp_of(value), pos + 8
+Reader = Callable[[memoryview, int], tuple[Any, int]]
+_readers: dict[int, tuple[tuple[str, Reader], ...]] = {}
+
+
+def _readers_of(flags: int) -> tuple[tuple[str, Reader], ...]:
+    """The properties a content header with ``flags`` holds, in order, each with its reader
+    (worked out once per distinct flags: a producer sends the same few)."""
+    readers = _readers.get(flags)
+    if readers is None:
+        readers = tuple(
+            (name, _READER[name])
+            for index, name in enumerate(PROPERTY_ORDER)
+            if flags & (1 << (15 - index))
+        )
+        _readers[flags] = readers  # bounded: at most 2^14 distinct flags
+    return readers
+
+
+def _read_octet(payload: memoryview, pos: int) -> tuple[int, int]:
+    return payload[pos], pos + 1
+
+
+def _read_timestamp(payload: memoryview, pos: int) -> tuple[dt.datetime | int, int]:
+    (value,) = _U64.unpack_from(payload, pos)
+    return timestamp_of(value), pos + 8
+
+
+def _read_short(payload: memoryview, pos: int) -> tuple[str, int]:
     size = payload[pos]
     end = pos + 1 + size
     try:
@@ -201,6 +218,17 @@ def _table(payload: memoryview, pos: int) -> tuple[dict[str, Any], int]:
         why = f"header table not decodable: {type(exc).__name__}: {exc}"
         raise _Unreadable({}, end, why) from None
     return table, end
+
+
+_READER: dict[str, Reader] = {
+    name: (
+        _read_octet if name in ("delivery_mode", "priority")
+        else _table if name == "headers"
+        else _read_timestamp if name == "timestamp"
+        else _read_short
+    )
+    for name in PROPERTY_ORDER
+}  # fmt: skip
 
 
 # pamqp's rule: a timestamp above 2^32 seconds (year 2106) is in milliseconds, what
