@@ -23,7 +23,6 @@ import logging
 import math
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -548,10 +547,17 @@ def _never_delivered(task_id: str) -> None:
     return None
 
 
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant, version 4
+
+
 def _new_task_id() -> str:
     """A random UUID4 as text. From ``random``, not ``os.urandom``: a task ID must be unique,
-    not secret, and this costs no system call per send (``random`` reseeds after a fork)."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    not secret, and this costs no system call per send (``random`` reseeds after a fork).
+    The bits and the text are those of ``str(uuid.UUID(int=..., version=4))``, without the
+    UUID object (a third of the cost)."""
+    h = "%032x" % (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _now() -> dt.datetime:

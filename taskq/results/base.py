@@ -25,7 +25,11 @@ class TaskStatus(enum.StrEnum):
     @property
     def terminal(self) -> bool:
         """Whether no later status can follow this one."""
-        return self in (TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset((TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED))
+_BY_VALUE = {status.value: status for status in TaskStatus}
 
 
 STATUS_RANK = {
@@ -111,7 +115,7 @@ class TaskState:
             error = raw["error"]
             return cls(
                 task_id=raw["id"],
-                status=TaskStatus(raw["status"]),
+                status=_BY_VALUE.get(raw["status"]) or TaskStatus(raw["status"]),
                 task_name=raw.get("name", ""),
                 attempt=raw.get("attempt", 1),
                 result=raw.get("result"),
