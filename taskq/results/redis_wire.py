@@ -53,6 +53,9 @@ class _Protocol(asyncio.Protocol):
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        # The last reply of each write through RedisWire.send, with its deadline, oldest first.
+        self.deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        self.watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -73,6 +76,10 @@ class _Protocol(asyncio.Protocol):
         self.fail(ConnectionError(f"Redis connection lost: {self.lost}"))
 
     def fail(self, exc: BaseException) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        self.deadlines.clear()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
@@ -125,13 +132,30 @@ class RedisWire:
             return False
         protocol.waiting.extend(futures)
         protocol.transport.write(b"".join(encode(command) for command in commands))
-        last = futures[-1]
-        asyncio.get_running_loop().call_later(self._timeout, self._expire, protocol, last)
+        loop = asyncio.get_running_loop()
+        deadlines = protocol.deadlines
+        while deadlines and deadlines[0][1].done():  # answered in order: only those in flight stay
+            deadlines.popleft()
+        deadlines.append((loop.time() + self._timeout, futures[-1]))
+        if protocol.watchdog is None:
+            protocol.watchdog = loop.call_later(self._timeout, self._watch, protocol)
         return True
 
-    def _expire(self, protocol: _Protocol, last: asyncio.Future[Any]) -> None:
-        if not last.done() and protocol.lost is None:
+    def _watch(self, protocol: _Protocol) -> None:
+        """One timer per connection, at the deadline of the oldest write still unanswered
+        (a timer per write would pile up thousands at a high rate)."""
+        protocol.watchdog = None
+        deadlines = protocol.deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        if not deadlines or protocol.lost is not None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = deadlines[0][0]
+        if loop.time() >= deadline:
             self._drop(protocol, TimeoutError(f"Redis did not answer within {self._timeout} s"))
+        else:
+            protocol.watchdog = loop.call_at(deadline, self._watch, protocol)
 
     async def _connection(self) -> _Protocol:
         protocol = self._protocol
