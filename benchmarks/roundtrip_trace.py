@@ -43,9 +43,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def trace(args: argparse.Namespace) -> tuple[list[Event], list[Event]]:
-    """Run the round trips; return the client's and the worker's events."""
-    prefix = h.unique("")
+async def trace(args: argparse.Namespace, prefix: str) -> tuple[list[Event], list[Event]]:
+    """Run the round trips under ``prefix``; return the client's and the worker's events."""
     out = Path(tempfile.mkdtemp(prefix="taskq-trace-")) / "worker.json"
     command = [sys.executable, "-m", "benchmarks.bench_apps.traced_worker",
                scenarios_taskq.WORKER_APP, "--concurrency", str(args.concurrency),
@@ -113,7 +112,8 @@ def breakdown(client: list[Event], worker: list[Event]) -> list[dict[str, object
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
-    client, worker = uvloop.run(trace(args))  # as the client of python -m benchmarks
+    prefix = h.unique("")
+    client, worker = uvloop.run(trace(args, prefix))  # as the client of python -m benchmarks
     rows = breakdown(client, worker)
     print(f"{args.roundtrips} round trips, results={args.results}")
     print(f"{'event':<52} {'p50 us':>8} {'step us':>8} {'in':>5}")
@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{row['event']:<52} {row['p50_us']:>8.0f} {row['step_us']:>8.0f} "
               f"{row['share']:>5.0%}")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        report = {"prefix": prefix, "roundtrips": args.roundtrips, "results": args.results}
+        Path(args.json).write_text(json.dumps({**report, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
