@@ -279,23 +279,28 @@ async def test_a_message_waiting_in_the_old_levels_is_delivered(
     old_scheme = topology.LEGACY_DELAY if scheme == "binary" else topology.DELAY
     monkeypatch.setattr(topology, "DELAY", old_scheme)
     monkeypatch.setattr(SharedMethods, "holds_delays", False)
+    countdown = 4  # seconds: time to see it in the levels, on a loaded machine too
     async with old:  # its reply queue goes when it closes: the task records its arrival
         sent = time.time()
-        await old.tasks["arrive"].options(countdown=2).delay(sent)
-    held = await delay_queue_messages(prefix)
-    assert sum(held[name] for name in old_scheme.queue_names(old.names)) == 1
+        await old.tasks["arrive"].options(countdown=countdown).delay(sent)
+
+    async def in_the_old_levels() -> bool:  # moving between two levels, it is in neither
+        held = await delay_queue_messages(prefix)
+        return sum(held[name] for name in old_scheme.queue_names(old.names)) == 1
+
+    await eventually(in_the_old_levels, timeout=countdown / 2, what="the old levels to hold it")
     monkeypatch.undo()
 
     new = make()
     async with new, running_worker(new):
         assert topology.DELAY.digit_bits == 4
-        await new.transport.declare_delay_path(2000)
+        await new.transport.declare_delay_path(countdown * 1000)
 
         async def ran() -> bool:
             return bool(arrivals)
 
-        await eventually(ran, timeout=2 + DEADLINE, what="the task sent before the upgrade")
-        assert arrivals[0] >= sent + 2 - GRANULARITY and len(arrivals) == 1
+        await eventually(ran, timeout=countdown + DEADLINE, what="the task sent before the upgrade")
+        assert arrivals[0] >= sent + countdown - GRANULARITY and len(arrivals) == 1
         assert await levels_hold(new) == 0
 
 

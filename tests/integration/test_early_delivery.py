@@ -10,6 +10,7 @@ publish, and that without it the publish still waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import aio_pika
@@ -45,6 +46,8 @@ async def test_a_publish_ends_when_delivered_even_with_its_confirm_held_back() -
             await asyncio.wait_for(early, timeout=10)
             assert not held.done()  # its confirm is still held back: it waits on
             held.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await held
         finally:
             proxy.cut()
             await transport.close()
