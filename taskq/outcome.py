@@ -7,13 +7,13 @@ broker actions (record, then publish where needed, then ack).
 from __future__ import annotations
 
 import dataclasses
-import traceback
 from typing import Any
 
 from .exceptions import Reject, Retry
 from .message import Envelope
 from .results.base import ErrorInfo
 from .retry import RetryPolicy
+from .tracebacks import format_exception
 
 # Reasons written to x-taskq-reason on the dead-letter queue.
 INVALID_MESSAGE = "invalid-message"
@@ -148,7 +148,7 @@ def error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(
         type=qualified_name(type(exc)),
         message=message,
-        traceback="".join(traceback.format_exception(exc)),
+        traceback=format_exception(exc),
     )
 
 
