@@ -152,10 +152,13 @@ class Sender:
         options: SendOptions,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        called_at: float | None = None,
     ) -> TaskHandle[Any]:
         """Send one call; the handle is returned once the broker confirmed the message.
-        InvalidArguments for a call that does not fit, whether attached or not."""
-        send = await self._prepare(task, options, args, kwargs)
+        InvalidArguments for a call that does not fit, whether attached or not. A countdown
+        or a relative expiry counts from ``called_at`` (``time.time()`` when the caller
+        asked for the send; default: when the message is built)."""
+        send = await self._prepare(task, options, args, kwargs, called_at)
         transport, message = self.transport, self._emit(send.message)
         delivered = None
         if not send.envelope.ignore_result:
@@ -187,11 +190,13 @@ class Sender:
         published ``SEND_BATCH`` at a time, each batch's publish under way while the next is
         built, so that the broker confirms the first while this process builds the rest (built
         all first, the broker idled meanwhile: a batch was no faster than a gather of sends).
+        Countdowns and relative expiries count from this call, for every message alike.
         """
+        called_at = time.time()
         checked = [self._checked(call, named) for call in calls]
         built: list[_Send] | None = None
         if self.hooks.before_send:  # a hook may refuse any of them: all pass before any goes
-            built = [await self._prepare_bound(*call) for call in checked]
+            built = [await self._prepare_bound(*call, called_at) for call in checked]
         else:
             self._check_batch(checked)
         transport = self.transport
@@ -204,7 +209,7 @@ class Sender:
                 if built is not None:
                     batch = built[start : start + SEND_BATCH]
                 else:
-                    batch = [await self._prepare_bound(*call)
+                    batch = [await self._prepare_bound(*call, called_at)
                              for call in checked[start : start + SEND_BATCH]]  # fmt: skip
                 items = [(send.exchange, send.routing_key, self._emit(send.message))
                          for send in batch]  # fmt: skip
@@ -303,13 +308,18 @@ class Sender:
         options: SendOptions,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        called_at: float | None,
     ) -> _Send:
         """Check a call, declare its queue, build its message and track its result."""
         bound = task.signature.bind(args, kwargs)  # a wrong call fails here, open or not
-        return await self._prepare_bound(task, options, bound)
+        return await self._prepare_bound(task, options, bound, called_at)
 
     async def _prepare_bound(
-        self, task: Task[Any, Any], options: SendOptions, bound: tuple[list[Any], dict[str, Any]]
+        self,
+        task: Task[Any, Any],
+        options: SendOptions,
+        bound: tuple[list[Any], dict[str, Any]],
+        called_at: float | None,
     ) -> _Send:
         """:meth:`_prepare` of a call whose arguments are bound and checked."""
         transport, store = self.transport, self.store
@@ -319,7 +329,9 @@ class Sender:
         if ignore is None:
             ignore = task.config.ignore_result
         reply_to = None if ignore else store.reply_to()
-        envelope, delay_ms = build_envelope(settings, task, options, bound, reply_to, ignore)
+        envelope, delay_ms = build_envelope(
+            settings, task, options, bound, reply_to, ignore, called_at=called_at
+        )
         sending = None
         if self.hooks.before_send:
             envelope, sending = await self._before_send(envelope)
@@ -452,8 +464,10 @@ def build_envelope(
     *,
     sent_at: float | None = None,
     scheduled_for: dt.datetime | None = None,
+    called_at: float | None = None,
 ) -> tuple[Envelope, int]:
-    """The envelope of a call with bound arguments, and its delay in milliseconds.
+    """The envelope of a call with bound arguments, and its delay in milliseconds (a
+    countdown or a relative expiry counts from ``called_at``, default now).
 
     ConfigurationError for options that do not fit (a priority out of range or on a quorum
     queue, a bad queue name, countdown and eta together, a naive eta or expiry). A periodic
@@ -468,7 +482,7 @@ def build_envelope(
     priority = options.priority if options.priority is not None else cfg.priority
     if priority is None:
         priority = settings.default_priority
-    eta, delay_ms = eta_and_delay(options)
+    eta, delay_ms = eta_and_delay(options, called_at)
     parent = current_or_none() if scheduled_for is None else None
     task_id = options.task_id or _new_task_id()
     return (
@@ -481,7 +495,7 @@ def build_envelope(
             priority=check_priority(settings, priority, queue),
             sent_at=time.time() if sent_at is None else sent_at,
             eta=eta,
-            expires=_absolute(options.expires),
+            expires=_absolute(options.expires, called_at),
             reply_to=reply_to,
             scheduled_for=scheduled_for,
             ignore_result=ignore_result,
@@ -517,8 +531,12 @@ def partition_for(
     return topology.partition_of(task_id if key is None else key, count)
 
 
-def eta_and_delay(options: SendOptions) -> tuple[dt.datetime | None, int]:
-    """The ETA and the delay in milliseconds of a send (a past ETA means now)."""
+def eta_and_delay(
+    options: SendOptions, called_at: float | None = None
+) -> tuple[dt.datetime | None, int]:
+    """The ETA and the delay in milliseconds of a send (a past ETA means now). A countdown
+    counts from ``called_at`` (epoch seconds; default now): from when the caller asked for
+    the send, not from when its message is built, which in a burst of sends comes later."""
     if options.countdown is not None and options.eta is not None:
         raise ConfigurationError("give countdown or eta, not both")
     if options.eta is not None:
@@ -530,7 +548,7 @@ def eta_and_delay(options: SendOptions) -> tuple[dt.datetime | None, int]:
     elif options.countdown is not None:
         if options.countdown < 0 or not math.isfinite(options.countdown):
             raise ConfigurationError("countdown must be a finite number of seconds >= 0")
-        eta = _now() + dt.timedelta(seconds=options.countdown)
+        eta = _since(called_at) + dt.timedelta(seconds=options.countdown)
     else:
         return None, 0
     delay_ms = max(0, math.ceil((eta - _now()).total_seconds() * 1000))
@@ -564,11 +582,16 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _absolute(when: float | dt.datetime | None) -> dt.datetime | None:
+def _since(called_at: float | None) -> dt.datetime:
+    """``called_at`` (epoch seconds) as a datetime; None: now."""
+    return _now() if called_at is None else dt.datetime.fromtimestamp(called_at, dt.UTC)
+
+
+def _absolute(when: float | dt.datetime | None, called_at: float | None) -> dt.datetime | None:
     if when is None:
         return None
     if isinstance(when, dt.datetime):
         if when.tzinfo is None:
             raise ConfigurationError("expires must be a timezone-aware datetime (or seconds)")
         return when
-    return _now() + dt.timedelta(seconds=when)
+    return _since(called_at) + dt.timedelta(seconds=when)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
@@ -50,10 +51,11 @@ class SendOptions:
       whose ID already succeeded is not run again.
     - ``priority``: 0 (lowest) to the queue's max priority.
     - ``queue``: send to this queue instead of the task's own.
-    - ``countdown``: seconds to wait before the task may start.
+    - ``countdown``: seconds to wait before the task may start, counted from the call that
+      sends it (``delay()``, ``map()``, ``send_many()``).
     - ``eta``: a timezone-aware datetime before which the task may not start.
-    - ``expires``: seconds from now, or an aware datetime; a task not started by then is
-      dead-lettered as ``expired`` instead of running.
+    - ``expires``: seconds from the call that sends it, or an aware datetime; a task not
+      started by then is dead-lettered as ``expired`` instead of running.
     - ``ignore_result``: record no state or result for this call (None: the task's setting).
     - ``partition_key``: on a partitioned queue, the partition is picked from this key
       instead of the task ID: tasks with one key go to one partition, in the order sent
@@ -194,8 +196,10 @@ class TaskCall(Generic[P, R]):
     send_options: SendOptions
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[TaskHandle[R]]:
-        """Send the task with these options (see Task.delay)."""
-        return self.task.app.sender.send(self.task, self.send_options, args, kwargs)
+        """Send the task with these options (see Task.delay). A ``countdown`` (or an
+        ``expires`` in seconds) counts from this call, not from when the returned awaitable
+        gets to build the message: in a gather of thousands of sends, that comes later."""
+        return self.task.app.sender.send(self.task, self.send_options, args, kwargs, time.time())
 
     async def map(self, iterable_of_args: Iterable[Any]) -> list[TaskHandle[R]]:
         """Send one task per item with these options (see Task.map)."""
