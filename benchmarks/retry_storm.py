@@ -6,7 +6,9 @@ backoff=2.0, jitter=False)``: it is retried 1 s after attempt 1 and 2 s after at
 Meanwhile a paced producer sends ``fresh(i)`` at ``--fresh-rate`` per second (by the loop
 clock, in batches every 10 ms, each batch sent without waiting for the previous one's
 confirms), from just before the storm until the last retry has started plus 1 s. One
-in-process worker at ``--concurrency 200`` consumes the one queue. Reported:
+in-process worker at ``--concurrency 200`` consumes the one queue (``--worker-process``: a
+``taskq-worker`` process of its own, as workers and their callers are in production; the
+tasks stamp their times to files, read back here). Reported:
 
 - fresh wait = start - send, where the send time is taken just before its ``delay()`` (so the
   confirmed publish is part of it): p50 / p99 / max in ms, and how many fresh tasks ran; and
@@ -27,6 +29,7 @@ in-process worker at ``--concurrency 200`` consumes the one queue. Reported:
 The issue's targets: fresh wait p99 <= 100 ms and retry lateness p99 <= 1 s at 5,000 / 1,000/s.
 
     python -m benchmarks.retry_storm                     # 5,000 flaky tasks, 1,000 fresh/s
+    python -m benchmarks.retry_storm --worker-process
     python -m benchmarks.retry_storm --quorum --json out.json
     python -m benchmarks.retry_storm --storm 30 --fresh-rate 50 --json out.json   # the smoke test
 """
@@ -37,26 +40,26 @@ import argparse
 import asyncio
 import dataclasses
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import taskq
-from taskq import App, RetryPolicy, Task
+from taskq import App, Task
 from taskq.cli.common import run_loop
+from taskq.testing.isolation import delete_topology
 
 from . import cpu
+from .bench_apps import stamps
+from .bench_apps.storm_app import POLICY, StormFailure
 from .delay_accuracy import percentile, with_worker
 from .delays import BROKER, POLL, load, print_report
+from .harness import Workers
 
-POLICY = RetryPolicy(max_attempts=3, delay=1.0, backoff=2.0, jitter=False)
 TICK = 0.01  # the producer's pace: a batch every 10 ms keeps 1,000/s even on a busy loop
 TAIL = 1.0  # fresh tasks keep flowing this long after the last retry started
-
-
-class StormFailure(Exception):
-    """What a flaky task raises on the attempts that must fail."""
 
 
 @dataclasses.dataclass
@@ -171,17 +174,27 @@ async def produce(
     return sent
 
 
-async def until(done: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``done`` every POLL seconds; TimeoutError naming ``what`` after ``timeout``."""
+async def until(
+    done: Callable[[], bool], timeout: float, what: str, read: Callable[[], None] = lambda: None
+) -> None:
+    """Poll ``done`` every POLL seconds (after ``read``); TimeoutError naming ``what`` after
+    ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not done():
+    while read() or not done():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} by the deadline")
         await asyncio.sleep(POLL)
 
 
-async def measure(app: App, storm: int, rate: float, record: Record) -> dict[str, Any]:
-    """Start the fresh flow, send the storm, wait for every retry and fresh task; the figures."""
+async def measure(
+    app: App,
+    storm: int,
+    rate: float,
+    record: Record,
+    read_stamps: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    """Start the fresh flow, send the storm, wait for every retry and fresh task; the figures.
+    ``read_stamps`` fills ``record`` from a worker process's stamps (its own: a no-op)."""
     flaky, fresh = app.tasks["flaky"], app.tasks["fresh"]
     broker = cpu.broker_pids()
     before, began, own = cpu.ticks(broker), time.time(), time.process_time()
@@ -194,13 +207,17 @@ async def measure(app: App, storm: int, rate: float, record: Record) -> dict[str
         await asyncio.gather(*(flaky.delay(i) for i in range(storm)))
         sent = time.time() - t0
         try:
-            await until(lambda: len(record.starts) >= runs, timeout, "not every retry started")
+            await until(lambda: len(record.starts) >= runs, timeout, "not every retry started",
+                        read_stamps)  # fmt: skip
             await asyncio.sleep(TAIL)
         finally:
             stop.set()
     fresh_count = producer.result()
     await until(
-        lambda: len(record.fresh_started) >= fresh_count, timeout, "not every fresh task started"
+        lambda: len(record.fresh_started) >= fresh_count,
+        timeout,
+        "not every fresh task started",
+        read_stamps,
     )
     cpu_us = (cpu.ticks(broker) - before) * cpu.TICK_US if broker else None
     return {
@@ -225,12 +242,54 @@ async def run(
     return await with_worker(app, concurrency, lambda: measure(app, storm, rate, record), backoffs)
 
 
+async def run_worker_process(
+    prefix: str, storm: int, rate: float, concurrency: int, quorum: bool
+) -> dict[str, Any]:
+    """As :func:`run`, with the worker a ``taskq-worker`` process of its own
+    (benchmarks/bench_apps/storm_app.py)."""
+    record = Record()
+    app = make_app(prefix, record, quorum)  # the client's view: only the signatures are used
+    kind = "quorum" if quorum else "classic"
+    with tempfile.TemporaryDirectory(prefix="bench-storm-") as directory:
+        tail = stamps.Tail(directory)
+
+        def read_stamps() -> None:
+            for kind_, key, at in tail.read():
+                if kind_ == "F":
+                    record.fresh_started[int(key)] = at
+                else:
+                    i, attempt = map(int, key.split(":"))
+                    (record.starts if kind_ == "s" else record.failures)[i, attempt] = at
+
+        env = {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": BROKER, "TASKQ_QUEUE_TYPE": kind,
+               "BENCH_STAMPS": directory}  # fmt: skip
+        workers = Workers(
+            [[sys.executable, "-m", "taskq.cli.worker", "benchmarks.bench_apps.storm_app:app",
+              "--concurrency", str(concurrency)]],
+            env,
+        )  # fmt: skip
+        try:
+            await workers.wait_log("consuming", timeout=60)
+            async with app:
+                await app.transport.declare_work_queue("default")
+                for delay_s in (POLICY.backoff_delay(k) for k in range(1, POLICY.max_attempts)):
+                    await app.transport.declare_delay_path(int(delay_s * 1000))
+                return await measure(app, storm, rate, record, read_stamps)
+        finally:
+            await workers.stop()
+            await delete_topology(app.settings, ["default"])
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.retry_storm")
     parser.add_argument("--storm", type=int, default=5000, help="failing tasks sent at once (5000)")
     parser.add_argument("--fresh-rate", type=float, default=1000.0, help="fresh tasks/s (1000)")
     parser.add_argument("--concurrency", type=int, default=200, help="worker concurrency (200)")
     parser.add_argument("--quorum", action="store_true", help="quorum work queues and levels")
+    parser.add_argument(
+        "--worker-process", action="store_true",
+        help="run the worker as a taskq-worker process (default: in this process)",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON here")
     return parser.parse_args(argv)
 
@@ -239,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     prefix = f"bench-storm-{uuid.uuid4().hex[:8]}"
     load_before = load()
-    result = run_loop(run(prefix, args.storm, args.fresh_rate, args.concurrency, args.quorum))
+    runner = run_worker_process if args.worker_process else run
+    result = run_loop(runner(prefix, args.storm, args.fresh_rate, args.concurrency, args.quorum))
     report = {
         "benchmark": "retry_storm",
         "prefix": prefix,
@@ -248,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retry_policy": f"{POLICY.max_attempts} attempts, {POLICY.delay:g} s x{POLICY.backoff:g}",
         "concurrency": args.concurrency,
         "queue_type": "quorum" if args.quorum else "classic",
+        "worker": "taskq-worker process" if args.worker_process else "in-process",
         "load_before": load_before,
         "load_after": load(),
         **result,

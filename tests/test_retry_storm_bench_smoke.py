@@ -25,16 +25,22 @@ FIGURES = {
 }  # fmt: skip
 
 
-def test_retry_storm_benchmark_smoke(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "worker"),
+    [([], "in-process"), (["--worker-process"], "taskq-worker process")],
+    ids=["in-process", "worker-process"],
+)
+def test_retry_storm_benchmark_smoke(tmp_path: Path, extra: list[str], worker: str) -> None:
     out = tmp_path / "storm.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.retry_storm", "--storm", "30", "--fresh-rate", "50",
-         "--json", str(out)],
+         "--json", str(out), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=110,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report.keys() >= FIGURES
+    assert report["worker"] == worker
     assert report["storm"] == 30 and report["retries"] == 60  # two retries per flaky task
     assert report["fresh_tasks"] >= 1
     assert report["retry_late_p99_ms_after_attempt"].keys() == {"1", "2"}

@@ -1,9 +1,9 @@
-"""taskq app of ``benchmarks.delays --worker-process``: a no-op that stamps its start, and its
+"""taskq app of ``benchmarks.delays --worker-process``: a no-op that stamps its start and its
 own due time (one file per process in ``$BENCH_STAMPS``, see stamps)."""
 
 from __future__ import annotations
 
-from taskq import App, Hook, current
+from taskq import App, Hook, current, delays
 from taskq.exceptions import DecodeError
 from taskq.message import envelope_of
 from taskq.transport import Delivery
@@ -12,19 +12,25 @@ from .stamps import stamp
 
 
 class EtaOfEach(Hook):
-    """Notes the ETA of every delivery, by task ID: its own due time (the sender's clock
-    when it built the message, plus the countdown)."""
+    """Notes the due time of every delivery, by task ID: the ``x-taskq-due`` header of a held
+    message (read without decoding the message again: the measurement must not slow the
+    worker it measures), else the message's ETA."""
 
     def __init__(self, etas: dict[str, float]) -> None:
         self.etas = etas
 
     def on_received(self, delivery: Delivery) -> None:
-        try:
-            eta = envelope_of(delivery).eta
-        except DecodeError:
+        if delivery.message_id is None:
             return
-        if eta is not None and delivery.message_id is not None:
-            self.etas[delivery.message_id] = eta.timestamp()
+        due = delays.due_of(delivery.headers)
+        if due is None:  # not through a hold queue (the levels alone, --no-hold)
+            try:
+                eta = envelope_of(delivery).eta
+            except DecodeError:
+                return
+            due = None if eta is None else eta.timestamp()
+        if due is not None:
+            self.etas[delivery.message_id] = due
 
 
 app = App("bench-delays")
@@ -34,7 +40,5 @@ app.add_hook(EtaOfEach(_etas))
 
 @app.task(ignore_result=True)
 async def noop(i: int) -> None:
-    stamp("s", str(i))
     eta = _etas.pop(current().task_id, None)
-    if eta is not None:
-        stamp("d", f"{i}:{eta:.6f}")
+    stamp("s", str(i) if eta is None else f"{i}:{eta:.3f}")
