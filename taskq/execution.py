@@ -120,11 +120,14 @@ class Executor:
         return self._busy_threads
 
     async def decide(self, delivery: Delivery) -> oc.Decision:
-        """What became of ``delivery`` (with its envelope, if it could be decoded)."""
-        try:
-            envelope = envelope_of(delivery)
-        except DecodeError as exc:
-            return oc.Decision(None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc)))
+        """What became of ``delivery`` (with its envelope, if it could be decoded: decoded
+        already if it was held, see taskq.holding)."""
+        envelope: Envelope | None = delivery.decoded
+        if envelope is None:
+            try:
+                envelope = envelope_of(delivery)
+            except DecodeError as exc:
+                return oc.Decision(None, oc.DeadLetter(oc.INVALID_MESSAGE, oc.error_info(exc)))
         if self.cancels is not None:
             reason = self.cancels.revoked(envelope.task_id, root_of(envelope))
             if reason is not None:  # never run, whatever else is wrong with it

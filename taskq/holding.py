@@ -8,6 +8,7 @@ retries coming due at once must not make fresh tasks wait behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from .delays import due_of
+from .exceptions import DecodeError
+from .message import envelope_of
 from .transport import Delivery
 
 T = TypeVar("T")
@@ -94,6 +97,14 @@ class Inbox(Generic[T]):
                 return
 
 
+def decode_ahead(delivery: Delivery) -> None:
+    """Decode a held delivery while it waits (``Delivery.decoded``): 20,000 due at once
+    start without 20,000 decodes then. One that cannot be decoded is left for the runner
+    to dead-letter when it comes due."""
+    with contextlib.suppress(DecodeError):
+        delivery.decoded = envelope_of(delivery)
+
+
 class Holder:
     """Holds deliveries until the due time in their headers, then calls ``on_due`` with each
     (in due order; at once for one that is due already or carries no due time).
@@ -105,8 +116,15 @@ class Holder:
     back, and delivers it again to a channel of the reconnected worker.
     """
 
-    def __init__(self, on_due: Callable[[Delivery], None]) -> None:
+    def __init__(
+        self,
+        on_due: Callable[[Delivery], None],
+        prepare: Callable[[Delivery], None] | None = None,
+    ) -> None:
         self._on_due = on_due
+        self._prepare = prepare
+        """Called with each delivery it starts to hold: what can be done for it ahead of its
+        due time (the worker decodes it), rather than for thousands due at once."""
         self._heap: list[tuple[float, int, Delivery]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -129,6 +147,8 @@ class Holder:
         heapq.heappush(self._heap, (due, next(self._order), delivery))
         if due < self._timer_at:
             self._schedule(due)
+        if self._prepare is not None:
+            self._prepare(delivery)
 
     def release_all(self) -> list[Delivery]:
         """Stop holding: return everything held (to be given back), soonest first."""

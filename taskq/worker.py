@@ -34,7 +34,7 @@ from .app import App
 from .cancel import Revoker
 from .exceptions import ConfigurationError, LifecycleError
 from .execution import ActiveTask, Executor
-from .holding import Holder, Inbox
+from .holding import Holder, Inbox, decode_ahead
 from .hooks import Hook, Hooks
 from .limits.changes import follow_changes
 from .limits.gate import Gate
@@ -129,7 +129,7 @@ class Worker:
         self._active: dict[str, ActiveTask] = {}
         self._parts: _Parts | None = None
         self._inbox: Inbox[Delivery | None] = Inbox(max(1, self.concurrency // 2))
-        self.holder = Holder(self._on_due)
+        self.holder = Holder(self._on_due, prepare=decode_ahead)
         """Delayed deliveries held until their due time (taskq.delays)."""
         self._runners: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()

@@ -201,6 +201,7 @@ class Delivery:
         "body",
         "content_type",
         "correlation_id",
+        "decoded",
         "expiration",
         "flaws",
         "headers",
@@ -245,6 +246,9 @@ class Delivery:
         self.queue = queue
         self._channel = channel
         self._acker = acker
+        self.decoded: Any = None
+        """What the worker decoded of it ahead of time (its task envelope, while it was held:
+        see taskq.holding), or None."""
         if acker is not None:
             acker.track(tag)
 

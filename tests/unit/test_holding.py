@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from taskq import delays
-from taskq.holding import Holder, Inbox
+from taskq.holding import Holder, Inbox, decode_ahead
+from taskq.message import CONTENT_TYPE, Envelope
 from taskq.topology import DELAY, HOLD_MARK, Names
+from taskq.transport import Delivery
 
 
 class FakeDelivery:
@@ -171,3 +173,34 @@ def test_the_due_header_rounds_up_and_reads_back() -> None:
     assert delays.due_of({delays.H_DUE: "soon"}) is None
     assert delays.due_of({delays.H_DUE: True}) is None
     assert delays.due_of({}) is None
+
+
+def held_delivery(body: bytes, due: float) -> Delivery:
+    """A real delivery of the hold queue of route ``default`` (labelled with the route, as a
+    transport labels it; no channel: never acked here)."""
+    props = {"headers": {delays.H_DUE: int(due * 1000)}, "content_type": CONTENT_TYPE,
+             "message_id": "t-1", "type": "add"}  # fmt: skip
+    return Delivery(body, props, 1, False, "p.hold.default", "default", None, None)
+
+
+async def test_what_it_holds_is_decoded_ahead_and_what_is_due_is_not() -> None:
+    prepared: list[Delivery] = []
+    holder = Holder(lambda d: None, prepare=prepared.append)
+    later = held_delivery(b"", time.time() + 60)
+    now = held_delivery(b"", time.time() - 1)
+    holder.on_delivery(later)
+    holder.on_delivery(now)
+    assert prepared == [later]  # one due at once is decided by its runner straight away
+    holder.release_all()
+
+
+def test_a_held_task_message_is_decoded_ahead_and_a_malformed_one_left_to_its_runner() -> None:
+    envelope = Envelope(task_id="t-1", task_name="add", queue="default", args=[1, 2],
+                        kwargs={}, sent_at=1_700_000_000.0)  # fmt: skip
+    good = held_delivery(envelope.to_message().body, time.time() + 60)
+    bad = held_delivery(b"\xc1 not msgpack", time.time() + 60)
+    decode_ahead(good)
+    decode_ahead(bad)
+    assert good.decoded is not None and good.decoded.args == [1, 2]
+    assert good.decoded.task_id == "t-1" and good.decoded.queue == "default"
+    assert bad.decoded is None  # dead-lettered as invalid-message when it comes due
