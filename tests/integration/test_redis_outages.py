@@ -266,16 +266,19 @@ async def test_a_silent_pubsub_connection_is_noticed_by_its_ping(
             async def registered() -> bool:
                 return bool(await raw.exists(store.waiters_key(handle.id)))
 
+            async def one_subscriber() -> bool:
+                return await subscribers(raw, store.channel) == 1
+
             await eventually(registered, what="the caller to register")
+            # Freeze only once the listener has subscribed: frozen during its handshake, it
+            # fails on redis-py's read timeout instead, and its next connection is not frozen.
+            await eventually(one_subscriber, what="the listener to subscribe")
             assert proxy.freeze() >= 1
             gate.set()  # its outcome is published into the black hole
             assert await caller == 7
 
             async def pinged_out() -> bool:
                 return "no reply to PING" in caplog.text
-
-            async def one_subscriber() -> bool:
-                return await subscribers(raw, store.channel) == 1
 
             await eventually(pinged_out, timeout=45, what="the listener to give up on PING")
             await eventually(one_subscriber, what="the listener to subscribe again")
