@@ -22,6 +22,7 @@ nothing at all: the message is already in the worker's memory.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
@@ -51,11 +52,19 @@ def levels_delay(delay_ms: int) -> int:
 def target(names: Names, delay_ms: int, route: str) -> tuple[str, str, int]:
     """``(exchange, routing key, levels delay)`` of a message of ``route`` delayed
     ``delay_ms``: the default exchange to its hold queue, or the levels with the hold mark."""
-    through_levels = levels_delay(delay_ms)
+    return _target(names, levels_delay(delay_ms), route, topology.DELAY)
+
+
+@functools.lru_cache(maxsize=4096)
+def _target(
+    names: Names, through_levels: int, route: str, scheme: topology.DelayScheme
+) -> tuple[str, str, int]:
+    # Cached: the levels delay is a multiple of the hold window, so a burst of delayed sends
+    # (and their routes asked again when written) has a few distinct ones.
     if not through_levels:
         return "", names.hold_queue(route), 0
-    key = topology.delay_routing_key(through_levels, f"{topology.HOLD_MARK}.{route}")
-    return names.delay_exchange(through_levels), key, through_levels
+    key = scheme.routing_key(through_levels, f"{topology.HOLD_MARK}.{route}")
+    return scheme.entry(names, through_levels), key, through_levels
 
 
 def due_header(delay_ms: int, now: float | None = None) -> dict[str, Any]:

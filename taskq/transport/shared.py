@@ -71,15 +71,20 @@ class SharedMethods:
         On first use, not at start: most delays take a few of the 135 queues, and an App
         that never delays declares none (each queue is a process of the broker's, about 5 ms
         to create, and a worker's start took 0.7-1 s declaring all of them)."""
-        queues = topology.DELAY.path(self.names, delay_ms).queues
-        if all(topology.declared_key("queue", q) in self._declared for q in queues):
+        # Checked by the delay alone first: a burst of delayed sends asks for a few paths
+        # thousands of times, and working out a path's queues was a sixth of a send.
+        path_key = f"delay path {delay_ms}"
+        if path_key in self._declared:
             return
         async with self._declare_lock:
+            if path_key in self._declared:  # declared while this one waited for the lock
+                return
             plan = topology.delay_declarations(self.names, delay_ms, self.options.any_quorum)
             plan = plan.without(self._declared)
             if plan.keys():
                 await self._declare_delays(plan)
                 self._declared.update(plan.keys())
+            self._declared.add(path_key)
 
     async def _declare_delays(self, plan: topology.DelayDeclarations) -> None:
         """Declare ``plan``'s exchanges, queues and bindings, in that order (each

@@ -131,6 +131,31 @@ async def test_delay_queues_are_declared_on_first_use_only_on_the_delays_path(
                                 *DELAY.path(app.names, 512).queues}  # fmt: skip
 
 
+@pytest.mark.one_queue_only
+async def test_a_burst_of_delayed_sends_works_out_each_path_once(
+    app: App, short_window: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delays of one levels path, sent at once, work out what to declare for it once (not
+    once per send, as they all wait for the first declaration), and all arrive, none early."""
+    planned: list[int] = []
+    plan = topology.delay_declarations
+
+    def counted(names: topology.Names, delay_ms: int, quorum: bool) -> topology.DelayDeclarations:
+        planned.append(delay_ms)
+        return plan(names, delay_ms, quorum)
+
+    monkeypatch.setattr(topology, "delay_declarations", counted)
+    countdowns = [0.4 + i / 1000 for i in range(200)]  # 400-599 ms: 256 ms in the levels
+    async with app, running_worker(app):
+        waited = await waits(app, countdowns)
+        assert planned == [256]
+        await waits(app, [1.1])  # 1,000 ms past the lead: 768 ms, and the one a window less
+        assert planned == [256, 768, 512]
+        assert await levels_hold(app) == 0
+    for delay, took in zip(countdowns, waited, strict=True):
+        assert took >= delay - GRANULARITY, f"{delay} s delay arrived after {took:.4f} s"
+
+
 async def test_long_delay_does_not_hold_back_a_short_one(app: App) -> None:
     arrive = app.tasks["arrive"]
     async with app, running_worker(app):
