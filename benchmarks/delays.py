@@ -43,14 +43,13 @@ from typing import Any
 
 from taskq import App, current, delays, topology
 from taskq.cli.common import run_loop
-from taskq.testing.isolation import delete_topology
 from taskq.transport.shared import SharedMethods
 
 from . import cpu
 from .bench_apps import stamps
 from .bench_apps.delays_app import EtaOfEach
 from .delay_accuracy import percentile, with_worker
-from .harness import Workers
+from .harness import taskq_worker
 
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 POLL = 0.02
@@ -187,33 +186,25 @@ async def run_worker_process(
     starts: dict[int, float] = {}
     own_due: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-delays-") as directory:
+        tail = stamps.Tail(directory)
 
         def read_stamps() -> None:
-            for kind_, key, at in stamps.read(directory):
+            for kind_, key, at in tail.read():
                 if kind_ == "s":  # "i" or "i:due"
                     i, _, due = key.partition(":")
                     starts[int(i)] = at
                     if due:
                         own_due[int(i)] = float(due)
 
-        env = {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": BROKER, "TASKQ_QUEUE_TYPE": kind,
-               "BENCH_STAMPS": directory}  # fmt: skip
-        workers = Workers(
-            [[sys.executable, "-m", "taskq.cli.worker", "benchmarks.bench_apps.delays_app:app",
-              "--concurrency", str(concurrency), "--processes", str(processes)]],
-            env,
-        )  # fmt: skip
-        try:
-            await workers.wait_log("consuming", timeout=60)
-            while workers.output().count("consuming") < processes:  # each process's line
-                workers.check_alive()
-                await asyncio.sleep(POLL)
-            async with app:
-                await app.transport.declare_work_queue("default")
-                return await measure(app, delays_s, starts, own_due, workers.pids[0], read_stamps)
-        finally:
-            await workers.stop()
-            await delete_topology(app.settings, ["default"])
+        target = "benchmarks.bench_apps.delays_app:app"
+        async with (
+            taskq_worker(
+                target, app, BROKER, directory, concurrency=concurrency, processes=processes
+            ) as workers,
+            app,
+        ):
+            await app.transport.declare_work_queue("default")
+            return await measure(app, delays_s, starts, own_due, workers.pids[0], read_stamps)
 
 
 async def _never_run(i: int) -> None:

@@ -16,9 +16,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from taskq import App
+from taskq.testing.isolation import delete_topology
 
 from . import cpu, log_guard
 from .bench_apps import counter
@@ -341,6 +344,32 @@ class Workers:
         self.counters.remove()
         for log in self.logs:
             log.unlink(missing_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def taskq_worker(
+    target: str, app: App, broker: str, stamps_dir: str, *, concurrency: int, processes: int = 1
+) -> AsyncIterator[Workers]:
+    """A ``taskq-worker`` of ``target`` (``module:app``) on ``app``'s prefix and queue type,
+    writing its stamps (bench_apps/stamps.py) to ``stamps_dir``: each of its ``processes``
+    consumes once this enters; it is stopped, and the prefix's topology deleted, on exit."""
+    settings = app.settings
+    env = {"TASKQ_PREFIX": settings.prefix, "TASKQ_BROKER": broker,
+           "TASKQ_QUEUE_TYPE": settings.queue_type, "BENCH_STAMPS": stamps_dir}  # fmt: skip
+    workers = Workers(
+        [[sys.executable, "-m", "taskq.cli.worker", target,
+          "--concurrency", str(concurrency), "--processes", str(processes)]],
+        env,
+    )  # fmt: skip
+    try:
+        await workers.wait_log("consuming", timeout=60)
+        while workers.output().count("consuming") < processes:  # each process's line
+            workers.check_alive()
+            await asyncio.sleep(POLL)
+        yield workers
+    finally:
+        await workers.stop()
+        await delete_topology(settings, ["default"])
 
 
 def rss_kb(pid: int) -> int:

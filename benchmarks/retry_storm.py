@@ -49,14 +49,13 @@ from typing import Any
 import taskq
 from taskq import App, Task
 from taskq.cli.common import run_loop
-from taskq.testing.isolation import delete_topology
 
 from . import cpu
 from .bench_apps import stamps
 from .bench_apps.storm_app import POLICY, StormFailure
 from .delay_accuracy import percentile, with_worker
 from .delays import BROKER, POLL, load, print_report
-from .harness import Workers
+from .harness import taskq_worker
 
 TICK = 0.01  # the producer's pace: a batch every 10 ms keeps 1,000/s even on a busy loop
 TAIL = 1.0  # fresh tasks keep flowing this long after the last retry started
@@ -180,7 +179,10 @@ async def until(
     """Poll ``done`` every POLL seconds (after ``read``); TimeoutError naming ``what`` after
     ``timeout``."""
     deadline = time.monotonic() + timeout
-    while read() or not done():
+    while True:
+        read()
+        if done():
+            return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} by the deadline")
         await asyncio.sleep(POLL)
@@ -243,13 +245,12 @@ async def run(
 
 
 async def run_worker_process(
-    prefix: str, storm: int, rate: float, concurrency: int, quorum: bool
+    prefix: str, storm: int, rate: float, concurrency: int, quorum: bool, processes: int = 1
 ) -> dict[str, Any]:
-    """As :func:`run`, with the worker a ``taskq-worker`` process of its own
-    (benchmarks/bench_apps/storm_app.py)."""
+    """As :func:`run`, with the worker a ``taskq-worker`` of its own, of ``processes`` worker
+    processes (benchmarks/bench_apps/storm_app.py)."""
     record = Record()
     app = make_app(prefix, record, quorum)  # the client's view: only the signatures are used
-    kind = "quorum" if quorum else "classic"
     with tempfile.TemporaryDirectory(prefix="bench-storm-") as directory:
         tail = stamps.Tail(directory)
 
@@ -261,23 +262,17 @@ async def run_worker_process(
                     i, attempt = map(int, key.split(":"))
                     (record.starts if kind_ == "s" else record.failures)[i, attempt] = at
 
-        env = {"TASKQ_PREFIX": prefix, "TASKQ_BROKER": BROKER, "TASKQ_QUEUE_TYPE": kind,
-               "BENCH_STAMPS": directory}  # fmt: skip
-        workers = Workers(
-            [[sys.executable, "-m", "taskq.cli.worker", "benchmarks.bench_apps.storm_app:app",
-              "--concurrency", str(concurrency)]],
-            env,
-        )  # fmt: skip
-        try:
-            await workers.wait_log("consuming", timeout=60)
-            async with app:
-                await app.transport.declare_work_queue("default")
-                for delay_s in (POLICY.backoff_delay(k) for k in range(1, POLICY.max_attempts)):
-                    await app.transport.declare_delay_path(int(delay_s * 1000))
-                return await measure(app, storm, rate, record, read_stamps)
-        finally:
-            await workers.stop()
-            await delete_topology(app.settings, ["default"])
+        target = "benchmarks.bench_apps.storm_app:app"
+        async with (
+            taskq_worker(
+                target, app, BROKER, directory, concurrency=concurrency, processes=processes
+            ),
+            app,
+        ):
+            await app.transport.declare_work_queue("default")
+            for delay_s in (POLICY.backoff_delay(k) for k in range(1, POLICY.max_attempts)):
+                await app.transport.declare_delay_path(int(delay_s * 1000))
+            return await measure(app, storm, rate, record, read_stamps)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -290,6 +285,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--worker-process", action="store_true",
         help="run the worker as a taskq-worker process (default: in this process)",
     )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="with --worker-process: its worker processes (1)",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON here")
     return parser.parse_args(argv)
 
@@ -298,8 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     prefix = f"bench-storm-{uuid.uuid4().hex[:8]}"
     load_before = load()
-    runner = run_worker_process if args.worker_process else run
-    result = run_loop(runner(prefix, args.storm, args.fresh_rate, args.concurrency, args.quorum))
+    work = (prefix, args.storm, args.fresh_rate, args.concurrency, args.quorum)
+    if args.worker_process:
+        result = run_loop(run_worker_process(*work, args.processes))
+    else:
+        result = run_loop(run(*work))
     report = {
         "benchmark": "retry_storm",
         "prefix": prefix,
@@ -308,7 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retry_policy": f"{POLICY.max_attempts} attempts, {POLICY.delay:g} s x{POLICY.backoff:g}",
         "concurrency": args.concurrency,
         "queue_type": "quorum" if args.quorum else "classic",
-        "worker": "taskq-worker process" if args.worker_process else "in-process",
+        "worker": f"taskq-worker, {args.processes} process(es)"
+        if args.worker_process
+        else "in-process",
         "load_before": load_before,
         "load_after": load(),
         **result,

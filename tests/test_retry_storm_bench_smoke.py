@@ -27,8 +27,8 @@ FIGURES = {
 
 @pytest.mark.parametrize(
     ("extra", "worker"),
-    [([], "in-process"), (["--worker-process"], "taskq-worker process")],
-    ids=["in-process", "worker-process"],
+    [([], "in-process"), (["--worker-process", "--processes", "2"], "taskq-worker, 2 process(es)")],
+    ids=["in-process", "worker-processes"],
 )
 def test_retry_storm_benchmark_smoke(tmp_path: Path, extra: list[str], worker: str) -> None:
     out = tmp_path / "storm.json"

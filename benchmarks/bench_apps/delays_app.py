@@ -41,4 +41,4 @@ app.add_hook(EtaOfEach(_etas))
 @app.task(ignore_result=True)
 async def noop(i: int) -> None:
     eta = _etas.pop(current().task_id, None)
-    stamp("s", str(i) if eta is None else f"{i}:{eta:.3f}")
+    stamp("s", str(i) if eta is None else f"{i}:{eta:.3f}", buffered=True)

@@ -1,7 +1,8 @@
-"""Start and end times of tasks, for benchmarks/limits.py and benchmarks/delays.py: one file
-per process in ``$BENCH_STAMPS`` (a line per event: kind, key, Unix time), read back by the
-harness. Inside an event loop the lines are kept and written every 20 ms (a write per line
-cost a tenth of a no-op task's time in a burst of 20,000); elsewhere each is written at once."""
+"""Start and end times of tasks, for benchmarks/limits.py, delays.py and retry_storm.py: one
+file per process in ``$BENCH_STAMPS`` (a line per event: kind, key, Unix time), read back by
+the harness. Each line is written at once, or with ``buffered`` inside an event loop kept and
+written every 20 ms (a write per line cost a tenth of a no-op task's time in a burst of
+20,000), for a harness that never kills the worker: a SIGKILL loses the last 20 ms."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ _pid = -1
 _pending: list[str] = []
 
 
-def stamp(kind: str, key: str = "-") -> None:
-    """Note ``kind`` ('s' start, 'e' end) of a task of ``key`` now."""
+def stamp(kind: str, key: str = "-", *, buffered: bool = False) -> None:
+    """Note ``kind`` ('s' start, 'e' end) of a task of ``key`` now (see the module)."""
     line = f"{kind} {key} {time.time():.6f}\n"
     try:
-        loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop() if buffered else None
     except RuntimeError:  # a thread or a process of a peer: no loop to flush from
+        loop = None
+    if loop is None:
         _file().write(line)
         _file().flush()
         return
@@ -48,15 +51,8 @@ def _file() -> IO[str]:
 
 def read(directory: str) -> list[tuple[str, str, float]]:
     """Every event written to ``directory`` so far (all processes; a line being written, not
-    ended yet, is left for the next read)."""
-    events = []
-    for name in os.listdir(directory):
-        with open(os.path.join(directory, name)) as lines:
-            for line in lines:
-                parts = line.split()
-                if len(parts) == 3 and line.endswith("\n"):
-                    events.append((parts[0], parts[1], float(parts[2])))
-    return events
+    ended yet, is left out)."""
+    return Tail(directory).read()
 
 
 class Tail:

@@ -21,12 +21,12 @@ app = App("bench-storm")
 @app.task(retry=POLICY, ignore_result=True)
 async def flaky(i: int) -> None:
     attempt = current().attempt
-    stamp("s", f"{i}:{attempt}")
+    stamp("s", f"{i}:{attempt}", buffered=True)
     if attempt < POLICY.max_attempts:
-        stamp("f", f"{i}:{attempt}")
+        stamp("f", f"{i}:{attempt}", buffered=True)
         raise StormFailure(f"flaky({i}) fails attempt {attempt}")
 
 
 @app.task(ignore_result=True)
 async def fresh(i: int) -> None:
-    stamp("F", str(i))
+    stamp("F", str(i), buffered=True)
