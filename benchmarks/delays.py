@@ -52,6 +52,8 @@ from .delay_accuracy import percentile, with_worker
 from .harness import taskq_worker
 
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
+SEND_MANY = False
+"""Send with one ``App.send_many`` call (``--send-many``) instead of a gather of delay()."""
 POLL = 0.02
 
 
@@ -132,7 +134,10 @@ async def measure(
     rss_before = cpu.rss_mib(broker)
     t0 = time.time()
     due = [t0 + d for d in delays_s]
-    await asyncio.gather(*(noop.options(countdown=d).delay(i) for i, d in enumerate(delays_s)))
+    if SEND_MANY:
+        await app.send_many([(noop.options(countdown=d), (i,)) for i, d in enumerate(delays_s)])
+    else:
+        await asyncio.gather(*(noop.options(countdown=d).delay(i) for i, d in enumerate(delays_s)))
     sent = time.time() - t0
     deadline = max(due) + 120 + len(delays_s) / 100
     broker_rss = worker_rss = 0.0
@@ -242,6 +247,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--processes", type=int, default=1,
         help="with --worker-process: its worker processes (1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--send-many", action="store_true",
+        help="send with one App.send_many call instead of a gather of delay() calls",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON here")
     return parser.parse_args(argv)
 
@@ -252,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         topology.DELAY = topology.DelayScheme(args.digit_bits)
     if args.no_hold or args.digit_bits:  # the levels alone, as before hold queues
         SharedMethods.holds_delays = False
+    global SEND_MANY
+    SEND_MANY = args.send_many
     delays_s = countdowns(args.tasks, args.countdown, args.spread)
     load_before = load()
     worker = "in-process"
@@ -269,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "queue_type": "quorum" if args.quorum else "classic",
         "worker": worker,
+        "send": "send_many" if SEND_MANY else "gather",
         "scheme": topology.DELAY.describe(),
         "hold_queues": SharedMethods.holds_delays,
         "load_before": load_before,

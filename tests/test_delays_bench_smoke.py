@@ -1,7 +1,8 @@
 """The delays benchmark (issue 25) runs end to end with tiny N: one countdown through the hold
-queues (with the worker in this process, and as a taskq-worker process) and a spread through
-the binary levels alone (the comparison); every figure is there, none started early, and the
-benchmark leaves no queue behind. Timing never decides pass or fail."""
+queues (with the worker in this process, and as a taskq-worker process sent to by one
+send_many) and a spread through the binary levels alone (the comparison); every figure is
+there, none started early, and the benchmark leaves no queue behind. Timing never decides
+pass or fail."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ FIGURES = {
     ("args", "scheme"),
     [
         (["--countdown", "0.3"], "base 16"),
-        (["--countdown", "0.3", "--worker-process"], "base 16"),
+        (["--countdown", "0.3", "--worker-process", "--send-many"], "base 16"),
         (["--spread", "0.05", "0.6", "--digit-bits", "1"], "base 2"),
     ],
     ids=["hold", "hold-worker-process", "binary-levels-alone"],
@@ -44,6 +45,7 @@ def test_delays_benchmark_smoke(tmp_path: Path, args: list[str], scheme: str) ->
     assert report.keys() >= FIGURES and report["tasks"] == 40
     assert report["early"] == 0
     assert report["scheme"].startswith(scheme)
+    assert report["send"] == ("send_many" if "--send-many" in args else "gather")
     assert report["late_p50_ms"] <= report["late_p99_ms"] <= report["late_max_ms"]
     assert report["own_early"] == 0
     if report["hold_queues"]:  # 0.3 s: straight to the hold queue, by the default exchange
