@@ -11,6 +11,7 @@ as they are (an extra coroutine per publish showed up as garbage-collector time)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -71,20 +72,17 @@ class SharedMethods:
         On first use, not at start: most delays take a few of the 135 queues, and an App
         that never delays declares none (each queue is a process of the broker's, about 5 ms
         to create, and a worker's start took 0.7-1 s declaring all of them)."""
-        # Checked by the delay alone first: a burst of delayed sends asks for a few paths
-        # thousands of times, and working out a path's queues was a sixth of a send.
-        path_key = f"delay path {delay_ms}"
-        if path_key in self._declared:
+        queues = _path_queue_keys(self.names, delay_ms, topology.DELAY)
+        if all(key in self._declared for key in queues):
             return
         async with self._declare_lock:
-            if path_key in self._declared:  # declared while this one waited for the lock
+            if all(key in self._declared for key in queues):  # declared while this one waited
                 return
             plan = topology.delay_declarations(self.names, delay_ms, self.options.any_quorum)
             plan = plan.without(self._declared)
             if plan.keys():
                 await self._declare_delays(plan)
                 self._declared.update(plan.keys())
-            self._declared.add(path_key)
 
     async def _declare_delays(self, plan: topology.DelayDeclarations) -> None:
         """Declare ``plan``'s exchanges, queues and bindings, in that order (each
@@ -173,3 +171,14 @@ class SharedMethods:
                 connection,
             )
             self._dropping = 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _path_queue_keys(
+    names: topology.Names, delay_ms: int, scheme: topology.DelayScheme
+) -> tuple[str, ...]:
+    """The :func:`topology.declared_key` of each TTL queue a delay of ``delay_ms`` waits in.
+    Cached, and bounded: a burst of delayed sends asks for a few paths thousands of times
+    (working each out was a sixth of a send), and a process that runs for months asks for a
+    new one every hold window."""
+    return tuple(topology.declared_key("queue", q) for q in scheme.path(names, delay_ms).queues)
