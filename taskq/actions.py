@@ -94,9 +94,9 @@ class Actions:
             case oc.Failed(error, reason):
                 assert envelope is not None and runtime is not None
                 await self._failed(delivery, envelope, runtime, error, reason)
-            case oc.RetryLater(delay, error):
+            case oc.RetryLater(delay, error, priority):
                 assert envelope is not None and runtime is not None
-                await self._retry(envelope, runtime, delay, error)
+                await self._retry(envelope, runtime, delay, error, priority)
             case oc.DeadLetter(reason, error):
                 await self._refused(delivery, reason, error, envelope, runtime)
             case _:
@@ -216,11 +216,19 @@ class Actions:
             await self.hooks.notify(self.hooks.on_failure, done)
 
     async def _retry(
-        self, envelope: Envelope, runtime: float, delay: float, error: ErrorInfo
+        self,
+        envelope: Envelope,
+        runtime: float,
+        delay: float,
+        error: ErrorInfo,
+        priority: int | None,
     ) -> None:
         await self.recorder.record(envelope, TaskStatus.RETRYING, error=error)
         message = dataclasses.replace(
-            envelope, attempt=envelope.attempt + 1, deliveries=0
+            envelope,
+            attempt=envelope.attempt + 1,
+            deliveries=0,
+            priority=envelope.priority if priority is None else priority,
         ).to_message()
         delay_ms = min(MAX_DELAY_MS, math.ceil(delay * 1000))  # never early by a fraction
         sender = self.sender

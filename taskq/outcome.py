@@ -38,10 +38,11 @@ class Succeeded:
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetryLater:
     """Run again after ``delay`` seconds: record RETRYING, publish attempt+1 to the delay
-    levels (confirmed), then ack."""
+    levels (confirmed; at ``priority`` if not None, else the attempt's own), then ack."""
 
     delay: float
     error: ErrorInfo
+    priority: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -165,8 +166,8 @@ def from_exception(exc: Exception, attempt: int, policy: RetryPolicy | None) -> 
         explicit = policy or DEFAULT_EXPLICIT_RETRY
         if attempt < explicit.max_attempts:
             delay = exc.delay if exc.delay is not None else explicit.backoff_delay(attempt)
-            return RetryLater(max(0.0, delay), info)
+            return RetryLater(max(0.0, delay), info, explicit.priority)
         return Failed(info)
     if policy is not None and policy.should_retry(exc, attempt):
-        return RetryLater(policy.backoff_delay(attempt), info)
+        return RetryLater(policy.backoff_delay(attempt), info, policy.priority)
     return Failed(info)

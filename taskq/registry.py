@@ -107,6 +107,9 @@ class TaskRegistry:
         queue = check_queue_name(queue)
         if options.priority is not None:
             check_priority(settings, options.priority, queue, explicit=True)
+        policy = options.retry or self._app.default_retry
+        if policy is not None and policy.priority is not None:
+            check_priority(settings, policy.priority, queue, explicit=True)
         if options.timeout is not None and options.timeout <= 0:
             raise ConfigurationError(f"timeout of task {task_name!r} must be > 0")
         config = TaskConfig(

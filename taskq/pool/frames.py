@@ -72,8 +72,8 @@ def encode_outcome(outcome: oc.Outcome) -> list[Any]:
     match outcome:
         case oc.Succeeded(value):
             return ["ok", value]
-        case oc.RetryLater(delay, error):
-            return ["retry", delay, *_error(error)]
+        case oc.RetryLater(delay, error, priority):
+            return ["retry", [delay, priority], *_error(error)]
         case oc.Failed(error, reason):
             return ["failed", reason, *_error(error)]
         case oc.DeadLetter(reason, error):
@@ -90,10 +90,11 @@ def decode_outcome(data: list[Any]) -> oc.Outcome:
             return oc.Succeeded(value)
         first, *error = rest
         info = ErrorInfo(*error)
+        if kind == "retry":
+            delay, priority = first
+            return oc.RetryLater(float(delay), info, None if priority is None else int(priority))
     except (TypeError, ValueError) as exc:
         raise DecodeError(f"not an outcome: {exc}") from None
-    if kind == "retry":
-        return oc.RetryLater(float(first), info)
     if kind == "failed":
         return oc.Failed(info, str(first))
     if kind == "dead":

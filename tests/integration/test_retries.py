@@ -14,6 +14,7 @@ from tests.support import (
     BROKER,
     eventually,
     meta_of,
+    queue_length,
     queue_messages,
     running_worker,
 )
@@ -254,3 +255,46 @@ async def test_app_default_retry_applies_to_tasks_without_a_policy(
         with pytest.raises(TaskFailed):
             await (await strict.delay()).result(timeout=20)
     assert attempts == [1, 2, 3]
+
+
+async def test_a_retry_at_a_lower_priority_waits_behind_fresh_tasks(
+    prefix: str, topology_cleanup: set[str]
+) -> None:
+    # Fresh work at priority 1, retries at 0: the retried attempt is queued first, yet the
+    # fresh tasks sent after it run before it (with the task's own priority it would run
+    # first: one queue, first in, first out).
+    app = App("retry-priority", broker=BROKER, prefix=prefix, default_priority=1)
+    calls: list[tuple[str, int]] = []
+    gate = asyncio.Event()
+
+    @app.task(retry=RetryPolicy(max_attempts=2, delay=0, jitter=False, priority=0))
+    async def flaky() -> None:
+        calls.append(("flaky", current().attempt))
+        if current().attempt == 1:
+            await hold.delay()  # holds the worker while the retry and fresh tasks queue up
+            raise ConnectionError("downstream is down")
+
+    @app.task
+    async def hold() -> None:
+        calls.append(("hold", current().attempt))
+        await gate.wait()
+
+    @app.task
+    async def fresh(n: int) -> None:
+        calls.append(("fresh", n))
+
+    work_queue = app.names.work_queue("default")
+
+    async def queued(count: int) -> bool:
+        return len(calls) == 2 and await queue_length(work_queue) == count
+
+    async with app, running_worker(app, concurrency=1):
+        handle = await flaky.delay()
+        await eventually(lambda: queued(1), what="the retry to wait in the work queue")
+        assert calls == [("flaky", 1), ("hold", 1)]
+        for n in range(3):
+            await fresh.delay(n)
+        await eventually(lambda: queued(4), what="the fresh tasks to queue behind the retry")
+        gate.set()
+        assert await handle.result(timeout=20) is None
+    assert calls[2:] == [("fresh", 0), ("fresh", 1), ("fresh", 2), ("flaky", 2)]

@@ -196,6 +196,23 @@ def test_out_of_range_priority(app: App, priority: int) -> None:
         app.task(priority=priority)(_plain)
 
 
+@pytest.mark.parametrize("priority", [11, 256])
+def test_out_of_range_retry_priority(app: App, priority: int) -> None:
+    with pytest.raises(ConfigurationError, match="priority"):
+        app.task(retry=RetryPolicy(priority=priority))(_plain)
+    app.default_retry = RetryPolicy(priority=priority)
+    with pytest.raises(ConfigurationError, match="priority"):
+        app.task(_plain)
+    assert app.tasks == {}
+
+
+def test_a_retry_priority_needs_a_classic_queue() -> None:
+    app = App("x", broker=UNREACHABLE, queue_type="quorum")
+    with pytest.raises(ConfigurationError, match="quorum"):
+        app.task(retry=RetryPolicy(priority=0))(_plain)
+    assert app.task(retry=RetryPolicy())(_plain).config.retry == RetryPolicy()
+
+
 def test_priority_range_follows_max_priority() -> None:
     app = App("x", broker=UNREACHABLE, max_priority=200)
     assert app.task(priority=200)(_plain).config.priority == 200

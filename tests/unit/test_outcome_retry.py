@@ -74,6 +74,17 @@ def test_retry_without_policy_uses_the_default_policy() -> None:
     assert isinstance(exhausted, Failed)
 
 
+def test_a_retry_carries_the_policy_priority_whether_raised_or_explicit() -> None:
+    policy = dataclasses.replace(EXACT, priority=0)
+    for exc in (Boom(), Retry(delay=1), Retry()):
+        result = outcome.from_exception(raised(exc), 1, policy)
+        assert isinstance(result, RetryLater)
+        assert result.priority == 0
+    keeps_its_own = outcome.from_exception(raised(Boom()), 1, EXACT)
+    assert isinstance(keeps_its_own, RetryLater)
+    assert keeps_its_own.priority is None
+
+
 def test_retry_exhausted_fails() -> None:
     assert isinstance(outcome.from_exception(Retry(delay=1), 3, EXACT), RetryLater)
     result = outcome.from_exception(raised(Retry(delay=1)), 4, EXACT)
@@ -187,6 +198,7 @@ def test_zero_delay_policy() -> None:
         {"delay": -1.0},
         {"max_delay": -0.5},
         {"backoff": 0.5},
+        {"priority": -1},
     ],
 )
 def test_invalid_policies(kwargs: dict[str, float]) -> None:

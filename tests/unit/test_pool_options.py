@@ -82,6 +82,8 @@ def test_a_job_survives_its_frame() -> None:
     [
         oc.Succeeded({"a": [1, 2]}),
         oc.RetryLater(2.5, ErrorInfo("E", "m", "tb")),
+        oc.RetryLater(0.0, ErrorInfo("E", "m", "tb"), priority=0),
+        oc.RetryLater(1.0, ErrorInfo("E", "m", "tb"), priority=7),
         oc.Failed(ErrorInfo("E", "m", "tb"), oc.HARD_TIMEOUT),
         oc.DeadLetter(oc.REJECTED, ErrorInfo("taskq.Reject", "no", "")),
     ],
@@ -99,6 +101,8 @@ def _packed(value: object) -> bytes:
 def test_garbage_is_not_an_outcome_or_a_job() -> None:
     with pytest.raises(DecodeError):
         decode_outcome(["nope", 1, "a", "b", "c"])
+    with pytest.raises(DecodeError):
+        decode_outcome(["retry", 2.5, "a", "b", "c"])  # no priority beside the delay
     with pytest.raises(DecodeError):
         Job.from_message(["run", "too few"])
 
