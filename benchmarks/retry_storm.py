@@ -19,6 +19,8 @@ tasks stamp their times to files, read back here). Reported:
   p99 / max in ms over every retry, the p99 after attempt 1 and after attempt 2 apart, and how
   many started early (must be 0);
 - the pace the fresh tasks were actually sent at (tasks / first to last send);
+- a timeline, second by second from the first fresh send: the fresh tasks sent in that
+  second and their wait p99 and max, and how many first attempts and retries started in it;
 - the storm's send time: from the first ``delay()`` to the last broker confirm;
 - broker CPU per task run (every attempt of a flaky task and every fresh task): utime + stime
   of RabbitMQ's ``beam.smp`` from before the storm until every fresh task has started, divided
@@ -146,6 +148,31 @@ def fresh_wait(record: Record) -> dict[str, Any]:
     }
 
 
+def timeline(record: Record) -> list[list[float]]:
+    """Second by second from the first fresh send: ``[second, fresh tasks sent then, their
+    wait p99 ms, max ms, first attempts started then, retries started then]``; which fresh
+    tasks waited behind the storm's first burst and which while its retries came back."""
+    origin = min(record.fresh_sent.values())
+    waits: dict[int, list[float]] = {}
+    for i, sent in record.fresh_sent.items():
+        waits.setdefault(int(sent - origin), []).append((record.fresh_started[i] - sent) * 1000)
+    starts: dict[tuple[int, bool], int] = {}
+    for (_, attempt), at in record.starts.items():
+        key = (int(at - origin), attempt > 1)
+        starts[key] = starts.get(key, 0) + 1
+    return [
+        [
+            second,
+            len(values),
+            round(percentile(sorted(values), 99), 1),
+            round(max(values), 1),
+            starts.get((second, False), 0),
+            starts.get((second, True), 0),
+        ]
+        for second, values in sorted(waits.items())
+    ]
+
+
 async def produce(
     fresh: Task[[int], None], rate: float, record: Record, stop: asyncio.Event
 ) -> int:
@@ -231,6 +258,7 @@ async def measure(
         ),
         "process_cpu_s": round(time.process_time() - own, 2),
         "duration_s": round(time.time() - began, 2),
+        "timeline": timeline(record),
     }
 
 

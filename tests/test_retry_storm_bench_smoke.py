@@ -21,7 +21,7 @@ FIGURES = {
     "fresh_tasks", "fresh_wait_p50_ms", "fresh_wait_p99_ms", "fresh_wait_max_ms",
     "fresh_sent_per_s", "retries", "retry_late_p50_ms", "retry_late_p99_ms", "retry_late_max_ms",
     "retry_late_p99_ms_after_attempt", "early", "broker_cpu_us_per_task", "process_cpu_s",
-    "duration_s",
+    "duration_s", "timeline",
 }  # fmt: skip
 
 
@@ -47,6 +47,9 @@ def test_retry_storm_benchmark_smoke(tmp_path: Path, extra: list[str], worker: s
     assert report["early"] == 0
     assert report["retry_late_p50_ms"] <= report["retry_late_p99_ms"] <= report["retry_late_max_ms"]
     assert report["fresh_wait_p50_ms"] <= report["fresh_wait_p99_ms"] <= report["fresh_wait_max_ms"]
+    timeline = report["timeline"]
+    assert sum(row[1] for row in timeline) == report["fresh_tasks"]
+    assert sum(row[4] + row[5] for row in timeline) == 90  # every attempt started in a second
     assert report["prefix"].startswith("bench-storm-")
     assert queue_names(report["prefix"]) == set()
     assert "retry_late_p99_ms" in proc.stdout
