@@ -239,6 +239,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="compare with the path before hold queues: the whole delay in the levels",
     )  # fmt: skip
     parser.add_argument("--quorum", action="store_true", help="quorum work queues and levels")
+    add_common_options(parser, "send")
+    return parser.parse_args(argv)
+
+
+def add_common_options(parser: argparse.ArgumentParser, sent: str) -> None:
+    """The options this benchmark shares with retry_storm: the worker's processes, how
+    ``sent`` is sent (a gather or send_many), and --json."""
     parser.add_argument(
         "--worker-process", action="store_true",
         help="run the worker as a taskq-worker process (default: in this process)",
@@ -249,10 +256,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--send-many", action="store_true",
-        help="send with one App.send_many call instead of a gather of delay() calls",
+        help=f"{sent} with one App.send_many call instead of a gather of delay() calls",
     )  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON here")
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

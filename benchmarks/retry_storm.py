@@ -29,10 +29,14 @@ tasks stamp their times to files, read back here). Reported:
   the total duration, and the 1-minute load average before and after.
 
 The issue's targets: fresh wait p99 <= 100 ms and retry lateness p99 <= 1 s at 5,000 / 1,000/s.
+The storm's 5,000 first attempts are a burst on a first-in, first-out queue, and fresh tasks
+sent meanwhile wait behind it; ``--bulk-priority`` sends the storm at priority 0 and fresh
+tasks at 1, as a bulk job beside interactive work would be sent.
 
     python -m benchmarks.retry_storm                     # 5,000 flaky tasks, 1,000 fresh/s
     python -m benchmarks.retry_storm --worker-process
     python -m benchmarks.retry_storm --quorum --json out.json
+    python -m benchmarks.retry_storm --worker-process --bulk-priority
     python -m benchmarks.retry_storm --storm 30 --fresh-rate 50 --json out.json   # the smoke test
 """
 
@@ -40,27 +44,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import taskq
-from taskq import App, Task
+from taskq import App
 from taskq.cli.common import run_loop
 
 from . import cpu
 from .bench_apps import stamps
 from .bench_apps.storm_app import POLICY, StormFailure
+from .bench_apps.storm_producer import produce
 from .delay_accuracy import percentile, with_worker
-from .delays import BROKER, POLL, load, print_report
-from .harness import taskq_worker
+from .delays import BROKER, POLL, add_common_options, load, print_report
+from .harness import Workers, taskq_worker
 
-TICK = 0.01  # the producer's pace: a batch every 10 ms keeps 1,000/s even on a busy loop
 TAIL = 1.0  # fresh tasks keep flowing this long after the last retry started
+FRESH_PRIORITY, BULK_PRIORITY = 1, 0  # with --bulk-priority
+SEND_MANY = False
+"""Send the storm with one ``App.send_many`` call (``--send-many``) instead of a gather."""
 
 
 @dataclasses.dataclass
@@ -75,11 +84,13 @@ class Record:
     fresh_started: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
-def make_app(prefix: str, record: Record, quorum: bool = False) -> App:
+def make_app(prefix: str, record: Record, quorum: bool = False, bulk: bool = False) -> App:
     """The App under test: ``flaky`` fails until its last attempt, ``fresh`` is a no-op; both
-    record when they start."""
+    record when they start. ``bulk``: tasks are sent at priority FRESH_PRIORITY unless told
+    otherwise (the storm is sent at BULK_PRIORITY)."""
     kind = "quorum" if quorum else "classic"
-    app = App("bench-storm", broker=BROKER, prefix=prefix, queue_type=kind)
+    priority = {"default_priority": FRESH_PRIORITY} if bulk else {}
+    app = App("bench-storm", broker=BROKER, prefix=prefix, queue_type=kind, **priority)
 
     @app.task(retry=POLICY, ignore_result=True)
     async def flaky(i: int) -> None:
@@ -173,33 +184,6 @@ def timeline(record: Record) -> list[list[float]]:
     ]
 
 
-async def produce(
-    fresh: Task[[int], None], rate: float, record: Record, stop: asyncio.Event
-) -> int:
-    """Send ``fresh`` tasks at ``rate`` per second until ``stop``; return how many were sent.
-
-    Paced by the loop clock: each tick sends what is due since the last one, without waiting
-    for the previous batch's confirms, so a slow broker shows as wait, not as a lower rate."""
-
-    async def send(i: int) -> None:
-        record.fresh_sent[i] = time.time()
-        await fresh.delay(i)
-
-    async def batch(first: int, end: int) -> None:
-        await asyncio.gather(*(send(i) for i in range(first, end)))
-
-    loop = asyncio.get_running_loop()
-    began, sent = loop.time(), 0
-    async with asyncio.TaskGroup() as group:
-        while not stop.is_set():
-            due = int((loop.time() - began) * rate)
-            if due > sent:
-                group.create_task(batch(sent, due))
-                sent = due
-            await asyncio.sleep(TICK)
-    return sent
-
-
 async def until(
     done: Callable[[], bool], timeout: float, what: str, read: Callable[[], None] = lambda: None
 ) -> None:
@@ -221,9 +205,13 @@ async def measure(
     rate: float,
     record: Record,
     read_stamps: Callable[[], None] = lambda: None,
+    bulk: bool = False,
+    flow: Callable[[asyncio.Event], Awaitable[int]] | None = None,
 ) -> dict[str, Any]:
     """Start the fresh flow, send the storm, wait for every retry and fresh task; the figures.
-    ``read_stamps`` fills ``record`` from a worker process's stamps (its own: a no-op)."""
+    ``read_stamps`` fills ``record`` from a worker process's stamps (its own: a no-op);
+    ``flow`` is the fresh flow, until the event it is given is set (default: sent from here).
+    """
     flaky, fresh = app.tasks["flaky"], app.tasks["fresh"]
     broker = cpu.broker_pids()
     before, began, own = cpu.ticks(broker), time.time(), time.process_time()
@@ -231,9 +219,20 @@ async def measure(
     timeout = 120 + storm / 50
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as group:
-        producer = group.create_task(produce(fresh, rate, record, stop))
+        if flow is None:
+            sent_at = record.fresh_sent
+
+            def sending(i: int) -> None:
+                sent_at[i] = time.time()
+
+            flow = functools.partial(produce, fresh, rate, sending=sending)
+        producer = group.create_task(flow(stop))
         t0 = time.time()
-        await asyncio.gather(*(flaky.delay(i) for i in range(storm)))
+        storm_sender = flaky.options(priority=BULK_PRIORITY) if bulk else flaky
+        if SEND_MANY:
+            await app.send_many([(storm_sender, (i,)) for i in range(storm)])
+        else:
+            await asyncio.gather(*(storm_sender.delay(i) for i in range(storm)))
         sent = time.time() - t0
         try:
             await until(lambda: len(record.starts) >= runs, timeout, "not every retry started",
@@ -263,22 +262,59 @@ async def measure(
 
 
 async def run(
-    prefix: str, storm: int, rate: float, concurrency: int, quorum: bool
+    prefix: str, storm: int, rate: float, concurrency: int, quorum: bool, bulk: bool
 ) -> dict[str, Any]:
     """Start a worker, measure, stop, clean up."""
     record = Record()
-    app = make_app(prefix, record, quorum)
+    app = make_app(prefix, record, quorum, bulk)
     backoffs = [POLICY.backoff_delay(k) for k in range(1, POLICY.max_attempts)]
-    return await with_worker(app, concurrency, lambda: measure(app, storm, rate, record), backoffs)
+    return await with_worker(
+        app, concurrency, lambda: measure(app, storm, rate, record, bulk=bulk), backoffs
+    )
+
+
+@contextlib.asynccontextmanager
+async def producer_process(
+    app: App, rate: float, stamps_dir: str, read_stamps: Callable[[], None], record: Record
+) -> AsyncIterator[Callable[[asyncio.Event], Awaitable[int]]]:
+    """A process of its own sending the fresh flow (bench_apps/storm_producer.py), already
+    sending when this enters: yields the flow for :func:`measure`, which stops the process
+    once its event is set and counts the sends it stamped."""
+    settings = app.settings
+    env = {"TASKQ_PREFIX": settings.prefix, "TASKQ_BROKER": BROKER,
+           "TASKQ_QUEUE_TYPE": settings.queue_type, "BENCH_STAMPS": stamps_dir,
+           "TASKQ_DEFAULT_PRIORITY": str(settings.default_priority)}  # fmt: skip
+    command = [sys.executable, "-m", "benchmarks.bench_apps.storm_producer", str(rate)]
+    producer = Workers([command], env)
+
+    async def flow(stop: asyncio.Event) -> int:
+        await stop.wait()
+        await producer.stop()
+        read_stamps()
+        return len(record.fresh_sent)
+
+    try:
+        await producer.wait_log("producing", timeout=60)
+        yield flow
+    finally:
+        await producer.stop()
 
 
 async def run_worker_process(
-    prefix: str, storm: int, rate: float, concurrency: int, quorum: bool, processes: int = 1
+    prefix: str,
+    storm: int,
+    rate: float,
+    concurrency: int,
+    quorum: bool,
+    bulk: bool,
+    processes: int = 1,
+    own_producer: bool = False,
 ) -> dict[str, Any]:
     """As :func:`run`, with the worker a ``taskq-worker`` of its own, of ``processes`` worker
-    processes (benchmarks/bench_apps/storm_app.py)."""
+    processes (benchmarks/bench_apps/storm_app.py); ``own_producer``: the fresh flow from a
+    process of its own too."""
     record = Record()
-    app = make_app(prefix, record, quorum)  # the client's view: only the signatures are used
+    app = make_app(prefix, record, quorum, bulk)  # the client's view: signatures, priorities
     with tempfile.TemporaryDirectory(prefix="bench-storm-") as directory:
         tail = stamps.Tail(directory)
 
@@ -286,6 +322,8 @@ async def run_worker_process(
             for kind_, key, at in tail.read():
                 if kind_ == "F":
                     record.fresh_started[int(key)] = at
+                elif kind_ == "S":
+                    record.fresh_sent[int(key)] = at
                 else:
                     i, attempt = map(int, key.split(":"))
                     (record.starts if kind_ == "s" else record.failures)[i, attempt] = at
@@ -300,7 +338,10 @@ async def run_worker_process(
             await app.transport.declare_work_queue("default")
             for delay_s in (POLICY.backoff_delay(k) for k in range(1, POLICY.max_attempts)):
                 await app.transport.declare_delay_path(int(delay_s * 1000))
-            return await measure(app, storm, rate, record, read_stamps)
+            if not own_producer:
+                return await measure(app, storm, rate, record, read_stamps, bulk)
+            async with producer_process(app, rate, directory, read_stamps, record) as flow:
+                return await measure(app, storm, rate, record, read_stamps, bulk, flow)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -309,25 +350,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fresh-rate", type=float, default=1000.0, help="fresh tasks/s (1000)")
     parser.add_argument("--concurrency", type=int, default=200, help="worker concurrency (200)")
     parser.add_argument("--quorum", action="store_true", help="quorum work queues and levels")
+    add_common_options(parser, "send the storm")
     parser.add_argument(
-        "--worker-process", action="store_true",
-        help="run the worker as a taskq-worker process (default: in this process)",
+        "--bulk-priority", action="store_true",
+        help=f"send the storm at priority {BULK_PRIORITY} and fresh tasks at {FRESH_PRIORITY}",
     )  # fmt: skip
     parser.add_argument(
-        "--processes", type=int, default=1,
-        help="with --worker-process: its worker processes (1)",
+        "--producer-process", action="store_true",
+        help="with --worker-process: fresh tasks sent by a process of their own",
     )  # fmt: skip
-    parser.add_argument("--json", metavar="PATH", help="write the result as JSON here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.producer_process and not args.worker_process:
+        parser.error("--producer-process needs --worker-process")
+    if args.bulk_priority and args.quorum:
+        parser.error("--bulk-priority needs classic queues: quorum queues have no priorities")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global SEND_MANY
     args = parse_args(argv)
+    SEND_MANY = args.send_many
     prefix = f"bench-storm-{uuid.uuid4().hex[:8]}"
     load_before = load()
-    work = (prefix, args.storm, args.fresh_rate, args.concurrency, args.quorum)
+    work = (prefix, args.storm, args.fresh_rate, args.concurrency, args.quorum, args.bulk_priority)
     if args.worker_process:
-        result = run_loop(run_worker_process(*work, args.processes))
+        result = run_loop(run_worker_process(*work, args.processes, args.producer_process))
     else:
         result = run_loop(run(*work))
     report = {
@@ -336,6 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "storm": args.storm,
         "fresh_rate": args.fresh_rate,
         "retry_policy": f"{POLICY.max_attempts} attempts, {POLICY.delay:g} s x{POLICY.backoff:g}",
+        "send": "send_many" if SEND_MANY else "gather",
+        "fresh_from": "a process of its own" if args.producer_process else "this process",
+        "priorities": f"storm {BULK_PRIORITY}, fresh {FRESH_PRIORITY}"
+        if args.bulk_priority
+        else "none",
         "concurrency": args.concurrency,
         "queue_type": "quorum" if args.quorum else "classic",
         "worker": f"taskq-worker, {args.processes} process(es)"

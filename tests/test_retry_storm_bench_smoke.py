@@ -26,11 +26,21 @@ FIGURES = {
 
 
 @pytest.mark.parametrize(
-    ("extra", "worker"),
-    [([], "in-process"), (["--worker-process", "--processes", "2"], "taskq-worker, 2 process(es)")],
-    ids=["in-process", "worker-processes"],
-)
-def test_retry_storm_benchmark_smoke(tmp_path: Path, extra: list[str], worker: str) -> None:
+    ("extra", "expected"),
+    [
+        ([], {"worker": "in-process", "fresh_from": "this process", "priorities": "none"}),
+        (
+            ["--worker-process", "--processes", "2", "--producer-process", "--bulk-priority",
+             "--send-many"],
+            {"worker": "taskq-worker, 2 process(es)", "fresh_from": "a process of its own",
+             "priorities": "storm 0, fresh 1", "send": "send_many"},
+        ),
+    ],
+    ids=["in-process", "processes-bulk-priority"],
+)  # fmt: skip
+def test_retry_storm_benchmark_smoke(
+    tmp_path: Path, extra: list[str], expected: dict[str, str]
+) -> None:
     out = tmp_path / "storm.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.retry_storm", "--storm", "30", "--fresh-rate", "50",
@@ -40,7 +50,7 @@ def test_retry_storm_benchmark_smoke(tmp_path: Path, extra: list[str], worker: s
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report.keys() >= FIGURES
-    assert report["worker"] == worker
+    assert {key: report[key] for key in expected} == expected
     assert report["storm"] == 30 and report["retries"] == 60  # two retries per flaky task
     assert report["fresh_tasks"] >= 1
     assert report["retry_late_p99_ms_after_attempt"].keys() == {"1", "2"}
