@@ -82,8 +82,13 @@ def time_left_ms(due: dict[str, Any], now: float | None = None) -> int:
 def due_of(headers: Any) -> float | None:
     """The due time (epoch seconds) a delivery's headers carry, or None if they carry none
     that can be read (a message from the levels of an older taskq, or a foreign producer's:
-    it is due at once)."""
+    it is due at once). Milliseconds, an integer or a double: another client may write a
+    double where taskq writes an integer, and must not have its message run early."""
     value = headers.get(H_DUE) if isinstance(headers, dict) else None
-    if type(value) is not int:
+    if type(value) not in _NUMBERS:
         return None
-    return value / 1000
+    due = float(value) / 1000
+    return due if math.isfinite(due) else None
+
+
+_NUMBERS = (int, float)  # not bool: a flag is no time (an AMQP decimal cannot hold epoch ms)

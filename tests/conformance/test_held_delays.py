@@ -4,11 +4,13 @@ dead-lettered when it comes due, and the worker goes on."""
 
 from __future__ import annotations
 
+import struct
 import time
 
 from taskq import App, delays, dlq
-from taskq.message import OutgoingMessage
+from taskq.message import CONTENT_TYPE, Envelope, OutgoingMessage
 from taskq.outcome import INVALID_MESSAGE
+from tests.foreign_producer import raw_amqp, short, table
 from tests.support import eventually, running_worker
 
 COUNTDOWNS = (1.5, 2.0, 2.5)
@@ -53,3 +55,35 @@ async def test_a_held_message_that_cannot_be_decoded_is_dead_lettered_when_due(
         handle = await app.tasks["add"].delay(1, 2)  # and the worker goes on
         assert await handle.result(timeout=30) == 3
         assert worker.counters.requeued == 0
+
+
+async def test_a_due_time_another_client_wrote_as_a_double_is_kept(app: App) -> None:
+    # Another client may write the due time (ms) as an AMQP double where taskq writes an
+    # integer: the message is still held until then, never run early.
+    async with app, running_worker(app) as worker:
+        await app.transport.declare_work_queue("default")
+        due_ms = (time.time() + 1.5) * 1000
+        async with raw_amqp() as producer:
+            for task_id, due in ((b"double", due_ms), (b"integral-double", float(round(due_ms)))):
+                body = Envelope(task_id.decode(), "add", "default", [1, 2], {}).to_message().body
+                due_field = short(delays.H_DUE.encode()) + b"d" + struct.pack(">d", due)
+                await producer.publish(
+                    "", app.names.hold_queue("default"), body,
+                    content_type=short(CONTENT_TYPE.encode()), headers=table(due_field),
+                    delivery_mode=b"\x02", message_id=short(task_id), type=short(b"add"),
+                )  # fmt: skip
+
+        async def both_held() -> bool:
+            return len(worker.holder) == 2
+
+        await eventually(both_held, what="both foreign delayed messages held")
+        assert time.time() * 1000 < due_ms  # held, not run: the test saw it before its time
+        assert [round(at * 1000) for at, _ in worker.holder.held()] == [round(due_ms)] * 2
+
+        async def both_released() -> bool:
+            return len(worker.holder) == 0
+
+        await eventually(both_released, what="both foreign delayed messages come due")
+        assert time.time() * 1000 >= due_ms
+        assert worker.counters.requeued == 0
+        assert await dlq.list_dead(app.transport, "default") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -173,6 +174,18 @@ def test_the_due_header_rounds_up_and_reads_back() -> None:
     assert delays.due_of({delays.H_DUE: "soon"}) is None
     assert delays.due_of({delays.H_DUE: True}) is None
     assert delays.due_of({}) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "due"),
+    [(101_001.0, 101.001), (101_001.5, 101.0015), (float("nan"), None), (float("inf"), None),
+     (Decimal("101001"), None)],
+)  # fmt: skip
+def test_a_due_time_written_as_another_amqp_number_is_read(
+    value: object, due: float | None
+) -> None:
+    # Another client's double is still the due time: never due at once (early).
+    assert delays.due_of({delays.H_DUE: value}) == due
 
 
 def held_delivery(body: bytes, due: float) -> Delivery:
