@@ -85,10 +85,8 @@ def due_of(headers: Any) -> float | None:
     it is due at once). Milliseconds, an integer or a double: another client may write a
     double where taskq writes an integer, and must not have its message run early."""
     value = headers.get(H_DUE) if isinstance(headers, dict) else None
-    if type(value) not in _NUMBERS:
+    # Not a bool (a flag is no time), nor a decimal (an AMQP decimal cannot hold epoch ms).
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    due = float(value) / 1000
+    due = value / 1000
     return due if math.isfinite(due) else None
-
-
-_NUMBERS = (int, float)  # not bool: a flag is no time (an AMQP decimal cannot hold epoch ms)
