@@ -346,6 +346,14 @@ class Workers:
             log.unlink(missing_ok=True)
 
 
+def app_env(app: App, broker: str, stamps_dir: str) -> dict[str, str]:
+    """The environment of a process that opens a bench app on ``app``'s prefix and queue type
+    (a ``taskq-worker``, a producer), writing its stamps to ``stamps_dir``."""
+    settings = app.settings
+    return {"TASKQ_PREFIX": settings.prefix, "TASKQ_BROKER": broker,
+            "TASKQ_QUEUE_TYPE": settings.queue_type, "BENCH_STAMPS": stamps_dir}  # fmt: skip
+
+
 @contextlib.asynccontextmanager
 async def taskq_worker(
     target: str, app: App, broker: str, stamps_dir: str, *, concurrency: int, processes: int = 1
@@ -354,8 +362,7 @@ async def taskq_worker(
     writing its stamps (bench_apps/stamps.py) to ``stamps_dir``: each of its ``processes``
     consumes once this enters; it is stopped, and the prefix's topology deleted, on exit."""
     settings = app.settings
-    env = {"TASKQ_PREFIX": settings.prefix, "TASKQ_BROKER": broker,
-           "TASKQ_QUEUE_TYPE": settings.queue_type, "BENCH_STAMPS": stamps_dir}  # fmt: skip
+    env = app_env(app, broker, stamps_dir)
     workers = Workers(
         [[sys.executable, "-m", "taskq.cli.worker", target,
           "--concurrency", str(concurrency), "--processes", str(processes)]],

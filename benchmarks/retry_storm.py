@@ -64,7 +64,7 @@ from .bench_apps.storm_app import POLICY, StormFailure
 from .bench_apps.storm_producer import produce
 from .delay_accuracy import percentile, with_worker
 from .delays import BROKER, POLL, add_common_options, load, print_report
-from .harness import Workers, taskq_worker
+from .harness import Workers, app_env, taskq_worker
 
 TAIL = 1.0  # fresh tasks keep flowing this long after the last retry started
 FRESH_PRIORITY, BULK_PRIORITY = 1, 0  # with --bulk-priority
@@ -280,10 +280,8 @@ async def producer_process(
     """A process of its own sending the fresh flow (bench_apps/storm_producer.py), already
     sending when this enters: yields the flow for :func:`measure`, which stops the process
     once its event is set and counts the sends it stamped."""
-    settings = app.settings
-    env = {"TASKQ_PREFIX": settings.prefix, "TASKQ_BROKER": BROKER,
-           "TASKQ_QUEUE_TYPE": settings.queue_type, "BENCH_STAMPS": stamps_dir,
-           "TASKQ_DEFAULT_PRIORITY": str(settings.default_priority)}  # fmt: skip
+    env = {**app_env(app, BROKER, stamps_dir),
+           "TASKQ_DEFAULT_PRIORITY": str(app.settings.default_priority)}  # fmt: skip
     command = [sys.executable, "-m", "benchmarks.bench_apps.storm_producer", str(rate)]
     producer = Workers([command], env)
 
