@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import rt_floor
 from .harness import Result
 from .repeat import Spread, figure, two
 from .report import Pick, Target, best_of, labelled, render
@@ -20,12 +21,16 @@ TASKQ_RT = labelled("taskq", "roundtrip", "AMQP results: delay() + result()")
 TASKQ_RT_REDIS = labelled("taskq", "roundtrip", "Redis results: delay() + result()")
 DRAMATIQ_RT = best_of("dramatiq", "roundtrip")
 RAW_RT = labelled("raw", "roundtrip", "direct reply-to")
+FLOOR_AMQP = labelled("floor", "roundtrip", rt_floor.VARIANTS["amqp"])
+FLOOR_REDIS = labelled("floor", "roundtrip", rt_floor.VARIANTS["redis"])
 DRAIN = "natural API, --concurrency 1000"
 
 LATENCIES: list[tuple[str, Pick]] = [
     ("round trip p50, AMQP results: taskq", TASKQ_RT),
     ("round trip p50: Dramatiq's best (Redis results)", DRAMATIQ_RT),
     ("round trip p50: raw direct reply-to", RAW_RT),
+    ("round trip p50: the floor with the AMQP results' hops", FLOOR_AMQP),
+    ("round trip p50: the floor with the Redis store's hops", FLOOR_REDIS),
 ]
 
 GOALS = [
@@ -33,6 +38,14 @@ GOALS = [
     Target("round trip p50, AMQP results: taskq / raw", TASKQ_RT, RAW_RT, at_most=0.8),
     Target(
         "round trip p50, Redis store: taskq / Dramatiq", TASKQ_RT_REDIS, DRAMATIQ_RT, at_most=0.8
+    ),
+    # Could any client reach the round-trip goals? The floor (benchmarks.rt_floor: the same
+    # hops and guarantees, no task queue above them) against the same Dramatiq row.
+    Target(
+        "round trip p50, floor of the AMQP hops / Dramatiq", FLOOR_AMQP, DRAMATIQ_RT, at_most=0.8
+    ),
+    Target(
+        "round trip p50, floor of the Redis hops / Dramatiq", FLOOR_REDIS, DRAMATIQ_RT, at_most=0.8
     ),
     Target(
         "enqueue: map() / gather of delay()",

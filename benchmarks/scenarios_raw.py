@@ -10,7 +10,7 @@ import uuid
 
 import aio_pika
 
-from . import broker
+from . import broker, rt_floor
 from . import harness as h
 from .harness import Options, Result
 
@@ -213,6 +213,10 @@ async def run(opts: Options, prefix: str) -> list[Result]:
                 "raw roundtrip/fanout",
                 lambda: with_worker(queue, opts),
                 lambda: broker.purge(queue),
+            )
+        if "roundtrip" in opts.scenarios:
+            results += await h.steadily(
+                "raw roundtrip floor", lambda: rt_floor.rows(opts.roundtrips, prefix)
             )
     finally:
         await broker.delete(queues=[queue])

@@ -32,6 +32,7 @@ EXPECTED = {  # (system, scenario) -> the roles of its rows
     ("raw", "enqueue"): ["ceiling", ""],
     ("raw", "drain"): ["ceiling", ""],
     ("raw", "roundtrip"): ["ceiling"],
+    ("floor", "roundtrip"): ["floor", "floor"],  # benchmarks.rt_floor's amqp and redis modes
 }
 PEER = {
     ("dramatiq", "enqueue"): ["", ""],
@@ -116,7 +117,8 @@ def test_repeat_smoke(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     rows = data["results"]
     assert {(r["system"], r["scenario"]) for r in rows} == {
-        ("taskq", "enqueue"), ("taskq", "roundtrip"), ("raw", "enqueue"), ("raw", "roundtrip")
+        ("taskq", "enqueue"), ("taskq", "roundtrip"), ("raw", "enqueue"), ("raw", "roundtrip"),
+        ("floor", "roundtrip"),
     }  # fmt: skip
     for r in rows:
         assert r["repetition"] == 0 and [run["repetition"] for run in r["runs"]] == [1, 2], r
@@ -127,6 +129,8 @@ def test_repeat_smoke(tmp_path: Path) -> None:
     measured = issue27["round trip p50, AMQP results: taskq / raw"]
     assert measured["repetitions"] == 2 and measured["met"] is not None
     assert issue27["round trip p50, AMQP results: taskq / Dramatiq"]["median"] is None
+    floor = issue27["round trip p50: the floor with the Redis store's hops"]
+    assert floor["repetitions"] == 2 and floor["median"] > 0
     assert "## Issue 27 figures" in proc.stdout and "| reps |" in proc.stdout
     assert "median of 2 repetitions" in proc.stdout
 

@@ -3,7 +3,9 @@
 :func:`install` wraps a few methods of taskq's AMQP client (socket reads and writes, a
 delivery handed to its consumer, a publish confirm) so that each call appends
 ``(monotonic ns, event, connection)`` to :data:`EVENTS`; :func:`dump` writes them as JSON.
-``time.monotonic_ns`` is CLOCK_MONOTONIC, comparable across the processes of one machine.
+With the Redis store: the store's script writes and reply reads, and an outcome published
+to a waiter. ``time.monotonic_ns`` is CLOCK_MONOTONIC, comparable across the processes of
+one machine.
 Nothing here is imported by taskq itself: the worker runs under it through
 ``python -m benchmarks.bench_apps.traced_worker``.
 """
@@ -19,7 +21,9 @@ from typing import Any
 from taskq.actions import Actions
 from taskq.execution import Executor
 from taskq.recorder import Recorder
+from taskq.results import redis_wire
 from taskq.results.amqp import AmqpResultStore
+from taskq.results.listener import Listener
 from taskq.sending import Sender
 from taskq.transport import connection as amqp
 
@@ -58,6 +62,9 @@ def install() -> None:
     _wrap(Executor, "_run", "run", lambda _: "")
     _wrap(Actions, "act", "act", lambda _: "")
     _wrap(Recorder, "record", "record", lambda _: "")
+    _wrap(redis_wire.RedisWire, "send", "redis write", lambda _: "")
+    _wrap(redis_wire._Protocol, "data_received", "redis read", lambda _: "")
+    _wrap(Listener, "published", "outcome published", lambda _: "")
 
 
 def dump(path: str) -> None:
