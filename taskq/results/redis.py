@@ -59,7 +59,6 @@ from ..transport import Transport
 from .background import Background, InFlight
 from .base import STATUS_RANK, ErrorInfo, TaskState, TaskStatus
 from .listener import Listener, wait_terminal
-from .redis_listener import redis_session
 from .redis_pipeline import ScriptPipeline
 
 if TYPE_CHECKING:
@@ -183,6 +182,7 @@ class RedisResultStore:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        from .redis_listener import redis_session
         from .redis_wire import RedisWire
 
         timeout = transport.options.connect_timeout
@@ -217,15 +217,12 @@ class RedisResultStore:
         self._tracking = Background()
         self._wire = RedisWire(url, timeout)
         self._scripts = ScriptPipeline(self._wire)
-        # Pub/sub on a pool of its own, without redis-py's retries: a retry would reconnect
-        # and subscribe again behind the listener's back, hiding that publishes were missed.
-        self._pubsub_client: Redis = redis.asyncio.Redis(
-            connection_pool=redis.asyncio.ConnectionPool.from_url(url, **timeouts)
-        )
         self.channel = f"{self._prefix}:notify:{uuid.uuid4().hex}"
         """This store's pub/sub channel: workers publish here the tasks its waiters await."""
+        # Pub/sub on a connection of its own, which never reconnects behind the listener's
+        # back (that would hide that publishes were missed): the listener decides.
         self._listener = Listener(
-            redis_session(self._pubsub_client.pubsub, self.channel),
+            redis_session(url, timeout, self.channel),
             self.channel,
             self._errors,
             "Redis pub/sub",
@@ -262,7 +259,6 @@ class RedisResultStore:
         await self._close_clients()
 
     async def _close_clients(self) -> None:
-        await self._pubsub_client.aclose(close_connection_pool=True)
         await self._redis.aclose(close_connection_pool=True)
 
     def reply_to(self) -> str | None:

@@ -17,7 +17,7 @@ import collections
 import contextlib
 import ssl
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -53,6 +53,9 @@ class _Protocol(asyncio.Protocol):
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.on_push: Callable[[Any], None] | None = None
+        """Set by RedisWire.subscribe: every reply from then on goes here, as it is read."""
         # The last reply of each write through RedisWire.send, with its deadline, oldest first.
         self.deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
         self.watchdog: asyncio.TimerHandle | None = None
@@ -63,6 +66,9 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
+            if self.on_push is not None:
+                self.on_push(reply)
+                continue
             future = self.waiting.popleft()
             if future.done():
                 continue
@@ -74,6 +80,8 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionError("Redis closed the connection")
         self.fail(ConnectionError(f"Redis connection lost: {self.lost}"))
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     def fail(self, exc: BaseException) -> None:
         if self.watchdog is not None:
@@ -140,6 +148,30 @@ class RedisWire:
         if protocol.watchdog is None:
             protocol.watchdog = loop.call_later(self._timeout, self._watch, protocol)
         return True
+
+    async def subscribe(self, channel: str, on_push: Callable[[Any], None]) -> _Protocol:
+        """Connect (the handshake included) and subscribe to ``channel``: from then on every
+        reply, the subscription's confirmation and each message (RESP2 arrays such as
+        ``[b"message", channel, data]``) is handed to ``on_push`` as soon as it is read, in
+        the protocol's callback: no task and no wake-up between Redis and the listener. The
+        connection's ``ended`` future resolves when it is lost; :meth:`ping` checks an idle
+        one."""
+        protocol = await self._connection()
+        protocol.on_push = on_push
+        assert protocol.transport is not None
+        protocol.transport.write(encode(["SUBSCRIBE", channel]))
+        return protocol
+
+    def drop(self, exc: BaseException) -> None:
+        """Abort the connection: calls in flight fail with ``exc``; ``ended`` resolves."""
+        if self._protocol is not None:
+            self._drop(self._protocol, exc)
+
+    def ping(self) -> None:
+        """Write a PING on the subscribed connection (its reply is a push: ``[b"pong", b""]``)."""
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None and protocol.lost is None:
+            protocol.transport.write(encode(["PING"]))
 
     def _watch(self, protocol: _Protocol) -> None:
         """One timer per connection, at the deadline of the oldest write still unanswered

@@ -327,3 +327,38 @@ async def test_a_waiter_on_a_closed_store_is_told(prefix: str) -> None:
         await delete_redis_keys(prefix)
     with pytest.raises(ResultUnavailable, match="closed"):
         await waiter
+
+
+@pytest.mark.usefixtures("topology_cleanup")
+async def test_a_refused_subscription_is_retried_and_callers_still_get_results(
+    prefix: str, own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client whose Redis user may not subscribe (an ACL without channel rights) is told
+    so by Redis on SUBSCRIBE: the listener ends that session with the reason and tries
+    again later, and its callers get their results by reading the store meanwhile."""
+    await own_redis.wait_up()
+    admin = redis.asyncio.from_url(own_redis.url)
+    await admin.execute_command("ACL", "SETUSER", "nochan", "on", ">pw", "~*", "+@all",
+                                "resetchannels")  # fmt: skip
+    limited = f"redis://nochan:pw@127.0.0.1:{own_redis.port}/0"
+    client = App("client", broker=BROKER, prefix=prefix, results=limited)
+    served = App("worker", broker=BROKER, prefix=prefix, results=own_redis.url)
+    for app in (client, served):
+
+        @app.task(name="double")
+        async def double(i: int) -> int:
+            return 2 * i
+
+    caplog.set_level(logging.WARNING, logger="taskq.results")
+    try:
+        async with client, served, running_worker(served):
+            handles = [await client.tasks["double"].delay(i) for i in range(3)]
+            assert [await h.result(timeout=30) for h in handles] == [0, 2, 4]
+
+            async def refused_and_logged() -> bool:
+                return "refused the subscription" in caplog.text
+
+            await eventually(refused_and_logged, what="the refusal to be logged")
+            assert not redis_store(client)._listener.subscribed
+    finally:
+        await admin.aclose()
