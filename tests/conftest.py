@@ -22,7 +22,14 @@ import pytest
 
 from tests.apps import noise
 from tests.cluster_support import Cluster
-from tests.support import VARIANT, delete_topology, feed_noise, unique_prefix
+from tests.support import (
+    PREFIXES_USED,
+    VARIANT,
+    delete_topology,
+    feed_noise,
+    sweep_prefixes,
+    unique_prefix,
+)
 
 pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on users' test files
 
@@ -31,6 +38,13 @@ ONE_QUEUE, TWO_QUEUES = "one-queue", "two-queues"
 # What starts a worker in a test (tests.support); a test function, fixture, helper or class of
 # the test's module that calls one of these, directly or through another, starts one too.
 WORKER_STARTERS = frozenset({"running_worker", "make_worker", "WorkerProcess"})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Sweep what the tests' own cleanups missed, so that a run leaves nothing behind."""
+    swept = sweep_prefixes(PREFIXES_USED)
+    if swept:
+        print(f"\nswept {len(swept)} queue(s)/exchange(s) left by tests: {sorted(swept)[:8]}")
 
 
 @pytest.fixture(scope="session")

@@ -49,9 +49,52 @@ T = TypeVar("T")
 ABANDONED: dict[str, set[str]] = {}
 
 
+PREFIXES_USED: set[str] = set()
+"""Every prefix this process handed out: swept at the end of the session (``sweep_prefixes``)."""
+
+
 def unique_prefix() -> str:
     """A prefix no other test run uses."""
-    return f"tq{uuid.uuid4().hex[:12]}"
+    prefix = f"tq{uuid.uuid4().hex[:12]}"
+    PREFIXES_USED.add(prefix)
+    return prefix
+
+
+def sweep_prefixes(prefixes: Iterable[str]) -> list[str]:
+    """Delete every queue and exchange of ``prefixes`` still on the broker (what a test's own
+    cleanup missed: a reply queue of a killed subprocess, a name declared after the cleanup
+    ran); return their names. Listed with ``rabbitmqctl`` (nothing when it is missing)."""
+    wanted = tuple(prefixes)
+    if not wanted:
+        return []
+    found: dict[str, list[str]] = {}
+    for kind in ("queues", "exchanges"):
+        try:
+            listed = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"],
+                                    capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        found[kind] = [
+            name for name in listed.split()
+            if name in wanted or name.startswith(tuple(f"{p}." for p in wanted))
+        ]  # fmt: skip
+    if found["queues"] or found["exchanges"]:
+        asyncio.run(_delete(found["queues"], found["exchanges"]))
+    return found["queues"] + found["exchanges"]
+
+
+async def _delete(queues: list[str], exchanges: list[str]) -> None:
+    connection = await aio_pika.connect(BROKER)
+    try:
+        for kind, names in (("queue", queues), ("exchange", exchanges)):
+            for name in names:
+                channel = await connection.channel()  # a failed delete closes its channel
+                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                    await getattr(channel, f"{kind}_delete")(name)
+                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                    await channel.close()
+    finally:
+        await connection.close()
 
 
 # -- the broker, seen from outside taskq ------------------------------------------------------
