@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import rt_floor
+from . import enqueue_floor, rt_floor
 from .harness import Result
 from .repeat import Spread, figure, two
 from .report import Pick, Target, best_of, labelled, render
@@ -68,6 +68,21 @@ GOALS = [
 ]
 
 
+# For reference, no goal: what the broker allows a batch at all.
+REFERENCES = [
+    Target(
+        "enqueue: map() / the floor's bare publisher",
+        labelled("taskq", "enqueue", "batch map()"),
+        labelled("floor", "enqueue", enqueue_floor.VARIANT),
+    ),
+    Target(
+        "enqueue: gather of delay() / the floor's bare publisher",
+        labelled("taskq", "enqueue", "gather delay()"),
+        labelled("floor", "enqueue", enqueue_floor.VARIANT),
+    ),
+]
+
+
 def _latency(text: str, pick: Pick, results: list[Result]) -> dict[str, Any]:
     picked = pick(results)
     spread = None if picked is None else figure(picked, "p50")
@@ -79,6 +94,12 @@ def _goal(target: Target, results: list[Result]) -> dict[str, Any]:
     spread, verdict = target.measure(results)
     met = None if spread is None else target.met(spread.median)
     return _entry(target.text, "x", spread, target.goal, met, verdict)
+
+
+def _reference(target: Target, results: list[Result]) -> dict[str, Any]:
+    spread, verdict = target.measure(results)
+    detail = verdict.split(": ", 1)[-1]  # the rows compared, without a verdict
+    return _entry(target.text, "x", spread, "", None, detail)
 
 
 def _entry(
@@ -100,9 +121,11 @@ def _entry(
 
 def figures(results: list[Result]) -> list[dict[str, Any]]:
     """Issue 27's figures of a run (aggregated rows: ``repeat.aggregate``), as JSON."""
-    return [_latency(text, pick, results) for text, pick in LATENCIES] + [
-        _goal(target, results) for target in GOALS
-    ]
+    return (
+        [_latency(text, pick, results) for text, pick in LATENCIES]
+        + [_goal(target, results) for target in GOALS]
+        + [_reference(target, results) for target in REFERENCES]
+    )
 
 
 def _value(f: dict[str, Any]) -> str:

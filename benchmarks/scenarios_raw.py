@@ -10,7 +10,7 @@ import uuid
 
 import aio_pika
 
-from . import broker, rt_floor
+from . import broker, enqueue_floor, rt_floor
 from . import harness as h
 from .harness import Options, Result
 
@@ -201,6 +201,9 @@ async def run(opts: Options, prefix: str) -> list[Result]:
         if "enqueue" in opts.scenarios:
             results += await h.steadily(
                 "raw enqueue", lambda: enqueue(queue, opts), lambda: broker.purge(queue)
+            )
+            results += await h.steadily(
+                "floor enqueue", lambda: enqueue_floor.rows(opts.tasks, prefix)
             )
         for processes, scenario in ((1, "drain"), (2, "drain2")):
             if scenario in opts.scenarios:

@@ -32,6 +32,7 @@ EXPECTED = {  # (system, scenario) -> the roles of its rows
     ("raw", "enqueue"): ["ceiling", ""],
     ("raw", "drain"): ["ceiling", ""],
     ("raw", "roundtrip"): ["ceiling"],
+    ("floor", "enqueue"): ["floor"],  # benchmarks.enqueue_floor
     ("floor", "roundtrip"): ["floor", "floor"],  # benchmarks.rt_floor's amqp and redis modes
 }
 PEER = {
@@ -118,7 +119,7 @@ def test_repeat_smoke(tmp_path: Path) -> None:
     rows = data["results"]
     assert {(r["system"], r["scenario"]) for r in rows} == {
         ("taskq", "enqueue"), ("taskq", "roundtrip"), ("raw", "enqueue"), ("raw", "roundtrip"),
-        ("floor", "roundtrip"),
+        ("floor", "enqueue"), ("floor", "roundtrip"),
     }  # fmt: skip
     for r in rows:
         assert r["repetition"] == 0 and [run["repetition"] for run in r["runs"]] == [1, 2], r
@@ -131,6 +132,8 @@ def test_repeat_smoke(tmp_path: Path) -> None:
     assert issue27["round trip p50, AMQP results: taskq / Dramatiq"]["median"] is None
     floor = issue27["round trip p50: the floor with the Redis store's hops"]
     assert floor["repetitions"] == 2 and floor["median"] > 0
+    batch = issue27["enqueue: map() / the floor's bare publisher"]
+    assert batch["repetitions"] == 2 and batch["median"] > 0 and batch["met"] is None
     assert "## Issue 27 figures" in proc.stdout and "| reps |" in proc.stdout
     assert "median of 2 repetitions" in proc.stdout
 
