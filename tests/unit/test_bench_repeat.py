@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import issue27, repeat, report
+from benchmarks import enqueue_floor, issue27, repeat, report, rt_floor
 from benchmarks.__main__ import row_notes
 from benchmarks.harness import Result, failed, rate
 
@@ -138,6 +138,8 @@ def _issue27_run() -> list[Result]:
             _rate("taskq", "enqueue", "batch map()", 1000 + 200 * n, n, "batch"),
             _rate("taskq", "drain", DRAIN, 900 + 100 * n, n, "headline"),
             _rate("taskq", "drain", NO_REPLY, 1000, n, "no-reply"),
+            _roundtrip("floor", rt_floor.VARIANTS["amqp"], 1.0, n, "floor"),
+            _rate("floor", "enqueue", enqueue_floor.VARIANT, 2000, n, "floor"),
         ]
     return rows
 
@@ -145,7 +147,7 @@ def _issue27_run() -> list[Result]:
 def test_issue27_figures() -> None:
     rows = repeat.aggregate(_issue27_run())
     figures = {f["figure"]: f for f in issue27.figures(rows)}
-    assert len(figures) == len(issue27.LATENCIES) + len(issue27.GOALS)
+    assert len(figures) == len(issue27.LATENCIES) + len(issue27.GOALS) + len(issue27.REFERENCES)
 
     taskq_ms = figures["round trip p50, AMQP results: taskq"]
     assert (taskq_ms["median"], taskq_ms["min"], taskq_ms["max"]) == (1.5, 1.0, 2.0)
@@ -172,6 +174,15 @@ def test_issue27_figures() -> None:
 
     two_processes = figures["drain, natural API: --processes 2 / 1 process"]
     assert two_processes["median"] is None and two_processes["met"] is None
+
+    # The floors: against Dramatiq's best with the goal's bound, and for reference (no goal).
+    floor = figures["round trip p50, floor of the AMQP hops / Dramatiq"]
+    assert (floor["median"], floor["min"], floor["max"]) == (0.5, 0.4, 0.5)
+    assert floor["met"] is True
+    assert figures["round trip p50, floor of the Redis hops / Dramatiq"]["median"] is None
+    ceiling = figures["enqueue: map() / the floor's bare publisher"]
+    assert ceiling["median"] == pytest.approx(0.7) and ceiling["goal"] == ""
+    assert ceiling["met"] is None and "2,000/s" in ceiling["detail"]
 
     text = issue27.section(list(figures.values()))
     assert text.startswith("## Issue 27 figures")
