@@ -42,6 +42,7 @@ from .aiopika_lease import AioPikaLease, connect
 from .aiopika_properties import amqp_properties, flaws_of
 from .aiopika_queues import RetriedAlone
 from .aiopika_replies import ReplyQueue
+from .aiopika_returns import OnePerId
 from .connection import UNCONFIRMED_LIMIT
 from .errors import PRECONDITION_FAILED
 from .interface import NOT_FOUND, Cancel, QueueDepth, Reply
@@ -126,6 +127,7 @@ class AioPikaTransport(SharedMethods):
         self._name = connection_name
         self._given = connection
         self._out: AbstractRobustConnection | None = None
+        self._returnable = OnePerId()
         self._in: AbstractRobustConnection | None = None
         self._in_lock = asyncio.Lock()
         self._channels: dict[str, AbstractChannel] = {}
@@ -429,7 +431,11 @@ class AioPikaTransport(SharedMethods):
             return refused_this(exc, exchange, len(message.body))
 
         with mapped(what, PublishError):
-            await self._patiently("publish", attempt, refused)
+            if not mandatory or message.message_id is None:
+                await self._patiently("publish", attempt, refused)
+                return
+            async with self._returnable.hold(message.message_id):
+                await self._patiently("publish", attempt, refused)
 
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:
         """Publish transient, unconfirmed, non-mandatory on the default exchange (replies)."""

@@ -84,8 +84,13 @@ class Nacked(Exception):
     """The broker nacked a publish (it could not take responsibility for it)."""
 
 
-Pending = tuple[asyncio.Future[None], str | None, str, int]
-"""An unconfirmed publish: its confirm, message ID (if mandatory), exchange and body size."""
+Pending = tuple[asyncio.Future[None], str | None, str, int, str]
+"""An unconfirmed publish: its confirm, message ID (if mandatory), exchange, body size and
+routing key."""
+ReturnKey = tuple[str, str, str]
+"""What matches a return to its publish: message ID, exchange, routing key. The ID alone
+does not: taskq's message IDs are task IDs, which a producer may reuse, and a worker may
+publish a reply and a dead-letter copy with the same ID at once."""
 
 
 def _closed_by(close: commands.Channel.Close | commands.Connection.Close) -> ChannelClosed:
@@ -122,7 +127,7 @@ class Channel:
         # multiple ack settles every one up to its tag; single acks may come in any order).
         self._unconfirmed: dict[int, Pending] = {}
         self._order: collections.deque[int] = collections.deque()
-        self._returned: dict[str, int] = {}  # message ID -> reply code, until its confirm
+        self._returned: dict[ReturnKey, int] = {}  # -> reply code, until its confirm
 
     def __repr__(self) -> str:
         return f"<Channel {self.number} of {self.connection.name}>"
@@ -159,7 +164,8 @@ class Channel:
         elif kind == (frames.BASIC, frames.NACK):
             self._confirmed(*frames.confirm(payload), Nacked("the broker nacked the publish"))
         elif kind == (frames.BASIC, frames.RETURN):
-            self._content = ("return", frames.returned(payload)[0])
+            code, _, exchange, routing_key = frames.returned(payload)
+            self._content = ("return", code, exchange, routing_key)
         elif kind == (frames.BASIC, frames.GET_OK):
             self._content = ("get", *frames.get_ok(payload))
         else:
@@ -204,7 +210,7 @@ class Channel:
         if kind == "return":  # a returned publish: its confirm follows
             message_id = self._props.get("message_id")
             if message_id is not None:
-                self._returned[message_id] = content[1]
+                self._returned[(message_id, content[2], content[3])] = content[1]
             return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         _, tag, redelivered, routing_key = content
@@ -247,8 +253,10 @@ class Channel:
                 self._settle(entry, failure)
 
     def _settle(self, entry: Pending, failure: Exception | None) -> None:
-        future, message_id, _, _ = entry
-        code = self._returned.pop(message_id, None) if message_id is not None else None
+        future, message_id, exchange, _, routing_key = entry
+        code = None
+        if message_id is not None:
+            code = self._returned.pop((message_id, exchange, routing_key), None)
         if code is not None and failure is None:
             failure = Returned(f"returned: {code} (no queue bound for it)")
         if future.done():
@@ -348,7 +356,7 @@ class Channel:
         """The message IDs (with reply codes) of mandatory publishes returned since the last
         call. Without publisher confirms (in a transaction) nothing else collects them."""
         returned, self._returned = self._returned, {}
-        return returned
+        return {message_id: code for (message_id, _, _), code in returned.items()}
 
     async def confirm_mode(self) -> None:
         """Turn on publisher confirms for this channel."""
@@ -378,7 +386,7 @@ class Channel:
         self._seq += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         message_id = props.get("message_id") if mandatory else None
-        self._unconfirmed[self._seq] = (future, message_id, exchange, len(body))
+        self._unconfirmed[self._seq] = (future, message_id, exchange, len(body), routing_key)
         self._order.append(self._seq)
         return future
 

@@ -259,11 +259,13 @@ def confirm(payload: memoryview) -> tuple[int, bool]:
     return tag, bool(bits & 1)
 
 
-def returned(payload: memoryview) -> tuple[int, str]:
-    """``basic.return``: (reply code, reply text)."""
+def returned(payload: memoryview) -> tuple[int, str, str, str]:
+    """``basic.return``: (reply code, reply text, exchange, routing key)."""
     (code,) = struct.unpack_from(">H", payload, 4)
-    text, _ = _short_str(payload, 6)
-    return code, text
+    text, at = _short_str(payload, 6)
+    exchange, at = _short_str(payload, at)
+    routing_key, _ = _short_str(payload, at)
+    return code, text, exchange, routing_key
 
 
 def _encode_short(value: str) -> bytes:

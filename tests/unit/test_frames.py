@@ -100,7 +100,7 @@ def test_confirms_returns_and_get_ok_are_decoded() -> None:
     ack = frame.marshal(commands.Basic.Ack(77, True), 1)
     assert frames.confirm(memoryview(ack)[7:-1]) == (77, True)
     returned = frame.marshal(commands.Basic.Return(312, "NO_ROUTE", "ex", "rk"), 1)
-    assert frames.returned(memoryview(returned)[7:-1]) == (312, "NO_ROUTE")
+    assert frames.returned(memoryview(returned)[7:-1]) == (312, "NO_ROUTE", "ex", "rk")
     get_ok = frame.marshal(commands.Basic.GetOk(12, True, "ex", "q", 3), 1)
     assert frames.get_ok(memoryview(get_ok)[7:-1]) == (12, True, "q")
 
