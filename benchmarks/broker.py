@@ -110,12 +110,10 @@ async def delete(queues: Sequence[str] = (), exchanges: Sequence[str] = ()) -> N
             await ch.exchange_delete(e)
 
 
-async def sweep(prefix: str) -> list[str]:
-    """Delete every queue and exchange whose name starts with ``prefix`` (what a run declared
-    and did not delete: reply queues, a peer's extra entities). Uses ``rabbitmqctl``; returns
-    the names deleted, or nothing when rabbitmqctl is missing."""
-    await wait_for_broker(timeout=300)  # a sweep while the broker restarts finds nothing
-    found: dict[str, list[str]] = {}
+def names_starting_with(*prefixes: str) -> tuple[list[str], list[str]]:
+    """The queues and the exchanges of the default virtual host whose names start with one of
+    ``prefixes``, listed with ``rabbitmqctl`` (none when it is missing or does not answer)."""
+    found: list[list[str]] = []
     for kind in ("queues", "exchanges"):
         try:
             out = subprocess.run(
@@ -125,11 +123,19 @@ async def sweep(prefix: str) -> list[str]:
                 timeout=60,
             ).stdout
         except (OSError, subprocess.TimeoutExpired):
-            return []
-        found[kind] = [n for n in out.split() if n.startswith(prefix)]
-    if found["queues"] or found["exchanges"]:
-        await delete(queues=found["queues"], exchanges=found["exchanges"])
-    return found["queues"] + found["exchanges"]
+            return [], []
+        found.append([n for n in out.split() if prefixes and n.startswith(prefixes)])
+    return found[0], found[1]
+
+
+async def sweep(prefix: str) -> list[str]:
+    """Delete every queue and exchange whose name starts with ``prefix`` (what a run declared
+    and did not delete: reply queues, a peer's extra entities); return their names."""
+    await wait_for_broker(timeout=300)  # a sweep while the broker restarts finds nothing
+    queues, exchanges = names_starting_with(prefix)
+    if queues or exchanges:
+        await delete(queues=queues, exchanges=exchanges)
+    return queues + exchanges
 
 
 async def delete_redis_keys(prefix: str) -> int:

@@ -25,10 +25,9 @@ from collections.abc import Sequence
 import uvloop
 from pamqp import commands
 
-from taskq.transport.connection import Channel, connect
-from taskq.transport.endpoints import parse_endpoint
+from taskq.transport.connection import Channel
 
-from . import broker, cpu
+from . import cpu, rt_floor
 from . import harness as h
 from .harness import Result
 
@@ -69,9 +68,8 @@ async def _publish(channel: Channel, exchange: str, tasks: int, window: int) -> 
 async def measure(tasks: int, window: int, prefix: str) -> tuple[float, float | None]:
     """(seconds to publish ``tasks`` and have them confirmed, broker CPU µs per message)."""
     exchange, queue = f"{prefix}.floorx", f"{prefix}.floorq"
-    connection = await connect(parse_endpoint(broker.BROKER), "enqueue-floor", 10.0)
+    connection, channel = await rt_floor.amqp("enqueue-floor")
     try:
-        channel = await connection.channel()
         await channel.rpc(commands.Exchange.Declare(exchange=exchange, exchange_type="direct",
                                                     durable=True))  # fmt: skip
         await channel.rpc(commands.Queue.Declare(queue=queue, durable=True,

@@ -15,7 +15,7 @@ from typing import Any
 from . import enqueue_floor, rt_floor
 from .harness import Result
 from .repeat import Spread, figure, two
-from .report import Pick, Target, best_of, labelled, render
+from .report import Pick, Target, best_of, compared, labelled, render
 
 TASKQ_RT = labelled("taskq", "roundtrip", "AMQP results: delay() + result()")
 TASKQ_RT_REDIS = labelled("taskq", "roundtrip", "Redis results: delay() + result()")
@@ -97,8 +97,10 @@ def _goal(target: Target, results: list[Result]) -> dict[str, Any]:
 
 
 def _reference(target: Target, results: list[Result]) -> dict[str, Any]:
-    spread, verdict = target.measure(results)
-    detail = verdict.split(": ", 1)[-1]  # the rows compared, without a verdict
+    spread, detail = target.measure(results)
+    ours, theirs = target.ours(results), target.theirs(results)
+    if spread is not None and ours is not None and theirs is not None:
+        detail = compared(ours, theirs)  # the rows, without a verdict: there is no goal
     return _entry(target.text, "x", spread, "", None, detail)
 
 

@@ -68,8 +68,16 @@ from .harness import Workers, app_env, taskq_worker
 
 TAIL = 1.0  # fresh tasks keep flowing this long after the last retry started
 FRESH_PRIORITY, BULK_PRIORITY = 1, 0  # with --bulk-priority
-SEND_MANY = False
-"""Send the storm with one ``App.send_many`` call (``--send-many``) instead of a gather."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StormSend:
+    """How the storm is sent: ``bulk`` at BULK_PRIORITY, fresh tasks then at FRESH_PRIORITY
+    (``--bulk-priority``); ``many`` with one ``App.send_many`` call instead of a gather
+    (``--send-many``)."""
+
+    bulk: bool = False
+    many: bool = False
 
 
 @dataclasses.dataclass
@@ -205,7 +213,7 @@ async def measure(
     rate: float,
     record: Record,
     read_stamps: Callable[[], None] = lambda: None,
-    bulk: bool = False,
+    how: StormSend = StormSend(),
     flow: Callable[[asyncio.Event], Awaitable[int]] | None = None,
 ) -> dict[str, Any]:
     """Start the fresh flow, send the storm, wait for every retry and fresh task; the figures.
@@ -228,8 +236,8 @@ async def measure(
             flow = functools.partial(produce, fresh, rate, sending=sending)
         producer = group.create_task(flow(stop))
         t0 = time.time()
-        storm_sender = flaky.options(priority=BULK_PRIORITY) if bulk else flaky
-        if SEND_MANY:
+        storm_sender = flaky.options(priority=BULK_PRIORITY) if how.bulk else flaky
+        if how.many:
             await app.send_many([(storm_sender, (i,)) for i in range(storm)])
         else:
             await asyncio.gather(*(storm_sender.delay(i) for i in range(storm)))
@@ -262,14 +270,14 @@ async def measure(
 
 
 async def run(
-    prefix: str, storm: int, rate: float, concurrency: int, quorum: bool, bulk: bool
+    prefix: str, storm: int, rate: float, concurrency: int, quorum: bool, how: StormSend
 ) -> dict[str, Any]:
     """Start a worker, measure, stop, clean up."""
     record = Record()
-    app = make_app(prefix, record, quorum, bulk)
+    app = make_app(prefix, record, quorum, how.bulk)
     backoffs = [POLICY.backoff_delay(k) for k in range(1, POLICY.max_attempts)]
     return await with_worker(
-        app, concurrency, lambda: measure(app, storm, rate, record, bulk=bulk), backoffs
+        app, concurrency, lambda: measure(app, storm, rate, record, how=how), backoffs
     )
 
 
@@ -304,7 +312,7 @@ async def run_worker_process(
     rate: float,
     concurrency: int,
     quorum: bool,
-    bulk: bool,
+    how: StormSend,
     processes: int = 1,
     own_producer: bool = False,
 ) -> dict[str, Any]:
@@ -312,7 +320,7 @@ async def run_worker_process(
     processes (benchmarks/bench_apps/storm_app.py); ``own_producer``: the fresh flow from a
     process of its own too."""
     record = Record()
-    app = make_app(prefix, record, quorum, bulk)  # the client's view: signatures, priorities
+    app = make_app(prefix, record, quorum, how.bulk)  # the client's view: signatures, priorities
     with tempfile.TemporaryDirectory(prefix="bench-storm-") as directory:
         tail = stamps.Tail(directory)
 
@@ -337,9 +345,9 @@ async def run_worker_process(
             for delay_s in (POLICY.backoff_delay(k) for k in range(1, POLICY.max_attempts)):
                 await app.transport.declare_delay_path(int(delay_s * 1000))
             if not own_producer:
-                return await measure(app, storm, rate, record, read_stamps, bulk)
+                return await measure(app, storm, rate, record, read_stamps, how)
             async with producer_process(app, rate, directory, read_stamps, record) as flow:
-                return await measure(app, storm, rate, record, read_stamps, bulk, flow)
+                return await measure(app, storm, rate, record, read_stamps, how, flow)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -366,12 +374,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    global SEND_MANY
     args = parse_args(argv)
-    SEND_MANY = args.send_many
+    how = StormSend(bulk=args.bulk_priority, many=args.send_many)
     prefix = f"bench-storm-{uuid.uuid4().hex[:8]}"
     load_before = load()
-    work = (prefix, args.storm, args.fresh_rate, args.concurrency, args.quorum, args.bulk_priority)
+    work = (prefix, args.storm, args.fresh_rate, args.concurrency, args.quorum, how)
     if args.worker_process:
         result = run_loop(run_worker_process(*work, args.processes, args.producer_process))
     else:
@@ -382,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "storm": args.storm,
         "fresh_rate": args.fresh_rate,
         "retry_policy": f"{POLICY.max_attempts} attempts, {POLICY.delay:g} s x{POLICY.backoff:g}",
-        "send": "send_many" if SEND_MANY else "gather",
+        "send": "send_many" if how.many else "gather",
         "fresh_from": "a process of its own" if args.producer_process else "this process",
         "priorities": f"storm {BULK_PRIORITY}, fresh {FRESH_PRIORITY}"
         if args.bulk_priority

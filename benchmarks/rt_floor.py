@@ -41,6 +41,7 @@ import hiredis
 import uvloop
 from pamqp import commands
 
+from taskq.results.redis_wire import encode
 from taskq.transport.connection import Channel, Connection, connect
 from taskq.transport.endpoints import parse_endpoint
 from taskq.transport.wire import Delivery
@@ -97,12 +98,8 @@ class RedisLink(asyncio.Protocol):
                 self.waiting.pop(0).set_result(reply)
 
     def call(self, *args: bytes | str) -> asyncio.Future[Any]:
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = arg.encode() if isinstance(arg, str) else arg
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         assert self.transport is not None
-        self.transport.write(b"".join(parts))
+        self.transport.write(encode(args))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         return future

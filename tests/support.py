@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import aio_pika
 import aiormq
 
+from benchmarks.broker import names_starting_with
 from taskq import App, Worker, codec
 from taskq.cli.common import UsageError, load_app
 from taskq.control import presence_queue
@@ -63,36 +64,21 @@ def unique_prefix() -> str:
 def sweep_prefixes(prefixes: Iterable[str]) -> list[str]:
     """Delete every queue and exchange of ``prefixes`` still on the broker (what a test's own
     cleanup missed: a reply queue of a killed subprocess, a name declared after the cleanup
-    ran); return their names. Listed with ``rabbitmqctl`` (nothing when it is missing)."""
-    wanted = tuple(prefixes)
-    if not wanted:
-        return []
-    found: dict[str, list[str]] = {}
-    for kind in ("queues", "exchanges"):
-        try:
-            listed = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"],
-                                    capture_output=True, text=True, timeout=60).stdout  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired):
-            return []
-        found[kind] = [
-            name for name in listed.split()
-            if name in wanted or name.startswith(tuple(f"{p}." for p in wanted))
-        ]  # fmt: skip
-    if found["queues"] or found["exchanges"]:
-        asyncio.run(_delete(found["queues"], found["exchanges"]))
-    return found["queues"] + found["exchanges"]
+    ran); return their names."""
+    queues, exchanges = names_starting_with(*prefixes)
+    if queues or exchanges:
+        asyncio.run(_delete(queues, exchanges))
+    return queues + exchanges
 
 
 async def _delete(queues: list[str], exchanges: list[str]) -> None:
     connection = await aio_pika.connect(BROKER)
     try:
-        for kind, names in (("queue", queues), ("exchange", exchanges)):
-            for name in names:
-                channel = await connection.channel()  # a failed delete closes its channel
-                with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                    await getattr(channel, f"{kind}_delete")(name)
-                with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                    await channel.close()
+        channel = await connection.channel()  # deletes without conditions never fail
+        for name in queues:
+            await channel.queue_delete(name)
+        for name in exchanges:
+            await channel.exchange_delete(name)
     finally:
         await connection.close()
 

@@ -430,11 +430,13 @@ class AioPikaTransport(SharedMethods):
         def refused(exc: BaseException) -> bool:
             return refused_this(exc, exchange, len(message.body))
 
+        returnable = message.message_id if mandatory else None  # see aiopika_returns
         with mapped(what, PublishError):
-            if not mandatory or message.message_id is None:
-                await self._patiently("publish", attempt, refused)
-                return
-            async with self._returnable.hold(message.message_id):
+            async with (
+                self._returnable.hold(returnable)
+                if returnable is not None
+                else contextlib.nullcontext()
+            ):
                 await self._patiently("publish", attempt, refused)
 
     async def notify(self, routing_key: str, message: OutgoingMessage) -> None:

@@ -19,17 +19,23 @@ class OnePerId:
     """Lets one holder per message ID at a time through :meth:`hold`."""
 
     def __init__(self) -> None:
-        self._held: dict[str, asyncio.Future[None]] = {}
+        # ID -> the future its waiters wait on, None while nobody waits (the usual case: no
+        # future is made for a publish whose ID is not shared).
+        self._held: dict[str, asyncio.Future[None] | None] = {}
 
     @contextlib.asynccontextmanager
     async def hold(self, message_id: str) -> AsyncIterator[None]:
         """Wait until no other publish holds ``message_id``, then hold it while in the block."""
-        while (other := self._held.get(message_id)) is not None:
-            await asyncio.shield(other)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._held[message_id] = mine
+        held = self._held
+        while message_id in held:
+            released = held[message_id]
+            if released is None:
+                released = held[message_id] = asyncio.get_running_loop().create_future()
+            await asyncio.shield(released)
+        held[message_id] = None
         try:
             yield
         finally:
-            del self._held[message_id]
-            mine.set_result(None)
+            released = held.pop(message_id)
+            if released is not None:
+                released.set_result(None)
